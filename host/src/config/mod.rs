@@ -1,0 +1,192 @@
+//! Reading a Bizon pipeline file.
+//!
+//! Bizon's YAML is read unchanged: `name`, `source`, `destination` (`name` +
+//! `config`), and the `engine`, `transforms` and `streams` sections, which are
+//! accepted and, since bizon-host does not implement them, reported with a
+//! warning. Every error names the file, the line and the field.
+//!
+//! Parsing goes in passes over the same text: first the source's and the
+//! destination's `name`, then the whole file with the typed config those names
+//! call for. Serde's tagged enums would do it in one pass, but they buffer
+//! values and lose the line numbers the errors need.
+
+mod common;
+mod env;
+mod schema;
+mod source;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub use common::DestinationOptions;
+pub use schema::{BigQueryType, ColumnMode, ColumnSpec, RecordSchemaConfig};
+pub use source::{DummySourceConfig, JsonlSourceConfig, SourceConfig};
+
+use crate::destination::file::FileConfig;
+use crate::destination::logger::LoggerConfig;
+
+/// A config error, located in its file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the error has no line (a missing file).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn at(file: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
+        Self { file: file.to_string(), line, column, message: message.into() }
+    }
+
+    fn spanned<T>(file: &str, span: &Spanned<T>, message: impl Into<String>) -> Self {
+        let at = span.referenced;
+        Self::at(file, at.line() as usize, at.column() as usize, message)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{}:{}: {}", self.file, line, self.column, self.message),
+        }
+    }
+}
+
+/// A pipeline, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub source: SourceConfig,
+    pub destination: DestinationConfig,
+    /// Sections of the file that bizon-host reads but does not act on.
+    pub ignored_sections: Vec<&'static str>,
+}
+
+/// The destination section, typed by its `name`.
+#[derive(Debug, Clone)]
+pub enum DestinationConfig {
+    File(FileConfig),
+    Logger(LoggerConfig),
+    // Further destinations (wasm, bigquery*) add a variant here, a name in
+    // `DESTINATIONS`, and an arm in `parse_destination` and `options`.
+}
+
+/// Destination names this build understands, for the error on an unknown one.
+const DESTINATIONS: &[&str] = &["file", "logger"];
+
+impl DestinationConfig {
+    /// The destination's name as written in the pipeline file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DestinationConfig::File(_) => "file",
+            DestinationConfig::Logger(_) => "logger",
+        }
+    }
+
+    pub fn options(&self) -> &DestinationOptions {
+        match self {
+            DestinationConfig::File(c) => &c.options,
+            DestinationConfig::Logger(c) => &c.options,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile<S, D> {
+    name: String,
+    source: S,
+    destination: DestinationSection<D>,
+    #[serde(default)]
+    engine: Option<IgnoredAny>,
+    #[serde(default)]
+    transforms: Option<IgnoredAny>,
+    #[serde(default)]
+    streams: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationSection<D> {
+    name: Spanned<String>,
+    config: Option<D>,
+}
+
+/// Just the source's name; the rest of the section is read in a later pass.
+#[derive(Deserialize)]
+struct SourceName {
+    name: Spanned<String>,
+}
+
+/// Reads, substitutes and parses a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::at(&file, 0, 0, format!("cannot read the pipeline file: {e}")))?;
+    parse(&text, &file, |name| std::env::var(name).ok())
+}
+
+/// Parses pipeline text; `file` names it in errors, `lookup` reads the environment.
+pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Pipeline, ConfigError> {
+    let text = env::substitute(text, file, lookup)?;
+    let names: PipelineFile<SourceName, IgnoredAny> = from_yaml(&text, file)?;
+    let source = source::parse(&text, file, &names.source.name)?;
+    let destination = parse_destination(&text, file, &names.destination.name)?;
+    destination.options().validate(file)?;
+    let ignored_sections = [
+        ("engine", names.engine.is_some()),
+        ("transforms", names.transforms.is_some()),
+        ("streams", names.streams.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(section, present)| present.then_some(section))
+    .collect();
+    Ok(Pipeline { name: names.name, source, destination, ignored_sections })
+}
+
+fn parse_destination(text: &str, file: &str, name: &Spanned<String>) -> Result<DestinationConfig, ConfigError> {
+    // A destination whose options all have defaults may leave `config` out.
+    fn typed<D: DeserializeOwned>(text: &str, file: &str, name: &Spanned<String>) -> Result<D, ConfigError> {
+        let parsed: PipelineFile<IgnoredAny, D> = from_yaml(text, file)?;
+        match parsed.destination.config {
+            Some(config) => Ok(config),
+            None => serde_saphyr::from_str("{}").map_err(|e| {
+                ConfigError::spanned(file, name, format!("destination.config is missing: {}", plain_message(&e.to_string())))
+            }),
+        }
+    }
+    Ok(match name.value.as_str() {
+        "file" => DestinationConfig::File(typed(text, file, name)?),
+        "logger" => DestinationConfig::Logger(typed(text, file, name)?),
+        other => {
+            return Err(ConfigError::spanned(
+                file,
+                name,
+                format!("destination.name: unknown destination `{other}`; expected one of: {}", DESTINATIONS.join(", ")),
+            ))
+        }
+    })
+}
+
+/// Deserializes YAML text, turning the parser's error into a located one.
+fn from_yaml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+        ConfigError::at(file, line, column, plain_message(&e.to_string()))
+    })
+}
+
+/// The parser's message without its own rendering of the location and the
+/// source snippet, which our `file:line:col:` prefix replaces.
+fn plain_message(rendered: &str) -> String {
+    let first = rendered.lines().next().unwrap_or(rendered).trim();
+    let without_at = first.split(" at line ").next().unwrap_or(first);
+    without_at.trim_start_matches("error: ").to_string()
+}

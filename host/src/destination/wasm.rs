@@ -1,0 +1,1 @@
+//! WebAssembly destinations: see the plugin runtime in crate::plugin.

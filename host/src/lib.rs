@@ -1,0 +1,17 @@
+//! bizon-host: Bizon's destination runtime.
+//!
+//! Modules in data-flow order: a pipeline file is read by [`config`], a
+//! [`source`] yields records, [`record`] turns them into Arrow columns, the
+//! [`buffer`] of each destination_id decides when to flush, and a
+//! [`destination`] writes the batch. [`pipeline`] wires these together and
+//! [`cli`] is the command line on top.
+
+pub mod config;
+pub mod record;
+pub mod source;
+pub mod buffer;
+pub mod destination;
+#[cfg(feature = "wasm")]
+pub mod plugin;
+pub mod pipeline;
+pub mod cli;
