@@ -13,7 +13,7 @@
 mod common;
 mod env;
 mod schema;
-mod source;
+pub mod source;
 
 use std::fmt;
 use std::path::Path;
@@ -74,12 +74,29 @@ pub struct Pipeline {
 pub enum DestinationConfig {
     File(FileConfig),
     Logger(LoggerConfig),
-    // Further destinations (wasm, bigquery*) add a variant here, a name in
-    // `DESTINATIONS`, and an arm in `parse_destination` and `options`.
+    #[cfg(feature = "wasm")]
+    Wasm(crate::destination::wasm::WasmConfig),
+    #[cfg(feature = "bigquery")]
+    BigQuery(crate::destination::bigquery::BigQueryConfig),
+    #[cfg(feature = "bigquery")]
+    BigQueryStreaming(crate::destination::bigquery::BigQueryStreamingConfig),
+    #[cfg(feature = "bigquery")]
+    BigQueryStreamingV2(crate::destination::bigquery::BigQueryStreamingV2Config),
 }
 
 /// Destination names this build understands, for the error on an unknown one.
-const DESTINATIONS: &[&str] = &["file", "logger"];
+const DESTINATIONS: &[&str] = &[
+    "file",
+    "logger",
+    #[cfg(feature = "wasm")]
+    "wasm",
+    #[cfg(feature = "bigquery")]
+    "bigquery",
+    #[cfg(feature = "bigquery")]
+    "bigquery_streaming",
+    #[cfg(feature = "bigquery")]
+    "bigquery_streaming_v2",
+];
 
 impl DestinationConfig {
     /// The destination's name as written in the pipeline file.
@@ -87,6 +104,14 @@ impl DestinationConfig {
         match self {
             DestinationConfig::File(_) => "file",
             DestinationConfig::Logger(_) => "logger",
+            #[cfg(feature = "wasm")]
+            DestinationConfig::Wasm(_) => "wasm",
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQuery(_) => "bigquery",
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQueryStreaming(_) => "bigquery_streaming",
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQueryStreamingV2(_) => "bigquery_streaming_v2",
         }
     }
 
@@ -94,6 +119,29 @@ impl DestinationConfig {
         match self {
             DestinationConfig::File(c) => &c.options,
             DestinationConfig::Logger(c) => &c.options,
+            #[cfg(feature = "wasm")]
+            DestinationConfig::Wasm(c) => &c.options,
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQuery(c) => &c.options,
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQueryStreaming(c) => &c.options,
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQueryStreamingV2(c) => &c.options,
+        }
+    }
+
+    pub fn options_mut(&mut self) -> &mut DestinationOptions {
+        match self {
+            DestinationConfig::File(c) => &mut c.options,
+            DestinationConfig::Logger(c) => &mut c.options,
+            #[cfg(feature = "wasm")]
+            DestinationConfig::Wasm(c) => &mut c.options,
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQuery(c) => &mut c.options,
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQueryStreaming(c) => &mut c.options,
+            #[cfg(feature = "bigquery")]
+            DestinationConfig::BigQueryStreamingV2(c) => &mut c.options,
         }
     }
 }
@@ -165,6 +213,14 @@ fn parse_destination(text: &str, file: &str, name: &Spanned<String>) -> Result<D
     Ok(match name.value.as_str() {
         "file" => DestinationConfig::File(typed(text, file, name)?),
         "logger" => DestinationConfig::Logger(typed(text, file, name)?),
+        #[cfg(feature = "wasm")]
+        "wasm" => DestinationConfig::Wasm(typed(text, file, name)?),
+        #[cfg(feature = "bigquery")]
+        "bigquery" => DestinationConfig::BigQuery(typed(text, file, name)?),
+        #[cfg(feature = "bigquery")]
+        "bigquery_streaming" => DestinationConfig::BigQueryStreaming(typed(text, file, name)?),
+        #[cfg(feature = "bigquery")]
+        "bigquery_streaming_v2" => DestinationConfig::BigQueryStreamingV2(typed(text, file, name)?),
         other => {
             return Err(ConfigError::spanned(
                 file,

@@ -1,5 +1,30 @@
-//! The `file` destination (filled in below).
+//! The `file` destination: one file per destination_id.
+//!
+//! Bizon's NDJSON layout by default (`{destination_id}.json`, a line per row
+//! with `source_data` as a JSON string), or Parquet with `format: parquet`.
+//!
+//! Every run writes `{destination_id}_temp.{ext}` from scratch and `finalize`
+//! renames it onto the final name. So a crashed run never publishes anything,
+//! and its leftover temp file is truncated by the next run instead of being
+//! appended to (Bizon reuses it and publishes duplicates). Each flush ends
+//! with an fsync, and a flush writes whole lines only.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
 use serde::Deserialize;
+
+use super::{Batch, Destination, DestinationError};
+use crate::config::source::IgnoredAny2;
+use crate::record::time::write_iso8601_us;
 
 /// Output format of the `file` destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -11,13 +36,204 @@ pub enum FileFormat {
     Parquet,
 }
 
+impl FileFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Json => "json",
+            FileFormat::Parquet => "parquet",
+        }
+    }
+}
+
 crate::destination_config! {
     /// `destination: {name: file, config: ...}`
     pub struct FileConfig {
         /// Directory for the output files; the working directory when absent.
         #[serde(default)]
-        pub path: Option<std::path::PathBuf>,
+        pub path: Option<PathBuf>,
         #[serde(default)]
         pub format: FileFormat,
+        /// Accepted as Bizon does; files need none.
+        #[serde(default)]
+        pub authentication: Option<IgnoredAny2>,
+    }
+}
+
+pub struct FileDestination {
+    dir: PathBuf,
+    format: FileFormat,
+    files: Mutex<HashMap<Arc<str>, Arc<Mutex<OutputFile>>>>,
+}
+
+struct OutputFile {
+    temp: PathBuf,
+    target: PathBuf,
+    /// `None` once finalized.
+    writer: Option<Writer>,
+    /// Reused line buffer: a fresh one per flush costs page faults.
+    scratch: Vec<u8>,
+}
+
+enum Writer {
+    Json(File),
+    Parquet(Box<ArrowWriter<File>>),
+}
+
+fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> DestinationError {
+    DestinationError::Fatal(format!("{what} {}: {e}", path.display()))
+}
+
+impl FileDestination {
+    pub fn new(config: &FileConfig) -> Result<Self, DestinationError> {
+        let dir = config.path.clone().unwrap_or_else(|| PathBuf::from("."));
+        Ok(Self { dir, format: config.format, files: Mutex::new(HashMap::new()) })
+    }
+
+    fn output(&self, batch: &Batch) -> Result<Arc<Mutex<OutputFile>>, DestinationError> {
+        let mut files = self.files.lock().expect("file table lock");
+        if let Some(f) = files.get(&batch.destination_id) {
+            return Ok(f.clone());
+        }
+        let id = &*batch.destination_id;
+        if id.is_empty() || id.contains(['/', '\\']) || id == "." || id == ".." {
+            return Err(DestinationError::Fatal(format!(
+                "destination_id `{id}` cannot name a file (empty, or contains a path separator)"
+            )));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, "cannot create", e))?;
+        let ext = self.format.extension();
+        let temp = self.dir.join(format!("{id}_temp.{ext}"));
+        let target = self.dir.join(format!("{id}.{ext}"));
+        // `create` truncates: a crashed run's leftovers are dropped, not published.
+        let file = File::create(&temp).map_err(|e| io_error(&temp, "cannot create", e))?;
+        let writer = match self.format {
+            FileFormat::Json => Writer::Json(file),
+            FileFormat::Parquet => Writer::Parquet(Box::new(
+                ArrowWriter::try_new(file, batch.records.schema(), None)
+                    .map_err(|e| io_error(&temp, "cannot start Parquet file", e))?,
+            )),
+        };
+        let out = Arc::new(Mutex::new(OutputFile { temp, target, writer: Some(writer), scratch: Vec::new() }));
+        files.insert(batch.destination_id.clone(), out.clone());
+        Ok(out)
+    }
+}
+
+impl OutputFile {
+    fn append(&mut self, records: &RecordBatch) -> Result<(), DestinationError> {
+        let temp = self.temp.clone();
+        match self.writer.as_mut() {
+            None => Err(DestinationError::Fatal(format!("{} was already finalized", temp.display()))),
+            Some(Writer::Json(file)) => {
+                self.scratch.clear();
+                encode_ndjson(records, &mut self.scratch)?;
+                file.write_all(&self.scratch).map_err(|e| io_error(&temp, "cannot write", e))?;
+                file.sync_data().map_err(|e| io_error(&temp, "cannot sync", e))
+            }
+            Some(Writer::Parquet(writer)) => {
+                writer.write(records).map_err(|e| io_error(&temp, "cannot write", e))?;
+                writer.flush().map_err(|e| io_error(&temp, "cannot write", e))?;
+                writer.inner().sync_data().map_err(|e| io_error(&temp, "cannot sync", e))
+            }
+        }
+    }
+
+    fn publish(&mut self) -> Result<(), DestinationError> {
+        match self.writer.take() {
+            None => return Ok(()),
+            Some(Writer::Json(file)) => file.sync_all().map_err(|e| io_error(&self.temp, "cannot sync", e))?,
+            Some(Writer::Parquet(writer)) => {
+                let file = writer.into_inner().map_err(|e| io_error(&self.temp, "cannot close", e))?;
+                file.sync_all().map_err(|e| io_error(&self.temp, "cannot sync", e))?;
+            }
+        }
+        std::fs::rename(&self.temp, &self.target).map_err(|e| io_error(&self.target, "cannot publish", e))
+    }
+}
+
+/// Bizon's line layout for its own columns; under `unnest`, the typed columns
+/// through arrow-json.
+fn encode_ndjson(records: &RecordBatch, out: &mut Vec<u8>) -> Result<(), DestinationError> {
+    if records.schema() != crate::record::bizon_schema() {
+        let mut writer = arrow_json::LineDelimitedWriter::new(out);
+        writer
+            .write(records)
+            .and_then(|_| writer.finish())
+            .map_err(|e| DestinationError::Fatal(format!("cannot encode rows as JSON: {e}")))?;
+        return Ok(());
+    }
+    let schema = records.schema();
+    let mut timestamps = TimestampCache::default();
+    for row in 0..records.num_rows() {
+        for (i, field) in schema.fields().iter().enumerate() {
+            out.push(if i == 0 { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(field.name().as_bytes());
+            out.extend_from_slice(b"\":");
+            let column = records.column(i);
+            if let Some(ts) = column.as_primitive_opt::<TimestampMicrosecondType>() {
+                out.push(b'"');
+                timestamps.write(i, ts.value(row), out);
+                out.push(b'"');
+            } else {
+                let text = column.as_string::<i32>().value(row);
+                serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
+            }
+        }
+        out.extend_from_slice(b"}\n");
+    }
+    Ok(())
+}
+
+/// Rows of one flush mostly share their timestamps (a page's extraction
+/// time, the flush's load time): format each distinct value once.
+#[derive(Default)]
+struct TimestampCache {
+    last: HashMap<usize, (i64, Vec<u8>)>,
+}
+
+impl TimestampCache {
+    fn write(&mut self, column: usize, us: i64, out: &mut Vec<u8>) {
+        let entry = self.last.entry(column).or_insert_with(|| (us.wrapping_add(1), Vec::new()));
+        if entry.0 != us {
+            entry.0 = us;
+            entry.1.clear();
+            write_iso8601_us(us, &mut entry.1);
+        }
+        out.extend_from_slice(&entry.1);
+    }
+}
+
+#[async_trait]
+impl Destination for FileDestination {
+    async fn check_connection(&self) -> Result<(), DestinationError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "cannot create", e))?;
+            let probe = dir.join(".bizon-host-write-check");
+            File::create(&probe).map_err(|e| io_error(&dir, "cannot write in", e))?;
+            std::fs::remove_file(&probe).map_err(|e| io_error(&probe, "cannot remove", e))
+        })
+        .await
+        .map_err(|e| DestinationError::Fatal(format!("write check panicked: {e}")))?
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
+        let output = self.output(batch)?;
+        let records = batch.records.clone();
+        let rows = records.num_rows() as u64;
+        tokio::task::spawn_blocking(move || output.lock().expect("output lock").append(&records))
+            .await
+            .map_err(|e| DestinationError::Fatal(format!("file write panicked: {e}")))??;
+        Ok(rows)
+    }
+
+    async fn finalize(&self) -> Result<(), DestinationError> {
+        let outputs: Vec<_> = self.files.lock().expect("file table lock").values().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            outputs.iter().try_for_each(|o| o.lock().expect("output lock").publish())
+        })
+        .await
+        .map_err(|e| DestinationError::Fatal(format!("file finalize panicked: {e}")))?
     }
 }

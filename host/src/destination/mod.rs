@@ -15,6 +15,8 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 
+use crate::config::DestinationConfig;
+
 /// One flushed buffer on its way to a destination.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -66,3 +68,20 @@ pub trait Destination: Send + Sync {
 }
 
 pub type SharedDestination = Arc<dyn Destination>;
+
+/// Builds the destination a pipeline's config names. Building does no I/O
+/// that can fail for passing reasons; `check_connection` does that.
+pub async fn build(config: &DestinationConfig) -> Result<SharedDestination, DestinationError> {
+    Ok(match config {
+        DestinationConfig::File(c) => Arc::new(file::FileDestination::new(c)?),
+        DestinationConfig::Logger(c) => Arc::new(logger::LoggerDestination::new(c)),
+        #[cfg(feature = "wasm")]
+        DestinationConfig::Wasm(c) => wasm::build(c).await?,
+        #[cfg(feature = "bigquery")]
+        DestinationConfig::BigQuery(c) => bigquery::build_batch(c).await?,
+        #[cfg(feature = "bigquery")]
+        DestinationConfig::BigQueryStreaming(c) => bigquery::build_streaming(c).await?,
+        #[cfg(feature = "bigquery")]
+        DestinationConfig::BigQueryStreamingV2(c) => bigquery::build_streaming_v2(c).await?,
+    })
+}

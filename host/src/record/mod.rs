@@ -6,6 +6,7 @@
 
 mod builder;
 mod id;
+pub mod time;
 
 use std::sync::{Arc, OnceLock};
 
