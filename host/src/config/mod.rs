@@ -67,6 +67,8 @@ pub struct Pipeline {
     pub destination: DestinationConfig,
     /// Sections of the file that bizon-host reads but does not act on.
     pub ignored_sections: Vec<&'static str>,
+    /// Things worth telling the user that do not stop the run.
+    pub warnings: Vec<String>,
 }
 
 /// The destination section, typed by its `name`.
@@ -158,12 +160,24 @@ struct PipelineFile<S, D> {
     transforms: Option<IgnoredAny>,
     #[serde(default)]
     streams: Option<IgnoredAny>,
+    #[serde(default)]
+    #[serde(rename = "id")]
+    _id: Option<IgnoredAny>,
+    #[serde(default)]
+    alerting: Option<IgnoredAny>,
+    #[serde(default)]
+    monitoring: Option<IgnoredAny>,
+    #[serde(default)]
+    secrets: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DestinationSection<D> {
     name: Spanned<String>,
+    /// Bizon's tracking name (`bigquery` for `bigquery_streaming`); unused here.
+    #[serde(default, rename = "alias")]
+    _alias: Option<IgnoredAny>,
     config: Option<D>,
 }
 
@@ -185,18 +199,22 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Pipeline, ConfigError> {
     let text = env::substitute(text, file, lookup)?;
     let names: PipelineFile<SourceName, IgnoredAny> = from_yaml(&text, file)?;
-    let source = source::parse(&text, file, &names.source.name)?;
+    let mut warnings = Vec::new();
+    let source = source::parse(&text, file, &names.source.name, &mut warnings)?;
     let destination = parse_destination(&text, file, &names.destination.name)?;
     destination.options().validate(file)?;
     let ignored_sections = [
         ("engine", names.engine.is_some()),
         ("transforms", names.transforms.is_some()),
         ("streams", names.streams.is_some()),
+        ("alerting", names.alerting.is_some()),
+        ("monitoring", names.monitoring.is_some()),
+        ("secrets", names.secrets.is_some()),
     ]
     .into_iter()
     .filter_map(|(section, present)| present.then_some(section))
     .collect();
-    Ok(Pipeline { name: names.name, source, destination, ignored_sections })
+    Ok(Pipeline { name: names.name, source, destination, ignored_sections, warnings })
 }
 
 fn parse_destination(text: &str, file: &str, name: &Spanned<String>) -> Result<DestinationConfig, ConfigError> {

@@ -17,12 +17,14 @@ pub enum SourceConfig {
 const SOURCES: &[&str] = &["dummy", "jsonl"];
 
 /// Deterministic records for trying pipelines out and for benchmarks.
+///
+/// Source sections accept unknown keys with a warning, as Bizon does.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DummySourceConfig {
     pub name: String,
-    #[serde(default = "default_total_records")]
-    pub total_records: u64,
+    /// Records to generate; without it, Bizon's five fixed dummy records.
+    #[serde(default)]
+    pub total_records: Option<u64>,
     #[serde(default = "default_page_size")]
     pub page_size: usize,
     /// Spreads records round-robin over these destination_ids.
@@ -43,9 +45,26 @@ pub struct DummySourceConfig {
     pub sleep: Option<f64>,
 }
 
+/// Keys of Bizon's base SourceConfig (bizon/source/config.py), valid on every source.
+const BIZON_SOURCE_KEYS: &[&str] = &[
+    "name",
+    "stream",
+    "source_file_path",
+    "sync_mode",
+    "cursor_field",
+    "force_ignore_checkpoint",
+    "reset",
+    "authentication",
+    "max_iterations",
+    "api_config",
+    "http",
+    "init_pipeline",
+];
+const DUMMY_KEYS: &[&str] = &["total_records", "page_size", "destination_ids", "sleep"];
+const JSONL_KEYS: &[&str] = &["path", "id_field", "timestamp_field", "destination_id_field", "skip_invalid", "page_size"];
+
 /// Newline-delimited JSON from a file or standard input.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JsonlSourceConfig {
     pub name: String,
     /// A file, or "-" for standard input.
@@ -81,15 +100,17 @@ impl From<IgnoredAny> for IgnoredAny2 {
     }
 }
 
-fn default_total_records() -> u64 {
-    1000
-}
-
 fn default_page_size() -> usize {
     1000
 }
 
-pub(super) fn parse(text: &str, file: &str, name: &Spanned<String>) -> Result<SourceConfig, ConfigError> {
+/// Parses the source section; keys it does not know become `warnings`.
+pub(super) fn parse(
+    text: &str,
+    file: &str,
+    name: &Spanned<String>,
+    warnings: &mut Vec<String>,
+) -> Result<SourceConfig, ConfigError> {
     fn typed<S: DeserializeOwned>(text: &str, file: &str) -> Result<S, ConfigError> {
         let parsed: PipelineFile<S, IgnoredAny> = from_yaml(text, file)?;
         Ok(parsed.source)
@@ -105,6 +126,19 @@ pub(super) fn parse(text: &str, file: &str, name: &Spanned<String>) -> Result<So
             ))
         }
     };
+    let own_keys = match &config {
+        SourceConfig::Dummy(_) => DUMMY_KEYS,
+        SourceConfig::Jsonl(_) => JSONL_KEYS,
+    };
+    let keys: PipelineFile<std::collections::BTreeMap<String, IgnoredAny>, IgnoredAny> = from_yaml(text, file)?;
+    for key in keys.source.keys() {
+        if !BIZON_SOURCE_KEYS.contains(&key.as_str()) && !own_keys.contains(&key.as_str()) {
+            warnings.push(format!(
+                "{file}: source.{key}: unknown key for the `{}` source, ignored",
+                name.value
+            ));
+        }
+    }
     let page_size = match &config {
         SourceConfig::Dummy(c) => c.page_size,
         SourceConfig::Jsonl(c) => c.page_size,

@@ -151,8 +151,9 @@ impl OutputFile {
     }
 }
 
-/// Bizon's line layout for its own columns; under `unnest`, the typed columns
-/// through arrow-json.
+/// Bizon's line layout for its own columns (the six it writes: no
+/// destination_id, which the file name carries); under `unnest`, the typed
+/// columns through arrow-json.
 fn encode_ndjson(records: &RecordBatch, out: &mut Vec<u8>) -> Result<(), DestinationError> {
     if records.schema() != crate::record::bizon_schema() {
         let mut writer = arrow_json::LineDelimitedWriter::new(out);
@@ -164,8 +165,10 @@ fn encode_ndjson(records: &RecordBatch, out: &mut Vec<u8>) -> Result<(), Destina
     }
     let schema = records.schema();
     let mut timestamps = TimestampCache::default();
+    let written = schema.fields().len() - 1;
+    debug_assert_eq!(schema.field(written).name(), crate::record::DESTINATION_ID);
     for row in 0..records.num_rows() {
-        for (i, field) in schema.fields().iter().enumerate() {
+        for (i, field) in schema.fields().iter().take(written).enumerate() {
             out.push(if i == 0 { b'{' } else { b',' });
             out.push(b'"');
             out.extend_from_slice(field.name().as_bytes());

@@ -21,8 +21,8 @@ pub struct RecordBuilder {
 }
 
 /// Fixed bytes a row costs besides its strings: two timestamps, three
-/// offsets and the 36-byte id.
-const ROW_OVERHEAD: usize = 8 * 3 + 4 * 3 + 36;
+/// offsets and the 32-byte id.
+const ROW_OVERHEAD: usize = 8 * 3 + 4 * 3 + 32;
 
 impl RecordBuilder {
     pub fn new(destination_id: Arc<str>) -> Self {
@@ -44,7 +44,7 @@ impl RecordBuilder {
 
     pub fn append(&mut self, ids: &mut BizonIdGenerator, extracted_at_us: i64, record: &SourceRecord) {
         let id = ids.next_id();
-        // The generator only writes ASCII hex digits and dashes.
+        // The generator only writes ASCII hex digits.
         self.bizon_id
             .append_value(std::str::from_utf8(&id).expect("uuid text is ascii"));
         self.extracted_at.append_value(extracted_at_us);

@@ -4,7 +4,7 @@
 //! record costs more than the rest of the record's trip, so each run draws one
 //! random 128-bit seed and adds a counter: the ids keep the UUIDv4 text layout,
 //! are unique within a run by construction and across runs with the odds of
-//! random UUIDs.
+//! random UUIDs. Bizon writes `uuid4().hex`: 32 lowercase hex digits, no dashes.
 
 use uuid::Builder;
 
@@ -19,13 +19,13 @@ impl BizonIdGenerator {
         Self { seed, counter: 0 }
     }
 
-    /// The next id, written as 36 ASCII bytes.
-    pub fn next_id(&mut self) -> [u8; 36] {
+    /// The next id, written as 32 ASCII hex digits.
+    pub fn next_id(&mut self) -> [u8; 32] {
         self.counter += 1;
         let bits = self.seed.wrapping_add(u128::from(self.counter));
         let uuid = Builder::from_random_bytes(bits.to_be_bytes()).into_uuid();
-        let mut text = [0u8; 36];
-        uuid.hyphenated().encode_lower(&mut text);
+        let mut text = [0u8; 32];
+        uuid.simple().encode_lower(&mut text);
         text
     }
 }

@@ -7,6 +7,7 @@
 mod builder;
 mod id;
 pub mod time;
+pub mod unnest;
 
 use std::sync::{Arc, OnceLock};
 
