@@ -1,1 +1,410 @@
+//! Wires a source to a destination through the buffers.
+//!
+//! One task owns the buffers and decides what to flush; writes run as
+//! separate tasks, at most `max_concurrent_threads` at once across
+//! destination_ids and one at a time, in order, within a destination_id.
+//! Memory is bounded: the bytes in buffers, queued and in-flight batches stay
+//! under a budget, and a full budget stops reading from the source until
+//! writes complete. A page is acknowledged to the source only once every one
+//! of its records was written.
 
+mod report;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use report::{Progress, RunReport, RunStatus};
+
+use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
+use crate::config::{DestinationOptions, Pipeline, SourceConfig};
+use crate::destination::retry::RetryPolicy;
+use crate::destination::{Batch, SharedDestination};
+use crate::record::unnest::Unnester;
+use crate::record::now_us;
+use crate::source::{self, Source, SourceEvent, SourceHandle};
+
+/// The least memory a run may use for records, whatever `buffer_size` says.
+const MIN_MEMORY_BUDGET: usize = 64 << 20;
+/// Pages that may wait between the source thread and the pipeline.
+const SOURCE_QUEUE_PAGES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("source: {0}")]
+    Source(#[from] source::SourceError),
+    #[error("destination `{destination}`: check_connection failed: {message}")]
+    Connection { destination: &'static str, message: String },
+    #[error("destination_id `{destination_id}`: write failed: {message}")]
+    Write { destination_id: String, message: String },
+    #[error("{0}")]
+    Unnest(#[from] crate::record::unnest::UnnestError),
+    #[error("destination `{destination}`: finalize failed: {message}")]
+    Finalize { destination: &'static str, message: String },
+}
+
+/// Where records go when neither the source nor the config names a
+/// destination_id: `<source>_<stream>`, the base of Bizon's table names.
+pub fn default_destination_id(pipeline: &Pipeline) -> String {
+    if let Some(id) = &pipeline.destination.options().destination_id {
+        return id.clone();
+    }
+    let (name, stream) = match &pipeline.source {
+        SourceConfig::Dummy(c) => (&c.name, &c.stream),
+        SourceConfig::Jsonl(c) => (&c.name, &c.stream),
+    };
+    match stream {
+        Some(stream) => format!("{name}_{stream}"),
+        None => name.clone(),
+    }
+}
+
+/// Runs `source` into `destination` with `pipeline`'s options until the
+/// source ends, a write fails for good, or `shutdown` resolves. Progress is
+/// published on `progress`.
+pub async fn run(
+    pipeline: &Pipeline,
+    source: Box<dyn Source>,
+    destination: SharedDestination,
+    shutdown: impl Future<Output = ()>,
+    progress: watch::Sender<Progress>,
+) -> RunReport {
+    let started = StdInstant::now();
+    let mut run = Run::new(pipeline, destination, progress);
+    let outcome = run.drive(source, shutdown).await;
+    run.report(outcome, started)
+}
+
+struct Run {
+    destination: SharedDestination,
+    destination_name: &'static str,
+    options: DestinationOptions,
+    buffers: Buffers,
+    budget: usize,
+    /// Batches waiting for their destination_id's previous write to finish.
+    queued: HashMap<Arc<str>, VecDeque<Flushed>>,
+    queued_bytes: usize,
+    busy: HashSet<Arc<str>>,
+    in_flight_bytes: usize,
+    /// First page of each batch queued or being written (a multiset).
+    pending_pages: BTreeMap<u64, usize>,
+    next_sequence: HashMap<Arc<str>, u64>,
+    writes: JoinSet<WriteDone>,
+    unnesters: HashMap<Arc<str>, Option<Arc<Unnester>>>,
+    progress: watch::Sender<Progress>,
+    stats: Progress,
+    pages_read: u64,
+    acknowledged: Option<u64>,
+}
+
+struct WriteDone {
+    destination_id: Arc<str>,
+    first_page: u64,
+    rows: u64,
+    bytes: usize,
+    result: Result<u64, PipelineError>,
+}
+
+/// How the drive loop ended.
+enum Outcome {
+    Completed,
+    Interrupted,
+    Failed(PipelineError),
+}
+
+impl Run {
+    fn new(pipeline: &Pipeline, destination: SharedDestination, progress: watch::Sender<Progress>) -> Self {
+        let options = pipeline.destination.options().clone();
+        let capacity = options.buffer_bytes();
+        let policy = BufferPolicy {
+            capacity_bytes: capacity,
+            timeout: (!options.buffer_flush_timeout.is_zero()).then_some(options.buffer_flush_timeout),
+        };
+        let default_id: Arc<str> = default_destination_id(pipeline).into();
+        Self {
+            destination,
+            destination_name: pipeline.destination.name(),
+            buffers: Buffers::new(policy, default_id),
+            budget: (capacity.saturating_mul(2)).max(MIN_MEMORY_BUDGET),
+            options,
+            queued: HashMap::new(),
+            queued_bytes: 0,
+            busy: HashSet::new(),
+            in_flight_bytes: 0,
+            pending_pages: BTreeMap::new(),
+            next_sequence: HashMap::new(),
+            writes: JoinSet::new(),
+            unnesters: HashMap::new(),
+            progress,
+            stats: Progress::default(),
+            pages_read: 0,
+            acknowledged: None,
+        }
+    }
+
+    fn memory(&self) -> usize {
+        self.buffers.bytes() + self.queued_bytes + self.in_flight_bytes
+    }
+
+    async fn drive(&mut self, source: Box<dyn Source>, shutdown: impl Future<Output = ()>) -> Outcome {
+        if let Err(e) = self.destination.check_connection().await {
+            return Outcome::Failed(PipelineError::Connection {
+                destination: self.destination_name,
+                message: e.to_string(),
+            });
+        }
+        let mut handle = source::spawn(source, SOURCE_QUEUE_PAGES);
+        let outcome = self.read_until_end(&mut handle, shutdown).await;
+        // Stop the source thread; it reads at most one more page.
+        handle.stop.store(true, Ordering::Relaxed);
+        let outcome = match outcome {
+            Outcome::Failed(e) => {
+                // Let writes under way finish so that what they wrote is counted.
+                self.drain_in_flight(&handle).await;
+                return Outcome::Failed(e);
+            }
+            other => other,
+        };
+        for id in self.buffers.non_empty() {
+            if let Err(e) = self.flush(&id, FlushReason::End) {
+                return Outcome::Failed(e);
+            }
+        }
+        while !self.writes.is_empty() {
+            if let Err(e) = self.complete_one(&handle).await {
+                self.drain_in_flight(&handle).await;
+                return Outcome::Failed(e);
+            }
+        }
+        if let Err(e) = self.destination.finalize().await {
+            return Outcome::Failed(PipelineError::Finalize {
+                destination: self.destination_name,
+                message: e.to_string(),
+            });
+        }
+        outcome
+    }
+
+    async fn read_until_end(&mut self, handle: &mut SourceHandle, shutdown: impl Future<Output = ()>) -> Outcome {
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self.buffers.next_deadline();
+            let room = self.memory() < self.budget;
+            if !room && self.writes.is_empty() {
+                // Over budget with nothing being written: write the largest buffer.
+                if let Some(id) = self.buffers.largest() {
+                    if let Err(e) = self.flush(&id, FlushReason::Memory) {
+                        return Outcome::Failed(e);
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    tracing::warn!("stopping: flushing what was read, then finalizing");
+                    return Outcome::Interrupted;
+                }
+                Some(done) = self.writes.join_next(), if !self.writes.is_empty() => {
+                    let done = done.expect("write tasks do not panic");
+                    if let Err(e) = self.finish_write(done, handle) {
+                        return Outcome::Failed(e);
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    for id in self.buffers.due(Instant::now()) {
+                        if let Err(e) = self.flush(&id, FlushReason::Age) {
+                            return Outcome::Failed(e);
+                        }
+                    }
+                }
+                event = handle.events.recv(), if room => match event {
+                    Some(SourceEvent::Page(page)) => {
+                        self.pages_read = page.sequence + 1;
+                        self.stats.records_read += page.records.len() as u64;
+                        let due = self.buffers.append(page.sequence, page.extracted_at_us, &page.records, Instant::now());
+                        drop(page);
+                        self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.memory());
+                        for (id, reason) in due {
+                            if let Err(e) = self.flush(&id, reason) {
+                                return Outcome::Failed(e);
+                            }
+                        }
+                        self.acknowledge(handle);
+                        self.publish();
+                    }
+                    Some(SourceEvent::Done { skipped }) => {
+                        self.stats.records_skipped = skipped;
+                        return Outcome::Completed;
+                    }
+                    Some(SourceEvent::Failed(e)) => return Outcome::Failed(e.into()),
+                    None => return Outcome::Completed,
+                },
+            }
+        }
+    }
+
+    /// Turns a buffer into a batch and queues it behind its destination_id's
+    /// earlier batches.
+    fn flush(&mut self, id: &Arc<str>, reason: FlushReason) -> Result<(), PipelineError> {
+        let flushed = self.buffers.take(id, reason, now_us()).map_err(|e| PipelineError::Write {
+            destination_id: id.to_string(),
+            message: format!("cannot build the batch: {e}"),
+        })?;
+        let Some(flushed) = flushed else { return Ok(()) };
+        tracing::debug!(destination_id = &**id, rows = flushed.records.num_rows(), ?reason, "flush");
+        *self.pending_pages.entry(flushed.first_page).or_default() += 1;
+        self.queued_bytes += flushed.bytes;
+        self.queued.entry(id.clone()).or_default().push_back(flushed);
+        self.start_writes()
+    }
+
+    /// Starts queued batches while threads are free, oldest destination_id first.
+    fn start_writes(&mut self) -> Result<(), PipelineError> {
+        let ready: Vec<Arc<str>> =
+            self.queued.iter().filter(|(id, q)| !q.is_empty() && !self.busy.contains(*id)).map(|(id, _)| id.clone()).collect();
+        for id in ready {
+            if self.writes.len() >= self.options.max_concurrent_threads {
+                break;
+            }
+            let flushed = self.queued.get_mut(&id).and_then(VecDeque::pop_front).expect("queue is not empty");
+            let unnester = self.unnester(&id)?;
+            let sequence = self.next_sequence.entry(id.clone()).or_default();
+            let batch = Batch { destination_id: id.clone(), sequence: *sequence, records: flushed.records };
+            *sequence += 1;
+            self.queued_bytes -= flushed.bytes;
+            self.in_flight_bytes += flushed.bytes;
+            self.busy.insert(id.clone());
+            let destination = self.destination.clone();
+            let retry = self.options.retry.clone();
+            let (first_page, bytes) = (flushed.first_page, flushed.bytes);
+            self.writes.spawn(async move {
+                let rows = batch.records.num_rows() as u64;
+                let result = write(destination, unnester, batch, retry).await;
+                WriteDone { destination_id: id, first_page, rows, bytes, result }
+            });
+        }
+        Ok(())
+    }
+
+    fn unnester(&mut self, id: &Arc<str>) -> Result<Option<Arc<Unnester>>, PipelineError> {
+        if !self.options.unnest {
+            return Ok(None);
+        }
+        if let Some(u) = self.unnesters.get(id) {
+            return Ok(u.clone());
+        }
+        let schema = self.options.record_schema(id).ok_or_else(|| PipelineError::Write {
+            destination_id: id.to_string(),
+            message: "`unnest: true` but record_schemas has no entry for this destination_id".into(),
+        })?;
+        let unnester = Some(Arc::new(Unnester::new(schema)));
+        self.unnesters.insert(id.clone(), unnester.clone());
+        Ok(unnester)
+    }
+
+    async fn complete_one(&mut self, handle: &SourceHandle) -> Result<(), PipelineError> {
+        let done = self.writes.join_next().await.expect("a write is in flight").expect("write tasks do not panic");
+        self.finish_write(done, handle)
+    }
+
+    fn finish_write(&mut self, done: WriteDone, handle: &SourceHandle) -> Result<(), PipelineError> {
+        self.busy.remove(&done.destination_id);
+        self.in_flight_bytes -= done.bytes;
+        if let Some(n) = self.pending_pages.get_mut(&done.first_page) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_pages.remove(&done.first_page);
+            }
+        }
+        let written = done.result?;
+        debug_assert_eq!(written, done.rows);
+        self.stats.records_written += written;
+        *self.stats.by_destination_id.entry(done.destination_id.to_string()).or_default() += written;
+        self.acknowledge(handle);
+        self.publish();
+        self.start_writes()
+    }
+
+    /// Writes that already started are waited for (and counted) when a run fails.
+    async fn drain_in_flight(&mut self, handle: &SourceHandle) {
+        self.queued.clear();
+        while let Some(done) = self.writes.join_next().await {
+            let done = done.expect("write tasks do not panic");
+            if let Err(e) = self.finish_write(done, handle) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    /// Acknowledges every page older than the oldest one with unwritten rows.
+    fn acknowledge(&mut self, handle: &SourceHandle) {
+        let oldest_unwritten = [self.buffers.oldest_page(), self.pending_pages.keys().next().copied()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.pages_read);
+        if let Some(done) = oldest_unwritten.checked_sub(1) {
+            if self.acknowledged.is_none_or(|a| a < done) {
+                self.acknowledged = Some(done);
+                // The source thread may be gone already; nothing is left to commit then.
+                let _ = handle.acks.send(done);
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.progress.send_replace(self.stats.clone());
+    }
+
+    fn report(self, outcome: Outcome, started: StdInstant) -> RunReport {
+        let (status, error) = match outcome {
+            Outcome::Completed => (RunStatus::Success, None),
+            Outcome::Interrupted => (RunStatus::Interrupted, None),
+            Outcome::Failed(e) => (RunStatus::Failed, Some(e.to_string())),
+        };
+        self.publish();
+        RunReport::new(status, error, &self.stats, started.elapsed())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One batch to its destination: decode for `unnest`, then write with retries.
+async fn write(
+    destination: SharedDestination,
+    unnester: Option<Arc<Unnester>>,
+    mut batch: Batch,
+    retry: RetryPolicy,
+) -> Result<u64, PipelineError> {
+    if let Some(unnester) = unnester {
+        let records = batch.records.clone();
+        batch.records = tokio::task::spawn_blocking(move || unnester.unnest(&records))
+            .await
+            .expect("unnest does not panic")?;
+    }
+    let id = batch.destination_id.clone();
+    retry
+        .run(
+            || destination.write(&batch),
+            |attempt, error, wait| {
+                tracing::warn!(destination_id = &*id, attempt, "write failed, retrying in {wait:?}: {error}");
+            },
+        )
+        .await
+        .map_err(|e| PipelineError::Write { destination_id: id.to_string(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests;
