@@ -6,12 +6,12 @@
 //! [`destination`] writes the batch. [`pipeline`] wires these together and
 //! [`cli`] is the command line on top.
 
-pub mod config;
-pub mod record;
-pub mod source;
 pub mod buffer;
+pub mod cli;
+pub mod config;
 pub mod destination;
+pub mod pipeline;
 #[cfg(feature = "wasm")]
 pub mod plugin;
-pub mod pipeline;
-pub mod cli;
+pub mod record;
+pub mod source;

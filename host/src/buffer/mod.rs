@@ -63,7 +63,13 @@ pub struct Buffers {
 
 impl Buffers {
     pub fn new(policy: BufferPolicy, default_destination_id: Arc<str>) -> Self {
-        Self { policy, default_destination_id, ids: BizonIdGenerator::new(), buffers: HashMap::new(), bytes: 0 }
+        Self {
+            policy,
+            default_destination_id,
+            ids: BizonIdGenerator::new(),
+            buffers: HashMap::new(),
+            bytes: 0,
+        }
     }
 
     /// Bytes held across all buffers.
@@ -121,12 +127,18 @@ impl Buffers {
     /// When the oldest non-empty buffer reaches its age limit.
     pub fn next_deadline(&self) -> Option<Instant> {
         let timeout = self.policy.timeout?;
-        self.buffers.values().filter_map(|b| b.opened_at).min().map(|t| t + timeout)
+        self.buffers
+            .values()
+            .filter_map(|b| b.opened_at)
+            .min()
+            .map(|t| t + timeout)
     }
 
     /// destination_ids whose buffer is at least `timeout` old at `now`.
     pub fn due(&self, now: Instant) -> Vec<Arc<str>> {
-        let Some(timeout) = self.policy.timeout else { return Vec::new() };
+        let Some(timeout) = self.policy.timeout else {
+            return Vec::new();
+        };
         self.buffers
             .iter()
             .filter(|(_, b)| b.opened_at.is_some_and(|t| now >= t + timeout))
@@ -145,7 +157,11 @@ impl Buffers {
 
     /// Every non-empty buffer's destination_id.
     pub fn non_empty(&self) -> Vec<Arc<str>> {
-        self.buffers.iter().filter(|(_, b)| b.builder.rows() > 0).map(|(id, _)| id.clone()).collect()
+        self.buffers
+            .iter()
+            .filter(|(_, b)| b.builder.rows() > 0)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Oldest page that still has rows waiting in a buffer.
@@ -154,8 +170,15 @@ impl Buffers {
     }
 
     /// Empties the buffer of `id` into a batch stamped `loaded_at_us`.
-    pub fn take(&mut self, id: &Arc<str>, reason: FlushReason, loaded_at_us: i64) -> Result<Option<Flushed>, ArrowError> {
-        let Some(buffer) = self.buffers.get_mut(id) else { return Ok(None) };
+    pub fn take(
+        &mut self,
+        id: &Arc<str>,
+        reason: FlushReason,
+        loaded_at_us: i64,
+    ) -> Result<Option<Flushed>, ArrowError> {
+        let Some(buffer) = self.buffers.get_mut(id) else {
+            return Ok(None);
+        };
         if buffer.builder.rows() == 0 {
             return Ok(None);
         }
@@ -164,7 +187,13 @@ impl Buffers {
         let first_page = buffer.first_page.take().unwrap_or(0);
         buffer.opened_at = None;
         self.bytes -= bytes;
-        Ok(Some(Flushed { destination_id: id.clone(), records, reason, first_page, bytes }))
+        Ok(Some(Flushed {
+            destination_id: id.clone(),
+            records,
+            reason,
+            first_page,
+            bytes,
+        }))
     }
 }
 
@@ -184,7 +213,13 @@ mod tests {
     }
 
     fn buffers(capacity_bytes: usize, timeout: Option<u64>) -> Buffers {
-        Buffers::new(BufferPolicy { capacity_bytes, timeout: timeout.map(Duration::from_secs) }, "default".into())
+        Buffers::new(
+            BufferPolicy {
+                capacity_bytes,
+                timeout: timeout.map(Duration::from_secs),
+            },
+            "default".into(),
+        )
     }
 
     #[test]

@@ -1,1 +1,220 @@
+//! The `bizon-host` command line.
+//!
+//! Exit status: 0 the run wrote everything; 1 a write failed for good (the
+//! message names the destination_id and the cause); 2 the pipeline file, a
+//! plugin or a connection check is wrong, before any record moved; 130 a
+//! signal stopped the run after what was read was flushed and finalized.
 
+#[cfg(feature = "wasm")]
+pub mod plugin;
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::{self, Pipeline};
+use crate::pipeline::{self, Progress, RunReport, RunStatus};
+
+const EXAMPLES: &str = "\
+Examples:
+  bizon-host run examples/quickstart.yaml
+  bizon-host run pipeline.yaml --result-json result.json --log-level debug
+  cat records.jsonl | bizon-host run --plugin my_dest.wasm --allow-dir ./out:/out
+  bizon-host check pipeline.yaml
+  bizon-host plugin inspect my_dest.wasm";
+
+#[derive(Debug, Parser)]
+#[command(name = "bizon-host", version, about = "Runs Bizon pipelines: buffered Arrow batches into BigQuery, files, logs and sandboxed WebAssembly destinations", after_help = EXAMPLES)]
+pub struct Cli {
+    /// error, warn, info, debug or trace (RUST_LOG, when set, wins)
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline until its source is exhausted.
+    Run(RunArgs),
+    /// Validate a pipeline file and check the destination's connection.
+    Check {
+        /// The Bizon pipeline YAML file.
+        pipeline: PathBuf,
+    },
+    /// Inspect, precompile or test a WebAssembly destination plugin.
+    #[cfg(feature = "wasm")]
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The Bizon pipeline YAML file; optional with --plugin, which then reads
+    /// NDJSON records from standard input.
+    pub pipeline: Option<PathBuf>,
+    /// Write {status, records_read, records_written, by_destination_id, duration_s, ...} here.
+    #[arg(long, value_name = "PATH")]
+    pub result_json: Option<PathBuf>,
+    /// No progress display, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[cfg(feature = "wasm")]
+    #[command(flatten)]
+    pub plugin: plugin::PluginRunArgs,
+}
+
+pub async fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Check { pipeline } => check(&pipeline).await,
+        #[cfg(feature = "wasm")]
+        Command::Plugin(cmd) => plugin::run(cmd).await.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }),
+    }
+}
+
+/// A pipeline file read and checked, its warnings told.
+fn load(path: &Path) -> Result<Pipeline, ExitCode> {
+    let pipeline = config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    for warning in &pipeline.warnings {
+        tracing::warn!("{warning}");
+    }
+    for section in &pipeline.ignored_sections {
+        tracing::warn!(
+            "{}: `{section}` is accepted but not implemented by bizon-host; ignored",
+            path.display()
+        );
+    }
+    Ok(pipeline)
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let pipeline = match &args.pipeline {
+        Some(path) => match load(path) {
+            Ok(p) => Some(p),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    #[cfg(feature = "wasm")]
+    let pipeline = match plugin::apply(&args.plugin, pipeline) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(pipeline) = pipeline else {
+        eprintln!("error: give a pipeline file (bizon-host run PIPELINE.yaml) or a plugin (--plugin FILE.wasm)");
+        return ExitCode::from(2);
+    };
+    let destination = match crate::destination::build(&pipeline.destination).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: destination `{}`: {e}", pipeline.destination.name());
+            return ExitCode::from(2);
+        }
+    };
+    let source = match crate::source::build(&pipeline.source) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: source: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(pipeline = %pipeline.name, destination = pipeline.destination.name(), "starting");
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let display = progress::spawn(progress_rx, !args.no_progress);
+    let report = pipeline::run(&pipeline, source, destination, shutdown_signal(), progress_tx).await;
+    display.finish().await;
+    finish(&report, args.result_json.as_deref())
+}
+
+/// Prints the outcome, writes the result file, and picks the exit status.
+fn finish(report: &RunReport, result_json: Option<&Path>) -> ExitCode {
+    if let Some(path) = result_json {
+        let json = serde_json::to_vec_pretty(report).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+        }
+    }
+    let rate = report.records_written as f64 / report.duration_s.max(1e-9);
+    match report.status {
+        RunStatus::Success => {
+            tracing::info!(
+                records_written = report.records_written,
+                duration_s = format!("{:.3}", report.duration_s),
+                records_per_s = rate as u64,
+                "done"
+            );
+            ExitCode::SUCCESS
+        }
+        RunStatus::Interrupted => {
+            tracing::warn!(
+                records_read = report.records_read,
+                records_written = report.records_written,
+                records_unwritten = report.records_unwritten,
+                "interrupted"
+            );
+            ExitCode::from(130)
+        }
+        RunStatus::Failed => {
+            eprintln!(
+                "error: {}\n{} of {} records read were not written",
+                report.error.as_deref().unwrap_or("the run failed"),
+                report.records_unwritten,
+                report.records_read
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn check(path: &Path) -> ExitCode {
+    let pipeline = match load(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let name = pipeline.destination.name();
+    let outcome = match crate::destination::build(&pipeline.destination).await {
+        Ok(d) => d.check_connection().await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => {
+            println!(
+                "{}: configuration valid; destination `{name}` reachable",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: destination `{name}`: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

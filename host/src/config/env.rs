@@ -41,7 +41,12 @@ fn substitute_line(
     while let Some(r) = next_reference(line, pos, file, line_no)? {
         out.push_str(&line[pos..r.start]);
         let value = lookup(r.name).ok_or_else(|| {
-            ConfigError::at(file, line_no, r.start + 1, format!("environment variable `{}` is not set", r.name))
+            ConfigError::at(
+                file,
+                line_no,
+                r.start + 1,
+                format!("environment variable `{}` is not set", r.name),
+            )
         })?;
         out.push_str(&render(&value, quote_context(&line[..r.start])));
         pos = r.end;
@@ -50,16 +55,27 @@ fn substitute_line(
     Ok(())
 }
 
-fn next_reference<'a>(line: &'a str, from: usize, file: &str, line_no: usize) -> Result<Option<Reference<'a>>, ConfigError> {
+fn next_reference<'a>(
+    line: &'a str,
+    from: usize,
+    file: &str,
+    line_no: usize,
+) -> Result<Option<Reference<'a>>, ConfigError> {
     let rest = &line[from..];
-    let candidates = [rest.find("${"), find_word(rest, "env://"), find_word(rest, "BIZON_ENV_")];
+    let candidates = [
+        rest.find("${"),
+        find_word(rest, "env://"),
+        find_word(rest, "BIZON_ENV_"),
+    ];
     let Some(start) = candidates.into_iter().flatten().min() else {
         return Ok(None);
     };
     let at = from + start;
     let tail = &line[at..];
     if let Some(inner) = tail.strip_prefix("${") {
-        let close = inner.find('}').ok_or_else(|| ConfigError::at(file, line_no, at + 1, "`${` without a closing `}`"))?;
+        let close = inner
+            .find('}')
+            .ok_or_else(|| ConfigError::at(file, line_no, at + 1, "`${` without a closing `}`"))?;
         let body = inner[..close].trim();
         let name = body.strip_prefix("env://").unwrap_or(body).trim();
         if name.is_empty() || !name.chars().all(is_name_char) {
@@ -70,11 +86,25 @@ fn next_reference<'a>(line: &'a str, from: usize, file: &str, line_no: usize) ->
                 format!("`${{{body}}}` is not a reference; expected `${{env://NAME}}` or `${{NAME}}`"),
             ));
         }
-        return Ok(Some(Reference { start: at, end: at + 2 + close + 1, name }));
+        return Ok(Some(Reference {
+            start: at,
+            end: at + 2 + close + 1,
+            name,
+        }));
     }
-    let name_from = if tail.starts_with("env://") { at + "env://".len() } else { at };
-    let name_len = line[name_from..].find(|c: char| !is_name_char(c)).unwrap_or(line.len() - name_from);
-    Ok(Some(Reference { start: at, end: name_from + name_len, name: &line[name_from..name_from + name_len] }))
+    let name_from = if tail.starts_with("env://") {
+        at + "env://".len()
+    } else {
+        at
+    };
+    let name_len = line[name_from..]
+        .find(|c: char| !is_name_char(c))
+        .unwrap_or(line.len() - name_from);
+    Ok(Some(Reference {
+        start: at,
+        end: name_from + name_len,
+        name: &line[name_from..name_from + name_len],
+    }))
 }
 
 fn is_name_char(c: char) -> bool {
@@ -172,6 +202,10 @@ mod tests {
         let err = substitute("a: 1\nb: ${env://NOPE}\n", "p.yml", env).unwrap_err();
         assert_eq!(err.to_string(), "p.yml:2:4: environment variable `NOPE` is not set");
         let err = substitute("a: ${foo://bar}\n", "p.yml", env).unwrap_err();
-        assert!(err.to_string().starts_with("p.yml:1:4: `${foo://bar}` is not a reference"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("p.yml:1:4: `${foo://bar}` is not a reference"),
+            "{err}"
+        );
     }
 }

@@ -41,7 +41,12 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn at(file: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
-        Self { file: file.to_string(), line, column, message: message.into() }
+        Self {
+            file: file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     fn spanned<T>(file: &str, span: &Spanned<T>, message: impl Into<String>) -> Self {
@@ -214,7 +219,13 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
     .into_iter()
     .filter_map(|(section, present)| present.then_some(section))
     .collect();
-    Ok(Pipeline { name: names.name, source, destination, ignored_sections, warnings })
+    Ok(Pipeline {
+        name: names.name,
+        source,
+        destination,
+        ignored_sections,
+        warnings,
+    })
 }
 
 fn parse_destination(text: &str, file: &str, name: &Spanned<String>) -> Result<DestinationConfig, ConfigError> {
@@ -224,7 +235,11 @@ fn parse_destination(text: &str, file: &str, name: &Spanned<String>) -> Result<D
         match parsed.destination.config {
             Some(config) => Ok(config),
             None => serde_saphyr::from_str("{}").map_err(|e| {
-                ConfigError::spanned(file, name, format!("destination.config is missing: {}", plain_message(&e.to_string())))
+                ConfigError::spanned(
+                    file,
+                    name,
+                    format!("destination.config is missing: {}", plain_message(&e.to_string())),
+                )
             }),
         }
     }
@@ -243,24 +258,51 @@ fn parse_destination(text: &str, file: &str, name: &Spanned<String>) -> Result<D
             return Err(ConfigError::spanned(
                 file,
                 name,
-                format!("destination.name: unknown destination `{other}`; expected one of: {}", DESTINATIONS.join(", ")),
+                format!(
+                    "destination.name: unknown destination `{other}`; expected one of: {}",
+                    DESTINATIONS.join(", ")
+                ),
             ))
         }
     })
 }
 
-/// Deserializes YAML text, turning the parser's error into a located one.
+/// Deserializes YAML text, turning the parser's error into a located one
+/// that also names the field by its path (`destination.config.buffer_size`).
 fn from_yaml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
-    serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
-        ConfigError::at(file, line, column, plain_message(&e.to_string()))
+    let mut path = String::new();
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+        let message = plain_message(&e.to_string());
+        let message = match path.as_str() {
+            "" | "." => message,
+            path => format!("{path}: {message}"),
+        };
+        ConfigError::at(file, line, column, message)
     })
 }
 
 /// The parser's message without its own rendering of the location and the
 /// source snippet, which our `file:line:col:` prefix replaces.
 fn plain_message(rendered: &str) -> String {
-    let first = rendered.lines().next().unwrap_or(rendered).trim();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or(rendered)
+        .trim()
+        .trim_start_matches("error: ");
     let without_at = first.split(" at line ").next().unwrap_or(first);
-    without_at.trim_start_matches("error: ").to_string()
+    // "line 7 column 18: invalid floating point" -> "invalid floating point"
+    match without_at.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((position, message)) if position.contains(" column ") => message.to_string(),
+        _ => without_at.to_string(),
+    }
 }

@@ -61,7 +61,14 @@ const BIZON_SOURCE_KEYS: &[&str] = &[
     "init_pipeline",
 ];
 const DUMMY_KEYS: &[&str] = &["total_records", "page_size", "destination_ids", "sleep"];
-const JSONL_KEYS: &[&str] = &["path", "id_field", "timestamp_field", "destination_id_field", "skip_invalid", "page_size"];
+const JSONL_KEYS: &[&str] = &[
+    "path",
+    "id_field",
+    "timestamp_field",
+    "destination_id_field",
+    "skip_invalid",
+    "page_size",
+];
 
 /// Newline-delimited JSON from a file or standard input.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -122,7 +129,10 @@ pub(super) fn parse(
             return Err(ConfigError::spanned(
                 file,
                 name,
-                format!("source.name: unknown source `{other}`; expected one of: {}", SOURCES.join(", ")),
+                format!(
+                    "source.name: unknown source `{other}`; expected one of: {}",
+                    SOURCES.join(", ")
+                ),
             ))
         }
     };

@@ -86,7 +86,11 @@ fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> DestinationEr
 impl FileDestination {
     pub fn new(config: &FileConfig) -> Result<Self, DestinationError> {
         let dir = config.path.clone().unwrap_or_else(|| PathBuf::from("."));
-        Ok(Self { dir, format: config.format, files: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            dir,
+            format: config.format,
+            files: Mutex::new(HashMap::new()),
+        })
     }
 
     fn output(&self, batch: &Batch) -> Result<Arc<Mutex<OutputFile>>, DestinationError> {
@@ -113,7 +117,12 @@ impl FileDestination {
                     .map_err(|e| io_error(&temp, "cannot start Parquet file", e))?,
             )),
         };
-        let out = Arc::new(Mutex::new(OutputFile { temp, target, writer: Some(writer), scratch: Vec::new() }));
+        let out = Arc::new(Mutex::new(OutputFile {
+            temp,
+            target,
+            writer: Some(writer),
+            scratch: Vec::new(),
+        }));
         files.insert(batch.destination_id.clone(), out.clone());
         Ok(out)
     }
@@ -123,17 +132,24 @@ impl OutputFile {
     fn append(&mut self, records: &RecordBatch) -> Result<(), DestinationError> {
         let temp = self.temp.clone();
         match self.writer.as_mut() {
-            None => Err(DestinationError::Fatal(format!("{} was already finalized", temp.display()))),
+            None => Err(DestinationError::Fatal(format!(
+                "{} was already finalized",
+                temp.display()
+            ))),
             Some(Writer::Json(file)) => {
                 self.scratch.clear();
                 encode_ndjson(records, &mut self.scratch)?;
-                file.write_all(&self.scratch).map_err(|e| io_error(&temp, "cannot write", e))?;
+                file.write_all(&self.scratch)
+                    .map_err(|e| io_error(&temp, "cannot write", e))?;
                 file.sync_data().map_err(|e| io_error(&temp, "cannot sync", e))
             }
             Some(Writer::Parquet(writer)) => {
                 writer.write(records).map_err(|e| io_error(&temp, "cannot write", e))?;
                 writer.flush().map_err(|e| io_error(&temp, "cannot write", e))?;
-                writer.inner().sync_data().map_err(|e| io_error(&temp, "cannot sync", e))
+                writer
+                    .inner()
+                    .sync_data()
+                    .map_err(|e| io_error(&temp, "cannot sync", e))
             }
         }
     }
@@ -143,7 +159,9 @@ impl OutputFile {
             None => return Ok(()),
             Some(Writer::Json(file)) => file.sync_all().map_err(|e| io_error(&self.temp, "cannot sync", e))?,
             Some(Writer::Parquet(writer)) => {
-                let file = writer.into_inner().map_err(|e| io_error(&self.temp, "cannot close", e))?;
+                let file = writer
+                    .into_inner()
+                    .map_err(|e| io_error(&self.temp, "cannot close", e))?;
                 file.sync_all().map_err(|e| io_error(&self.temp, "cannot sync", e))?;
             }
         }
@@ -197,7 +215,10 @@ struct TimestampCache {
 
 impl TimestampCache {
     fn write(&mut self, column: usize, us: i64, out: &mut Vec<u8>) {
-        let entry = self.last.entry(column).or_insert_with(|| (us.wrapping_add(1), Vec::new()));
+        let entry = self
+            .last
+            .entry(column)
+            .or_insert_with(|| (us.wrapping_add(1), Vec::new()));
         if entry.0 != us {
             entry.0 = us;
             entry.1.clear();
@@ -234,7 +255,9 @@ impl Destination for FileDestination {
     async fn finalize(&self) -> Result<(), DestinationError> {
         let outputs: Vec<_> = self.files.lock().expect("file table lock").values().cloned().collect();
         tokio::task::spawn_blocking(move || {
-            outputs.iter().try_for_each(|o| o.lock().expect("output lock").publish())
+            outputs
+                .iter()
+                .try_for_each(|o| o.lock().expect("output lock").publish())
         })
         .await
         .map_err(|e| DestinationError::Fatal(format!("file finalize panicked: {e}")))?

@@ -14,6 +14,9 @@ crate::destination_config! {
         /// Accepted as Bizon does; the logger needs none.
         #[serde(default)]
         pub authentication: Option<IgnoredAny2>,
+        /// Bizon's logger has this placeholder field; accepted, unused.
+        #[serde(default)]
+        pub dummy: Option<String>,
     }
 }
 

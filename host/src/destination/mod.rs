@@ -2,13 +2,13 @@
 //! [`Destination`], shaped like Bizon's contract: check the connection, write
 //! a batch, finalize.
 
+#[cfg(feature = "bigquery")]
+pub mod bigquery;
 pub mod file;
 pub mod logger;
 pub mod retry;
 #[cfg(feature = "wasm")]
 pub mod wasm;
-#[cfg(feature = "bigquery")]
-pub mod bigquery;
 
 use std::sync::Arc;
 

@@ -19,14 +19,20 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 5, initial_backoff_ms: 200, max_backoff_ms: 30_000 }
+        Self {
+            max_attempts: 5,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+        }
     }
 }
 
 impl RetryPolicy {
     /// The longest wait before attempt `attempt + 1` (attempt counts from 1).
     fn ceiling(&self, attempt: u32) -> Duration {
-        let exp = self.initial_backoff_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
+        let exp = self
+            .initial_backoff_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
         Duration::from_millis(exp.min(self.max_backoff_ms))
     }
 
@@ -52,7 +58,12 @@ impl RetryPolicy {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(error) => return Err(RetryError { attempts: attempt, error }),
+                Err(error) => {
+                    return Err(RetryError {
+                        attempts: attempt,
+                        error,
+                    })
+                }
             }
         }
     }
@@ -73,7 +84,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_then_succeeds() {
         let calls = AtomicU32::new(0);
-        let policy = RetryPolicy { max_attempts: 4, initial_backoff_ms: 10, max_backoff_ms: 100 };
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            initial_backoff_ms: 10,
+            max_backoff_ms: 100,
+        };
         let mut retried = 0;
         let out = policy
             .run(
@@ -94,7 +109,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_after_max_attempts_and_never_retries_fatal() {
-        let policy = RetryPolicy { max_attempts: 3, initial_backoff_ms: 10, max_backoff_ms: 100 };
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 10,
+            max_backoff_ms: 100,
+        };
         let calls = AtomicU32::new(0);
         let err = policy
             .run(
@@ -126,7 +145,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, max_backoff_ms: 1000 };
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+        };
         assert_eq!(p.ceiling(1), Duration::from_millis(100));
         assert_eq!(p.ceiling(2), Duration::from_millis(200));
         assert_eq!(p.ceiling(9), Duration::from_millis(1000));

@@ -26,8 +26,8 @@ use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
 use crate::config::{DestinationOptions, Pipeline, SourceConfig};
 use crate::destination::retry::RetryPolicy;
 use crate::destination::{Batch, SharedDestination};
-use crate::record::unnest::Unnester;
 use crate::record::now_us;
+use crate::record::unnest::Unnester;
 use crate::source::{self, Source, SourceEvent, SourceHandle};
 
 /// The least memory a run may use for records, whatever `buffer_size` says.
@@ -253,12 +253,20 @@ impl Run {
     /// Turns a buffer into a batch and queues it behind its destination_id's
     /// earlier batches.
     fn flush(&mut self, id: &Arc<str>, reason: FlushReason) -> Result<(), PipelineError> {
-        let flushed = self.buffers.take(id, reason, now_us()).map_err(|e| PipelineError::Write {
-            destination_id: id.to_string(),
-            message: format!("cannot build the batch: {e}"),
-        })?;
+        let flushed = self
+            .buffers
+            .take(id, reason, now_us())
+            .map_err(|e| PipelineError::Write {
+                destination_id: id.to_string(),
+                message: format!("cannot build the batch: {e}"),
+            })?;
         let Some(flushed) = flushed else { return Ok(()) };
-        tracing::debug!(destination_id = &**id, rows = flushed.records.num_rows(), ?reason, "flush");
+        tracing::debug!(
+            destination_id = &**id,
+            rows = flushed.records.num_rows(),
+            ?reason,
+            "flush"
+        );
         *self.pending_pages.entry(flushed.first_page).or_default() += 1;
         self.queued_bytes += flushed.bytes;
         self.queued.entry(id.clone()).or_default().push_back(flushed);
@@ -267,16 +275,28 @@ impl Run {
 
     /// Starts queued batches while threads are free, oldest destination_id first.
     fn start_writes(&mut self) -> Result<(), PipelineError> {
-        let ready: Vec<Arc<str>> =
-            self.queued.iter().filter(|(id, q)| !q.is_empty() && !self.busy.contains(*id)).map(|(id, _)| id.clone()).collect();
+        let ready: Vec<Arc<str>> = self
+            .queued
+            .iter()
+            .filter(|(id, q)| !q.is_empty() && !self.busy.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ready {
             if self.writes.len() >= self.options.max_concurrent_threads {
                 break;
             }
-            let flushed = self.queued.get_mut(&id).and_then(VecDeque::pop_front).expect("queue is not empty");
+            let flushed = self
+                .queued
+                .get_mut(&id)
+                .and_then(VecDeque::pop_front)
+                .expect("queue is not empty");
             let unnester = self.unnester(&id)?;
             let sequence = self.next_sequence.entry(id.clone()).or_default();
-            let batch = Batch { destination_id: id.clone(), sequence: *sequence, records: flushed.records };
+            let batch = Batch {
+                destination_id: id.clone(),
+                sequence: *sequence,
+                records: flushed.records,
+            };
             *sequence += 1;
             self.queued_bytes -= flushed.bytes;
             self.in_flight_bytes += flushed.bytes;
@@ -287,7 +307,13 @@ impl Run {
             self.writes.spawn(async move {
                 let rows = batch.records.num_rows() as u64;
                 let result = write(destination, unnester, batch, retry).await;
-                WriteDone { destination_id: id, first_page, rows, bytes, result }
+                WriteDone {
+                    destination_id: id,
+                    first_page,
+                    rows,
+                    bytes,
+                    result,
+                }
             });
         }
         Ok(())
@@ -310,7 +336,12 @@ impl Run {
     }
 
     async fn complete_one(&mut self, handle: &SourceHandle) -> Result<(), PipelineError> {
-        let done = self.writes.join_next().await.expect("a write is in flight").expect("write tasks do not panic");
+        let done = self
+            .writes
+            .join_next()
+            .await
+            .expect("a write is in flight")
+            .expect("write tasks do not panic");
         self.finish_write(done, handle)
     }
 
@@ -326,7 +357,11 @@ impl Run {
         let written = done.result?;
         debug_assert_eq!(written, done.rows);
         self.stats.records_written += written;
-        *self.stats.by_destination_id.entry(done.destination_id.to_string()).or_default() += written;
+        *self
+            .stats
+            .by_destination_id
+            .entry(done.destination_id.to_string())
+            .or_default() += written;
         self.acknowledge(handle);
         self.publish();
         self.start_writes()
@@ -399,11 +434,18 @@ async fn write(
         .run(
             || destination.write(&batch),
             |attempt, error, wait| {
-                tracing::warn!(destination_id = &*id, attempt, "write failed, retrying in {wait:?}: {error}");
+                tracing::warn!(
+                    destination_id = &*id,
+                    attempt,
+                    "write failed, retrying in {wait:?}: {error}"
+                );
             },
         )
         .await
-        .map_err(|e| PipelineError::Write { destination_id: id.to_string(), message: e.to_string() })
+        .map_err(|e| PipelineError::Write {
+            destination_id: id.to_string(),
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -41,7 +41,11 @@ impl Destination for Memory {
             let c = c.as_string::<i32>();
             (0..c.len()).map(|i| c.value(i).to_string()).collect()
         });
-        self.batches.lock().unwrap().push((batch.destination_id.to_string(), batch.sequence, ids.unwrap_or_default()));
+        self.batches.lock().unwrap().push((
+            batch.destination_id.to_string(),
+            batch.sequence,
+            ids.unwrap_or_default(),
+        ));
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         Ok(batch.records.num_rows() as u64)
     }
@@ -131,7 +135,10 @@ async fn an_idle_source_still_gets_its_records_flushed_by_age() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(started.elapsed() < Duration::from_secs(120), "no flush by age");
     }
-    assert!(started.elapsed() >= Duration::from_secs(29), "flushed before the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_secs(29),
+        "flushed before the timeout"
+    );
     assert!(!dest.finalized.load(Ordering::SeqCst));
     tx.send(None).unwrap();
     let report = task.await.unwrap();
@@ -163,7 +170,10 @@ async fn writes_overlap_across_destination_ids_up_to_max_concurrent_threads() {
         tx.send(Some(records(k as u64..k as u64 + 1, Some(id)))).unwrap();
     }
     tx.send(None).unwrap();
-    let dest = Arc::new(Memory { write_delay: Some(Duration::from_millis(20)), ..Default::default() });
+    let dest = Arc::new(Memory {
+        write_delay: Some(Duration::from_millis(20)),
+        ..Default::default()
+    });
     let report = run_with(&p, Box::new(Scripted(rx)), dest.clone()).await;
     assert_eq!(report.records_written, 12);
     assert_eq!(dest.max_in_flight.load(Ordering::SeqCst), 2);
@@ -178,7 +188,10 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_the_run() {
     tx.send(Some(records(0..4, None))).unwrap();
     tx.send(None).unwrap();
     let dest = Arc::new(Memory::default());
-    dest.fail.lock().unwrap().extend([DestinationError::Retryable("503".into()), DestinationError::Retryable("503".into())]);
+    dest.fail.lock().unwrap().extend([
+        DestinationError::Retryable("503".into()),
+        DestinationError::Retryable("503".into()),
+    ]);
     let report = run_with(&p, Box::new(Scripted(rx)), dest.clone()).await;
     assert_eq!(report.status, RunStatus::Success);
     assert_eq!(report.records_written, 4);
@@ -187,12 +200,18 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_the_run() {
     tx.send(Some(records(0..4, None))).unwrap();
     tx.send(None).unwrap();
     let dest = Arc::new(Memory::default());
-    dest.fail.lock().unwrap().push(DestinationError::Fatal("table not found".into()));
+    dest.fail
+        .lock()
+        .unwrap()
+        .push(DestinationError::Fatal("table not found".into()));
     let report = run_with(&p, Box::new(Scripted(rx)), dest.clone()).await;
     assert_eq!(report.status, RunStatus::Failed);
     assert_eq!((report.records_written, report.records_unwritten), (0, 4));
     let error = report.error.unwrap();
-    assert!(error.contains("dummy_s") && error.contains("table not found"), "{error}");
+    assert!(
+        error.contains("dummy_s") && error.contains("table not found"),
+        "{error}"
+    );
     assert!(!dest.finalized.load(Ordering::SeqCst), "a failed run must not publish");
 }
 
@@ -215,5 +234,8 @@ async fn memory_stays_under_budget_by_flushing_the_largest_buffer_early() {
     assert_eq!(report.records_written, 900);
     let peak = report.peak_buffered_bytes;
     assert!(peak <= MIN_MEMORY_BUDGET + 200_000, "peak {peak} over the budget");
-    assert!(peak > MIN_MEMORY_BUDGET / 2, "peak {peak}: the test did not load the buffers");
+    assert!(
+        peak > MIN_MEMORY_BUDGET / 2,
+        "peak {peak}: the test did not load the buffers"
+    );
 }

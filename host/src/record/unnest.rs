@@ -25,7 +25,11 @@ use crate::config::{BigQueryType, ColumnMode, ColumnSpec, RecordSchemaConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum UnnestError {
     #[error("destination_id `{destination_id}`: record {record_id}: {message}")]
-    Record { destination_id: String, record_id: String, message: String },
+    Record {
+        destination_id: String,
+        record_id: String,
+        message: String,
+    },
     #[error("destination_id `{destination_id}`: {message}")]
     Batch { destination_id: String, message: String },
 }
@@ -33,7 +37,9 @@ pub enum UnnestError {
 /// The Arrow field a record_schema column decodes into.
 pub fn arrow_field(column: &ColumnSpec) -> Field {
     let scalar = match column.kind {
-        BigQueryType::String | BigQueryType::Bignumeric | BigQueryType::Geography | BigQueryType::Json => DataType::Utf8,
+        BigQueryType::String | BigQueryType::Bignumeric | BigQueryType::Geography | BigQueryType::Json => {
+            DataType::Utf8
+        }
         BigQueryType::Bytes => DataType::Binary,
         BigQueryType::Integer | BigQueryType::Int64 => DataType::Int64,
         BigQueryType::Float | BigQueryType::Float64 => DataType::Float64,
@@ -68,7 +74,12 @@ impl Unnester {
     pub fn new(config: &RecordSchemaConfig) -> Self {
         let fields: Vec<Field> = config.record_schema.iter().map(arrow_field).collect();
         let is_json = |c: &&ColumnSpec| c.kind == BigQueryType::Json && c.mode != ColumnMode::Repeated;
-        let json_columns: Vec<String> = config.record_schema.iter().filter(is_json).map(|c| c.name.clone()).collect();
+        let json_columns: Vec<String> = config
+            .record_schema
+            .iter()
+            .filter(is_json)
+            .map(|c| c.name.clone())
+            .collect();
         let decoded = fields
             .iter()
             .filter(|f| !json_columns.contains(f.name()))
@@ -89,10 +100,13 @@ impl Unnester {
     /// The typed rows of a batch in Bizon's layout.
     pub fn unnest(&self, batch: &RecordBatch) -> Result<RecordBatch, UnnestError> {
         let column = |name| {
-            batch.column_by_name(name).map(|c| c.as_string::<i32>()).ok_or_else(|| UnnestError::Batch {
-                destination_id: self.destination_id.clone(),
-                message: format!("the batch has no `{name}` column"),
-            })
+            batch
+                .column_by_name(name)
+                .map(|c| c.as_string::<i32>())
+                .ok_or_else(|| UnnestError::Batch {
+                    destination_id: self.destination_id.clone(),
+                    message: format!("the batch has no `{name}` column"),
+                })
         };
         let data = column(SOURCE_DATA)?;
         let ids = column(SOURCE_RECORD_ID)?;
@@ -105,12 +119,17 @@ impl Unnester {
             .map(|f| match json.get(f.name()) {
                 Some(array) => Ok(array.clone()),
                 None => {
-                    let array = decoded.column_by_name(f.name()).expect("decoded schema has every other column");
+                    let array = decoded
+                        .column_by_name(f.name())
+                        .expect("decoded schema has every other column");
                     arrow_cast::cast(array, f.data_type())
                 }
             })
             .collect::<Result<_, _>>()
-            .map_err(|e| UnnestError::Batch { destination_id: self.destination_id.clone(), message: e.to_string() })?;
+            .map_err(|e| UnnestError::Batch {
+                destination_id: self.destination_id.clone(),
+                message: e.to_string(),
+            })?;
         RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| UnnestError::Batch {
             destination_id: self.destination_id.clone(),
             message: e.to_string(),
@@ -118,12 +137,16 @@ impl Unnester {
     }
 
     fn decode(&self, data: &StringArray) -> Result<RecordBatch, ArrowError> {
-        let mut decoder = ReaderBuilder::new(self.decoded.clone()).with_batch_size(data.len().max(1)).build_decoder()?;
+        let mut decoder = ReaderBuilder::new(self.decoded.clone())
+            .with_batch_size(data.len().max(1))
+            .build_decoder()?;
         for value in data.iter().flatten() {
             decoder.decode(value.as_bytes())?;
             decoder.decode(b"\n")?;
         }
-        Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.decoded.clone())))
+        Ok(decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(self.decoded.clone())))
     }
 
     /// arrow-json says what is wrong but not in which row: decode the rows one
@@ -138,7 +161,10 @@ impl Unnester {
                 };
             }
         }
-        UnnestError::Batch { destination_id: self.destination_id.clone(), message: column_message(&batch_error) }
+        UnnestError::Batch {
+            destination_id: self.destination_id.clone(),
+            message: column_message(&batch_error),
+        }
     }
 
     fn json_columns(&self, data: &StringArray, ids: &StringArray) -> Result<HashMap<String, ArrayRef>, UnnestError> {
@@ -175,9 +201,14 @@ impl Unnester {
 fn decodable(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, Some("+00:00".into())),
-        DataType::List(item) => DataType::List(Arc::new(item.as_ref().clone().with_data_type(decodable(item.data_type())))),
+        DataType::List(item) => DataType::List(Arc::new(
+            item.as_ref().clone().with_data_type(decodable(item.data_type())),
+        )),
         DataType::Struct(fields) => DataType::Struct(
-            fields.iter().map(|f| f.as_ref().clone().with_data_type(decodable(f.data_type()))).collect(),
+            fields
+                .iter()
+                .map(|f| f.as_ref().clone().with_data_type(decodable(f.data_type())))
+                .collect(),
         ),
         other => other.clone(),
     }
@@ -205,7 +236,12 @@ mod tests {
         let mut b = RecordBuilder::new("users".into());
         let mut ids = BizonIdGenerator::new();
         for (i, data) in rows.iter().enumerate() {
-            let r = SourceRecord { id: format!("r{i}"), timestamp_us: 0, data: data.to_string(), destination_id: None };
+            let r = SourceRecord {
+                id: format!("r{i}"),
+                timestamp_us: 0,
+                data: data.to_string(),
+                destination_id: None,
+            };
             b.append(&mut ids, 0, &r);
         }
         b.finish(0).unwrap()
@@ -220,9 +256,19 @@ mod tests {
                 r#"{"id": 2, "extra": null}"#,
             ]))
             .unwrap();
-        assert_eq!(out.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["id", "name", "at", "extra"]);
+        assert_eq!(
+            out.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>(),
+            ["id", "name", "at", "extra"]
+        );
         assert_eq!(out.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
-        assert_eq!(out.column(2).as_primitive::<TimestampMicrosecondType>().value(0), 1_714_566_600_000_000);
+        assert_eq!(
+            out.column(2).as_primitive::<TimestampMicrosecondType>().value(0),
+            1_714_566_600_000_000
+        );
         assert!(out.column(1).is_null(1));
         assert_eq!(out.column(3).as_string::<i32>().value(0), r#"{"k": [1, 2]}"#);
         assert!(out.column(3).is_null(1));
@@ -231,7 +277,10 @@ mod tests {
     #[test]
     fn a_record_that_does_not_fit_names_the_record_and_the_column() {
         let u = Unnester::new(&schema());
-        let err = u.unnest(&batch(&[r#"{"id": 1}"#, r#"{"id": "x1"}"#])).unwrap_err().to_string();
+        let err = u
+            .unnest(&batch(&[r#"{"id": 1}"#, r#"{"id": "x1"}"#]))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("destination_id `users`: record r1:"), "{err}");
         assert!(err.contains("id"), "{err}");
         let err = u.unnest(&batch(&[r#"{"name": "no id"}"#])).unwrap_err().to_string();

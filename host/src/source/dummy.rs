@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
         let r = &pages[1][1];
         assert_eq!(r.id, "3");
-        assert_eq!(r.data, r#"{"id":3,"name":"bizon-3","age":3,"active":false,"score":1.5,"tags":["a","b"]}"#);
+        assert_eq!(
+            r.data,
+            r#"{"id":3,"name":"bizon-3","age":3,"active":false,"score":1.5,"tags":["a","b"]}"#
+        );
         let v: serde_json::Value = serde_json::from_str(&pages[0][0].data).unwrap();
         assert_eq!(v["score"], 0.0);
         assert_eq!(v["active"], true);
@@ -136,7 +139,10 @@ mod tests {
     #[test]
     fn spreads_records_round_robin_over_destination_ids() {
         let pages = drain(DummySource::new(&config(Some(4), 10, &["a", "b"])));
-        let ids: Vec<_> = pages[0].iter().map(|r| r.destination_id.as_deref().unwrap().to_string()).collect();
+        let ids: Vec<_> = pages[0]
+            .iter()
+            .map(|r| r.destination_id.as_deref().unwrap().to_string())
+            .collect();
         assert_eq!(ids, ["a", "b", "a", "b"]);
     }
 

@@ -33,7 +33,10 @@ impl JsonlSource {
         let reader: Box<dyn Read + Send> = if path == "-" {
             Box::new(std::io::stdin())
         } else {
-            Box::new(File::open(&config.path).map_err(|source| SourceError::Io { path: path.clone(), source })?)
+            Box::new(File::open(&config.path).map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?)
         };
         Ok(Self {
             lines: Box::new(BufReader::with_capacity(1 << 20, reader)),
@@ -50,33 +53,51 @@ impl JsonlSource {
     }
 
     fn bad_line(&self, message: impl Into<String>) -> SourceError {
-        SourceError::BadLine { path: self.path.clone(), line: self.line_no, message: message.into() }
+        SourceError::BadLine {
+            path: self.path.clone(),
+            line: self.line_no,
+            message: message.into(),
+        }
     }
 
     fn record(&mut self, line: &str, now: i64) -> Result<SourceRecord, SourceError> {
-        let needs_fields = self.id_field.is_some() || self.timestamp_field.is_some() || self.destination_id_field.is_some();
+        let needs_fields =
+            self.id_field.is_some() || self.timestamp_field.is_some() || self.destination_id_field.is_some();
         if !line.starts_with('{') {
             return Err(self.bad_line("not a JSON object"));
         }
-        let mut record = SourceRecord { id: self.line_no.to_string(), timestamp_us: now, data: line.to_string(), destination_id: None };
+        let mut record = SourceRecord {
+            id: self.line_no.to_string(),
+            timestamp_us: now,
+            data: line.to_string(),
+            destination_id: None,
+        };
         if !needs_fields {
-            serde_json::from_str::<serde::de::IgnoredAny>(line).map_err(|e| self.bad_line(format!("not valid JSON: {e}")))?;
+            serde_json::from_str::<serde::de::IgnoredAny>(line)
+                .map_err(|e| self.bad_line(format!("not valid JSON: {e}")))?;
             return Ok(record);
         }
         let fields: HashMap<Cow<str>, &RawValue> =
             serde_json::from_str(line).map_err(|e| self.bad_line(format!("not valid JSON: {e}")))?;
         let field = |name: &Option<String>| name.clone().and_then(|n| fields.get(n.as_str()).map(|v| (n, *v)));
         if let Some((name, value)) = field(&self.id_field) {
-            record.id = scalar_text(value).ok_or_else(|| self.bad_line(format!("id field `{name}` is not a string or number")))?;
+            record.id = scalar_text(value)
+                .ok_or_else(|| self.bad_line(format!("id field `{name}` is not a string or number")))?;
         }
         if let Some((name, value)) = field(&self.timestamp_field) {
-            record.timestamp_us = timestamp_us(value)
-                .ok_or_else(|| self.bad_line(format!("timestamp field `{name}` is neither RFC 3339 text nor an epoch number")))?;
+            record.timestamp_us = timestamp_us(value).ok_or_else(|| {
+                self.bad_line(format!(
+                    "timestamp field `{name}` is neither RFC 3339 text nor an epoch number"
+                ))
+            })?;
         }
         if let Some((name, value)) = field(&self.destination_id_field) {
             let id = scalar_text(value)
                 .ok_or_else(|| self.bad_line(format!("destination_id field `{name}` is not a string or number")))?;
-            let shared = self.destination_ids.entry(id).or_insert_with_key(|k| Arc::from(k.as_str()));
+            let shared = self
+                .destination_ids
+                .entry(id)
+                .or_insert_with_key(|k| Arc::from(k.as_str()));
             record.destination_id = Some(shared.clone());
         }
         Ok(record)
@@ -101,7 +122,9 @@ fn timestamp_us(value: &RawValue) -> Option<i64> {
     let raw = value.get();
     if raw.starts_with('"') {
         let text = serde_json::from_str::<String>(raw).ok()?;
-        return arrow_cast::parse::string_to_timestamp_nanos(&text).ok().map(|ns| ns.div_euclid(1000));
+        return arrow_cast::parse::string_to_timestamp_nanos(&text)
+            .ok()
+            .map(|ns| ns.div_euclid(1000));
     }
     let n: f64 = raw.parse().ok()?;
     let magnitude = n.abs();
@@ -121,10 +144,10 @@ impl Source for JsonlSource {
         let mut line = String::new();
         while records.len() < self.page_size {
             line.clear();
-            let read = self
-                .lines
-                .read_line(&mut line)
-                .map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
+            let read = self.lines.read_line(&mut line).map_err(|source| SourceError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
             if read == 0 {
                 break;
             }

@@ -62,7 +62,9 @@ pub enum SourceEvent {
     Page(Page),
     Failed(SourceError),
     /// Exhausted; `skipped` records were dropped on purpose (`skip_invalid`).
-    Done { skipped: u64 },
+    Done {
+        skipped: u64,
+    },
 }
 
 /// A running source: pages arrive on `events`; acknowledgements go back on
@@ -94,8 +96,14 @@ pub fn spawn(mut source: Box<dyn Source>, depth: usize) -> SourceHandle {
                 }
                 let extracted_at_us = crate::record::now_us();
                 let event = match source.next_page() {
-                    Ok(Some(records)) => SourceEvent::Page(Page { sequence, extracted_at_us, records }),
-                    Ok(None) => SourceEvent::Done { skipped: source.skipped() },
+                    Ok(Some(records)) => SourceEvent::Page(Page {
+                        sequence,
+                        extracted_at_us,
+                        records,
+                    }),
+                    Ok(None) => SourceEvent::Done {
+                        skipped: source.skipped(),
+                    },
                     Err(e) => SourceEvent::Failed(e),
                 };
                 let last = !matches!(event, SourceEvent::Page(_));
