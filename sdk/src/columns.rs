@@ -138,14 +138,10 @@ pub(crate) mod tests {
 
     pub(crate) fn bizon_batch(rows: &[(&str, &str)]) -> RecordBatch {
         let ts = || {
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(0..rows.len() as i64)
-                    .with_timezone("UTC"),
-            ) as ArrayRef
+            Arc::new(TimestampMicrosecondArray::from_iter_values(0..rows.len() as i64).with_timezone("UTC")) as ArrayRef
         };
-        let text = |f: &dyn Fn(usize) -> String| {
-            Arc::new(StringArray::from_iter_values((0..rows.len()).map(f))) as ArrayRef
-        };
+        let text =
+            |f: &dyn Fn(usize) -> String| Arc::new(StringArray::from_iter_values((0..rows.len()).map(f))) as ArrayRef;
         let columns = vec![
             (BIZON_ID, text(&|i| format!("id-{i}"))),
             (BIZON_EXTRACTED_AT, ts()),
@@ -174,8 +170,7 @@ pub(crate) mod tests {
     #[test]
     fn an_unnest_batch_is_refused_with_a_reason() {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-        let batch =
-            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
         let err = BizonColumns::new(&batch).unwrap_err();
         assert!(err.message().contains("no `bizon_id` column"), "{err}");
         assert!(!is_bizon_layout(&batch));
@@ -183,11 +178,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_column_of_the_wrong_type_is_named() {
-        let batch = RecordBatch::try_from_iter([(
-            SOURCE_DATA,
-            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
-        )])
-        .unwrap();
+        let batch =
+            RecordBatch::try_from_iter([(SOURCE_DATA, Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
         assert!(!is_bizon_layout(&batch));
         let err = string(&batch, SOURCE_DATA).unwrap_err();
         assert!(err.message().contains("`source_data` is Int64"), "{err}");

@@ -70,7 +70,13 @@ mod tests {
     fn parses_into_a_typed_struct_and_reports_typos() {
         let config = Config::from_json(r#"{"dir": "/x"}"#).unwrap();
         let typed: Typed = config.parse().unwrap();
-        assert_eq!(typed, Typed { dir: "/x".into(), limit: 0 });
+        assert_eq!(
+            typed,
+            Typed {
+                dir: "/x".into(),
+                limit: 0
+            }
+        );
 
         let typo = Config::from_json(r#"{"dri": "/x"}"#).unwrap();
         let err = typo.parse::<Typed>().unwrap_err();

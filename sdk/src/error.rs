@@ -64,11 +64,7 @@ impl WriteError {
     }
 
     pub fn rejected<R: Into<String>>(rows: impl IntoIterator<Item = (u64, R)>) -> Self {
-        Self::Rejected(
-            rows.into_iter()
-                .map(|(row, reason)| (row, reason.into()))
-                .collect(),
-        )
+        Self::Rejected(rows.into_iter().map(|(row, reason)| (row, reason.into())).collect())
     }
 }
 

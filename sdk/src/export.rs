@@ -59,8 +59,8 @@ impl<T: NdjsonDestination> Plugin for Ndjson<T> {
     }
 
     fn write(&mut self, batch: Vec<u8>, info: &BatchInfo) -> Result<u64, WriteError> {
-        let text = String::from_utf8(batch)
-            .map_err(|e| WriteError::fatal(format!("NDJSON batch is not UTF-8: {e}")))?;
+        let text =
+            String::from_utf8(batch).map_err(|e| WriteError::fatal(format!("NDJSON batch is not UTF-8: {e}")))?;
         self.0.write(&text, info)
     }
 
@@ -114,8 +114,7 @@ pub fn open<P: Plugin>(config: String) -> Result<(), String> {
 }
 
 pub fn check_connection<P: Plugin>() -> Result<(), String> {
-    with_instance::<P, _>("check-connection", |p| p.check_connection())?
-        .map_err(|e| e.to_string())
+    with_instance::<P, _>("check-connection", |p| p.check_connection())?.map_err(|e| e.to_string())
 }
 
 pub fn write_records<P: Plugin>(info: WireBatchInfo, batch: Vec<u8>) -> Result<u64, WireWriteError> {

@@ -94,8 +94,8 @@ pub use wit_bindgen as __wit_bindgen;
 pub use arrow_array::{self, RecordBatch};
 pub use arrow_schema;
 pub use columns::{
-    is_bizon_layout, BizonColumns, BIZON_EXTRACTED_AT, BIZON_ID, BIZON_LOADED_AT, DESTINATION_ID,
-    SOURCE_DATA, SOURCE_RECORD_ID, SOURCE_TIMESTAMP,
+    is_bizon_layout, BizonColumns, BIZON_EXTRACTED_AT, BIZON_ID, BIZON_LOADED_AT, DESTINATION_ID, SOURCE_DATA,
+    SOURCE_RECORD_ID, SOURCE_TIMESTAMP,
 };
 pub use config::Config;
 pub use error::{Error, WriteError};
@@ -209,7 +209,7 @@ macro_rules! __export_plugin {
                 }
             }
 
-            $crate::bindings::__export_plugin_world!(BizonPlugin with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin_world!(BizonPlugin with_types_in $crate::bindings);
         };
     };
 }

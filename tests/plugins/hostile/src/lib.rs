@@ -19,9 +19,7 @@
 use std::collections::HashSet;
 use std::hint::black_box;
 
-use bizon_sdk::{
-    export_destination, log, BatchInfo, Config, Destination, Error, RecordBatch, WriteError,
-};
+use bizon_sdk::{export_destination, log, BatchInfo, Config, Destination, Error, RecordBatch, WriteError};
 
 #[derive(serde::Deserialize, Clone, Copy, PartialEq)]
 #[serde(rename_all = "kebab-case")]
@@ -86,10 +84,7 @@ impl Destination for Hostile {
                 Ok(bytes) => WriteError::fatal(format!("read /etc/passwd: {} bytes", bytes.len())),
                 Err(e) => WriteError::fatal(format!("read failed: {e}")),
             }),
-            Mode::Env => Err(WriteError::fatal(format!(
-                "env vars: {}",
-                std::env::vars().count()
-            ))),
+            Mode::Env => Err(WriteError::fatal(format!("env vars: {}", std::env::vars().count()))),
             Mode::LogFlood => {
                 for i in 0..1_000_000 {
                     log::info!("flood {i}");
@@ -98,10 +93,7 @@ impl Destination for Hostile {
             }
             Mode::BigError => Err(WriteError::fatal("x".repeat(100 << 20))),
             Mode::Flaky => {
-                if self
-                    .attempted
-                    .insert((info.destination_id.clone(), info.sequence))
-                {
+                if self.attempted.insert((info.destination_id.clone(), info.sequence)) {
                     Err(WriteError::retryable(format!(
                         "flaky: first attempt of sequence {}",
                         info.sequence

@@ -1,9 +1,7 @@
 //! A plugin that opens a TCP connection, so its component imports
 //! `wasi:sockets`; the host must refuse to load it, before any call.
 
-use bizon_sdk::{
-    export_destination, BatchInfo, Config, Destination, Error, RecordBatch, WriteError,
-};
+use bizon_sdk::{export_destination, BatchInfo, Config, Destination, Error, RecordBatch, WriteError};
 
 struct Socket;
 

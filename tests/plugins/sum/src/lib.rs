@@ -9,13 +9,11 @@
 
 use bizon_sdk::arrow_array::cast::AsArray;
 use bizon_sdk::arrow_array::types::{
-    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use bizon_sdk::arrow_array::Array;
 use bizon_sdk::{
-    export_destination, log, BatchInfo, BizonColumns, Config, Destination, Error, RecordBatch,
-    WriteError,
+    export_destination, log, BatchInfo, BizonColumns, Config, Destination, Error, RecordBatch, WriteError,
 };
 
 #[derive(serde::Deserialize)]
@@ -53,9 +51,7 @@ impl Destination for Sum {
             None => {
                 let columns = BizonColumns::new(batch)?;
                 let data = columns.source_data_array();
-                self.int_sum += (0..data.len())
-                    .map(|i| data.value(i).len() as i128)
-                    .sum::<i128>();
+                self.int_sum += (0..data.len()).map(|i| data.value(i).len() as i128).sum::<i128>();
             }
         }
         self.rows += batch.num_rows() as u64;

@@ -3,8 +3,8 @@
 
 wit_bindgen::generate!({ path: "wit", world: "plugin" });
 
-use exports::bizon::destination::destination::Guest;
 use bizon::destination::types::{BatchInfo, InputFormat, PluginInfo, WriteError};
+use exports::bizon::destination::destination::Guest;
 
 struct WrongVersion;
 
