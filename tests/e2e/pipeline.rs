@@ -1,1 +1,383 @@
+//! End-to-end: the `bizon-host` binary on pipeline files, and what it wrote.
 
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bizon_host() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Runs `bizon-host run` on `yaml` inside a fresh directory.
+fn run(yaml: &str) -> (tempfile::TempDir, Output, Option<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    let output = bizon_host()
+        .args(["run", "pipeline.yaml", "--result-json", "result.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let result = std::fs::read(dir.path().join("result.json"))
+        .ok()
+        .map(|b| serde_json::from_slice(&b).unwrap());
+    (dir, output, result)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn dummy_to_file_writes_every_record_once_routed_by_destination_id_in_bizons_format() {
+    let (dir, output, result) = run(
+        "name: e2e\nsource:\n  name: dummy\n  stream: s\n  total_records: 10000\n  page_size: 333\n  destination_ids: [users, orders, events]\ndestination:\n  name: file\n  config:\n    buffer_size: 1\n",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let result = result.unwrap();
+    assert_eq!(result["status"], "success");
+    assert_eq!(result["records_read"], 10000);
+    assert_eq!(result["records_written"], 10000);
+
+    // The key order of a line Bizon 0.6.4 wrote.
+    let bizon_line: Value = lines(&repo("tests/fixtures/bizon/file_destination_sample.json")).remove(0);
+    let bizon_keys: Vec<&String> = bizon_line.as_object().unwrap().keys().collect();
+
+    let mut seen = HashSet::new();
+    for (k, id) in ["users", "orders", "events"].iter().enumerate() {
+        let rows = lines(&dir.path().join(format!("{id}.json")));
+        assert_eq!(result["by_destination_id"][id], rows.len());
+        for row in &rows {
+            let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+            assert_eq!(keys, bizon_keys, "line layout differs from Bizon's");
+            let record_id: u64 = row["source_record_id"].as_str().unwrap().parse().unwrap();
+            assert_eq!(record_id % 3, k as u64, "record {record_id} routed to {id}");
+            let data: Value = serde_json::from_str(row["source_data"].as_str().unwrap()).unwrap();
+            assert_eq!(data["id"], record_id);
+            assert_eq!(data["name"], format!("bizon-{record_id}"));
+            assert_eq!(row["bizon_id"].as_str().unwrap().len(), 32);
+            assert!(row["bizon_loaded_at"].as_str().unwrap().ends_with("+00:00"));
+            assert!(seen.insert(record_id), "record {record_id} written twice");
+        }
+        assert!(
+            !dir.path().join(format!("{id}_temp.json")).exists(),
+            "temp file left behind"
+        );
+    }
+    assert_eq!(seen.len(), 10000);
+}
+
+#[test]
+fn bizons_own_dummy_pipeline_runs_unchanged_with_the_same_records() {
+    let yaml = std::fs::read_to_string(repo("tests/fixtures/bizon/dummy_to_file.yml")).unwrap();
+    let (dir, output, _) = run(&yaml);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let ours = lines(&dir.path().join("dummy_plants.json"));
+    let bizons = lines(&repo("tests/fixtures/bizon/dummy_file_destination_output.json"));
+    let data = |rows: &[Value]| rows.iter().map(|r| r["source_data"].clone()).collect::<Vec<_>>();
+    assert_eq!(data(&ours), data(&bizons));
+    let ids = |rows: &[Value]| rows.iter().map(|r| r["source_record_id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&ours), ids(&bizons));
+}
+
+#[test]
+fn logger_prints_one_line_per_record_with_its_source_data() {
+    let yaml = std::fs::read_to_string(repo("tests/fixtures/bizon/dummy_to_logger.yml")).unwrap();
+    let (_dir, output, _) = run(&yaml);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    for data in [
+        r#"{"id":9898,"name":"bizon","age":26}"#,
+        r#"{"id":56565,"name":"poulpo","age":26}"#,
+    ] {
+        assert_eq!(log.matches(data).count(), 1, "{data} not logged once:\n{log}");
+    }
+}
+
+#[test]
+fn jsonl_with_unnest_writes_the_typed_record_schema_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"name\": \"a\", \"score\": 1.5, \"at\": \"2024-05-01T12:30:00Z\", \"kind\": \"users\"}\n\
+         {\"id\": 2, \"name\": \"b\", \"score\": 2, \"at\": \"2024-05-01T12:31:00Z\", \"kind\": \"users\"}\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "name: unnest\nsource:\n  name: jsonl\n  path: {}\n  id_field: id\n  destination_id_field: kind\ndestination:\n  name: file\n  config:\n    unnest: true\n    record_schemas:\n      - destination_id: users\n        record_schema:\n          - {{name: id, type: INTEGER, mode: REQUIRED}}\n          - {{name: name, type: STRING}}\n          - {{name: score, type: FLOAT}}\n          - {{name: at, type: TIMESTAMP}}\n",
+        input.display()
+    );
+    let (out, output, result) = run(&yaml);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(result.unwrap()["records_written"], 2);
+    let rows = lines(&out.path().join("users.json"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["id"], 2);
+    assert_eq!(rows[1]["score"], 2.0);
+    assert_eq!(rows[0]["name"], "a");
+    assert!(
+        rows[0]["at"].as_str().unwrap().starts_with("2024-05-01T12:30:00"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[0].get("kind").is_none(), "only record_schema columns: {}", rows[0]);
+}
+
+#[test]
+fn a_record_that_does_not_fit_its_record_schema_fails_naming_record_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\": 1}\n{\"id\": \"seven\"}\n").unwrap();
+    let yaml = format!(
+        "name: unnest\nsource:\n  name: jsonl\n  path: {}\ndestination:\n  name: file\n  config:\n    destination_id: t\n    unnest: true\n    record_schemas:\n      - destination_id: t\n        record_schema:\n          - {{name: id, type: INTEGER}}\n",
+        input.display()
+    );
+    let (out, output, result) = run(&yaml);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("record 2") && err.contains("id"), "{err}");
+    assert_eq!(result.unwrap()["records_unwritten"], 2);
+    assert!(!out.path().join("t.json").exists(), "a failed run must not publish");
+}
+
+#[test]
+fn parquet_format_holds_every_row() {
+    let (dir, output, _) = run(
+        "name: pq\nsource:\n  name: dummy\n  total_records: 5000\ndestination:\n  name: file\n  config:\n    format: parquet\n    destination_id: t\n    buffer_size: 0\n",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let file = std::fs::File::open(dir.path().join("t.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 5000);
+}
+
+#[test]
+fn a_crashed_runs_temp_file_is_not_published_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t_temp.json"),
+        "{\"left\":\"by a crashed run\"}\n{\"half\": ",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "name: c\nsource:\n  name: dummy\n  total_records: 100\ndestination:\n  name: file\n  config:\n    destination_id: t\n",
+    )
+    .unwrap();
+    let output = bizon_host()
+        .args(["run", "pipeline.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows = lines(&dir.path().join("t.json"));
+    assert_eq!(rows.len(), 100);
+}
+
+#[test]
+fn broken_configs_exit_2_naming_the_line_and_field() {
+    let cases = [
+        ("name: x\nsource: [\n", "pipeline.yaml:2:"),
+        (
+            "name: x\nsource:\n  name: dummy\ndestination:\n  name: nowhere\n  config: {}\n",
+            "pipeline.yaml:5:9: destination.name: unknown destination `nowhere`",
+        ),
+        (
+            "name: x\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    buffer_size: lots\n",
+            "pipeline.yaml:7:18: destination.config.buffer_size",
+        ),
+        (
+            "name: x\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    unnest: true\n",
+            "pipeline.yaml:7:13: destination.config.unnest: `unnest: true` needs `record_schemas`",
+        ),
+        (
+            "name: x\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    bufer_size: 1\n",
+            "pipeline.yaml:7:5: destination.config.bufer_size: unknown field `bufer_size`",
+        ),
+        (
+            "name: x\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    unnest: true\n    record_schemas:\n      - destination_id: a\n        record_schema:\n          - {name: x, type: STRNG}\n",
+            "destination.config.record_schemas[0].record_schema[0].type: unknown variant `STRNG`",
+        ),
+        ("name: x\nsource:\n  name: dummy\n  token: ${env://BIZON_HOST_TEST_UNSET}\n", "pipeline.yaml:4:10: environment variable `BIZON_HOST_TEST_UNSET` is not set"),
+    ];
+    for (yaml, expected) in cases {
+        let (dir, output, result) = run(yaml);
+        assert_eq!(output.status.code(), Some(2), "{yaml}\n{}", stderr(&output));
+        assert!(
+            stderr(&output).contains(expected),
+            "expected `{expected}` in:\n{}",
+            stderr(&output)
+        );
+        assert!(result.is_none(), "no record may move on a broken config");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the pipeline file"
+        );
+    }
+}
+
+#[test]
+fn environment_references_are_resolved_as_bizon_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "name: env\nsource:\n  name: dummy\n  total_records: env://BIZON_HOST_TEST_N\ndestination:\n  name: file\n  config:\n    destination_id: \"out-${env://BIZON_HOST_TEST_ID}\"\n",
+    )
+    .unwrap();
+    let output = bizon_host()
+        .args(["run", "pipeline.yaml"])
+        .env("BIZON_HOST_TEST_N", "7")
+        .env("BIZON_HOST_TEST_ID", "x")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(lines(&dir.path().join("out-x.json")).len(), 7);
+}
+
+#[test]
+fn a_write_that_fails_for_good_exits_1_naming_the_destination_id() {
+    let (_dir, output, result) =
+        run("name: f\nsource:\n  name: dummy\n  total_records: 10\ndestination:\n  name: file\n  config:\n    destination_id: a/b\n");
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("destination_id `a/b`") && err.contains("cannot name a file"),
+        "{err}"
+    );
+    let result = result.unwrap();
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["records_written"], 0);
+}
+
+#[test]
+fn check_validates_and_reaches_the_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.yaml"),
+        "name: c\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    path: out\n",
+    )
+    .unwrap();
+    let output = bizon_host()
+        .args(["check", "ok.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::write(dir.path().join("blocker"), "a file where a directory should be").unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "name: c\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    path: blocker/out\n",
+    )
+    .unwrap();
+    let output = bizon_host()
+        .args(["check", "bad.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("blocker/out"), "{}", stderr(&output));
+}
+
+/// Records read from an open standard input, then SIGTERM: what was read is
+/// flushed and published, and the run says it was interrupted.
+#[test]
+fn sigterm_flushes_what_was_read_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "name: s\nsource:\n  name: jsonl\n  path: \"-\"\n  page_size: 1\ndestination:\n  name: file\n  config:\n    destination_id: t\n",
+    )
+    .unwrap();
+    let mut child = bizon_host()
+        .args(["run", "pipeline.yaml", "--result-json", "result.json"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..25 {
+        writeln!(stdin, "{{\"i\": {i}}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    // Standard input stays open: only the signal can end this run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let progress = dir.path().join("t_temp.json");
+    while std::time::Instant::now() < deadline && !progress.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let result: Value = serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["status"], "interrupted");
+    assert_eq!(result["records_read"], 25);
+    assert_eq!(result["records_written"], 25);
+    assert_eq!(lines(&dir.path().join("t.json")).len(), 25);
+}
+
+#[test]
+fn stdin_jsonl_with_invalid_lines_names_the_line_or_skips_when_asked() {
+    let feed = |yaml: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+        let mut child = bizon_host()
+            .args(["run", "pipeline.yaml", "--result-json", "result.json"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"{\"a\":1}\n{\"a\":2}\n{oops\n{\"a\":4}\n")
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        let result: BTreeMap<String, Value> =
+            serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+        (dir, output, result)
+    };
+    let base = "name: j\nsource:\n  name: jsonl\n  path: \"-\"\n";
+    let dest = "destination:\n  name: file\n  config:\n    destination_id: t\n";
+    let (_d, output, result) = feed(&format!("{base}{dest}"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("<stdin>:3: not valid JSON"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(result["status"], "failed");
+
+    let (dir, output, result) = feed(&format!("{base}  skip_invalid: true\n{dest}"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(result["records_written"], 3);
+    assert_eq!(result["records_skipped"], 1);
+    assert_eq!(lines(&dir.path().join("t.json")).len(), 3);
+}

@@ -68,7 +68,7 @@ impl RecordBuilder {
     /// the builder empty and ready for more.
     pub fn finish(&mut self, loaded_at_us: i64) -> Result<RecordBatch, ArrowError> {
         let rows = self.rows;
-        let utc = |a: TimestampMicrosecondArray| a.with_timezone("UTC");
+        let utc = |a: TimestampMicrosecondArray| a.with_timezone(super::UTC);
         let loaded_at = TimestampMicrosecondArray::from(vec![loaded_at_us; rows]);
         let destination_ids = StringArray::from_iter_values(std::iter::repeat_n(&*self.destination_id, rows));
         let columns: Vec<ArrayRef> = vec![

@@ -36,9 +36,14 @@ pub struct SourceRecord {
     pub destination_id: Option<Arc<str>>,
 }
 
-/// Timestamps are microseconds in UTC, as BigQuery stores them.
+/// Timestamps are microseconds in UTC, as BigQuery stores them. The zone is
+/// written "+00:00" rather than "UTC": arrow parses and prints zone names
+/// only with chrono-tz, the whole tz database, and the offset is the same
+/// instant without it.
+pub const UTC: &str = "+00:00";
+
 pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
 }
 
 /// The columns Bizon hands to every destination, in Bizon's order.

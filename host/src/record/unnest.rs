@@ -80,11 +80,7 @@ impl Unnester {
             .filter(is_json)
             .map(|c| c.name.clone())
             .collect();
-        let decoded = fields
-            .iter()
-            .filter(|f| !json_columns.contains(f.name()))
-            .map(|f| f.as_ref().clone().with_data_type(decodable(f.data_type())))
-            .collect::<Vec<_>>();
+        let decoded = fields.iter().filter(|f| !json_columns.contains(f.name())).cloned().collect::<Vec<_>>();
         Self {
             destination_id: config.destination_id.clone(),
             schema: Arc::new(Schema::new(fields)),
@@ -192,25 +188,6 @@ impl Unnester {
             .cloned()
             .zip(builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef))
             .collect())
-    }
-}
-
-/// arrow-json parses zone names only with chrono-tz (the whole tz database);
-/// "+00:00" is the same instant without it, and the cast back to "UTC"
-/// afterwards only relabels the column.
-fn decodable(data_type: &DataType) -> DataType {
-    match data_type {
-        DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, Some("+00:00".into())),
-        DataType::List(item) => DataType::List(Arc::new(
-            item.as_ref().clone().with_data_type(decodable(item.data_type())),
-        )),
-        DataType::Struct(fields) => DataType::Struct(
-            fields
-                .iter()
-                .map(|f| f.as_ref().clone().with_data_type(decodable(f.data_type())))
-                .collect(),
-        ),
-        other => other.clone(),
     }
 }
 
