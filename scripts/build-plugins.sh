@@ -12,6 +12,12 @@ if ! cmp -s wit/destination.wit sdk/wit/destination.wit; then
     exit 1
 fi
 
+# docs/sdk.md shows tests/plugins/my-dest verbatim; this build proves it compiles.
+if [[ "$(cat docs/sdk.md)" != *"$(cat tests/plugins/my-dest/src/lib.rs)"* ]]; then
+    echo "docs/sdk.md no longer shows tests/plugins/my-dest/src/lib.rs" >&2
+    exit 1
+fi
+
 packages=(-p bizon-sdk)
 components=()
 for manifest in plugins/*/Cargo.toml tests/plugins/*/Cargo.toml; do

@@ -15,7 +15,7 @@ pub fn decode_ipc(bytes: Vec<u8>) -> Result<RecordBatch, Error> {
     let mut decoder = StreamDecoder::new();
     let mut batch = None;
     while !buffer.is_empty() {
-        if let Some(decoded) = decoder.decode(&mut buffer)? {
+        if let Some(decoded) = decoder.decode(&mut buffer).map_err(invalid)? {
             if batch.replace(decoded).is_some() {
                 return Err(Error::msg(
                     "Arrow IPC stream holds more than one record batch; the host sends one per call",
@@ -23,12 +23,16 @@ pub fn decode_ipc(bytes: Vec<u8>) -> Result<RecordBatch, Error> {
             }
         }
     }
-    decoder.finish()?;
+    decoder.finish().map_err(invalid)?;
     match (batch, decoder.schema()) {
         (Some(batch), _) => Ok(batch),
         (None, Some(schema)) => Ok(RecordBatch::new_empty(schema)),
         (None, None) => Err(Error::msg("empty Arrow IPC stream: no schema")),
     }
+}
+
+fn invalid(error: arrow_schema::ArrowError) -> Error {
+    Error::msg(format!("invalid Arrow IPC batch: {error}"))
 }
 
 #[cfg(test)]
