@@ -88,8 +88,19 @@ impl Buffers {
         now: Instant,
     ) -> Vec<(Arc<str>, FlushReason)> {
         let mut touched: Vec<Arc<str>> = Vec::new();
-        for record in records {
-            let id = record.destination_id.as_ref().unwrap_or(&self.default_destination_id);
+        let mut rest = records;
+        while let Some(first) = rest.first() {
+            // Records of one destination_id mostly come in runs (a page of
+            // one topic, a source without ids): look the buffer up once a run.
+            let same = |r: &SourceRecord| match (&r.destination_id, &first.destination_id) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            };
+            let run = rest.iter().position(|r| !same(r)).unwrap_or(rest.len());
+            let (batch, tail) = rest.split_at(run);
+            rest = tail;
+            let id = first.destination_id.as_ref().unwrap_or(&self.default_destination_id);
             let buffer = match self.buffers.get_mut(id) {
                 Some(b) => b,
                 None => self.buffers.entry(id.clone()).or_insert_with(|| Buffer {
@@ -101,12 +112,14 @@ impl Buffers {
             if buffer.opened_at.is_none() {
                 buffer.opened_at = Some(now);
                 buffer.first_page = Some(page);
-                touched.push(id.clone());
-            } else if touched.last() != Some(id) && !touched.contains(id) {
+            }
+            if !touched.contains(id) {
                 touched.push(id.clone());
             }
             let before = buffer.builder.bytes();
-            buffer.builder.append(&mut self.ids, extracted_at_us, record);
+            for record in batch {
+                buffer.builder.append(&mut self.ids, extracted_at_us, record);
+            }
             self.bytes += buffer.builder.bytes() - before;
         }
         touched

@@ -137,10 +137,15 @@ impl OutputFile {
                 temp.display()
             ))),
             Some(Writer::Json(file)) => {
-                self.scratch.clear();
-                encode_ndjson(records, &mut self.scratch)?;
-                file.write_all(&self.scratch)
-                    .map_err(|e| io_error(&temp, "cannot write", e))?;
+                // Encode a slice at a time: the text of a whole 50 MB batch
+                // would double the memory a flush needs.
+                for start in (0..records.num_rows()).step_by(ROWS_PER_WRITE) {
+                    let rows = records.slice(start, ROWS_PER_WRITE.min(records.num_rows() - start));
+                    self.scratch.clear();
+                    encode_ndjson(&rows, &mut self.scratch)?;
+                    file.write_all(&self.scratch)
+                        .map_err(|e| io_error(&temp, "cannot write", e))?;
+                }
                 file.sync_data().map_err(|e| io_error(&temp, "cannot sync", e))
             }
             Some(Writer::Parquet(writer)) => {
@@ -168,6 +173,9 @@ impl OutputFile {
         std::fs::rename(&self.temp, &self.target).map_err(|e| io_error(&self.target, "cannot publish", e))
     }
 }
+
+/// Rows encoded per write call: about 1 MB of Bizon lines.
+const ROWS_PER_WRITE: usize = 4096;
 
 /// Bizon's line layout for its own columns (the six it writes: no
 /// destination_id, which the file name carries); under `unnest`, the typed

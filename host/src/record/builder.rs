@@ -80,6 +80,14 @@ impl RecordBuilder {
             Arc::new(self.source_data.finish()),
             Arc::new(destination_ids),
         ];
+        // The next batch is likely as large as this one: reserving now
+        // saves the copies of growing the builders by doubling.
+        let data_bytes = self.bytes.saturating_sub(rows * ROW_OVERHEAD);
+        self.bizon_id = StringBuilder::with_capacity(rows, rows * 32);
+        self.source_record_id = StringBuilder::with_capacity(rows, rows * 8);
+        self.source_data = StringBuilder::with_capacity(rows, data_bytes);
+        self.extracted_at = TimestampMicrosecondBuilder::with_capacity(rows);
+        self.source_timestamp = TimestampMicrosecondBuilder::with_capacity(rows);
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(bizon_schema(), columns)

@@ -6,7 +6,6 @@
 //! records of Bizon's own dummy source for its `creatures` or `plants`
 //! stream, in its three pages, so Bizon's example pipelines run unchanged.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use super::{Source, SourceError};
@@ -81,19 +80,28 @@ impl Source for DummySource {
         }
         let end = (self.next + self.page_size as u64).min(self.total);
         let mut records = Vec::with_capacity((end - self.next) as usize);
+        let mut num = itoa::Buffer::new();
         for i in self.next..end {
+            // Hand-assembled with itoa: core's integer formatting was a tenth
+            // of the whole run's time.
             let mut data = String::with_capacity(96);
+            data.push_str(r#"{"id":"#);
+            data.push_str(num.format(i));
+            data.push_str(r#","name":"bizon-"#);
+            data.push_str(num.format(i));
+            data.push_str(r#"","age":"#);
+            data.push_str(num.format(i % 97));
+            data.push_str(if i % 2 == 0 {
+                r#","active":true,"score":"#
+            } else {
+                r#","active":false,"score":"#
+            });
+            data.push_str(num.format(i / 2));
             // Python's repr of i * 0.5: "0.0", "0.5", "1.0", ...
-            let half = if i % 2 == 0 { "0" } else { "5" };
-            let _ = write!(
-                data,
-                r#"{{"id":{i},"name":"bizon-{i}","age":{},"active":{},"score":{}.{half},"tags":["a","b"]}}"#,
-                i % 97,
-                i % 2 == 0,
-                i / 2
-            );
+            data.push_str(if i % 2 == 0 { ".0" } else { ".5" });
+            data.push_str(r#","tags":["a","b"]}"#);
             records.push(SourceRecord {
-                id: itoa::Buffer::new().format(i).to_string(),
+                id: num.format(i).to_string(),
                 timestamp_us: now,
                 data,
                 destination_id: self.destination_for(i),

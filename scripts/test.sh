@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: builds the WebAssembly plugins, installs the BigQuery and
+# GCS emulators into .venv on first use, then runs every test of the host
+# (unit tests and end-to-end tests of the binary against real plugins and
+# emulators). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+bash scripts/build-plugins.sh >/dev/null
+if [[ -f scripts/install-emulators.sh ]]; then
+    bash scripts/install-emulators.sh
+fi
+cargo test --workspace "$@"
