@@ -1,1 +1,224 @@
-//! The WebAssembly plugin runtime.
+//! The WebAssembly plugin runtime: loads a destination plugin (a component
+//! targeting `wit/destination.wit`), checks what it imports and exports,
+//! and builds sandboxed instances of it.
+//!
+//! - [`engine`]: the shared wasmtime engine and the epoch clock.
+//! - [`cache`]: compiled artifacts on disk.
+//! - [`capabilities`]: grants, the linker and the import check.
+//! - [`limits`]: memory and call-time limits.
+//! - [`instance`]: one Store, the calls into it and what a trap means.
+//! - [`log`], [`stdio`]: the plugin's log lines and output, bounded.
+//! - [`ipc`]: a batch encoded the way the plugin asked.
+
+pub mod cache;
+pub mod capabilities;
+pub mod engine;
+pub mod instance;
+pub mod ipc;
+pub mod limits;
+pub mod log;
+pub mod stdio;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::Engine;
+
+pub use cache::CacheStatus;
+pub use capabilities::{DirGrant, Grants};
+pub use instance::Instance;
+pub use limits::Limits;
+
+/// Host bindings generated from the plugin contract.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+    });
+}
+
+pub use bindings::bizon::destination::types::{BatchInfo, InputFormat, PluginInfo, RejectedRow, WriteError};
+
+/// What a plugin gets besides its code.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSettings {
+    pub limits: Limits,
+    pub grants: Grants,
+    /// The plugin's `open` argument: its config as a JSON object.
+    pub config_json: String,
+    /// Where compiled artifacts are kept; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Why a plugin call ended in a trap, as users should read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrapCause {
+    Memory { limit_mb: u64 },
+    Timeout { limit_ms: u64 },
+    StackOverflow,
+    Panic { message: String },
+    Exit { code: i32 },
+    Other { message: String },
+}
+
+impl std::fmt::Display for TrapCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrapCause::Memory { limit_mb } => write!(f, "exceeded its memory limit of {limit_mb} MB"),
+            TrapCause::Timeout { limit_ms } => write!(f, "exceeded its call timeout of {limit_ms} ms"),
+            TrapCause::StackOverflow => f.write_str("overflowed its stack"),
+            TrapCause::Panic { message } => write!(f, "panicked: {message}"),
+            TrapCause::Exit { code } => write!(f, "called exit({code})"),
+            TrapCause::Other { message } => write!(f, "trapped: {message}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read plugin {plugin}: {source}")]
+    Read { plugin: String, source: std::io::Error },
+    #[error("plugin {plugin} is not a valid WebAssembly component: {message}")]
+    Compile { plugin: String, message: String },
+    #[error(
+        "plugin {plugin} is not a bizon destination plugin: it exports {exports}, not {}",
+        capabilities::DESTINATION_EXPORT
+    )]
+    NotAPlugin { plugin: String, exports: String },
+    #[error(
+        "plugin {plugin} was built for bizon:destination@{found}, which this host does not support: \
+         it implements bizon:destination@{supported} (a plugin needs the same major version, and the same minor before 1.0)"
+    )]
+    Version {
+        plugin: String,
+        found: String,
+        supported: String,
+    },
+    #[error(
+        "plugin {plugin} imports interfaces a plugin cannot have: {}; plugins get no network and only the WASI \
+         interfaces for files, environment, clocks and randomness",
+        refused.join(", ")
+    )]
+    Imports { plugin: String, refused: Vec<String> },
+    #[error("plugin {plugin} cannot be linked: {message}")]
+    Link { plugin: String, message: String },
+    #[error("plugin {plugin}: {message}")]
+    Grant { plugin: String, message: String },
+    #[error("plugin {plugin} refused its configuration (open): {message}")]
+    Open { plugin: String, message: String },
+    #[error("plugin {plugin} {cause} (in {function})")]
+    Trap {
+        plugin: String,
+        function: &'static str,
+        cause: TrapCause,
+    },
+    #[error("plugin {plugin}: {function} called on an instance that trapped before")]
+    Poisoned { plugin: String, function: &'static str },
+}
+
+/// What every instance of a plugin shares.
+pub(crate) struct Shared {
+    label: String,
+    engine: Engine,
+    pre: bindings::PluginPre<instance::State>,
+    limits: Limits,
+    grants: Grants,
+    config_json: String,
+    log: Arc<log::PluginLog>,
+}
+
+/// How loading went, for `plugin inspect|compile` and the logs.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub file_size: u64,
+    pub cache: CacheStatus,
+    pub artifact: Option<PathBuf>,
+    pub compile_time: Duration,
+    /// Read + compile or deserialize + checks + pre-instantiation.
+    pub load_time: Duration,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// A loaded, checked and pre-instantiated plugin; instances are cheap.
+pub struct Plugin {
+    shared: Arc<Shared>,
+    report: LoadReport,
+}
+
+impl Plugin {
+    /// Reads, compiles (or loads from the cache), checks and pre-links the
+    /// plugin at `path`. Blocking: compiling can take a second.
+    pub fn load(path: &Path, settings: PluginSettings) -> Result<Plugin, PluginError> {
+        let started = Instant::now();
+        let label = path.display().to_string();
+        let wasm = std::fs::read(path).map_err(|source| PluginError::Read {
+            plugin: label.clone(),
+            source,
+        })?;
+        let engine = engine::shared().engine.clone();
+        let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref()).map_err(|e| PluginError::Compile {
+            plugin: label.clone(),
+            message: format!("{e:#}"),
+        })?;
+        capabilities::check_component(&label, &loaded.component, &engine)?;
+        let linker = capabilities::linker(&engine).map_err(|e| PluginError::Link {
+            plugin: label.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let pre = linker
+            .instantiate_pre(&loaded.component)
+            .and_then(bindings::PluginPre::new)
+            .map_err(|e| PluginError::Link {
+                plugin: label.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let ty = loaded.component.component_type();
+        let report = LoadReport {
+            file_size: wasm.len() as u64,
+            cache: loaded.status,
+            artifact: loaded.artifact,
+            compile_time: loaded.compile_time,
+            load_time: started.elapsed(),
+            imports: ty.imports(&engine).map(|(name, _)| name.to_string()).collect(),
+            exports: ty.exports(&engine).map(|(name, _)| name.to_string()).collect(),
+        };
+        let shared = Shared {
+            log: Arc::new(log::PluginLog::new(&label)),
+            label,
+            engine,
+            pre,
+            limits: settings.limits,
+            grants: settings.grants,
+            config_json: settings.config_json,
+        };
+        Ok(Plugin {
+            shared: Arc::new(shared),
+            report,
+        })
+    }
+
+    /// A new instance with its own Store, described and opened.
+    pub fn instantiate(&self) -> Result<Instance, PluginError> {
+        Instance::new(&self.shared)
+    }
+
+    /// What the plugin says about itself, from an instance that is not opened.
+    pub fn describe(&self) -> Result<PluginInfo, PluginError> {
+        Ok(Instance::described(&self.shared)?.info().clone())
+    }
+
+    /// The plugin's file as the user named it, used in every message.
+    pub fn label(&self) -> &str {
+        &self.shared.label
+    }
+
+    pub fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+}

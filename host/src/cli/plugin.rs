@@ -1,0 +1,458 @@
+//! `run --plugin ...` and `plugin inspect|compile|test`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::config::{DestinationConfig, DestinationOptions, JsonlSourceConfig, Pipeline, SourceConfig};
+use crate::destination::wasm::WasmConfig;
+use crate::plugin::{
+    cache, capabilities, ipc, BatchInfo, DirGrant, Grants, Instance, Limits, Plugin, PluginError, PluginSettings,
+    WriteError,
+};
+use crate::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
+
+/// Flags of `run` that send the records to a WebAssembly plugin.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PluginRunArgs {
+    /// Write to this WebAssembly plugin instead of the pipeline's destination
+    /// (the destination's buffer and retry options are kept). Without a
+    /// pipeline file, NDJSON records are read from standard input.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub plugin: Option<PathBuf>,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// What a plugin is given: its config and its grants.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SandboxArgs {
+    /// The plugin's config, a JSON object handed to its `open`.
+    #[arg(long, value_name = "JSON")]
+    pub plugin_config: Option<String>,
+    /// Let the plugin see a host directory: HOST[:GUEST][:ro|:rw]. GUEST
+    /// defaults to HOST; read-only unless `:rw`. Repeatable.
+    #[arg(long, value_name = "HOST[:GUEST][:rw]")]
+    pub allow_dir: Vec<String>,
+    /// Copy this host environment variable into the plugin. Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub allow_env: Vec<String>,
+    /// Memory cap of each plugin instance, in MB (default 256).
+    #[arg(long, value_name = "N")]
+    pub memory_mb: Option<u64>,
+    /// Time one plugin call may take, in milliseconds (default 30000).
+    #[arg(long, value_name = "N")]
+    pub call_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Show a plugin's contract version, description, imports and exports.
+    Inspect { file: PathBuf },
+    /// Compile a plugin into the cache ahead of a run.
+    Compile { file: PathBuf },
+    /// Conformance run: open, check-connection, several batches, finalize.
+    Test {
+        file: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+/// Points `pipeline` (or a stdin-to-plugin pipeline when there is none) at
+/// `--plugin`; without `--plugin`, returns the pipeline unchanged.
+pub fn apply(args: &PluginRunArgs, pipeline: Option<Pipeline>) -> Result<Option<Pipeline>, anyhow::Error> {
+    let Some(plugin) = &args.plugin else {
+        return Ok(pipeline);
+    };
+    let mut pipeline = pipeline.unwrap_or_else(stdin_pipeline);
+    // A pipeline that already used a plugin keeps its config and grants
+    // unless the flags say otherwise.
+    let previous = match &pipeline.destination {
+        DestinationConfig::Wasm(c) => Some(c.clone()),
+        _ => None,
+    };
+    let sandbox = &args.sandbox;
+    let plugin_config = match &sandbox.plugin_config {
+        Some(text) => Some(parse_plugin_config(text)?),
+        None => previous.as_ref().and_then(|c| c.plugin_config.clone()),
+    };
+    let base_limits = previous.as_ref().map(|c| c.limits).unwrap_or_default();
+    let mut allow = if sandbox.allow_dir.is_empty() && sandbox.allow_env.is_empty() {
+        previous.as_ref().map(|c| c.allow.clone()).unwrap_or_default()
+    } else {
+        Grants::default()
+    };
+    allow.dirs.extend(
+        sandbox
+            .allow_dir
+            .iter()
+            .map(|d| parse_allow_dir(d))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    allow.env.extend(sandbox.allow_env.iter().cloned());
+    pipeline.destination = DestinationConfig::Wasm(WasmConfig {
+        options: pipeline.destination.options().clone(),
+        plugin: plugin.clone(),
+        plugin_config,
+        limits: sandbox.limits(base_limits),
+        allow,
+    });
+    Ok(Some(pipeline))
+}
+
+/// NDJSON from standard input to a plugin that has not been chosen yet.
+fn stdin_pipeline() -> Pipeline {
+    Pipeline {
+        name: "plugin".into(),
+        source: SourceConfig::Jsonl(JsonlSourceConfig {
+            name: "jsonl".into(),
+            path: "-".into(),
+            id_field: None,
+            timestamp_field: None,
+            destination_id_field: None,
+            skip_invalid: false,
+            page_size: 1000,
+            stream: None,
+            sync_mode: None,
+        }),
+        destination: DestinationConfig::Wasm(WasmConfig {
+            options: DestinationOptions::default(),
+            plugin: PathBuf::new(),
+            plugin_config: None,
+            limits: Limits::default(),
+            allow: Grants::default(),
+        }),
+        ignored_sections: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+impl SandboxArgs {
+    fn limits(&self, base: Limits) -> Limits {
+        Limits {
+            memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
+            call_timeout_ms: self.call_timeout_ms.unwrap_or(base.call_timeout_ms),
+        }
+    }
+
+    fn settings(&self) -> anyhow::Result<PluginSettings> {
+        let config_json = match &self.plugin_config {
+            Some(text) => parse_plugin_config(text)?.to_string(),
+            None => "{}".into(),
+        };
+        let grants = Grants {
+            dirs: self
+                .allow_dir
+                .iter()
+                .map(|d| parse_allow_dir(d))
+                .collect::<Result<_, _>>()?,
+            env: self.allow_env.clone(),
+        };
+        Ok(PluginSettings {
+            limits: self.limits(Limits::default()),
+            grants,
+            config_json,
+            cache_dir: cache::default_dir(),
+        })
+    }
+}
+
+fn parse_plugin_config(text: &str) -> anyhow::Result<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_str(text).context("--plugin-config is not JSON")?;
+    if !value.is_object() {
+        bail!("--plugin-config must be a JSON object, like '{{\"dir\": \"/out\"}}'");
+    }
+    Ok(value)
+}
+
+/// `HOST[:GUEST][:ro|:rw]`.
+fn parse_allow_dir(spec: &str) -> anyhow::Result<DirGrant> {
+    let (rest, writable) = match spec.rsplit_once(':') {
+        Some((rest, "rw")) => (rest, true),
+        Some((rest, "ro")) => (rest, false),
+        _ => (spec, false),
+    };
+    let (host, guest) = match rest.split_once(':') {
+        Some((host, guest)) => (host, Some(guest.to_string())),
+        None => (rest, None),
+    };
+    if host.is_empty() || guest.as_deref() == Some("") {
+        bail!("--allow-dir {spec}: expected HOST[:GUEST][:ro|:rw]");
+    }
+    Ok(DirGrant {
+        host: host.into(),
+        guest,
+        writable,
+    })
+}
+
+pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(move || match cmd {
+        PluginCommand::Inspect { file } => inspect(&file),
+        PluginCommand::Compile { file } => compile(&file),
+        PluginCommand::Test { file, sandbox } => test(&file, &sandbox),
+    })
+    .await?
+}
+
+fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
+    let plugin = Plugin::load(
+        file,
+        PluginSettings {
+            cache_dir: cache::default_dir(),
+            ..Default::default()
+        },
+    )?;
+    let report = plugin.report();
+    let info = plugin.describe()?;
+    let contract = report
+        .exports
+        .iter()
+        .find(|e| e.starts_with(capabilities::DESTINATION_EXPORT))
+        .and_then(|e| e.split_once('@'))
+        .map_or("?", |(_, v)| v);
+    println!("file:      {} ({} bytes)", file.display(), report.file_size);
+    println!(
+        "contract:  bizon:destination@{contract} (host: {})",
+        capabilities::host_version()
+    );
+    println!("plugin:    {} {}", info.name, info.version);
+    println!("input:     {:?}", info.input_format);
+    println!("imports:   {}", report.imports.join(", "));
+    println!("exports:   {}", report.exports.join(", "));
+    println!(
+        "cache:     {}{}",
+        report.cache,
+        artifact_text(report.artifact.as_deref())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn artifact_text(artifact: Option<&Path>) -> String {
+    artifact.map_or_else(|| " (no cache directory)".into(), |p| format!(" ({})", p.display()))
+}
+
+fn compile(file: &Path) -> anyhow::Result<ExitCode> {
+    let plugin = Plugin::load(
+        file,
+        PluginSettings {
+            cache_dir: cache::default_dir(),
+            ..Default::default()
+        },
+    )?;
+    let report = plugin.report();
+    match &report.artifact {
+        Some(path) => println!("{}", path.display()),
+        None => bail!("no cache directory: set BIZON_HOST_CACHE_DIR"),
+    }
+    println!(
+        "cache {}: compiled in {:.1} ms, loaded in {:.1} ms",
+        report.cache,
+        report.compile_time.as_secs_f64() * 1e3,
+        report.load_time.as_secs_f64() * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rows of the conformance batches: the cases a plugin most often gets wrong.
+fn conformance_batches() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        (
+            "plain rows",
+            (0..3).map(|i| format!(r#"{{"id":{i},"name":"row {i}"}}"#)).collect(),
+        ),
+        ("empty batch", Vec::new()),
+        (
+            "unicode",
+            vec![
+                r#"{"emoji":"🚀🎉👩‍👩‍👧"}"#.into(),
+                r#"{"cjk":"数据仓库 データ 데이터"}"#.into(),
+                r#"{"combining":"e\u0301 n\u0303 Å"}"#.into(),
+            ],
+        ),
+        (
+            "quotes and newlines",
+            vec![
+                r#"{"quote":"she said \"hi\"","newline":"a\nb\r\nc","tab":"x\ty","backslash":"C:\\dir"}"#.into(),
+                r#"{"comma":"a,b;c|d","empty":"","null":null}"#.into(),
+            ],
+        ),
+    ]
+}
+
+fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = 0;
+    let mut step = |name: &str, result: Result<String, String>| {
+        match &result {
+            Ok(detail) => println!(
+                "PASS  {name}{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            ),
+            Err(reason) => {
+                failed += 1;
+                println!("FAIL  {name}: {reason}");
+            }
+        }
+        result.is_ok()
+    };
+    let plugin = match Plugin::load(file, sandbox.settings()?) {
+        Ok(p) => p,
+        Err(e) => {
+            step("load", Err(e.to_string()));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    step("load", Ok(format!("cache {}", plugin.report().cache)));
+    let mut instance = match plugin.instantiate() {
+        Ok(i) => i,
+        Err(e) => {
+            step("describe + open", Err(e.to_string()));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let info = instance.info().clone();
+    step(
+        "describe + open",
+        Ok(format!("{} {} ({:?})", info.name, info.version, info.input_format)),
+    );
+    step("check-connection", flatten(instance.check_connection()));
+    let mut ids = BizonIdGenerator::new();
+    let destination_id: Arc<str> = Arc::from("conformance");
+    let mut buffer = Vec::new();
+    for (sequence, (name, rows)) in conformance_batches().into_iter().enumerate() {
+        if instance.is_poisoned() {
+            step(
+                &format!("write: {name}"),
+                Err("skipped: the instance trapped earlier".into()),
+            );
+            continue;
+        }
+        let result = write_rows(
+            &mut instance,
+            &mut ids,
+            &destination_id,
+            sequence as u64,
+            &rows,
+            &mut buffer,
+        );
+        step(&format!("write: {name}"), result);
+    }
+    if instance.is_poisoned() {
+        step("finalize", Err("skipped: the instance trapped earlier".into()));
+    } else {
+        step("finalize", flatten(instance.finalize()));
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn flatten(result: Result<Result<(), String>, PluginError>) -> Result<String, String> {
+    match result {
+        Ok(Ok(())) => Ok(String::new()),
+        Ok(Err(message)) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn write_rows(
+    instance: &mut Instance,
+    ids: &mut BizonIdGenerator,
+    destination_id: &Arc<str>,
+    sequence: u64,
+    rows: &[String],
+    buffer: &mut Vec<u8>,
+) -> Result<String, String> {
+    let mut builder = RecordBuilder::new(destination_id.clone());
+    let now = crate::record::now_us();
+    for (i, data) in rows.iter().enumerate() {
+        let record = SourceRecord {
+            id: i.to_string(),
+            timestamp_us: now,
+            data: data.clone(),
+            destination_id: None,
+        };
+        builder.append(ids, now, &record);
+    }
+    let batch = builder.finish(now).map_err(|e| e.to_string())?;
+    ipc::encode(instance.info().input_format, &batch, buffer).map_err(|e| e.to_string())?;
+    let info = BatchInfo {
+        destination_id: destination_id.to_string(),
+        sequence,
+        num_rows: rows.len() as u64,
+    };
+    match instance.write(&info, buffer) {
+        Ok(Ok(n)) if n == info.num_rows => Ok(format!("{n} row(s)")),
+        Ok(Ok(n)) => Err(format!("returned {n} rows written for a batch of {}", info.num_rows)),
+        Ok(Err(WriteError::Retryable(m))) => Err(format!("retryable error: {m}")),
+        Ok(Err(WriteError::Fatal(m))) => Err(format!("fatal error: {m}")),
+        Ok(Err(WriteError::Rejected(r))) => Err(format!(
+            "{} row(s) rejected; first: row {}: {}",
+            r.len(),
+            r.first().map_or(0, |r| r.row),
+            r.first().map_or("", |r| r.reason.as_str())
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_dir_forms() {
+        let d = parse_allow_dir("out").unwrap();
+        assert_eq!(
+            (d.host.to_str().unwrap(), d.guest_path(), d.writable),
+            ("out", "out".into(), false)
+        );
+        let d = parse_allow_dir("./out:/out:rw").unwrap();
+        assert_eq!(
+            (d.host.to_str().unwrap(), d.guest_path(), d.writable),
+            ("./out", "/out".into(), true)
+        );
+        let d = parse_allow_dir("/data:ro").unwrap();
+        assert_eq!(
+            (d.host.to_str().unwrap(), d.guest_path(), d.writable),
+            ("/data", "/data".into(), false)
+        );
+        assert!(parse_allow_dir(":/x").is_err());
+    }
+
+    #[test]
+    fn plugin_replaces_the_destination_and_keeps_its_options() {
+        let mut options = DestinationOptions::default();
+        options.max_concurrent_threads = 3;
+        let mut pipeline = stdin_pipeline();
+        *pipeline.destination.options_mut() = options;
+        let args = PluginRunArgs {
+            plugin: Some("x.wasm".into()),
+            sandbox: SandboxArgs {
+                plugin_config: Some(r#"{"dir":"/out"}"#.into()),
+                allow_dir: vec!["o:/out:rw".into()],
+                memory_mb: Some(64),
+                ..Default::default()
+            },
+        };
+        let out = apply(&args, Some(pipeline.clone())).unwrap().unwrap();
+        let DestinationConfig::Wasm(c) = &out.destination else {
+            panic!("not wasm")
+        };
+        assert_eq!(c.options.max_concurrent_threads, 3);
+        assert_eq!(c.plugin_config, Some(serde_json::json!({"dir": "/out"})));
+        assert_eq!(c.limits.memory_mb, 64);
+        assert!(c.allow.dirs[0].writable);
+        assert!(apply(&PluginRunArgs::default(), Some(pipeline)).unwrap().is_some());
+        assert!(apply(&PluginRunArgs::default(), None).unwrap().is_none());
+    }
+}

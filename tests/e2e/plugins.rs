@@ -1,0 +1,346 @@
+//! WebAssembly destinations end to end: the guest plugins of tests/plugins
+//! and plugins/ run in the host's sandbox, misbehave, and the host goes on.
+//!
+//! The guests are built once per test binary by scripts/build-plugins.sh
+//! (cargo makes that a no-op when they are fresh).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+
+use bizon_host::config::{self, DestinationConfig};
+use bizon_host::destination::wasm::WasmDestination;
+use bizon_host::destination::{Batch, Destination, DestinationError};
+use bizon_host::plugin::{Plugin, PluginSettings};
+use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds the guests, points the compile cache into target/, and captures
+/// the host's log so tests can count what plugins wrote to it.
+fn setup() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let root = root();
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-plugins.sh"))
+            .current_dir(&root)
+            .status()
+            .expect("cannot run bash scripts/build-plugins.sh");
+        assert!(
+            status.success(),
+            "scripts/build-plugins.sh failed; is the wasm32-wasip2 target installed? \
+             (`rustup target add wasm32-wasip2`)"
+        );
+        std::env::set_var("BIZON_HOST_CACHE_DIR", root.join("target/wasm-cache-tests"));
+        tracing_subscriber::fmt()
+            .with_writer(|| LogCapture)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .init();
+    });
+}
+
+fn log_lines() -> &'static Mutex<Vec<String>> {
+    static LINES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    LINES.get_or_init(Default::default)
+}
+
+struct LogCapture;
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        log_lines().lock().unwrap().extend(text.lines().map(str::to_string));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged(needle: &str) -> Vec<String> {
+    log_lines()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .cloned()
+        .collect()
+}
+
+fn wasm(name: &str) -> PathBuf {
+    setup();
+    root()
+        .join("target/wasm/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"))
+}
+
+/// A `wasm` destination parsed from pipeline YAML, so the tests go through
+/// the same config path as users.
+async fn destination(plugin: &str, config_yaml: &str) -> Result<WasmDestination, DestinationError> {
+    let yaml = format!(
+        "name: t\nsource: {{name: dummy}}\ndestination:\n  name: wasm\n  config:\n    plugin: {}\n{}",
+        wasm(plugin).display(),
+        config_yaml.lines().map(|l| format!("    {l}\n")).collect::<String>()
+    );
+    let pipeline = config::parse(&yaml, "test.yaml", |_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let DestinationConfig::Wasm(config) = pipeline.destination else {
+        panic!("not a wasm destination")
+    };
+    WasmDestination::new(&config).await
+}
+
+async fn hostile(mode: &str, extra: &str) -> Result<WasmDestination, DestinationError> {
+    destination("hostile", &format!("plugin_config: {{mode: {mode}}}\n{extra}")).await
+}
+
+fn batch(destination_id: &str, sequence: u64, rows: usize) -> Batch {
+    let mut ids = BizonIdGenerator::new();
+    let mut builder = RecordBuilder::new(destination_id.into());
+    for i in 0..rows {
+        let record = SourceRecord {
+            id: i.to_string(),
+            timestamp_us: 0,
+            data: format!(r#"{{"i":{i}}}"#),
+            destination_id: None,
+        };
+        builder.append(&mut ids, 0, &record);
+    }
+    Batch {
+        destination_id: destination_id.into(),
+        sequence,
+        records: builder.finish(0).unwrap(),
+    }
+}
+
+/// A trap fails the call with `expected` in the message, fails the same way
+/// on the rebuilt instance, and a well-behaved plugin keeps working.
+async fn assert_trap_contained(mode: &str, extra: &str, expected: &str) -> String {
+    let dest = hostile(mode, extra).await.unwrap();
+    let mut first = String::new();
+    for attempt in 0..2 {
+        let err = dest.write(&batch("t", 0, 3)).await.unwrap_err().to_string();
+        assert!(err.contains("hostile.wasm"), "attempt {attempt}: {err}");
+        assert!(
+            err.contains(expected),
+            "attempt {attempt}: expected `{expected}` in: {err}"
+        );
+        if first.is_empty() {
+            first = err;
+        }
+    }
+    let good = destination("bench_sum", "").await.unwrap();
+    assert_eq!(good.write(&batch("t", 0, 5)).await.unwrap(), 5);
+    good.finalize().await.unwrap();
+    first
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_hits_the_call_timeout_and_is_retryable() {
+    let err = assert_trap_contained(
+        "loop",
+        "limits: {call_timeout_ms: 200}",
+        "exceeded its call timeout of 200 ms",
+    )
+    .await;
+    assert!(err.contains("write-records"), "{err}");
+    let dest = hostile("loop", "limits: {call_timeout_ms: 200}").await.unwrap();
+    assert!(dest.write(&batch("t", 0, 1)).await.unwrap_err().is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hog_hits_the_memory_limit() {
+    assert_trap_contained(
+        "memory",
+        "limits: {memory_mb: 32}",
+        "exceeded its memory limit of 32 MB",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panic_in_write_reports_the_panic_message() {
+    let err = assert_trap_contained("panic-write", "", "panicked").await;
+    assert!(err.contains("hostile: panic in write"), "{err}");
+    let dest = hostile("panic-write", "").await.unwrap();
+    assert!(!dest.write(&batch("t", 0, 1)).await.unwrap_err().is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stack_overflow_is_contained() {
+    assert_trap_contained("stack-overflow", "", "overflowed its stack").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panic_in_open_fails_the_build_with_the_message() {
+    let err = hostile("panic-open", "")
+        .await
+        .err()
+        .expect("open panicked")
+        .to_string();
+    assert!(
+        err.contains("hostile.wasm") && err.contains("hostile: panic in open") && err.contains("(in open)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_error_message_is_truncated() {
+    let dest = hostile("big-error", "").await.unwrap();
+    let err = dest.write(&batch("t", 0, 1)).await.unwrap_err().to_string();
+    assert!(err.len() < 70 * 1024, "{} bytes", err.len());
+    assert!(
+        err.contains("truncated") && err.contains("of 104857600 bytes"),
+        "{}",
+        &err[err.len() - 200..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_plugin_is_refused_at_load() {
+    let err = destination("hostile_socket", "")
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("hostile_socket.wasm") && err.contains("wasi:sockets/"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_contract_version_is_refused_naming_both() {
+    let err = destination("wrong_version", "")
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("9.0.0") && err.contains("0.1.0"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_are_invisible_unless_granted() {
+    let dest = hostile("read-file", "").await.unwrap();
+    let err = dest.write(&batch("t", 0, 1)).await.unwrap_err().to_string();
+    assert!(err.contains("read failed"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("passwd"), "granted:x:1\n").unwrap();
+    let grant = format!("allow: {{dirs: [{{host: {}, guest: /etc}}]}}", dir.path().display());
+    let dest = hostile("read-file", &grant).await.unwrap();
+    let err = dest.write(&batch("t", 0, 1)).await.unwrap_err().to_string();
+    assert!(err.contains("read /etc/passwd: 12 bytes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_is_empty_unless_granted() {
+    let dest = hostile("env", "").await.unwrap();
+    assert!(dest
+        .write(&batch("t", 0, 1))
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("env vars: 0"));
+
+    std::env::set_var("BIZON_PLUGIN_TEST_GRANTED", "yes");
+    let dest = hostile(
+        "env",
+        "allow: {env: [BIZON_PLUGIN_TEST_GRANTED, BIZON_PLUGIN_TEST_UNSET]}",
+    )
+    .await
+    .unwrap();
+    let err = dest.write(&batch("t", 0, 1)).await.unwrap_err().to_string();
+    assert!(err.contains("env vars: 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_flood_is_rate_limited() {
+    let dest = hostile("log-flood", "").await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(dest.write(&batch("t", 0, 1)).await.unwrap(), 1);
+    dest.finalize().await.unwrap();
+    let allowed = 1000.0 + 100.0 * started.elapsed().as_secs_f64() + 10.0;
+    let flood = logged(" flood ").len();
+    assert!(
+        flood > 0 && (flood as f64) <= allowed,
+        "{flood} flood lines logged, at most {allowed} allowed"
+    );
+    assert!(!logged("plugin log line(s) dropped").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flaky_writes_are_retried_and_every_row_is_written_once() {
+    let dest = hostile(
+        "flaky",
+        "retry: {max_attempts: 3, initial_backoff_ms: 1, max_backoff_ms: 5}",
+    )
+    .await
+    .unwrap();
+    let policy = bizon_host::destination::retry::RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_ms: 1,
+        max_backoff_ms: 5,
+    };
+    let mut written = 0;
+    for sequence in 0..4 {
+        let b = batch("flaky", sequence, 10);
+        let mut attempts = 0;
+        written += policy.run(|| dest.write(&b), |_, _, _| attempts += 1).await.unwrap();
+        assert_eq!(attempts, 1, "one retry per batch");
+    }
+    assert_eq!(written, 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_rows_are_reported_by_index() {
+    let dest = hostile("reject-odd", "").await.unwrap();
+    match dest.write(&batch("t", 0, 5)).await {
+        Err(DestinationError::Rejected(rows)) => {
+            assert_eq!(rows.iter().map(|r| r.row).collect::<Vec<_>>(), vec![1, 3]);
+            assert_eq!(rows[0].reason, "row 1 is odd");
+        }
+        other => panic!("expected rejected rows, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_destination_ids_each_see_all_their_rows() {
+    let dest = Arc::new(destination("bench_sum", "max_concurrent_threads: 3").await.unwrap());
+    let mut tasks = Vec::new();
+    for id in ["a", "b", "c", "d", "e"] {
+        let dest = dest.clone();
+        tasks.push(tokio::spawn(async move {
+            for sequence in 0..4 {
+                assert_eq!(dest.write(&batch(id, sequence, 100)).await.unwrap(), 100);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    dest.finalize().await.unwrap();
+}
+
+#[test]
+fn library_load_reports_cache_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = || PluginSettings {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let first = Plugin::load(&wasm("bench_sum"), settings()).unwrap();
+    assert_eq!(first.report().cache, bizon_host::plugin::CacheStatus::Miss);
+    let second = Plugin::load(&wasm("bench_sum"), settings()).unwrap();
+    assert_eq!(second.report().cache, bizon_host::plugin::CacheStatus::Hit);
+    assert!(second
+        .report()
+        .imports
+        .iter()
+        .any(|i| i.starts_with("bizon:destination/host")));
+    assert_eq!(second.describe().unwrap().name, "bench-sum");
+}
