@@ -1,30 +1,20 @@
-//! The three BigQuery destinations. PLACEHOLDER until they land.
+//! The three BigQuery destinations: `bigquery` (Parquet on GCS + load jobs),
+//! `bigquery_streaming` (insertAll) and `bigquery_streaming_v2` (Storage Write API).
+//! See docs/bigquery.md.
+
+mod auth;
+pub mod config;
+mod errors;
+pub mod schema;
+pub mod streaming_v2;
+mod tables;
+mod target;
+
+use std::sync::Arc;
+
+pub use config::{BigQueryConfig, BigQueryStreamingConfig, BigQueryStreamingV2Config};
 
 use super::{DestinationError, SharedDestination};
-
-crate::destination_config! {
-    /// `destination: {name: bigquery, config: ...}`
-    pub struct BigQueryConfig {
-        pub project_id: String,
-        pub dataset_id: String,
-    }
-}
-
-crate::destination_config! {
-    /// `destination: {name: bigquery_streaming, config: ...}`
-    pub struct BigQueryStreamingConfig {
-        pub project_id: String,
-        pub dataset_id: String,
-    }
-}
-
-crate::destination_config! {
-    /// `destination: {name: bigquery_streaming_v2, config: ...}`
-    pub struct BigQueryStreamingV2Config {
-        pub project_id: String,
-        pub dataset_id: String,
-    }
-}
 
 pub async fn build_batch(_: &BigQueryConfig) -> Result<SharedDestination, DestinationError> {
     Err(DestinationError::Fatal("bigquery is not built yet".into()))
@@ -34,6 +24,6 @@ pub async fn build_streaming(_: &BigQueryStreamingConfig) -> Result<SharedDestin
     Err(DestinationError::Fatal("bigquery_streaming is not built yet".into()))
 }
 
-pub async fn build_streaming_v2(_: &BigQueryStreamingV2Config) -> Result<SharedDestination, DestinationError> {
-    Err(DestinationError::Fatal("bigquery_streaming_v2 is not built yet".into()))
+pub async fn build_streaming_v2(c: &BigQueryStreamingV2Config) -> Result<SharedDestination, DestinationError> {
+    Ok(Arc::new(streaming_v2::build(c).await?))
 }

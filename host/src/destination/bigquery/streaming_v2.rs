@@ -1,0 +1,405 @@
+//! `bigquery_streaming_v2`: the Storage Write API with Arrow rows.
+//!
+//! Bizon opens a new client per call and encodes protobuf rows one by one in
+//! Python; here one client serves the run, each table keeps one writer (one
+//! long-lived AppendRows connection), and a batch goes as Arrow IPC slices
+//! under the 10 MB request limit, up to `max_concurrent_threads` in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_ipc::writer::{write_message, DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use google_cloud_bigquery::client::Write;
+use google_cloud_bigquery::error::{AppendError, WriterBuilderError};
+use google_cloud_bigquery::model::{ArrowRecordBatch, ArrowSchema};
+use google_cloud_bigquery::write::format::Arrow;
+use google_cloud_bigquery::write::stream_type::CommittedStream;
+use google_cloud_bigquery::write::{CommittedWriter, DefaultWriter};
+use google_cloud_gax::error::rpc::Code;
+use tokio::sync::OnceCell;
+
+use super::auth;
+use super::config::{BigQueryStreamingV2Config, WriteMode, MAX_ROWS_PER_REQUEST};
+use super::errors::{classify, describe, is_code};
+use super::schema::{table_batch, SourceDataType, TableRef};
+use super::tables::Tables;
+use super::target::Target;
+use crate::destination::{Batch, Destination, DestinationError, RejectedRow};
+
+pub const DEFAULT_ENDPOINT: &str = "https://bigquerystorage.googleapis.com";
+/// AppendRows requests must stay under 10 MB; the schema and stream name ride along.
+pub const REQUEST_BUDGET: usize = 9_500_000;
+
+pub struct StreamingV2 {
+    target: Target,
+    write: Write,
+    mode: WriteMode,
+    max_rows: usize,
+    in_flight: usize,
+    writers: Mutex<HashMap<TableRef, Arc<OnceCell<TableWriter>>>>,
+    /// The crate sends `write_stream` only on a connection's first request;
+    /// bqemulator 1.4 needs it on every one ("Stream not found"). Against a
+    /// plain-http endpoint (an emulator; BigQuery is https only) each append
+    /// therefore gets its own connection. BigQuery itself keeps one per table.
+    connection_per_append: bool,
+}
+
+enum TableWriter {
+    Default(DefaultWriter<Arrow>, ArrowSchema),
+    Committed(tokio::sync::Mutex<Committed>),
+}
+
+struct Committed {
+    writer: CommittedWriter<Arrow>,
+    schema: ArrowSchema,
+    next_offset: i64,
+    /// The last batch's sequence and first offset: a retried batch goes to the
+    /// same offsets, so what already landed answers ALREADY_EXISTS.
+    last: Option<(u64, i64)>,
+}
+
+/// One append: rows `start..start + rows` of the batch, IPC-encoded.
+pub struct Chunk {
+    pub start: usize,
+    pub rows: usize,
+    pub bytes: Vec<u8>,
+}
+
+pub async fn build(c: &BigQueryStreamingV2Config) -> Result<StreamingV2, DestinationError> {
+    if c.bq_max_rows_per_request == 0 || c.bq_max_rows_per_request > MAX_ROWS_PER_REQUEST {
+        return Err(DestinationError::Fatal(format!(
+            "bq_max_rows_per_request must be between 1 and {MAX_ROWS_PER_REQUEST}"
+        )));
+    }
+    let emulated = c.endpoint.is_some() || c.storage_write_endpoint.is_some();
+    let credentials = auth::credentials(c.authentication.as_ref(), emulated)?;
+    // Bizon's streaming destinations create a missing dataset in check_connection.
+    let tables = Tables::new(c.endpoint.as_deref(), credentials.clone(), &c.dataset_location, true).await?;
+    let target = Target::new(
+        c.options.clone(),
+        c.project_id.clone(),
+        c.dataset_id.clone(),
+        c.time_partitioning.clone(),
+        SourceDataType::Json,
+        tables,
+    )?;
+    let endpoint = c
+        .storage_write_endpoint
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+    let write = Write::builder()
+        .with_endpoint(endpoint.clone())
+        .with_credentials(credentials)
+        .build()
+        .await
+        .map_err(|e| DestinationError::Fatal(format!("Storage Write client for {endpoint}: {e}")))?;
+    Ok(StreamingV2 {
+        target,
+        write,
+        mode: c.write_mode,
+        max_rows: c.bq_max_rows_per_request,
+        in_flight: c.options.max_concurrent_threads,
+        writers: Mutex::default(),
+        connection_per_append: endpoint.starts_with("http://"),
+    })
+}
+
+/// The encapsulated IPC message (continuation marker, length, flatbuffer,
+/// body), the form BigQuery reads for both the schema and the rows.
+fn schema_bytes(batch: &RecordBatch) -> Result<Vec<u8>, DestinationError> {
+    let options = IpcWriteOptions::default();
+    let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+        batch.schema_ref(),
+        &mut DictionaryTracker::new(false),
+        &options,
+    );
+    let mut out = Vec::new();
+    write_message(&mut out, encoded, &options).map_err(|e| DestinationError::Fatal(format!("Arrow schema: {e}")))?;
+    Ok(out)
+}
+
+fn batch_bytes(batch: &RecordBatch) -> Result<Vec<u8>, DestinationError> {
+    let options = IpcWriteOptions::default();
+    let (_, encoded) = IpcDataGenerator::default()
+        .encode(
+            batch,
+            &mut DictionaryTracker::new(false),
+            &options,
+            &mut IpcWriteContext::default(),
+        )
+        .map_err(|e| DestinationError::Fatal(format!("Arrow rows: {e}")))?;
+    let mut out = Vec::with_capacity(encoded.arrow_data.len() + encoded.ipc_message.len() + 16);
+    write_message(&mut out, encoded, &options).map_err(|e| DestinationError::Fatal(format!("Arrow rows: {e}")))?;
+    Ok(out)
+}
+
+/// Splits a batch into appends of at most `max_rows` rows and `budget` bytes.
+pub fn chunks(batch: &RecordBatch, max_rows: usize, budget: usize) -> Result<Vec<Chunk>, DestinationError> {
+    let total = batch.num_rows();
+    let per_row = (batch.get_array_memory_size() / total.max(1)).max(1);
+    let mut step = max_rows.min(budget / per_row).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < total {
+        let rows = step.min(total - start);
+        let bytes = batch_bytes(&batch.slice(start, rows))?;
+        if bytes.len() > budget {
+            if rows == 1 {
+                return Err(DestinationError::Rejected(vec![RejectedRow {
+                    row: start as u64,
+                    reason: format!(
+                        "row is {} bytes; an AppendRows request holds at most {budget}",
+                        bytes.len()
+                    ),
+                }]));
+            }
+            step = rows / 2;
+            continue;
+        }
+        out.push(Chunk { start, rows, bytes });
+        start += rows;
+    }
+    Ok(out)
+}
+
+fn rows_message(bytes: Vec<u8>) -> ArrowRecordBatch {
+    ArrowRecordBatch::new().set_serialized_record_batch(bytes)
+}
+
+fn builder_error(what: &str, e: WriterBuilderError) -> DestinationError {
+    match e {
+        WriterBuilderError::Rpc { source, .. } => classify(what, &source),
+        other => DestinationError::Fatal(format!("BigQuery: {what}: {other}")),
+    }
+}
+
+fn append_error(table: &TableRef, e: AppendError) -> DestinationError {
+    match e {
+        AppendError::Rpc { source, .. } => classify(&format!("appending to {table}"), &source),
+        AppendError::UnexpectedEndOfStream => {
+            DestinationError::Retryable(format!("BigQuery: appending to {table}: the AppendRows stream closed"))
+        }
+        other => DestinationError::Fatal(format!("BigQuery: appending to {table}: {other}")),
+    }
+}
+
+impl StreamingV2 {
+    async fn writer(
+        &self,
+        table: &TableRef,
+        shaped: &RecordBatch,
+    ) -> Result<Arc<OnceCell<TableWriter>>, DestinationError> {
+        let cell = self
+            .writers
+            .lock()
+            .expect("poisoned")
+            .entry(table.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            let schema = ArrowSchema::new().set_serialized_schema(schema_bytes(shaped)?);
+            let what = format!("opening a write stream on {table}");
+            let built = match self.mode {
+                WriteMode::Default => self
+                    .write
+                    .open_default_stream(table.path())
+                    .build_arrow(schema.clone())
+                    .await
+                    .map(|w| TableWriter::Default(w, schema)),
+                WriteMode::ExactlyOnce => self
+                    .write
+                    .create_stream(table.path())
+                    .build_arrow(schema.clone())
+                    .await
+                    .map(|writer| {
+                        TableWriter::Committed(tokio::sync::Mutex::new(Committed {
+                            writer,
+                            schema,
+                            next_offset: 0,
+                            last: None,
+                        }))
+                    }),
+            };
+            built.map_err(|e| builder_error(&what, e))
+        })
+        .await?;
+        Ok(cell)
+    }
+
+    /// Default stream: chunks in parallel; a chunk with bad rows is sent again
+    /// without them (BigQuery wrote none of it) and the bad rows are reported.
+    async fn write_default(
+        &self,
+        table: &TableRef,
+        shared: &DefaultWriter<Arrow>,
+        schema: &ArrowSchema,
+        shaped: &RecordBatch,
+        chunks: Vec<Chunk>,
+    ) -> Result<u64, DestinationError> {
+        let rejected: Vec<Vec<RejectedRow>> = futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let own;
+                let writer = if self.connection_per_append {
+                    own = self
+                        .write
+                        .open_default_stream(table.path())
+                        .build_arrow(schema.clone())
+                        .await
+                        .map_err(|e| builder_error(&format!("opening the default stream on {table}"), e))?;
+                    &own
+                } else {
+                    shared
+                };
+                let result = writer.append(rows_message(chunk.bytes)).send().await;
+                match result {
+                    Ok(_) => Ok(Vec::new()),
+                    Err(AppendError::RowErrors { row_errors, .. }) => {
+                        let bad: Vec<RejectedRow> = row_errors
+                            .iter()
+                            .map(|r| RejectedRow {
+                                row: (chunk.start as i64 + r.index) as u64,
+                                reason: format!("{table}: {} ({:?})", r.message, r.code),
+                            })
+                            .collect();
+                        let keep: BooleanArray = (0..chunk.rows)
+                            .map(|i| Some(!row_errors.iter().any(|r| r.index == i as i64)))
+                            .collect();
+                        let rest =
+                            arrow_select::filter::filter_record_batch(&shaped.slice(chunk.start, chunk.rows), &keep)
+                                .map_err(|e| DestinationError::Fatal(format!("dropping rejected rows: {e}")))?;
+                        if rest.num_rows() > 0 {
+                            writer
+                                .append(rows_message(batch_bytes(&rest)?))
+                                .send()
+                                .await
+                                .map_err(|e| append_error(table, e))?;
+                        }
+                        Ok(bad)
+                    }
+                    Err(e) => Err(append_error(table, e)),
+                }
+            })
+            .buffer_unordered(self.in_flight)
+            .try_collect()
+            .await?;
+        let mut rejected: Vec<RejectedRow> = rejected.into_iter().flatten().collect();
+        if rejected.is_empty() {
+            return Ok(shaped.num_rows() as u64);
+        }
+        rejected.sort_by_key(|r| r.row);
+        Err(DestinationError::Rejected(rejected))
+    }
+
+    /// Committed stream: each chunk at its offset. A retry of the same batch
+    /// reuses the offsets, so chunks that landed answer ALREADY_EXISTS.
+    async fn write_committed(
+        &self,
+        table: &TableRef,
+        committed: &tokio::sync::Mutex<Committed>,
+        sequence: u64,
+        chunks: Vec<Chunk>,
+        total: usize,
+    ) -> Result<u64, DestinationError> {
+        let mut state = committed.lock().await;
+        let first = match state.last {
+            Some((seq, first)) if seq == sequence => first,
+            _ => state.next_offset,
+        };
+        state.last = Some((sequence, first));
+        let (shared, schema) = (&state.writer, &state.schema);
+        futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let offset = first + chunk.start as i64;
+                let own: CommittedWriter<Arrow>;
+                let writer = if self.connection_per_append {
+                    own = self
+                        .write
+                        .attach_to_stream::<CommittedStream>(shared.write_stream())
+                        .build_arrow(schema.clone())
+                        .await
+                        .map_err(|e| builder_error(&format!("attaching to the stream on {table}"), e))?;
+                    &own
+                } else {
+                    shared
+                };
+                match writer.append(rows_message(chunk.bytes)).set_offset(offset).send().await {
+                    Ok(_) => Ok(()),
+                    Err(AppendError::Rpc { source, .. }) if is_code(&source, Code::AlreadyExists) => Ok(()),
+                    Err(AppendError::RowErrors { row_errors, .. }) => Err(DestinationError::Fatal(format!(
+                        "BigQuery refused rows of an exactly-once append to {table}: {}",
+                        row_errors
+                            .iter()
+                            .map(|r| format!("row {}: {}", chunk.start as i64 + r.index, r.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))),
+                    Err(AppendError::Rpc { source, .. }) if is_code(&source, Code::OutOfRange) => {
+                        // An earlier chunk of this batch did not land; the batch retry fills the gap.
+                        Err(DestinationError::Retryable(format!(
+                            "BigQuery: offset {offset} on {table} is past the end: {}",
+                            describe(&source)
+                        )))
+                    }
+                    Err(e) => Err(append_error(table, e)),
+                }
+            })
+            .buffered(if self.connection_per_append {
+                // Separate connections would deliver offsets out of order.
+                1
+            } else {
+                self.in_flight
+            })
+            .try_collect::<Vec<()>>()
+            .await?;
+        state.next_offset = first + total as i64;
+        Ok(total as u64)
+    }
+}
+
+#[async_trait]
+impl Destination for StreamingV2 {
+    async fn check_connection(&self) -> Result<(), DestinationError> {
+        self.target.check_connection().await
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
+        if batch.records.num_rows() == 0 {
+            return Ok(0);
+        }
+        let (table, _) = self.target.ensure(&batch.destination_id).await?;
+        let shaped = table_batch(&batch.records, self.target.options.unnest)?;
+        let chunks = chunks(&shaped, self.max_rows, REQUEST_BUDGET)?;
+        let cell = self.writer(&table, &shaped).await?;
+        match cell.get().expect("initialised above") {
+            TableWriter::Default(w, schema) => self.write_default(&table, w, schema, &shaped, chunks).await,
+            TableWriter::Committed(c) => {
+                self.write_committed(&table, c, batch.sequence, chunks, shaped.num_rows())
+                    .await
+            }
+        }
+    }
+
+    async fn finalize(&self) -> Result<(), DestinationError> {
+        let cells: Vec<(TableRef, Arc<OnceCell<TableWriter>>)> = self
+            .writers
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
+        for (table, cell) in cells {
+            if let Some(TableWriter::Committed(c)) = cell.get() {
+                c.lock()
+                    .await
+                    .writer
+                    .finalize()
+                    .await
+                    .map_err(|e| classify(&format!("finalizing the stream on {table}"), &e))?;
+            }
+        }
+        Ok(())
+    }
+}
