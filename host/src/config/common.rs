@@ -125,7 +125,7 @@ macro_rules! destination_config {
                     let raw = Raw::deserialize(d)?;
                     let defaults = DestinationOptions::default();
                     let buffer_size_mb = raw.buffer_size.unwrap_or(defaults.buffer_size_mb);
-                    if !(buffer_size_mb >= 0.0) {
+                    if buffer_size_mb.is_nan() || buffer_size_mb < 0.0 {
                         return Err(D::Error::custom("buffer_size must be 0 or more megabytes"));
                     }
                     let threads = raw.max_concurrent_threads.unwrap_or(defaults.max_concurrent_threads);

@@ -15,8 +15,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use parquet::arrow::ArrowWriter;
@@ -24,7 +22,6 @@ use serde::Deserialize;
 
 use super::{Batch, Destination, DestinationError};
 use crate::config::source::IgnoredAny2;
-use crate::record::time::write_iso8601_us;
 
 /// Output format of the `file` destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -142,7 +139,8 @@ impl OutputFile {
                 for start in (0..records.num_rows()).step_by(ROWS_PER_WRITE) {
                     let rows = records.slice(start, ROWS_PER_WRITE.min(records.num_rows() - start));
                     self.scratch.clear();
-                    encode_ndjson(&rows, &mut self.scratch)?;
+                    crate::record::ndjson::write_lines(&rows, &mut self.scratch)
+                        .map_err(|e| DestinationError::Fatal(format!("cannot encode rows as JSON: {e}")))?;
                     file.write_all(&self.scratch)
                         .map_err(|e| io_error(&temp, "cannot write", e))?;
                 }
@@ -176,65 +174,6 @@ impl OutputFile {
 
 /// Rows encoded per write call: about 1 MB of Bizon lines.
 const ROWS_PER_WRITE: usize = 4096;
-
-/// Bizon's line layout for its own columns (the six it writes: no
-/// destination_id, which the file name carries); under `unnest`, the typed
-/// columns through arrow-json.
-fn encode_ndjson(records: &RecordBatch, out: &mut Vec<u8>) -> Result<(), DestinationError> {
-    if records.schema() != crate::record::bizon_schema() {
-        let mut writer = arrow_json::LineDelimitedWriter::new(out);
-        writer
-            .write(records)
-            .and_then(|_| writer.finish())
-            .map_err(|e| DestinationError::Fatal(format!("cannot encode rows as JSON: {e}")))?;
-        return Ok(());
-    }
-    let schema = records.schema();
-    let mut timestamps = TimestampCache::default();
-    let written = schema.fields().len() - 1;
-    debug_assert_eq!(schema.field(written).name(), crate::record::DESTINATION_ID);
-    for row in 0..records.num_rows() {
-        for (i, field) in schema.fields().iter().take(written).enumerate() {
-            out.push(if i == 0 { b'{' } else { b',' });
-            out.push(b'"');
-            out.extend_from_slice(field.name().as_bytes());
-            out.extend_from_slice(b"\":");
-            let column = records.column(i);
-            if let Some(ts) = column.as_primitive_opt::<TimestampMicrosecondType>() {
-                out.push(b'"');
-                timestamps.write(i, ts.value(row), out);
-                out.push(b'"');
-            } else {
-                let text = column.as_string::<i32>().value(row);
-                serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
-            }
-        }
-        out.extend_from_slice(b"}\n");
-    }
-    Ok(())
-}
-
-/// Rows of one flush mostly share their timestamps (a page's extraction
-/// time, the flush's load time): format each distinct value once.
-#[derive(Default)]
-struct TimestampCache {
-    last: HashMap<usize, (i64, Vec<u8>)>,
-}
-
-impl TimestampCache {
-    fn write(&mut self, column: usize, us: i64, out: &mut Vec<u8>) {
-        let entry = self
-            .last
-            .entry(column)
-            .or_insert_with(|| (us.wrapping_add(1), Vec::new()));
-        if entry.0 != us {
-            entry.0 = us;
-            entry.1.clear();
-            write_iso8601_us(us, &mut entry.1);
-        }
-        out.extend_from_slice(&entry.1);
-    }
-}
 
 #[async_trait]
 impl Destination for FileDestination {

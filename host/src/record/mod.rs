@@ -6,6 +6,7 @@
 
 mod builder;
 mod id;
+pub mod ndjson;
 pub mod time;
 pub mod unnest;
 

@@ -18,7 +18,7 @@ pub struct DummySource {
     page_size: usize,
     destination_ids: Vec<Arc<str>>,
     /// Bizon's fixed pages, served in order when `total_records` is absent.
-    fixed: Option<std::vec::IntoIter<Vec<(u64, &'static str, u32)>>>,
+    fixed: Option<std::vec::IntoIter<Vec<FixedRecord>>>,
 }
 
 impl DummySource {
@@ -44,8 +44,11 @@ impl DummySource {
     }
 }
 
+/// `(id, name, age)` of one of Bizon's dummy records.
+type FixedRecord = (u64, &'static str, u32);
+
 /// What Bizon's dummy source serves (bizon/connectors/sources/dummy/src/fake_api.py).
-fn bizon_pages(stream: Option<&str>) -> Vec<Vec<(u64, &'static str, u32)>> {
+fn bizon_pages(stream: Option<&str>) -> Vec<Vec<FixedRecord>> {
     let names = match stream {
         Some("plants") => ["tree", "flower", "cactus", "bamboo", "rose"],
         _ => ["bizon", "croco", "froggy", "turtle", "poulpo"],

@@ -1,0 +1,208 @@
+//! Bizon's NDJSON lines, written by hand: this is the hot loop of the `file`
+//! destination, and a generic JSON writer spends its time on what is the same
+//! for every row.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, PrimitiveArray, RecordBatch, StringArray};
+use arrow_schema::ArrowError;
+
+use super::time::write_iso8601_us;
+use super::{
+    bizon_schema, BIZON_EXTRACTED_AT, BIZON_ID, BIZON_LOADED_AT, SOURCE_DATA, SOURCE_RECORD_ID, SOURCE_TIMESTAMP,
+};
+
+/// Appends one line per row: the keys, order and timestamp text of Bizon's
+/// `file` destination (`source_data` as a JSON string, no destination_id).
+/// Batches in another layout (under `unnest`) go through arrow-json.
+pub fn write_lines(records: &RecordBatch, out: &mut Vec<u8>) -> Result<(), ArrowError> {
+    if records.schema() != bizon_schema() {
+        let mut writer = arrow_json::LineDelimitedWriter::new(out);
+        writer.write(records)?;
+        return writer.finish();
+    }
+    let text = |name| records.column_by_name(name).expect("Bizon layout").as_string::<i32>();
+    let time = |name| {
+        records
+            .column_by_name(name)
+            .expect("Bizon layout")
+            .as_primitive::<TimestampMicrosecondType>()
+    };
+    let (bizon_id, record_id, data) = (text(BIZON_ID), text(SOURCE_RECORD_ID), text(SOURCE_DATA));
+    let mut extracted = Timestamps::new(time(BIZON_EXTRACTED_AT));
+    let mut loaded = Timestamps::new(time(BIZON_LOADED_AT));
+    let mut source_ts = Timestamps::new(time(SOURCE_TIMESTAMP));
+    out.reserve(records.num_rows() * 200 + data.values().len() * 5 / 4);
+    for row in 0..records.num_rows() {
+        field(out, br#"{"bizon_id":"#, bizon_id, row);
+        extracted.field(out, br#","bizon_extracted_at":""#, row);
+        loaded.field(out, br#","bizon_loaded_at":""#, row);
+        field(out, br#","source_record_id":"#, record_id, row);
+        source_ts.field(out, br#","source_timestamp":""#, row);
+        field(out, br#","source_data":"#, data, row);
+        out.extend_from_slice(b"}\n");
+    }
+    Ok(())
+}
+
+fn field(out: &mut Vec<u8>, key: &[u8], column: &StringArray, row: usize) {
+    out.extend_from_slice(key);
+    if column.is_null(row) {
+        out.extend_from_slice(b"null");
+    } else {
+        write_json_string(column.value(row), out);
+    }
+}
+
+/// A timestamp column whose rows mostly repeat the previous value (a page's
+/// extraction time, a flush's load time): each distinct value is formatted once.
+struct Timestamps<'a> {
+    column: &'a PrimitiveArray<TimestampMicrosecondType>,
+    last: Option<i64>,
+    text: Vec<u8>,
+}
+
+impl<'a> Timestamps<'a> {
+    fn new(column: &'a PrimitiveArray<TimestampMicrosecondType>) -> Self {
+        Self {
+            column,
+            last: None,
+            text: Vec::with_capacity(32),
+        }
+    }
+
+    fn field(&mut self, out: &mut Vec<u8>, key_and_quote: &[u8], row: usize) {
+        if self.column.is_null(row) {
+            out.extend_from_slice(&key_and_quote[..key_and_quote.len() - 1]);
+            out.extend_from_slice(b"null");
+            return;
+        }
+        let us = self.column.value(row);
+        if self.last != Some(us) {
+            self.last = Some(us);
+            self.text.clear();
+            write_iso8601_us(us, &mut self.text);
+        }
+        out.extend_from_slice(key_and_quote);
+        out.extend_from_slice(&self.text);
+        out.push(b'"');
+    }
+}
+
+/// Appends `s` as a JSON string. Eight bytes are tested at once for the only
+/// ones JSON requires escaping (`"`, `\` and controls below 0x20), so the long
+/// runs between the quotes of a JSON document are copied whole.
+pub fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    let bytes = s.as_bytes();
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 8 <= bytes.len() {
+            let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+            if !needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                i += 1;
+                start = i;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of the eight bytes is `"`, `\` or below 0x20 (bit tricks from
+/// "Determine if a word has a byte less than / equal to n").
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_0x20 = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    below_0x20 | zero_byte(word ^ (ONES * b'"' as u64)) | zero_byte(word ^ (ONES * b'\\' as u64)) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(s: &str) -> String {
+        let mut out = Vec::new();
+        write_json_string(s, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_exactly_as_a_json_serializer_does() {
+        let cases = [
+            "",
+            "plain ascii text that is long enough",
+            r#"{"id":1,"name":"bizon-1","tags":["a","b"]}"#,
+            "back\\slash and \"quotes\" at the end\"",
+            "controls \u{0}\u{1}\u{8}\u{c}\n\r\t\u{1f} and \u{7f}",
+            "unicode: é 漢字 🦬 e\u{301}",
+            "\"\"\"\"\"\"\"\"\"",
+        ];
+        for s in cases {
+            assert_eq!(escaped(s), serde_json::to_string(s).unwrap(), "{s:?}");
+            assert_eq!(serde_json::from_str::<String>(&escaped(s)).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn lines_have_bizons_keys_in_bizons_order() {
+        let mut builder = crate::record::RecordBuilder::new("users".into());
+        let mut ids = crate::record::BizonIdGenerator::new();
+        let record = crate::record::SourceRecord {
+            id: "7".into(),
+            timestamp_us: 1_714_566_600_000_000,
+            data: r#"{"a":"b"}"#.into(),
+            destination_id: None,
+        };
+        builder.append(&mut ids, 1_714_566_600_123_456, &record);
+        let batch = builder.finish(1_714_566_601_000_000).unwrap();
+        let mut out = Vec::new();
+        write_lines(&batch, &mut out).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        let keys = [
+            "bizon_id",
+            "bizon_extracted_at",
+            "bizon_loaded_at",
+            "source_record_id",
+            "source_timestamp",
+            "source_data",
+        ];
+        let at: Vec<usize> = keys.iter().map(|k| text.find(&format!("\"{k}\":")).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "keys out of Bizon's order: {text}");
+        let line: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line.len(), keys.len());
+        assert_eq!(line["bizon_extracted_at"], "2024-05-01T12:30:00.123456+00:00");
+        assert_eq!(line["bizon_loaded_at"], "2024-05-01T12:30:01+00:00");
+        assert_eq!(line["source_data"], r#"{"a":"b"}"#);
+        assert!(out.ends_with(b"}\n"));
+    }
+}
