@@ -3,6 +3,8 @@
 
 #[path = "support/emulators.rs"]
 mod emulators;
+#[path = "support/fault.rs"]
+mod fault;
 
 use std::sync::Arc;
 
@@ -13,7 +15,8 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use bizon_host::destination::bigquery::{self, BigQueryStreamingV2Config};
 use bizon_host::destination::{Batch, SharedDestination};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
-use emulators::{emulators, Emulators, PROJECT};
+use emulators::{emulators, Emulators, BUCKET, PROJECT};
+use fault::Reply;
 use serde_json::Value;
 
 /// A unique dataset per test: the tests share one emulator.
@@ -287,4 +290,387 @@ async fn streaming_v2_exactly_once_does_not_duplicate_a_retried_batch() {
     dest.write(&batches[2]).await.unwrap();
     dest.finalize().await.unwrap();
     assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..3000).await;
+}
+
+// ---------------------------------------------------------------------------
+// bigquery_streaming and bigquery through the binary, on Bizon-style YAML.
+
+/// `bizon-host run` on `yaml` in a fresh directory: exit status, stderr and the result JSON.
+async fn run_binary(yaml: String) -> (std::process::ExitStatus, String, Value) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+            .args(["run", "pipeline.yaml", "--no-progress", "--result-json", "result.json"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let result = std::fs::read(dir.path().join("result.json"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or_else(|e| panic!("no result JSON ({e}); stderr:\n{stderr}\n{yaml}"));
+        (output.status, stderr, result)
+    })
+    .await
+    .unwrap()
+}
+
+async fn check_binary(yaml: String) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+            .args(["check", "pipeline.yaml"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text)
+    })
+    .await
+    .unwrap()
+}
+
+/// `dummy` records (`{"id": i, "name": "bizon-i", ...}`, ids 0..total) round-robin over `ids`.
+fn dummy_pipeline(total: u64, page: u64, ids: &[&str], destination: &str, config: &str) -> String {
+    format!(
+        "name: bq\nsource:\n  name: dummy\n  stream: s\n  total_records: {total}\n  page_size: {page}\n  destination_ids: [{}]\ndestination:\n  name: {destination}\n  config:\n{}",
+        ids.join(", "),
+        indent(config)
+    )
+}
+
+fn indent(config: &str) -> String {
+    config
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("    {l}\n"))
+        .collect()
+}
+
+fn streaming_config(endpoint: &str, dataset: &str, extra: &str) -> String {
+    format!(
+        "project_id: {PROJECT}\ndataset_id: {dataset}\nendpoint: {endpoint}\nretry: {{initial_backoff_ms: 10, max_backoff_ms: 50}}\n{extra}"
+    )
+}
+
+fn batch_config(e: &Emulators, dataset: &str, extra: &str) -> String {
+    format!(
+        "project_id: {PROJECT}\ndataset_id: {dataset}\ncreate_dataset: true\nendpoint: {}\ngcs_endpoint: http://127.0.0.1:80\ngcs_buffer_bucket: {BUCKET}\n{extra}",
+        e.rest
+    )
+}
+
+fn assert_success(status: std::process::ExitStatus, stderr: &str, result: &Value, written: u64) {
+    assert!(status.success(), "bizon-host failed: {stderr}\n{result}");
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["records_written"], written, "{result}");
+}
+
+/// The dummy ids with `id % of == rest`, below `total`, each present exactly
+/// once in `table` (by `_source_record_id`).
+async fn assert_dummy_ids(e: &Emulators, table: &str, total: u64, of: u64, rest: u64) {
+    let n = (0..total).filter(|i| i % of == rest).count() as u64;
+    let max = (0..total).rev().find(|i| i % of == rest).unwrap();
+    let sql = format!(
+        "SELECT COUNT(*), COUNT(DISTINCT _source_record_id), MIN(CAST(_source_record_id AS INT64)), \
+         MAX(CAST(_source_record_id AS INT64)), COUNTIF(MOD(CAST(_source_record_id AS INT64), {of}) != {rest}) FROM {table}"
+    );
+    let expected = vec![
+        n.to_string(),
+        n.to_string(),
+        rest.to_string(),
+        max.to_string(),
+        "0".into(),
+    ];
+    assert_eq!(
+        query(e, &sql).await,
+        expected,
+        "count, distinct, min, max, strays in {table}"
+    );
+}
+
+async fn column_types(e: &Emulators, ds: &str, t: &str) -> Vec<(String, String)> {
+    table(e, ds, t).await["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap().into(), f["type"].as_str().unwrap().into()))
+        .collect()
+}
+
+#[tokio::test]
+async fn streaming_insert_all_writes_each_record_once_into_each_destination_table() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("ia_raw");
+    let config = streaming_config(
+        &e.rest,
+        &ds,
+        "bq_max_rows_per_request: 700\nmax_concurrent_threads: 3\n",
+    );
+    let (status, stderr, result) = run_binary(dummy_pipeline(
+        5000,
+        500,
+        &["orders", "users"],
+        "bigquery_streaming",
+        &config,
+    ))
+    .await;
+    assert_success(status, &stderr, &result, 5000);
+    assert_eq!(result["by_destination_id"]["orders"], 2500);
+    assert_dummy_ids(e, &format!("{ds}.orders"), 5000, 2, 0).await;
+    assert_dummy_ids(e, &format!("{ds}.users"), 5000, 2, 1).await;
+    // _source_data is a JSON column, holding the record.
+    assert!(column_types(e, &ds, "orders")
+        .await
+        .contains(&("_source_data".into(), "JSON".into())));
+    let sql = format!("SELECT JSON_VALUE(_source_data, '$.name') FROM {ds}.users WHERE _source_record_id = '7'");
+    assert_eq!(query(e, &sql).await, vec!["bizon-7".to_string()]);
+}
+
+/// `n` JSON lines for the `typed` record_schema: seen_at carries microseconds.
+fn typed_jsonl(n: i64) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    for i in 0..n {
+        writeln!(
+            f,
+            r#"{{"id":{i},"name":"n{i}","score":{},"active":{},"seen_at":"2023-11-14T22:13:20.{:06}Z"}}"#,
+            i as f64 + 0.5,
+            i % 2 == 0,
+            1 + i
+        )
+        .unwrap();
+    }
+    f
+}
+
+fn typed_pipeline(file: &std::path::Path, destination: &str, config: &str) -> String {
+    format!(
+        "name: typed\nsource:\n  name: jsonl\n  path: {}\n  id_field: id\n  page_size: 100\ndestination:\n  name: {destination}\n  config:\n{}{}",
+        file.display(),
+        indent(config),
+        indent(&format!("destination_id: typed\n{RECORD_SCHEMA}"))
+    )
+}
+
+#[tokio::test]
+async fn streaming_insert_all_unnest_writes_typed_columns() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("ia_unnest");
+    let file = typed_jsonl(450);
+    let config = streaming_config(&e.rest, &ds, "bq_max_rows_per_request: 100\nbuffer_size: 0\n");
+    let (status, stderr, result) = run_binary(typed_pipeline(file.path(), "bigquery_streaming", &config)).await;
+    assert_success(status, &stderr, &result, 450);
+    check_typed_table(e, &ds, 450).await;
+}
+
+#[tokio::test]
+async fn batch_loads_each_record_once_and_never_publishes_a_crashed_runs_temp_table() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("batch_raw");
+    // A crashed run left orders_temp behind with rows of its own.
+    let base = format!("{}/bigquery/v2/projects/{PROJECT}", e.rest);
+    let client = reqwest::Client::new();
+    let post = |url: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let r = client.post(&url).json(&body).send().await.unwrap();
+            assert!(r.status().is_success(), "{url}: {}", r.text().await.unwrap());
+        }
+    };
+    post(
+        format!("{base}/datasets"),
+        serde_json::json!({"datasetReference": {"projectId": PROJECT, "datasetId": ds}}),
+    )
+    .await;
+    post(
+        format!("{base}/datasets/{ds}/tables"),
+        serde_json::json!({"tableReference": {"projectId": PROJECT, "datasetId": ds, "tableId": "orders_temp"},
+            "schema": {"fields": [{"name": "_source_record_id", "type": "STRING"}, {"name": "_source_data", "type": "STRING"}]}}),
+    )
+    .await;
+    let crashed: Vec<Value> = (0..5)
+        .map(|k| serde_json::json!({"json": {"_source_record_id": format!("crashed-{k}"), "_source_data": "{}"}}))
+        .collect();
+    post(
+        format!("{base}/datasets/{ds}/tables/orders_temp/insertAll"),
+        serde_json::json!({"rows": crashed}),
+    )
+    .await;
+
+    let config = batch_config(e, &ds, "buffer_size: 0\n");
+    let (status, stderr, result) =
+        run_binary(dummy_pipeline(4000, 500, &["orders", "users"], "bigquery", &config)).await;
+    assert_success(status, &stderr, &result, 4000);
+    let strays = format!("SELECT COUNTIF(STARTS_WITH(_source_record_id, 'crashed')) FROM {ds}.orders");
+    assert_eq!(
+        query(e, &strays).await,
+        vec!["0".to_string()],
+        "a crashed run's rows were published"
+    );
+    assert_dummy_ids(e, &format!("{ds}.orders"), 4000, 2, 0).await;
+    assert_dummy_ids(e, &format!("{ds}.users"), 4000, 2, 1).await;
+    // _source_data is STRING in the batch destination (Bizon), and the temp tables are gone.
+    assert!(column_types(e, &ds, "users")
+        .await
+        .contains(&("_source_data".into(), "STRING".into())));
+    for temp in ["orders_temp", "users_temp"] {
+        let url = format!("{base}/datasets/{ds}/tables/{temp}");
+        assert_eq!(
+            reqwest::get(&url).await.unwrap().status().as_u16(),
+            404,
+            "{temp} left behind"
+        );
+    }
+    // The buffer files were removed after their loads.
+    let objects = get_json(&format!("http://127.0.0.1:80/storage/v1/b/{BUCKET}/o?prefix=bizon/")).await;
+    let left: Vec<&str> = objects["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["name"].as_str())
+        .filter(|n| n.contains(&ds))
+        .collect();
+    assert!(left.is_empty(), "buffer files left: {left:?}");
+}
+
+#[tokio::test]
+async fn batch_async_load_with_unnest_writes_typed_columns() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("batch_unnest");
+    let file = typed_jsonl(1000);
+    // 10 files, 3 per job, at most 2 jobs in flight: 4 load jobs, the last at finalize.
+    let config = batch_config(
+        e,
+        &ds,
+        "buffer_size: 0\nasync_load: true\nload_files_per_job: 3\nload_max_in_flight_jobs: 2\n",
+    );
+    let (status, stderr, result) = run_binary(typed_pipeline(file.path(), "bigquery", &config)).await;
+    assert_success(status, &stderr, &result, 1000);
+    check_typed_table(e, &ds, 1000).await;
+}
+
+fn fault_pipeline(server: &fault::FaultServer, ds: &str, total: u64) -> String {
+    let config = streaming_config(
+        &server.url,
+        ds,
+        "bq_max_rows_per_request: 50\nmax_concurrent_threads: 1\n",
+    );
+    dummy_pipeline(total, total, &["faults"], "bigquery_streaming", &config)
+}
+
+#[tokio::test]
+async fn streaming_insert_all_retries_503_and_429_and_writes_each_row_once() {
+    let Some(e) = emulators() else { return };
+    for (code, ds) in [(503u16, dataset("ia_503")), (429, dataset("ia_429"))] {
+        let server = fault::start(
+            &e.rest,
+            Box::new(move |n, _| {
+                if n < 2 {
+                    Reply::Status(code, format!(r#"{{"error":{{"code":{code},"message":"try later"}}}}"#))
+                } else {
+                    Reply::Forward
+                }
+            }),
+        );
+        let (status, stderr, result) = run_binary(fault_pipeline(&server, &ds, 200)).await;
+        assert_success(status, &stderr, &result, 200);
+        assert_dummy_ids(e, &format!("{ds}.faults"), 200, 1, 0).await;
+        let seen = server.seen();
+        // 4 requests of 50 rows, the first sent three times: same rows, same insertIds.
+        assert_eq!(
+            seen.iter().map(|s| s.status).collect::<Vec<_>>(),
+            vec![code, code, 200, 200, 200, 200]
+        );
+        assert_eq!(
+            seen[0].insert_ids, seen[2].insert_ids,
+            "a resent request keeps its insertIds"
+        );
+    }
+}
+
+#[tokio::test]
+async fn streaming_insert_all_reports_invalid_rows_and_resends_stopped_ones() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("ia_rows");
+    // The first request: rows 3 and 7 invalid, every other row `stopped` because of them.
+    let server = fault::start(
+        &e.rest,
+        Box::new(|n, body| {
+            if n > 0 {
+                return Reply::Forward;
+            }
+            let rows = body["rows"].as_array().map_or(0, |r| r.len());
+            let errors: Vec<Value> = (0..rows)
+                .map(|i| {
+                    let (reason, location) = if i == 3 || i == 7 { ("invalid", "name") } else { ("stopped", "") };
+                    serde_json::json!({"index": i, "errors": [{"reason": reason, "location": location, "message": format!("{reason} row")}]})
+                })
+                .collect();
+            Reply::Json(serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors}))
+        }),
+    );
+    let (status, stderr, result) = run_binary(fault_pipeline(&server, &ds, 40)).await;
+    assert!(!status.success(), "invalid rows must fail the run: {result}");
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("2 row(s) rejected") && error.contains("row 3") && error.contains("invalid at `name`"),
+        "{error}\n{stderr}"
+    );
+    // The 38 stopped rows were sent again, on their own, and written once.
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].insert_ids.len(), 38);
+    assert!(!seen[1].insert_ids.contains(&seen[0].insert_ids[3]));
+    let sql = format!(
+        "SELECT COUNT(*), COUNT(DISTINCT _source_record_id), COUNTIF(_source_record_id IN ('3', '7')) FROM {ds}.faults"
+    );
+    assert_eq!(query(e, &sql).await, vec!["38", "38", "0"]);
+}
+
+#[tokio::test]
+async fn check_exits_0_against_the_emulator_and_2_with_a_clear_message_when_wrong() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("check");
+    let streaming = dummy_pipeline(1, 1, &["t"], "bigquery_streaming", &streaming_config(&e.rest, &ds, ""));
+    let (code, text) = check_binary(streaming).await;
+    assert_eq!(code, 0, "{text}");
+    let batch = dummy_pipeline(1, 1, &["t"], "bigquery", &batch_config(e, &ds, ""));
+    let (code, text) = check_binary(batch).await;
+    assert_eq!(code, 0, "{text}");
+
+    // The batch destination does not create a dataset unless told to.
+    let missing = batch_config(e, "no_such_dataset", "").replace("create_dataset: true", "create_dataset: false");
+    let (code, text) = check_binary(dummy_pipeline(1, 1, &["t"], "bigquery", &missing)).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no_such_dataset does not exist"), "{text}");
+
+    let no_bucket = batch_config(e, &ds, "").replace(BUCKET, "no-such-bucket");
+    let (code, text) = check_binary(dummy_pipeline(1, 1, &["t"], "bigquery", &no_bucket)).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("no-such-bucket") && text.contains("does not exist"),
+        "{text}"
+    );
+
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = streaming_config(&format!("http://127.0.0.1:{port}"), &ds, "");
+    let (code, text) = check_binary(dummy_pipeline(1, 1, &["t"], "bigquery_streaming", &nowhere)).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")) || text.contains("dataset"),
+        "{text}"
+    );
 }

@@ -2,7 +2,7 @@
 //! (scripts/install-emulators.sh), started once per test binary.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ fn free_port() -> u16 {
 
 /// Starts `program args` under a watchdog shell that kills it once this test
 /// process is gone: statics are never dropped, so nothing else would.
-fn spawn_watched(program: &PathBuf, args: &[String], env: &[(&str, String)], log: &PathBuf) {
+fn spawn_watched(program: &Path, args: &[String], env: &[(&str, String)], log: &Path) {
     let quoted: Vec<String> = std::iter::once(program.display().to_string())
         .chain(args.iter().cloned())
         .map(|a| format!("'{a}'"))
@@ -41,10 +41,12 @@ fn spawn_watched(program: &PathBuf, args: &[String], env: &[(&str, String)], log
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawning an emulator");
+    let mut child = cmd.spawn().expect("spawning an emulator");
+    // Reaped when the watchdog exits, so it does not linger as a zombie.
+    std::thread::spawn(move || child.wait());
 }
 
-fn wait_http(url: &str, what: &str, log: &PathBuf) {
+fn wait_http(url: &str, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let ok = std::process::Command::new("curl")
@@ -93,6 +95,11 @@ fn start() -> Option<Emulators> {
     std::fs::create_dir_all(&gcs_root).unwrap();
     // The Rust storage client drops the port from the Host header on resumable
     // uploads (REFERENCE section 3): GCS must be on port 80.
+    if std::net::TcpStream::connect("127.0.0.1:80").is_ok() {
+        // Another GCS emulator there would take the uploads into a directory
+        // this bqemulator does not read: loads would find no files.
+        panic!("port 80 is taken (another gcp-storage-emulator?); the BigQuery tests need it");
+    }
     let gcs_log = dir.join("gcs.log");
     spawn_watched(
         &gcs,

@@ -3,9 +3,12 @@
 //! See docs/bigquery.md.
 
 mod auth;
+pub mod batch;
 pub mod config;
 mod errors;
+mod rest;
 pub mod schema;
+pub mod streaming;
 pub mod streaming_v2;
 mod tables;
 mod target;
@@ -16,12 +19,12 @@ pub use config::{BigQueryConfig, BigQueryStreamingConfig, BigQueryStreamingV2Con
 
 use super::{DestinationError, SharedDestination};
 
-pub async fn build_batch(_: &BigQueryConfig) -> Result<SharedDestination, DestinationError> {
-    Err(DestinationError::Fatal("bigquery is not built yet".into()))
+pub async fn build_batch(c: &BigQueryConfig) -> Result<SharedDestination, DestinationError> {
+    Ok(Arc::new(batch::build(c).await?))
 }
 
-pub async fn build_streaming(_: &BigQueryStreamingConfig) -> Result<SharedDestination, DestinationError> {
-    Err(DestinationError::Fatal("bigquery_streaming is not built yet".into()))
+pub async fn build_streaming(c: &BigQueryStreamingConfig) -> Result<SharedDestination, DestinationError> {
+    Ok(Arc::new(streaming::build(c).await?))
 }
 
 pub async fn build_streaming_v2(c: &BigQueryStreamingV2Config) -> Result<SharedDestination, DestinationError> {

@@ -1,0 +1,498 @@
+//! `bigquery`: a Parquet file per flush in `gcs_buffer_bucket`, load jobs
+//! (WRITE_APPEND) into `<table>_temp`, and at `finalize` a copy job from the
+//! temp table into the table (created first when missing), then the temp table
+//! is dropped. A temp table left by an earlier, crashed run is dropped before
+//! this run's first load, so its rows are never published.
+//!
+//! GCS goes through one authenticated media upload (`uploadType=media`), not
+//! google-cloud-storage: a flush is one object written once, which is one
+//! request, and that crate's resumable uploads drop the port from the Host
+//! header (REFERENCE section 3), which ties the emulator to port 80.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::auth;
+use super::config::{BigQueryConfig, GcsBufferFormat};
+use super::rest::{encode_component, Rest, RestError};
+use super::schema::{table_batch, SourceDataType, TableRef, TableSpec};
+use super::tables::{Tables, DEFAULT_ENDPOINT};
+use super::target::Target;
+use crate::destination::{Batch, Destination, DestinationError};
+
+pub const GCS_DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// Load job error reasons that a new job can get past.
+const RETRYABLE_JOB_REASONS: [&str; 4] = ["backendError", "internalError", "rateLimitExceeded", "jobBackendError"];
+
+/// One Parquet file (snappy) holding the batch in the table's columns.
+pub fn parquet_bytes(shaped: &RecordBatch) -> Result<Vec<u8>, DestinationError> {
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut out = Vec::with_capacity(shaped.get_array_memory_size() / 2);
+    let mut writer = ArrowWriter::try_new(&mut out, shaped.schema(), Some(props))
+        .map_err(|e| DestinationError::Fatal(format!("Parquet writer: {e}")))?;
+    writer
+        .write(shaped)
+        .and_then(|_| writer.close().map(|_| ()))
+        .map_err(|e| DestinationError::Fatal(format!("writing Parquet: {e}")))?;
+    Ok(out)
+}
+
+/// `gcs_endpoint`, else `STORAGE_EMULATOR_HOST` (as Google's clients read it,
+/// scheme optional), else Google's.
+fn gcs_endpoint(configured: Option<&str>) -> (String, bool) {
+    let from_env = std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|v| !v.is_empty());
+    match configured.map(str::to_string).or(from_env) {
+        Some(e) if e.contains("://") => (e.trim_end_matches('/').to_string(), true),
+        Some(e) => (format!("http://{}", e.trim_end_matches('/')), true),
+        None => (GCS_DEFAULT_ENDPOINT.into(), false),
+    }
+}
+
+struct LoadJob {
+    id: String,
+    location: Option<String>,
+    objects: Vec<String>,
+}
+
+/// A destination_id's staging: its temp table and the loads into it.
+struct Staging {
+    main: TableRef,
+    temp: TableRef,
+    spec: Arc<TableSpec>,
+    /// The temp table was reset and created for this run.
+    ready: bool,
+    /// async_load: uploaded objects not yet in a job, and submitted jobs, oldest first.
+    pending: Vec<String>,
+    in_flight: VecDeque<LoadJob>,
+    /// The last synchronous load's batch sequence and job: a retried batch
+    /// whose job did land is not loaded twice.
+    last: Option<(u64, String, Option<String>)>,
+    jobs: u64,
+}
+
+pub struct BatchLoad {
+    target: Target,
+    rest: Rest,
+    bq: String,
+    gcs: String,
+    bucket: String,
+    location: String,
+    async_load: bool,
+    files_per_job: usize,
+    max_in_flight: usize,
+    /// Names this run's objects and jobs apart from any other run's.
+    run: String,
+    staging: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<Staging>>>>,
+}
+
+pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
+    if c.gcs_buffer_format == GcsBufferFormat::Csv {
+        return Err(DestinationError::Fatal(
+            "gcs_buffer_format: csv is not supported (Bizon refuses it too); use parquet".into(),
+        ));
+    }
+    if c.load_files_per_job == 0 || c.load_max_in_flight_jobs == 0 {
+        return Err(DestinationError::Fatal(
+            "load_files_per_job and load_max_in_flight_jobs must be at least 1".into(),
+        ));
+    }
+    let (gcs, gcs_emulated) = gcs_endpoint(c.gcs_endpoint.as_deref());
+    let credentials = auth::credentials(c.authentication.as_ref(), c.endpoint.is_some() || gcs_emulated)?;
+    let tables = Tables::new(
+        c.endpoint.as_deref(),
+        credentials.clone(),
+        &c.dataset_location,
+        c.create_dataset,
+    )
+    .await?;
+    let target = Target::new(
+        c.options.clone(),
+        c.project_id.clone(),
+        c.dataset_id.clone(),
+        c.time_partitioning.clone(),
+        SourceDataType::String,
+        tables,
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(BatchLoad {
+        target,
+        rest: Rest::new(credentials)?,
+        bq: c
+            .endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_ENDPOINT)
+            .trim_end_matches('/')
+            .to_string(),
+        gcs,
+        bucket: c.gcs_buffer_bucket.clone(),
+        location: c.dataset_location.clone(),
+        async_load: c.async_load,
+        files_per_job: c.load_files_per_job,
+        max_in_flight: c.load_max_in_flight_jobs,
+        run: format!("{}_{:08x}", now.as_secs(), fastrand::u32(..)),
+        staging: Mutex::default(),
+    })
+}
+
+/// A finished job's errors: the main one, then each with its location.
+fn job_errors(status: &Value) -> String {
+    let mut parts = vec![];
+    for e in std::iter::once(&status["errorResult"]).chain(status["errors"].as_array().into_iter().flatten()) {
+        let Some(message) = e["message"].as_str() else { continue };
+        let mut s = format!("{}: {message}", e["reason"].as_str().unwrap_or("error"));
+        if let Some(location) = e["location"].as_str().filter(|l| !l.is_empty()) {
+            s.push_str(&format!(" (at {location})"));
+        }
+        if !parts.contains(&s) {
+            parts.push(s);
+        }
+    }
+    parts.join("; ")
+}
+
+impl BatchLoad {
+    fn table_url(&self, t: &TableRef) -> String {
+        format!(
+            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}",
+            self.bq, t.project, t.dataset, t.table
+        )
+    }
+
+    fn staging(&self, destination_id: &Arc<str>) -> Result<Arc<tokio::sync::Mutex<Staging>>, DestinationError> {
+        if let Some(s) = self.staging.lock().expect("poisoned").get(destination_id) {
+            return Ok(s.clone());
+        }
+        let (main, spec) = self.target.spec_for(destination_id)?;
+        let temp = main.with_table(format!("{}_temp", main.table));
+        let staging = Arc::new(tokio::sync::Mutex::new(Staging {
+            main,
+            temp,
+            spec,
+            ready: false,
+            pending: Vec::new(),
+            in_flight: VecDeque::new(),
+            last: None,
+            jobs: 0,
+        }));
+        Ok(self
+            .staging
+            .lock()
+            .expect("poisoned")
+            .entry(destination_id.clone())
+            .or_insert(staging)
+            .clone())
+    }
+
+    async fn drop_table(&self, t: &TableRef) -> Result<(), DestinationError> {
+        match self.rest.call(Method::DELETE, &self.table_url(t), None, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e.into_destination(&format!("dropping table {t}"))),
+        }
+    }
+
+    /// Once per run and destination_id, before its first load: whatever a
+    /// crashed run left in the temp table goes, then the table is made anew.
+    async fn prepare(&self, s: &mut Staging) -> Result<(), DestinationError> {
+        if s.ready {
+            return Ok(());
+        }
+        self.target
+            .tables
+            .ensure_dataset(&s.temp.project, &s.temp.dataset)
+            .await?;
+        self.drop_table(&s.temp).await?;
+        self.target.tables.ensure_table(&s.temp, &s.spec).await?;
+        s.ready = true;
+        Ok(())
+    }
+
+    async fn upload(&self, object: &str, bytes: Vec<u8>) -> Result<(), DestinationError> {
+        let url = format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType=media&name={}",
+            self.gcs,
+            encode_component(&self.bucket),
+            encode_component(object)
+        );
+        self.rest
+            .call(Method::POST, &url, Some(bytes), Some("application/octet-stream"))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_destination(&format!("uploading gs://{}/{object}", self.bucket)))
+    }
+
+    /// Removing a loaded file is housekeeping: a failure is logged, not raised.
+    async fn delete_objects(&self, objects: &[String]) {
+        for object in objects {
+            let url = format!(
+                "{}/storage/v1/b/{}/o/{}",
+                self.gcs,
+                encode_component(&self.bucket),
+                encode_component(object)
+            );
+            if let Err(e) = self.rest.call(Method::DELETE, &url, None, None).await {
+                tracing::warn!("could not delete gs://{}/{object}: {e}", self.bucket);
+            }
+        }
+    }
+
+    async fn insert_job(
+        &self,
+        project: &str,
+        id: &str,
+        configuration: Value,
+    ) -> Result<Option<String>, DestinationError> {
+        let url = format!("{}/bigquery/v2/projects/{project}/jobs", self.bq);
+        let body = json!({
+            "jobReference": {"projectId": project, "jobId": id, "location": self.location},
+            "configuration": configuration,
+        });
+        match self.rest.json(Method::POST, &url, &body).await {
+            Ok(job) => Ok(job["jobReference"]["location"].as_str().map(str::to_string)),
+            // The same id was submitted before and its answer lost: it is the same job.
+            Err(RestError::Status { status: 409, .. }) => Ok(Some(self.location.clone())),
+            Err(e) => Err(e.into_destination(&format!("submitting job {id}"))),
+        }
+    }
+
+    /// The job's final status (`None` while it runs), without waiting.
+    async fn job_status(
+        &self,
+        project: &str,
+        id: &str,
+        location: Option<&str>,
+    ) -> Result<Option<Value>, DestinationError> {
+        let mut url = format!("{}/bigquery/v2/projects/{project}/jobs/{id}", self.bq);
+        if let Some(l) = location {
+            url.push_str(&format!("?location={}", encode_component(l)));
+        }
+        let job = self
+            .rest
+            .json(Method::GET, &url, &Value::Null)
+            .await
+            .map_err(|e| e.into_destination(&format!("reading job {id}")))?;
+        Ok((job["status"]["state"] == "DONE").then(|| job["status"].clone()))
+    }
+
+    /// Waits for a job; its errors, if any, become the destination's, with `what`.
+    async fn wait_job(
+        &self,
+        project: &str,
+        id: &str,
+        location: Option<&str>,
+        what: &str,
+    ) -> Result<(), DestinationError> {
+        let mut wait = Duration::from_millis(100);
+        let status = loop {
+            if let Some(status) = self.job_status(project, id, location).await? {
+                break status;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        };
+        if status["errorResult"].is_null() {
+            return Ok(());
+        }
+        let message = format!("{what} (job {id}) failed: {}", job_errors(&status));
+        let reason = status["errorResult"]["reason"].as_str().unwrap_or_default();
+        Err(if RETRYABLE_JOB_REASONS.contains(&reason) {
+            DestinationError::Retryable(message)
+        } else {
+            DestinationError::Fatal(message)
+        })
+    }
+
+    fn job_id(&self, s: &mut Staging, kind: &str) -> String {
+        s.jobs += 1;
+        // Job ids: letters, digits, `_` and `-`, at most 1024.
+        let table: String = s
+            .temp
+            .table
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .take(200)
+            .collect();
+        format!("bizon_{kind}_{}_{table}_{}", self.run, s.jobs)
+    }
+
+    /// Submits one load job of `objects` into the temp table.
+    async fn submit_load(&self, s: &mut Staging, objects: Vec<String>) -> Result<LoadJob, DestinationError> {
+        let id = self.job_id(s, "load");
+        let uris: Vec<String> = objects.iter().map(|o| format!("gs://{}/{o}", self.bucket)).collect();
+        let configuration = json!({"load": {
+            "sourceUris": uris,
+            "sourceFormat": "PARQUET",
+            "writeDisposition": "WRITE_APPEND",
+            "createDisposition": "CREATE_NEVER",
+            "destinationTable": {"projectId": s.temp.project, "datasetId": s.temp.dataset, "tableId": s.temp.table},
+            "schema": {"fields": s.spec.fields},
+        }});
+        let location = self.insert_job(&s.temp.project, &id, configuration).await?;
+        Ok(LoadJob { id, location, objects })
+    }
+
+    async fn finish_load(&self, s: &Staging, job: &LoadJob) -> Result<(), DestinationError> {
+        let what = format!(
+            "loading {} file(s) ({}) into {}",
+            job.objects.len(),
+            job.objects.first().map(String::as_str).unwrap_or_default(),
+            s.temp
+        );
+        self.wait_job(&s.temp.project, &job.id, job.location.as_deref(), &what)
+            .await?;
+        self.delete_objects(&job.objects).await;
+        Ok(())
+    }
+
+    /// async_load: an object joins the pending files; a full set becomes a job;
+    /// past `load_max_in_flight_jobs` the oldest job is waited for. A failed
+    /// job fails the run (its files stay in the bucket), as in Bizon.
+    async fn stage_async(&self, s: &mut Staging, object: String) -> Result<(), DestinationError> {
+        // A retried batch uploads to the same name again.
+        if !s.pending.contains(&object) {
+            s.pending.push(object);
+        }
+        if s.pending.len() >= self.files_per_job {
+            let objects = std::mem::take(&mut s.pending);
+            let job = self
+                .submit_load(s, objects.clone())
+                .await
+                .inspect_err(|_| s.pending = objects)?;
+            s.in_flight.push_back(job);
+        }
+        while s.in_flight.len() >= self.max_in_flight {
+            let job = s.in_flight.pop_front().expect("not empty");
+            self.finish_load(s, &job).await.map_err(fatal)?;
+        }
+        while let Some(job) = s.in_flight.front() {
+            if self
+                .job_status(&s.temp.project, &job.id, job.location.as_deref())
+                .await?
+                .is_none()
+            {
+                break;
+            }
+            let job = s.in_flight.pop_front().expect("not empty");
+            self.finish_load(s, &job).await.map_err(fatal)?;
+        }
+        Ok(())
+    }
+
+    async fn load_now(&self, s: &mut Staging, sequence: u64, object: String) -> Result<(), DestinationError> {
+        // The same batch again: its job may have landed after all.
+        if let Some((seq, id, location)) = s.last.clone() {
+            if seq == sequence {
+                if let Some(status) = self.job_status(&s.temp.project, &id, location.as_deref()).await? {
+                    if status["errorResult"].is_null() {
+                        self.delete_objects(&[object]).await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let job = self.submit_load(s, vec![object]).await?;
+        s.last = Some((sequence, job.id.clone(), job.location.clone()));
+        self.finish_load(s, &job).await
+    }
+
+    async fn publish(&self, s: &mut Staging) -> Result<(), DestinationError> {
+        if self.async_load && !s.pending.is_empty() {
+            let objects = std::mem::take(&mut s.pending);
+            let job = self.submit_load(s, objects).await?;
+            s.in_flight.push_back(job);
+        }
+        while let Some(job) = s.in_flight.pop_front() {
+            self.finish_load(s, &job).await?;
+        }
+        if !s.ready {
+            return Ok(());
+        }
+        self.target.tables.ensure_table(&s.main, &s.spec).await?;
+        let id = self.job_id(s, "copy");
+        let table = |t: &TableRef| json!({"projectId": t.project, "datasetId": t.dataset, "tableId": t.table});
+        let configuration = json!({"copy": {
+            "sourceTable": table(&s.temp),
+            "destinationTable": table(&s.main),
+            "writeDisposition": "WRITE_APPEND",
+            "createDisposition": "CREATE_IF_NEEDED",
+        }});
+        let location = self.insert_job(&s.main.project, &id, configuration).await?;
+        let what = format!("copying {} into {}", s.temp, s.main);
+        self.wait_job(&s.main.project, &id, location.as_deref(), &what).await?;
+        self.drop_table(&s.temp).await?;
+        s.ready = false;
+        Ok(())
+    }
+}
+
+/// A failed earlier load cannot be mended by retrying the batch at hand.
+fn fatal(e: DestinationError) -> DestinationError {
+    match e {
+        DestinationError::Retryable(m) => DestinationError::Fatal(m),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Destination for BatchLoad {
+    async fn check_connection(&self) -> Result<(), DestinationError> {
+        self.target.check_connection().await?;
+        let url = format!("{}/storage/v1/b/{}", self.gcs, encode_component(&self.bucket));
+        match self.rest.call(Method::GET, &url, None, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Err(DestinationError::Fatal(format!(
+                "GCS bucket gs://{} (gcs_buffer_bucket) does not exist at {}",
+                self.bucket, self.gcs
+            ))),
+            Err(e) => Err(e.into_destination(&format!("reading GCS bucket gs://{}", self.bucket))),
+        }
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
+        let rows = batch.records.num_rows();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let staging = self.staging(&batch.destination_id)?;
+        let mut s = staging.lock().await;
+        self.prepare(&mut s).await?;
+        let (records, unnest) = (batch.records.clone(), self.target.options.unnest);
+        let bytes = tokio::task::spawn_blocking(move || parquet_bytes(&table_batch(&records, unnest)?))
+            .await
+            .map_err(|e| DestinationError::Fatal(format!("encoding Parquet: {e}")))??;
+        let object = format!(
+            "bizon/{}/{}/{:010}.parquet",
+            self.run,
+            s.main.to_string().replace('.', "/"),
+            batch.sequence
+        );
+        self.upload(&object, bytes).await?;
+        if self.async_load {
+            self.stage_async(&mut s, object).await?;
+        } else {
+            self.load_now(&mut s, batch.sequence, object).await?;
+        }
+        Ok(rows as u64)
+    }
+
+    async fn finalize(&self) -> Result<(), DestinationError> {
+        let all: Vec<_> = self.staging.lock().expect("poisoned").values().cloned().collect();
+        for staging in all {
+            let mut s = staging.lock().await;
+            self.publish(&mut s).await?;
+        }
+        Ok(())
+    }
+}

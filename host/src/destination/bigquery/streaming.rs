@@ -1,0 +1,426 @@
+//! `bigquery_streaming`: the legacy `tabledata.insertAll` API, one JSON POST
+//! per request.
+//!
+//! Bizon drops the per-row `insertErrors` that come back with HTTP 200, so
+//! those rows are lost. Here a row BigQuery could not write for a passing
+//! reason (`backendError`, `internalError`, or `stopped`: held back because
+//! another row of its request was invalid) is sent again on its own, with
+//! backoff; a row BigQuery refuses is reported by its index in the batch with
+//! BigQuery's reason and column.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::auth;
+use super::config::{BigQueryStreamingConfig, MAX_ROWS_PER_REQUEST};
+use super::rest::Rest;
+use super::schema::{SourceDataType, TableRef};
+use super::tables::{Tables, DEFAULT_ENDPOINT};
+use super::target::Target;
+use crate::destination::retry::RetryPolicy;
+use crate::destination::{Batch, Destination, DestinationError, RejectedRow};
+use crate::record::ndjson::write_json_string;
+use crate::record::time::write_iso8601_us;
+use crate::record::{BIZON_EXTRACTED_AT, BIZON_ID, BIZON_LOADED_AT, SOURCE_DATA, SOURCE_RECORD_ID, SOURCE_TIMESTAMP};
+
+/// insertAll refuses requests over 10 MB; the envelope and HTTP framing ride along.
+pub const REQUEST_BUDGET: usize = 9_000_000;
+
+/// Row error reasons that say nothing about the row itself.
+const RETRYABLE_REASONS: [&str; 3] = ["backendError", "internalError", "stopped"];
+
+/// One request's rows: their indexes in the batch and their encoded
+/// `{"insertId":..,"json":{..}}` objects, as ranges of [`Encoded::buf`].
+#[derive(Debug, Default)]
+pub struct Request {
+    pub rows: Vec<usize>,
+    pub spans: Vec<Range<usize>>,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub buf: Vec<u8>,
+    pub requests: Vec<Request>,
+    /// Rows that alone exceed a request.
+    pub too_large: Vec<RejectedRow>,
+}
+
+impl Encoded {
+    /// The request body holding `positions` (indexes into `request.rows`).
+    pub fn body(&self, request: &Request, positions: &[usize]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(request.bytes + positions.len() + 32);
+        body.extend_from_slice(br#"{"rows":["#);
+        for (k, &p) in positions.iter().enumerate() {
+            if k > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&self.buf[request.spans[p].clone()]);
+        }
+        body.extend_from_slice(b"]}");
+        body
+    }
+}
+
+/// Stable within a run, different between runs: unnested rows have no id of
+/// their own, and two runs' rows must not de-duplicate each other.
+fn run_nonce() -> u64 {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| fastrand::u64(..))
+}
+
+/// FNV-1a: the insertId prefix of a destination_id.
+fn fnv1a(seed: u64, s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Splits a batch into insertAll requests of at most `max_rows` rows and
+/// `budget` bytes. Raw rows carry their bizon_id as insertId; unnested rows
+/// `<hash(run, destination_id)>-<sequence>-<row>`, so a retried batch sends
+/// the same ids and BigQuery de-duplicates (best effort, about a minute).
+pub fn encode(batch: &Batch, unnest: bool, max_rows: usize, budget: usize) -> Result<Encoded, DestinationError> {
+    let n = batch.records.num_rows();
+    let mut out = Encoded {
+        buf: Vec::with_capacity(batch.records.get_array_memory_size() * 2),
+        ..Default::default()
+    };
+    let mut row_ends = Vec::with_capacity(n);
+    if unnest {
+        encode_unnested(batch, &mut out.buf, &mut row_ends)?;
+    } else {
+        encode_raw(&batch.records, &mut out.buf, &mut row_ends)?;
+    }
+    let mut current = Request::default();
+    let mut start = 0;
+    for (row, &end) in row_ends.iter().enumerate() {
+        let len = end - start;
+        if len + 16 > budget {
+            out.too_large.push(RejectedRow {
+                row: row as u64,
+                reason: format!("the row is {len} bytes of JSON; an insertAll request holds at most {budget}"),
+            });
+            start = end;
+            continue;
+        }
+        if current.rows.len() == max_rows || current.bytes + len + 16 > budget {
+            out.requests.push(std::mem::take(&mut current));
+        }
+        current.rows.push(row);
+        current.spans.push(start..end);
+        current.bytes += len + 1;
+        start = end;
+    }
+    if !current.rows.is_empty() {
+        out.requests.push(current);
+    }
+    Ok(out)
+}
+
+fn column<'a>(records: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, DestinationError> {
+    records
+        .column_by_name(name)
+        .ok_or_else(|| DestinationError::Fatal(format!("batch has no `{name}` column (unnest is off)")))
+}
+
+fn strings<'a>(records: &'a RecordBatch, name: &str) -> Result<&'a StringArray, DestinationError> {
+    column(records, name)?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| DestinationError::Fatal(format!("`{name}` is not a string column")))
+}
+
+fn micros<'a>(
+    records: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow_array::PrimitiveArray<TimestampMicrosecondType>, DestinationError> {
+    column(records, name)?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| DestinationError::Fatal(format!("`{name}` is not a microsecond timestamp column")))
+}
+
+/// Bizon's raw columns by hand: the JSON shape is the same for every row,
+/// and `_source_data` goes as the JSON text in a string, which is what a JSON
+/// column takes in insertAll (and what Bizon sends).
+fn encode_raw(records: &RecordBatch, buf: &mut Vec<u8>, row_ends: &mut Vec<usize>) -> Result<(), DestinationError> {
+    let ids = strings(records, BIZON_ID)?;
+    let record_ids = strings(records, SOURCE_RECORD_ID)?;
+    let data = strings(records, SOURCE_DATA)?;
+    let source_ts = micros(records, SOURCE_TIMESTAMP)?;
+    let extracted = micros(records, BIZON_EXTRACTED_AT)?;
+    let loaded = micros(records, BIZON_LOADED_AT)?;
+    let timestamp = |buf: &mut Vec<u8>, key: &[u8], a: &arrow_array::PrimitiveArray<_>, i: usize| {
+        buf.extend_from_slice(key);
+        buf.push(b'"');
+        write_iso8601_us(a.value(i), buf);
+        buf.push(b'"');
+    };
+    for i in 0..records.num_rows() {
+        buf.extend_from_slice(br#"{"insertId":"#);
+        write_json_string(ids.value(i), buf);
+        buf.extend_from_slice(br#","json":{"_source_record_id":"#);
+        write_json_string(record_ids.value(i), buf);
+        timestamp(buf, br#","_source_timestamp":"#, source_ts, i);
+        if data.is_valid(i) {
+            buf.extend_from_slice(br#","_source_data":"#);
+            write_json_string(data.value(i), buf);
+        }
+        timestamp(buf, br#","_bizon_extracted_at":"#, extracted, i);
+        timestamp(buf, br#","_bizon_loaded_at":"#, loaded, i);
+        buf.extend_from_slice(br#","_bizon_id":"#);
+        write_json_string(ids.value(i), buf);
+        buf.extend_from_slice(b"}}");
+        row_ends.push(buf.len());
+    }
+    Ok(())
+}
+
+/// The record_schema columns through arrow-json, timestamps first turned into
+/// RFC 3339 text with microseconds (arrow-json would need the tz database to
+/// print zone names, and epoch numbers lose the fraction in some readers).
+fn encode_unnested(batch: &Batch, buf: &mut Vec<u8>, row_ends: &mut Vec<usize>) -> Result<(), DestinationError> {
+    let records = &batch.records;
+    let mut fields = Vec::with_capacity(records.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(records.num_columns());
+    for (field, array) in records.schema().fields().iter().zip(records.columns()) {
+        if let DataType::Timestamp(unit, _) = field.data_type() {
+            let us = arrow_cast::cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| {
+                DestinationError::Fatal(format!(
+                    "column `{}`: {unit:?} timestamps to microseconds: {e}",
+                    field.name()
+                ))
+            })?;
+            let us = us.as_primitive::<TimestampMicrosecondType>();
+            let mut text = Vec::with_capacity(32);
+            let strings: StringArray = (0..us.len())
+                .map(|i| {
+                    us.is_valid(i).then(|| {
+                        text.clear();
+                        write_iso8601_us(us.value(i), &mut text);
+                        String::from_utf8(text.clone()).expect("ASCII")
+                    })
+                })
+                .collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(Arc::new(strings));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(array.clone());
+        }
+    }
+    let textual = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| DestinationError::Fatal(format!("preparing rows for insertAll: {e}")))?;
+    let mut lines = Vec::with_capacity(textual.get_array_memory_size());
+    let mut writer = arrow_json::LineDelimitedWriter::new(&mut lines);
+    writer
+        .write(&textual)
+        .and_then(|_| writer.finish())
+        .map_err(|e| DestinationError::Fatal(format!("rows of `{}` as JSON: {e}", batch.destination_id)))?;
+    let prefix = format!("{:016x}-{}-", fnv1a(run_nonce(), &batch.destination_id), batch.sequence);
+    let mut row = itoa::Buffer::new();
+    for (i, line) in lines.split(|&b| b == b'\n').take(records.num_rows()).enumerate() {
+        buf.extend_from_slice(br#"{"insertId":""#);
+        buf.extend_from_slice(prefix.as_bytes());
+        buf.extend_from_slice(row.format(i).as_bytes());
+        buf.extend_from_slice(br#"","json":"#);
+        buf.extend_from_slice(line);
+        buf.push(b'}');
+        row_ends.push(buf.len());
+    }
+    Ok(())
+}
+
+pub struct Streaming {
+    target: Target,
+    rest: Rest,
+    endpoint: String,
+    max_rows: usize,
+    in_flight: usize,
+    retry: RetryPolicy,
+    /// Requests sent again (HTTP errors and retryable row errors), for the logs.
+    resent: AtomicU64,
+}
+
+pub async fn build(c: &BigQueryStreamingConfig) -> Result<Streaming, DestinationError> {
+    if c.bq_max_rows_per_request == 0 || c.bq_max_rows_per_request > MAX_ROWS_PER_REQUEST {
+        return Err(DestinationError::Fatal(format!(
+            "bq_max_rows_per_request must be between 1 and {MAX_ROWS_PER_REQUEST}"
+        )));
+    }
+    let credentials = auth::credentials(c.authentication.as_ref(), c.endpoint.is_some())?;
+    // Bizon's streaming destinations create a missing dataset in check_connection.
+    let tables = Tables::new(c.endpoint.as_deref(), credentials.clone(), &c.dataset_location, true).await?;
+    let target = Target::new(
+        c.options.clone(),
+        c.project_id.clone(),
+        c.dataset_id.clone(),
+        c.time_partitioning.clone(),
+        SourceDataType::Json,
+        tables,
+    )?;
+    Ok(Streaming {
+        target,
+        rest: Rest::new(credentials)?,
+        endpoint: c
+            .endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_ENDPOINT)
+            .trim_end_matches('/')
+            .to_string(),
+        max_rows: c.bq_max_rows_per_request,
+        in_flight: c.options.max_concurrent_threads.max(1),
+        retry: c.options.retry.clone(),
+        resent: AtomicU64::new(0),
+    })
+}
+
+/// `insertErrors[k]` as text: each error's reason, column and message.
+fn describe_row_error(table: &TableRef, entry: &Value) -> String {
+    let parts: Vec<String> = entry["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let mut s = e["reason"].as_str().unwrap_or("unknown").to_string();
+            if let Some(location) = e["location"].as_str().filter(|l| !l.is_empty()) {
+                s.push_str(&format!(" at `{location}`"));
+            }
+            if let Some(message) = e["message"].as_str().filter(|m| !m.is_empty()) {
+                s.push_str(&format!(": {message}"));
+            }
+            s
+        })
+        .collect();
+    format!("{table}: {}", parts.join("; "))
+}
+
+fn row_error_is_retryable(entry: &Value) -> bool {
+    let errors = entry["errors"].as_array();
+    errors.is_some_and(|e| {
+        !e.is_empty()
+            && e.iter()
+                .all(|e| RETRYABLE_REASONS.contains(&e["reason"].as_str().unwrap_or_default()))
+    })
+}
+
+impl Streaming {
+    /// One request until every row is written or refused. Only the rows that
+    /// still need it are sent again, with the same insertIds.
+    async fn send(
+        &self,
+        table: &TableRef,
+        url: &str,
+        encoded: &Encoded,
+        request: &Request,
+    ) -> Result<Vec<RejectedRow>, DestinationError> {
+        let mut pending: Vec<usize> = (0..request.rows.len()).collect();
+        let mut rejected = Vec::new();
+        let mut attempt = 1u32;
+        loop {
+            let body = encoded.body(request, &pending);
+            let why = match self.rest.call(Method::POST, url, Some(body), None).await {
+                Ok(answer) => {
+                    let mut again = Vec::new();
+                    for entry in answer["insertErrors"].as_array().into_iter().flatten() {
+                        let Some(&position) = entry["index"].as_u64().and_then(|i| pending.get(i as usize)) else {
+                            return Err(DestinationError::Fatal(format!(
+                                "insertAll into {table}: an insertErrors entry without a valid index: {entry}"
+                            )));
+                        };
+                        if row_error_is_retryable(entry) {
+                            again.push(position);
+                        } else {
+                            rejected.push(RejectedRow {
+                                row: request.rows[position] as u64,
+                                reason: describe_row_error(table, entry),
+                            });
+                        }
+                    }
+                    if again.is_empty() {
+                        return Ok(rejected);
+                    }
+                    let why = format!("{} row(s) not written for a passing reason", again.len());
+                    pending = again;
+                    why
+                }
+                Err(e) if e.is_transient() => e.to_string(),
+                Err(e) => return Err(e.into_destination(&format!("insertAll into {table}"))),
+            };
+            if attempt >= self.retry.max_attempts {
+                // The batch retry sends everything again; insertIds keep BigQuery from doubling rows.
+                return Err(DestinationError::Retryable(format!(
+                    "insertAll into {table}: {why} after {attempt} attempt(s)"
+                )));
+            }
+            let ceiling = self
+                .retry
+                .initial_backoff_ms
+                .saturating_mul(1 << (attempt - 1).min(30))
+                .min(self.retry.max_backoff_ms);
+            let wait = std::time::Duration::from_millis(ceiling).mul_f64(fastrand::f64());
+            self.resent.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%table, attempt, rows = pending.len(), "insertAll: {why}; sending again in {wait:?}");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for Streaming {
+    async fn check_connection(&self) -> Result<(), DestinationError> {
+        self.target.check_connection().await
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
+        let total = batch.records.num_rows();
+        if total == 0 {
+            return Ok(0);
+        }
+        let (table, _) = self.target.ensure(&batch.destination_id).await?;
+        let unnest = self.target.options.unnest;
+        let (max_rows, records) = (self.max_rows, batch.clone());
+        let encoded = tokio::task::spawn_blocking(move || encode(&records, unnest, max_rows, REQUEST_BUDGET))
+            .await
+            .map_err(|e| DestinationError::Fatal(format!("encoding rows: {e}")))??;
+        let url = format!(
+            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
+            self.endpoint, table.project, table.dataset, table.table
+        );
+        // The futures are made first: a closure in the stream would have to be
+        // general over lifetimes, which async_trait's Send bound cannot show.
+        let sends: Vec<_> = encoded
+            .requests
+            .iter()
+            .map(|request| self.send(&table, &url, &encoded, request))
+            .collect();
+        let rejected: Vec<Vec<RejectedRow>> = futures::stream::iter(sends)
+            .buffer_unordered(self.in_flight)
+            .try_collect()
+            .await?;
+        let mut rejected: Vec<RejectedRow> = rejected.into_iter().flatten().chain(encoded.too_large).collect();
+        if rejected.is_empty() {
+            return Ok(total as u64);
+        }
+        rejected.sort_by_key(|r| r.row);
+        Err(DestinationError::Rejected(rejected))
+    }
+
+    async fn finalize(&self) -> Result<(), DestinationError> {
+        let resent = self.resent.load(Ordering::Relaxed);
+        if resent > 0 {
+            tracing::info!(resent, "insertAll requests sent again during the run");
+        }
+        Ok(())
+    }
+}

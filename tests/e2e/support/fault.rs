@@ -1,0 +1,158 @@
+//! A proxy in front of bqemulator that answers `insertAll` as a test script
+//! says: the faults the emulator cannot produce (503, 429, per-row
+//! `insertErrors` with HTTP 200). Everything else goes to the emulator.
+//! Minimal HTTP/1.1 over a tokio TcpListener, one request per connection.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to do with the n-th insertAll request (from 0).
+pub enum Reply {
+    Forward,
+    Status(u16, String),
+    /// HTTP 200 with this JSON body; the rows go nowhere.
+    Json(Value),
+}
+
+/// One insertAll request as it arrived, and what it was answered.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub insert_ids: Vec<String>,
+    pub status: u16,
+}
+
+pub type Script = dyn Fn(usize, &Value) -> Reply + Send + Sync;
+
+pub struct FaultServer {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FaultServer {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Listens on a free port, in its own thread and runtime: the test blocks on
+/// the binary meanwhile.
+pub fn start(upstream: &str, script: Box<Script>) -> FaultServer {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (upstream, log, script) = (upstream.to_string(), seen.clone(), Arc::new(script));
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            let client = reqwest::Client::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let (upstream, log, script, client) = (upstream.clone(), log.clone(), script.clone(), client.clone());
+                tokio::spawn(async move {
+                    let _ = serve(socket, &upstream, &log, &**script, &client).await;
+                });
+            }
+        });
+    });
+    FaultServer { url, seen }
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    upstream: &str,
+    log: &Mutex<Vec<Seen>>,
+    script: &Script,
+    client: &reqwest::Client,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 8192];
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let (method, path) = (
+        request_line.next().unwrap_or_default().to_string(),
+        request_line.next().unwrap_or_default().to_string(),
+    );
+    let mut length = 0usize;
+    let mut content_type = None;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = v.trim().parse().unwrap_or(0),
+                "content-type" => content_type = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = vec![0u8; length - body.len()];
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+
+    let reply = if path.ends_with("/insertAll") {
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut log = log.lock().unwrap();
+        let reply = script(log.len(), &parsed);
+        let status = match &reply {
+            Reply::Forward | Reply::Json(_) => 200,
+            Reply::Status(s, _) => *s,
+        };
+        log.push(Seen {
+            insert_ids: parsed["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| r["insertId"].as_str().unwrap_or_default().to_string())
+                .collect(),
+            status,
+        });
+        reply
+    } else {
+        Reply::Forward
+    };
+    let (status, answer) = match reply {
+        Reply::Status(s, text) => (s, text.into_bytes()),
+        Reply::Json(v) => (200, serde_json::to_vec(&v).unwrap()),
+        Reply::Forward => {
+            let mut request = client.request(method.parse().unwrap(), format!("{upstream}{path}"));
+            if let Some(ct) = content_type {
+                request = request.header("content-type", ct);
+            }
+            match request.body(body).send().await {
+                Ok(r) => (r.status().as_u16(), r.bytes().await.unwrap_or_default().to_vec()),
+                Err(e) => (502, e.to_string().into_bytes()),
+            }
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        answer.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(&answer).await?;
+    socket.shutdown().await
+}
