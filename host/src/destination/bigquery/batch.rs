@@ -58,10 +58,13 @@ fn gcs_endpoint(configured: Option<&str>) -> (String, bool) {
     }
 }
 
+/// An uploaded file and the rows it holds.
+type Object = (String, u64);
+
 struct LoadJob {
     id: String,
     location: Option<String>,
-    objects: Vec<String>,
+    objects: Vec<Object>,
 }
 
 /// A destination_id's staging: its temp table and the loads into it.
@@ -72,7 +75,7 @@ struct Staging {
     /// The temp table was reset and created for this run.
     ready: bool,
     /// async_load: uploaded objects not yet in a job, and submitted jobs, oldest first.
-    pending: Vec<String>,
+    pending: Vec<Object>,
     in_flight: VecDeque<LoadJob>,
     /// The last synchronous load's batch sequence and job: a retried batch
     /// whose job did land is not loaded twice.
@@ -234,8 +237,8 @@ impl BatchLoad {
     }
 
     /// Removing a loaded file is housekeeping: a failure is logged, not raised.
-    async fn delete_objects(&self, objects: &[String]) {
-        for object in objects {
+    async fn delete_objects(&self, objects: &[Object]) {
+        for (object, _) in objects {
             let url = format!(
                 "{}/storage/v1/b/{}/o/{}",
                 self.gcs,
@@ -267,7 +270,7 @@ impl BatchLoad {
         }
     }
 
-    /// The job's final status (`None` while it runs), without waiting.
+    /// The job once done (`None` while it runs), without waiting.
     async fn job_status(
         &self,
         project: &str,
@@ -283,29 +286,30 @@ impl BatchLoad {
             .json(Method::GET, &url, &Value::Null)
             .await
             .map_err(|e| e.into_destination(&format!("reading job {id}")))?;
-        Ok((job["status"]["state"] == "DONE").then(|| job["status"].clone()))
+        Ok((job["status"]["state"] == "DONE").then_some(job))
     }
 
-    /// Waits for a job; its errors, if any, become the destination's, with `what`.
+    /// Waits for a job and returns it; its errors, if any, become the destination's, with `what`.
     async fn wait_job(
         &self,
         project: &str,
         id: &str,
         location: Option<&str>,
         what: &str,
-    ) -> Result<(), DestinationError> {
+    ) -> Result<Value, DestinationError> {
         let mut wait = Duration::from_millis(100);
-        let status = loop {
-            if let Some(status) = self.job_status(project, id, location).await? {
-                break status;
+        let job = loop {
+            if let Some(job) = self.job_status(project, id, location).await? {
+                break job;
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         };
+        let status = &job["status"];
         if status["errorResult"].is_null() {
-            return Ok(());
+            return Ok(job);
         }
-        let message = format!("{what} (job {id}) failed: {}", job_errors(&status));
+        let message = format!("{what} (job {id}) failed: {}", job_errors(status));
         let reason = status["errorResult"]["reason"].as_str().unwrap_or_default();
         Err(if RETRYABLE_JOB_REASONS.contains(&reason) {
             DestinationError::Retryable(message)
@@ -328,9 +332,12 @@ impl BatchLoad {
     }
 
     /// Submits one load job of `objects` into the temp table.
-    async fn submit_load(&self, s: &mut Staging, objects: Vec<String>) -> Result<LoadJob, DestinationError> {
+    async fn submit_load(&self, s: &mut Staging, objects: Vec<Object>) -> Result<LoadJob, DestinationError> {
         let id = self.job_id(s, "load");
-        let uris: Vec<String> = objects.iter().map(|o| format!("gs://{}/{o}", self.bucket)).collect();
+        let uris: Vec<String> = objects
+            .iter()
+            .map(|(o, _)| format!("gs://{}/{o}", self.bucket))
+            .collect();
         let configuration = json!({"load": {
             "sourceUris": uris,
             "sourceFormat": "PARQUET",
@@ -347,11 +354,25 @@ impl BatchLoad {
         let what = format!(
             "loading {} file(s) ({}) into {}",
             job.objects.len(),
-            job.objects.first().map(String::as_str).unwrap_or_default(),
+            job.objects.first().map(|(o, _)| o.as_str()).unwrap_or_default(),
             s.temp
         );
-        self.wait_job(&s.temp.project, &job.id, job.location.as_deref(), &what)
+        let done = self
+            .wait_job(&s.temp.project, &job.id, job.location.as_deref(), &what)
             .await?;
+        // A load that reads fewer rows than were uploaded (a truncated object)
+        // must not pass for a success. Only fewer: bqemulator 1.4 reports the
+        // table's row count after the load here, not the job's.
+        let expected: u64 = job.objects.iter().map(|(_, rows)| rows).sum();
+        let loaded = done["statistics"]["load"]["outputRows"]
+            .as_str()
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(loaded) = loaded.filter(|&n| n < expected) {
+            return Err(DestinationError::Fatal(format!(
+                "{what} (job {}): BigQuery loaded {loaded} rows of {expected}; the files are kept",
+                job.id
+            )));
+        }
         self.delete_objects(&job.objects).await;
         Ok(())
     }
@@ -359,7 +380,7 @@ impl BatchLoad {
     /// async_load: an object joins the pending files; a full set becomes a job;
     /// past `load_max_in_flight_jobs` the oldest job is waited for. A failed
     /// job fails the run (its files stay in the bucket), as in Bizon.
-    async fn stage_async(&self, s: &mut Staging, object: String) -> Result<(), DestinationError> {
+    async fn stage_async(&self, s: &mut Staging, object: Object) -> Result<(), DestinationError> {
         // A retried batch uploads to the same name again.
         if !s.pending.contains(&object) {
             s.pending.push(object);
@@ -390,12 +411,12 @@ impl BatchLoad {
         Ok(())
     }
 
-    async fn load_now(&self, s: &mut Staging, sequence: u64, object: String) -> Result<(), DestinationError> {
+    async fn load_now(&self, s: &mut Staging, sequence: u64, object: Object) -> Result<(), DestinationError> {
         // The same batch again: its job may have landed after all.
         if let Some((seq, id, location)) = s.last.clone() {
             if seq == sequence {
-                if let Some(status) = self.job_status(&s.temp.project, &id, location.as_deref()).await? {
-                    if status["errorResult"].is_null() {
+                if let Some(job) = self.job_status(&s.temp.project, &id, location.as_deref()).await? {
+                    if job["status"]["errorResult"].is_null() {
                         self.delete_objects(&[object]).await;
                         return Ok(());
                     }
@@ -479,6 +500,7 @@ impl Destination for BatchLoad {
             batch.sequence
         );
         self.upload(&object, bytes).await?;
+        let object = (object, rows as u64);
         if self.async_load {
             self.stage_async(&mut s, object).await?;
         } else {

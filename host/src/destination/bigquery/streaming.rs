@@ -424,3 +424,125 @@ impl Destination for Streaming {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
+
+    fn raw_batch(n: u64, data: impl Fn(u64) -> String) -> Batch {
+        let dest: Arc<str> = "t".into();
+        let mut builder = RecordBuilder::new(dest.clone());
+        let mut ids = BizonIdGenerator::new();
+        for k in 0..n {
+            let record = SourceRecord {
+                id: k.to_string(),
+                timestamp_us: 1_700_000_000_000_007 + k as i64,
+                data: data(k),
+                destination_id: None,
+            };
+            builder.append(&mut ids, 1_700_000_000_000_000, &record);
+        }
+        Batch {
+            destination_id: dest,
+            sequence: 3,
+            records: builder.finish(1_700_000_000_123_456).unwrap(),
+        }
+    }
+
+    fn rows_of(encoded: &Encoded, request: &Request) -> Vec<Value> {
+        let all: Vec<usize> = (0..request.rows.len()).collect();
+        let body: Value = serde_json::from_slice(&encoded.body(request, &all)).unwrap();
+        body["rows"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn raw_rows_carry_their_bizon_id_microseconds_and_the_record_as_json_text() {
+        let batch = raw_batch(5, |k| format!(r#"{{"id":{k},"q":"a\"b"}}"#));
+        let encoded = encode(&batch, false, 2, REQUEST_BUDGET).unwrap();
+        assert_eq!(
+            encoded.requests.iter().map(|r| r.rows.clone()).collect::<Vec<_>>(),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
+        let row = &rows_of(&encoded, &encoded.requests[1])[1];
+        let ids = batch.records.column_by_name(BIZON_ID).unwrap().as_string::<i32>();
+        assert_eq!(row["insertId"], ids.value(3));
+        assert_eq!(row["json"]["_bizon_id"], ids.value(3));
+        assert_eq!(row["json"]["_source_record_id"], "3");
+        assert_eq!(row["json"]["_source_timestamp"], "2023-11-14T22:13:20.000010+00:00");
+        assert_eq!(row["json"]["_bizon_loaded_at"], "2023-11-14T22:13:20.123456+00:00");
+        assert_eq!(row["json"]["_source_data"], r#"{"id":3,"q":"a\"b"}"#);
+    }
+
+    #[test]
+    fn requests_stay_under_the_byte_budget_and_an_oversized_row_is_rejected_alone() {
+        let batch = raw_batch(10, |k| {
+            let size = if k == 6 { 5000 } else { 300 };
+            format!(r#"{{"pad":"{}"}}"#, "x".repeat(size))
+        });
+        let budget = 2000;
+        let encoded = encode(&batch, false, 10_000, budget).unwrap();
+        assert_eq!(encoded.too_large.len(), 1);
+        assert_eq!(encoded.too_large[0].row, 6);
+        let sent: Vec<usize> = encoded.requests.iter().flat_map(|r| r.rows.clone()).collect();
+        assert_eq!(sent, vec![0, 1, 2, 3, 4, 5, 7, 8, 9]);
+        for request in &encoded.requests {
+            let all: Vec<usize> = (0..request.rows.len()).collect();
+            assert!(encoded.body(request, &all).len() <= budget);
+        }
+        assert!(encoded.requests.len() > 1);
+    }
+
+    #[test]
+    fn unnested_rows_get_stable_insert_ids_and_rfc3339_microseconds() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                true,
+            ),
+        ]));
+        let records = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow_array::Int64Array::from(vec![1, 2])),
+                Arc::new(
+                    arrow_array::TimestampMicrosecondArray::from(vec![Some(1_700_000_000_000_001), None])
+                        .with_timezone("+00:00"),
+                ),
+            ],
+        )
+        .unwrap();
+        let batch = Batch {
+            destination_id: "typed".into(),
+            sequence: 9,
+            records,
+        };
+        let first = encode(&batch, true, 100, REQUEST_BUDGET).unwrap();
+        let again = encode(&batch, true, 100, REQUEST_BUDGET).unwrap();
+        let rows = rows_of(&first, &first.requests[0]);
+        assert_eq!(
+            rows,
+            rows_of(&again, &again.requests[0]),
+            "a retried batch sends the same insertIds"
+        );
+        assert!(rows[1]["insertId"].as_str().unwrap().ends_with("-9-1"));
+        assert_ne!(rows[0]["insertId"], rows[1]["insertId"]);
+        assert_eq!(rows[0]["json"]["at"], "2023-11-14T22:13:20.000001+00:00");
+        assert_eq!(rows[1]["json"], serde_json::json!({"id": 2}));
+    }
+
+    #[test]
+    fn only_passing_row_errors_are_sent_again() {
+        let stopped = serde_json::json!({"index": 0, "errors": [{"reason": "stopped"}]});
+        let invalid =
+            serde_json::json!({"index": 1, "errors": [{"reason": "invalid", "location": "n", "message": "bad"}]});
+        let mixed = serde_json::json!({"index": 2, "errors": [{"reason": "backendError"}, {"reason": "invalid"}]});
+        assert!(row_error_is_retryable(&stopped));
+        assert!(!row_error_is_retryable(&invalid));
+        assert!(!row_error_is_retryable(&mixed));
+        let table = TableRef::resolve("t", "p", "d").unwrap();
+        assert_eq!(describe_row_error(&table, &invalid), "p.d.t: invalid at `n`: bad");
+    }
+}
