@@ -12,7 +12,7 @@ use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use bizon_host::destination::bigquery::{self, BigQueryStreamingV2Config};
+use bizon_host::destination::bigquery::{self, BigQueryConfig, BigQueryStreamingV2Config};
 use bizon_host::destination::{Batch, SharedDestination};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 use emulators::{emulators, Emulators, BUCKET, PROJECT};
@@ -670,7 +670,24 @@ async fn check_exits_0_against_the_emulator_and_2_with_a_clear_message_when_wron
     let (code, text) = check_binary(dummy_pipeline(1, 1, &["t"], "bigquery_streaming", &nowhere)).await;
     assert_eq!(code, 2, "{text}");
     assert!(
-        text.contains(&format!("127.0.0.1:{port}")) || text.contains("dataset"),
+        text.contains("cannot connect") && text.contains(&format!("127.0.0.1:{port}")),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn batch_retried_batch_whose_load_landed_is_not_loaded_twice() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("batch_retry");
+    let config: BigQueryConfig = serde_saphyr::from_str(&batch_config(e, &ds, "")).unwrap();
+    let dest = bigquery::build_batch(&config).await.unwrap();
+    dest.check_connection().await.unwrap();
+    let batches = raw_batches("events", 0, 1500, 500);
+    dest.write(&batches[0]).await.unwrap();
+    // The pipeline retries a batch whose answer it did not get: same sequence.
+    dest.write(&batches[0]).await.unwrap();
+    dest.write(&batches[1]).await.unwrap();
+    dest.write(&batches[2]).await.unwrap();
+    dest.finalize().await.unwrap();
+    assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..1500).await;
 }

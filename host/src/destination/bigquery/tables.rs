@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_bigquery_v2::client::{DatasetService, TableService};
 use google_cloud_bigquery_v2::model::{Dataset, Table};
 use google_cloud_gax::error::rpc::Code;
+use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -37,14 +39,24 @@ impl Tables {
         create_dataset: bool,
     ) -> Result<Self, DestinationError> {
         let endpoint = endpoint.unwrap_or(DEFAULT_ENDPOINT).trim_end_matches('/').to_string();
+        // The client's own default retries a refused connection for about a
+        // minute; the pipeline already retries a failed write with backoff,
+        // and `check` should answer a wrong endpoint promptly.
+        let retry = || {
+            Aip194Strict
+                .with_attempt_limit(3)
+                .with_time_limit(Duration::from_secs(10))
+        };
         let datasets = DatasetService::builder()
             .with_endpoint(endpoint.clone())
+            .with_retry_policy(retry())
             .with_credentials(credentials.clone())
             .build()
             .await
             .map_err(|e| DestinationError::Fatal(format!("BigQuery REST client for {endpoint}: {e}")))?;
         let tables = TableService::builder()
             .with_endpoint(endpoint.clone())
+            .with_retry_policy(retry())
             .with_credentials(credentials)
             .build()
             .await
