@@ -678,16 +678,22 @@ async fn check_exits_0_against_the_emulator_and_2_with_a_clear_message_when_wron
 #[tokio::test]
 async fn batch_retried_batch_whose_load_landed_is_not_loaded_twice() {
     let Some(e) = emulators() else { return };
-    let ds = dataset("batch_retry");
-    let config: BigQueryConfig = serde_saphyr::from_str(&batch_config(e, &ds, "")).unwrap();
-    let dest = bigquery::build_batch(&config).await.unwrap();
-    dest.check_connection().await.unwrap();
-    let batches = raw_batches("events", 0, 1500, 500);
-    dest.write(&batches[0]).await.unwrap();
-    // The pipeline retries a batch whose answer it did not get: same sequence.
-    dest.write(&batches[0]).await.unwrap();
-    dest.write(&batches[1]).await.unwrap();
-    dest.write(&batches[2]).await.unwrap();
-    dest.finalize().await.unwrap();
-    assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..1500).await;
+    for (name, extra) in [
+        ("batch_retry", ""),
+        ("batch_retry_async", "async_load: true\nload_files_per_job: 1\n"),
+    ] {
+        let ds = dataset(name);
+        let config: BigQueryConfig = serde_saphyr::from_str(&batch_config(e, &ds, extra)).unwrap();
+        let dest = bigquery::build_batch(&config).await.unwrap();
+        dest.check_connection().await.unwrap();
+        let batches = raw_batches("events", 0, 1500, 500);
+        dest.write(&batches[0]).await.unwrap();
+        // The pipeline retries a batch whose answer it did not get: same sequence.
+        dest.write(&batches[0]).await.unwrap();
+        dest.write(&batches[1]).await.unwrap();
+        dest.write(&batches[2]).await.unwrap();
+        dest.write(&batches[2]).await.unwrap();
+        dest.finalize().await.unwrap();
+        assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..1500).await;
+    }
 }

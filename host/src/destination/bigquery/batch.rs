@@ -80,6 +80,9 @@ struct Staging {
     /// The last synchronous load's batch sequence and job: a retried batch
     /// whose job did land is not loaded twice.
     last: Option<(u64, String, Option<String>)>,
+    /// async_load: the last batch sequence whose object joined `pending`; a
+    /// retry of it only repeats the job bookkeeping that failed.
+    staged: Option<u64>,
     jobs: u64,
 }
 
@@ -187,6 +190,7 @@ impl BatchLoad {
             pending: Vec::new(),
             in_flight: VecDeque::new(),
             last: None,
+            staged: None,
             jobs: 0,
         }));
         Ok(self
@@ -289,7 +293,20 @@ impl BatchLoad {
         Ok((job["status"]["state"] == "DONE").then_some(job))
     }
 
-    /// Waits for a job and returns it; its errors, if any, become the destination's, with `what`.
+    /// Polls until the job is done and returns it. Errors here are about
+    /// asking, not about the job: they leave the job to be asked about again.
+    async fn await_done(&self, project: &str, id: &str, location: Option<&str>) -> Result<Value, DestinationError> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            if let Some(job) = self.job_status(project, id, location).await? {
+                return Ok(job);
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Waits for a job; its errors, if any, become the destination's, with `what`.
     async fn wait_job(
         &self,
         project: &str,
@@ -297,25 +314,9 @@ impl BatchLoad {
         location: Option<&str>,
         what: &str,
     ) -> Result<Value, DestinationError> {
-        let mut wait = Duration::from_millis(100);
-        let job = loop {
-            if let Some(job) = self.job_status(project, id, location).await? {
-                break job;
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
-        };
-        let status = &job["status"];
-        if status["errorResult"].is_null() {
-            return Ok(job);
-        }
-        let message = format!("{what} (job {id}) failed: {}", job_errors(status));
-        let reason = status["errorResult"]["reason"].as_str().unwrap_or_default();
-        Err(if RETRYABLE_JOB_REASONS.contains(&reason) {
-            DestinationError::Retryable(message)
-        } else {
-            DestinationError::Fatal(message)
-        })
+        let job = self.await_done(project, id, location).await?;
+        job_outcome(&job, id, what)?;
+        Ok(job)
     }
 
     fn job_id(&self, s: &mut Staging, kind: &str) -> String {
@@ -350,16 +351,19 @@ impl BatchLoad {
         Ok(LoadJob { id, location, objects })
     }
 
-    async fn finish_load(&self, s: &Staging, job: &LoadJob) -> Result<(), DestinationError> {
-        let what = format!(
+    fn describe_load(s: &Staging, job: &LoadJob) -> String {
+        format!(
             "loading {} file(s) ({}) into {}",
             job.objects.len(),
             job.objects.first().map(|(o, _)| o.as_str()).unwrap_or_default(),
             s.temp
-        );
-        let done = self
-            .wait_job(&s.temp.project, &job.id, job.location.as_deref(), &what)
-            .await?;
+        )
+    }
+
+    /// A done load job's verdict: its own errors, or fewer rows than uploaded.
+    fn landed(s: &Staging, job: &LoadJob, done: &Value) -> Result<(), DestinationError> {
+        let what = Self::describe_load(s, job);
+        job_outcome(done, &job.id, &what)?;
         // A load that reads fewer rows than were uploaded (a truncated object)
         // must not pass for a success. Only fewer: bqemulator 1.4 reports the
         // table's row count after the load here, not the job's.
@@ -373,53 +377,69 @@ impl BatchLoad {
                 job.id
             )));
         }
+        Ok(())
+    }
+
+    async fn finish_load(&self, s: &Staging, job: &LoadJob) -> Result<(), DestinationError> {
+        let done = self
+            .await_done(&s.temp.project, &job.id, job.location.as_deref())
+            .await?;
+        Self::landed(s, job, &done)?;
         self.delete_objects(&job.objects).await;
         Ok(())
     }
 
-    /// async_load: an object joins the pending files; a full set becomes a job;
-    /// past `load_max_in_flight_jobs` the oldest job is waited for. A failed
-    /// job fails the run (its files stay in the bucket), as in Bizon.
-    async fn stage_async(&self, s: &mut Staging, object: Object) -> Result<(), DestinationError> {
-        // A retried batch uploads to the same name again.
-        if !s.pending.contains(&object) {
-            s.pending.push(object);
-        }
+    /// async_load: a batch's object joins the pending files; a full set
+    /// becomes a job; past `load_max_in_flight_jobs` the oldest job is waited
+    /// for, and finished ones are reaped in order. A failed job fails the run
+    /// (its files stay in the bucket), as in Bizon.
+    async fn stage_async(&self, s: &mut Staging, sequence: u64, object: Object) -> Result<(), DestinationError> {
+        s.pending.push(object);
+        s.staged = Some(sequence);
+        self.drive_async(s).await
+    }
+
+    async fn drive_async(&self, s: &mut Staging) -> Result<(), DestinationError> {
         if s.pending.len() >= self.files_per_job {
-            let objects = std::mem::take(&mut s.pending);
-            let job = self
-                .submit_load(s, objects.clone())
-                .await
-                .inspect_err(|_| s.pending = objects)?;
+            let job = self.submit_load(s, s.pending.clone()).await?;
+            s.pending.clear();
             s.in_flight.push_back(job);
         }
-        while s.in_flight.len() >= self.max_in_flight {
-            let job = s.in_flight.pop_front().expect("not empty");
-            self.finish_load(s, &job).await.map_err(fatal)?;
-        }
         while let Some(job) = s.in_flight.front() {
-            if self
-                .job_status(&s.temp.project, &job.id, job.location.as_deref())
-                .await?
-                .is_none()
-            {
-                break;
-            }
+            let done = if s.in_flight.len() >= self.max_in_flight {
+                self.await_done(&s.temp.project, &job.id, job.location.as_deref())
+                    .await?
+            } else {
+                match self
+                    .job_status(&s.temp.project, &job.id, job.location.as_deref())
+                    .await?
+                {
+                    Some(done) => done,
+                    None => break,
+                }
+            };
+            // This batch cannot mend an earlier batch's failed load.
+            Self::landed(s, job, &done).map_err(fatal)?;
             let job = s.in_flight.pop_front().expect("not empty");
-            self.finish_load(s, &job).await.map_err(fatal)?;
+            self.delete_objects(&job.objects).await;
         }
         Ok(())
     }
 
     async fn load_now(&self, s: &mut Staging, sequence: u64, object: Object) -> Result<(), DestinationError> {
-        // The same batch again: its job may have landed after all.
+        // The same batch again: its job may have landed, or still be running.
         if let Some((seq, id, location)) = s.last.clone() {
             if seq == sequence {
-                if let Some(job) = self.job_status(&s.temp.project, &id, location.as_deref()).await? {
-                    if job["status"]["errorResult"].is_null() {
-                        self.delete_objects(&[object]).await;
-                        return Ok(());
-                    }
+                let done = self.await_done(&s.temp.project, &id, location.as_deref()).await?;
+                if done["status"]["errorResult"].is_null() {
+                    let job = LoadJob {
+                        id,
+                        location,
+                        objects: vec![object],
+                    };
+                    Self::landed(s, &job, &done)?;
+                    self.delete_objects(&job.objects).await;
+                    return Ok(());
                 }
             }
         }
@@ -434,8 +454,9 @@ impl BatchLoad {
             let job = self.submit_load(s, objects).await?;
             s.in_flight.push_back(job);
         }
-        while let Some(job) = s.in_flight.pop_front() {
-            self.finish_load(s, &job).await?;
+        while let Some(job) = s.in_flight.front() {
+            self.finish_load(s, job).await?;
+            s.in_flight.pop_front();
         }
         if !s.ready {
             return Ok(());
@@ -458,7 +479,22 @@ impl BatchLoad {
     }
 }
 
-/// A failed earlier load cannot be mended by retrying the batch at hand.
+/// A done job's errors as the destination's: retryable when BigQuery says
+/// a new job can get past them.
+fn job_outcome(job: &Value, id: &str, what: &str) -> Result<(), DestinationError> {
+    let status = &job["status"];
+    if status["errorResult"].is_null() {
+        return Ok(());
+    }
+    let message = format!("{what} (job {id}) failed: {}", job_errors(status));
+    let reason = status["errorResult"]["reason"].as_str().unwrap_or_default();
+    Err(if RETRYABLE_JOB_REASONS.contains(&reason) {
+        DestinationError::Retryable(message)
+    } else {
+        DestinationError::Fatal(message)
+    })
+}
+
 fn fatal(e: DestinationError) -> DestinationError {
     match e {
         DestinationError::Retryable(m) => DestinationError::Fatal(m),
@@ -488,6 +524,10 @@ impl Destination for BatchLoad {
         }
         let staging = self.staging(&batch.destination_id)?;
         let mut s = staging.lock().await;
+        if self.async_load && s.staged.is_some_and(|q| q >= batch.sequence) {
+            self.drive_async(&mut s).await?;
+            return Ok(rows as u64);
+        }
         self.prepare(&mut s).await?;
         let (records, unnest) = (batch.records.clone(), self.target.options.unnest);
         let bytes = tokio::task::spawn_blocking(move || parquet_bytes(&table_batch(&records, unnest)?))
@@ -502,7 +542,7 @@ impl Destination for BatchLoad {
         self.upload(&object, bytes).await?;
         let object = (object, rows as u64);
         if self.async_load {
-            self.stage_async(&mut s, object).await?;
+            self.stage_async(&mut s, batch.sequence, object).await?;
         } else {
             self.load_now(&mut s, batch.sequence, object).await?;
         }
