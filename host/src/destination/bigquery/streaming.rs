@@ -408,7 +408,11 @@ impl Destination for Streaming {
             .buffer_unordered(self.in_flight)
             .try_collect()
             .await?;
-        let mut rejected: Vec<RejectedRow> = rejected.into_iter().flatten().chain(encoded.too_large).collect();
+        let too_large = encoded.too_large.into_iter().map(|r| RejectedRow {
+            reason: format!("{table}: {}", r.reason),
+            ..r
+        });
+        let mut rejected: Vec<RejectedRow> = rejected.into_iter().flatten().chain(too_large).collect();
         if rejected.is_empty() {
             return Ok(total as u64);
         }
