@@ -697,3 +697,19 @@ async fn batch_retried_batch_whose_load_landed_is_not_loaded_twice() {
         assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..1500).await;
     }
 }
+
+#[tokio::test]
+async fn batch_two_destination_ids_naming_one_table_share_its_temp_table() {
+    let Some(e) = emulators() else { return };
+    let ds = dataset("batch_shared");
+    let config: BigQueryConfig = serde_saphyr::from_str(&batch_config(e, &ds, "")).unwrap();
+    let dest = bigquery::build_batch(&config).await.unwrap();
+    let a = raw_batches("shared", 0, 600, 300);
+    let b = raw_batches(&format!("{ds}.shared"), 600, 600, 300);
+    for (x, y) in a.iter().zip(&b) {
+        dest.write(x).await.unwrap();
+        dest.write(y).await.unwrap();
+    }
+    dest.finalize().await.unwrap();
+    assert_each_once(e, &format!("{ds}.shared"), "_source_record_id", 0..1200).await;
+}

@@ -79,10 +79,10 @@ struct Staging {
     in_flight: VecDeque<LoadJob>,
     /// The last synchronous load's batch sequence and job: a retried batch
     /// whose job did land is not loaded twice.
-    last: Option<(u64, String, Option<String>)>,
+    last: Option<(Arc<str>, u64, String, Option<String>)>,
     /// async_load: the last batch sequence whose object joined `pending`; a
     /// retry of it only repeats the job bookkeeping that failed.
-    staged: Option<u64>,
+    staged: HashMap<Arc<str>, u64>,
     jobs: u64,
 }
 
@@ -98,7 +98,9 @@ pub struct BatchLoad {
     max_in_flight: usize,
     /// Names this run's objects and jobs apart from any other run's.
     run: String,
-    staging: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<Staging>>>>,
+    /// By table, not destination_id: two destination_ids naming one table
+    /// (`t` and `dataset.t`) must share its temp table, not drop each other's.
+    staging: Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<Staging>>>>,
 }
 
 pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
@@ -177,27 +179,27 @@ impl BatchLoad {
     }
 
     fn staging(&self, destination_id: &Arc<str>) -> Result<Arc<tokio::sync::Mutex<Staging>>, DestinationError> {
-        if let Some(s) = self.staging.lock().expect("poisoned").get(destination_id) {
+        let (main, spec) = self.target.spec_for(destination_id)?;
+        if let Some(s) = self.staging.lock().expect("poisoned").get(&main) {
             return Ok(s.clone());
         }
-        let (main, spec) = self.target.spec_for(destination_id)?;
         let temp = main.with_table(format!("{}_temp", main.table));
         let staging = Arc::new(tokio::sync::Mutex::new(Staging {
-            main,
+            main: main.clone(),
             temp,
             spec,
             ready: false,
             pending: Vec::new(),
             in_flight: VecDeque::new(),
             last: None,
-            staged: None,
+            staged: HashMap::new(),
             jobs: 0,
         }));
         Ok(self
             .staging
             .lock()
             .expect("poisoned")
-            .entry(destination_id.clone())
+            .entry(main)
             .or_insert(staging)
             .clone())
     }
@@ -393,9 +395,15 @@ impl BatchLoad {
     /// becomes a job; past `load_max_in_flight_jobs` the oldest job is waited
     /// for, and finished ones are reaped in order. A failed job fails the run
     /// (its files stay in the bucket), as in Bizon.
-    async fn stage_async(&self, s: &mut Staging, sequence: u64, object: Object) -> Result<(), DestinationError> {
+    async fn stage_async(
+        &self,
+        s: &mut Staging,
+        destination_id: &Arc<str>,
+        sequence: u64,
+        object: Object,
+    ) -> Result<(), DestinationError> {
         s.pending.push(object);
-        s.staged = Some(sequence);
+        s.staged.insert(destination_id.clone(), sequence);
         self.drive_async(s).await
     }
 
@@ -426,10 +434,16 @@ impl BatchLoad {
         Ok(())
     }
 
-    async fn load_now(&self, s: &mut Staging, sequence: u64, object: Object) -> Result<(), DestinationError> {
+    async fn load_now(
+        &self,
+        s: &mut Staging,
+        destination_id: &Arc<str>,
+        sequence: u64,
+        object: Object,
+    ) -> Result<(), DestinationError> {
         // The same batch again: its job may have landed, or still be running.
-        if let Some((seq, id, location)) = s.last.clone() {
-            if seq == sequence {
+        if let Some((dest, seq, id, location)) = s.last.clone() {
+            if seq == sequence && dest == *destination_id {
                 let done = self.await_done(&s.temp.project, &id, location.as_deref()).await?;
                 if done["status"]["errorResult"].is_null() {
                     let job = LoadJob {
@@ -444,7 +458,7 @@ impl BatchLoad {
             }
         }
         let job = self.submit_load(s, vec![object]).await?;
-        s.last = Some((sequence, job.id.clone(), job.location.clone()));
+        s.last = Some((destination_id.clone(), sequence, job.id.clone(), job.location.clone()));
         self.finish_load(s, &job).await
     }
 
@@ -524,7 +538,11 @@ impl Destination for BatchLoad {
         }
         let staging = self.staging(&batch.destination_id)?;
         let mut s = staging.lock().await;
-        if self.async_load && s.staged.is_some_and(|q| q >= batch.sequence) {
+        if self.async_load
+            && s.staged
+                .get(&batch.destination_id)
+                .is_some_and(|&q| q >= batch.sequence)
+        {
             self.drive_async(&mut s).await?;
             return Ok(rows as u64);
         }
@@ -534,17 +552,20 @@ impl Destination for BatchLoad {
             .await
             .map_err(|e| DestinationError::Fatal(format!("encoding Parquet: {e}")))??;
         let object = format!(
-            "bizon/{}/{}/{:010}.parquet",
+            "bizon/{}/{}/{}/{:010}.parquet",
             self.run,
             s.main.to_string().replace('.', "/"),
+            batch.destination_id,
             batch.sequence
         );
         self.upload(&object, bytes).await?;
         let object = (object, rows as u64);
         if self.async_load {
-            self.stage_async(&mut s, batch.sequence, object).await?;
+            self.stage_async(&mut s, &batch.destination_id, batch.sequence, object)
+                .await?;
         } else {
-            self.load_now(&mut s, batch.sequence, object).await?;
+            self.load_now(&mut s, &batch.destination_id, batch.sequence, object)
+                .await?;
         }
         Ok(rows as u64)
     }
