@@ -212,7 +212,7 @@ impl BatchLoad {
         }
     }
 
-    /// Once per run and destination_id, before its first load: whatever a
+    /// Once per run and table, before its first load: whatever a
     /// crashed run left in the temp table goes, then the table is made anew.
     async fn prepare(&self, s: &mut Staging) -> Result<(), DestinationError> {
         if s.ready {
