@@ -10,4 +10,6 @@ bash scripts/build-plugins.sh >/dev/null
 if [[ -f scripts/install-emulators.sh ]]; then
     bash scripts/install-emulators.sh
 fi
-cargo test --workspace "$@"
+# Release: wasmtime compiles plugins many times faster optimized, and the
+# end-to-end tests start the binary hundreds of times.
+cargo test --release --workspace "$@"

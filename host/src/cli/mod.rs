@@ -22,7 +22,7 @@ const EXAMPLES: &str = "\
 Examples:
   bizon-host run examples/quickstart.yaml
   bizon-host run pipeline.yaml --result-json result.json --log-level debug
-  cat records.jsonl | bizon-host run --plugin my_dest.wasm --allow-dir ./out:/out
+  cat records.jsonl | bizon-host run --plugin my_dest.wasm --allow-dir ./out:/out:rw
   bizon-host check pipeline.yaml
   bizon-host plugin inspect my_dest.wasm";
 

@@ -431,8 +431,10 @@ mod tests {
 
     #[test]
     fn plugin_replaces_the_destination_and_keeps_its_options() {
-        let mut options = DestinationOptions::default();
-        options.max_concurrent_threads = 3;
+        let options = DestinationOptions {
+            max_concurrent_threads: 3,
+            ..Default::default()
+        };
         let mut pipeline = stdin_pipeline();
         *pipeline.destination.options_mut() = options;
         let args = PluginRunArgs {

@@ -230,6 +230,7 @@ fn classify(error: wasmtime::Error, memory_hit: bool, shared: &Shared, output: &
             limit_ms: shared.limits.call_timeout_ms,
         },
         Some(Trap::StackOverflow) => TrapCause::StackOverflow,
+        Some(Trap::MemoryOutOfBounds) if shadow_stack_wrapped(&error) => TrapCause::StackOverflow,
         _ => match panic_message(output) {
             Some(message) => TrapCause::Panic { message },
             None => {
@@ -244,6 +245,20 @@ fn classify(error: wasmtime::Error, memory_hit: bool, shared: &Shared, output: &
             }
         },
     }
+}
+
+/// Rust and C guests keep their stack in linear memory, growing down from a
+/// fixed address, so deep recursion does not hit wasmtime's stack limit: the
+/// stack pointer wraps below zero and the next access faults far past the end
+/// of a 32-bit memory. wasmtime only says where in the error's text.
+fn shadow_stack_wrapped(error: &wasmtime::Error) -> bool {
+    const WRAPPED: u64 = (1 << 32) - (1 << 20);
+    let text = format!("{error:#}");
+    text.split("memory fault at wasm address 0x")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .is_some_and(|address| address >= WRAPPED)
 }
 
 /// The text of a Rust panic in the guest's output: from "panicked at" to the

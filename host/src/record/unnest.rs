@@ -80,7 +80,11 @@ impl Unnester {
             .filter(is_json)
             .map(|c| c.name.clone())
             .collect();
-        let decoded = fields.iter().filter(|f| !json_columns.contains(f.name())).cloned().collect::<Vec<_>>();
+        let decoded = fields
+            .iter()
+            .filter(|f| !json_columns.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>();
         Self {
             destination_id: config.destination_id.clone(),
             schema: Arc::new(Schema::new(fields)),

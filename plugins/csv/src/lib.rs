@@ -56,12 +56,17 @@ impl Destination for Csv {
     }
 
     fn check_connection(&mut self) -> Result<(), Error> {
-        let metadata = std::fs::metadata(&self.dir)
-            .map_err(|e| Error::msg(format!("{}: {e} (was it granted with --allow-dir?)", self.dir)))?;
-        if metadata.permissions().readonly() {
-            return Err(Error::msg(format!("{} is read-only", self.dir)));
-        }
-        Ok(())
+        // WASI reports no permission bits, so only a real write tells whether
+        // the directory was granted writable.
+        let probe = format!("{}/.bizon-csv-write-check", self.dir);
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                Error::msg(format!(
+                    "cannot write in {}: {e} (granted writable with --allow-dir HOST:{}:rw?)",
+                    self.dir, self.dir
+                ))
+            })
     }
 
     fn write(&mut self, batch: &RecordBatch, info: &BatchInfo) -> Result<u64, WriteError> {
