@@ -237,6 +237,70 @@ fn main() {
     );
     println!("native (same encode + decode + sum), best of 3: {:.0} records/s", n);
     println!("native / plugin: {:.2}x", n / p);
+
+    end_to_end(&runtime, &config, records);
+}
+
+/// The same sum as a native destination, for the end-to-end comparison.
+struct NativeSum;
+
+#[async_trait::async_trait]
+impl Destination for NativeSum {
+    async fn check_connection(&self) -> Result<(), bizon_host::destination::DestinationError> {
+        Ok(())
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<u64, bizon_host::destination::DestinationError> {
+        let records = batch.records.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::new();
+            ipc::encode(InputFormat::ArrowIpc, &records, &mut buf).unwrap();
+            native_sum(&buf).0
+        })
+        .await
+        .unwrap();
+        Ok(rows)
+    }
+
+    async fn finalize(&self) -> Result<(), bizon_host::destination::DestinationError> {
+        Ok(())
+    }
+}
+
+/// `dummy` records through the whole pipeline (source thread, buffers,
+/// flushes) into bench_sum.wasm and into the same work done natively.
+fn end_to_end(runtime: &tokio::runtime::Runtime, config: &WasmConfig, records: usize) {
+    let yaml = format!(
+        "name: e2e\nsource:\n  name: dummy\n  total_records: {records}\ndestination:\n  name: logger\n  config:\n    buffer_size: 10\n"
+    );
+    let pipeline = bizon_host::config::parse(&yaml, "bench.yaml", |_| None).unwrap();
+    let source = || bizon_host::source::build(&pipeline.source).unwrap();
+    let run = |destination: Arc<dyn Destination>| {
+        let t = Instant::now();
+        let (progress, _) = tokio::sync::watch::channel(Default::default());
+        let report = runtime.block_on(bizon_host::pipeline::run(
+            &pipeline,
+            source(),
+            destination,
+            std::future::pending(),
+            progress,
+        ));
+        assert_eq!(report.records_written, records as u64);
+        records as f64 / t.elapsed().as_secs_f64()
+    };
+    let mut plugin = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..3 {
+        let wasm: Arc<dyn Destination> = Arc::new(runtime.block_on(WasmDestination::new(config)).unwrap());
+        plugin.push(run(wasm));
+        native.push(run(Arc::new(NativeSum)));
+    }
+    plugin.sort_by(f64::total_cmp);
+    native.sort_by(f64::total_cmp);
+    let (p, n) = (plugin[1], native[1]);
+    println!("end to end, dummy -> pipeline -> bench_sum.wasm, median of 3: {p:.0} records/s");
+    println!("end to end, dummy -> pipeline -> native sum, median of 3: {n:.0} records/s");
+    println!("end to end native / plugin: {:.2}x", n / p);
 }
 
 /// `bizon-host run --plugin bench_sum.wasm` on one record from stdin, warm

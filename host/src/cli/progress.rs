@@ -65,8 +65,12 @@ pub fn spawn(mut progress: watch::Receiver<Progress>, allow_bar: bool) -> Displa
                 }
                 None => {}
             }
-            // A display need not redraw more than a few times a second.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A display need not redraw more than a few times a second; the
+            // end of the run must not wait for the pause.
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
