@@ -206,3 +206,28 @@ fn plugin_inspect_shows_the_contract_and_refuses_a_socket_plugin() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("wasi:sockets"), "{}", text(&output));
 }
+
+#[test]
+fn a_file_that_is_not_webassembly_gets_a_one_line_error_before_any_record_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.wasm"), "just text").unwrap();
+    let mut child = bizon_host(dir.path())
+        .args(["run", "--plugin", "notes.wasm"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"{\"a\":1}\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let errors: Vec<_> = text(&output)
+        .lines()
+        .filter(|l| !l.contains(" INFO "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("notes.wasm") && errors[0].contains("not a WebAssembly file"),
+        "{errors:?}"
+    );
+}

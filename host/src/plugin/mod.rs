@@ -157,6 +157,13 @@ impl Plugin {
             plugin: label.clone(),
             source,
         })?;
+        if !wasm.starts_with(b"\0asm") {
+            // wasmtime's own message for this dumps the expected bytes over ten lines.
+            return Err(PluginError::Compile {
+                plugin: label,
+                message: "not a WebAssembly file (build it with `cargo build --target wasm32-wasip2`)".into(),
+            });
+        }
         let engine = engine::shared().engine.clone();
         let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref()).map_err(|e| PluginError::Compile {
             plugin: label.clone(),
