@@ -9,6 +9,7 @@
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod dead_letter;
 pub mod destination;
 pub mod pipeline;
 #[cfg(feature = "wasm")]

@@ -26,6 +26,9 @@ pub enum FlushReason {
     Memory,
     /// The source is exhausted or the run is stopping.
     End,
+    /// The source waits for what it handed over to be written (a Kafka
+    /// partition is being revoked).
+    Drain,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -11,11 +11,13 @@ mod progress;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::{self, Pipeline};
+use crate::dead_letter::{DeadLetterError, DeadLetters};
 use crate::pipeline::{self, Progress, RunReport, RunStatus};
 
 const EXAMPLES: &str = "\
@@ -124,7 +126,14 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let source = match crate::source::build(&pipeline.source) {
+    let dead_letters = match open_dead_letters(&pipeline) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let source = match crate::source::build_with(&pipeline.source, dead_letters.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: source: {e}");
@@ -134,9 +143,31 @@ async fn run(args: RunArgs) -> ExitCode {
     tracing::info!(pipeline = %pipeline.name, destination = pipeline.destination.name(), "starting");
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let display = progress::spawn(progress_rx, !args.no_progress);
-    let report = pipeline::run(&pipeline, source, destination, shutdown_signal(), progress_tx).await;
+    let report = pipeline::run_with_dead_letters(
+        &pipeline,
+        source,
+        destination,
+        dead_letters,
+        shutdown_signal(),
+        progress_tx,
+    )
+    .await;
     display.finish().await;
     finish(&report, args.result_json.as_deref())
+}
+
+/// The pipeline's `dead_letter` sink; a topic there reuses a kafka source's
+/// brokers and credentials.
+fn open_dead_letters(pipeline: &Pipeline) -> Result<Option<Arc<DeadLetters>>, DeadLetterError> {
+    let Some(config) = &pipeline.dead_letter else {
+        return Ok(None);
+    };
+    let kafka = match &pipeline.source {
+        #[cfg(feature = "kafka")]
+        config::SourceConfig::Kafka(c) => c.client_settings().ok(),
+        _ => None,
+    };
+    DeadLetters::open(config, kafka.as_ref()).map(|d| Some(Arc::new(d)))
 }
 
 /// Prints the outcome, writes the result file, and picks the exit status.

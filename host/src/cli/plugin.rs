@@ -107,6 +107,7 @@ pub fn apply(args: &PluginRunArgs, pipeline: Option<Pipeline>) -> Result<Option<
 fn stdin_pipeline() -> Pipeline {
     Pipeline {
         name: "plugin".into(),
+        dead_letter: None,
         source: SourceConfig::Jsonl(JsonlSourceConfig {
             name: "jsonl".into(),
             path: "-".into(),

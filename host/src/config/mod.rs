@@ -1,9 +1,11 @@
 //! Reading a Bizon pipeline file.
 //!
 //! Bizon's YAML is read unchanged: `name`, `source`, `destination` (`name` +
-//! `config`), and the `engine`, `transforms` and `streams` sections, which are
-//! accepted and, since bizon-host does not implement them, reported with a
-//! warning. Every error names the file, the line and the field.
+//! `config`), `streams` (injected into the source and destination as Bizon
+//! does), and the `engine` and `transforms` sections, which are accepted and,
+//! since bizon-host does not implement them, reported with a warning.
+//! `dead_letter` is bizon-host's own. Every error names the file, the line
+//! and the field.
 //!
 //! Parsing goes in passes over the same text: first the source's and the
 //! destination's `name`, then the whole file with the typed config those names
@@ -14,6 +16,7 @@ mod common;
 mod env;
 mod schema;
 pub mod source;
+mod streams;
 
 use std::fmt;
 use std::path::Path;
@@ -25,6 +28,9 @@ use serde_saphyr::Spanned;
 pub use common::DestinationOptions;
 pub use schema::{BigQueryType, ColumnMode, ColumnSpec, RecordSchemaConfig};
 pub use source::{DummySourceConfig, JsonlSourceConfig, SourceConfig};
+pub use streams::StreamConfig;
+
+pub use crate::dead_letter::DeadLetterConfig;
 
 use crate::destination::file::FileConfig;
 use crate::destination::logger::LoggerConfig;
@@ -49,7 +55,7 @@ impl ConfigError {
         }
     }
 
-    fn spanned<T>(file: &str, span: &Spanned<T>, message: impl Into<String>) -> Self {
+    pub(crate) fn spanned<T>(file: &str, span: &Spanned<T>, message: impl Into<String>) -> Self {
         let at = span.referenced;
         Self::at(file, at.line() as usize, at.column() as usize, message)
     }
@@ -70,6 +76,8 @@ pub struct Pipeline {
     pub name: String,
     pub source: SourceConfig,
     pub destination: DestinationConfig,
+    /// Where undecodable messages and rejected rows go instead of stopping the run.
+    pub dead_letter: Option<DeadLetterConfig>,
     /// Sections of the file that bizon-host reads but does not act on.
     pub ignored_sections: Vec<&'static str>,
     /// Things worth telling the user that do not stop the run.
@@ -164,7 +172,9 @@ struct PipelineFile<S, D> {
     #[serde(default)]
     transforms: Option<IgnoredAny>,
     #[serde(default)]
-    streams: Option<IgnoredAny>,
+    streams: Option<Vec<StreamConfig>>,
+    #[serde(default)]
+    dead_letter: Option<DeadLetterConfig>,
     #[serde(default)]
     #[serde(rename = "id")]
     _id: Option<IgnoredAny>,
@@ -205,13 +215,21 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
     let text = env::substitute(text, file, lookup)?;
     let names: PipelineFile<SourceName, IgnoredAny> = from_yaml(&text, file)?;
     let mut warnings = Vec::new();
-    let source = source::parse(&text, file, &names.source.name, &mut warnings)?;
-    let destination = parse_destination(&text, file, &names.destination.name)?;
+    let mut source = source::parse(&text, file, &names.source.name, &mut warnings)?;
+    let mut destination = parse_destination(&text, file, &names.destination.name)?;
+    if let Some(streams) = names.streams.as_deref().filter(|s| !s.is_empty()) {
+        streams::apply(
+            streams,
+            file,
+            &mut source,
+            &mut destination.options_mut().record_schemas,
+        )?;
+    }
+    source::check(&source, file, &names.source.name)?;
     destination.options().validate(file)?;
     let ignored_sections = [
         ("engine", names.engine.is_some()),
         ("transforms", names.transforms.is_some()),
-        ("streams", names.streams.is_some()),
         ("alerting", names.alerting.is_some()),
         ("monitoring", names.monitoring.is_some()),
         ("secrets", names.secrets.is_some()),
@@ -223,6 +241,7 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
         name: names.name,
         source,
         destination,
+        dead_letter: names.dead_letter,
         ignored_sections,
         warnings,
     })

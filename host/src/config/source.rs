@@ -12,9 +12,28 @@ use super::{from_yaml, ConfigError, PipelineFile};
 pub enum SourceConfig {
     Dummy(DummySourceConfig),
     Jsonl(JsonlSourceConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(crate::source::kafka::config::KafkaSourceConfig),
 }
 
-const SOURCES: &[&str] = &["dummy", "jsonl"];
+const SOURCES: &[&str] = &[
+    "dummy",
+    "jsonl",
+    #[cfg(feature = "kafka")]
+    "kafka",
+];
+
+impl SourceConfig {
+    /// `name` and `stream` as written, the base of default destination_ids.
+    pub fn name_and_stream(&self) -> (&str, Option<&str>) {
+        match self {
+            SourceConfig::Dummy(c) => (&c.name, c.stream.as_deref()),
+            SourceConfig::Jsonl(c) => (&c.name, c.stream.as_deref()),
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(c) => (&c.name, c.stream.as_deref()),
+        }
+    }
+}
 
 /// Deterministic records for trying pipelines out and for benchmarks.
 ///
@@ -125,6 +144,8 @@ pub(super) fn parse(
     let config = match name.value.as_str() {
         "dummy" => SourceConfig::Dummy(typed(text, file)?),
         "jsonl" => SourceConfig::Jsonl(typed(text, file)?),
+        #[cfg(feature = "kafka")]
+        "kafka" => SourceConfig::Kafka(typed(text, file)?),
         other => {
             return Err(ConfigError::spanned(
                 file,
@@ -139,9 +160,21 @@ pub(super) fn parse(
     let own_keys = match &config {
         SourceConfig::Dummy(_) => DUMMY_KEYS,
         SourceConfig::Jsonl(_) => JSONL_KEYS,
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(_) => crate::source::kafka::config::KAFKA_KEYS,
     };
     let keys: PipelineFile<std::collections::BTreeMap<String, IgnoredAny>, IgnoredAny> = from_yaml(text, file)?;
     for key in keys.source.keys() {
+        #[cfg(feature = "kafka")]
+        if matches!(config, SourceConfig::Kafka(_))
+            && crate::source::kafka::config::KAFKA_IGNORED_KEYS.contains(&key.as_str())
+        {
+            warnings.push(format!(
+                "{file}: source.{key}: Bizon 0.6.4 no longer reads this key (the schema id width \
+                 is detected from each message); ignored"
+            ));
+            continue;
+        }
         if !BIZON_SOURCE_KEYS.contains(&key.as_str()) && !own_keys.contains(&key.as_str()) {
             warnings.push(format!(
                 "{file}: source.{key}: unknown key for the `{}` source, ignored",
@@ -152,9 +185,32 @@ pub(super) fn parse(
     let page_size = match &config {
         SourceConfig::Dummy(c) => c.page_size,
         SourceConfig::Jsonl(c) => c.page_size,
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(c) => c.batch_size,
     };
     if page_size == 0 {
         return Err(ConfigError::spanned(file, name, "source.page_size must be at least 1"));
     }
     Ok(config)
+}
+
+/// Checks what needs the whole file (a Kafka source's topics may come from
+/// `streams:`); errors point at the source's `name`.
+pub(super) fn check(config: &SourceConfig, file: &str, name: &Spanned<String>) -> Result<(), ConfigError> {
+    match config {
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(c) => {
+            if c.topic_map().is_empty() {
+                return Err(ConfigError::spanned(
+                    file,
+                    name,
+                    "source.topics: no topics; list `topics: [{name, destination_id}]` or give a `streams:` section",
+                ));
+            }
+            c.client_settings()
+                .map_err(|message| ConfigError::spanned(file, name, format!("source.{message}")))?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }

@@ -23,12 +23,13 @@ use tokio::time::Instant;
 pub use report::{Progress, RunReport, RunStatus};
 
 use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
-use crate::config::{DestinationOptions, Pipeline, SourceConfig};
+use crate::config::{DestinationOptions, Pipeline};
+use crate::dead_letter::DeadLetters;
 use crate::destination::retry::RetryPolicy;
 use crate::destination::{Batch, SharedDestination};
 use crate::record::now_us;
 use crate::record::unnest::Unnester;
-use crate::source::{self, Source, SourceEvent, SourceHandle};
+use crate::source::{self, SourceEvent, SourceHandle, SourceTask};
 
 /// The least memory a run may use for records, whatever `buffer_size` says.
 const MIN_MEMORY_BUDGET: usize = 64 << 20;
@@ -55,13 +56,9 @@ pub fn default_destination_id(pipeline: &Pipeline) -> String {
     if let Some(id) = &pipeline.destination.options().destination_id {
         return id.clone();
     }
-    let (name, stream) = match &pipeline.source {
-        SourceConfig::Dummy(c) => (&c.name, &c.stream),
-        SourceConfig::Jsonl(c) => (&c.name, &c.stream),
-    };
-    match stream {
-        Some(stream) => format!("{name}_{stream}"),
-        None => name.clone(),
+    match pipeline.source.name_and_stream() {
+        (name, Some(stream)) => format!("{name}_{stream}"),
+        (name, None) => name.to_string(),
     }
 }
 
@@ -70,15 +67,35 @@ pub fn default_destination_id(pipeline: &Pipeline) -> String {
 /// published on `progress`.
 pub async fn run(
     pipeline: &Pipeline,
-    source: Box<dyn Source>,
+    source: Box<dyn SourceTask>,
     destination: SharedDestination,
+    shutdown: impl Future<Output = ()>,
+    progress: watch::Sender<Progress>,
+) -> RunReport {
+    run_with_dead_letters(pipeline, source, destination, None, shutdown, progress).await
+}
+
+/// [`run`], with rows the destination rejects going to `dead_letters`
+/// (the same sink the source sends undecodable messages to).
+pub async fn run_with_dead_letters(
+    pipeline: &Pipeline,
+    source: Box<dyn SourceTask>,
+    destination: SharedDestination,
+    dead_letters: Option<Arc<DeadLetters>>,
     shutdown: impl Future<Output = ()>,
     progress: watch::Sender<Progress>,
 ) -> RunReport {
     let started = StdInstant::now();
     let mut run = Run::new(pipeline, destination, progress);
-    let outcome = run.drive(source, shutdown).await;
-    run.report(outcome, started)
+    run.dead_letters = dead_letters;
+    let mut handle = source::spawn(source, SOURCE_QUEUE_PAGES);
+    let outcome = run.drive(&mut handle, shutdown).await;
+    let stats = handle.stats.clone();
+    // The source commits what was acknowledged and closes before the report.
+    handle.finish().await;
+    let mut report = run.report(outcome, started);
+    report.source = Some(stats.snapshot()).filter(|s| !s.is_empty());
+    report
 }
 
 struct Run {
@@ -101,6 +118,7 @@ struct Run {
     stats: Progress,
     pages_read: u64,
     acknowledged: Option<u64>,
+    dead_letters: Option<Arc<DeadLetters>>,
 }
 
 struct WriteDone {
@@ -145,6 +163,7 @@ impl Run {
             stats: Progress::default(),
             pages_read: 0,
             acknowledged: None,
+            dead_letters: None,
         }
     }
 
@@ -152,21 +171,21 @@ impl Run {
         self.buffers.bytes() + self.queued_bytes + self.in_flight_bytes
     }
 
-    async fn drive(&mut self, source: Box<dyn Source>, shutdown: impl Future<Output = ()>) -> Outcome {
+    async fn drive(&mut self, handle: &mut SourceHandle, shutdown: impl Future<Output = ()>) -> Outcome {
         if let Err(e) = self.destination.check_connection().await {
             return Outcome::Failed(PipelineError::Connection {
                 destination: self.destination_name,
                 message: e.to_string(),
             });
         }
-        let mut handle = source::spawn(source, SOURCE_QUEUE_PAGES);
-        let outcome = self.read_until_end(&mut handle, shutdown).await;
+        let outcome = self.read_until_end(handle, shutdown).await;
+        let handle = &*handle;
         // Stop the source thread; it reads at most one more page.
         handle.stop.store(true, Ordering::Relaxed);
         let outcome = match outcome {
             Outcome::Failed(e) => {
                 // Let writes under way finish so that what they wrote is counted.
-                self.drain_in_flight(&handle).await;
+                self.drain_in_flight(handle).await;
                 return Outcome::Failed(e);
             }
             other => other,
@@ -177,8 +196,8 @@ impl Run {
             }
         }
         while !self.writes.is_empty() {
-            if let Err(e) = self.complete_one(&handle).await {
-                self.drain_in_flight(&handle).await;
+            if let Err(e) = self.complete_one(handle).await {
+                self.drain_in_flight(handle).await;
                 return Outcome::Failed(e);
             }
         }
@@ -238,6 +257,13 @@ impl Run {
                         }
                         self.acknowledge(handle);
                         self.publish();
+                    }
+                    Some(SourceEvent::Drain) => {
+                        for id in self.buffers.non_empty() {
+                            if let Err(e) = self.flush(&id, FlushReason::Drain) {
+                                return Outcome::Failed(e);
+                            }
+                        }
                     }
                     Some(SourceEvent::Done { skipped }) => {
                         self.stats.records_skipped = skipped;

@@ -42,6 +42,9 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the source reports (Kafka: commits, rebalances, dead letters, lag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::source::SourceReport>,
 }
 
 impl RunReport {
@@ -57,6 +60,7 @@ impl RunReport {
             peak_buffered_bytes: stats.peak_buffered_bytes,
             peak_rss_bytes: peak_rss_bytes(),
             error,
+            source: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::destination::{Destination, DestinationError};
 use crate::record::SourceRecord;
-use crate::source::SourceError;
+use crate::source::{Source, SourceError};
 
 /// Keeps what it is given; can fail the first `fail` writes, and tracks
 /// how many writes overlap.
@@ -86,7 +86,7 @@ fn pipeline(destination_config: &str) -> Pipeline {
 
 async fn run_with(p: &Pipeline, source: Box<dyn Source>, dest: Arc<Memory>) -> RunReport {
     let (tx, _rx) = watch::channel(Progress::default());
-    run(p, source, dest, std::future::pending(), tx).await
+    run(p, Box::new(source), dest, std::future::pending(), tx).await
 }
 
 fn all_ids(dest: &Memory, destination_id: &str) -> Vec<String> {
@@ -125,7 +125,16 @@ async fn an_idle_source_still_gets_its_records_flushed_by_age() {
     let (progress, mut seen) = watch::channel(Progress::default());
     let task = tokio::spawn({
         let dest = dest.clone();
-        async move { run(&p, Box::new(Scripted(rx)), dest, std::future::pending(), progress).await }
+        async move {
+            run(
+                &p,
+                Box::new(Box::new(Scripted(rx)) as Box<dyn Source>),
+                dest,
+                std::future::pending(),
+                progress,
+            )
+            .await
+        }
     });
     // The page comes from a real thread; start the clock once it was read.
     seen.wait_for(|p| p.records_read == 2).await.unwrap();

@@ -7,16 +7,23 @@
 
 mod dummy;
 mod jsonl;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+mod stats;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::config::SourceConfig;
+use crate::dead_letter::DeadLetters;
 use crate::record::SourceRecord;
 
 pub use dummy::DummySource;
 pub use jsonl::JsonlSource;
+pub use stats::{PartitionLag, SourceReport, SourceStats};
 
 /// Records read together, with the time they were read.
 #[derive(Debug)]
@@ -33,6 +40,10 @@ pub enum SourceError {
     BadLine { path: String, line: u64, message: String },
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("{0}")]
+    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
 }
 
 pub trait Source: Send {
@@ -49,10 +60,72 @@ pub trait Source: Send {
     }
 }
 
-pub fn build(config: &SourceConfig) -> Result<Box<dyn Source>, SourceError> {
+/// What runs on the source thread. Page sources (dummy, jsonl) get the
+/// plain read-send-acknowledge loop through `Box<dyn Source>`; a source
+/// with its own protocol to keep alive while the pipeline is busy (Kafka's
+/// polling, rebalances and commits) runs its own loop.
+pub trait SourceTask: Send + 'static {
+    fn run(self: Box<Self>, link: SourceLink);
+}
+
+impl SourceTask for Box<dyn Source> {
+    fn run(self: Box<Self>, link: SourceLink) {
+        let mut source = *self;
+        let mut sequence = 0;
+        loop {
+            while let Ok(done) = link.acks.try_recv() {
+                source.acknowledge(done);
+            }
+            if link.stopping() {
+                break;
+            }
+            let extracted_at_us = crate::record::now_us();
+            let event = match source.next_page() {
+                Ok(Some(records)) => SourceEvent::Page(Page {
+                    sequence,
+                    extracted_at_us,
+                    records,
+                }),
+                Ok(None) => SourceEvent::Done {
+                    skipped: source.skipped(),
+                },
+                Err(e) => SourceEvent::Failed(e),
+            };
+            let last = !matches!(event, SourceEvent::Page(_));
+            if link.events.blocking_send(event).is_err() || last {
+                break;
+            }
+            sequence += 1;
+        }
+        // Acknowledgements that arrive after the last page still count.
+        while let Ok(done) = link.acks.recv() {
+            source.acknowledge(done);
+        }
+    }
+}
+
+impl SourceTask for Box<dyn SourceTask> {
+    fn run(self: Box<Self>, link: SourceLink) {
+        (*self).run(link)
+    }
+}
+
+/// The source a pipeline file names. `dead_letters` receives what a source
+/// cannot decode, when the pipeline has a `dead_letter`.
+pub fn build(config: &SourceConfig) -> Result<Box<dyn SourceTask>, SourceError> {
+    build_with(config, None)
+}
+
+pub fn build_with(
+    config: &SourceConfig,
+    dead_letters: Option<Arc<DeadLetters>>,
+) -> Result<Box<dyn SourceTask>, SourceError> {
+    let _ = &dead_letters;
     Ok(match config {
-        SourceConfig::Dummy(c) => Box::new(DummySource::new(c)),
-        SourceConfig::Jsonl(c) => Box::new(JsonlSource::open(c)?),
+        SourceConfig::Dummy(c) => Box::new(Box::new(DummySource::new(c)) as Box<dyn Source>),
+        SourceConfig::Jsonl(c) => Box::new(Box::new(JsonlSource::open(c)?) as Box<dyn Source>),
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new(c, dead_letters)?),
     })
 }
 
@@ -61,62 +134,81 @@ pub fn build(config: &SourceConfig) -> Result<Box<dyn Source>, SourceError> {
 pub enum SourceEvent {
     Page(Page),
     Failed(SourceError),
+    /// Write everything buffered now: the source is waiting for the
+    /// acknowledgement of what it handed over (a Kafka partition revoked).
+    Drain,
     /// Exhausted; `skipped` records were dropped on purpose (`skip_invalid`).
     Done {
         skipped: u64,
     },
 }
 
+/// The source thread's ends of the channels.
+pub struct SourceLink {
+    pub events: mpsc::Sender<SourceEvent>,
+    /// Every page up to this sequence was written.
+    pub acks: std::sync::mpsc::Receiver<u64>,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<SourceStats>,
+}
+
+impl SourceLink {
+    /// The pipeline asked the source to stop reading.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
 /// A running source: pages arrive on `events`; acknowledgements go back on
-/// `acks`; dropping `stop` (or sending on it) asks the thread to stop after
-/// the page it is reading.
+/// `acks`; setting `stop` asks the thread to stop after the page it is
+/// reading. [`SourceHandle::finish`] hands over the last acknowledgements
+/// and waits for the source to commit them and close.
 pub struct SourceHandle {
     pub events: mpsc::Receiver<SourceEvent>,
     pub acks: std::sync::mpsc::Sender<u64>,
-    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<SourceStats>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How long a source may take to commit and close once the run is over.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl SourceHandle {
+    /// Closes the acknowledgement channel and waits (bounded) for the source
+    /// thread to end, so that its last commit happens before the process exits.
+    pub async fn finish(self) {
+        let SourceHandle { acks, thread, stop, .. } = self;
+        stop.store(true, Ordering::Relaxed);
+        drop(acks);
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(CLOSE_TIMEOUT, joined).await.is_err() {
+            tracing::warn!("the source did not close within {CLOSE_TIMEOUT:?}; exiting anyway");
+        }
+    }
 }
 
 /// Starts `source` on its own thread. `depth` pages may wait in the channel.
-pub fn spawn(mut source: Box<dyn Source>, depth: usize) -> SourceHandle {
-    use std::sync::atomic::{AtomicBool, Ordering};
+pub fn spawn(source: Box<dyn SourceTask>, depth: usize) -> SourceHandle {
     let (tx, events) = mpsc::channel(depth.max(1));
     let (acks, ack_rx) = std::sync::mpsc::channel::<u64>();
     let stop = Arc::new(AtomicBool::new(false));
-    let stopping = stop.clone();
-    std::thread::Builder::new()
+    let stats = Arc::new(SourceStats::default());
+    let link = SourceLink {
+        events: tx,
+        acks: ack_rx,
+        stop: stop.clone(),
+        stats: stats.clone(),
+    };
+    let thread = std::thread::Builder::new()
         .name("bizon-source".into())
-        .spawn(move || {
-            let mut sequence = 0;
-            loop {
-                while let Ok(done) = ack_rx.try_recv() {
-                    source.acknowledge(done);
-                }
-                if stopping.load(Ordering::Relaxed) {
-                    break;
-                }
-                let extracted_at_us = crate::record::now_us();
-                let event = match source.next_page() {
-                    Ok(Some(records)) => SourceEvent::Page(Page {
-                        sequence,
-                        extracted_at_us,
-                        records,
-                    }),
-                    Ok(None) => SourceEvent::Done {
-                        skipped: source.skipped(),
-                    },
-                    Err(e) => SourceEvent::Failed(e),
-                };
-                let last = !matches!(event, SourceEvent::Page(_));
-                if tx.blocking_send(event).is_err() || last {
-                    break;
-                }
-                sequence += 1;
-            }
-            // Acknowledgements that arrive after the last page still count.
-            while let Ok(done) = ack_rx.recv() {
-                source.acknowledge(done);
-            }
-        })
+        .spawn(move || source.run(link))
         .expect("spawning the source thread");
-    SourceHandle { events, acks, stop }
+    SourceHandle {
+        events,
+        acks,
+        stop,
+        stats,
+        thread,
+    }
 }

@@ -1,0 +1,294 @@
+//! Where what cannot be written goes instead of stopping the run: messages
+//! the source cannot decode (raw bytes, headers, topic, partition, offset,
+//! error) and rows a destination rejected (with the reason). One sink per
+//! run, shared by the source and the pipeline; a letter counts as delivered
+//! (its record may be acknowledged to the source) once `send` returned.
+//!
+//! ```yaml
+//! dead_letter:
+//!   path: dead_letters.jsonl     # a file of JSON lines, or
+//!   topic: bizon-dead-letters    # a Kafka topic (the kafka source's brokers and credentials)
+//!   max_dead_letters: 1000       # stop the run past this many
+//!   max_dead_letter_ratio: 0.01  # or past this share of the records read
+//! ```
+
+mod file;
+#[cfg(feature = "kafka")]
+mod topic;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// For `topic`: brokers, when not the kafka source's.
+    #[serde(default)]
+    pub bootstrap_servers: Option<String>,
+    #[serde(default)]
+    pub max_dead_letters: Option<u64>,
+    #[serde(default)]
+    pub max_dead_letter_ratio: Option<f64>,
+}
+
+/// The ratio bound is checked once this many records were read, so that the
+/// first bad message of a run does not count as 100%.
+const RATIO_MIN_SAMPLE: u64 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("dead_letter: give `path` (a file) or `topic` (a Kafka topic), not both nor neither")]
+    Target,
+    #[error("dead_letter: cannot write {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("dead_letter: topic `{topic}`: {message}")]
+    Kafka { topic: String, message: String },
+    #[error("dead_letter: {count} dead letters {bound}; stopping (the last one was written)")]
+    TooMany { count: u64, bound: String },
+}
+
+/// One thing that could not be written.
+#[derive(Debug, Clone)]
+pub enum Letter {
+    /// A message the source could not turn into a record.
+    Undecodable {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        /// Header values as bytes; `None` for a null header.
+        headers: Vec<(String, Option<Vec<u8>>)>,
+        error: String,
+    },
+    /// A row its destination refused.
+    Rejected {
+        destination_id: String,
+        source_record_id: String,
+        reason: String,
+        source_data: Option<String>,
+    },
+}
+
+impl Letter {
+    /// The letter as one JSON object: byte fields in base64 (`*_base64`),
+    /// and as text too when they are UTF-8.
+    pub fn to_json(&self) -> serde_json::Value {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
+        match self {
+            Letter::Undecodable {
+                topic,
+                partition,
+                offset,
+                timestamp_ms,
+                key,
+                value,
+                headers,
+                error,
+            } => {
+                let headers: BTreeMap<&str, serde_json::Value> = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            None => serde_json::Value::Null,
+                            Some(b) => match text(b) {
+                                Some(t) => t.into(),
+                                None => serde_json::json!({ "base64": b64(b) }),
+                            },
+                        };
+                        (k.as_str(), v)
+                    })
+                    .collect();
+                serde_json::json!({
+                    "kind": "undecodable",
+                    "topic": topic,
+                    "partition": partition,
+                    "offset": offset,
+                    "timestamp": timestamp_ms,
+                    "key": key.as_deref().and_then(text),
+                    "key_base64": key.as_deref().map(b64),
+                    "value": value.as_deref().and_then(text),
+                    "value_base64": value.as_deref().map(b64),
+                    "headers": headers,
+                    "error": error,
+                })
+            }
+            Letter::Rejected {
+                destination_id,
+                source_record_id,
+                reason,
+                source_data,
+            } => serde_json::json!({
+                "kind": "rejected",
+                "destination_id": destination_id,
+                "source_record_id": source_record_id,
+                "reason": reason,
+                "source_data": source_data,
+            }),
+        }
+    }
+}
+
+trait Sink: Send {
+    /// Writes the letters durably before returning.
+    fn write(&mut self, letters: &[Letter]) -> Result<(), DeadLetterError>;
+}
+
+pub struct DeadLetters {
+    sink: Mutex<Box<dyn Sink>>,
+    written: AtomicU64,
+    read: AtomicU64,
+    max_count: Option<u64>,
+    max_ratio: Option<f64>,
+}
+
+impl DeadLetters {
+    /// Opens the target. `kafka` is the kafka source's client settings
+    /// (brokers, security), which a `topic` target reuses.
+    pub fn open(config: &DeadLetterConfig, kafka: Option<&BTreeMap<String, String>>) -> Result<Self, DeadLetterError> {
+        let sink: Box<dyn Sink> = match (&config.path, &config.topic) {
+            (Some(path), None) => Box::new(file::FileSink::open(path)?),
+            #[cfg(feature = "kafka")]
+            (None, Some(topic)) => Box::new(topic::TopicSink::open(
+                topic,
+                config.bootstrap_servers.as_deref(),
+                kafka,
+            )?),
+            _ => return Err(DeadLetterError::Target),
+        };
+        let _ = kafka;
+        Ok(Self {
+            sink: Mutex::new(sink),
+            written: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            max_count: config.max_dead_letters,
+            max_ratio: config.max_dead_letter_ratio,
+        })
+    }
+
+    /// `n` more records were read by the source (the ratio's denominator).
+    pub fn saw(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Writes `letters`; `Err` when the write failed or a bound is passed
+    /// (the letters are written then too: nothing is lost either way).
+    pub fn send(&self, letters: &[Letter]) -> Result<(), DeadLetterError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        self.sink.lock().expect("dead letter sink").write(letters)?;
+        let count = self.written.fetch_add(letters.len() as u64, Ordering::Relaxed) + letters.len() as u64;
+        for letter in letters {
+            tracing::warn!(letter = %letter.to_json(), "dead letter");
+        }
+        if let Some(max) = self.max_count {
+            if count > max {
+                return Err(DeadLetterError::TooMany {
+                    count,
+                    bound: format!("passed max_dead_letters ({max})"),
+                });
+            }
+        }
+        if let Some(ratio) = self.max_ratio {
+            let read = self.read.load(Ordering::Relaxed);
+            if read >= RATIO_MIN_SAMPLE && count as f64 > ratio * read as f64 {
+                return Err(DeadLetterError::TooMany {
+                    count,
+                    bound: format!("of {read} records read passed max_dead_letter_ratio ({ratio})"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(i: u64) -> Letter {
+        Letter::Rejected {
+            destination_id: "d".into(),
+            source_record_id: i.to_string(),
+            reason: "bad".into(),
+            source_data: Some("{}".into()),
+        }
+    }
+
+    #[test]
+    fn letters_go_to_the_file_and_the_count_bound_stops_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let config = DeadLetterConfig {
+            path: Some(path.clone()),
+            topic: None,
+            bootstrap_servers: None,
+            max_dead_letters: Some(2),
+            max_dead_letter_ratio: None,
+        };
+        let dl = DeadLetters::open(&config, None).unwrap();
+        dl.send(&[rejected(1), rejected(2)]).unwrap();
+        let err = dl.send(&[rejected(3)]).unwrap_err().to_string();
+        assert!(err.contains("3 dead letters passed max_dead_letters (2)"), "{err}");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "the letter past the bound is written too");
+        assert_eq!(lines[2]["source_record_id"], "3");
+    }
+
+    #[test]
+    fn the_ratio_bound_waits_for_a_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DeadLetterConfig {
+            path: Some(dir.path().join("dl.jsonl")),
+            topic: None,
+            bootstrap_servers: None,
+            max_dead_letters: None,
+            max_dead_letter_ratio: Some(0.05),
+        };
+        let dl = DeadLetters::open(&config, None).unwrap();
+        dl.saw(10);
+        dl.send(&[rejected(1)]).unwrap();
+        dl.saw(90);
+        dl.send(&[rejected(2), rejected(3), rejected(4), rejected(5)]).unwrap();
+        assert!(dl.send(&[rejected(6)]).is_err());
+    }
+
+    #[test]
+    fn undecodable_bytes_keep_their_exact_value() {
+        let letter = Letter::Undecodable {
+            topic: "t".into(),
+            partition: 1,
+            offset: 7,
+            timestamp_ms: None,
+            key: Some(b"k".to_vec()),
+            value: Some(vec![0xff, 0x00]),
+            headers: vec![("h".into(), None)],
+            error: "not JSON".into(),
+        };
+        let json = letter.to_json();
+        assert_eq!(json["value"], serde_json::Value::Null);
+        assert_eq!(json["value_base64"], "/wA=");
+        assert_eq!(json["key"], "k");
+        assert_eq!(json["headers"]["h"], serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,252 @@
+//! The librdkafka consumer's context: what happens on a rebalance, commits,
+//! and the lag read from librdkafka's statistics (the fetch high watermark).
+//!
+//! Rebalance callbacks run inside `poll` on the source thread, so the state
+//! they share with the read loop sits behind a mutex the loop never holds
+//! while polling.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use super::offsets::{Offsets, Tp};
+use crate::source::{PartitionLag, SourceEvent, SourceStats};
+
+pub type KafkaConsumer = BaseConsumer<Context>;
+
+pub struct Shared {
+    pub offsets: Offsets,
+    pub acks: std::sync::mpsc::Receiver<u64>,
+    pub events: mpsc::Sender<SourceEvent>,
+    pub assigned: BTreeSet<Tp>,
+    /// Partitions are paused while the pipeline has no room.
+    pub paused: bool,
+    /// The pipeline is gone: no more acknowledgements will come.
+    pub acks_closed: bool,
+    /// High watermarks from the last statistics.
+    high: HashMap<Tp, i64>,
+}
+
+pub struct Context {
+    shared: Mutex<Shared>,
+    pub stats: Arc<SourceStats>,
+    /// How long a revoke waits for the partition's in-flight records to be written.
+    drain_timeout: Duration,
+}
+
+impl Context {
+    pub fn new(
+        acks: std::sync::mpsc::Receiver<u64>,
+        events: mpsc::Sender<SourceEvent>,
+        stats: Arc<SourceStats>,
+        drain_timeout: Duration,
+    ) -> Self {
+        Self {
+            shared: Mutex::new(Shared {
+                offsets: Offsets::default(),
+                acks,
+                events,
+                assigned: BTreeSet::new(),
+                paused: false,
+                acks_closed: false,
+                high: HashMap::new(),
+            }),
+            stats,
+            drain_timeout,
+        }
+    }
+
+    pub fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().expect("kafka source state")
+    }
+
+    /// Takes the acknowledgements that arrived, without waiting.
+    pub fn take_acks(&self) {
+        let mut s = self.shared();
+        loop {
+            match s.acks.try_recv() {
+                Ok(seq) => s.offsets.acknowledge(seq),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    s.acks_closed = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Commits what was written of the partitions `keep` accepts (all
+    /// assigned ones by default). Synchronous: it is cheap next to a write,
+    /// and a commit that failed is simply tried again next time.
+    pub fn commit(&self, consumer: &KafkaConsumer, keep: Option<&[Tp]>) {
+        let mut s = self.shared();
+        self.commit_locked(consumer, &mut s, keep);
+    }
+
+    fn commit_locked(&self, consumer: &KafkaConsumer, s: &mut Shared, keep: Option<&[Tp]>) {
+        let due = s.offsets.uncommitted(|tp| match keep {
+            Some(list) => list.contains(tp),
+            None => s.assigned.contains(tp),
+        });
+        if due.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &due {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                tracing::warn!("kafka: cannot list {topic}/{partition} for commit: {e}");
+            }
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                s.offsets.mark_committed(&due);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(partitions = due.len(), "kafka: committed");
+                for (tp, _) in &due {
+                    publish_lag(&self.stats, s, tp);
+                }
+            }
+            Err(e) => tracing::warn!("kafka: commit failed, retried at the next one: {e}"),
+        }
+    }
+
+    /// A revoke: wait (bounded) until what was read of these partitions is
+    /// written, then commit it. A lost assignment commits nothing: another
+    /// member may own the partitions already.
+    fn revoke(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
+        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        let partitions: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .map(|e| (Arc::from(e.topic()), e.partition()))
+            .collect();
+        let mut s = self.shared();
+        if consumer.assignment_lost() {
+            tracing::warn!(
+                partitions = partitions.len(),
+                "kafka: assignment lost; its uncommitted records will be read again by the new owner"
+            );
+        } else {
+            if !s.acks_closed {
+                if let Some(needed) = s.offsets.last_unacked_page(&partitions) {
+                    self.drain(&mut s, needed);
+                }
+            }
+            self.commit_locked(consumer, &mut s, Some(&partitions));
+        }
+        for tp in &partitions {
+            s.assigned.remove(tp);
+        }
+        tracing::info!(partitions = partitions.len(), "kafka: partitions revoked");
+    }
+
+    /// Asks the pipeline to write what it holds and waits until page
+    /// `needed` is acknowledged or the drain timeout passes.
+    fn drain(&self, s: &mut Shared, needed: u64) {
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut asked = false;
+        while s.offsets.acked().is_none_or(|a| a < needed) {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    "kafka: revoked partitions not fully written within {:?}; the rest will be read again",
+                    self.drain_timeout
+                );
+                return;
+            }
+            if !asked {
+                match s.events.try_send(SourceEvent::Drain) {
+                    Ok(()) => asked = true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                }
+            }
+            let wait = if asked {
+                deadline - now
+            } else {
+                Duration::from_millis(10)
+            };
+            match s.acks.recv_timeout(wait) {
+                Ok(seq) => s.offsets.acknowledge(seq),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    s.acks_closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn assign(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
+        let mut s = self.shared();
+        for e in tpl.elements() {
+            s.assigned.insert((Arc::from(e.topic()), e.partition()));
+        }
+        if s.paused {
+            if let Err(e) = consumer.pause(tpl) {
+                tracing::warn!("kafka: cannot pause newly assigned partitions: {e}");
+            }
+        }
+        tracing::info!(partitions = tpl.count(), "kafka: partitions assigned");
+    }
+}
+
+/// Lag of one partition from its last known high watermark and commit.
+fn publish_lag(stats: &SourceStats, s: &Shared, tp: &Tp) {
+    let Some(&high) = s.high.get(tp) else { return };
+    let committed = s.offsets.committed(tp).unwrap_or(-1);
+    stats.set_lag(
+        format!("{}/{}", tp.0, tp.1),
+        PartitionLag {
+            high_watermark: high,
+            committed,
+            lag: (high - committed.max(0)).max(0),
+        },
+    );
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut s = self.shared();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                let tp: Tp = (Arc::from(topic.as_str()), *partition);
+                if *partition < 0 || p.hi_offset < 0 || !s.assigned.contains(&tp) {
+                    continue;
+                }
+                s.high.insert(tp.clone(), p.hi_offset);
+                publish_lag(&self.stats, &s, &tp);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &KafkaConsumer, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!("kafka: rebalance error: {e}"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &KafkaConsumer, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assign(consumer, tpl);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!("kafka: commit callback: {e}");
+        }
+    }
+}

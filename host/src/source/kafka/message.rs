@@ -1,0 +1,277 @@
+//! A Kafka message as Bizon 0.6.4 makes it a record
+//! (`bizon/connectors/sources/kafka/src/source.py` `parse_encoded_messages`):
+//! `source_record_id` `partition_{p}_offset_{o}`, `source_timestamp` the
+//! message time, `destination_id` from the topic map, and `source_data` the
+//! compact JSON `{topic, offset, partition, timestamp, keys, headers, value,
+//! schema}` in that order. Unlike Bizon, a message without a timestamp is
+//! stamped with the time it was read (not 1969), and a null or non-UTF-8
+//! header is kept (null, or with replacement characters) instead of
+//! aborting the run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rdkafka::message::{Headers, Message};
+
+use super::config::MessageEncoding;
+use crate::dead_letter::Letter;
+use crate::record::SourceRecord;
+
+pub enum Decoded {
+    Record(SourceRecord),
+    /// Dropped on purpose (`skip_message_*`), with why.
+    Skipped(&'static str),
+    /// Cannot become a record: to the dead letter, or the run stops.
+    Bad(String),
+}
+
+pub struct Decoder {
+    pub encoding: MessageEncoding,
+    pub topics: HashMap<String, Arc<str>>,
+    pub skip_empty_value: bool,
+    pub skip_invalid_keys: bool,
+    pub skip_on_decode_error: bool,
+}
+
+impl Decoder {
+    pub fn decode<M: Message>(&self, message: &M, read_at_us: i64) -> Decoded {
+        let value = message.payload().unwrap_or_default();
+        if self.skip_empty_value && value.is_empty() {
+            return Decoded::Skipped("empty value (tombstone)");
+        }
+        let keys = match message.key() {
+            Some(key) if !key.is_empty() => match json_text(key) {
+                Ok(k) => k,
+                Err(e) if self.skip_invalid_keys => {
+                    tracing::debug!("skipped a message with an invalid key: {e}");
+                    return Decoded::Skipped("invalid key");
+                }
+                Err(e) => return self.bad(format!("the key is not JSON: {e}")),
+            },
+            _ => "{}".to_string(),
+        };
+        let value = match self.encoding {
+            MessageEncoding::Utf8 => match json_text(value) {
+                Ok(v) => v,
+                Err(e) => return self.bad(format!("the value is not JSON: {e}")),
+            },
+            MessageEncoding::Avro => return self.bad("message_encoding avro is not supported by this build".into()),
+        };
+        let Some(destination_id) = self.topics.get(message.topic()) else {
+            return self.bad(format!("topic `{}` is not in the topic map", message.topic()));
+        };
+        let timestamp_ms = message.timestamp().to_millis();
+        let mut data = String::with_capacity(96 + keys.len() + value.len());
+        data.push_str("{\"topic\":");
+        data.push_str(&serde_json::to_string(message.topic()).expect("strings serialize"));
+        data.push_str(",\"offset\":");
+        data.push_str(itoa::Buffer::new().format(message.offset()));
+        data.push_str(",\"partition\":");
+        data.push_str(itoa::Buffer::new().format(message.partition()));
+        data.push_str(",\"timestamp\":");
+        match timestamp_ms {
+            Some(ms) => data.push_str(itoa::Buffer::new().format(ms)),
+            None => data.push_str("null"),
+        }
+        data.push_str(",\"keys\":");
+        data.push_str(&keys);
+        data.push_str(",\"headers\":");
+        data.push_str(&headers_json(message));
+        data.push_str(",\"value\":");
+        data.push_str(&value);
+        data.push_str(",\"schema\":{}}");
+        Decoded::Record(SourceRecord {
+            id: format!("partition_{}_offset_{}", message.partition(), message.offset()),
+            timestamp_us: timestamp_ms.map_or(read_at_us, |ms| ms.saturating_mul(1000)),
+            data,
+            destination_id: Some(destination_id.clone()),
+        })
+    }
+
+    fn bad(&self, error: String) -> Decoded {
+        if self.skip_on_decode_error {
+            tracing::warn!("skipped a message that could not be decoded: {error}");
+            Decoded::Skipped("decode error")
+        } else {
+            Decoded::Bad(error)
+        }
+    }
+}
+
+/// The dead letter of a message that could not be decoded.
+pub fn letter<M: Message>(message: &M, error: String) -> Letter {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|header| (header.key.to_string(), header.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Letter::Undecodable {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+        error,
+    }
+}
+
+/// `{name: value}`: null for a null header, text with replacement
+/// characters for bytes that are not UTF-8. A repeated name keeps its last
+/// value, as Bizon's dict comprehension does.
+fn headers_json<M: Message>(message: &M) -> String {
+    let Some(headers) = message.headers() else {
+        return "{}".into();
+    };
+    let mut map: Vec<(String, serde_json::Value)> = Vec::new();
+    for h in headers.iter() {
+        let v = match h.value {
+            None => serde_json::Value::Null,
+            Some(b) => String::from_utf8_lossy(b).into_owned().into(),
+        };
+        match map.iter_mut().find(|(k, _)| k == h.key) {
+            Some(slot) => slot.1 = v,
+            None => map.push((h.key.to_string(), v)),
+        }
+    }
+    let mut out = String::from("{");
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).expect("strings serialize"));
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    out
+}
+
+/// Bytes holding one JSON value, checked and made compact the way Bizon's
+/// `orjson.loads`/`orjson.dumps` round trip makes it (key order and number
+/// text kept). Invalid UTF-8 becomes replacement characters, as Bizon's
+/// `decode("utf-8", errors="replace")` does.
+fn json_text(bytes: &[u8]) -> Result<String, serde_json::Error> {
+    let text = String::from_utf8_lossy(bytes);
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+    let has_space = text.bytes().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+    if !has_space {
+        return Ok(text.into_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    fn decoder() -> Decoder {
+        Decoder {
+            encoding: MessageEncoding::Utf8,
+            topics: [("orders".to_string(), Arc::from("shop.orders"))].into(),
+            skip_empty_value: true,
+            skip_invalid_keys: false,
+            skip_on_decode_error: false,
+        }
+    }
+
+    fn message(key: Option<&[u8]>, value: Option<&[u8]>, ts: Timestamp, headers: Option<OwnedHeaders>) -> OwnedMessage {
+        OwnedMessage::new(
+            value.map(<[u8]>::to_vec),
+            key.map(<[u8]>::to_vec),
+            "orders".into(),
+            ts,
+            2,
+            41,
+            headers,
+        )
+    }
+
+    #[test]
+    fn a_message_becomes_bizons_record() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "h",
+                value: Some("v"),
+            })
+            .insert(Header::<&[u8]> {
+                key: "null",
+                value: None,
+            })
+            .insert(Header {
+                key: "bin",
+                value: Some(&[0xffu8][..]),
+            });
+        let m = message(
+            Some(br#"{"id": 7}"#),
+            Some(b"{ \"a\": [1, 2.50],\n \"s\": \"x y\" }"),
+            Timestamp::CreateTime(1_714_566_600_123),
+            Some(headers),
+        );
+        let Decoded::Record(r) = decoder().decode(&m, 5) else {
+            panic!("decoded")
+        };
+        assert_eq!(r.id, "partition_2_offset_41");
+        assert_eq!(r.timestamp_us, 1_714_566_600_123_000);
+        assert_eq!(r.destination_id.as_deref(), Some("shop.orders"));
+        assert_eq!(
+            r.data,
+            r#"{"topic":"orders","offset":41,"partition":2,"timestamp":1714566600123,"keys":{"id":7},"headers":{"h":"v","null":null,"bin":"�"},"value":{"a":[1,2.50],"s":"x y"},"schema":{}}"#
+        );
+    }
+
+    #[test]
+    fn no_timestamp_means_the_time_it_was_read() {
+        let m = message(None, Some(b"{}"), Timestamp::NotAvailable, None);
+        let Decoded::Record(r) = decoder().decode(&m, 1_000_000) else {
+            panic!("decoded")
+        };
+        assert_eq!(r.timestamp_us, 1_000_000);
+        assert!(r.data.contains("\"timestamp\":null,\"keys\":{},\"headers\":{}"));
+    }
+
+    #[test]
+    fn tombstones_bad_keys_and_bad_values() {
+        let d = decoder();
+        let tombstone = message(None, None, Timestamp::NotAvailable, None);
+        assert!(matches!(d.decode(&tombstone, 0), Decoded::Skipped(_)));
+        let bad_key = message(Some(b"plain"), Some(b"{}"), Timestamp::NotAvailable, None);
+        assert!(matches!(d.decode(&bad_key, 0), Decoded::Bad(e) if e.starts_with("the key is not JSON")));
+        let bad_value = message(None, Some(b"{nope"), Timestamp::NotAvailable, None);
+        assert!(matches!(d.decode(&bad_value, 0), Decoded::Bad(e) if e.starts_with("the value is not JSON")));
+        let lenient = Decoder {
+            skip_invalid_keys: true,
+            skip_on_decode_error: true,
+            ..decoder()
+        };
+        assert!(matches!(lenient.decode(&bad_key, 0), Decoded::Skipped("invalid key")));
+        assert!(matches!(
+            lenient.decode(&bad_value, 0),
+            Decoded::Skipped("decode error")
+        ));
+    }
+}

@@ -1,0 +1,57 @@
+//! What a source reports about itself while it runs (Kafka: lag, commits,
+//! rebalances), read by the progress display, the result JSON and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub commits: AtomicU64,
+    pub rebalances: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// By `topic/partition`.
+    lag: Mutex<BTreeMap<String, PartitionLag>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    /// The partition's high watermark as the last fetch saw it.
+    pub high_watermark: i64,
+    /// Next offset to commit (every record before it written), -1 before the first.
+    pub committed: i64,
+    /// Records between the commit and the high watermark.
+    pub lag: i64,
+}
+
+/// A snapshot for the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SourceReport {
+    pub commits: u64,
+    pub rebalances: u64,
+    pub dead_letters: u64,
+    pub lag: BTreeMap<String, PartitionLag>,
+}
+
+impl SourceReport {
+    pub fn is_empty(&self) -> bool {
+        *self == SourceReport::default()
+    }
+}
+
+impl SourceStats {
+    pub fn set_lag(&self, partition: String, lag: PartitionLag) {
+        self.lag.lock().expect("source stats").insert(partition, lag);
+    }
+
+    pub fn snapshot(&self) -> SourceReport {
+        SourceReport {
+            commits: self.commits.load(Ordering::Relaxed),
+            rebalances: self.rebalances.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            lag: self.lag.lock().expect("source stats").clone(),
+        }
+    }
+}

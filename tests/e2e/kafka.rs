@@ -1,0 +1,608 @@
+//! End-to-end: the `bizon-host` binary reading Kafka (tansu from
+//! scripts/install-kafka.sh, or BIZON_TEST_KAFKA_BROKERS) into the `file`
+//! destination. Each test uses fresh topics and group ids, short session
+//! timeouts, and asserts what reached the files and what the group committed.
+
+#[path = "support/kafka.rs"]
+mod kafka;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka::{broker, unique, Broker};
+use serde_json::Value;
+
+fn bizon_host() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// librdkafka settings that make a group form and notice a departure in
+/// seconds rather than the production minute.
+const FAST_GROUP: &str = "    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\n    statistics.interval.ms: 500\n    topic.metadata.refresh.interval.ms: 1000\n";
+
+/// A Bizon-style kafka pipeline to `file` in `out`, with extra source keys.
+fn pipeline(b: &Broker, group: &str, topics: &[(&str, &str)], sync_mode: &str, out: &Path, extra: &str) -> String {
+    let topics: String = topics
+        .iter()
+        .map(|(t, d)| format!("    - name: {t}\n      destination_id: {d}\n"))
+        .collect();
+    format!(
+        "name: kafka e2e\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: {sync_mode}\n  bootstrap_servers: {}\n  group_id: {group}\n  message_encoding: utf-8\n  batch_size: 50\n  topics:\n{topics}  consumer_config:\n{FAST_GROUP}{extra}destination:\n  name: file\n  config:\n    path: {}\n    buffer_size: 0\n",
+        b.servers,
+        out.display()
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_to_end(dir: &Path, yaml: &Path) -> (Output, Value) {
+    let result = dir.join(format!("{}.result.json", yaml.file_stem().unwrap().to_string_lossy()));
+    let output = bizon_host()
+        .args(["run", "--no-progress", "--result-json"])
+        .arg(&result)
+        .arg(yaml)
+        .output()
+        .unwrap();
+    let json = std::fs::read(&result)
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or(Value::Null);
+    (output, json)
+}
+
+fn start(yaml: &Path, log: &Path) -> Child {
+    bizon_host()
+        .args(["run", "--no-progress", "--log-level", "info"])
+        .arg(yaml)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Rows of every `*.json` file under `dir` (final and temp files alike),
+/// as (file name, row).
+fn rows(dir: &Path) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                // A line is whole once fsynced; a torn last line is not written.
+                if let Ok(v) = serde_json::from_str(line) {
+                    out.push((name.clone(), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (topic, partition, offset) of each row, from its source_data.
+fn positions(rows: &[(String, Value)]) -> Vec<(String, i64, i64)> {
+    rows.iter()
+        .map(|(_, r)| {
+            let data: Value = serde_json::from_str(r["source_data"].as_str().unwrap()).unwrap();
+            (
+                data["topic"].as_str().unwrap().to_string(),
+                data["partition"].as_i64().unwrap(),
+                data["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every offset below the high watermarks is present; returns the duplicates.
+fn assert_all_present(found: &[(String, i64, i64)], topic: &str, highs: &[i64]) -> usize {
+    let mut seen = BTreeSet::new();
+    let mut duplicates = 0;
+    for (t, p, o) in found.iter().filter(|(t, _, _)| t == topic) {
+        if !seen.insert((p, o)) {
+            duplicates += 1;
+        }
+        assert!(*o < highs[*p as usize], "{t}/{p} offset {o} past the high watermark");
+    }
+    for (p, high) in highs.iter().enumerate() {
+        for o in 0..*high {
+            assert!(seen.contains(&(&(p as i64), &o)), "{topic}/{p} offset {o} missing");
+        }
+    }
+    duplicates
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn produce_json(b: &Broker, topic: &str, partitions: i32, n: usize, from: usize) {
+    let p = b.producer();
+    for i in from..from + n {
+        let value = format!("{{\"id\":{i},\"name\":\"user-{i}\",\"tags\":[\"a\",\"b\"]}}");
+        let key = format!("{{\"id\":{i}}}");
+        p.send(
+            topic,
+            (i % partitions as usize) as i32,
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            &[("source", Some(b"e2e"))],
+        );
+    }
+    p.flush();
+}
+
+#[test]
+fn full_refresh_writes_every_message_once_in_bizons_shape_and_commits_the_high_watermarks() {
+    let Some(b) = broker() else { return };
+    let (users, orders) = (unique("users"), unique("orders"));
+    b.create_topic(&users, 3);
+    b.create_topic(&orders, 2);
+    produce_json(b, &users, 3, 300, 0);
+    produce_json(b, &orders, 2, 101, 0);
+    // A null header and a non-UTF-8 one do not stop the run (they stop Bizon's).
+    let p = b.producer();
+    p.send(
+        &orders,
+        0,
+        None,
+        Some(b"{\"odd\":true}"),
+        &[("n", None), ("bin", Some(&[0xff]))],
+    );
+    p.flush();
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let yaml = write(
+        dir.path(),
+        "p.yaml",
+        &pipeline(
+            b,
+            &group,
+            &[(&users, "users"), (&orders, "orders")],
+            "full_refresh",
+            &dir.path().join("out"),
+            "",
+        ),
+    );
+    let (output, result) = run_to_end(dir.path(), &yaml);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(result["records_written"], 402, "{result}");
+    assert_eq!(result["by_destination_id"]["users"], 300);
+    let all = rows(&dir.path().join("out"));
+    assert!(
+        all.iter().all(|(f, _)| f == "users.json" || f == "orders.json"),
+        "files: {all:?}"
+    );
+    let found = positions(&all);
+    let (users_high, orders_high) = (b.high_watermarks(&users, 3), b.high_watermarks(&orders, 2));
+    assert_eq!(
+        assert_all_present(&found, &users, &users_high),
+        0,
+        "duplicates on a clean run"
+    );
+    assert_eq!(
+        assert_all_present(&found, &orders, &orders_high),
+        0,
+        "duplicates on a clean run"
+    );
+    assert_eq!(b.committed(&group, &users, 3), users_high);
+    assert_eq!(b.committed(&group, &orders, 2), orders_high);
+
+    // Bizon's record: id, time, and source_data's keys in Bizon's order.
+    let (_, row) = all
+        .iter()
+        .find(|(f, r)| f == "users.json" && r["source_record_id"] == "partition_1_offset_0")
+        .unwrap();
+    let data: Value = serde_json::from_str(row["source_data"].as_str().unwrap()).unwrap();
+    let raw = row["source_data"].as_str().unwrap();
+    assert!(
+        raw.starts_with(&format!(
+            "{{\"topic\":\"{users}\",\"offset\":0,\"partition\":1,\"timestamp\":"
+        )),
+        "{raw}"
+    );
+    assert!(raw.ends_with(",\"keys\":{\"id\":1},\"headers\":{\"source\":\"e2e\"},\"value\":{\"id\":1,\"name\":\"user-1\",\"tags\":[\"a\",\"b\"]},\"schema\":{}}"), "{raw}");
+    let ts_ms = data["timestamp"].as_i64().unwrap();
+    assert!(ts_ms > 1_700_000_000_000);
+    let (_, odd) = all
+        .iter()
+        .find(|(_, r)| r["source_data"].as_str().unwrap().contains("odd"))
+        .unwrap();
+    let odd: Value = serde_json::from_str(odd["source_data"].as_str().unwrap()).unwrap();
+    assert_eq!(odd["headers"]["n"], Value::Null);
+    assert_eq!(odd["headers"]["bin"], "\u{fffd}");
+
+    // Run again: a full refresh reads everything again, from the low watermark.
+    let again = dir.path().join("again");
+    let yaml = write(
+        dir.path(),
+        "again.yaml",
+        &pipeline(b, &group, &[(&users, "users")], "full_refresh", &again, ""),
+    );
+    let (output, result) = run_to_end(dir.path(), &yaml);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(result["records_written"], 300);
+    // Incremental from the group's commits: nothing new, nothing read.
+    let yaml = write(
+        dir.path(),
+        "incr.yaml",
+        &pipeline(
+            b,
+            &group,
+            &[(&users, "users")],
+            "incremental",
+            &dir.path().join("incr"),
+            "",
+        ),
+    );
+    produce_json(b, &users, 3, 6, 1000);
+    let (output, result) = run_to_end(dir.path(), &yaml);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        result["records_written"], 6,
+        "incremental reads only what came after the commit"
+    );
+}
+
+#[test]
+fn streams_section_routes_topics_to_table_ids_as_bizon_injects_them() {
+    let Some(b) = broker() else { return };
+    let (a, c) = (unique("cdc.users"), unique("cdc.orders"));
+    b.create_topic(&a, 2);
+    b.create_topic(&c, 1);
+    produce_json(b, &a, 2, 20, 0);
+    produce_json(b, &c, 1, 10, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let group = unique("g");
+    // No `topics`: they come from `streams`, and `unnest` gets its record_schemas there too.
+    let yaml = format!(
+        "name: streams\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: stream\n  nb_bytes_schema_id: 4\n  timestamp_ms_name: ts_ms\n  bootstrap_servers: {}\n  group_id: {group}\n  message_encoding: utf-8\n  consumer_config:\n{FAST_GROUP}destination:\n  name: file\n  config:\n    path: {}\n    buffer_size: 0\n    unnest: true\nstreams:\n  - name: users\n    source:\n      topic: {a}\n    destination:\n      table_id: p.d.users\n      record_schema:\n        - name: value\n          type: JSON\n  - name: orders\n    source:\n      topic: {c}\n    destination:\n      table_id: p.d.orders\n      record_schema:\n        - name: offset\n          type: INTEGER\n        - name: value\n          type: JSON\n",
+        b.servers,
+        out.display()
+    );
+    let yaml = write(dir.path(), "streams.yaml", &yaml);
+    let log = dir.path().join("log");
+    let mut child = start(&yaml, &log);
+    let count = |f: &str| rows(&out).iter().filter(|(n, _)| n.starts_with(f)).count();
+    wait_until("30 rows", Duration::from_secs(60), || {
+        count("p.d.users") == 20 && count("p.d.orders") == 10
+    });
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", std::fs::read_to_string(&log).unwrap());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("nb_bytes_schema_id: Bizon 0.6.4 no longer reads this key"),
+        "{log}"
+    );
+    let all = rows(&out);
+    let orders_row = all.iter().find(|(n, _)| n.starts_with("p.d.orders")).unwrap();
+    assert!(
+        orders_row.1.get("offset").is_some(),
+        "unnested columns: {}",
+        orders_row.1
+    );
+    assert_eq!(b.committed(&group, &a, 2), b.high_watermarks(&a, 2));
+    assert_eq!(b.committed(&group, &c, 1), b.high_watermarks(&c, 1));
+}
+
+#[test]
+fn sigterm_drains_commits_and_leaves_the_group_promptly() {
+    let Some(b) = broker() else { return };
+    let topic = unique("t");
+    b.create_topic(&topic, 4);
+    produce_json(b, &topic, 4, 200, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let out = dir.path().join("out");
+    let yaml = write(
+        dir.path(),
+        "p.yaml",
+        &pipeline(b, &group, &[(&topic, "t")], "stream", &out, ""),
+    );
+    let log = dir.path().join("log");
+    let mut child = start(&yaml, &log);
+    wait_until("200 rows", Duration::from_secs(60), || rows(&out).len() >= 200);
+    // More arrives while it runs.
+    produce_json(b, &topic, 4, 40, 200);
+    wait_until("240 rows", Duration::from_secs(30), || rows(&out).len() >= 240);
+    let asked = Instant::now();
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    let took = asked.elapsed();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop:\n{log}");
+    assert!(log.contains("kafka: consumer closed"), "{log}");
+    let highs = b.high_watermarks(&topic, 4);
+    assert_eq!(assert_all_present(&positions(&rows(&out)), &topic, &highs), 0);
+    assert_eq!(b.committed(&group, &topic, 4), highs);
+
+    // The next member of the group gets the partitions at once (the first
+    // left the group instead of timing out) and finds nothing to redo.
+    produce_json(b, &topic, 4, 8, 1000);
+    let out2 = dir.path().join("out2");
+    let yaml = write(
+        dir.path(),
+        "p2.yaml",
+        &pipeline(b, &group, &[(&topic, "t")], "stream", &out2, ""),
+    );
+    let log2 = dir.path().join("log2");
+    let mut child = start(&yaml, &log2);
+    wait_until("8 new rows", Duration::from_secs(30), || rows(&out2).len() >= 8);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "-TERM");
+    child.wait().unwrap();
+    let second = positions(&rows(&out2));
+    assert_eq!(second.len(), 8, "only the new messages are read again: {second:?}");
+}
+
+#[test]
+fn kill_9_after_the_write_before_the_commit_loses_nothing() {
+    let Some(b) = broker() else { return };
+    let topic = unique("t");
+    b.create_topic(&topic, 3);
+    produce_json(b, &topic, 3, 150, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    // Commits only every 10 minutes: the kill lands after the writes, before any commit.
+    let slow_commit = "    auto.commit.interval.ms: 600000\n";
+    let first = dir.path().join("first");
+    let yaml = write(
+        dir.path(),
+        "p.yaml",
+        &pipeline(b, &group, &[(&topic, "t")], "stream", &first, slow_commit),
+    );
+    let log = dir.path().join("log");
+    let mut child = start(&yaml, &log);
+    wait_until("150 rows", Duration::from_secs(60), || rows(&first).len() >= 150);
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    assert_eq!(
+        b.committed(&group, &topic, 3),
+        vec![-1, -1, -1],
+        "nothing was committed"
+    );
+
+    let second = dir.path().join("second");
+    let yaml = write(
+        dir.path(),
+        "p2.yaml",
+        &pipeline(b, &group, &[(&topic, "t")], "stream", &second, ""),
+    );
+    let log2 = dir.path().join("log2");
+    let mut child = start(&yaml, &log2);
+    wait_until("150 rows again", Duration::from_secs(60), || rows(&second).len() >= 150);
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let mut all = positions(&rows(&first));
+    all.extend(positions(&rows(&second)));
+    let highs = b.high_watermarks(&topic, 3);
+    let duplicates = assert_all_present(&all, &topic, &highs);
+    assert_eq!(
+        duplicates, 150,
+        "everything written before the kill is read again, once"
+    );
+    assert_eq!(b.committed(&group, &topic, 3), highs);
+}
+
+#[test]
+fn a_second_process_joining_mid_run_shares_the_partitions_and_nothing_is_lost() {
+    let Some(b) = broker() else { return };
+    let topic = unique("t");
+    b.create_topic(&topic, 6);
+    produce_json(b, &topic, 6, 300, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let (out_a, out_b) = (dir.path().join("a"), dir.path().join("b"));
+    let yaml_a = write(
+        dir.path(),
+        "a.yaml",
+        &pipeline(b, &group, &[(&topic, "t")], "stream", &out_a, ""),
+    );
+    let yaml_b = write(
+        dir.path(),
+        "b.yaml",
+        &pipeline(b, &group, &[(&topic, "t")], "stream", &out_b, ""),
+    );
+    let (log_a, log_b) = (dir.path().join("log_a"), dir.path().join("log_b"));
+    let mut a = start(&yaml_a, &log_a);
+    wait_until("first rows", Duration::from_secs(60), || !rows(&out_a).is_empty());
+    let mut second = start(&yaml_b, &log_b);
+    // Keep producing while the group rebalances.
+    for round in 0..10 {
+        produce_json(b, &topic, 6, 30, 1000 + round * 30);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let total: i64 = 600;
+    wait_until("600 rows", Duration::from_secs(60), || {
+        let mut all = positions(&rows(&out_a));
+        all.extend(positions(&rows(&out_b)));
+        all.iter().collect::<BTreeSet<_>>().len() as i64 >= total
+    });
+    let log_b_text = || std::fs::read_to_string(&log_b).unwrap();
+    wait_until("b to get partitions", Duration::from_secs(30), || {
+        log_b_text().contains("partitions assigned")
+    });
+    produce_json(b, &topic, 6, 60, 5000);
+    wait_until("660 rows", Duration::from_secs(60), || {
+        let mut all = positions(&rows(&out_a));
+        all.extend(positions(&rows(&out_b)));
+        all.iter().collect::<BTreeSet<_>>().len() as i64 >= total + 60
+    });
+    signal(&a, "-TERM");
+    signal(&second, "-TERM");
+    assert_eq!(a.wait().unwrap().code(), Some(130));
+    assert_eq!(second.wait().unwrap().code(), Some(130));
+    let (rows_a, rows_b) = (positions(&rows(&out_a)), positions(&rows(&out_b)));
+    assert!(
+        !rows_b.is_empty(),
+        "the second process got no partition:\n{}",
+        log_b_text()
+    );
+    let mut all = rows_a.clone();
+    all.extend(rows_b);
+    let highs = b.high_watermarks(&topic, 6);
+    let duplicates = assert_all_present(&all, &topic, &highs);
+    eprintln!(
+        "rebalance mid-run: {} rows for {} messages ({duplicates} duplicates)",
+        all.len(),
+        total + 60
+    );
+    assert_eq!(b.committed(&group, &topic, 6), highs);
+}
+
+#[test]
+fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_them() {
+    let Some(b) = broker() else { return };
+    let topic = unique("t");
+    b.create_topic(&topic, 2);
+    let p = b.producer();
+    p.send(&topic, 0, None, Some(b"{\"ok\":1}"), &[]);
+    p.send(&topic, 0, None, Some(b"{not json"), &[("trace", Some(b"abc"))]);
+    p.send(&topic, 1, Some(b"plain-key"), Some(b"{\"ok\":2}"), &[]);
+    p.send(&topic, 1, None, Some(b"{\"ok\":3}"), &[("n", None)]);
+    p.send(&topic, 0, None, Some(&[0xff, 0xfe]), &[]);
+    p.flush();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without a dead letter the run stops at the first, naming it.
+    let yaml = write(
+        dir.path(),
+        "none.yaml",
+        &pipeline(
+            b,
+            &unique("g"),
+            &[(&topic, "t")],
+            "full_refresh",
+            &dir.path().join("none"),
+            "",
+        ),
+    );
+    let (output, _) = run_to_end(dir.path(), &yaml);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("topic {topic} partition 0 offset 1: the value is not JSON")),
+        "{}",
+        stderr(&output)
+    );
+
+    // To a file: the good ones are written, the bad ones are letters.
+    let dl = dir.path().join("dead.jsonl");
+    let group = unique("g");
+    let text = pipeline(b, &group, &[(&topic, "t")], "full_refresh", &dir.path().join("out"), "")
+        + &format!("dead_letter:\n  path: {}\n", dl.display());
+    let (output, result) = run_to_end(dir.path(), &write(dir.path(), "file.yaml", &text));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(result["records_written"], 2);
+    assert_eq!(result["source"]["dead_letters"], 3, "{result}");
+    let letters: Vec<Value> = std::fs::read_to_string(&dl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut at: Vec<(i64, i64)> = letters
+        .iter()
+        .map(|l| (l["partition"].as_i64().unwrap(), l["offset"].as_i64().unwrap()))
+        .collect();
+    at.sort();
+    assert_eq!(at, vec![(0, 1), (0, 2), (1, 0)]);
+    let bad_json = letters.iter().find(|l| l["offset"] == 1).unwrap();
+    assert_eq!(bad_json["value"], "{not json");
+    assert_eq!(bad_json["headers"]["trace"], "abc");
+    assert!(bad_json["error"].as_str().unwrap().starts_with("the value is not JSON"));
+    let binary = letters.iter().find(|l| l["offset"] == 2).unwrap();
+    assert_eq!(binary["value_base64"], "//4=");
+    // Dead-lettered offsets are committed with the rest.
+    assert_eq!(b.committed(&group, &topic, 2), b.high_watermarks(&topic, 2));
+
+    // To a topic: the original bytes, with where they came from and why.
+    let dead_topic = unique("dead");
+    b.create_topic(&dead_topic, 1);
+    let text = pipeline(
+        b,
+        &unique("g"),
+        &[(&topic, "t")],
+        "full_refresh",
+        &dir.path().join("out2"),
+        "",
+    ) + &format!("dead_letter:\n  topic: {dead_topic}\n");
+    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "topic.yaml", &text));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dead = b.read_all(&dead_topic, 1);
+    assert_eq!(dead.len(), 3);
+    let bad = dead
+        .iter()
+        .find(|(_, _, h, _)| h.get("bizon.offset").map(String::as_str) == Some("1"))
+        .unwrap();
+    assert_eq!(bad.3, b"{not json");
+    assert_eq!(bad.2["bizon.topic"], topic);
+    assert_eq!(bad.2["trace"], "abc");
+
+    // A bound stops the run once passed.
+    let text = pipeline(
+        b,
+        &unique("g"),
+        &[(&topic, "t")],
+        "full_refresh",
+        &dir.path().join("out3"),
+        "",
+    ) + &format!(
+        "dead_letter:\n  path: {}\n  max_dead_letters: 1\n",
+        dir.path().join("dl3.jsonl").display()
+    );
+    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "bound.yaml", &text));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("passed max_dead_letters (1)"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn unsafe_consumer_config_and_missing_topics_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: x\nsource:\n  name: kafka\n  stream: topic\n  bootstrap_servers: 127.0.0.1:1\n  message_encoding: utf-8\n  topics:\n    - name: t\n      destination_id: t\n  consumer_config:\n    enable.auto.offset.store: true\ndestination:\n  name: logger\n";
+    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "unsafe.yaml", yaml));
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("unsafe.yaml:3:9: source.consumer_config.enable.auto.offset.store: `true` is refused"),
+        "{err}"
+    );
+    let yaml = "name: x\nsource:\n  name: kafka\n  stream: topic\n  bootstrap_servers: 127.0.0.1:1\ndestination:\n  name: logger\n";
+    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "none.yaml", yaml));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("source.topics: no topics"),
+        "{}",
+        stderr(&output)
+    );
+}
