@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod destination;
+pub mod metrics;
 pub mod pipeline;
 #[cfg(feature = "wasm")]
 pub mod plugin;

@@ -3,6 +3,8 @@
 //! destination. Each test uses fresh topics and group ids, short session
 //! timeouts, and asserts what reached the files and what the group committed.
 
+// Shared with benches/kafka.rs, which uses what the tests do not.
+#[allow(dead_code)]
 #[path = "support/kafka.rs"]
 mod kafka;
 
@@ -58,8 +60,13 @@ fn run_to_end(dir: &Path, yaml: &Path) -> (Output, Value) {
 }
 
 fn start(yaml: &Path, log: &Path) -> Child {
+    start_with(yaml, log, &[])
+}
+
+fn start_with(yaml: &Path, log: &Path, args: &[&str]) -> Child {
     bizon_host()
         .args(["run", "--no-progress", "--log-level", "info"])
+        .args(args)
         .arg(yaml)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -73,6 +80,18 @@ fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+/// The body of `GET /metrics` at `addr`, or "" when it does not answer.
+fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }
 
 fn stderr(output: &Output) -> String {
@@ -327,11 +346,42 @@ fn sigterm_drains_commits_and_leaves_the_group_promptly() {
         &pipeline(b, &group, &[(&topic, "t")], "stream", &out, ""),
     );
     let log = dir.path().join("log");
-    let mut child = start(&yaml, &log);
+    let metrics_addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let mut child = start_with(&yaml, &log, &["--metrics-addr", &metrics_addr]);
     wait_until("200 rows", Duration::from_secs(60), || rows(&out).len() >= 200);
     // More arrives while it runs.
     produce_json(b, &topic, 4, 40, 200);
     wait_until("240 rows", Duration::from_secs(30), || rows(&out).len() >= 240);
+    // The metrics endpoint shows the rows and, once committed and fetched, no lag.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = http_get(&metrics_addr);
+        let lag_zero = |p: i32| {
+            text.contains(&format!(
+                "bizon_kafka_lag{{partition=\"{p}\",topic=\"{topic}\",pipeline=\"kafka e2e\"}} 0"
+            ))
+        };
+        if text.contains("bizon_records_written_total{destination_id=\"t\",pipeline=\"kafka e2e\"} 240")
+            && (0..4).all(lag_zero)
+            && text.contains(&format!(
+                "bizon_kafka_high_watermark{{partition=\"0\",topic=\"{topic}\",pipeline=\"kafka e2e\"}} 60"
+            ))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed 240 rows at zero lag:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let asked = Instant::now();
     signal(&child, "-TERM");
     let status = child.wait().unwrap();
@@ -555,15 +605,15 @@ fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_th
     ) + &format!("dead_letter:\n  topic: {dead_topic}\n");
     let (output, _) = run_to_end(dir.path(), &write(dir.path(), "topic.yaml", &text));
     assert!(output.status.success(), "{}", stderr(&output));
-    let dead = b.read_all(&dead_topic, 1);
+    let dead = b.read_all(&dead_topic, 1, 3);
     assert_eq!(dead.len(), 3);
     let bad = dead
         .iter()
-        .find(|(_, _, h, _)| h.get("bizon.offset").map(String::as_str) == Some("1"))
+        .find(|m| m.headers.get("bizon.offset").map(String::as_str) == Some("1"))
         .unwrap();
-    assert_eq!(bad.3, b"{not json");
-    assert_eq!(bad.2["bizon.topic"], topic);
-    assert_eq!(bad.2["trace"], "abc");
+    assert_eq!(bad.value, b"{not json");
+    assert_eq!(bad.headers["bizon.topic"], topic);
+    assert_eq!(bad.headers["trace"], "abc");
 
     // A bound stops the run once passed.
     let text = pipeline(
@@ -605,4 +655,59 @@ fn unsafe_consumer_config_and_missing_topics_are_refused_before_reading() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn scale_out_three_processes_six_partitions_one_killed_mid_run_loses_nothing() {
+    let Some(b) = broker() else { return };
+    let topic = unique("t");
+    b.create_topic(&topic, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let outs: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("out{i}"))).collect();
+    let mut children: Vec<Child> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            let yaml = write(
+                dir.path(),
+                &format!("p{i}.yaml"),
+                &pipeline(b, &group, &[(&topic, "t")], "stream", out, ""),
+            );
+            start(&yaml, &dir.path().join(format!("log{i}")))
+        })
+        .collect();
+    let distinct = || {
+        let mut all = Vec::new();
+        for out in &outs {
+            all.extend(positions(&rows(out)));
+        }
+        all.into_iter().collect::<BTreeSet<_>>().len()
+    };
+    produce_json(b, &topic, 6, 300, 0);
+    wait_until("the first 300 rows", Duration::from_secs(60), || distinct() >= 300);
+    // One member dies without a word; the others take its partitions from
+    // the last commit once its session times out.
+    signal(&children[1], "-KILL");
+    children[1].wait().unwrap();
+    for round in 0..6 {
+        produce_json(b, &topic, 6, 50, 1000 + round * 50);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until("all 600 rows", Duration::from_secs(90), || distinct() >= 600);
+    for i in [0, 2] {
+        signal(&children[i], "-TERM");
+        assert_eq!(children[i].wait().unwrap().code(), Some(130));
+    }
+    let mut all = Vec::new();
+    for out in &outs {
+        all.extend(positions(&rows(out)));
+    }
+    let highs = b.high_watermarks(&topic, 6);
+    let duplicates = assert_all_present(&all, &topic, &highs);
+    eprintln!(
+        "scale-out: {} rows for 600 messages ({duplicates} duplicates)",
+        all.len()
+    );
+    assert_eq!(b.committed(&group, &topic, 6), highs);
 }

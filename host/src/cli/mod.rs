@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::{self, Pipeline};
 use crate::dead_letter::{DeadLetterError, DeadLetters};
+use crate::metrics::Metrics;
 use crate::pipeline::{self, Progress, RunReport, RunStatus};
 
 const EXAMPLES: &str = "\
@@ -64,6 +65,10 @@ pub struct RunArgs {
     /// No progress display, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Serve Prometheus metrics (records, dead letters, Kafka lag, commits,
+    /// rebalances) at http://HOST:PORT/metrics while the run goes.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[cfg(feature = "wasm")]
     #[command(flatten)]
     pub plugin: plugin::PluginRunArgs,
@@ -142,6 +147,14 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     tracing::info!(pipeline = %pipeline.name, destination = pipeline.destination.name(), "starting");
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    if let Some(addr) = args.metrics_addr {
+        let metrics = Arc::new(Metrics::new(&pipeline.name));
+        if let Err(e) = metrics.clone().serve(addr).await {
+            eprintln!("error: --metrics-addr {addr}: {e}");
+            return ExitCode::from(2);
+        }
+        metrics.follow(progress_rx.clone());
+    }
     let display = progress::spawn(progress_rx, !args.no_progress);
     let report = pipeline::run_with_dead_letters(
         &pipeline,

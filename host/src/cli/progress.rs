@@ -41,6 +41,13 @@ pub fn spawn(mut progress: watch::Receiver<Progress>, allow_bar: bool) -> Displa
             }
             let p = progress.borrow_and_update().clone();
             let rate = p.records_written as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            // Kafka: total lag and dead letters.
+            let (lag, dead_letters) = p.source.as_ref().map_or((None, 0), |s| {
+                (
+                    (!s.lag.is_empty()).then(|| s.lag.values().map(|l| l.lag).sum::<i64>()),
+                    s.dead_letters,
+                )
+            });
             match &bar {
                 Some(bar) => {
                     let ids = p
@@ -49,8 +56,12 @@ pub fn spawn(mut progress: watch::Receiver<Progress>, allow_bar: bool) -> Displa
                         .map(|(id, n)| format!("{id}={n}"))
                         .collect::<Vec<_>>()
                         .join(" ");
+                    let source = match lag {
+                        Some(lag) => format!(" lag {lag} dead letters {dead_letters}"),
+                        None => String::new(),
+                    };
                     bar.set_message(format!(
-                        "read {} written {} ({:.0} records/s) {ids}",
+                        "read {} written {} ({:.0} records/s){source} {ids}",
                         p.records_read, p.records_written, rate
                     ));
                 }
@@ -60,6 +71,8 @@ pub fn spawn(mut progress: watch::Receiver<Progress>, allow_bar: bool) -> Displa
                         records_read = p.records_read,
                         records_written = p.records_written,
                         records_per_s = rate as u64,
+                        lag,
+                        dead_letters,
                         "progress"
                     );
                 }

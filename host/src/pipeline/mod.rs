@@ -35,6 +35,8 @@ use crate::source::{self, SourceEvent, SourceHandle, SourceTask};
 const MIN_MEMORY_BUDGET: usize = 64 << 20;
 /// Pages that may wait between the source thread and the pipeline.
 const SOURCE_QUEUE_PAGES: usize = 4;
+/// How often the source's own figures are published when nothing else is.
+const SOURCE_STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -89,13 +91,11 @@ pub async fn run_with_dead_letters(
     let mut run = Run::new(pipeline, destination, progress);
     run.dead_letters = dead_letters;
     let mut handle = source::spawn(source, SOURCE_QUEUE_PAGES);
+    run.source_stats = Some(handle.stats.clone());
     let outcome = run.drive(&mut handle, shutdown).await;
-    let stats = handle.stats.clone();
     // The source commits what was acknowledged and closes before the report.
     handle.finish().await;
-    let mut report = run.report(outcome, started);
-    report.source = Some(stats.snapshot()).filter(|s| !s.is_empty());
-    report
+    run.report(outcome, started)
 }
 
 struct Run {
@@ -119,6 +119,7 @@ struct Run {
     pages_read: u64,
     acknowledged: Option<u64>,
     dead_letters: Option<Arc<DeadLetters>>,
+    source_stats: Option<Arc<source::SourceStats>>,
 }
 
 struct WriteDone {
@@ -164,6 +165,7 @@ impl Run {
             pages_read: 0,
             acknowledged: None,
             dead_letters: None,
+            source_stats: None,
         }
     }
 
@@ -212,6 +214,10 @@ impl Run {
 
     async fn read_until_end(&mut self, handle: &mut SourceHandle, shutdown: impl Future<Output = ()>) -> Outcome {
         tokio::pin!(shutdown);
+        // What the source reports (Kafka lag, commits) changes while no
+        // record moves: publish it now and then.
+        let mut refresh = tokio::time::interval(SOURCE_STATS_EVERY);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.buffers.next_deadline();
             let room = self.memory() < self.budget;
@@ -236,6 +242,7 @@ impl Run {
                         return Outcome::Failed(e);
                     }
                 }
+                _ = refresh.tick(), if self.source_stats.is_some() => self.publish(),
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     for id in self.buffers.due(Instant::now()) {
                         if let Err(e) = self.flush(&id, FlushReason::Age) {
@@ -420,11 +427,14 @@ impl Run {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        if let Some(s) = &self.source_stats {
+            self.stats.source = Some(s.snapshot()).filter(|s| !s.is_empty());
+        }
         self.progress.send_replace(self.stats.clone());
     }
 
-    fn report(self, outcome: Outcome, started: StdInstant) -> RunReport {
+    fn report(mut self, outcome: Outcome, started: StdInstant) -> RunReport {
         let (status, error) = match outcome {
             Outcome::Completed => (RunStatus::Success, None),
             Outcome::Interrupted => (RunStatus::Interrupted, None),

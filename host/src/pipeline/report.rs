@@ -15,6 +15,8 @@ pub struct Progress {
     pub by_destination_id: BTreeMap<String, u64>,
     /// Most bytes held at once in buffers, queued and in-flight batches.
     pub peak_buffered_bytes: usize,
+    /// What the source reports (Kafka: commits, rebalances, dead letters, lag).
+    pub source: Option<crate::source::SourceReport>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,7 +62,7 @@ impl RunReport {
             peak_buffered_bytes: stats.peak_buffered_bytes,
             peak_rss_bytes: peak_rss_bytes(),
             error,
-            source: None,
+            source: stats.source.clone(),
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct SourceStats {
     pub commits: AtomicU64,
+    /// Assignments received from the group (the first join counts).
     pub rebalances: AtomicU64,
     pub dead_letters: AtomicU64,
     /// By `topic/partition`.

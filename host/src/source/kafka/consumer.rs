@@ -122,7 +122,6 @@ impl Context {
     /// written, then commit it. A lost assignment commits nothing: another
     /// member may own the partitions already.
     fn revoke(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
-        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
         let partitions: Vec<Tp> = tpl
             .elements()
             .iter()
@@ -186,6 +185,7 @@ impl Context {
     }
 
     fn assign(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
+        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
         let mut s = self.shared();
         for e in tpl.elements() {
             s.assigned.insert((Arc::from(e.topic()), e.partition()));

@@ -10,7 +10,7 @@
 
 pub mod config;
 mod consumer;
-mod message;
+pub mod message;
 mod offsets;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -1,0 +1,208 @@
+//! The Prometheus registry of a run and its `/metrics` endpoint
+//! (`run --metrics-addr HOST:PORT`). Values are read from the run's
+//! published progress, so nothing on the data path knows about Prometheus;
+//! the server mode can hand its own progress channels to [`Metrics`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{header, Response};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::pipeline::Progress;
+
+/// How often the gauges follow the progress when nothing is published
+/// (the lag changes while no record moves).
+const REFRESH: Duration = Duration::from_secs(1);
+
+pub struct Metrics {
+    registry: Registry,
+    records_read: IntGauge,
+    records_written: IntGaugeVec,
+    records_skipped: IntGauge,
+    dead_letters: IntGauge,
+    commits: IntGauge,
+    rebalances: IntGauge,
+    lag: IntGaugeVec,
+    high_watermark: IntGaugeVec,
+    committed: IntGaugeVec,
+    buffered_bytes: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(pipeline: &str) -> Self {
+        let registry = Registry::new_custom(
+            Some("bizon".into()),
+            Some([("pipeline".to_string(), pipeline.to_string())].into()),
+        )
+        .expect("a valid prefix");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        Self {
+            records_read: gauge("records_read_total", "Records read from the source"),
+            records_written: vec(
+                "records_written_total",
+                "Records written, by destination_id",
+                &["destination_id"],
+            ),
+            records_skipped: gauge("records_skipped_total", "Records the source dropped on purpose"),
+            dead_letters: gauge("dead_letters_total", "Messages and rows sent to the dead letter"),
+            commits: gauge("source_commits_total", "Offset commits of the source (Kafka)"),
+            rebalances: gauge("source_rebalances_total", "Consumer group rebalances seen (Kafka)"),
+            lag: vec(
+                "kafka_lag",
+                "Records between the committed offset and the high watermark",
+                &["topic", "partition"],
+            ),
+            high_watermark: vec(
+                "kafka_high_watermark",
+                "High watermark from the last fetch",
+                &["topic", "partition"],
+            ),
+            committed: vec(
+                "kafka_committed_offset",
+                "Last committed offset",
+                &["topic", "partition"],
+            ),
+            buffered_bytes: gauge("peak_buffered_bytes", "Most bytes held in buffers and batches at once"),
+            registry,
+        }
+    }
+
+    /// Sets every value from a progress snapshot. Counts are gauges set to
+    /// the run's totals (Prometheus `rate()` works on them as on counters).
+    pub fn observe(&self, p: &Progress) {
+        self.records_read.set(p.records_read as i64);
+        self.records_skipped.set(p.records_skipped as i64);
+        self.buffered_bytes.set(p.peak_buffered_bytes as i64);
+        for (id, n) in &p.by_destination_id {
+            self.records_written.with_label_values(&[id]).set(*n as i64);
+        }
+        if let Some(s) = &p.source {
+            self.dead_letters.set(s.dead_letters as i64);
+            self.commits.set(s.commits as i64);
+            self.rebalances.set(s.rebalances as i64);
+            for (at, lag) in &s.lag {
+                let (topic, partition) = at.rsplit_once('/').unwrap_or((at, ""));
+                let labels = [topic, partition];
+                self.lag.with_label_values(&labels).set(lag.lag);
+                self.high_watermark.with_label_values(&labels).set(lag.high_watermark);
+                self.committed.with_label_values(&labels).set(lag.committed);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into memory");
+        out
+    }
+
+    /// Keeps the values following `progress` until it closes.
+    pub fn follow(self: Arc<Self>, mut progress: watch::Receiver<Progress>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                self.observe(&progress.borrow_and_update());
+                // Err(Elapsed): refresh anyway; Ok(Err): the run is over.
+                if let Ok(Err(_)) = tokio::time::timeout(REFRESH, progress.changed()).await {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Serves `GET` (any path) with the metrics on `addr`.
+    pub async fn serve(self: Arc<Self>, addr: SocketAddr) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        Ok(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let metrics = self.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| {
+                        let body = metrics.render();
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .expect("a valid response"),
+                            )
+                        }
+                    });
+                    if let Err(e) = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        tracing::debug!("metrics connection: {e}");
+                    }
+                });
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{PartitionLag, SourceReport};
+
+    #[test]
+    fn progress_becomes_prometheus_text() {
+        let m = Metrics::new("p");
+        let mut p = Progress {
+            records_read: 10,
+            records_written: 7,
+            ..Default::default()
+        };
+        p.by_destination_id.insert("users".into(), 7);
+        let mut source = SourceReport {
+            commits: 3,
+            ..Default::default()
+        };
+        source.lag.insert(
+            "orders/2".into(),
+            PartitionLag {
+                high_watermark: 50,
+                committed: 40,
+                lag: 10,
+            },
+        );
+        p.source = Some(source);
+        m.observe(&p);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("bizon_records_read_total{pipeline=\"p\"} 10"), "{text}");
+        assert!(
+            text.contains("bizon_records_written_total{destination_id=\"users\",pipeline=\"p\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bizon_kafka_lag{partition=\"2\",topic=\"orders\",pipeline=\"p\"} 10"),
+            "{text}"
+        );
+        assert!(text.contains("bizon_source_commits_total{pipeline=\"p\"} 3"), "{text}");
+    }
+}
