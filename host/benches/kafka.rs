@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bizon_host::record::SourceRecord;
-use bizon_host::source::kafka::config::MessageEncoding;
 use bizon_host::source::kafka::message::{Decoded, Decoder};
 use bizon_host::source::{Source, SourceError};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
@@ -98,7 +97,7 @@ fn host_side(records: u64, partitions: i32) {
     let source = InMemory {
         messages: messages.into_iter(),
         decoder: Decoder {
-            encoding: MessageEncoding::Utf8,
+            avro: None,
             topics: [(TOPIC.to_string(), Arc::from("bench"))].into(),
             skip_empty_value: true,
             skip_invalid_keys: false,

@@ -711,3 +711,102 @@ fn scale_out_three_processes_six_partitions_one_killed_mid_run_loses_nothing() {
     );
     assert_eq!(b.committed(&group, &topic, 6), highs);
 }
+
+/// An Apicurio schema registry stand-in: `GET /apis/registry/v2/ids/globalIds/{id}`
+/// answers the schema of that id, or 404. Returns its base URL.
+fn schema_registry(schemas: Vec<(i64, String)>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let id: Option<i64> = request
+                .split_whitespace()
+                .nth(1)
+                .and_then(|path| path.strip_prefix("/apis/registry/v2/ids/globalIds/"))
+                .and_then(|id| id.parse().ok());
+            let response = match schemas.iter().find(|(i, _)| Some(*i) == id) {
+                Some((_, schema)) => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{schema}",
+                    schema.len()
+                ),
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn avro_messages_decode_with_schemas_from_the_registry_and_unknown_ids_go_to_the_dead_letter() {
+    use apache_avro::types::Value as Avro;
+    let Some(b) = broker() else { return };
+    let schema_text = r#"{"type": "record", "name": "users", "namespace": "cdc", "fields": [{"name": "id", "type": "long"}, {"name": "email", "type": ["null", "string"]}, {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#;
+    let schema = apache_avro::Schema::parse_str(schema_text).unwrap();
+    let url = schema_registry(vec![(1, schema_text.to_string()), (2, schema_text.to_string())]);
+    let datum = |id: i64, email: Option<&str>| {
+        let record = Avro::Record(vec![
+            ("id".into(), Avro::Long(id)),
+            (
+                "email".into(),
+                match email {
+                    Some(e) => Avro::Union(1, Box::new(Avro::String(e.into()))),
+                    None => Avro::Union(0, Box::new(Avro::Null)),
+                },
+            ),
+            ("at".into(), Avro::TimestampMillis(1_714_566_600_000 + id)),
+        ]);
+        apache_avro::to_avro_datum(&schema, record).unwrap()
+    };
+    let topic = unique("avro");
+    b.create_topic(&topic, 1);
+    let p = b.producer();
+    // Confluent framing: magic byte, 4-byte schema id.
+    let mut confluent = vec![0, 0, 0, 0, 1];
+    confluent.extend(datum(1, Some("a@example.com")));
+    p.send(&topic, 0, None, Some(&confluent), &[]);
+    // Apicurio framing: magic byte, 8-byte global id.
+    let mut apicurio = vec![0, 0, 0, 0, 0, 0, 0, 0, 2];
+    apicurio.extend(datum(2, None));
+    p.send(&topic, 0, None, Some(&apicurio), &[]);
+    // A schema id the registry does not have.
+    let mut unknown = vec![0, 0, 0, 0, 99];
+    unknown.extend(datum(3, None));
+    p.send(&topic, 0, None, Some(&unknown), &[]);
+    p.flush();
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dead.jsonl");
+    // Bizon's own avro config: the encoding is its default, the registry under authentication.
+    let yaml = format!(
+        "name: avro\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  topic: {topic}\n  authentication:\n    type: basic\n    schema_registry_url: {url}\n  consumer_config:\n{FAST_GROUP}destination:\n  name: file\n  config:\n    path: {}\ndead_letter:\n  path: {}\n",
+        b.servers,
+        unique("g"),
+        dir.path().join("out").display(),
+        dl.display()
+    );
+    let (output, result) = run_to_end(dir.path(), &write(dir.path(), "avro.yaml", &yaml));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(result["records_written"], 2, "{result}");
+    let all = rows(&dir.path().join("out"));
+    let data: Vec<String> = all.iter().map(|(_, r)| r["source_data"].as_str().unwrap().to_string()).collect();
+    let first = data.iter().find(|d| d.contains("\"offset\":0")).unwrap();
+    assert!(
+        first.contains(r#""value":{"id":1,"email":"a@example.com","at":"2024-05-01T12:30:00.001000+00:00"},"schema":{"type":"record","name":"Envelope","namespace":"cdc","fields":[{"#),
+        "{first}"
+    );
+    let second = data.iter().find(|d| d.contains("\"offset\":1")).unwrap();
+    assert!(second.contains(r#""value":{"id":2,"email":null,"#), "{second}");
+    let letters = std::fs::read_to_string(&dl).unwrap();
+    assert!(letters.contains("schema id 99 not found in the registry"), "{letters}");
+}

@@ -8,12 +8,13 @@
 //! header is kept (null, or with replacement characters) instead of
 //! aborting the run.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rdkafka::message::{Headers, Message};
 
-use super::config::MessageEncoding;
+use super::avro::{AvroDecoder, AvroError};
 use crate::dead_letter::Letter;
 use crate::record::SourceRecord;
 
@@ -23,10 +24,14 @@ pub enum Decoded {
     Skipped(&'static str),
     /// Cannot become a record: to the dead letter, or the run stops.
     Bad(String),
+    /// Not the message's fault (the schema registry cannot be reached):
+    /// the run stops without moving past it.
+    Failed(String),
 }
 
 pub struct Decoder {
-    pub encoding: MessageEncoding,
+    /// Avro with a schema registry; JSON text (`utf-8`) without.
+    pub avro: Option<RefCell<AvroDecoder>>,
     pub topics: HashMap<String, Arc<str>>,
     pub skip_empty_value: bool,
     pub skip_invalid_keys: bool,
@@ -50,12 +55,16 @@ impl Decoder {
             },
             _ => "{}".to_string(),
         };
-        let value = match self.encoding {
-            MessageEncoding::Utf8 => match json_text(value) {
-                Ok(v) => v,
+        let (value, schema) = match &self.avro {
+            None => match json_text(value) {
+                Ok(v) => (v, None),
                 Err(e) => return self.bad(format!("the value is not JSON: {e}")),
             },
-            MessageEncoding::Avro => return self.bad("message_encoding avro is not supported by this build".into()),
+            Some(avro) => match avro.borrow_mut().decode(value) {
+                Ok((v, schema)) => (v, Some(schema)),
+                Err(AvroError::Message(e)) => return self.bad(e),
+                Err(AvroError::Registry(e)) => return Decoded::Failed(e),
+            },
         };
         let Some(destination_id) = self.topics.get(message.topic()) else {
             return self.bad(format!("topic `{}` is not in the topic map", message.topic()));
@@ -79,7 +88,9 @@ impl Decoder {
         data.push_str(&headers_json(message));
         data.push_str(",\"value\":");
         data.push_str(&value);
-        data.push_str(",\"schema\":{}}");
+        data.push_str(",\"schema\":");
+        data.push_str(schema.as_ref().map_or("{}", |s| s.1.as_str()));
+        data.push('}');
         Decoded::Record(SourceRecord {
             id: format!("partition_{}_offset_{}", message.partition(), message.offset()),
             timestamp_us: timestamp_ms.map_or(read_at_us, |ms| ms.saturating_mul(1000)),
@@ -191,7 +202,7 @@ mod tests {
 
     fn decoder() -> Decoder {
         Decoder {
-            encoding: MessageEncoding::Utf8,
+            avro: None,
             topics: [("orders".to_string(), Arc::from("shop.orders"))].into(),
             skip_empty_value: true,
             skip_invalid_keys: false,

@@ -8,6 +8,7 @@
 //! the partition's records to be written and commits them; at the end it
 //! commits, then closes the consumer so the group rebalances at once.
 
+pub mod avro;
 pub mod config;
 mod consumer;
 pub mod message;
@@ -57,13 +58,27 @@ impl KafkaSource {
         settings
             .entry("statistics.interval.ms".into())
             .or_insert_with(|| "5000".into());
-        if config.message_encoding == MessageEncoding::Avro {
-            return Err(SourceError::Kafka(
-                "message_encoding: avro (Bizon's default) is not supported yet; \
-                 set `message_encoding: utf-8` for JSON messages"
-                    .into(),
-            ));
-        }
+        let avro = match config.message_encoding {
+            MessageEncoding::Utf8 => None,
+            MessageEncoding::Avro => {
+                let auth = config.authentication.as_ref().filter(|a| !a.schema_registry_url.is_empty());
+                let Some(auth) = auth else {
+                    return Err(SourceError::Kafka(
+                        "message_encoding: avro (Bizon's default) needs authentication.schema_registry_url; \
+                         set `message_encoding: utf-8` for JSON messages"
+                            .into(),
+                    ));
+                };
+                Some(std::cell::RefCell::new(
+                    avro::AvroDecoder::new(
+                        &auth.schema_registry_url,
+                        &auth.schema_registry_username,
+                        &auth.schema_registry_password,
+                    )
+                    .map_err(SourceError::Kafka)?,
+                ))
+            }
+        };
         let topics = config
             .topic_map()
             .into_iter()
@@ -71,7 +86,7 @@ impl KafkaSource {
             .collect();
         Ok(Self {
             decoder: Decoder {
-                encoding: config.message_encoding,
+                avro,
                 topics,
                 skip_empty_value: config.skip_message_empty_value,
                 skip_invalid_keys: config.skip_message_invalid_keys,
@@ -315,6 +330,14 @@ impl Reader<'_> {
                 Decoded::Skipped(why) => {
                     tracing::debug!(why, "kafka: skipped a message");
                     self.skipped += 1;
+                }
+                Decoded::Failed(error) => {
+                    return Err(SourceError::Kafka(format!(
+                        "topic {} partition {} offset {}: {error}",
+                        message.topic(),
+                        message.partition(),
+                        message.offset()
+                    )))
                 }
                 Decoded::Bad(error) => match &self.source.dead_letters {
                     Some(_) => letters.push(message::letter(&message, error)),
