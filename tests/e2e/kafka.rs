@@ -799,7 +799,10 @@ fn avro_messages_decode_with_schemas_from_the_registry_and_unknown_ids_go_to_the
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(result["records_written"], 2, "{result}");
     let all = rows(&dir.path().join("out"));
-    let data: Vec<String> = all.iter().map(|(_, r)| r["source_data"].as_str().unwrap().to_string()).collect();
+    let data: Vec<String> = all
+        .iter()
+        .map(|(_, r)| r["source_data"].as_str().unwrap().to_string())
+        .collect();
     let first = data.iter().find(|d| d.contains("\"offset\":0")).unwrap();
     assert!(
         first.contains(r#""value":{"id":1,"email":"a@example.com","at":"2024-05-01T12:30:00.001000+00:00"},"schema":{"type":"record","name":"Envelope","namespace":"cdc","fields":[{"#),

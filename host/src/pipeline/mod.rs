@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use report::{Progress, RunReport, RunStatus};
+pub use report::{Progress, RejectedRecord, RunReport, RunStatus};
 
 use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
 use crate::config::{DestinationOptions, Pipeline};
-use crate::dead_letter::DeadLetters;
-use crate::destination::retry::RetryPolicy;
-use crate::destination::{Batch, SharedDestination};
+use crate::dead_letter::{DeadLetterError, DeadLetters, Letter};
+use crate::destination::retry::{RetryError, RetryPolicy};
+use crate::destination::{Batch, DestinationError, SharedDestination};
 use crate::record::now_us;
 use crate::record::unnest::Unnester;
 use crate::source::{self, SourceEvent, SourceHandle, SourceTask};
@@ -46,8 +46,19 @@ pub enum PipelineError {
     Connection { destination: &'static str, message: String },
     #[error("destination_id `{destination_id}`: write failed: {message}")]
     Write { destination_id: String, message: String },
+    #[error(
+        "destination_id `{destination_id}`: {count} row(s) rejected; first: source_record_id {}: {}",
+        first.source_record_id, first.reason
+    )]
+    Rejected {
+        destination_id: String,
+        count: usize,
+        first: Box<RejectedRecord>,
+    },
     #[error("{0}")]
     Unnest(#[from] crate::record::unnest::UnnestError),
+    #[error("{0}")]
+    DeadLetter(#[from] DeadLetterError),
     #[error("destination `{destination}`: finalize failed: {message}")]
     Finalize { destination: &'static str, message: String },
 }
@@ -78,7 +89,8 @@ pub async fn run(
 }
 
 /// [`run`], with rows the destination rejects going to `dead_letters`
-/// (the same sink the source sends undecodable messages to).
+/// (the same sink the source sends undecodable messages to) instead of
+/// stopping the run.
 pub async fn run_with_dead_letters(
     pipeline: &Pipeline,
     source: Box<dyn SourceTask>,
@@ -88,11 +100,25 @@ pub async fn run_with_dead_letters(
     progress: watch::Sender<Progress>,
 ) -> RunReport {
     let started = StdInstant::now();
-    let mut run = Run::new(pipeline, destination, progress);
+    // The signal is watched for the whole run, the final flush and
+    // finalize included: a stop there still ends retries at once.
+    let (stop, stopping) = watch::channel(false);
+    let mut run = Run::new(pipeline, destination, progress, stopping);
     run.dead_letters = dead_letters;
     let mut handle = source::spawn(source, SOURCE_QUEUE_PAGES);
     run.source_stats = Some(handle.stats.clone());
-    let outcome = run.drive(&mut handle, shutdown).await;
+    let outcome = {
+        let drive = run.drive(&mut handle);
+        tokio::pin!(drive);
+        tokio::select! {
+            outcome = &mut drive => outcome,
+            () = shutdown => {
+                tracing::warn!("stopping: flushing what was read, then finalizing (a second signal exits at once)");
+                stop.send_replace(true);
+                drive.await
+            }
+        }
+    };
     // The source commits what was acknowledged and closes before the report.
     handle.finish().await;
     run.report(outcome, started)
@@ -118,6 +144,9 @@ struct Run {
     stats: Progress,
     pages_read: u64,
     acknowledged: Option<u64>,
+    /// Turns true on a shutdown signal: reading stops, and writes under way
+    /// make no more retries.
+    stopping: watch::Receiver<bool>,
     dead_letters: Option<Arc<DeadLetters>>,
     source_stats: Option<Arc<source::SourceStats>>,
 }
@@ -127,18 +156,33 @@ struct WriteDone {
     first_page: u64,
     rows: u64,
     bytes: usize,
-    result: Result<u64, PipelineError>,
+    result: Result<Written, PipelineError>,
+}
+
+/// What a write did: rows written, and the ones the destination refused
+/// (with their source_data, for the dead letter).
+struct Written {
+    rows: u64,
+    rejected: Vec<RejectedRecord>,
+    rejected_data: Vec<Option<String>>,
 }
 
 /// How the drive loop ended.
 enum Outcome {
     Completed,
-    Interrupted,
+    /// A signal stopped the run; what was read was flushed unless the error
+    /// says otherwise.
+    Interrupted(Option<PipelineError>),
     Failed(PipelineError),
 }
 
 impl Run {
-    fn new(pipeline: &Pipeline, destination: SharedDestination, progress: watch::Sender<Progress>) -> Self {
+    fn new(
+        pipeline: &Pipeline,
+        destination: SharedDestination,
+        progress: watch::Sender<Progress>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         let options = pipeline.destination.options().clone();
         let capacity = options.buffer_bytes();
         let policy = BufferPolicy {
@@ -164,6 +208,7 @@ impl Run {
             stats: Progress::default(),
             pages_read: 0,
             acknowledged: None,
+            stopping,
             dead_letters: None,
             source_stats: None,
         }
@@ -173,47 +218,54 @@ impl Run {
         self.buffers.bytes() + self.queued_bytes + self.in_flight_bytes
     }
 
-    async fn drive(&mut self, handle: &mut SourceHandle, shutdown: impl Future<Output = ()>) -> Outcome {
+    async fn drive(&mut self, handle: &mut SourceHandle) -> Outcome {
         if let Err(e) = self.destination.check_connection().await {
             return Outcome::Failed(PipelineError::Connection {
                 destination: self.destination_name,
                 message: e.to_string(),
             });
         }
-        let outcome = self.read_until_end(handle, shutdown).await;
+        let outcome = self.read_until_end(handle).await;
         let handle = &*handle;
         // Stop the source thread; it reads at most one more page.
         handle.stop.store(true, Ordering::Relaxed);
-        let outcome = match outcome {
-            Outcome::Failed(e) => {
-                // Let writes under way finish so that what they wrote is counted.
-                self.drain_in_flight(handle).await;
-                return Outcome::Failed(e);
-            }
-            other => other,
+        // After a signal a failure still exits as interrupted: the operator
+        // asked for the stop, and the report says what was not written.
+        let stopping = self.stopping.clone();
+        let failed = |e| match *stopping.borrow() {
+            true => Outcome::Interrupted(Some(e)),
+            false => Outcome::Failed(e),
         };
+        if let Outcome::Failed(e) = outcome {
+            // Let writes under way finish so that what they wrote is counted.
+            self.drain_in_flight(handle).await;
+            return Outcome::Failed(e);
+        }
         for id in self.buffers.non_empty() {
             if let Err(e) = self.flush(&id, FlushReason::End) {
-                return Outcome::Failed(e);
+                return failed(e);
             }
         }
         while !self.writes.is_empty() {
             if let Err(e) = self.complete_one(handle).await {
                 self.drain_in_flight(handle).await;
-                return Outcome::Failed(e);
+                return failed(e);
             }
         }
         if let Err(e) = self.destination.finalize().await {
-            return Outcome::Failed(PipelineError::Finalize {
+            return failed(PipelineError::Finalize {
                 destination: self.destination_name,
                 message: e.to_string(),
             });
         }
-        outcome
+        match *self.stopping.borrow() {
+            true => Outcome::Interrupted(None),
+            false => outcome,
+        }
     }
 
-    async fn read_until_end(&mut self, handle: &mut SourceHandle, shutdown: impl Future<Output = ()>) -> Outcome {
-        tokio::pin!(shutdown);
+    async fn read_until_end(&mut self, handle: &mut SourceHandle) -> Outcome {
+        let mut stopping = self.stopping.clone();
         // What the source reports (Kafka lag, commits) changes while no
         // record moves: publish it now and then.
         let mut refresh = tokio::time::interval(SOURCE_STATS_EVERY);
@@ -232,17 +284,14 @@ impl Run {
             }
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
-                    tracing::warn!("stopping: flushing what was read, then finalizing");
-                    return Outcome::Interrupted;
-                }
+                _ = stopping.wait_for(|stop| *stop) => return Outcome::Interrupted(None),
                 Some(done) = self.writes.join_next(), if !self.writes.is_empty() => {
                     let done = done.expect("write tasks do not panic");
                     if let Err(e) = self.finish_write(done, handle) {
                         return Outcome::Failed(e);
                     }
                 }
-                _ = refresh.tick(), if self.source_stats.is_some() => self.publish(),
+                _ = refresh.tick() => self.publish(),
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     for id in self.buffers.due(Instant::now()) {
                         if let Err(e) = self.flush(&id, FlushReason::Age) {
@@ -336,10 +385,11 @@ impl Run {
             self.busy.insert(id.clone());
             let destination = self.destination.clone();
             let retry = self.options.retry.clone();
+            let stopping = self.stopping.clone();
             let (first_page, bytes) = (flushed.first_page, flushed.bytes);
             self.writes.spawn(async move {
                 let rows = batch.records.num_rows() as u64;
-                let result = write(destination, unnester, batch, retry).await;
+                let result = write(destination, unnester, batch, retry, stopping).await;
                 WriteDone {
                     destination_id: id,
                     first_page,
@@ -388,16 +438,52 @@ impl Run {
             }
         }
         let written = done.result?;
-        debug_assert_eq!(written, done.rows);
-        self.stats.records_written += written;
+        debug_assert_eq!(written.rows + written.rejected.len() as u64, done.rows);
+        self.stats.records_written += written.rows;
         *self
             .stats
             .by_destination_id
             .entry(done.destination_id.to_string())
-            .or_default() += written;
+            .or_default() += written.rows;
+        if !written.rejected.is_empty() && self.dead_letters.is_some() {
+            self.dead_letter(written.rejected, written.rejected_data)?;
+        } else if let Some(first) = written.rejected.first().cloned() {
+            // The other rows are written and counted; the refused ones stop
+            // the run, named in the error and listed in the report.
+            let count = written.rejected.len();
+            self.stats.note_rejected(written.rejected);
+            self.publish();
+            return Err(PipelineError::Rejected {
+                destination_id: done.destination_id.to_string(),
+                count,
+                first: Box::new(first),
+            });
+        }
         self.acknowledge(handle);
         self.publish();
         self.start_writes()
+    }
+
+    /// Sends rejected rows to the dead letter; once it has them they count as
+    /// delivered (their pages may be acknowledged). Past its bound, the run stops.
+    fn dead_letter(&mut self, rejected: Vec<RejectedRecord>, data: Vec<Option<String>>) -> Result<(), PipelineError> {
+        let dead_letters = self.dead_letters.clone().expect("a dead letter sink");
+        let letters: Vec<Letter> = rejected
+            .iter()
+            .zip(data)
+            .map(|(r, source_data)| Letter::Rejected {
+                destination_id: r.destination_id.clone(),
+                source_record_id: r.source_record_id.clone(),
+                reason: r.reason.clone(),
+                source_data,
+            })
+            .collect();
+        if let Some(stats) = &self.source_stats {
+            stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        }
+        self.stats.note_rejected(rejected);
+        dead_letters.send(&letters)?;
+        Ok(())
     }
 
     /// Writes that already started are waited for (and counted) when a run fails.
@@ -437,7 +523,7 @@ impl Run {
     fn report(mut self, outcome: Outcome, started: StdInstant) -> RunReport {
         let (status, error) = match outcome {
             Outcome::Completed => (RunStatus::Success, None),
-            Outcome::Interrupted => (RunStatus::Interrupted, None),
+            Outcome::Interrupted(e) => (RunStatus::Interrupted, e.map(|e| e.to_string())),
             Outcome::Failed(e) => (RunStatus::Failed, Some(e.to_string())),
         };
         self.publish();
@@ -452,13 +538,17 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// One batch to its destination: decode for `unnest`, then write with retries.
+/// One batch to its destination: decode for `unnest`, then write with
+/// retries (none once `stopping` turns true). Rows the destination refused
+/// are named by their source_record_id.
 async fn write(
     destination: SharedDestination,
     unnester: Option<Arc<Unnester>>,
     mut batch: Batch,
     retry: RetryPolicy,
-) -> Result<u64, PipelineError> {
+    stopping: watch::Receiver<bool>,
+) -> Result<Written, PipelineError> {
+    let original = batch.records.clone();
     if let Some(unnester) = unnester {
         let records = batch.records.clone();
         batch.records = tokio::task::spawn_blocking(move || unnester.unnest(&records))
@@ -466,7 +556,7 @@ async fn write(
             .expect("unnest does not panic")?;
     }
     let id = batch.destination_id.clone();
-    retry
+    let result = retry
         .run(
             || destination.write(&batch),
             |attempt, error, wait| {
@@ -476,12 +566,32 @@ async fn write(
                     "write failed, retrying in {wait:?}: {error}"
                 );
             },
+            stopping,
         )
-        .await
-        .map_err(|e| PipelineError::Write {
+        .await;
+    match result {
+        Ok(rows) => Ok(Written {
+            rows,
+            rejected: Vec::new(),
+            rejected_data: Vec::new(),
+        }),
+        Err(RetryError {
+            error: DestinationError::Rejected(rows),
+            ..
+        }) => {
+            let rejected_data = report::rejected_source_data(&original, &rows);
+            let rejected = report::rejected_records(&id, &original, rows);
+            Ok(Written {
+                rows: original.num_rows() as u64 - rejected.len() as u64,
+                rejected,
+                rejected_data,
+            })
+        }
+        Err(e) => Err(PipelineError::Write {
             destination_id: id.to_string(),
             message: e.to_string(),
-        })
+        }),
+    }
 }
 
 #[cfg(test)]

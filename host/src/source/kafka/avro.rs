@@ -84,12 +84,17 @@ impl AvroDecoder {
             return Ok(Err(format!("schema id {id} not found in the registry")));
         }
         if !response.status().is_success() {
-            return Err(AvroError::Registry(format!("schema registry {url}: HTTP {}", response.status())));
+            return Err(AvroError::Registry(format!(
+                "schema registry {url}: HTTP {}",
+                response.status()
+            )));
         }
         let text = response
             .text()
             .map_err(|e| AvroError::Registry(format!("schema registry {url}: {e}")))?;
-        Ok(parse_schema(&text).map(Arc::new).map_err(|e| format!("schema {id}: {e}")))
+        Ok(parse_schema(&text)
+            .map(Arc::new)
+            .map_err(|e| format!("schema {id}: {e}")))
     }
 }
 
@@ -115,7 +120,11 @@ fn parse_schema(text: &str) -> Result<(Schema, String), String> {
         }
     }
     if !named {
-        out.push_str(if fields.is_empty() { "\"name\":\"Envelope\"" } else { ",\"name\":\"Envelope\"" });
+        out.push_str(if fields.is_empty() {
+            "\"name\":\"Envelope\""
+        } else {
+            ",\"name\":\"Envelope\""
+        });
     }
     out.push('}');
     let schema = Schema::parse_str(&out).map_err(|e| format!("not an Avro schema: {e}"))?;
@@ -247,7 +256,11 @@ fn render(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         Value::LocalTimestampNanos(ns) => iso(out, ns.div_euclid(1000), false),
         Value::TimeMillis(ms) => time_of_day(i64::from(*ms) * 1000, out),
         Value::TimeMicros(us) => time_of_day(*us, out),
-        other => return Err(format!("Avro value {other:?} has no JSON form (Bizon cannot write it either)")),
+        other => {
+            return Err(format!(
+                "Avro value {other:?} has no JSON form (Bizon cannot write it either)"
+            ))
+        }
     }
     Ok(())
 }
@@ -284,7 +297,10 @@ mod tests {
                 {"name": "score", "type": "double"}]}"#,
         )
         .unwrap();
-        assert!(bizon.starts_with(r#"{"type":"record","name":"Envelope","fields":[{"name":"id","type":"long"}"#), "{bizon}");
+        assert!(
+            bizon.starts_with(r#"{"type":"record","name":"Envelope","fields":[{"name":"id","type":"long"}"#),
+            "{bizon}"
+        );
         let record = Value::Record(vec![
             ("id".into(), Value::Long(7)),
             ("email".into(), Value::Union(1, Box::new(Value::String("a@b".into())))),

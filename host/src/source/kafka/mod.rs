@@ -61,7 +61,10 @@ impl KafkaSource {
         let avro = match config.message_encoding {
             MessageEncoding::Utf8 => None,
             MessageEncoding::Avro => {
-                let auth = config.authentication.as_ref().filter(|a| !a.schema_registry_url.is_empty());
+                let auth = config
+                    .authentication
+                    .as_ref()
+                    .filter(|a| !a.schema_registry_url.is_empty());
                 let Some(auth) = auth else {
                     return Err(SourceError::Kafka(
                         "message_encoding: avro (Bizon's default) needs authentication.schema_registry_url; \
