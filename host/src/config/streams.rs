@@ -109,3 +109,47 @@ pub fn apply(
     }
     Ok(())
 }
+
+#[cfg(all(test, feature = "kafka", feature = "bigquery"))]
+mod tests {
+    use crate::config::SourceConfig;
+    use crate::source::kafka::config::TopicConfig;
+
+    #[test]
+    fn bizons_streams_example_gets_its_topics_and_record_schemas_injected() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/bizon/kafka_streams.example.yml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let p = crate::config::parse(&text, "kafka_streams.example.yml", |_| None).unwrap();
+        let SourceConfig::Kafka(kafka) = &p.source else {
+            panic!("a kafka source")
+        };
+        let topic = |name: &str, table: &str| TopicConfig {
+            name: name.into(),
+            destination_id: table.into(),
+        };
+        assert_eq!(
+            kafka.topic_map(),
+            vec![
+                topic("cdc.public.users", "your-gcp-project.your_dataset.users"),
+                topic("cdc.public.orders", "your-gcp-project.your_dataset.orders"),
+            ]
+        );
+        let schemas = &p.destination.options().record_schemas;
+        assert_eq!(schemas.len(), 2);
+        assert_eq!(schemas[1].destination_id, "your-gcp-project.your_dataset.orders");
+        assert_eq!(
+            schemas[1].clustering_keys,
+            Some(vec!["id".to_string(), "user_id".to_string()])
+        );
+        assert_eq!(schemas[0].record_schema.len(), 10);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("source.nb_bytes_schema_id")),
+            "{:?}",
+            p.warnings
+        );
+        assert!(!p.ignored_sections.contains(&"streams"));
+    }
+}

@@ -248,3 +248,72 @@ async fn memory_stays_under_budget_by_flushing_the_largest_buffer_early() {
         "peak {peak}: the test did not load the buffers"
     );
 }
+
+/// Refuses the rows whose source_record_id is odd, writes the others.
+struct RejectsOdd;
+
+#[async_trait]
+impl Destination for RejectsOdd {
+    async fn check_connection(&self) -> Result<(), DestinationError> {
+        Ok(())
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
+        let ids = batch
+            .records
+            .column_by_name("source_record_id")
+            .unwrap()
+            .as_string::<i32>();
+        let rows: Vec<crate::destination::RejectedRow> = (0..ids.len())
+            .filter(|&i| ids.value(i).parse::<u64>().unwrap() % 2 == 1)
+            .map(|i| crate::destination::RejectedRow {
+                row: i as u64,
+                reason: "odd".into(),
+            })
+            .collect();
+        match rows.is_empty() {
+            true => Ok(batch.records.num_rows() as u64),
+            false => Err(DestinationError::Rejected(rows)),
+        }
+    }
+
+    async fn finalize(&self) -> Result<(), DestinationError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn rejected_rows_go_to_the_dead_letter_with_their_data_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dl.jsonl");
+    let config = crate::dead_letter::DeadLetterConfig {
+        path: Some(path.clone()),
+        topic: None,
+        bootstrap_servers: None,
+        max_dead_letters: None,
+        max_dead_letter_ratio: None,
+    };
+    let dead_letters = Arc::new(DeadLetters::open(&config, None).unwrap());
+    let p = pipeline("    buffer_size: 0\n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    tx.send(Some(records(0..6, None))).unwrap();
+    tx.send(None).unwrap();
+    let (progress, _rx) = watch::channel(Progress::default());
+    let report = run_with_dead_letters(
+        &p,
+        Box::new(Box::new(Scripted(rx)) as Box<dyn Source>),
+        Arc::new(RejectsOdd),
+        Some(dead_letters),
+        std::future::pending(),
+        progress,
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Success, "{:?}", report.error);
+    assert_eq!((report.records_written, report.records_rejected), (3, 3));
+    let letters = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(letters.lines().count(), 3, "{letters}");
+    assert!(
+        letters.contains(r#""source_record_id":"1""#) && letters.contains(r#""source_data":"{\"id\":1}""#),
+        "{letters}"
+    );
+}

@@ -178,8 +178,16 @@ impl SourceHandle {
     /// Closes the acknowledgement channel and waits (bounded) for the source
     /// thread to end, so that its last commit happens before the process exits.
     pub async fn finish(self) {
-        let SourceHandle { acks, thread, stop, .. } = self;
+        let SourceHandle {
+            events,
+            acks,
+            thread,
+            stop,
+            ..
+        } = self;
         stop.store(true, Ordering::Relaxed);
+        // A source blocked handing over a page sees the channel closed.
+        drop(events);
         drop(acks);
         let joined = tokio::task::spawn_blocking(move || thread.join());
         if tokio::time::timeout(CLOSE_TIMEOUT, joined).await.is_err() {
