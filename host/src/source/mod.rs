@@ -66,6 +66,13 @@ pub trait Source: Send {
 /// polling, rebalances and commits) runs its own loop.
 pub trait SourceTask: Send + 'static {
     fn run(self: Box<Self>, link: SourceLink);
+
+    /// Whether the run must wait for the source thread to end (a last
+    /// commit, leaving a group) before it exits. Page sources need not: one
+    /// may be blocked reading standard input.
+    fn closes(&self) -> bool {
+        false
+    }
 }
 
 impl SourceTask for Box<dyn Source> {
@@ -107,6 +114,10 @@ impl SourceTask for Box<dyn Source> {
 impl SourceTask for Box<dyn SourceTask> {
     fn run(self: Box<Self>, link: SourceLink) {
         (*self).run(link)
+    }
+
+    fn closes(&self) -> bool {
+        (**self).closes()
     }
 }
 
@@ -168,7 +179,8 @@ pub struct SourceHandle {
     pub acks: std::sync::mpsc::Sender<u64>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<SourceStats>,
-    thread: std::thread::JoinHandle<()>,
+    /// Resolves when the source thread ended, for sources that [close](SourceTask::closes).
+    closed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// How long a source may take to commit and close once the run is over.
@@ -181,7 +193,7 @@ impl SourceHandle {
         let SourceHandle {
             events,
             acks,
-            thread,
+            closed,
             stop,
             ..
         } = self;
@@ -189,8 +201,8 @@ impl SourceHandle {
         // A source blocked handing over a page sees the channel closed.
         drop(events);
         drop(acks);
-        let joined = tokio::task::spawn_blocking(move || thread.join());
-        if tokio::time::timeout(CLOSE_TIMEOUT, joined).await.is_err() {
+        let Some(closed) = closed else { return };
+        if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
             tracing::warn!("the source did not close within {CLOSE_TIMEOUT:?}; exiting anyway");
         }
     }
@@ -208,15 +220,20 @@ pub fn spawn(source: Box<dyn SourceTask>, depth: usize) -> SourceHandle {
         stop: stop.clone(),
         stats: stats.clone(),
     };
-    let thread = std::thread::Builder::new()
+    let (done, closed) = tokio::sync::oneshot::channel();
+    let closed = source.closes().then_some(closed);
+    std::thread::Builder::new()
         .name("bizon-source".into())
-        .spawn(move || source.run(link))
+        .spawn(move || {
+            source.run(link);
+            let _ = done.send(());
+        })
         .expect("spawning the source thread");
     SourceHandle {
         events,
         acks,
         stop,
         stats,
-        thread,
+        closed,
     }
 }

@@ -235,6 +235,10 @@ impl SourceTask for KafkaSource {
         drop(consumer);
         tracing::info!("kafka: consumer closed");
     }
+
+    fn closes(&self) -> bool {
+        true
+    }
 }
 
 struct Reader<'a> {
