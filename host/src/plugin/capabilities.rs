@@ -1,8 +1,11 @@
 //! What a plugin may touch. By default: nothing outside its own memory but
-//! clocks, randomness and a log. Grants add preopened directories and named
-//! environment variables; everything else (sockets, HTTP, ...) is not even
-//! linked, and a component that imports it is refused at load time.
+//! clocks, randomness and a log. Grants add preopened directories, named
+//! environment variables and outbound hosts. Sockets and HTTP are linked for
+//! every plugin and denied at use unless granted (see [`super::egress`]);
+//! anything else is not linked, and a component that imports it is refused
+//! at load time.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -15,6 +18,7 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder};
 
+use super::egress::{self, Egress, HostRule, NetworkLimits, SecretGrant};
 use super::instance::State;
 use super::stdio::Captured;
 use super::PluginError;
@@ -28,6 +32,15 @@ pub struct Grants {
     /// Environment variables copied from the host's environment, by name.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Outbound hosts (`https://api.example.com`, `tcp://db:5432`, ...);
+    /// empty: no network.
+    #[serde(default)]
+    pub hosts: Vec<HostRule>,
+    /// Credentials the host adds to requests, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretGrant>,
+    #[serde(default)]
+    pub network: NetworkLimits,
 }
 
 /// A host directory the plugin sees at `guest`.
@@ -133,7 +146,9 @@ pub fn check_component(plugin: &str, component: &Component, engine: &Engine) -> 
     let refused: Vec<String> = ty
         .imports(engine)
         .filter(|(name, item)| {
-            !LINKED.contains(&unversioned(name)) || !matches!(item.ty, ComponentItem::ComponentInstance(_))
+            let name = unversioned(name);
+            !(LINKED.contains(&name) || egress::LINKED.contains(&name))
+                || !matches!(item.ty, ComponentItem::ComponentInstance(_))
         })
         .map(|(name, _)| name.to_string())
         .collect();
@@ -147,7 +162,8 @@ pub fn check_component(plugin: &str, component: &Component, engine: &Engine) -> 
 }
 
 /// The linker every instance of a plugin is built against: the contract's
-/// `host` plus the WASI interfaces of [`LINKED`], and nothing else.
+/// `host`, the WASI interfaces of [`LINKED`] and [`egress::LINKED`], and
+/// nothing else.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sync};
     let mut linker = Linker::new(engine);
@@ -173,6 +189,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     cli::terminal_stderr::add_to_linker::<State, WasiCli>(l, State::cli)?;
     sync::filesystem::types::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
     filesystem::preopens::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
+    egress::add_to_linker(l)?;
     Ok(linker)
 }
 
@@ -183,8 +200,9 @@ impl wasmtime::component::HasData for HasTable {
 }
 
 /// The WASI context of one instance: the grants, and stdout/stderr captured.
-pub fn wasi_ctx(grants: &Grants, captured: &Captured) -> Result<WasiCtx, String> {
+pub fn wasi_ctx(grants: &Grants, captured: &Captured, egress: &Egress) -> Result<WasiCtx, String> {
     let mut builder = WasiCtxBuilder::new();
+    egress.configure(&mut builder);
     builder.stdout(captured.clone()).stderr(captured.clone());
     // Calls already run on a blocking thread; a second hop per file
     // operation would only add latency.
@@ -246,9 +264,10 @@ mod tests {
                 guest: None,
                 writable: false,
             }],
-            env: vec![],
+            ..Grants::default()
         };
-        let Err(err) = wasi_ctx(&grants, &Captured::default()) else {
+        let egress = Egress::new("t.wasm", &grants).unwrap();
+        let Err(err) = wasi_ctx(&grants, &Captured::default(), &egress) else {
             panic!("granted a missing directory")
         };
         assert!(err.contains("/definitely/not/here"), "{err}");

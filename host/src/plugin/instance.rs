@@ -12,6 +12,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use super::bindings::bizon::destination::types::LogLevel;
 use super::bindings::bizon::destination::types::{BatchInfo, PluginInfo, RejectedRow, WriteError};
 use super::bindings::{bizon, Plugin as Bindings};
+use super::egress::Egress;
 use super::limits::MemoryLimiter;
 use super::log::{truncate, PluginLog, MAX_LINE_BYTES};
 use super::stdio::Captured;
@@ -26,6 +27,7 @@ pub struct State {
     pub(super) table: ResourceTable,
     limiter: MemoryLimiter,
     log: Arc<PluginLog>,
+    pub(super) egress: Egress,
 }
 
 impl WasiView for State {
@@ -72,15 +74,18 @@ impl Instance {
     /// Instantiates and asks `describe`, without opening.
     pub(super) fn described(shared: &Arc<Shared>) -> Result<Self, PluginError> {
         let captured = Captured::default();
-        let wasi = capabilities::wasi_ctx(&shared.grants, &captured).map_err(|message| PluginError::Grant {
+        let grant_error = |message| PluginError::Grant {
             plugin: shared.label.clone(),
             message,
-        })?;
+        };
+        let egress = Egress::new(&shared.label, &shared.grants).map_err(grant_error)?;
+        let wasi = capabilities::wasi_ctx(&shared.grants, &captured, &egress).map_err(grant_error)?;
         let state = State {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(&shared.limits),
             log: shared.log.clone(),
+            egress,
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -5,6 +5,7 @@
 //! - [`engine`]: the shared wasmtime engine and the epoch clock.
 //! - [`cache`]: compiled artifacts on disk.
 //! - [`capabilities`]: grants, the linker and the import check.
+//! - [`egress`]: outbound HTTP and TCP, checked where each connection is made.
 //! - [`limits`]: memory and call-time limits.
 //! - [`instance`]: one Store, the calls into it and what a trap means.
 //! - [`log`], [`stdio`]: the plugin's log lines and output, bounded.
@@ -12,6 +13,7 @@
 
 pub mod cache;
 pub mod capabilities;
+pub mod egress;
 pub mod engine;
 pub mod instance;
 pub mod ipc;
@@ -96,8 +98,8 @@ pub enum PluginError {
         supported: String,
     },
     #[error(
-        "plugin {plugin} imports interfaces a plugin cannot have: {}; plugins get no network and only the WASI \
-         interfaces for files, environment, clocks and randomness",
+        "plugin {plugin} imports interfaces a plugin cannot have: {}; plugins get only the WASI interfaces for \
+         files, environment, clocks, randomness, sockets and HTTP",
         refused.join(", ")
     )]
     Imports { plugin: String, refused: Vec<String> },
