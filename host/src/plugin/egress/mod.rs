@@ -133,12 +133,12 @@ impl WasiHttpView for State {
     }
 }
 
-/// Links `wasi:sockets/*` and `wasi:http/*`.
+/// Links `wasi:sockets/*` and `wasi:http/*` (async variants, as the rest).
 pub fn add_to_linker(l: &mut Linker<State>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::p2::bindings::{sockets as s, sync::sockets as sync};
-    sync::tcp::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
-    sync::udp::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
-    sync::udp_create_socket::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
+    use wasmtime_wasi::p2::bindings::sockets as s;
+    s::tcp::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
+    s::udp::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
+    s::udp_create_socket::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
     s::tcp_create_socket::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
     s::instance_network::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
     s::network::add_to_linker::<State, WasiSockets>(l, &Default::default(), State::sockets)?;
@@ -149,5 +149,5 @@ pub fn add_to_linker(l: &mut Linker<State>) -> wasmtime::Result<()> {
             policy,
         }
     })?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(l)
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)
 }
