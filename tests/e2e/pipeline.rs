@@ -256,11 +256,15 @@ fn broken_configs_exit_2_naming_the_line_and_field() {
             "expected `{expected}` in:\n{}",
             stderr(&output)
         );
-        assert!(result.is_none(), "no record may move on a broken config");
+        // The result file says why, and that nothing moved.
+        let result = result.expect("exit 2 still writes --result-json");
+        assert_eq!(result["status"], "failed");
+        assert_eq!(result["records_read"], 0, "no record may move on a broken config");
+        assert!(result["error"].as_str().unwrap().contains(expected), "{result}");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "only the pipeline file"
+            2,
+            "only the pipeline file and the result"
         );
     }
 }

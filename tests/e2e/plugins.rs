@@ -157,7 +157,7 @@ async fn memory_hog_hits_the_memory_limit() {
     assert_trap_contained(
         "memory",
         "limits: {memory_mb: 32}",
-        "exceeded its memory limit of 32 MB",
+        "exceeded its memory limit of 32 MiB",
     )
     .await;
 }

@@ -382,7 +382,9 @@ mod tests {
         std::fs::write(dir.path().join("a"), vec![0u8; 600 << 10]).unwrap();
         let quota = Quota::new(dir.path().to_path_buf(), 1);
         assert_eq!(quota.used.load(Ordering::SeqCst), 600 << 10);
+        // A charge comes before the bytes reach the disk.
         assert!(quota.charge(400 << 10));
+        std::fs::write(dir.path().join("b"), vec![0u8; 400 << 10]).unwrap();
         assert!(!quota.charge(100 << 10));
         // Deleting a file gives its room back at the next refusal.
         std::fs::remove_file(dir.path().join("a")).unwrap();
