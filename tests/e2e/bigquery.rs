@@ -5,6 +5,8 @@
 mod emulators;
 #[path = "support/fault.rs"]
 mod fault;
+#[path = "bigquery_parity.rs"]
+mod parity;
 
 use std::sync::Arc;
 
