@@ -152,10 +152,9 @@ pub fn encode_each(
                 start = end;
                 continue;
             }
-            if current.rows.len() == max_rows || current.bytes() + len + 16 > budget {
-                if !emit(std::mem::take(&mut current)) {
-                    return Ok(too_large);
-                }
+            let full = current.rows.len() == max_rows || current.bytes() + len + 16 > budget;
+            if full && !emit(std::mem::take(&mut current)) {
+                return Ok(too_large);
             }
             let at = current.buf.len();
             current.buf.extend_from_slice(&scratch[start..end]);
