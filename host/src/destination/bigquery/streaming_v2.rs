@@ -482,14 +482,12 @@ impl Destination for StreamingV2 {
     }
 
     async fn finalize(&self) -> Result<(), DestinationError> {
-        let cells: Vec<(TableRef, Arc<OnceCell<TableWriter>>)> = self
-            .writers
-            .lock()
-            .expect("poisoned")
-            .iter()
-            .map(|(t, c)| (t.clone(), c.clone()))
-            .collect();
-        for (table, cell) in cells {
+        // The run's writers go: their AppendRows connections close before the
+        // staged rows are published (bqemulator can stall a query behind an
+        // open one), and a later write would open new ones.
+        let cells: Vec<(TableRef, Arc<OnceCell<TableWriter>>)> =
+            std::mem::take(&mut *self.writers.lock().expect("poisoned")).into_iter().collect();
+        for (table, cell) in &cells {
             if let Some(TableWriter::Committed(c)) = cell.get() {
                 c.lock()
                     .await
@@ -499,6 +497,7 @@ impl Destination for StreamingV2 {
                     .map_err(|e| classify(&format!("finalizing the stream on {table}"), &e))?;
             }
         }
+        drop(cells);
         if self.sync_mode == SyncMode::Stream {
             return Ok(());
         }
