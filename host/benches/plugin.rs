@@ -124,15 +124,24 @@ fn main() {
         micros(median(loads))
     );
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
     // (a) Instantiation from the pre-instantiated component.
-    for _ in 0..100 {
-        plugin.describe().unwrap();
-    }
+    runtime.block_on(async {
+        for _ in 0..100 {
+            plugin.describe().await.unwrap();
+        }
+    });
     let described: Vec<_> = (0..2000)
         .map(|_| {
-            let t = Instant::now();
-            plugin.describe().unwrap();
-            t.elapsed()
+            runtime.block_on(async {
+                let t = Instant::now();
+                plugin.describe().await.unwrap();
+                t.elapsed()
+            })
         })
         .collect();
     println!(
@@ -141,9 +150,11 @@ fn main() {
     );
     let opened: Vec<_> = (0..2000)
         .map(|_| {
-            let t = Instant::now();
-            drop(plugin.instantiate().unwrap());
-            t.elapsed()
+            runtime.block_on(async {
+                let t = Instant::now();
+                drop(plugin.instantiate().await.unwrap());
+                t.elapsed()
+            })
         })
         .collect();
     println!(
@@ -151,11 +162,23 @@ fn main() {
         micros(median(opened))
     );
 
+    // Per-call cost: the cheapest export (check-connection does nothing in
+    // bench_sum), through the async call path with its deadline and timer.
+    let calls = 100_000;
+    let per_call = runtime.block_on(async {
+        let mut instance = plugin.instantiate().await.unwrap();
+        let t = Instant::now();
+        for _ in 0..calls {
+            instance.check_connection().await.unwrap().unwrap();
+        }
+        t.elapsed() / calls
+    });
+    println!(
+        "one empty call (check-connection), mean of {calls}: {:.2} us",
+        per_call.as_secs_f64() * 1e6
+    );
+
     // Startup to the first write, in process, warm cache.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let config = WasmConfig {
         options: DestinationOptions {
             max_concurrent_threads: 1,

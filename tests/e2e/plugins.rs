@@ -290,7 +290,14 @@ async fn flaky_writes_are_retried_and_every_row_is_written_once() {
     for sequence in 0..4 {
         let b = batch("flaky", sequence, 10);
         let mut attempts = 0;
-        written += policy.run(|| dest.write(&b), |_, _, _| attempts += 1).await.unwrap();
+        written += policy
+            .run(
+                || dest.write(&b),
+                |_, _, _| attempts += 1,
+                tokio::sync::watch::channel(false).1,
+            )
+            .await
+            .unwrap();
         assert_eq!(attempts, 1, "one retry per batch");
     }
     assert_eq!(written, 40);
@@ -326,8 +333,8 @@ async fn concurrent_destination_ids_each_see_all_their_rows() {
     dest.finalize().await.unwrap();
 }
 
-#[test]
-fn library_load_reports_cache_hits() {
+#[tokio::test(flavor = "multi_thread")]
+async fn library_load_reports_cache_hits() {
     // The shared test cache: a fresh directory would compile again, which
     // takes minutes in an unoptimized test build.
     let path = wasm("bench_sum");
@@ -343,5 +350,5 @@ fn library_load_reports_cache_hits() {
         .imports
         .iter()
         .any(|i| i.starts_with("bizon:destination/host")));
-    assert_eq!(second.describe().unwrap().name, "bench-sum");
+    assert_eq!(second.describe().await.unwrap().name, "bench-sum");
 }

@@ -32,6 +32,17 @@ pub struct Cli {
     /// error, warn, info, debug or trace (RUST_LOG, when set, wins)
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
+    /// Memory all live plugin instances may hold together, in MiB (default:
+    /// half of the machine's memory; env BIZON_HOST_PLUGIN_MEMORY_BUDGET_MB).
+    /// Each instance holds its whole `memory_mb` while it lives.
+    #[cfg(feature = "wasm")]
+    #[arg(long, global = true, value_name = "MiB")]
+    pub plugin_memory_budget_mb: Option<u64>,
+    /// Largest plugin component accepted, in MiB (default 64; env
+    /// BIZON_HOST_MAX_COMPONENT_MB).
+    #[cfg(feature = "wasm")]
+    #[arg(long, global = true, value_name = "MiB")]
+    pub max_component_mb: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,6 +79,15 @@ pub struct RunArgs {
 }
 
 pub async fn main(cli: Cli) -> ExitCode {
+    #[cfg(feature = "wasm")]
+    {
+        if let Some(mib) = cli.plugin_memory_budget_mb {
+            crate::plugin::budget::set_global(mib);
+        }
+        if let Some(mib) = cli.max_component_mb {
+            crate::plugin::set_max_component_mb(mib);
+        }
+    }
     match cli.command {
         Command::Run(args) => run(args).await,
         Command::Check { pipeline } => check(&pipeline).await,
@@ -85,6 +105,11 @@ fn load(path: &Path) -> Result<Pipeline, ExitCode> {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })?;
+    tell_warnings(path, &pipeline);
+    Ok(pipeline)
+}
+
+fn tell_warnings(path: &Path, pipeline: &Pipeline) {
     for warning in &pipeline.warnings {
         tracing::warn!("{warning}");
     }
@@ -94,42 +119,48 @@ fn load(path: &Path) -> Result<Pipeline, ExitCode> {
             path.display()
         );
     }
-    Ok(pipeline)
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    // Before any record moved: exit 2, and the result file still says why.
+    let refuse = |message: String| {
+        eprintln!("error: {message}");
+        if let Some(path) = &args.result_json {
+            let report = RunReport::new(
+                RunStatus::Failed,
+                Some(message),
+                &Progress::default(),
+                Default::default(),
+            );
+            write_result(&report, path);
+        }
+        ExitCode::from(2)
+    };
     let pipeline = match &args.pipeline {
-        Some(path) => match load(path) {
-            Ok(p) => Some(p),
-            Err(code) => return code,
+        Some(path) => match config::load(path) {
+            Ok(p) => {
+                tell_warnings(path, &p);
+                Some(p)
+            }
+            Err(e) => return refuse(e.to_string()),
         },
         None => None,
     };
     #[cfg(feature = "wasm")]
     let pipeline = match plugin::apply(&args.plugin, pipeline) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse(format!("{e:#}")),
     };
     let Some(pipeline) = pipeline else {
-        eprintln!("error: give a pipeline file (bizon-host run PIPELINE.yaml) or a plugin (--plugin FILE.wasm)");
-        return ExitCode::from(2);
+        return refuse("give a pipeline file (bizon-host run PIPELINE.yaml) or a plugin (--plugin FILE.wasm)".into());
     };
     let destination = match crate::destination::build(&pipeline.destination).await {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: destination `{}`: {e}", pipeline.destination.name());
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse(format!("destination `{}`: {e}", pipeline.destination.name())),
     };
     let source = match crate::source::build(&pipeline.source) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: source: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse(format!("source: {e}")),
     };
     tracing::info!(pipeline = %pipeline.name, destination = pipeline.destination.name(), "starting");
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
@@ -139,13 +170,17 @@ async fn run(args: RunArgs) -> ExitCode {
     finish(&report, args.result_json.as_deref())
 }
 
+fn write_result(report: &RunReport, path: &Path) {
+    let json = serde_json::to_vec_pretty(report).expect("the report serializes");
+    if let Err(e) = std::fs::write(path, json) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+    }
+}
+
 /// Prints the outcome, writes the result file, and picks the exit status.
 fn finish(report: &RunReport, result_json: Option<&Path>) -> ExitCode {
     if let Some(path) = result_json {
-        let json = serde_json::to_vec_pretty(report).expect("the report serializes");
-        if let Err(e) = std::fs::write(path, json) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-        }
+        write_result(report, path);
     }
     let rate = report.records_written as f64 / report.duration_s.max(1e-9);
     match report.status {
@@ -165,6 +200,9 @@ fn finish(report: &RunReport, result_json: Option<&Path>) -> ExitCode {
                 records_unwritten = report.records_unwritten,
                 "interrupted"
             );
+            if let Some(error) = &report.error {
+                eprintln!("error while stopping: {error}");
+            }
             ExitCode::from(130)
         }
         RunStatus::Failed => {
@@ -204,14 +242,25 @@ async fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM; a second one ends the process at once
+/// with status 130, whatever is under way.
 async fn shutdown_signal() {
+    signal().await;
+    tokio::spawn(async {
+        signal().await;
+        eprintln!("error: second signal: exiting without waiting for writes under way");
+        std::process::exit(130);
+    });
+}
+
+async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     }

@@ -39,9 +39,13 @@ pub struct SandboxArgs {
     /// Copy this host environment variable into the plugin. Repeatable.
     #[arg(long, value_name = "NAME")]
     pub allow_env: Vec<String>,
-    /// Memory cap of each plugin instance, in MB (default 256).
+    /// Memory cap of each plugin instance (all its memories and tables), in
+    /// MiB (default 256).
     #[arg(long, value_name = "N")]
     pub memory_mb: Option<u64>,
+    /// Byte quota of each writable --allow-dir, in MiB (default 1024).
+    #[arg(long, value_name = "N")]
+    pub dir_quota_mb: Option<u64>,
     /// Time one plugin call may take, in milliseconds (default 30000).
     #[arg(long, value_name = "N")]
     pub call_timeout_ms: Option<u64>,
@@ -85,13 +89,7 @@ pub fn apply(args: &PluginRunArgs, pipeline: Option<Pipeline>) -> Result<Option<
     } else {
         Grants::default()
     };
-    allow.dirs.extend(
-        sandbox
-            .allow_dir
-            .iter()
-            .map(|d| parse_allow_dir(d))
-            .collect::<Result<Vec<_>, _>>()?,
-    );
+    allow.dirs.extend(sandbox.dirs()?);
     allow.env.extend(sandbox.allow_env.iter().cloned());
     pipeline.destination = DestinationConfig::Wasm(WasmConfig {
         options: pipeline.destination.options().clone(),
@@ -144,11 +142,7 @@ impl SandboxArgs {
             None => "{}".into(),
         };
         let grants = Grants {
-            dirs: self
-                .allow_dir
-                .iter()
-                .map(|d| parse_allow_dir(d))
-                .collect::<Result<_, _>>()?,
+            dirs: self.dirs()?,
             env: self.allow_env.clone(),
         };
         Ok(PluginSettings {
@@ -156,7 +150,19 @@ impl SandboxArgs {
             grants,
             config_json,
             cache_dir: cache::default_dir(),
+            ..PluginSettings::default()
         })
+    }
+
+    fn dirs(&self) -> anyhow::Result<Vec<DirGrant>> {
+        self.allow_dir
+            .iter()
+            .map(|d| {
+                let mut grant = parse_allow_dir(d)?;
+                grant.max_mb = self.dir_quota_mb;
+                Ok(grant)
+            })
+            .collect()
     }
 }
 
@@ -186,28 +192,42 @@ fn parse_allow_dir(spec: &str) -> anyhow::Result<DirGrant> {
         host: host.into(),
         guest,
         writable,
+        max_mb: None,
     })
 }
 
 pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
-    tokio::task::spawn_blocking(move || match cmd {
-        PluginCommand::Inspect { file } => inspect(&file),
-        PluginCommand::Compile { file } => compile(&file),
-        PluginCommand::Test { file, sandbox } => test(&file, &sandbox),
-    })
-    .await?
+    match cmd {
+        PluginCommand::Inspect { file } => inspect(&file).await,
+        PluginCommand::Compile { file } => compile(&file).await,
+        PluginCommand::Test { file, sandbox } => test(&file, &sandbox).await,
+    }
 }
 
-fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
-    let plugin = Plugin::load(
-        file,
-        PluginSettings {
-            cache_dir: cache::default_dir(),
-            ..Default::default()
+/// Compiling is CPU work of up to seconds: off the async workers.
+async fn load(file: &Path, settings: PluginSettings) -> Result<Plugin, PluginError> {
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || Plugin::load(&file, settings))
+        .await
+        .expect("loading a plugin does not panic")
+}
+
+/// `plugin inspect` runs nothing of the plugin but `describe`, and that
+/// under this deadline: inspecting a file must be safe and quick.
+const INSPECT_TIMEOUT_MS: u64 = 5_000;
+
+async fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
+    let settings = PluginSettings {
+        cache_dir: cache::default_dir(),
+        limits: Limits {
+            call_timeout_ms: INSPECT_TIMEOUT_MS,
+            ..Limits::default()
         },
-    )?;
+        ..Default::default()
+    };
+    let plugin = load(file, settings).await?;
     let report = plugin.report();
-    let info = plugin.describe()?;
+    let info = plugin.describe().await?;
     let contract = report
         .exports
         .iter()
@@ -235,14 +255,15 @@ fn artifact_text(artifact: Option<&Path>) -> String {
     artifact.map_or_else(|| " (no cache directory)".into(), |p| format!(" ({})", p.display()))
 }
 
-fn compile(file: &Path) -> anyhow::Result<ExitCode> {
-    let plugin = Plugin::load(
+async fn compile(file: &Path) -> anyhow::Result<ExitCode> {
+    let plugin = load(
         file,
         PluginSettings {
             cache_dir: cache::default_dir(),
             ..Default::default()
         },
-    )?;
+    )
+    .await?;
     let report = plugin.report();
     match &report.artifact {
         Some(path) => println!("{}", path.display()),
@@ -283,7 +304,7 @@ fn conformance_batches() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
+async fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     let mut step = |name: &str, result: Result<String, String>| {
         match &result {
@@ -302,7 +323,7 @@ fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
         }
         result.is_ok()
     };
-    let plugin = match Plugin::load(file, sandbox.settings()?) {
+    let plugin = match load(file, sandbox.settings()?).await {
         Ok(p) => p,
         Err(e) => {
             step("load", Err(e.to_string()));
@@ -310,7 +331,7 @@ fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
         }
     };
     step("load", Ok(format!("cache {}", plugin.report().cache)));
-    let mut instance = match plugin.instantiate() {
+    let mut instance = match plugin.instantiate().await {
         Ok(i) => i,
         Err(e) => {
             step("describe + open", Err(e.to_string()));
@@ -322,7 +343,7 @@ fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
         "describe + open",
         Ok(format!("{} {} ({:?})", info.name, info.version, info.input_format)),
     );
-    step("check-connection", flatten(instance.check_connection()));
+    step("check-connection", flatten(instance.check_connection().await));
     let mut ids = BizonIdGenerator::new();
     let destination_id: Arc<str> = Arc::from("conformance");
     let mut buffer = Vec::new();
@@ -341,13 +362,14 @@ fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
             sequence as u64,
             &rows,
             &mut buffer,
-        );
+        )
+        .await;
         step(&format!("write: {name}"), result);
     }
     if instance.is_poisoned() {
         step("finalize", Err("skipped: the instance trapped earlier".into()));
     } else {
-        step("finalize", flatten(instance.finalize()));
+        step("finalize", flatten(instance.finalize().await));
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -364,7 +386,7 @@ fn flatten(result: Result<Result<(), String>, PluginError>) -> Result<String, St
     }
 }
 
-fn write_rows(
+async fn write_rows(
     instance: &mut Instance,
     ids: &mut BizonIdGenerator,
     destination_id: &Arc<str>,
@@ -390,7 +412,7 @@ fn write_rows(
         sequence,
         num_rows: rows.len() as u64,
     };
-    match instance.write(&info, buffer) {
+    match instance.write(&info, buffer).await {
         Ok(Ok(n)) if n == info.num_rows => Ok(format!("{n} row(s)")),
         Ok(Ok(n)) => Err(format!("returned {n} rows written for a batch of {}", info.num_rows)),
         Ok(Err(WriteError::Retryable(m))) => Err(format!("retryable error: {m}")),

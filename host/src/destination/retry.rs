@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::DestinationError;
 
@@ -36,12 +37,15 @@ impl RetryPolicy {
         Duration::from_millis(exp.min(self.max_backoff_ms))
     }
 
-    /// Runs `op` until it succeeds, fails with a non-retryable error, or the
-    /// attempts run out; `on_retry` hears about each failure that is retried.
+    /// Runs `op` until it succeeds, fails with a non-retryable error, the
+    /// attempts run out, or `stop` turns true (a shutdown: the last error is
+    /// returned rather than waiting out the backoff); `on_retry` hears about
+    /// each failure that is retried.
     pub async fn run<T, F, Fut>(
         &self,
         mut op: F,
         mut on_retry: impl FnMut(u32, &DestinationError, Duration),
+        mut stop: watch::Receiver<bool>,
     ) -> Result<T, RetryError>
     where
         F: FnMut() -> Fut,
@@ -51,11 +55,16 @@ impl RetryPolicy {
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt < self.max_attempts => {
+                Err(e) if e.is_retryable() && attempt < self.max_attempts && !*stop.borrow() => {
                     // Full jitter: many writers failing together do not retry together.
                     let wait = self.ceiling(attempt).mul_f64(fastrand::f64());
                     on_retry(attempt, &e, wait);
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stopped(&mut stop) => {
+                            return Err(RetryError { attempts: attempt, error: e });
+                        }
+                    }
                     attempt += 1;
                 }
                 Err(error) => {
@@ -66,6 +75,13 @@ impl RetryPolicy {
                 }
             }
         }
+    }
+}
+
+/// Resolves when `stop` turns true; never when its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -100,6 +116,7 @@ mod tests {
                     }
                 },
                 |_, _, _| retried += 1,
+                watch::channel(false).1,
             )
             .await
             .unwrap();
@@ -122,6 +139,7 @@ mod tests {
                     Err::<(), _>(DestinationError::Retryable("timeout".into()))
                 },
                 |_, _, _| {},
+                watch::channel(false).1,
             )
             .await
             .unwrap_err();
@@ -136,11 +154,39 @@ mod tests {
                     Err::<(), _>(DestinationError::Fatal("no such table".into()))
                 },
                 |_, _, _| {},
+                watch::channel(false).1,
             )
             .await
             .unwrap_err();
         assert_eq!(err.attempts, 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_retries_during_the_backoff() {
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            initial_backoff_ms: 60_000,
+            max_backoff_ms: 60_000,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let calls = AtomicU32::new(0);
+        let run = policy.run(
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(DestinationError::Retryable("timeout".into()))
+            },
+            |_, _, _| {},
+            stopped,
+        );
+        let stopper = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            stop.send_replace(true);
+        };
+        let (err, ()) = tokio::join!(run, stopper);
+        let err = err.unwrap_err();
+        assert!(calls.load(Ordering::SeqCst) < 3, "{}", calls.load(Ordering::SeqCst));
+        assert!(err.error.is_retryable());
     }
 
     #[test]

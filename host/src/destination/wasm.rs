@@ -57,6 +57,7 @@ impl WasmConfig {
             grants: self.allow.clone(),
             config_json,
             cache_dir: cache::default_dir(),
+            ..PluginSettings::default()
         })
     }
 }
@@ -85,12 +86,12 @@ impl WasmDestination {
     pub async fn new(config: &WasmConfig) -> Result<Self, DestinationError> {
         let settings = config.settings()?;
         let path = config.plugin.clone();
-        let (plugin, first) = blocking(move || {
-            let plugin = Plugin::load(&path, settings)?;
-            let first = plugin.instantiate()?;
-            Ok::<_, PluginError>((plugin, first))
-        })
-        .await?;
+        // Compiling is CPU work of up to seconds: off the async workers.
+        let plugin = match tokio::task::spawn_blocking(move || Plugin::load(&path, settings)).await {
+            Ok(loaded) => loaded?,
+            Err(e) => return Err(DestinationError::Fatal(format!("loading the plugin crashed: {e}"))),
+        };
+        let first = plugin.instantiate().await?;
         let slots: Vec<_> = (0..config.options.max_concurrent_threads.max(1))
             .map(|_| Arc::new(AsyncMutex::new(Slot::default())))
             .collect();
@@ -113,45 +114,26 @@ impl WasmDestination {
         self.slots[index].clone()
     }
 
-    /// Runs `f` on the slot's instance on the blocking pool, building the
-    /// instance first if there is none or the last one trapped.
-    async fn with_instance<R: Send + 'static>(
-        &self,
-        slot: &Arc<AsyncMutex<Slot>>,
-        f: impl FnOnce(&mut Instance, &mut Vec<u8>) -> Result<R, DestinationError> + Send + 'static,
-    ) -> Result<R, DestinationError> {
-        let mut slot = slot.clone().lock_owned().await;
-        let plugin = self.plugin.clone();
-        blocking(move || {
-            let slot = &mut *slot;
-            let instance = match &mut slot.instance {
-                Some(instance) if !instance.is_poisoned() => instance,
-                stale => {
-                    // Drop the trapped Store first: its memory returns to
-                    // the pool before the new one is taken.
-                    *stale = None;
-                    stale.insert(plugin.instantiate().map_err(fatal)?)
-                }
-            };
-            let result = f(instance, &mut slot.buffer);
-            if instance.is_poisoned() {
-                slot.instance = None;
-            }
-            result
-        })
-        .await
+    /// The slot's instance, built first if there is none or the last one
+    /// trapped.
+    async fn ready<'a>(&self, held: &'a mut Option<Instance>) -> Result<&'a mut Instance, DestinationError> {
+        if held.as_ref().is_some_and(Instance::is_poisoned) {
+            // Drop the trapped Store first: its memory returns to the pool
+            // and its reservation to the budget before the new one is taken.
+            *held = None;
+        }
+        if held.is_none() {
+            *held = Some(self.plugin.instantiate().await.map_err(fatal)?);
+        }
+        Ok(held.as_mut().expect("just built"))
     }
 }
 
-/// Runs blocking plugin work (compiling, wasm calls) off the async workers.
-async fn blocking<R: Send + 'static, E: Into<DestinationError> + Send + 'static>(
-    f: impl FnOnce() -> Result<R, E> + Send + 'static,
-) -> Result<R, DestinationError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(e) => Err(DestinationError::Fatal(format!(
-            "a plugin call crashed the host task: {e}"
-        ))),
+/// A trapped instance is dropped at once, so it holds no memory while the
+/// pipeline waits to retry.
+fn drop_if_poisoned(held: &mut Option<Instance>) {
+    if held.as_ref().is_some_and(Instance::is_poisoned) {
+        *held = None;
     }
 }
 
@@ -174,70 +156,97 @@ fn fatal(e: PluginError) -> DestinationError {
 #[async_trait]
 impl Destination for WasmDestination {
     async fn check_connection(&self) -> Result<(), DestinationError> {
-        let label = self.plugin.label().to_string();
-        self.with_instance(&self.slots[0], move |instance, _| {
-            instance
-                .check_connection()?
-                .map_err(|m| DestinationError::Fatal(format!("plugin {label}: check-connection: {m}")))
-        })
-        .await
+        let label = self.plugin.label();
+        let mut slot = self.slots[0].lock().await;
+        let result = async {
+            let instance = self.ready(&mut slot.instance).await?;
+            Ok::<_, DestinationError>(instance.check_connection().await?)
+        }
+        .await;
+        drop_if_poisoned(&mut slot.instance);
+        result?.map_err(|m| DestinationError::Fatal(format!("plugin {label}: check-connection: {m}")))
     }
 
     async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
-        let slot = self.slot_for(&batch.destination_id);
-        let label = self.plugin.label().to_string();
-        let records = batch.records.clone();
-        let num_rows = records.num_rows() as u64;
+        let label = self.plugin.label();
+        let num_rows = batch.records.num_rows() as u64;
         let info = BatchInfo {
             destination_id: batch.destination_id.to_string(),
             sequence: batch.sequence,
             num_rows,
         };
-        self.with_instance(&slot, move |instance, buffer| {
-            ipc::encode(instance.info().input_format, &records, buffer)
+        let slot = self.slot_for(&batch.destination_id);
+        let mut slot = slot.lock().await;
+        let Slot { instance: held, buffer } = &mut *slot;
+        let result = async {
+            let instance = self.ready(held).await?;
+            ipc::encode(instance.info().input_format, &batch.records, buffer)
                 .map_err(|e| DestinationError::Fatal(format!("plugin {label}: cannot encode the batch: {e}")))?;
-            match instance.write(&info, buffer)? {
-                Ok(n) if n == num_rows => Ok(n),
-                Ok(n) => Err(DestinationError::Fatal(format!(
-                    "plugin {label} reported {n} row(s) written for a batch of {num_rows} (destination_id {}, sequence {})",
-                    info.destination_id, info.sequence
-                ))),
-                Err(WriteError::Retryable(m)) => Err(DestinationError::Retryable(format!("plugin {label}: {m}"))),
-                Err(WriteError::Fatal(m)) => Err(DestinationError::Fatal(format!("plugin {label}: {m}"))),
-                Err(WriteError::Rejected(rows)) => {
-                    if let Some(bad) = rows.iter().find(|r| r.row >= num_rows) {
-                        return Err(DestinationError::Fatal(format!(
-                            "plugin {label} rejected row {} of a batch of {num_rows} rows",
-                            bad.row
-                        )));
-                    }
-                    Err(DestinationError::Rejected(
-                        rows.into_iter().map(|r| RejectedRow { row: r.row, reason: r.reason }).collect(),
-                    ))
-                }
-            }
-        })
-        .await
+            Ok::<_, DestinationError>(instance.write(&info, buffer).await?)
+        }
+        .await;
+        drop_if_poisoned(held);
+        let written = match result? {
+            Ok(n) => n,
+            Err(WriteError::Retryable(m)) => return Err(DestinationError::Retryable(format!("plugin {label}: {m}"))),
+            Err(WriteError::Fatal(m)) => return Err(DestinationError::Fatal(format!("plugin {label}: {m}"))),
+            Err(WriteError::Rejected(rows)) => return Err(rejected(label, &info, rows)),
+        };
+        if written != num_rows {
+            return Err(DestinationError::Fatal(format!(
+                "plugin {label} reported {written} row(s) written for a batch of {num_rows} (destination_id {}, sequence {})",
+                info.destination_id, info.sequence
+            )));
+        }
+        Ok(written)
     }
 
     async fn finalize(&self) -> Result<(), DestinationError> {
         let mut first_error = None;
+        let label = self.plugin.label();
         for slot in &self.slots {
-            if slot.lock().await.instance.is_none() {
+            let mut slot = slot.lock().await;
+            if slot.instance.is_none() {
                 continue;
             }
-            let label = self.plugin.label().to_string();
-            let result = self
-                .with_instance(slot, move |instance, _| {
-                    instance
-                        .finalize()?
-                        .map_err(|m| DestinationError::Fatal(format!("plugin {label}: finalize: {m}")))
-                })
-                .await;
+            let result = async {
+                let instance = self.ready(&mut slot.instance).await?;
+                Ok::<_, DestinationError>(instance.finalize().await?)
+            }
+            .await;
+            drop_if_poisoned(&mut slot.instance);
+            let result =
+                result.and_then(|r| r.map_err(|m| DestinationError::Fatal(format!("plugin {label}: finalize: {m}"))));
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// A plugin's rejected rows, checked: at least one, each inside the batch.
+/// (The pipeline counts a row named twice once.)
+fn rejected(label: &str, info: &BatchInfo, rows: Vec<crate::plugin::RejectedRow>) -> DestinationError {
+    if rows.is_empty() {
+        return DestinationError::Fatal(format!(
+            "plugin {label} answered `rejected` with no rows for destination_id {} sequence {} \
+             (a protocol error: reject at least one row, or return the count written)",
+            info.destination_id, info.sequence
+        ));
+    }
+    if let Some(bad) = rows.iter().find(|r| r.row >= info.num_rows) {
+        return DestinationError::Fatal(format!(
+            "plugin {label} rejected row {} of a batch of {} rows",
+            bad.row, info.num_rows
+        ));
+    }
+    DestinationError::Rejected(
+        rows.into_iter()
+            .map(|r| RejectedRow {
+                row: r.row,
+                reason: r.reason,
+            })
+            .collect(),
+    )
 }

@@ -20,12 +20,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use report::{Progress, RunReport, RunStatus};
+pub use report::{Progress, RejectedRecord, RunReport, RunStatus};
 
 use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
 use crate::config::{DestinationOptions, Pipeline, SourceConfig};
-use crate::destination::retry::RetryPolicy;
-use crate::destination::{Batch, SharedDestination};
+use crate::destination::retry::{RetryError, RetryPolicy};
+use crate::destination::{Batch, DestinationError, SharedDestination};
 use crate::record::now_us;
 use crate::record::unnest::Unnester;
 use crate::source::{self, Source, SourceEvent, SourceHandle};
@@ -43,6 +43,15 @@ pub enum PipelineError {
     Connection { destination: &'static str, message: String },
     #[error("destination_id `{destination_id}`: write failed: {message}")]
     Write { destination_id: String, message: String },
+    #[error(
+        "destination_id `{destination_id}`: {count} row(s) rejected; first: source_record_id {}: {}",
+        first.source_record_id, first.reason
+    )]
+    Rejected {
+        destination_id: String,
+        count: usize,
+        first: Box<RejectedRecord>,
+    },
     #[error("{0}")]
     Unnest(#[from] crate::record::unnest::UnnestError),
     #[error("destination `{destination}`: finalize failed: {message}")]
@@ -76,8 +85,22 @@ pub async fn run(
     progress: watch::Sender<Progress>,
 ) -> RunReport {
     let started = StdInstant::now();
-    let mut run = Run::new(pipeline, destination, progress);
-    let outcome = run.drive(source, shutdown).await;
+    // The signal is watched for the whole run, the final flush and
+    // finalize included: a stop there still ends retries at once.
+    let (stop, stopping) = watch::channel(false);
+    let mut run = Run::new(pipeline, destination, progress, stopping);
+    let outcome = {
+        let drive = run.drive(source);
+        tokio::pin!(drive);
+        tokio::select! {
+            outcome = &mut drive => outcome,
+            () = shutdown => {
+                tracing::warn!("stopping: flushing what was read, then finalizing (a second signal exits at once)");
+                stop.send_replace(true);
+                drive.await
+            }
+        }
+    };
     run.report(outcome, started)
 }
 
@@ -101,6 +124,9 @@ struct Run {
     stats: Progress,
     pages_read: u64,
     acknowledged: Option<u64>,
+    /// Turns true on a shutdown signal: reading stops, and writes under way
+    /// make no more retries.
+    stopping: watch::Receiver<bool>,
 }
 
 struct WriteDone {
@@ -108,18 +134,31 @@ struct WriteDone {
     first_page: u64,
     rows: u64,
     bytes: usize,
-    result: Result<u64, PipelineError>,
+    result: Result<Written, PipelineError>,
+}
+
+/// What a write did: rows written, and the ones the destination refused.
+struct Written {
+    rows: u64,
+    rejected: Vec<RejectedRecord>,
 }
 
 /// How the drive loop ended.
 enum Outcome {
     Completed,
-    Interrupted,
+    /// A signal stopped the run; what was read was flushed unless the error
+    /// says otherwise.
+    Interrupted(Option<PipelineError>),
     Failed(PipelineError),
 }
 
 impl Run {
-    fn new(pipeline: &Pipeline, destination: SharedDestination, progress: watch::Sender<Progress>) -> Self {
+    fn new(
+        pipeline: &Pipeline,
+        destination: SharedDestination,
+        progress: watch::Sender<Progress>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         let options = pipeline.destination.options().clone();
         let capacity = options.buffer_bytes();
         let policy = BufferPolicy {
@@ -145,6 +184,7 @@ impl Run {
             stats: Progress::default(),
             pages_read: 0,
             acknowledged: None,
+            stopping,
         }
     }
 
@@ -152,7 +192,7 @@ impl Run {
         self.buffers.bytes() + self.queued_bytes + self.in_flight_bytes
     }
 
-    async fn drive(&mut self, source: Box<dyn Source>, shutdown: impl Future<Output = ()>) -> Outcome {
+    async fn drive(&mut self, source: Box<dyn Source>) -> Outcome {
         if let Err(e) = self.destination.check_connection().await {
             return Outcome::Failed(PipelineError::Connection {
                 destination: self.destination_name,
@@ -160,39 +200,46 @@ impl Run {
             });
         }
         let mut handle = source::spawn(source, SOURCE_QUEUE_PAGES);
-        let outcome = self.read_until_end(&mut handle, shutdown).await;
+        let outcome = self.read_until_end(&mut handle).await;
         // Stop the source thread; it reads at most one more page.
         handle.stop.store(true, Ordering::Relaxed);
-        let outcome = match outcome {
-            Outcome::Failed(e) => {
-                // Let writes under way finish so that what they wrote is counted.
-                self.drain_in_flight(&handle).await;
-                return Outcome::Failed(e);
-            }
-            other => other,
+        // After a signal a failure still exits as interrupted: the operator
+        // asked for the stop, and the report says what was not written.
+        let stopping = self.stopping.clone();
+        let failed = |e| match *stopping.borrow() {
+            true => Outcome::Interrupted(Some(e)),
+            false => Outcome::Failed(e),
         };
+        if let Outcome::Failed(e) = outcome {
+            // Let writes under way finish so that what they wrote is counted.
+            self.drain_in_flight(&handle).await;
+            return Outcome::Failed(e);
+        }
         for id in self.buffers.non_empty() {
             if let Err(e) = self.flush(&id, FlushReason::End) {
-                return Outcome::Failed(e);
+                return failed(e);
             }
         }
         while !self.writes.is_empty() {
             if let Err(e) = self.complete_one(&handle).await {
                 self.drain_in_flight(&handle).await;
-                return Outcome::Failed(e);
+                return failed(e);
             }
         }
         if let Err(e) = self.destination.finalize().await {
-            return Outcome::Failed(PipelineError::Finalize {
+            return failed(PipelineError::Finalize {
                 destination: self.destination_name,
                 message: e.to_string(),
             });
         }
-        outcome
+        match *self.stopping.borrow() {
+            true => Outcome::Interrupted(None),
+            false => outcome,
+        }
     }
 
-    async fn read_until_end(&mut self, handle: &mut SourceHandle, shutdown: impl Future<Output = ()>) -> Outcome {
-        tokio::pin!(shutdown);
+    async fn read_until_end(&mut self, handle: &mut SourceHandle) -> Outcome {
+        let mut stopping = self.stopping.clone();
         loop {
             let deadline = self.buffers.next_deadline();
             let room = self.memory() < self.budget;
@@ -207,10 +254,7 @@ impl Run {
             }
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
-                    tracing::warn!("stopping: flushing what was read, then finalizing");
-                    return Outcome::Interrupted;
-                }
+                _ = stopping.wait_for(|stop| *stop) => return Outcome::Interrupted(None),
                 Some(done) = self.writes.join_next(), if !self.writes.is_empty() => {
                     let done = done.expect("write tasks do not panic");
                     if let Err(e) = self.finish_write(done, handle) {
@@ -303,10 +347,11 @@ impl Run {
             self.busy.insert(id.clone());
             let destination = self.destination.clone();
             let retry = self.options.retry.clone();
+            let stopping = self.stopping.clone();
             let (first_page, bytes) = (flushed.first_page, flushed.bytes);
             self.writes.spawn(async move {
                 let rows = batch.records.num_rows() as u64;
-                let result = write(destination, unnester, batch, retry).await;
+                let result = write(destination, unnester, batch, retry, stopping).await;
                 WriteDone {
                     destination_id: id,
                     first_page,
@@ -355,13 +400,25 @@ impl Run {
             }
         }
         let written = done.result?;
-        debug_assert_eq!(written, done.rows);
-        self.stats.records_written += written;
+        debug_assert_eq!(written.rows + written.rejected.len() as u64, done.rows);
+        self.stats.records_written += written.rows;
         *self
             .stats
             .by_destination_id
             .entry(done.destination_id.to_string())
-            .or_default() += written;
+            .or_default() += written.rows;
+        if let Some(first) = written.rejected.first().cloned() {
+            // The other rows are written and counted; the refused ones stop
+            // the run, named in the error and listed in the report.
+            let count = written.rejected.len();
+            self.stats.note_rejected(written.rejected);
+            self.publish();
+            return Err(PipelineError::Rejected {
+                destination_id: done.destination_id.to_string(),
+                count,
+                first: Box::new(first),
+            });
+        }
         self.acknowledge(handle);
         self.publish();
         self.start_writes()
@@ -401,7 +458,7 @@ impl Run {
     fn report(self, outcome: Outcome, started: StdInstant) -> RunReport {
         let (status, error) = match outcome {
             Outcome::Completed => (RunStatus::Success, None),
-            Outcome::Interrupted => (RunStatus::Interrupted, None),
+            Outcome::Interrupted(e) => (RunStatus::Interrupted, e.map(|e| e.to_string())),
             Outcome::Failed(e) => (RunStatus::Failed, Some(e.to_string())),
         };
         self.publish();
@@ -416,13 +473,17 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// One batch to its destination: decode for `unnest`, then write with retries.
+/// One batch to its destination: decode for `unnest`, then write with
+/// retries (none once `stopping` turns true). Rows the destination refused
+/// are named by their source_record_id.
 async fn write(
     destination: SharedDestination,
     unnester: Option<Arc<Unnester>>,
     mut batch: Batch,
     retry: RetryPolicy,
-) -> Result<u64, PipelineError> {
+    stopping: watch::Receiver<bool>,
+) -> Result<Written, PipelineError> {
+    let original = batch.records.clone();
     if let Some(unnester) = unnester {
         let records = batch.records.clone();
         batch.records = tokio::task::spawn_blocking(move || unnester.unnest(&records))
@@ -430,7 +491,7 @@ async fn write(
             .expect("unnest does not panic")?;
     }
     let id = batch.destination_id.clone();
-    retry
+    let result = retry
         .run(
             || destination.write(&batch),
             |attempt, error, wait| {
@@ -440,12 +501,29 @@ async fn write(
                     "write failed, retrying in {wait:?}: {error}"
                 );
             },
+            stopping,
         )
-        .await
-        .map_err(|e| PipelineError::Write {
+        .await;
+    match result {
+        Ok(rows) => Ok(Written {
+            rows,
+            rejected: Vec::new(),
+        }),
+        Err(RetryError {
+            error: DestinationError::Rejected(rows),
+            ..
+        }) => {
+            let rejected = report::rejected_records(&id, &original, rows);
+            Ok(Written {
+                rows: original.num_rows() as u64 - rejected.len() as u64,
+                rejected,
+            })
+        }
+        Err(e) => Err(PipelineError::Write {
             destination_id: id.to_string(),
             message: e.to_string(),
-        })
+        }),
+    }
 }
 
 #[cfg(test)]

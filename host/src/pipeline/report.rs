@@ -1,9 +1,42 @@
 //! What a run did, for the progress display and `--result-json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use arrow_array::{Array, RecordBatch, StringArray};
 use serde::Serialize;
+
+use crate::destination::RejectedRow;
+
+/// Rejected rows listed one by one in a report; the count goes on past it.
+pub const MAX_LISTED_REJECTIONS: usize = 1000;
+
+/// A row a destination refused, as the report names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectedRecord {
+    pub destination_id: String,
+    pub source_record_id: String,
+    pub reason: String,
+}
+
+/// The rows of `batch` that `rows` names, each once (the first reason wins),
+/// by source_record_id.
+pub fn rejected_records(destination_id: &str, batch: &RecordBatch, rows: Vec<RejectedRow>) -> Vec<RejectedRecord> {
+    let ids = batch
+        .column_by_name(crate::record::SOURCE_RECORD_ID)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+    let mut seen = HashSet::new();
+    rows.into_iter()
+        .filter(|r| seen.insert(r.row))
+        .map(|r| RejectedRecord {
+            destination_id: destination_id.to_string(),
+            source_record_id: ids
+                .filter(|ids| (r.row as usize) < ids.len())
+                .map_or_else(|| format!("row {}", r.row), |ids| ids.value(r.row as usize).to_string()),
+            reason: r.reason,
+        })
+        .collect()
+}
 
 /// Counts published while the run goes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -15,6 +48,18 @@ pub struct Progress {
     pub by_destination_id: BTreeMap<String, u64>,
     /// Most bytes held at once in buffers, queued and in-flight batches.
     pub peak_buffered_bytes: usize,
+    /// Rows a destination refused (not written).
+    pub records_rejected: u64,
+    /// The first [`MAX_LISTED_REJECTIONS`] of them.
+    pub rejected: Vec<RejectedRecord>,
+}
+
+impl Progress {
+    pub fn note_rejected(&mut self, rejected: Vec<RejectedRecord>) {
+        self.records_rejected += rejected.len() as u64;
+        let room = MAX_LISTED_REJECTIONS.saturating_sub(self.rejected.len());
+        self.rejected.extend(rejected.into_iter().take(room));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +80,10 @@ pub struct RunReport {
     /// Read but not written: the rows a failed or interrupted run did not deliver.
     pub records_unwritten: u64,
     pub records_skipped: u64,
+    /// Rows a destination refused; they are part of `records_unwritten`.
+    pub records_rejected: u64,
+    /// The refused rows (the first 1000): destination_id, source_record_id, reason.
+    pub rejected: Vec<RejectedRecord>,
     pub by_destination_id: BTreeMap<String, u64>,
     pub duration_s: f64,
     pub peak_buffered_bytes: usize,
@@ -52,6 +101,8 @@ impl RunReport {
             records_written: stats.records_written,
             records_unwritten: stats.records_read - stats.records_written,
             records_skipped: stats.records_skipped,
+            records_rejected: stats.records_rejected,
+            rejected: stats.rejected.clone(),
             by_destination_id: stats.by_destination_id.clone(),
             duration_s: duration.as_secs_f64(),
             peak_buffered_bytes: stats.peak_buffered_bytes,

@@ -1,7 +1,8 @@
 //! What a plugin may touch. By default: nothing outside its own memory but
-//! clocks, randomness and a log. Grants add preopened directories and named
-//! environment variables; everything else (sockets, HTTP, ...) is not even
-//! linked, and a component that imports it is refused at load time.
+//! clocks, randomness and a log. Grants add preopened directories (through
+//! the host's filesystem layer, [`super::files`]: no symlinks, a byte quota)
+//! and named environment variables; everything else (sockets, HTTP, ...) is
+//! not even linked, and a component that imports it is refused at load time.
 
 use std::path::PathBuf;
 
@@ -41,6 +42,10 @@ pub struct DirGrant {
     pub guest: Option<String>,
     #[serde(default)]
     pub writable: bool,
+    /// Bytes the plugin may keep under a writable grant, in MiB; see
+    /// [`super::files::DEFAULT_MAX_MB`].
+    #[serde(default)]
+    pub max_mb: Option<u64>,
 }
 
 impl DirGrant {
@@ -147,15 +152,16 @@ pub fn check_component(plugin: &str, component: &Component, engine: &Engine) -> 
 }
 
 /// The linker every instance of a plugin is built against: the contract's
-/// `host` plus the WASI interfaces of [`LINKED`], and nothing else.
+/// `host` plus the WASI interfaces of [`LINKED`] (their async variants: calls
+/// are futures), the filesystem behind the host's own checks, and nothing else.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
-    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sync};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
     let mut linker = Linker::new(engine);
     let l = &mut linker;
     super::bindings::Plugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)?;
-    sync::io::error::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
-    sync::io::poll::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
-    sync::io::streams::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
+    io::error::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
+    io::poll::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
+    io::streams::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
     clocks::wall_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
     clocks::monotonic_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
     random::random::add_to_linker::<State, WasiRandom>(l, State::random)?;
@@ -171,8 +177,9 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     cli::terminal_stdin::add_to_linker::<State, WasiCli>(l, State::cli)?;
     cli::terminal_stdout::add_to_linker::<State, WasiCli>(l, State::cli)?;
     cli::terminal_stderr::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    sync::filesystem::types::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
+    filesystem::types::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
     filesystem::preopens::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
+    super::files::add_to_linker(l)?;
     Ok(linker)
 }
 
@@ -186,9 +193,6 @@ impl wasmtime::component::HasData for HasTable {
 pub fn wasi_ctx(grants: &Grants, captured: &Captured) -> Result<WasiCtx, String> {
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(captured.clone()).stderr(captured.clone());
-    // Calls already run on a blocking thread; a second hop per file
-    // operation would only add latency.
-    builder.allow_blocking_current_thread(true);
     for dir in &grants.dirs {
         let perms = if dir.writable {
             FsPerms::ReadWrite
@@ -245,6 +249,7 @@ mod tests {
                 host: "/definitely/not/here".into(),
                 guest: None,
                 writable: false,
+                max_mb: None,
             }],
             env: vec![],
         };

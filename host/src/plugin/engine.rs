@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::limits::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES, MAX_TABLE_ELEMENTS};
+
 /// How often the engine's epoch advances. A call's timeout is rounded up to
 /// whole ticks; 10 ms keeps the wake-ups cheap and the rounding invisible.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -55,6 +57,12 @@ fn build() -> SharedEngine {
     let mut pooled = config();
     let mut pool = PoolingAllocationConfig::default();
     pool.max_memory_size(POOL_MAX_MEMORY);
+    // The same shape limits as the store limiter applies on demand
+    // (limits.rs), so both allocators refuse the same components.
+    pool.max_core_instances_per_component(MAX_CORE_INSTANCES as u32);
+    pool.max_memories_per_component(MAX_MEMORIES as u32);
+    pool.max_tables_per_component(MAX_TABLES as u32);
+    pool.table_elements(MAX_TABLE_ELEMENTS);
     pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match Engine::new(&pooled) {
         Ok(engine) => SharedEngine {

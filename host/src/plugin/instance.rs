@@ -1,24 +1,42 @@
 //! One live plugin instance: its own Store (memory, limits, WASI context)
-//! instantiated from the plugin's pre-linked component. Any trap poisons a
-//! Store, so an instance that trapped refuses further calls and its owner
-//! builds a new one.
+//! instantiated from the plugin's pre-linked component, and its share of the
+//! host's plugin memory budget. Any trap poisons a Store, so an instance
+//! that trapped refuses further calls and its owner builds a new one.
+//!
+//! Every call into the plugin (instantiation with its start functions,
+//! describe, open, check-connection, write-records, finalize) is bounded in
+//! wall time twice over: guest code is interrupted at the epoch tick after
+//! its deadline, and the whole call, host calls included (a WASI sleep, a
+//! slow file), is a future dropped by a timer a short grace later. A dropped
+//! call leaves the Store unusable, so the instance is poisoned either way.
+//! While it runs, a call yields to the async runtime at every tick, so a
+//! spinning plugin cannot hold a thread that other work needs.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::bizon::destination::types::LogLevel;
 use super::bindings::bizon::destination::types::{BatchInfo, PluginInfo, RejectedRow, WriteError};
 use super::bindings::{bizon, Plugin as Bindings};
+use super::budget::Reservation;
+use super::files::Quotas;
 use super::limits::MemoryLimiter;
-use super::log::{truncate, PluginLog, MAX_LINE_BYTES};
+use super::log::{PluginLog, MAX_LINE_BYTES};
 use super::stdio::Captured;
-use super::{capabilities, engine, PluginError, Shared, TrapCause};
+use super::text::sanitize;
+use super::{capabilities, PluginError, Shared, TrapCause};
 
 /// Longest error text kept from a plugin; a plugin could return megabytes.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// How long after its deadline a call blocked in a host call is dropped.
+/// Guest code is stopped at the first epoch tick past the deadline; this
+/// covers the rest.
+pub const GRACE: Duration = Duration::from_millis(100);
 
 /// The data of one instance's Store.
 pub struct State {
@@ -26,6 +44,19 @@ pub struct State {
     pub(super) table: ResourceTable,
     limiter: MemoryLimiter,
     log: Arc<PluginLog>,
+    quotas: Arc<Quotas>,
+    /// When the call under way must end; read at each epoch tick.
+    deadline: Instant,
+}
+
+impl State {
+    pub(super) fn plugin_log(&self) -> &Arc<PluginLog> {
+        &self.log
+    }
+
+    pub(super) fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
+    }
 }
 
 impl WasiView for State {
@@ -51,26 +82,40 @@ pub struct Instance {
     captured: Captured,
     shared: Arc<Shared>,
     info: PluginInfo,
-    /// Set by a trap: the Store is unusable from then on.
+    /// Set by a trap or a dropped call: the Store is unusable from then on.
     poisoned: bool,
+    /// This instance's room in the host's plugin memory budget.
+    _reservation: Reservation,
 }
 
 impl Instance {
     /// Instantiates, asks `describe`, and calls `open` with the plugin's config.
-    pub(super) fn new(shared: &Arc<Shared>) -> Result<Self, PluginError> {
-        let mut instance = Self::described(shared)?;
+    pub(super) async fn new(shared: &Arc<Shared>) -> Result<Self, PluginError> {
+        let mut instance = Self::described(shared).await?;
         let config = shared.config_json.clone();
-        instance
-            .call("open", |b, s| b.bizon_destination_destination().call_open(s, &config))?
-            .map_err(|message| PluginError::Open {
-                plugin: shared.label.clone(),
-                message: cap_error(message),
-            })?;
+        instance.begin("open")?;
+        let call = instance
+            .bindings
+            .bizon_destination_destination()
+            .call_open(&mut instance.store, &config);
+        let result = bounded(&shared.limits, call).await;
+        instance.end("open", result)?.map_err(|message| PluginError::Open {
+            plugin: shared.label.clone(),
+            message: sanitize(&message, MAX_ERROR_BYTES),
+        })?;
         Ok(instance)
     }
 
     /// Instantiates and asks `describe`, without opening.
-    pub(super) fn described(shared: &Arc<Shared>) -> Result<Self, PluginError> {
+    pub(super) async fn described(shared: &Arc<Shared>) -> Result<Self, PluginError> {
+        let reservation = shared
+            .budget
+            .reserve(shared.limits.memory_bytes() as u64, shared.limits.call_timeout())
+            .await
+            .map_err(|e| PluginError::Budget {
+                plugin: shared.label.clone(),
+                message: e.to_string(),
+            })?;
         let captured = Captured::default();
         let wasi = capabilities::wasi_ctx(&shared.grants, &captured).map_err(|message| PluginError::Grant {
             plugin: shared.label.clone(),
@@ -81,22 +126,34 @@ impl Instance {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(&shared.limits),
             log: shared.log.clone(),
+            quotas: shared.quotas.clone(),
+            deadline: deadline(&shared.limits),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // With epoch interruption on, a Store starts with a deadline of 0:
-        // instantiation (which may run start functions) needs one too.
-        store.set_epoch_deadline(shared.limits.deadline_ticks(engine::TICK));
-        let bindings = match shared.pre.instantiate(&mut store) {
-            Ok(b) => b,
-            Err(e) => {
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Let the runtime run other tasks (and this call's timer) once
+            // per tick. A plain `Yield` is polled again at once under tokio.
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+        });
+        store.set_epoch_deadline(1);
+        let instantiated = bounded(&shared.limits, shared.pre.instantiate_async(&mut store)).await;
+        let bindings = match instantiated {
+            Ok(Ok(bindings)) => bindings,
+            other => {
                 let hit = store.data_mut().limiter.take_hit();
                 let (output, _) = captured.take();
-                let cause = classify(e, hit, shared, &output);
+                let error = match other {
+                    Ok(Err(e)) => Some(e),
+                    _ => None,
+                };
                 return Err(PluginError::Trap {
                     plugin: shared.label.clone(),
                     function: "instantiate",
-                    cause,
+                    cause: classify(error, hit, shared, &output),
                 });
             }
         };
@@ -112,10 +169,18 @@ impl Instance {
             shared: shared.clone(),
             info: placeholder,
             poisoned: false,
+            _reservation: reservation,
         };
-        instance.info = instance.call("describe", |b, s| b.bizon_destination_destination().call_describe(s))?;
-        instance.info.name = truncate(&instance.info.name, MAX_LINE_BYTES).into_owned();
-        instance.info.version = truncate(&instance.info.version, MAX_LINE_BYTES).into_owned();
+        instance.begin("describe")?;
+        let call = instance
+            .bindings
+            .bizon_destination_destination()
+            .call_describe(&mut instance.store);
+        let result = bounded(&shared.limits, call).await;
+        let mut info = instance.end("describe", result)?;
+        info.name = sanitize(&info.name, MAX_LINE_BYTES);
+        info.version = sanitize(&info.version, MAX_LINE_BYTES);
+        instance.info = info;
         Ok(instance)
     }
 
@@ -128,70 +193,80 @@ impl Instance {
         self.poisoned
     }
 
-    pub fn check_connection(&mut self) -> Result<Result<(), String>, PluginError> {
-        let result = self.call("check-connection", |b, s| {
-            b.bizon_destination_destination().call_check_connection(s)
-        })?;
-        Ok(result.map_err(cap_error))
+    pub async fn check_connection(&mut self) -> Result<Result<(), String>, PluginError> {
+        self.begin("check-connection")?;
+        let call = self
+            .bindings
+            .bizon_destination_destination()
+            .call_check_connection(&mut self.store);
+        let result = bounded(&self.shared.limits, call).await;
+        Ok(self.end("check-connection", result)?.map_err(cap_error))
     }
 
-    pub fn write(&mut self, info: &BatchInfo, batch: &[u8]) -> Result<Result<u64, WriteError>, PluginError> {
-        let result = self.call("write-records", |b, s| {
-            b.bizon_destination_destination().call_write_records(s, info, batch)
-        })?;
-        Ok(result.map_err(|e| match e {
+    pub async fn write(&mut self, info: &BatchInfo, batch: &[u8]) -> Result<Result<u64, WriteError>, PluginError> {
+        self.begin("write-records")?;
+        let call = self
+            .bindings
+            .bizon_destination_destination()
+            .call_write_records(&mut self.store, info, batch);
+        let result = bounded(&self.shared.limits, call).await;
+        Ok(self.end("write-records", result)?.map_err(|e| match e {
             WriteError::Retryable(m) => WriteError::Retryable(cap_error(m)),
             WriteError::Fatal(m) => WriteError::Fatal(cap_error(m)),
             WriteError::Rejected(rows) => WriteError::Rejected(
                 rows.into_iter()
                     .map(|r| RejectedRow {
                         row: r.row,
-                        reason: truncate(&r.reason, MAX_LINE_BYTES).into_owned(),
+                        reason: sanitize(&r.reason, MAX_LINE_BYTES),
                     })
                     .collect(),
             ),
         }))
     }
 
-    pub fn finalize(&mut self) -> Result<Result<(), String>, PluginError> {
-        let result = self.call("finalize", |b, s| b.bizon_destination_destination().call_finalize(s));
+    pub async fn finalize(&mut self) -> Result<Result<(), String>, PluginError> {
+        self.begin("finalize")?;
+        let call = self
+            .bindings
+            .bizon_destination_destination()
+            .call_finalize(&mut self.store);
+        let result = bounded(&self.shared.limits, call).await;
+        let result = self.end("finalize", result);
         self.shared.log.flush_dropped();
         Ok(result?.map_err(cap_error))
     }
 
-    /// Runs one export under the call timeout, forwards what the guest
-    /// printed to the log, and turns a trap into an error that says why.
-    fn call<R>(
-        &mut self,
-        function: &'static str,
-        f: impl FnOnce(&Bindings, &mut Store<State>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
+    /// Arms the deadline of a call, or refuses a poisoned instance.
+    fn begin(&mut self, function: &'static str) -> Result<(), PluginError> {
         if self.poisoned {
             return Err(PluginError::Poisoned {
                 plugin: self.shared.label.clone(),
                 function,
             });
         }
-        self.store
-            .set_epoch_deadline(self.shared.limits.deadline_ticks(engine::TICK));
-        let result = f(&self.bindings, &mut self.store);
+        self.store.data_mut().deadline = deadline(&self.shared.limits);
+        Ok(())
+    }
+
+    /// Forwards what the guest printed to the log and turns a trap or a
+    /// dropped call into an error that says why.
+    fn end<R>(&mut self, function: &'static str, result: Bounded<R>) -> Result<R, PluginError> {
         let hit = self.store.data_mut().limiter.take_hit();
         let (output, discarded) = self.captured.take();
-        match result {
-            Ok(r) => {
+        let error = match result {
+            Ok(Ok(r)) => {
                 self.forward_output(&output, discarded);
-                Ok(r)
+                return Ok(r);
             }
-            Err(e) => {
-                self.poisoned = true;
-                let cause = classify(e, hit, &self.shared, &output);
-                Err(PluginError::Trap {
-                    plugin: self.shared.label.clone(),
-                    function,
-                    cause,
-                })
-            }
-        }
+            Ok(Err(e)) => Some(e),
+            Err(_elapsed) => None,
+        };
+        self.poisoned = true;
+        Err(PluginError::Trap {
+            plugin: self.shared.label.clone(),
+            function,
+            cause: classify(error, hit, &self.shared, &output),
+        })
     }
 
     fn forward_output(&self, output: &str, discarded: usize) {
@@ -207,28 +282,42 @@ impl Instance {
     }
 }
 
+/// A call's outcome: `Err` when the timer dropped it.
+type Bounded<R> = Result<wasmtime::Result<R>, tokio::time::error::Elapsed>;
+
+async fn bounded<R>(
+    limits: &super::Limits,
+    call: impl std::future::Future<Output = wasmtime::Result<R>>,
+) -> Bounded<R> {
+    tokio::time::timeout(limits.call_timeout() + GRACE, call).await
+}
+
+fn deadline(limits: &super::Limits) -> Instant {
+    Instant::now() + limits.call_timeout()
+}
+
 fn cap_error(message: String) -> String {
-    match truncate(&message, MAX_ERROR_BYTES) {
-        std::borrow::Cow::Borrowed(_) => message,
-        std::borrow::Cow::Owned(cut) => cut,
-    }
+    sanitize(&message, MAX_ERROR_BYTES)
 }
 
 /// Why a call failed. OOM and panics both surface as an `unreachable` trap:
-/// the limiter's flag and the guest's stderr tell them apart.
-fn classify(error: wasmtime::Error, memory_hit: bool, shared: &Shared, output: &str) -> TrapCause {
+/// the limiter's flag and the guest's stderr tell them apart. No error at
+/// all means the timer dropped the call.
+fn classify(error: Option<wasmtime::Error>, memory_hit: bool, shared: &Shared, output: &str) -> TrapCause {
     if memory_hit {
         return TrapCause::Memory {
             limit_mb: shared.limits.memory_mb,
         };
     }
+    let timeout = TrapCause::Timeout {
+        limit_ms: shared.limits.call_timeout_ms,
+    };
+    let Some(error) = error else { return timeout };
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return TrapCause::Exit { code: exit.0 };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => TrapCause::Timeout {
-            limit_ms: shared.limits.call_timeout_ms,
-        },
+        Some(Trap::Interrupt) => timeout,
         Some(Trap::StackOverflow) => TrapCause::StackOverflow,
         Some(Trap::MemoryOutOfBounds) if shadow_stack_wrapped(&error) => TrapCause::StackOverflow,
         _ => match panic_message(output) {
@@ -240,7 +329,7 @@ fn classify(error: wasmtime::Error, memory_hit: bool, shared: &Shared, output: &
                     message.push_str(output.trim());
                 }
                 TrapCause::Other {
-                    message: truncate(&message, MAX_LINE_BYTES).into_owned(),
+                    message: sanitize(&message, MAX_LINE_BYTES),
                 }
             }
         },
@@ -262,12 +351,12 @@ fn shadow_stack_wrapped(error: &wasmtime::Error) -> bool {
 }
 
 /// The text of a Rust panic in the guest's output: from "panicked at" to the
-/// "note: run with RUST_BACKTRACE" hint.
+/// "note: run with RUST_BACKTRACE" hint, escaped.
 fn panic_message(output: &str) -> Option<String> {
-    let start = output.rfind("panicked at")?;
+    let start = output.find("panicked at")?;
     let text = &output[start..];
     let text = text.split("\nnote: ").next().unwrap_or(text).trim();
-    Some(truncate(text, MAX_LINE_BYTES).into_owned())
+    Some(sanitize(text, MAX_LINE_BYTES))
 }
 
 #[cfg(test)]
@@ -275,9 +364,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn panic_text_is_cut_out_of_stderr() {
-        let stderr = "hello\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\nnote: run with `RUST_BACKTRACE=1`\n";
-        assert_eq!(panic_message(stderr).unwrap(), "panicked at src/lib.rs:3:5:\nboom");
+    fn panic_text_is_cut_out_of_stderr_and_escaped() {
+        let stderr =
+            "hello\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\u{1b}[2J\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).unwrap(),
+            "panicked at src/lib.rs:3:5:\\nboom\\e[2J"
+        );
         assert_eq!(panic_message("nothing"), None);
     }
 }

@@ -1,4 +1,6 @@
-//! What one plugin instance may consume: memory and time per call.
+//! What one plugin instance may consume: memory (all of its linear memories
+//! and tables together), how many core instances, memories and tables it may
+//! create, and the wall time of one call.
 
 use std::time::Duration;
 
@@ -7,14 +9,30 @@ use serde::Deserialize;
 pub const DEFAULT_MEMORY_MB: u64 = 256;
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 30_000;
 
+/// Core module instances one plugin instance may create. A Rust plugin has
+/// a handful, a componentize-py or componentize-js one a few dozen.
+pub const MAX_CORE_INSTANCES: usize = 100;
+/// Linear memories one plugin instance may create: each reserves address
+/// space, so thousands of tiny ones would be an attack of their own.
+pub const MAX_MEMORIES: usize = 32;
+/// Tables one plugin instance may create.
+pub const MAX_TABLES: usize = 100;
+/// Elements one table may hold. Tables hold function references: CPython
+/// compiled to wasm has some ten thousand functions, so this leaves ample
+/// room while keeping the pool's reservation per table under a MiB.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// What a table element is counted as against `memory_mb`: a pointer.
+const TABLE_ELEMENT_BYTES: usize = 8;
+
 /// `limits:` in a `wasm` destination's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Cap on each linear memory of an instance, in MiB.
+    /// Cap on everything an instance allocates (all its linear memories and
+    /// tables together), in MiB.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
-    /// Wall time one call into the plugin may take.
+    /// Wall time one call into the plugin may take, host calls included.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
 }
@@ -41,20 +59,21 @@ impl Limits {
         usize::try_from(self.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
     }
 
-    /// Epoch ticks a call may run: rounded up, plus one because the first
-    /// tick can come right after the deadline was set.
-    pub fn deadline_ticks(&self, tick: Duration) -> u64 {
-        let tick_ms = tick.as_millis().max(1) as u64;
-        self.call_timeout_ms.div_ceil(tick_ms) + 1
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
     }
 }
 
-/// The store's [`wasmtime::ResourceLimiter`]. It remembers that it refused a
+/// The store's [`wasmtime::ResourceLimiter`]. It keeps the sum of every
+/// memory and table of the instance under `memory_mb` (wasmtime asks about
+/// each one separately, so a component with sixteen core instances would
+/// otherwise get sixteen times the cap), and it remembers that it refused a
 /// growth: a guest that runs out of memory aborts with a bare `unreachable`
 /// trap, and this flag is how the error can name the memory limit instead.
 #[derive(Debug)]
 pub struct MemoryLimiter {
     max_bytes: usize,
+    used_bytes: usize,
     hit: bool,
 }
 
@@ -62,6 +81,7 @@ impl MemoryLimiter {
     pub fn new(limits: &Limits) -> Self {
         Self {
             max_bytes: limits.memory_bytes(),
+            used_bytes: 0,
             hit: false,
         }
     }
@@ -70,23 +90,43 @@ impl MemoryLimiter {
     pub fn take_hit(&mut self) -> bool {
         std::mem::take(&mut self.hit)
     }
+
+    fn grow(&mut self, more: usize) -> bool {
+        match self.used_bytes.checked_add(more) {
+            Some(total) if total <= self.max_bytes => {
+                self.used_bytes = total;
+                true
+            }
+            _ => {
+                self.hit = true;
+                false
+            }
+        }
+    }
 }
 
-/// Tables hold function references; a million is far beyond what compiled
-/// code needs and keeps a hostile `table.grow` from eating host memory.
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
-
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(desired.saturating_sub(current)))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        Ok(self.grow(desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -95,26 +135,37 @@ mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
 
+    fn limiter(memory_mb: u64) -> MemoryLimiter {
+        MemoryLimiter::new(&Limits {
+            memory_mb,
+            call_timeout_ms: 10,
+        })
+    }
+
     #[test]
     fn refused_growth_is_remembered_once() {
-        let mut limiter = MemoryLimiter::new(&Limits {
-            memory_mb: 1,
-            call_timeout_ms: 10,
-        });
+        let mut limiter = limiter(1);
         assert!(limiter.memory_growing(0, 1024 * 1024, None).unwrap());
         assert!(!limiter.take_hit());
-        assert!(!limiter.memory_growing(0, 1024 * 1024 + 1, None).unwrap());
+        assert!(!limiter.memory_growing(1024 * 1024, 1024 * 1024 + 1, None).unwrap());
         assert!(limiter.take_hit());
         assert!(!limiter.take_hit());
     }
 
     #[test]
-    fn deadline_rounds_up_and_adds_a_tick() {
-        let limits = Limits {
-            memory_mb: 1,
-            call_timeout_ms: 25,
-        };
-        assert_eq!(limits.deadline_ticks(Duration::from_millis(10)), 4);
+    fn memories_and_tables_share_one_cap() {
+        let mut limiter = limiter(4);
+        // Three memories of 1 MiB each fit; a fourth of 1 MiB does not,
+        // once a table took its share.
+        for _ in 0..3 {
+            assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        }
+        assert!(limiter.table_growing(0, 1000, None).unwrap());
+        assert!(!limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(limiter.take_hit());
+        // Growing an existing memory counts only the difference.
+        assert!(limiter.memory_growing(1 << 20, (1 << 20) + 4096, None).unwrap());
+        assert!(!limiter.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
     }
 
     #[test]

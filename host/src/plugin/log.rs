@@ -1,11 +1,13 @@
 //! The plugin's log: what `host.log` and the guest's stdout/stderr turn into.
-//! A plugin shares the host's log, so it must not be able to flood it: lines
-//! are capped in size and in rate, and what is dropped is counted and said.
+//! A plugin shares the host's log, so it must not be able to flood it or
+//! forge it: lines are capped in size and in rate, control characters are
+//! escaped (see [`super::text`]), and what is dropped is counted and said.
 
 use std::sync::Mutex;
 use std::time::Instant;
 
 use super::bindings::bizon::destination::types::LogLevel;
+use super::text::sanitize;
 
 /// Longest message kept, in bytes; the rest is replaced by a note.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -29,7 +31,7 @@ struct Bucket {
 impl PluginLog {
     pub fn new(plugin: &str) -> Self {
         Self {
-            plugin: plugin.to_string(),
+            plugin: sanitize(plugin, MAX_LINE_BYTES),
             bucket: Mutex::new(Bucket {
                 tokens: BURST_LINES,
                 refilled: Instant::now(),
@@ -55,7 +57,7 @@ impl PluginLog {
         if dropped > 0 {
             self.note_dropped(dropped);
         }
-        emit(&self.plugin, level, &capped(message));
+        emit(&self.plugin, level, &sanitize(message, MAX_LINE_BYTES));
     }
 
     /// Reports lines dropped since the last line that got through; called
@@ -85,34 +87,9 @@ fn emit(plugin: &str, level: LogLevel, message: &str) {
     }
 }
 
-/// `text` cut to at most `max` bytes on a character boundary, with a note
-/// saying how much was cut.
-pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if text.len() <= max {
-        return text.into();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... [truncated: {} of {} bytes shown]", &text[..end], end, text.len()).into()
-}
-
-fn capped(message: &str) -> std::borrow::Cow<'_, str> {
-    truncate(message, MAX_LINE_BYTES)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncation_keeps_char_boundaries_and_says_so() {
-        assert_eq!(truncate("short", 10), "short");
-        let cut = truncate("ééé", 3);
-        assert!(cut.starts_with("é..."), "{cut}");
-        assert!(cut.contains("2 of 6 bytes"), "{cut}");
-    }
 
     #[test]
     fn a_flood_is_cut_to_the_burst_and_counted() {

@@ -3,22 +3,30 @@
 //! and builds sandboxed instances of it.
 //!
 //! - [`engine`]: the shared wasmtime engine and the epoch clock.
-//! - [`cache`]: compiled artifacts on disk.
+//! - [`cache`]: compiled artifacts on disk, verified before they are run.
 //! - [`capabilities`]: grants, the linker and the import check.
-//! - [`limits`]: memory and call-time limits.
+//! - [`files`]: the filesystem layer over granted directories (no symlinks,
+//!   byte quotas).
+//! - [`limits`], [`budget`]: memory and call-time limits of an instance,
+//!   and the host-wide memory budget of all instances.
 //! - [`instance`]: one Store, the calls into it and what a trap means.
-//! - [`log`], [`stdio`]: the plugin's log lines and output, bounded.
+//! - [`log`], [`stdio`], [`text`]: the plugin's log lines and output,
+//!   bounded and escaped.
 //! - [`ipc`]: a batch encoded the way the plugin asked.
 
+pub mod budget;
 pub mod cache;
 pub mod capabilities;
 pub mod engine;
+pub mod files;
 pub mod instance;
 pub mod ipc;
 pub mod limits;
 pub mod log;
 pub mod stdio;
+pub mod text;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,13 +43,20 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
+        exports: { default: async },
     });
 }
 
 pub use bindings::bizon::destination::types::{BatchInfo, InputFormat, PluginInfo, RejectedRow, WriteError};
 
+/// Largest component file accepted by default, in MiB. Compile time and
+/// memory grow with the size (a 100 MB component took 26 s and 869 MB).
+pub const DEFAULT_MAX_COMPONENT_MB: u64 = 64;
+/// Longest a component may take to compile.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// What a plugin gets besides its code.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PluginSettings {
     pub limits: Limits,
     pub grants: Grants,
@@ -49,6 +64,43 @@ pub struct PluginSettings {
     pub config_json: String,
     /// Where compiled artifacts are kept; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Largest component file accepted, in MiB.
+    pub max_component_mb: u64,
+    /// What all live instances may hold together; the host-wide one unless
+    /// a caller (a tenant) has its own.
+    pub budget: Arc<budget::MemoryBudget>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            grants: Grants::default(),
+            config_json: "{}".into(),
+            cache_dir: None,
+            max_component_mb: max_component_mb(),
+            budget: budget::global(),
+        }
+    }
+}
+
+static MAX_COMPONENT_MB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Sets the process-wide component size limit (`--max-component-mb`); only
+/// the first call counts.
+pub fn set_max_component_mb(mib: u64) {
+    let _ = MAX_COMPONENT_MB.set(mib);
+}
+
+/// `--max-component-mb`, else `$BIZON_HOST_MAX_COMPONENT_MB`, else
+/// [`DEFAULT_MAX_COMPONENT_MB`].
+pub fn max_component_mb() -> u64 {
+    *MAX_COMPONENT_MB.get_or_init(|| {
+        std::env::var("BIZON_HOST_MAX_COMPONENT_MB")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_COMPONENT_MB)
+    })
 }
 
 /// Why a plugin call ended in a trap, as users should read it.
@@ -65,7 +117,7 @@ pub enum TrapCause {
 impl std::fmt::Display for TrapCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TrapCause::Memory { limit_mb } => write!(f, "exceeded its memory limit of {limit_mb} MB"),
+            TrapCause::Memory { limit_mb } => write!(f, "exceeded its memory limit of {limit_mb} MiB"),
             TrapCause::Timeout { limit_ms } => write!(f, "exceeded its call timeout of {limit_ms} ms"),
             TrapCause::StackOverflow => f.write_str("overflowed its stack"),
             TrapCause::Panic { message } => write!(f, "panicked: {message}"),
@@ -79,6 +131,15 @@ impl std::fmt::Display for TrapCause {
 pub enum PluginError {
     #[error("cannot read plugin {plugin}: {source}")]
     Read { plugin: String, source: std::io::Error },
+    #[error(
+        "plugin {plugin} is {size_mib:.1} MiB, over the {limit_mib} MiB limit for a component \
+         (--max-component-mb or BIZON_HOST_MAX_COMPONENT_MB)"
+    )]
+    TooLarge {
+        plugin: String,
+        size_mib: f64,
+        limit_mib: u64,
+    },
     #[error("plugin {plugin} is not a valid WebAssembly component: {message}")]
     Compile { plugin: String, message: String },
     #[error(
@@ -113,6 +174,8 @@ pub enum PluginError {
         function: &'static str,
         cause: TrapCause,
     },
+    #[error("plugin {plugin}: {message}")]
+    Budget { plugin: String, message: String },
     #[error("plugin {plugin}: {function} called on an instance that trapped before")]
     Poisoned { plugin: String, function: &'static str },
 }
@@ -126,6 +189,8 @@ pub(crate) struct Shared {
     grants: Grants,
     config_json: String,
     log: Arc<log::PluginLog>,
+    quotas: Arc<files::Quotas>,
+    budget: Arc<budget::MemoryBudget>,
 }
 
 /// How loading went, for `plugin inspect|compile` and the logs.
@@ -153,10 +218,30 @@ impl Plugin {
     pub fn load(path: &Path, settings: PluginSettings) -> Result<Plugin, PluginError> {
         let started = Instant::now();
         let label = path.display().to_string();
-        let wasm = std::fs::read(path).map_err(|source| PluginError::Read {
+        let too_large = |size: u64| PluginError::TooLarge {
+            plugin: label.clone(),
+            size_mib: size as f64 / (1 << 20) as f64,
+            limit_mib: settings.max_component_mb,
+        };
+        let limit = settings.max_component_mb.saturating_mul(1 << 20);
+        let read = |source| PluginError::Read {
             plugin: label.clone(),
             source,
-        })?;
+        };
+        // Checked before reading, so a huge file is not even loaded.
+        let size = std::fs::metadata(path).map_err(read)?.len();
+        if size > limit {
+            return Err(too_large(size));
+        }
+        let mut wasm = Vec::with_capacity(size as usize);
+        std::fs::File::open(path)
+            .map_err(read)?
+            .take(limit + 1)
+            .read_to_end(&mut wasm)
+            .map_err(read)?;
+        if wasm.len() as u64 > limit {
+            return Err(too_large(wasm.len() as u64));
+        }
         if !wasm.starts_with(b"\0asm") {
             // wasmtime's own message for this dumps the expected bytes over ten lines.
             return Err(PluginError::Compile {
@@ -165,9 +250,11 @@ impl Plugin {
             });
         }
         let engine = engine::shared().engine.clone();
-        let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref()).map_err(|e| PluginError::Compile {
-            plugin: label.clone(),
-            message: format!("{e:#}"),
+        let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref(), COMPILE_TIMEOUT).map_err(|e| {
+            PluginError::Compile {
+                plugin: label.clone(),
+                message: format!("{e:#}"),
+            }
         })?;
         capabilities::check_component(&label, &loaded.component, &engine)?;
         let linker = capabilities::linker(&engine).map_err(|e| PluginError::Link {
@@ -193,6 +280,8 @@ impl Plugin {
         };
         let shared = Shared {
             log: Arc::new(log::PluginLog::new(&label)),
+            quotas: Arc::new(files::Quotas::new(&settings.grants.dirs)),
+            budget: settings.budget,
             label,
             engine,
             pre,
@@ -207,13 +296,13 @@ impl Plugin {
     }
 
     /// A new instance with its own Store, described and opened.
-    pub fn instantiate(&self) -> Result<Instance, PluginError> {
-        Instance::new(&self.shared)
+    pub async fn instantiate(&self) -> Result<Instance, PluginError> {
+        Instance::new(&self.shared).await
     }
 
     /// What the plugin says about itself, from an instance that is not opened.
-    pub fn describe(&self) -> Result<PluginInfo, PluginError> {
-        Ok(Instance::described(&self.shared)?.info().clone())
+    pub async fn describe(&self) -> Result<PluginInfo, PluginError> {
+        Ok(Instance::described(&self.shared).await?.info().clone())
     }
 
     /// The plugin's file as the user named it, used in every message.

@@ -1,0 +1,182 @@
+//! The host-wide plugin memory budget. Each live instance holds a
+//! reservation of its whole `memory_mb` for as long as it lives, so the sum of
+//! what all instances can ever allocate stays under the budget: admission at
+//! creation, as Redpanda does per core, rather than failing a running write
+//! when a neighbour grows. A new instance waits for room (an instance being
+//! dropped frees its reservation) and gives up with a clear error.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Default share of the machine's memory that plugins may hold together.
+const DEFAULT_SHARE_OF_RAM: u64 = 2;
+/// Used when the machine's memory cannot be read.
+const FALLBACK_BUDGET_MB: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no room in the plugin memory budget for another instance of {wanted_mib} MiB: \
+     {in_use_mib} of {budget_mib} MiB are held by {instances} live instance(s) \
+     (waited {waited_ms} ms; raise --plugin-memory-budget-mb or lower memory_mb / max_concurrent_threads)"
+)]
+pub struct BudgetExceeded {
+    pub wanted_mib: u64,
+    pub in_use_mib: u64,
+    pub budget_mib: u64,
+    pub instances: u64,
+    pub waited_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit_bytes: u64,
+    state: Mutex<Held>,
+    freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    bytes: u64,
+    instances: u64,
+}
+
+impl MemoryBudget {
+    pub fn new(limit_mib: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit_bytes: limit_mib.saturating_mul(1 << 20),
+            state: Mutex::new(Held::default()),
+            freed: Notify::new(),
+        })
+    }
+
+    pub fn limit_mib(&self) -> u64 {
+        self.limit_bytes >> 20
+    }
+
+    /// Bytes held by live instances.
+    pub fn in_use(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut held = self.lock();
+        if held.bytes.saturating_add(bytes) > self.limit_bytes {
+            return None;
+        }
+        held.bytes += bytes;
+        held.instances += 1;
+        Some(Reservation {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+
+    /// Reserves `bytes`, waiting up to `wait` for other instances to free room.
+    pub async fn reserve(self: &Arc<Self>, bytes: u64, wait: Duration) -> Result<Reservation, BudgetExceeded> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + wait;
+        loop {
+            // Registered before trying, so a release between the try and
+            // the wait is not missed.
+            let freed = self.freed.notified();
+            if let Some(reservation) = self.try_reserve(bytes) {
+                return Ok(reservation);
+            }
+            if bytes > self.limit_bytes || tokio::time::timeout_at(deadline, freed).await.is_err() {
+                let held = self.lock();
+                return Err(BudgetExceeded {
+                    wanted_mib: bytes >> 20,
+                    in_use_mib: held.bytes >> 20,
+                    budget_mib: self.limit_mib(),
+                    instances: held.instances,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        }
+    }
+}
+
+/// Room held in a budget; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        {
+            let mut held = self.budget.lock();
+            held.bytes -= self.bytes;
+            held.instances -= 1;
+        }
+        self.budget.freed.notify_waiters();
+    }
+}
+
+static GLOBAL: OnceLock<Arc<MemoryBudget>> = OnceLock::new();
+
+/// Sets the process-wide budget; only the first call counts (the CLI makes
+/// it, before any plugin is loaded).
+pub fn set_global(limit_mib: u64) {
+    let _ = GLOBAL.set(MemoryBudget::new(limit_mib));
+}
+
+/// The process-wide budget: `--plugin-memory-budget-mb`, else
+/// `$BIZON_HOST_PLUGIN_MEMORY_BUDGET_MB`, else half of the machine's memory.
+pub fn global() -> Arc<MemoryBudget> {
+    GLOBAL
+        .get_or_init(|| {
+            let from_env = std::env::var("BIZON_HOST_PLUGIN_MEMORY_BUDGET_MB")
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            MemoryBudget::new(from_env.unwrap_or_else(default_budget_mib))
+        })
+        .clone()
+}
+
+fn default_budget_mib() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    });
+    total_kib.map_or(FALLBACK_BUDGET_MB, |kib| kib / 1024 / DEFAULT_SHARE_OF_RAM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_budget_waits_then_fails_or_admits_after_a_release() {
+        let budget = MemoryBudget::new(10);
+        let first = budget.reserve(6 << 20, Duration::ZERO).await.unwrap();
+        let err = budget.reserve(6 << 20, Duration::from_millis(20)).await.unwrap_err();
+        assert_eq!((err.in_use_mib, err.budget_mib, err.instances), (6, 10, 1));
+        assert!(err.to_string().contains("6 of 10 MiB"), "{err}");
+
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.reserve(6 << 20, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        let second = waiter.await.unwrap().unwrap();
+        assert_eq!(budget.in_use(), 6 << 20);
+        drop(second);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn more_than_the_whole_budget_fails_at_once() {
+        let budget = MemoryBudget::new(1);
+        let err = budget.reserve(2 << 20, Duration::from_secs(60)).await.unwrap_err();
+        assert!(err.waited_ms < 1000);
+    }
+}
