@@ -486,7 +486,9 @@ impl Destination for StreamingV2 {
         // staged rows are published (bqemulator can stall a query behind an
         // open one), and a later write would open new ones.
         let cells: Vec<(TableRef, Arc<OnceCell<TableWriter>>)> =
-            std::mem::take(&mut *self.writers.lock().expect("poisoned")).into_iter().collect();
+            std::mem::take(&mut *self.writers.lock().expect("poisoned"))
+                .into_iter()
+                .collect();
         for (table, cell) in &cells {
             if let Some(TableWriter::Committed(c)) = cell.get() {
                 c.lock()
