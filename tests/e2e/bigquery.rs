@@ -121,7 +121,14 @@ fn v2_config(e: &Emulators, dataset: &str, extra: &str) -> BigQueryStreamingV2Co
         "project_id: {PROJECT}\ndataset_id: {dataset}\nendpoint: {}\nstorage_write_endpoint: {}\n{extra}",
         e.rest, e.grpc
     );
-    serde_saphyr::from_str(&yaml).unwrap_or_else(|err| panic!("{err}\n{yaml}"))
+    let mut config: BigQueryStreamingV2Config =
+        serde_saphyr::from_str(&yaml).unwrap_or_else(|err| panic!("{err}\n{yaml}"));
+    // These tests drive the Storage Write paths in-process: rows straight into
+    // the table. Staging and publishing per sync_mode go through the binary
+    // (bigquery_parity.rs); in-process, bqemulator 1.4 can stall a publish
+    // query behind another test's open AppendRows connection.
+    config.options.sync_mode = bizon_host::config::SyncMode::Stream;
+    config
 }
 
 /// One row of a query's answer as strings.
