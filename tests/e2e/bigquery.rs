@@ -630,7 +630,9 @@ async fn streaming_insert_all_reports_invalid_rows_and_resends_stopped_ones() {
     assert!(!status.success(), "invalid rows must fail the run: {result}");
     let error = result["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("2 row(s) rejected") && error.contains("row 3") && error.contains("invalid at `name`"),
+        error.contains("2 row(s) rejected")
+            && error.contains("source_record_id 3")
+            && error.contains("invalid at `name`"),
         "{error}\n{stderr}"
     );
     // The 38 stopped rows were sent again, on their own, and written once.
