@@ -14,6 +14,7 @@ mod common;
 mod env;
 mod schema;
 pub mod source;
+mod sync_mode;
 
 use std::fmt;
 use std::path::Path;
@@ -25,6 +26,7 @@ use serde_saphyr::Spanned;
 pub use common::DestinationOptions;
 pub use schema::{BigQueryType, ColumnMode, ColumnSpec, RecordSchemaConfig};
 pub use source::{DummySourceConfig, JsonlSourceConfig, SourceConfig};
+pub use sync_mode::SyncMode;
 
 use crate::destination::file::FileConfig;
 use crate::destination::logger::LoggerConfig;
@@ -183,6 +185,10 @@ struct DestinationSection<D> {
     /// Bizon's tracking name (`bigquery` for `bigquery_streaming`); unused here.
     #[serde(default, rename = "alias")]
     _alias: Option<IgnoredAny>,
+    /// Declared by Bizon's `bigquery` destination (default 400) and never read:
+    /// its buffer takes `config.buffer_size`. Accepted so its files parse.
+    #[serde(default, rename = "buffer_size")]
+    _buffer_size: Option<IgnoredAny>,
     config: Option<D>,
 }
 
@@ -206,8 +212,14 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
     let names: PipelineFile<SourceName, IgnoredAny> = from_yaml(&text, file)?;
     let mut warnings = Vec::new();
     let source = source::parse(&text, file, &names.source.name, &mut warnings)?;
-    let destination = parse_destination(&text, file, &names.destination.name)?;
+    let mut destination = parse_destination(&text, file, &names.destination.name)?;
     destination.options().validate(file)?;
+    let run: PipelineFile<sync_mode::SourceRun, IgnoredAny> = from_yaml(&text, file)?;
+    let options = destination.options_mut();
+    options.sync_mode = run.source.sync_mode(file, &names.destination.name.value)?;
+    if options.destination_id.is_none() {
+        options.generated_destination_id = Some(run.source.generated_destination_id());
+    }
     let ignored_sections = [
         ("engine", names.engine.is_some()),
         ("transforms", names.transforms.is_some()),
