@@ -12,11 +12,14 @@ if ! cmp -s wit/destination.wit sdk/wit/destination.wit; then
     exit 1
 fi
 
-# docs/sdk.md shows tests/plugins/my-dest verbatim; this build proves it compiles.
-if [[ "$(cat docs/sdk.md)" != *"$(cat tests/plugins/my-dest/src/lib.rs)"* ]]; then
-    echo "docs/sdk.md no longer shows tests/plugins/my-dest/src/lib.rs" >&2
-    exit 1
-fi
+# docs/sdk.md shows tests/plugins/my-dest and tests/plugins/webhook verbatim;
+# this build proves they compile.
+for example in my-dest webhook; do
+    if [[ "$(cat docs/sdk.md)" != *"$(cat tests/plugins/$example/src/lib.rs)"* ]]; then
+        echo "docs/sdk.md no longer shows tests/plugins/$example/src/lib.rs" >&2
+        exit 1
+    fi
+done
 
 packages=(-p bizon-sdk)
 components=()

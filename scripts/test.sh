@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds the WebAssembly plugins, installs the BigQuery and
-# GCS emulators and the tansu Kafka broker into .venv on first use, then runs every test of the host
+# GCS emulators and the tansu Kafka broker into .venv and clickhouse-server (apt) on first use,
+# then runs every test of the host
 # (unit tests and end-to-end tests of the binary against real plugins and
 # emulators). Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -12,6 +13,8 @@ if [[ -f scripts/install-emulators.sh ]]; then
 fi
 # The tansu Kafka broker the kafka tests start (seconds; nothing when present).
 bash scripts/install-kafka.sh
+# The ClickHouse plugin's test starts a real clickhouse-server.
+bash scripts/install-clickhouse.sh
 # Release: wasmtime compiles plugins many times faster optimized, and the
 # end-to-end tests start the binary hundreds of times.
 cargo test --release --workspace "$@"

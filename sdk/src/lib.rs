@@ -73,6 +73,8 @@ mod config;
 mod error;
 #[doc(hidden)]
 pub mod export;
+#[cfg(feature = "http")]
+pub mod http;
 mod ipc;
 pub mod log;
 mod ndjson;

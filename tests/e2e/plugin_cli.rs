@@ -188,7 +188,7 @@ fn plugin_test_passes_good_plugins_and_fails_a_panicking_one() {
 }
 
 #[test]
-fn plugin_inspect_shows_the_contract_and_refuses_a_socket_plugin() {
+fn plugin_inspect_shows_the_contract_and_refuses_an_unknown_import() {
     let dir = tempfile::tempdir().unwrap();
     let output = bizon_host(dir.path())
         .args(["plugin", "inspect"])
@@ -200,11 +200,20 @@ fn plugin_inspect_shows_the_contract_and_refuses_a_socket_plugin() {
 
     let output = bizon_host(dir.path())
         .args(["plugin", "inspect"])
-        .arg(wasm("hostile_socket"))
+        .arg(wasm("unknown_import"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("wasi:sockets"), "{}", text(&output));
+    assert!(text(&output).contains("bizon:destination/escape"), "{}", text(&output));
+
+    // Sockets are linked for every plugin: one that imports them loads.
+    let output = bizon_host(dir.path())
+        .args(["plugin", "inspect"])
+        .arg(wasm("hostile_socket"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("wasi:sockets/tcp"), "{}", text(&output));
 }
 
 #[test]

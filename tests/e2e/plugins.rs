@@ -201,14 +201,33 @@ async fn a_huge_error_message_is_truncated() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn socket_plugin_is_refused_at_load() {
-    let err = destination("hostile_socket", "")
+async fn a_socket_plugin_loads_and_is_denied_at_use_without_a_grant() {
+    let dest = destination("hostile_socket", "")
+        .await
+        .expect("a plugin that links sockets loads");
+    let err = dest.write(&batch("t", 0, 1)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("connect failed") && err.contains("1 rows not written"),
+        "{err}"
+    );
+    let refusals = logged("egress denied: tcp://127.0.0.1:9");
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("hostile_socket.wasm") && l.contains("allow.hosts is empty")),
+        "{refusals:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_the_host_does_not_implement_is_refused_at_load() {
+    let err = destination("unknown_import", "")
         .await
         .err()
         .expect("refused")
         .to_string();
     assert!(
-        err.contains("hostile_socket.wasm") && err.contains("wasi:sockets/"),
+        err.contains("unknown_import.wasm") && err.contains("bizon:destination/escape"),
         "{err}"
     );
 }

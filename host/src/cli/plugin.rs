@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 
 use crate::config::{DestinationConfig, DestinationOptions, JsonlSourceConfig, Pipeline, SourceConfig};
 use crate::destination::wasm::WasmConfig;
+use crate::plugin::egress::HostRule;
 use crate::plugin::{
     cache, capabilities, ipc, BatchInfo, DirGrant, Grants, Instance, Limits, Plugin, PluginError, PluginSettings,
     WriteError,
@@ -39,6 +40,11 @@ pub struct SandboxArgs {
     /// Copy this host environment variable into the plugin. Repeatable.
     #[arg(long, value_name = "NAME")]
     pub allow_env: Vec<String>,
+    /// Let the plugin connect to this host: `https://api.example.com`,
+    /// `http://127.0.0.1:8123`, `*.example.com:443`, `tcp://db:5432`
+    /// (docs/plugins.md, Network). Repeatable; none: no network.
+    #[arg(long, value_name = "SCHEME://HOST:PORT", value_parser = parse_allow_host)]
+    pub allow_host: Vec<HostRule>,
     /// Memory cap of each plugin instance (all its memories and tables), in
     /// MiB (default 256).
     #[arg(long, value_name = "N")]
@@ -84,13 +90,14 @@ pub fn apply(args: &PluginRunArgs, pipeline: Option<Pipeline>) -> Result<Option<
         None => previous.as_ref().and_then(|c| c.plugin_config.clone()),
     };
     let base_limits = previous.as_ref().map(|c| c.limits).unwrap_or_default();
-    let mut allow = if sandbox.allow_dir.is_empty() && sandbox.allow_env.is_empty() {
+    let mut allow = if sandbox.allow_dir.is_empty() && sandbox.allow_env.is_empty() && sandbox.allow_host.is_empty() {
         previous.as_ref().map(|c| c.allow.clone()).unwrap_or_default()
     } else {
         Grants::default()
     };
     allow.dirs.extend(sandbox.dirs()?);
     allow.env.extend(sandbox.allow_env.iter().cloned());
+    allow.hosts.extend(sandbox.allow_host.iter().cloned());
     pipeline.destination = DestinationConfig::Wasm(WasmConfig {
         options: pipeline.destination.options().clone(),
         plugin: plugin.clone(),
@@ -145,6 +152,8 @@ impl SandboxArgs {
         let grants = Grants {
             dirs: self.dirs()?,
             env: self.allow_env.clone(),
+            hosts: self.allow_host.clone(),
+            ..Grants::default()
         };
         Ok(PluginSettings {
             limits: self.limits(Limits::default()),
@@ -165,6 +174,10 @@ impl SandboxArgs {
             })
             .collect()
     }
+}
+
+fn parse_allow_host(text: &str) -> Result<HostRule, String> {
+    HostRule::parse(text)
 }
 
 fn parse_plugin_config(text: &str) -> anyhow::Result<serde_json::Value> {
@@ -465,6 +478,7 @@ mod tests {
             sandbox: SandboxArgs {
                 plugin_config: Some(r#"{"dir":"/out"}"#.into()),
                 allow_dir: vec!["o:/out:rw".into()],
+                allow_host: vec![HostRule::parse("http://127.0.0.1:8123").unwrap()],
                 memory_mb: Some(64),
                 ..Default::default()
             },
@@ -477,6 +491,7 @@ mod tests {
         assert_eq!(c.plugin_config, Some(serde_json::json!({"dir": "/out"})));
         assert_eq!(c.limits.memory_mb, 64);
         assert!(c.allow.dirs[0].writable);
+        assert_eq!(c.allow.hosts[0].to_string(), "http://127.0.0.1:8123");
         assert!(apply(&PluginRunArgs::default(), Some(pipeline)).unwrap().is_some());
         assert!(apply(&PluginRunArgs::default(), None).unwrap().is_none());
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, RecordSchemaConfig};
+use super::{ConfigError, RecordSchemaConfig, SyncMode};
 use crate::destination::retry::RetryPolicy;
 
 /// Bizon's defaults.
@@ -27,6 +27,11 @@ pub struct DestinationOptions {
     pub retry: RetryPolicy,
     /// Where `unnest` was written, for errors about it.
     pub unnest_at: (usize, usize),
+    /// The source's `sync_mode`: replace, append or stream (file, bigquery, streaming_v2).
+    pub sync_mode: SyncMode,
+    /// `<source>_<stream>` when `destination_id` is not set: Bizon's
+    /// auto-generated table name, which `table_prefix` applies to.
+    pub generated_destination_id: Option<String>,
 }
 
 impl Default for DestinationOptions {
@@ -40,6 +45,8 @@ impl Default for DestinationOptions {
             destination_id: None,
             retry: RetryPolicy::default(),
             unnest_at: (0, 0),
+            sync_mode: SyncMode::FullRefresh,
+            generated_destination_id: None,
         }
     }
 }
@@ -152,6 +159,8 @@ macro_rules! destination_config {
                             destination_id: raw.destination_id,
                             retry,
                             unnest_at,
+                            sync_mode: Default::default(),
+                            generated_destination_id: None,
                         },
                         $( $field: raw.$field, )*
                     })

@@ -17,6 +17,7 @@ mod env;
 mod schema;
 pub mod source;
 mod streams;
+mod sync_mode;
 
 use std::fmt;
 use std::path::Path;
@@ -31,6 +32,7 @@ pub use source::{DummySourceConfig, JsonlSourceConfig, SourceConfig};
 pub use streams::StreamConfig;
 
 pub use crate::dead_letter::DeadLetterConfig;
+pub use sync_mode::SyncMode;
 
 use crate::destination::file::FileConfig;
 use crate::destination::logger::LoggerConfig;
@@ -193,6 +195,10 @@ struct DestinationSection<D> {
     /// Bizon's tracking name (`bigquery` for `bigquery_streaming`); unused here.
     #[serde(default, rename = "alias")]
     _alias: Option<IgnoredAny>,
+    /// Declared by Bizon's `bigquery` destination (default 400) and never read:
+    /// its buffer takes `config.buffer_size`. Accepted so its files parse.
+    #[serde(default, rename = "buffer_size")]
+    _buffer_size: Option<IgnoredAny>,
     config: Option<D>,
 }
 
@@ -227,6 +233,12 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
     }
     source::check(&source, file, &names.source.name)?;
     destination.options().validate(file)?;
+    let run: PipelineFile<sync_mode::SourceRun, IgnoredAny> = from_yaml(&text, file)?;
+    let options = destination.options_mut();
+    options.sync_mode = run.source.sync_mode(file, &names.destination.name.value)?;
+    if options.destination_id.is_none() {
+        options.generated_destination_id = Some(run.source.generated_destination_id());
+    }
     let ignored_sections = [
         ("engine", names.engine.is_some()),
         ("transforms", names.transforms.is_some()),

@@ -1,9 +1,12 @@
 //! What a plugin may touch. By default: nothing outside its own memory but
 //! clocks, randomness and a log. Grants add preopened directories (through
-//! the host's filesystem layer, [`super::files`]: no symlinks, a byte quota)
-//! and named environment variables; everything else (sockets, HTTP, ...) is
-//! not even linked, and a component that imports it is refused at load time.
+//! the host's filesystem layer, [`super::files`]: no symlinks, a byte quota),
+//! named environment variables and outbound hosts. Sockets and HTTP are
+//! linked for every plugin and denied at use unless granted (see
+//! [`super::egress`]); anything else is not linked, and a component that
+//! imports it is refused at load time.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -16,6 +19,7 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder};
 
+use super::egress::{self, Egress, HostRule, NetworkLimits, SecretGrant};
 use super::instance::State;
 use super::stdio::Captured;
 use super::PluginError;
@@ -29,6 +33,15 @@ pub struct Grants {
     /// Environment variables copied from the host's environment, by name.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Outbound hosts (`https://api.example.com`, `tcp://db:5432`, ...);
+    /// empty: no network.
+    #[serde(default)]
+    pub hosts: Vec<HostRule>,
+    /// Credentials the host adds to requests, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretGrant>,
+    #[serde(default)]
+    pub network: NetworkLimits,
 }
 
 /// A host directory the plugin sees at `guest`.
@@ -138,7 +151,9 @@ pub fn check_component(plugin: &str, component: &Component, engine: &Engine) -> 
     let refused: Vec<String> = ty
         .imports(engine)
         .filter(|(name, item)| {
-            !LINKED.contains(&unversioned(name)) || !matches!(item.ty, ComponentItem::ComponentInstance(_))
+            let name = unversioned(name);
+            !(LINKED.contains(&name) || egress::LINKED.contains(&name))
+                || !matches!(item.ty, ComponentItem::ComponentInstance(_))
         })
         .map(|(name, _)| name.to_string())
         .collect();
@@ -153,7 +168,8 @@ pub fn check_component(plugin: &str, component: &Component, engine: &Engine) -> 
 
 /// The linker every instance of a plugin is built against: the contract's
 /// `host` plus the WASI interfaces of [`LINKED`] (their async variants: calls
-/// are futures), the filesystem behind the host's own checks, and nothing else.
+/// are futures), the filesystem behind the host's own checks, sockets and
+/// HTTP behind [`egress`] ([`egress::LINKED`]), and nothing else.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
     let mut linker = Linker::new(engine);
@@ -180,6 +196,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     filesystem::types::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
     filesystem::preopens::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
     super::files::add_to_linker(l)?;
+    egress::add_to_linker(l)?;
     Ok(linker)
 }
 
@@ -190,8 +207,9 @@ impl wasmtime::component::HasData for HasTable {
 }
 
 /// The WASI context of one instance: the grants, and stdout/stderr captured.
-pub fn wasi_ctx(grants: &Grants, captured: &Captured) -> Result<WasiCtx, String> {
+pub fn wasi_ctx(grants: &Grants, captured: &Captured, egress: &Egress) -> Result<WasiCtx, String> {
     let mut builder = WasiCtxBuilder::new();
+    egress.configure(&mut builder);
     builder.stdout(captured.clone()).stderr(captured.clone());
     for dir in &grants.dirs {
         let perms = if dir.writable {
@@ -251,9 +269,10 @@ mod tests {
                 writable: false,
                 max_mb: None,
             }],
-            env: vec![],
+            ..Grants::default()
         };
-        let Err(err) = wasi_ctx(&grants, &Captured::default()) else {
+        let egress = Egress::new("t.wasm", &grants).unwrap();
+        let Err(err) = wasi_ctx(&grants, &Captured::default(), &egress) else {
             panic!("granted a missing directory")
         };
         assert!(err.contains("/definitely/not/here"), "{err}");

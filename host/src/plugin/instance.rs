@@ -23,6 +23,7 @@ use super::bindings::bizon::destination::types::LogLevel;
 use super::bindings::bizon::destination::types::{BatchInfo, PluginInfo, RejectedRow, WriteError};
 use super::bindings::{bizon, Plugin as Bindings};
 use super::budget::Reservation;
+use super::egress::Egress;
 use super::files::Quotas;
 use super::limits::MemoryLimiter;
 use super::log::{PluginLog, MAX_LINE_BYTES};
@@ -47,6 +48,7 @@ pub struct State {
     quotas: Arc<Quotas>,
     /// When the call under way must end; read at each epoch tick.
     deadline: Instant,
+    pub(super) egress: Egress,
 }
 
 impl State {
@@ -117,10 +119,12 @@ impl Instance {
                 message: e.to_string(),
             })?;
         let captured = Captured::default();
-        let wasi = capabilities::wasi_ctx(&shared.grants, &captured).map_err(|message| PluginError::Grant {
+        let grant_error = |message| PluginError::Grant {
             plugin: shared.label.clone(),
             message,
-        })?;
+        };
+        let egress = Egress::new(&shared.label, &shared.grants).map_err(grant_error)?;
+        let wasi = capabilities::wasi_ctx(&shared.grants, &captured, &egress).map_err(grant_error)?;
         let state = State {
             wasi,
             table: ResourceTable::new(),
@@ -128,6 +132,7 @@ impl Instance {
             log: shared.log.clone(),
             quotas: shared.quotas.clone(),
             deadline: deadline(&shared.limits),
+            egress,
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -5,6 +5,7 @@
 //! - [`engine`]: the shared wasmtime engine and the epoch clock.
 //! - [`cache`]: compiled artifacts on disk, verified before they are run.
 //! - [`capabilities`]: grants, the linker and the import check.
+//! - [`egress`]: outbound HTTP and TCP, checked where each connection is made.
 //! - [`files`]: the filesystem layer over granted directories (no symlinks,
 //!   byte quotas).
 //! - [`limits`], [`budget`]: memory and call-time limits of an instance,
@@ -17,6 +18,7 @@
 pub mod budget;
 pub mod cache;
 pub mod capabilities;
+pub mod egress;
 pub mod engine;
 pub mod files;
 pub mod instance;
@@ -157,8 +159,8 @@ pub enum PluginError {
         supported: String,
     },
     #[error(
-        "plugin {plugin} imports interfaces a plugin cannot have: {}; plugins get no network and only the WASI \
-         interfaces for files, environment, clocks and randomness",
+        "plugin {plugin} imports interfaces a plugin cannot have: {}; plugins get only the WASI interfaces for \
+         files, environment, clocks, randomness, sockets and HTTP",
         refused.join(", ")
     )]
     Imports { plugin: String, refused: Vec<String> },

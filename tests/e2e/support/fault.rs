@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Reply {
     Forward,
     Status(u16, String),
+    /// This status with these headers and body.
+    Headers(u16, Vec<(String, String)>, String),
     /// HTTP 200 with this JSON body; the rows go nowhere.
     Json(Value),
 }
@@ -22,6 +24,8 @@ pub enum Reply {
 pub struct Seen {
     pub insert_ids: Vec<String>,
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 pub type Script = dyn Fn(usize, &Value) -> Reply + Send + Sync;
@@ -119,7 +123,7 @@ async fn serve(
         let reply = script(log.len(), &parsed);
         let status = match &reply {
             Reply::Forward | Reply::Json(_) => 200,
-            Reply::Status(s, _) => *s,
+            Reply::Status(s, _) | Reply::Headers(s, _, _) => *s,
         };
         log.push(Seen {
             insert_ids: parsed["rows"]
@@ -129,13 +133,21 @@ async fn serve(
                 .map(|r| r["insertId"].as_str().unwrap_or_default().to_string())
                 .collect(),
             status,
+            at: std::time::Instant::now(),
         });
         reply
     } else {
         Reply::Forward
     };
+    let mut extra = String::new();
     let (status, answer) = match reply {
         Reply::Status(s, text) => (s, text.into_bytes()),
+        Reply::Headers(s, headers, text) => {
+            for (k, v) in headers {
+                extra.push_str(&format!("{k}: {v}\r\n"));
+            }
+            (s, text.into_bytes())
+        }
         Reply::Json(v) => (200, serde_json::to_vec(&v).unwrap()),
         Reply::Forward => {
             let mut request = client.request(method.parse().unwrap(), format!("{upstream}{path}"));
@@ -149,7 +161,7 @@ async fn serve(
         }
     };
     let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
         answer.len()
     );
     socket.write_all(head.as_bytes()).await?;

@@ -1,8 +1,16 @@
 //! `bigquery`: a Parquet file per flush in `gcs_buffer_bucket`, load jobs
-//! (WRITE_APPEND) into `<table>_temp`, and at `finalize` a copy job from the
-//! temp table into the table (created first when missing), then the temp table
-//! is dropped. A temp table left by an earlier, crashed run is dropped before
-//! this run's first load, so its rows are never published.
+//! (WRITE_APPEND) into a staging table, published at `finalize` as Bizon 0.6.4
+//! does for the source's `sync_mode`:
+//!
+//! - `full_refresh`: staging `<table>_temp`, dropped and created anew before
+//!   this run's first load (a crashed run's rows are never published), then a
+//!   copy job WRITE_TRUNCATE replaces the table, and the temp table is dropped.
+//! - `incremental`: staging `<table>_incremental`, kept across a crash (its
+//!   rows were acknowledged to the source), copied WRITE_APPEND, then dropped.
+//! - `stream`: loads go straight into the table; nothing to publish.
+//!
+//! Before publishing, `enforce_partitioning` may rebuild the table (see
+//! partitioning.rs); every table is created or evolved before its first write.
 //!
 //! GCS goes through one authenticated media upload (`uploadType=media`), not
 //! google-cloud-storage: a flush is one object written once, which is one
@@ -11,7 +19,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
@@ -23,16 +30,15 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::config::{BigQueryConfig, GcsBufferFormat};
-use super::rest::{encode_component, Rest, RestError};
+use super::partitioning;
+use super::rest::{encode_component, Rest};
 use super::schema::{table_batch, SourceDataType, TableRef, TableSpec};
-use super::tables::{Tables, DEFAULT_ENDPOINT};
+use super::tables::Tables;
 use super::target::Target;
+use crate::config::SyncMode;
 use crate::destination::{Batch, Destination, DestinationError};
 
 pub const GCS_DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
-
-/// Load job error reasons that a new job can get past.
-const RETRYABLE_JOB_REASONS: [&str; 4] = ["backendError", "internalError", "rateLimitExceeded", "jobBackendError"];
 
 /// One Parquet file (snappy) holding the batch in the table's columns.
 pub fn parquet_bytes(shaped: &RecordBatch) -> Result<Vec<u8>, DestinationError> {
@@ -89,11 +95,11 @@ struct Staging {
 pub struct BatchLoad {
     target: Target,
     rest: Rest,
-    bq: String,
     gcs: String,
     bucket: String,
-    location: String,
     async_load: bool,
+    mode: SyncMode,
+    enforce_partitioning: bool,
     files_per_job: usize,
     max_in_flight: usize,
     /// Names this run's objects and jobs apart from any other run's.
@@ -130,6 +136,7 @@ pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
         c.time_partitioning.clone(),
         SourceDataType::String,
         tables,
+        c.table_prefix.clone(),
     )?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -137,16 +144,11 @@ pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
     Ok(BatchLoad {
         target,
         rest: Rest::new(credentials)?,
-        bq: c
-            .endpoint
-            .as_deref()
-            .unwrap_or(DEFAULT_ENDPOINT)
-            .trim_end_matches('/')
-            .to_string(),
         gcs,
         bucket: c.gcs_buffer_bucket.clone(),
-        location: c.dataset_location.clone(),
         async_load: c.async_load,
+        mode: c.options.sync_mode,
+        enforce_partitioning: c.enforce_partitioning,
         files_per_job: c.load_files_per_job,
         max_in_flight: c.load_max_in_flight_jobs,
         run: format!("{}_{:08x}", now.as_secs(), fastrand::u32(..)),
@@ -154,36 +156,20 @@ pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
     })
 }
 
-/// A finished job's errors: the main one, then each with its location.
-fn job_errors(status: &Value) -> String {
-    let mut parts = vec![];
-    for e in std::iter::once(&status["errorResult"]).chain(status["errors"].as_array().into_iter().flatten()) {
-        let Some(message) = e["message"].as_str() else { continue };
-        let mut s = format!("{}: {message}", e["reason"].as_str().unwrap_or("error"));
-        if let Some(location) = e["location"].as_str().filter(|l| !l.is_empty()) {
-            s.push_str(&format!(" (at {location})"));
-        }
-        if !parts.contains(&s) {
-            parts.push(s);
-        }
-    }
-    parts.join("; ")
-}
-
 impl BatchLoad {
-    fn table_url(&self, t: &TableRef) -> String {
-        format!(
-            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}",
-            self.bq, t.project, t.dataset, t.table
-        )
-    }
-
-    fn staging(&self, destination_id: &Arc<str>) -> Result<Arc<tokio::sync::Mutex<Staging>>, DestinationError> {
-        let (main, spec) = self.target.spec_for(destination_id)?;
+    /// A destination_id's staging, by the table it resolves to. The staging
+    /// table follows Bizon: `<table>_temp` on a full refresh, `<table>_incremental`
+    /// on an incremental run, the table itself in stream mode.
+    async fn staging(&self, destination_id: &Arc<str>) -> Result<Arc<tokio::sync::Mutex<Staging>>, DestinationError> {
+        let (main, spec) = self.target.resolve(destination_id).await?;
         if let Some(s) = self.staging.lock().expect("poisoned").get(&main) {
             return Ok(s.clone());
         }
-        let temp = main.with_table(format!("{}_temp", main.table));
+        let temp = match self.mode {
+            SyncMode::FullRefresh => main.with_table(format!("{}_temp", main.table)),
+            SyncMode::Incremental => main.with_table(format!("{}_incremental", main.table)),
+            SyncMode::Stream => main.clone(),
+        };
         let staging = Arc::new(tokio::sync::Mutex::new(Staging {
             main: main.clone(),
             temp,
@@ -204,26 +190,24 @@ impl BatchLoad {
             .clone())
     }
 
-    async fn drop_table(&self, t: &TableRef) -> Result<(), DestinationError> {
-        match self.rest.call(Method::DELETE, &self.table_url(t), None, None).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
-            Err(e) => Err(e.into_destination(&format!("dropping table {t}"))),
-        }
-    }
-
-    /// Once per run and table, before its first load: whatever a
+    /// Once per run and table, before its first load. Full refresh: whatever a
     /// crashed run left in the temp table goes, then the table is made anew.
+    /// Incremental: a crashed run's staged rows were acknowledged to the
+    /// source, so they stay and are published with this run's (as Bizon).
+    /// Both: the table is created, or evolved to take this run's columns.
     async fn prepare(&self, s: &mut Staging) -> Result<(), DestinationError> {
         if s.ready {
             return Ok(());
         }
-        self.target
-            .tables
-            .ensure_dataset(&s.temp.project, &s.temp.dataset)
-            .await?;
-        self.drop_table(&s.temp).await?;
-        self.target.tables.ensure_table(&s.temp, &s.spec).await?;
+        let tables = &self.target.tables;
+        tables.ensure_dataset(&s.temp.project, &s.temp.dataset).await?;
+        if self.mode == SyncMode::FullRefresh {
+            tables.drop_table(&s.temp).await?;
+        }
+        tables.ensure_table(&s.temp, &s.spec).await?;
+        // The table published into is checked now, not at finalize: a column
+        // it cannot take fails the run before anything is uploaded.
+        tables.ensure_table(&s.main, &s.spec).await?;
         s.ready = true;
         Ok(())
     }
@@ -257,70 +241,6 @@ impl BatchLoad {
         }
     }
 
-    async fn insert_job(
-        &self,
-        project: &str,
-        id: &str,
-        configuration: Value,
-    ) -> Result<Option<String>, DestinationError> {
-        let url = format!("{}/bigquery/v2/projects/{project}/jobs", self.bq);
-        let body = json!({
-            "jobReference": {"projectId": project, "jobId": id, "location": self.location},
-            "configuration": configuration,
-        });
-        match self.rest.json(Method::POST, &url, &body).await {
-            Ok(job) => Ok(job["jobReference"]["location"].as_str().map(str::to_string)),
-            // The same id was submitted before and its answer lost: it is the same job.
-            Err(RestError::Status { status: 409, .. }) => Ok(Some(self.location.clone())),
-            Err(e) => Err(e.into_destination(&format!("submitting job {id}"))),
-        }
-    }
-
-    /// The job once done (`None` while it runs), without waiting.
-    async fn job_status(
-        &self,
-        project: &str,
-        id: &str,
-        location: Option<&str>,
-    ) -> Result<Option<Value>, DestinationError> {
-        let mut url = format!("{}/bigquery/v2/projects/{project}/jobs/{id}", self.bq);
-        if let Some(l) = location {
-            url.push_str(&format!("?location={}", encode_component(l)));
-        }
-        let job = self
-            .rest
-            .json(Method::GET, &url, &Value::Null)
-            .await
-            .map_err(|e| e.into_destination(&format!("reading job {id}")))?;
-        Ok((job["status"]["state"] == "DONE").then_some(job))
-    }
-
-    /// Polls until the job is done and returns it. Errors here are about
-    /// asking, not about the job: they leave the job to be asked about again.
-    async fn await_done(&self, project: &str, id: &str, location: Option<&str>) -> Result<Value, DestinationError> {
-        let mut wait = Duration::from_millis(100);
-        loop {
-            if let Some(job) = self.job_status(project, id, location).await? {
-                return Ok(job);
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
-        }
-    }
-
-    /// Waits for a job; its errors, if any, become the destination's, with `what`.
-    async fn wait_job(
-        &self,
-        project: &str,
-        id: &str,
-        location: Option<&str>,
-        what: &str,
-    ) -> Result<Value, DestinationError> {
-        let job = self.await_done(project, id, location).await?;
-        job_outcome(&job, id, what)?;
-        Ok(job)
-    }
-
     fn job_id(&self, s: &mut Staging, kind: &str) -> String {
         s.jobs += 1;
         // Job ids: letters, digits, `_` and `-`, at most 1024.
@@ -346,10 +266,16 @@ impl BatchLoad {
             "sourceFormat": "PARQUET",
             "writeDisposition": "WRITE_APPEND",
             "createDisposition": "CREATE_NEVER",
+            // Bizon's: a table created by older code converges without a migration.
+            "schemaUpdateOptions": ["ALLOW_FIELD_ADDITION", "ALLOW_FIELD_RELAXATION"],
             "destinationTable": {"projectId": s.temp.project, "datasetId": s.temp.dataset, "tableId": s.temp.table},
             "schema": {"fields": s.spec.fields},
         }});
-        let location = self.insert_job(&s.temp.project, &id, configuration).await?;
+        let location = self
+            .target
+            .tables
+            .insert_job(&s.temp.project, &id, configuration)
+            .await?;
         Ok(LoadJob { id, location, objects })
     }
 
@@ -365,7 +291,7 @@ impl BatchLoad {
     /// A done load job's verdict: its own errors, or fewer rows than uploaded.
     fn landed(s: &Staging, job: &LoadJob, done: &Value) -> Result<(), DestinationError> {
         let what = Self::describe_load(s, job);
-        job_outcome(done, &job.id, &what)?;
+        super::jobs::job_outcome(done, &job.id, &what)?;
         // A load that reads fewer rows than were uploaded (a truncated object)
         // must not pass for a success. Only fewer: bqemulator 1.4 reports the
         // table's row count after the load here, not the job's.
@@ -384,6 +310,8 @@ impl BatchLoad {
 
     async fn finish_load(&self, s: &Staging, job: &LoadJob) -> Result<(), DestinationError> {
         let done = self
+            .target
+            .tables
             .await_done(&s.temp.project, &job.id, job.location.as_deref())
             .await?;
         Self::landed(s, job, &done)?;
@@ -415,10 +343,14 @@ impl BatchLoad {
         }
         while let Some(job) = s.in_flight.front() {
             let done = if s.in_flight.len() >= self.max_in_flight {
-                self.await_done(&s.temp.project, &job.id, job.location.as_deref())
+                self.target
+                    .tables
+                    .await_done(&s.temp.project, &job.id, job.location.as_deref())
                     .await?
             } else {
                 match self
+                    .target
+                    .tables
                     .job_status(&s.temp.project, &job.id, job.location.as_deref())
                     .await?
                 {
@@ -444,7 +376,11 @@ impl BatchLoad {
         // The same batch again: its job may have landed, or still be running.
         if let Some((dest, seq, id, location)) = s.last.clone() {
             if seq == sequence && dest == *destination_id {
-                let done = self.await_done(&s.temp.project, &id, location.as_deref()).await?;
+                let done = self
+                    .target
+                    .tables
+                    .await_done(&s.temp.project, &id, location.as_deref())
+                    .await?;
                 if done["status"]["errorResult"].is_null() {
                     let job = LoadJob {
                         id,
@@ -472,41 +408,35 @@ impl BatchLoad {
             self.finish_load(s, job).await?;
             s.in_flight.pop_front();
         }
-        if !s.ready {
+        if !s.ready || self.mode == SyncMode::Stream {
+            // Nothing staged, or the loads went to the table itself.
             return Ok(());
         }
-        self.target.tables.ensure_table(&s.main, &s.spec).await?;
+        let tables = &self.target.tables;
+        partitioning::check_before_publish(tables, &s.main, &s.spec, self.enforce_partitioning, self.mode).await?;
+        tables.ensure_table(&s.main, &s.spec).await?;
+        // Bizon's publish: a full refresh replaces the table, incremental appends.
+        let disposition = match self.mode {
+            SyncMode::FullRefresh => "WRITE_TRUNCATE",
+            _ => "WRITE_APPEND",
+        };
         let id = self.job_id(s, "copy");
         let table = |t: &TableRef| json!({"projectId": t.project, "datasetId": t.dataset, "tableId": t.table});
         let configuration = json!({"copy": {
             "sourceTable": table(&s.temp),
             "destinationTable": table(&s.main),
-            "writeDisposition": "WRITE_APPEND",
+            "writeDisposition": disposition,
             "createDisposition": "CREATE_IF_NEEDED",
         }});
-        let location = self.insert_job(&s.main.project, &id, configuration).await?;
-        let what = format!("copying {} into {}", s.temp, s.main);
-        self.wait_job(&s.main.project, &id, location.as_deref(), &what).await?;
-        self.drop_table(&s.temp).await?;
+        let location = tables.insert_job(&s.main.project, &id, configuration).await?;
+        let what = format!("copying {} into {} ({disposition})", s.temp, s.main);
+        tables
+            .wait_job(&s.main.project, &id, location.as_deref(), &what)
+            .await?;
+        tables.drop_table(&s.temp).await?;
         s.ready = false;
         Ok(())
     }
-}
-
-/// A done job's errors as the destination's: retryable when BigQuery says
-/// a new job can get past them.
-fn job_outcome(job: &Value, id: &str, what: &str) -> Result<(), DestinationError> {
-    let status = &job["status"];
-    if status["errorResult"].is_null() {
-        return Ok(());
-    }
-    let message = format!("{what} (job {id}) failed: {}", job_errors(status));
-    let reason = status["errorResult"]["reason"].as_str().unwrap_or_default();
-    Err(if RETRYABLE_JOB_REASONS.contains(&reason) {
-        DestinationError::Retryable(message)
-    } else {
-        DestinationError::Fatal(message)
-    })
 }
 
 fn fatal(e: DestinationError) -> DestinationError {
@@ -536,7 +466,7 @@ impl Destination for BatchLoad {
         if rows == 0 {
             return Ok(0);
         }
-        let staging = self.staging(&batch.destination_id)?;
+        let staging = self.staging(&batch.destination_id).await?;
         let mut s = staging.lock().await;
         if self.async_load
             && s.staged

@@ -20,6 +20,8 @@ pub enum RestError {
         status: u16,
         reason: Option<String>,
         message: String,
+        /// The server's `Retry-After`, in seconds (the form Google sends).
+        retry_after: Option<std::time::Duration>,
     },
     /// No answer: connection refused or reset, timeout.
     #[error("{0}")]
@@ -34,6 +36,14 @@ impl RestError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked to be left alone, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -101,6 +111,13 @@ impl Rest {
         }
         let response = request.send().await.map_err(|e| RestError::Transport(e.to_string()))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64);
         let bytes = response
             .bytes()
             .await
@@ -126,6 +143,7 @@ impl Rest {
                 .or(value.as_str())
                 .map(|m| m.chars().take(2000).collect())
                 .unwrap_or_default(),
+            retry_after,
         })
     }
 

@@ -17,7 +17,8 @@ use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -39,36 +40,54 @@ pub const REQUEST_BUDGET: usize = 9_000_000;
 /// Row error reasons that say nothing about the row itself.
 const RETRYABLE_REASONS: [&str; 3] = ["backendError", "internalError", "stopped"];
 
+/// Rows encoded at a time before they are cut into requests: a batch is
+/// never held as JSON all at once, only the requests in flight are.
+const ROWS_PER_SLICE: usize = 1024;
+
+/// The longest `Retry-After` obeyed (Bizon's `retry_after_max`).
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// One request's rows: their indexes in the batch and their encoded
-/// `{"insertId":..,"json":{..}}` objects, as ranges of [`Encoded::buf`].
+/// `{"insertId":..,"json":{..}}` objects, as ranges of `buf`.
 #[derive(Debug, Default)]
 pub struct Request {
     pub rows: Vec<usize>,
     pub spans: Vec<Range<usize>>,
-    pub bytes: usize,
+    pub buf: Vec<u8>,
 }
 
+impl Request {
+    /// The rows' JSON and a separator each.
+    fn bytes(&self) -> usize {
+        self.buf.len() + self.rows.len()
+    }
+
+    /// The request body holding `positions` (indexes into `rows`).
+    pub fn body(&self, positions: &[usize]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.bytes() + 32);
+        body.extend_from_slice(br#"{"rows":["#);
+        for (k, &p) in positions.iter().enumerate() {
+            if k > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&self.buf[self.spans[p].clone()]);
+        }
+        body.extend_from_slice(b"]}");
+        body
+    }
+}
+
+/// A whole batch's requests (tests, benchmarks).
 #[derive(Debug, Default)]
 pub struct Encoded {
-    pub buf: Vec<u8>,
     pub requests: Vec<Request>,
     /// Rows that alone exceed a request.
     pub too_large: Vec<RejectedRow>,
 }
 
 impl Encoded {
-    /// The request body holding `positions` (indexes into `request.rows`).
     pub fn body(&self, request: &Request, positions: &[usize]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(request.bytes + positions.len() + 32);
-        body.extend_from_slice(br#"{"rows":["#);
-        for (k, &p) in positions.iter().enumerate() {
-            if k > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(&self.buf[request.spans[p].clone()]);
-        }
-        body.extend_from_slice(b"]}");
-        body
+        request.body(positions)
     }
 }
 
@@ -91,41 +110,63 @@ fn fnv1a(seed: u64, s: &str) -> u64 {
 /// `<hash(run, destination_id)>-<sequence>-<row>`, so a retried batch sends
 /// the same ids and BigQuery de-duplicates (best effort, about a minute).
 pub fn encode(batch: &Batch, unnest: bool, max_rows: usize, budget: usize) -> Result<Encoded, DestinationError> {
+    let mut requests = Vec::new();
+    let too_large = encode_each(batch, unnest, max_rows, budget, |r| {
+        requests.push(r);
+        true
+    })?;
+    Ok(Encoded { requests, too_large })
+}
+
+/// [`encode`], handing each request to `emit` as soon as it is full; `emit`
+/// answering `false` stops the encoding. Returns the rows too large for any
+/// request.
+pub fn encode_each(
+    batch: &Batch,
+    unnest: bool,
+    max_rows: usize,
+    budget: usize,
+    mut emit: impl FnMut(Request) -> bool,
+) -> Result<Vec<RejectedRow>, DestinationError> {
     let n = batch.records.num_rows();
-    let mut out = Encoded {
-        buf: Vec::with_capacity(batch.records.get_array_memory_size() * 2),
-        ..Default::default()
-    };
-    let mut row_ends = Vec::with_capacity(n);
-    if unnest {
-        encode_unnested(batch, &mut out.buf, &mut row_ends)?;
-    } else {
-        encode_raw(&batch.records, &mut out.buf, &mut row_ends)?;
-    }
+    let mut too_large = Vec::new();
     let mut current = Request::default();
-    let mut start = 0;
-    for (row, &end) in row_ends.iter().enumerate() {
-        let len = end - start;
-        if len + 16 > budget {
-            out.too_large.push(RejectedRow {
-                row: row as u64,
-                reason: format!("the row is {len} bytes of JSON; an insertAll request holds at most {budget}"),
-            });
+    let (mut scratch, mut ends) = (Vec::new(), Vec::new());
+    for first in (0..n).step_by(ROWS_PER_SLICE) {
+        let slice = batch.records.slice(first, ROWS_PER_SLICE.min(n - first));
+        scratch.clear();
+        ends.clear();
+        if unnest {
+            encode_unnested(batch, &slice, first, &mut scratch, &mut ends)?;
+        } else {
+            encode_raw(&slice, &mut scratch, &mut ends)?;
+        }
+        let mut start = 0;
+        for (k, &end) in ends.iter().enumerate() {
+            let (row, len) = (first + k, end - start);
+            if len + 16 > budget {
+                too_large.push(RejectedRow {
+                    row: row as u64,
+                    reason: format!("the row is {len} bytes of JSON; an insertAll request holds at most {budget}"),
+                });
+                start = end;
+                continue;
+            }
+            let full = current.rows.len() == max_rows || current.bytes() + len + 16 > budget;
+            if full && !emit(std::mem::take(&mut current)) {
+                return Ok(too_large);
+            }
+            let at = current.buf.len();
+            current.buf.extend_from_slice(&scratch[start..end]);
+            current.rows.push(row);
+            current.spans.push(at..at + len);
             start = end;
-            continue;
         }
-        if current.rows.len() == max_rows || current.bytes + len + 16 > budget {
-            out.requests.push(std::mem::take(&mut current));
-        }
-        current.rows.push(row);
-        current.spans.push(start..end);
-        current.bytes += len + 1;
-        start = end;
     }
     if !current.rows.is_empty() {
-        out.requests.push(current);
+        emit(current);
     }
-    Ok(out)
+    Ok(too_large)
 }
 
 fn column<'a>(records: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, DestinationError> {
@@ -188,8 +229,13 @@ fn encode_raw(records: &RecordBatch, buf: &mut Vec<u8>, row_ends: &mut Vec<usize
 /// The record_schema columns through arrow-json, timestamps first turned into
 /// RFC 3339 text with microseconds (arrow-json would need the tz database to
 /// print zone names, and epoch numbers lose the fraction in some readers).
-fn encode_unnested(batch: &Batch, buf: &mut Vec<u8>, row_ends: &mut Vec<usize>) -> Result<(), DestinationError> {
-    let records = &batch.records;
+fn encode_unnested(
+    batch: &Batch,
+    records: &RecordBatch,
+    first_row: usize,
+    buf: &mut Vec<u8>,
+    row_ends: &mut Vec<usize>,
+) -> Result<(), DestinationError> {
     let mut fields = Vec::with_capacity(records.num_columns());
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(records.num_columns());
     for (field, array) in records.schema().fields().iter().zip(records.columns()) {
@@ -231,7 +277,7 @@ fn encode_unnested(batch: &Batch, buf: &mut Vec<u8>, row_ends: &mut Vec<usize>) 
     for (i, line) in lines.split(|&b| b == b'\n').take(records.num_rows()).enumerate() {
         buf.extend_from_slice(br#"{"insertId":""#);
         buf.extend_from_slice(prefix.as_bytes());
-        buf.extend_from_slice(row.format(i).as_bytes());
+        buf.extend_from_slice(row.format(first_row + i).as_bytes());
         buf.extend_from_slice(br#"","json":"#);
         buf.extend_from_slice(line);
         buf.push(b'}');
@@ -267,6 +313,7 @@ pub async fn build(c: &BigQueryStreamingConfig) -> Result<Streaming, Destination
         c.time_partitioning.clone(),
         SourceDataType::Json,
         tables,
+        c.table_prefix.clone(),
     )?;
     Ok(Streaming {
         target,
@@ -316,18 +363,13 @@ fn row_error_is_retryable(entry: &Value) -> bool {
 impl Streaming {
     /// One request until every row is written or refused. Only the rows that
     /// still need it are sent again, with the same insertIds.
-    async fn send(
-        &self,
-        table: &TableRef,
-        url: &str,
-        encoded: &Encoded,
-        request: &Request,
-    ) -> Result<Vec<RejectedRow>, DestinationError> {
+    async fn send(&self, table: &TableRef, url: &str, request: Request) -> Result<Vec<RejectedRow>, DestinationError> {
         let mut pending: Vec<usize> = (0..request.rows.len()).collect();
         let mut rejected = Vec::new();
         let mut attempt = 1u32;
         loop {
-            let body = encoded.body(request, &pending);
+            let body = request.body(&pending);
+            let mut asked = None;
             let why = match self.rest.call(Method::POST, url, Some(body), None).await {
                 Ok(answer) => {
                     let mut again = Vec::new();
@@ -353,7 +395,10 @@ impl Streaming {
                     pending = again;
                     why
                 }
-                Err(e) if e.is_transient() => e.to_string(),
+                Err(e) if e.is_transient() => {
+                    asked = e.retry_after();
+                    e.to_string()
+                }
                 Err(e) => return Err(e.into_destination(&format!("insertAll into {table}"))),
             };
             if attempt >= self.retry.max_attempts {
@@ -367,7 +412,11 @@ impl Streaming {
                 .initial_backoff_ms
                 .saturating_mul(1 << (attempt - 1).min(30))
                 .min(self.retry.max_backoff_ms);
-            let wait = std::time::Duration::from_millis(ceiling).mul_f64(fastrand::f64());
+            // A server that says when to come back is believed (up to a bound).
+            let wait = match asked {
+                Some(after) => after.min(MAX_RETRY_AFTER),
+                None => std::time::Duration::from_millis(ceiling).mul_f64(fastrand::f64()),
+            };
             self.resent.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%table, attempt, rows = pending.len(), "insertAll: {why}; sending again in {wait:?}");
             tokio::time::sleep(wait).await;
@@ -389,30 +438,52 @@ impl Destination for Streaming {
         }
         let (table, _) = self.target.ensure(&batch.destination_id).await?;
         let unnest = self.target.options.unnest;
-        let (max_rows, records) = (self.max_rows, batch.clone());
-        let encoded = tokio::task::spawn_blocking(move || encode(&records, unnest, max_rows, REQUEST_BUDGET))
-            .await
-            .map_err(|e| DestinationError::Fatal(format!("encoding rows: {e}")))??;
         let url = format!(
             "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
             self.endpoint, table.project, table.dataset, table.table
         );
-        // The futures are made first: a closure in the stream would have to be
-        // general over lifetimes, which async_trait's Send bound cannot show.
-        let sends: Vec<_> = encoded
-            .requests
-            .iter()
-            .map(|request| self.send(&table, &url, &encoded, request))
-            .collect();
-        let rejected: Vec<Vec<RejectedRow>> = futures::stream::iter(sends)
-            .buffer_unordered(self.in_flight)
-            .try_collect()
-            .await?;
-        let too_large = encoded.too_large.into_iter().map(|r| RejectedRow {
+        // Requests are encoded on a blocking thread and sent as they come, at
+        // most `in_flight` sending and as many waiting: memory holds those,
+        // not the whole batch as JSON.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Request>(self.in_flight);
+        let (max_rows, records) = (self.max_rows, batch.clone());
+        let producer = tokio::task::spawn_blocking(move || {
+            encode_each(&records, unnest, max_rows, REQUEST_BUDGET, |r| {
+                tx.blocking_send(r).is_ok()
+            })
+        });
+        let mut running = FuturesUnordered::new();
+        let mut rejected: Vec<RejectedRow> = Vec::new();
+        let mut open = true;
+        let sent: Result<(), DestinationError> = async {
+            loop {
+                if open && running.len() < self.in_flight {
+                    tokio::select! {
+                        next = rx.recv() => match next {
+                            Some(request) => running.push(self.send(&table, &url, request)),
+                            None => open = false,
+                        },
+                        Some(done) = running.next(), if !running.is_empty() => rejected.extend(done?),
+                    }
+                } else if let Some(done) = running.next().await {
+                    rejected.extend(done?);
+                } else {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        // A failed send stops the encoder: its next hand-over finds no receiver.
+        drop(rx);
+        let too_large = producer
+            .await
+            .map_err(|e| DestinationError::Fatal(format!("encoding rows: {e}")))??;
+        sent?;
+        let too_large = too_large.into_iter().map(|r| RejectedRow {
             reason: format!("{table}: {}", r.reason),
             ..r
         });
-        let mut rejected: Vec<RejectedRow> = rejected.into_iter().flatten().chain(too_large).collect();
+        rejected.extend(too_large);
         if rejected.is_empty() {
             return Ok(total as u64);
         }
@@ -476,6 +547,20 @@ mod tests {
         assert_eq!(row["json"]["_source_timestamp"], "2023-11-14T22:13:20.000010+00:00");
         assert_eq!(row["json"]["_bizon_loaded_at"], "2023-11-14T22:13:20.123456+00:00");
         assert_eq!(row["json"]["_source_data"], r#"{"id":3,"q":"a\"b"}"#);
+    }
+
+    #[test]
+    fn requests_are_handed_over_as_they_fill_and_encoding_stops_when_the_sender_is_gone() {
+        let batch = raw_batch(5000, |k| format!(r#"{{"id":{k}}}"#));
+        let mut seen = Vec::new();
+        let too_large = encode_each(&batch, false, 100, REQUEST_BUDGET, |r| {
+            seen.push(r.rows.clone());
+            seen.len() < 3
+        })
+        .unwrap();
+        assert!(too_large.is_empty());
+        assert_eq!(seen.len(), 3, "nothing is encoded after the receiver said stop");
+        assert_eq!(seen[2], (200..300).collect::<Vec<_>>());
     }
 
     #[test]

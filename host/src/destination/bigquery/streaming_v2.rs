@@ -4,6 +4,12 @@
 //! Python; here one client serves the run, each table keeps one writer (one
 //! long-lived AppendRows connection), and a batch goes as Arrow IPC slices
 //! under the 10 MB request limit, up to `max_concurrent_threads` in flight.
+//!
+//! Staging follows the source's `sync_mode` as in Bizon: rows go to
+//! `<table>_temp` (full refresh) or `<table>_incremental` (incremental) and
+//! `finalize` publishes them with a query, or straight to the table (stream).
+//! A query, not a copy job: rows appended through the Storage Write API may
+//! not yet be visible to copy jobs, while a query sees them (Bizon's reason).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,9 +30,12 @@ use tokio::sync::OnceCell;
 use super::auth;
 use super::config::{BigQueryStreamingV2Config, WriteMode, MAX_ROWS_PER_REQUEST};
 use super::errors::{classify, describe, is_code};
+use super::partitioning;
+use super::schema::TableSpec;
 use super::schema::{table_batch, SourceDataType, TableRef};
 use super::tables::Tables;
 use super::target::Target;
+use crate::config::SyncMode;
 use crate::destination::{Batch, Destination, DestinationError, RejectedRow};
 
 pub const DEFAULT_ENDPOINT: &str = "https://bigquerystorage.googleapis.com";
@@ -40,11 +49,25 @@ pub struct StreamingV2 {
     max_rows: usize,
     in_flight: usize,
     writers: Mutex<HashMap<TableRef, Arc<OnceCell<TableWriter>>>>,
+    sync_mode: SyncMode,
+    enforce_partitioning: bool,
+    /// By main table: its staging table, prepared once per run.
+    staging: Mutex<HashMap<TableRef, Arc<OnceCell<Staged>>>>,
+    /// Names this run's publish jobs apart from any other run's.
+    run: String,
     /// The crate sends `write_stream` only on a connection's first request;
     /// bqemulator 1.4 needs it on every one ("Stream not found"). Against a
     /// plain-http endpoint (an emulator; BigQuery is https only) each append
     /// therefore gets its own connection. BigQuery itself keeps one per table.
     connection_per_append: bool,
+}
+
+/// Where a main table's rows go this run, and its definition.
+#[derive(Clone)]
+struct Staged {
+    main: TableRef,
+    rows_to: TableRef,
+    spec: Arc<TableSpec>,
 }
 
 enum TableWriter {
@@ -85,6 +108,7 @@ pub async fn build(c: &BigQueryStreamingV2Config) -> Result<StreamingV2, Destina
         c.time_partitioning.clone(),
         SourceDataType::Json,
         tables,
+        c.table_prefix.clone(),
     )?;
     let endpoint = c
         .storage_write_endpoint
@@ -103,6 +127,10 @@ pub async fn build(c: &BigQueryStreamingV2Config) -> Result<StreamingV2, Destina
         max_rows: c.bq_max_rows_per_request,
         in_flight: c.options.max_concurrent_threads,
         writers: Mutex::default(),
+        sync_mode: c.options.sync_mode,
+        enforce_partitioning: c.enforce_partitioning,
+        staging: Mutex::default(),
+        run: format!("{:08x}", fastrand::u32(..)),
         connection_per_append: endpoint.starts_with("http://"),
     })
 }
@@ -187,6 +215,77 @@ fn append_error(table: &TableRef, e: AppendError) -> DestinationError {
 }
 
 impl StreamingV2 {
+    /// The table a destination_id's rows are appended to this run, ready:
+    /// on a full refresh a crashed run's temp table is dropped first (its
+    /// rows are never published); an incremental stage is kept (its rows were
+    /// acknowledged to the source). Created or evolved once per run.
+    async fn stage(&self, destination_id: &str) -> Result<Staged, DestinationError> {
+        let (main, spec) = self.target.resolve(destination_id).await?;
+        let cell = self
+            .staging
+            .lock()
+            .expect("poisoned")
+            .entry(main.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            let rows_to = match self.sync_mode {
+                SyncMode::FullRefresh => main.with_table(format!("{}_temp", main.table)),
+                SyncMode::Incremental => main.with_table(format!("{}_incremental", main.table)),
+                SyncMode::Stream => main.clone(),
+            };
+            let tables = &self.target.tables;
+            tables.ensure_dataset(&rows_to.project, &rows_to.dataset).await?;
+            if self.sync_mode == SyncMode::FullRefresh {
+                tables.drop_table(&rows_to).await?;
+            }
+            tables.ensure_table(&rows_to, &spec).await?;
+            // The table published into takes these columns, or the run stops now.
+            tables.ensure_table(&main, &spec).await?;
+            Ok::<_, DestinationError>(Staged { main, rows_to, spec })
+        })
+        .await
+        .cloned()
+    }
+
+    /// Moves a staging table's rows into the main table: replaced by one MERGE
+    /// on a full refresh (Bizon: CREATE OR REPLACE ... AS SELECT, or a
+    /// non-atomic TRUNCATE + INSERT under ingestion-time partitioning; MERGE
+    /// keeps the table's partitioning, clustering and metadata and is atomic
+    /// in every case), appended with INSERT ... SELECT on incremental.
+    async fn publish(&self, staged: &Staged, n: usize) -> Result<(), DestinationError> {
+        let Staged { main, rows_to, spec } = staged;
+        let tables = &self.target.tables;
+        partitioning::check_before_publish(tables, main, spec, self.enforce_partitioning, self.sync_mode).await?;
+        tables.ensure_table(main, spec).await?;
+        let columns = spec
+            .fields
+            .iter()
+            .filter_map(|f| f["name"].as_str())
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = match self.sync_mode {
+            // One statement, so atomic: every old row matches no staged row and
+            // goes, every staged row matches no old row and comes in.
+            SyncMode::FullRefresh => format!(
+                "MERGE `{main}` T USING `{rows_to}` S ON FALSE WHEN NOT MATCHED BY SOURCE THEN DELETE \
+                 WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({columns})"
+            ),
+            _ => format!("INSERT INTO `{main}` ({columns}) SELECT {columns} FROM `{rows_to}`"),
+        };
+        let table: String = main
+            .table
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .take(200)
+            .collect();
+        let id = format!("bizon_publish_{}_{table}_{n}", self.run);
+        let what = format!("publishing {rows_to} into {main} ({})", self.sync_mode.as_str());
+        tables.run_query(&main.project, &id, &sql, &what).await?;
+        tables.drop_table(rows_to).await
+    }
+
     async fn writer(
         &self,
         table: &TableRef,
@@ -369,7 +468,7 @@ impl Destination for StreamingV2 {
         if batch.records.num_rows() == 0 {
             return Ok(0);
         }
-        let (table, _) = self.target.ensure(&batch.destination_id).await?;
+        let table = self.stage(&batch.destination_id).await?.rows_to;
         let shaped = table_batch(&batch.records, self.target.options.unnest)?;
         let chunks = chunks(&shaped, self.max_rows, REQUEST_BUDGET)?;
         let cell = self.writer(&table, &shaped).await?;
@@ -383,14 +482,14 @@ impl Destination for StreamingV2 {
     }
 
     async fn finalize(&self) -> Result<(), DestinationError> {
-        let cells: Vec<(TableRef, Arc<OnceCell<TableWriter>>)> = self
-            .writers
-            .lock()
-            .expect("poisoned")
-            .iter()
-            .map(|(t, c)| (t.clone(), c.clone()))
-            .collect();
-        for (table, cell) in cells {
+        // The run's writers go: their AppendRows connections close before the
+        // staged rows are published (bqemulator can stall a query behind an
+        // open one), and a later write would open new ones.
+        let cells: Vec<(TableRef, Arc<OnceCell<TableWriter>>)> =
+            std::mem::take(&mut *self.writers.lock().expect("poisoned"))
+                .into_iter()
+                .collect();
+        for (table, cell) in &cells {
             if let Some(TableWriter::Committed(c)) = cell.get() {
                 c.lock()
                     .await
@@ -399,6 +498,20 @@ impl Destination for StreamingV2 {
                     .await
                     .map_err(|e| classify(&format!("finalizing the stream on {table}"), &e))?;
             }
+        }
+        drop(cells);
+        if self.sync_mode == SyncMode::Stream {
+            return Ok(());
+        }
+        let staged: Vec<Staged> = self
+            .staging
+            .lock()
+            .expect("poisoned")
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .collect();
+        for (n, staged) in staged.iter().enumerate() {
+            self.publish(staged, n).await?;
         }
         Ok(())
     }

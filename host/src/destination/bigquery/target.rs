@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::OnceCell;
+
 use super::config::TimePartitioning;
 use super::schema::{SourceDataType, TableRef, TableSpec};
 use super::tables::Tables;
@@ -20,7 +22,11 @@ pub struct Target {
     pub partitioning: Option<TimePartitioning>,
     pub source_data: SourceDataType,
     pub tables: Tables,
+    /// Bizon's `table_prefix`, for auto-generated names only.
+    pub table_prefix: String,
     specs: Mutex<HashMap<Arc<str>, Resolved>>,
+    /// Auto-generated names, resolved once: prefixed, or the legacy table.
+    named: Mutex<HashMap<Arc<str>, Arc<OnceCell<TableRef>>>>,
 }
 
 impl Target {
@@ -31,6 +37,7 @@ impl Target {
         partitioning: Option<TimePartitioning>,
         source_data: SourceDataType,
         tables: Tables,
+        table_prefix: String,
     ) -> Result<Self, DestinationError> {
         let target = Self {
             options,
@@ -39,7 +46,9 @@ impl Target {
             partitioning,
             source_data,
             tables,
+            table_prefix,
             specs: Mutex::default(),
+            named: Mutex::default(),
         };
         // A partition field that cannot work is a config error: say so before any row moves.
         for schema in &target.options.record_schemas {
@@ -70,9 +79,49 @@ impl Target {
         Ok((table, spec))
     }
 
-    /// The table for a destination_id, created if missing (once per run).
-    pub async fn ensure(&self, destination_id: &str) -> Result<Resolved, DestinationError> {
+    /// The table a destination_id's rows go to. A name Bizon would have
+    /// auto-generated (`<source>_<stream>`: no `destination_id` anywhere) gets
+    /// `table_prefix` unless a table of the unprefixed name already exists,
+    /// which keeps being used (Bizon's `resolve_default_table_id`). As in Bizon,
+    /// an error while looking falls back to the unprefixed name.
+    pub async fn resolve(&self, destination_id: &str) -> Result<Resolved, DestinationError> {
         let (table, spec) = self.spec_for(destination_id)?;
+        let generated = self.options.generated_destination_id.as_deref() == Some(destination_id);
+        if !generated || self.table_prefix.is_empty() {
+            return Ok((table, spec));
+        }
+        let cell = self
+            .named
+            .lock()
+            .expect("poisoned")
+            .entry(destination_id.into())
+            .or_default()
+            .clone();
+        let named = cell
+            .get_or_init(|| async {
+                match self.tables.get_table(&table).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(
+                            "reusing the existing table {table} (not adding table_prefix `{}`)",
+                            self.table_prefix
+                        );
+                        table.clone()
+                    }
+                    Ok(None) => table.with_table(format!("{}{}", self.table_prefix, table.table)),
+                    Err(e) => {
+                        tracing::warn!("could not check whether {table} exists ({e}); using that name");
+                        table.clone()
+                    }
+                }
+            })
+            .await
+            .clone();
+        Ok((named, spec))
+    }
+
+    /// The table for a destination_id, created or evolved (once per run).
+    pub async fn ensure(&self, destination_id: &str) -> Result<Resolved, DestinationError> {
+        let (table, spec) = self.resolve(destination_id).await?;
         self.tables.ensure_table(&table, &spec).await?;
         Ok((table, spec))
     }

@@ -1,5 +1,6 @@
 //! A plugin that opens a TCP connection, so its component imports
-//! `wasi:sockets`; the host must refuse to load it, before any call.
+//! `wasi:sockets`: the host loads it (every plugin may link sockets) and,
+//! without a grant, refuses the connection when it is made.
 
 use bizon_sdk::{export_destination, BatchInfo, Config, Destination, Error, RecordBatch, WriteError};
 

@@ -1,0 +1,385 @@
+//! The `file` destination: one file per destination_id.
+//!
+//! Bizon's NDJSON layout by default (`{destination_id}.json`, a line per row
+//! with `source_data` as a JSON string), or Parquet with `format: parquet`.
+//!
+//! What a run does with the file follows the source's `sync_mode`, as Bizon:
+//!
+//! - `full_refresh`: the run writes `{id}_temp.{ext}` from scratch and
+//!   `finalize` renames it onto `{id}.{ext}`. A crashed run publishes nothing,
+//!   and its leftover temp file is truncated by the next run instead of being
+//!   appended to (Bizon reuses it and publishes duplicates).
+//! - `incremental`: the run appends to `{id}_incremental.json`, and `finalize`
+//!   appends that to `{id}.json` and removes it. A crashed run's staged lines
+//!   were acknowledged to the source, so the next run keeps them (minus a torn
+//!   last line) and publishes them with its own; if the crash came after the
+//!   append but before the removal, the next run sees `{id}.json` already ends
+//!   with them and drops them instead of publishing them twice.
+//! - `stream`: every flush appends to `{id}.json` directly.
+//!
+//! Each flush ends with an fsync, and a flush writes whole lines only. Every
+//! path is opened without following links (see `nofollow`): the directory may
+//! be shared with a plugin that can plant them.
+
+mod nofollow;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
+use serde::Deserialize;
+
+use super::{Batch, Destination, DestinationError};
+use crate::config::source::IgnoredAny2;
+use crate::config::SyncMode;
+
+/// Output format of the `file` destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Bizon's NDJSON lines.
+    #[default]
+    Json,
+    Parquet,
+}
+
+impl FileFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Json => "json",
+            FileFormat::Parquet => "parquet",
+        }
+    }
+}
+
+crate::destination_config! {
+    /// `destination: {name: file, config: ...}`
+    pub struct FileConfig {
+        /// Directory for the output files; the working directory when absent.
+        #[serde(default)]
+        pub path: Option<PathBuf>,
+        #[serde(default)]
+        pub format: FileFormat,
+        /// Accepted as Bizon does; files need none.
+        #[serde(default)]
+        pub authentication: Option<IgnoredAny2>,
+    }
+}
+
+pub struct FileDestination {
+    dir: PathBuf,
+    format: FileFormat,
+    mode: SyncMode,
+    files: Mutex<HashMap<Arc<str>, Arc<Mutex<OutputFile>>>>,
+}
+
+struct OutputFile {
+    /// Where this run's rows go: the temp file, the incremental stage, or
+    /// (stream) the published file itself.
+    path: PathBuf,
+    target: PathBuf,
+    mode: SyncMode,
+    /// `None` once finalized.
+    writer: Option<Writer>,
+    /// Reused line buffer: a fresh one per flush costs page faults.
+    scratch: Vec<u8>,
+}
+
+enum Writer {
+    Json(File),
+    Parquet(Box<ArrowWriter<File>>),
+}
+
+fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> DestinationError {
+    DestinationError::Fatal(format!("{what} {}: {e}", path.display()))
+}
+
+impl FileDestination {
+    pub fn new(config: &FileConfig) -> Result<Self, DestinationError> {
+        let dir = config.path.clone().unwrap_or_else(|| PathBuf::from("."));
+        let mode = config.options.sync_mode;
+        if config.format == FileFormat::Parquet && mode != SyncMode::FullRefresh {
+            return Err(DestinationError::Fatal(format!(
+                "format: parquet supports sync_mode full_refresh only (a Parquet file cannot be appended to); \
+                 source.sync_mode is {}. Bizon's file destination writes JSON only",
+                mode.as_str()
+            )));
+        }
+        Ok(Self {
+            dir,
+            format: config.format,
+            mode,
+            files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn output(&self, batch: &Batch) -> Result<Arc<Mutex<OutputFile>>, DestinationError> {
+        let mut files = self.files.lock().expect("file table lock");
+        if let Some(f) = files.get(&batch.destination_id) {
+            return Ok(f.clone());
+        }
+        let id = &*batch.destination_id;
+        if id.is_empty() || id.contains(['/', '\\']) || id == "." || id == ".." {
+            return Err(DestinationError::Fatal(format!(
+                "destination_id `{id}` cannot name a file (empty, or contains a path separator)"
+            )));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, "cannot create", e))?;
+        let ext = self.format.extension();
+        let target = self.dir.join(format!("{id}.{ext}"));
+        let (path, file) = match self.mode {
+            SyncMode::FullRefresh => {
+                let temp = self.dir.join(format!("{id}_temp.{ext}"));
+                // A crashed run's leftovers are dropped, not published.
+                let file = nofollow::create_fresh(&temp).map_err(|e| io_error(&temp, "cannot create", e))?;
+                (temp, file)
+            }
+            SyncMode::Incremental => {
+                let stage = self.dir.join(format!("{id}_incremental.{ext}"));
+                let file = recover_stage(&stage, &target).map_err(|e| io_error(&stage, "cannot open", e))?;
+                (stage, file)
+            }
+            SyncMode::Stream => {
+                let file = nofollow::open_append(&target, true).map_err(|e| io_error(&target, "cannot open", e))?;
+                trim_torn_line(&file).map_err(|e| io_error(&target, "cannot read", e))?;
+                (target.clone(), file)
+            }
+        };
+        let writer = match self.format {
+            FileFormat::Json => Writer::Json(file),
+            FileFormat::Parquet => Writer::Parquet(Box::new(
+                ArrowWriter::try_new(file, batch.records.schema(), None)
+                    .map_err(|e| io_error(&path, "cannot start Parquet file", e))?,
+            )),
+        };
+        let out = Arc::new(Mutex::new(OutputFile {
+            path,
+            target,
+            mode: self.mode,
+            writer: Some(writer),
+            scratch: Vec::new(),
+        }));
+        files.insert(batch.destination_id.clone(), out.clone());
+        Ok(out)
+    }
+}
+
+/// Opens an incremental stage for appending. A stage left by a crashed or
+/// failed run holds lines acknowledged to the source: they stay, unless
+/// `target` already ends with them (the crash came between publishing and
+/// removing the stage). A torn last line is cut off. Anything at that name
+/// that is not a plain file of ours is removed, never followed.
+fn recover_stage(stage: &Path, target: &Path) -> std::io::Result<File> {
+    if !nofollow::is_own_file(stage)? {
+        nofollow::remove_if_present(stage)?;
+        return nofollow::open_append(stage, true);
+    }
+    let file = nofollow::open_append(stage, false)?;
+    let len = file.metadata()?.len();
+    if len > 0 && nofollow::is_own_file(target)? {
+        let published = nofollow::open_append(target, false)?;
+        if ends_with(&published, &file, len)? {
+            tracing::warn!(
+                "{}: its lines were already appended to {}; dropping them",
+                stage.display(),
+                target.display()
+            );
+            file.set_len(0)?;
+            return Ok(file);
+        }
+    }
+    if len > 0 {
+        tracing::warn!(
+            "{}: keeping the lines a previous run staged and did not publish; this run publishes them",
+            stage.display()
+        );
+    }
+    trim_torn_line(&file)?;
+    Ok(file)
+}
+
+/// Cuts a file back to its last complete line: a flush interrupted by a crash
+/// may have written part of one, and that part was never acknowledged.
+fn trim_torn_line(file: &File) -> std::io::Result<()> {
+    const BLOCK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &mut buf[..(end - start) as usize];
+        file.read_exact_at(block, start)?;
+        if let Some(i) = block.iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                file.set_len(keep)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    file.set_len(0)
+}
+
+/// `whole` ends with the first `len` bytes of `part`.
+fn ends_with(whole: &File, part: &File, len: u64) -> std::io::Result<bool> {
+    const BLOCK: u64 = 64 * 1024;
+    let whole_len = whole.metadata()?.len();
+    if whole_len < len {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]);
+    let mut at = 0;
+    while at < len {
+        let n = BLOCK.min(len - at) as usize;
+        part.read_exact_at(&mut a[..n], at)?;
+        whole.read_exact_at(&mut b[..n], whole_len - len + at)?;
+        if a[..n] != b[..n] {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+impl OutputFile {
+    fn append(&mut self, records: &RecordBatch) -> Result<(), DestinationError> {
+        let path = self.path.clone();
+        match self.writer.as_mut() {
+            None => Err(DestinationError::Fatal(format!(
+                "{} was already finalized",
+                path.display()
+            ))),
+            Some(Writer::Json(file)) => {
+                // Encode a slice at a time: the text of a whole 50 MB batch
+                // would double the memory a flush needs.
+                for start in (0..records.num_rows()).step_by(ROWS_PER_WRITE) {
+                    let rows = records.slice(start, ROWS_PER_WRITE.min(records.num_rows() - start));
+                    self.scratch.clear();
+                    crate::record::ndjson::write_lines(&rows, &mut self.scratch)
+                        .map_err(|e| DestinationError::Fatal(format!("cannot encode rows as JSON: {e}")))?;
+                    file.write_all(&self.scratch)
+                        .map_err(|e| io_error(&path, "cannot write", e))?;
+                    start_writeback(file);
+                }
+                file.sync_data().map_err(|e| io_error(&path, "cannot sync", e))
+            }
+            Some(Writer::Parquet(writer)) => {
+                writer.write(records).map_err(|e| io_error(&path, "cannot write", e))?;
+                writer.flush().map_err(|e| io_error(&path, "cannot write", e))?;
+                writer
+                    .inner()
+                    .sync_data()
+                    .map_err(|e| io_error(&path, "cannot sync", e))
+            }
+        }
+    }
+
+    fn publish(&mut self) -> Result<(), DestinationError> {
+        let file = match self.writer.take() {
+            None => return Ok(()),
+            Some(Writer::Json(file)) => file,
+            Some(Writer::Parquet(writer)) => writer
+                .into_inner()
+                .map_err(|e| io_error(&self.path, "cannot close", e))?,
+        };
+        file.sync_all().map_err(|e| io_error(&self.path, "cannot sync", e))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        match self.mode {
+            SyncMode::Stream => return Ok(()),
+            SyncMode::FullRefresh => {
+                // Only rename what is still our file: a link swapped in under
+                // its name must not become the published file.
+                if !nofollow::still_names(&self.path, &file).map_err(|e| io_error(&self.path, "cannot check", e))? {
+                    return Err(DestinationError::Fatal(format!(
+                        "{} was replaced by something else during the run; nothing is published",
+                        self.path.display()
+                    )));
+                }
+                // rename replaces a link at the target, it never writes through one.
+                std::fs::rename(&self.path, &self.target).map_err(|e| io_error(&self.target, "cannot publish", e))?;
+            }
+            SyncMode::Incremental => {
+                if file
+                    .metadata()
+                    .map_err(|e| io_error(&self.path, "cannot read", e))?
+                    .len()
+                    > 0
+                {
+                    let mut published = nofollow::open_append(&self.target, true)
+                        .map_err(|e| io_error(&self.target, "cannot open", e))?;
+                    let mut staged = &file;
+                    staged
+                        .seek(SeekFrom::Start(0))
+                        .and_then(|_| std::io::copy(&mut staged, &mut published))
+                        .and_then(|_| published.sync_all())
+                        .map_err(|e| io_error(&self.target, "cannot append to", e))?;
+                }
+                nofollow::remove_if_present(&self.path).map_err(|e| io_error(&self.path, "cannot remove", e))?;
+            }
+        }
+        nofollow::sync_dir(dir).map_err(|e| io_error(dir, "cannot sync", e))
+    }
+}
+
+/// Asks the kernel to start writing what was just appended, without waiting.
+/// The fsync that ends a flush then finds most of the batch already on disk,
+/// so disk time overlaps encoding instead of following it.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor; offset 0 with length 0
+    // means "the whole file", and pages already queued are skipped cheaply.
+    // A failure only loses the head start: the fsync after it still runs.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File) {}
+
+/// Rows encoded per write call: about 1 MB of Bizon lines.
+const ROWS_PER_WRITE: usize = 4096;
+
+#[async_trait]
+impl Destination for FileDestination {
+    async fn check_connection(&self) -> Result<(), DestinationError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "cannot create", e))?;
+            let probe = dir.join(".bizon-host-write-check");
+            nofollow::create_fresh(&probe).map_err(|e| io_error(&dir, "cannot write in", e))?;
+            nofollow::remove_if_present(&probe).map_err(|e| io_error(&probe, "cannot remove", e))
+        })
+        .await
+        .map_err(|e| DestinationError::Fatal(format!("write check panicked: {e}")))?
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
+        let output = self.output(batch)?;
+        let records = batch.records.clone();
+        let rows = records.num_rows() as u64;
+        tokio::task::spawn_blocking(move || output.lock().expect("output lock").append(&records))
+            .await
+            .map_err(|e| DestinationError::Fatal(format!("file write panicked: {e}")))??;
+        Ok(rows)
+    }
+
+    async fn finalize(&self) -> Result<(), DestinationError> {
+        let outputs: Vec<_> = self.files.lock().expect("file table lock").values().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            outputs
+                .iter()
+                .try_for_each(|o| o.lock().expect("output lock").publish())
+        })
+        .await
+        .map_err(|e| DestinationError::Fatal(format!("file finalize panicked: {e}")))?
+    }
+}
