@@ -120,7 +120,8 @@ pub async fn run_with_dead_letters(
         }
     };
     // The source commits what was acknowledged and closes before the report.
-    handle.finish().await;
+    let published = matches!(outcome, Outcome::Completed | Outcome::Interrupted(None));
+    handle.finish(published).await;
     run.report(outcome, started)
 }
 

@@ -161,6 +161,10 @@ pub struct SourceLink {
     pub acks: std::sync::mpsc::Receiver<u64>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<SourceStats>,
+    /// Set at the end when the destination finalized (published what it
+    /// staged): only then may a source commit what a staging destination
+    /// (a temp file or table) was given.
+    pub published: Arc<AtomicBool>,
 }
 
 impl SourceLink {
@@ -179,6 +183,7 @@ pub struct SourceHandle {
     pub acks: std::sync::mpsc::Sender<u64>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<SourceStats>,
+    published: Arc<AtomicBool>,
     /// Resolves when the source thread ended, for sources that [close](SourceTask::closes).
     closed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
@@ -189,14 +194,16 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 impl SourceHandle {
     /// Closes the acknowledgement channel and waits (bounded) for the source
     /// thread to end, so that its last commit happens before the process exits.
-    pub async fn finish(self) {
+    pub async fn finish(self, published: bool) {
         let SourceHandle {
             events,
             acks,
             closed,
             stop,
+            published: flag,
             ..
         } = self;
+        flag.store(published, Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
         // A source blocked handing over a page sees the channel closed.
         drop(events);
@@ -214,11 +221,13 @@ pub fn spawn(source: Box<dyn SourceTask>, depth: usize) -> SourceHandle {
     let (acks, ack_rx) = std::sync::mpsc::channel::<u64>();
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SourceStats::default());
+    let published = Arc::new(AtomicBool::new(false));
     let link = SourceLink {
         events: tx,
         acks: ack_rx,
         stop: stop.clone(),
         stats: stats.clone(),
+        published: published.clone(),
     };
     let (done, closed) = tokio::sync::oneshot::channel();
     let closed = source.closes().then_some(closed);
@@ -234,6 +243,7 @@ pub fn spawn(source: Box<dyn SourceTask>, depth: usize) -> SourceHandle {
         acks,
         stop,
         stats,
+        published,
         closed,
     }
 }

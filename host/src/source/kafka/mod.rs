@@ -193,6 +193,7 @@ impl SourceTask for KafkaSource {
             acks,
             stop,
             stats,
+            published,
         } = link;
         let context = Context::new(acks, events.clone(), stats.clone(), DRAIN_TIMEOUT);
         let (consumer, ends) = match self.connect(context) {
@@ -202,11 +203,17 @@ impl SourceTask for KafkaSource {
                 return;
             }
         };
-        let commit_every = self
-            .settings
-            .get("auto.commit.interval.ms")
-            .and_then(|v| v.parse().ok())
-            .map_or(Duration::from_secs(5), Duration::from_millis);
+        // Outside stream mode destinations stage (a temp file or table) and
+        // publish at the end: offsets are committed then, once published.
+        let staged = self.config.sync_mode != SyncMode::Stream;
+        let commit_every = match staged {
+            true => Duration::MAX,
+            false => self
+                .settings
+                .get("auto.commit.interval.ms")
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::from_secs(5), Duration::from_millis),
+        };
         let mut reader = Reader {
             source: &self,
             consumer: &consumer,
@@ -218,6 +225,8 @@ impl SourceTask for KafkaSource {
             skipped: 0,
             last_commit: Instant::now(),
             commit_every,
+            staged,
+            published: &published,
         };
         let end = match reader.read() {
             Ok(true) => Some(SourceEvent::Done {
@@ -253,6 +262,8 @@ struct Reader<'a> {
     skipped: u64,
     last_commit: Instant,
     commit_every: Duration,
+    staged: bool,
+    published: &'a std::sync::atomic::AtomicBool,
 }
 
 impl Reader<'_> {
@@ -485,6 +496,10 @@ impl Reader<'_> {
             }
         }
         self.context().take_acks();
+        if self.staged && !self.published.load(Ordering::Relaxed) {
+            tracing::warn!("kafka: the destination did not publish; nothing committed");
+            return;
+        }
         self.context().commit(self.consumer, None);
     }
 }
