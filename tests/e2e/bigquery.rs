@@ -17,7 +17,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use bizon_host::destination::bigquery::{self, BigQueryConfig, BigQueryStreamingV2Config};
 use bizon_host::destination::{Batch, SharedDestination};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
-use emulators::{emulators, Emulators, BUCKET, PROJECT};
+use emulators::{emulators, serial, Emulators, BUCKET, PROJECT};
 use fault::Reply;
 use serde_json::Value;
 
@@ -172,6 +172,7 @@ async fn assert_each_once(e: &Emulators, table: &str, column: &str, range: std::
 
 #[tokio::test]
 async fn streaming_v2_raw_layout_routes_destination_ids_to_tables() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("v2_raw");
     // Small requests so each batch is split into several appends.
@@ -269,6 +270,7 @@ async fn check_typed_table(e: &Emulators, ds: &str, n: i64) {
 
 #[tokio::test]
 async fn streaming_v2_unnest_writes_typed_columns() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("v2_unnest");
     let dest = bigquery::build_streaming_v2(&v2_config(e, &ds, RECORD_SCHEMA))
@@ -281,6 +283,7 @@ async fn streaming_v2_unnest_writes_typed_columns() {
 
 #[tokio::test]
 async fn streaming_v2_exactly_once_does_not_duplicate_a_retried_batch() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("v2_once");
     let dest = bigquery::build_streaming_v2(&v2_config(
@@ -416,6 +419,7 @@ async fn column_types(e: &Emulators, ds: &str, t: &str) -> Vec<(String, String)>
 
 #[tokio::test]
 async fn streaming_insert_all_writes_each_record_once_into_each_destination_table() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("ia_raw");
     let config = streaming_config(
@@ -471,6 +475,7 @@ fn typed_pipeline(file: &std::path::Path, destination: &str, config: &str) -> St
 
 #[tokio::test]
 async fn streaming_insert_all_unnest_writes_typed_columns() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("ia_unnest");
     let file = typed_jsonl(450);
@@ -482,6 +487,7 @@ async fn streaming_insert_all_unnest_writes_typed_columns() {
 
 #[tokio::test]
 async fn batch_loads_each_record_once_and_never_publishes_a_crashed_runs_temp_table() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("batch_raw");
     // A crashed run left orders_temp behind with rows of its own.
@@ -552,6 +558,7 @@ async fn batch_loads_each_record_once_and_never_publishes_a_crashed_runs_temp_ta
 
 #[tokio::test]
 async fn batch_async_load_with_unnest_writes_typed_columns() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("batch_unnest");
     let file = typed_jsonl(1000);
@@ -577,6 +584,7 @@ fn fault_pipeline(server: &fault::FaultServer, ds: &str, total: u64) -> String {
 
 #[tokio::test]
 async fn streaming_insert_all_retries_503_and_429_and_writes_each_row_once() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     for (code, ds) in [(503u16, dataset("ia_503")), (429, dataset("ia_429"))] {
         let server = fault::start(
@@ -607,6 +615,7 @@ async fn streaming_insert_all_retries_503_and_429_and_writes_each_row_once() {
 
 #[tokio::test]
 async fn streaming_insert_all_reports_invalid_rows_and_resends_stopped_ones() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("ia_rows");
     // The first request: rows 3 and 7 invalid, every other row `stopped` because of them.
@@ -648,6 +657,7 @@ async fn streaming_insert_all_reports_invalid_rows_and_resends_stopped_ones() {
 
 #[tokio::test]
 async fn check_exits_0_against_the_emulator_and_2_with_a_clear_message_when_wrong() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("check");
     let streaming = dummy_pipeline(1, 1, &["t"], "bigquery_streaming", &streaming_config(&e.rest, &ds, ""));
@@ -688,6 +698,7 @@ async fn check_exits_0_against_the_emulator_and_2_with_a_clear_message_when_wron
 
 #[tokio::test]
 async fn batch_retried_batch_whose_load_landed_is_not_loaded_twice() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     for (name, extra) in [
         ("batch_retry", ""),
@@ -711,6 +722,7 @@ async fn batch_retried_batch_whose_load_landed_is_not_loaded_twice() {
 
 #[tokio::test]
 async fn batch_two_destination_ids_naming_one_table_share_its_temp_table() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("batch_shared");
     let config: BigQueryConfig = serde_saphyr::from_str(&batch_config(e, &ds, "")).unwrap();

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use super::emulators::{Emulators, PROJECT};
 use super::fault::{self, Reply};
 use super::{
-    assert_success, batch_config, dataset, dummy_pipeline, emulators, indent, query, run_binary, streaming_config,
+    assert_success, batch_config, dataset, dummy_pipeline, emulators, indent, query, run_binary, serial,
+    streaming_config,
 };
 
 /// `dummy_pipeline` with `source.sync_mode`.
@@ -73,6 +74,7 @@ fn destinations(e: &Emulators, ds: &str) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn full_refresh_replaces_and_incremental_appends_in_the_staging_destinations() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     for (destination, _) in destinations(e, "unused").into_iter().take(2) {
         let ds = dataset(&format!("modes_{destination}"));
@@ -120,6 +122,7 @@ async fn full_refresh_replaces_and_incremental_appends_in_the_staging_destinatio
 
 #[tokio::test]
 async fn table_prefix_applies_to_generated_names_unless_a_legacy_table_exists() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     for (destination, _) in destinations(e, "unused") {
         let ds = dataset(&format!("prefix_{destination}"));
@@ -177,6 +180,7 @@ record_schemas:
 
 #[tokio::test]
 async fn an_existing_table_gains_columns_is_relaxed_or_is_refused_naming_the_change() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     for (destination, _) in destinations(e, "unused") {
         let ds = dataset(&format!("evolve_{destination}"));
@@ -242,6 +246,7 @@ async fn an_existing_table_gains_columns_is_relaxed_or_is_refused_naming_the_cha
 
 #[tokio::test]
 async fn enforce_partitioning_rebuilds_a_table_on_a_full_refresh_only_when_asked() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     for destination in ["bigquery", "bigquery_streaming_v2"] {
         for enforce in [false, true] {
@@ -280,6 +285,7 @@ async fn enforce_partitioning_rebuilds_a_table_on_a_full_refresh_only_when_asked
 
 #[tokio::test]
 async fn insert_all_waits_as_long_as_retry_after_says() {
+    let _serial = serial();
     let Some(e) = emulators() else { return };
     let ds = dataset("retry_after");
     let server = fault::start(

@@ -74,6 +74,17 @@ pub fn emulators() -> Option<&'static Emulators> {
     EMULATORS.get_or_init(start).as_ref()
 }
 
+/// Held for a whole test: one test at a time talks to the emulators.
+/// bqemulator deadlocks when a REST call arrives while another client holds
+/// an AppendRows stream open (seen with two tests at once), which a real
+/// BigQuery does not; the runs under test never do that themselves.
+pub struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+pub fn serial() -> Serial {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    Serial(LOCK.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 fn start() -> Option<Emulators> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = root.join(".venv/bin");
