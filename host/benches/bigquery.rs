@@ -12,6 +12,8 @@
 //! (default 3) runs; BENCH_ONLY=bigquery,bigquery_streaming picks destinations.
 
 #[path = "../../tests/e2e/support/emulators.rs"]
+// The tests' one-at-a-time guard (`serial`) is not needed by the bench.
+#[allow(dead_code)]
 mod emulators;
 
 use std::sync::Arc;
