@@ -2,44 +2,17 @@
 //! every record arrives once, in its destination_id's table, created from
 //! the record_schema.
 
+#[path = "support/guests.rs"]
+mod guests;
+
 #[path = "support/clickhouse.rs"]
 mod clickhouse;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Once;
+use guests::{root, text, wasm};
+use std::path::Path;
+use std::process::{Command, Output};
 
 use clickhouse::ClickHouse;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn wasm(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new("bash")
-            .arg(root().join("scripts/build-plugins.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("cannot run bash scripts/build-plugins.sh");
-        assert!(
-            status.success(),
-            "scripts/build-plugins.sh failed; is wasm32-wasip2 installed?"
-        );
-    });
-    root()
-        .join("target/wasm/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn run(dir: &Path, yaml: &str) -> Output {
     std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();

@@ -4,48 +4,21 @@
 //! an error that names the address and the rule, in the plugin and in the
 //! host's log.
 
+#[path = "support/guests.rs"]
+mod guests;
+
 #[path = "support/http_server.rs"]
 mod http_server;
 
+use guests::{root, text, wasm};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 use std::time::Duration;
 
 use http_server::{HttpServer, Reply};
 use serde_json::json;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn wasm(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new("bash")
-            .arg(root().join("scripts/build-plugins.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("cannot run bash scripts/build-plugins.sh");
-        assert!(
-            status.success(),
-            "scripts/build-plugins.sh failed; is wasm32-wasip2 installed?"
-        );
-    });
-    root()
-        .join("target/wasm/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Runs the egress guest on one record with these probes and grants.
 fn probe(probes: &[(&str, &str, String)], allow: serde_json::Value, env: &[(&str, &str)]) -> String {

@@ -1,32 +1,13 @@
 //! `bizon-host run --plugin` and `bizon-host plugin ...` through the binary,
 //! with the first-party plugins built from plugins/ and tests/plugins/.
 
+#[path = "support/guests.rs"]
+mod guests;
+
+use guests::{root, text, wasm};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Once;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn wasm(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new("bash")
-            .arg(root().join("scripts/build-plugins.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("cannot run bash scripts/build-plugins.sh");
-        assert!(
-            status.success(),
-            "scripts/build-plugins.sh failed; is wasm32-wasip2 installed?"
-        );
-    });
-    root()
-        .join("target/wasm/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 fn bizon_host(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
@@ -34,14 +15,6 @@ fn bizon_host(dir: &Path) -> Command {
         .env_remove("RUST_LOG")
         .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"));
     cmd
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]

@@ -8,29 +8,13 @@
 //! shapes Rust cannot produce (many core instances, loops in describe or in
 //! a start function).
 
+#[path = "support/guests.rs"]
+mod guests;
+
+use guests::{root, text, wasm};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn wasm(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new("bash")
-            .arg(root().join("scripts/build-plugins.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("cannot run bash scripts/build-plugins.sh");
-        assert!(status.success(), "scripts/build-plugins.sh failed");
-    });
-    root()
-        .join("target/wasm/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
 
 /// tests/plugins/wat/destination.wat with its @EXTRA@ and @DESCRIBE@ holes
 /// filled, compiled to a component file in `dir`.
@@ -50,14 +34,6 @@ fn bizon_host(dir: &Path) -> Command {
         .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
         .stdin(Stdio::null());
     cmd
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn result(dir: &Path) -> serde_json::Value {
