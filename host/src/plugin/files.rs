@@ -175,8 +175,9 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 let (quota, before) = match file_of(state, &fd) {
-                    Some((quota, before)) => (quota, before),
-                    None => return Ok((Err(ErrorCode::NotPermitted),)),
+                    Ok(Some((quota, before))) => (quota, before),
+                    Ok(None) => return Ok((Err(ErrorCode::NotPermitted),)),
+                    Err(code) => return Ok((Err(code),)),
                 };
                 if size > before && !quota.charge(size - before) {
                     return Ok((Err(refuse(state, &quota)),));
@@ -203,7 +204,10 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         |mut store, (fd, offset): (Resource<Descriptor>, u64)| {
             Box::new(async move {
                 let state = store.data_mut();
-                let quota = file_of(state, &fd);
+                let quota = match file_of(state, &fd) {
+                    Ok(quota) => quota,
+                    Err(code) => return Ok((Err(code),)),
+                };
                 let stream = match state.filesystem().write_via_stream(fd, offset) {
                     Ok(stream) => stream,
                     Err(e) => return Ok((Err(state.filesystem().convert_error_code(e)?),)),
@@ -218,7 +222,10 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         |mut store, (fd,): (Resource<Descriptor>,)| {
             Box::new(async move {
                 let state = store.data_mut();
-                let quota = file_of(state, &fd);
+                let quota = match file_of(state, &fd) {
+                    Ok(quota) => quota,
+                    Err(code) => return Ok((Err(code),)),
+                };
                 let stream = match state.filesystem().append_via_stream(fd) {
                     Ok(stream) => stream,
                     Err(e) => return Ok((Err(state.filesystem().convert_error_code(e)?),)),
@@ -230,20 +237,22 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// The quota and current size of a writable file descriptor.
-fn file_of(state: &mut State, fd: &Resource<Descriptor>) -> Option<(Arc<Quota>, u64)> {
+/// The quota and current size of a writable file descriptor; `Ok(None)`
+/// when the descriptor is not a writable file (wasmtime-wasi then answers
+/// with its own error). A writable file whose grant cannot be told is
+/// refused: an unaccounted write would be a way around the quota.
+fn file_of(state: &mut State, fd: &Resource<Descriptor>) -> Result<Option<(Arc<Quota>, u64)>, ErrorCode> {
     let quotas = state.quotas().clone();
     let view = state.filesystem();
     let Ok(Descriptor::File(file)) = view.table.get(fd) else {
-        return None;
+        return Ok(None);
     };
     if file.perms.write_not_permitted() {
-        // wasmtime-wasi refuses these itself, with its own error.
-        return None;
+        return Ok(None);
     }
     let size = file.file.metadata().map(|m| m.len()).unwrap_or(0);
-    let quota = quotas.of(&file.file)?;
-    Some((quota, size))
+    let quota = quotas.of(&file.file).ok_or(ErrorCode::NotPermitted)?;
+    Ok(Some((quota, size)))
 }
 
 /// Charges what a write would add to its file (`growth` of the current
@@ -254,7 +263,7 @@ fn charge_growth(
     fd: &Resource<Descriptor>,
     growth: impl FnOnce(u64) -> u64,
 ) -> Result<Option<(Arc<Quota>, u64)>, ErrorCode> {
-    let Some((quota, size)) = file_of(state, fd) else {
+    let Some((quota, size)) = file_of(state, fd)? else {
         return Ok(None);
     };
     let bytes = growth(size);
