@@ -1,0 +1,73 @@
+"""The component's side of the contract: what `bizon-plugin build` wires a
+plugin module into. Imported only inside the component, where componentize-py
+provides `wit_world`; everything that can run without it is in destination.py."""
+
+import json
+import logging
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import host, types
+
+from .destination import Runner, find_destination
+
+_LEVELS = (
+    (logging.ERROR, types.LogLevel.ERROR),
+    (logging.WARNING, types.LogLevel.WARN),
+    (logging.INFO, types.LogLevel.INFO),
+    (logging.DEBUG, types.LogLevel.DEBUG),
+)
+
+
+class HostLogHandler(logging.Handler):
+    """Sends `logging` records to the host's log, tagged with the plugin."""
+
+    def emit(self, record):
+        try:
+            level = next((wit for py, wit in _LEVELS if record.levelno >= py), types.LogLevel.TRACE)
+            host.log(level, self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never fail a write
+            self.handleError(record)
+
+
+def _install_logging():
+    root = logging.getLogger()
+    root.handlers[:] = [HostLogHandler()]
+    root.setLevel(logging.INFO)
+
+
+def _check(outcome):
+    if outcome.kind != "ok":
+        raise Err(outcome.value)
+
+
+def export(module):
+    """The class componentize-py exports for `module`'s Destination subclass."""
+    runner = Runner(find_destination(module))
+    version = str(runner.cls.version)
+    _install_logging()
+
+    class Destination(exports.Destination):
+        def describe(self):
+            return types.PluginInfo(runner.plugin_name, version, types.InputFormat.ARROW_IPC)
+
+        def open(self, config):
+            _check(runner.open(json.loads(config)))
+
+        def check_connection(self):
+            _check(runner.check_connection())
+
+        def write_records(self, info, batch):
+            out = runner.write_records(batch, info.destination_id, info.sequence, info.num_rows)
+            if out.kind == "ok":
+                return out.value
+            if out.kind == "retryable":
+                raise Err(types.WriteError_Retryable(out.value))
+            if out.kind == "rejected":
+                raise Err(types.WriteError_Rejected([types.RejectedRow(r, why) for r, why in out.value]))
+            raise Err(types.WriteError_Fatal(out.value))
+
+        def finalize(self):
+            _check(runner.finalize())
+
+    return Destination
