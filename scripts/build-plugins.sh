@@ -39,3 +39,6 @@ CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
 for wasm in "${components[@]}"; do
     printf '%8d KiB  %s\n' "$(( $(stat -c %s "$wasm") / 1024 ))" "$wasm"
 done
+
+# Python (and JavaScript) plugins built with the SDKs under sdk/.
+bash scripts/build-sdk-plugins.sh

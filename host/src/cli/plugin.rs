@@ -139,7 +139,7 @@ fn stdin_pipeline() -> Pipeline {
 impl SandboxArgs {
     fn limits(&self, base: Limits) -> Limits {
         Limits {
-            memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
+            memory_mb: self.memory_mb.or(base.memory_mb),
             call_timeout_ms: self.call_timeout_ms.unwrap_or(base.call_timeout_ms),
         }
     }
@@ -489,7 +489,7 @@ mod tests {
         };
         assert_eq!(c.options.max_concurrent_threads, 3);
         assert_eq!(c.plugin_config, Some(serde_json::json!({"dir": "/out"})));
-        assert_eq!(c.limits.memory_mb, 64);
+        assert_eq!(c.limits.memory_mb, Some(64));
         assert!(c.allow.dirs[0].writable);
         assert_eq!(c.allow.hosts[0].to_string(), "http://127.0.0.1:8123");
         assert!(apply(&PluginRunArgs::default(), Some(pipeline)).unwrap().is_some());

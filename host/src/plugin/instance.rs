@@ -311,7 +311,7 @@ fn cap_error(message: String) -> String {
 fn classify(error: Option<wasmtime::Error>, memory_hit: bool, shared: &Shared, output: &str) -> TrapCause {
     if memory_hit {
         return TrapCause::Memory {
-            limit_mb: shared.limits.memory_mb,
+            limit_mb: shared.limits.memory_mb(),
         };
     }
     let timeout = TrapCause::Timeout {

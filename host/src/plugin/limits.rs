@@ -7,6 +7,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub const DEFAULT_MEMORY_MB: u64 = 256;
+/// The default for a component that carries a language runtime: CPython
+/// (componentize-py, ~20 MB) or SpiderMonkey (componentize-js, ~13 MB) use
+/// 30-40 MiB before the first batch, and a Python plugin that reads every
+/// column of a default 50 MB batch as rows peaks near 384 MiB.
+pub const INTERPRETER_MEMORY_MB: u64 = 512;
+/// Components this large embed an interpreter; a Rust plugin is 1-3 MB.
+pub const INTERPRETER_COMPONENT_BYTES: u64 = 8 << 20;
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 30_000;
 
 /// Core module instances one plugin instance may create. A Rust plugin has
@@ -29,16 +36,13 @@ const TABLE_ELEMENT_BYTES: usize = 8;
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Cap on everything an instance allocates (all its linear memories and
-    /// tables together), in MiB.
-    #[serde(default = "default_memory_mb")]
-    pub memory_mb: u64,
+    /// tables together), in MiB. Unset: by the component's size
+    /// ([`Limits::for_component`]).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
     /// Wall time one call into the plugin may take, host calls included.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
-}
-
-fn default_memory_mb() -> u64 {
-    DEFAULT_MEMORY_MB
 }
 
 fn default_call_timeout_ms() -> u64 {
@@ -48,15 +52,34 @@ fn default_call_timeout_ms() -> u64 {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            memory_mb: DEFAULT_MEMORY_MB,
+            memory_mb: None,
             call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
         }
     }
 }
 
 impl Limits {
+    /// These limits for a component of `size` bytes: an unset `memory_mb`
+    /// becomes [`INTERPRETER_MEMORY_MB`] for a component that embeds an
+    /// interpreter, [`DEFAULT_MEMORY_MB`] otherwise.
+    pub fn for_component(self, size: u64) -> Limits {
+        let default = if size >= INTERPRETER_COMPONENT_BYTES {
+            INTERPRETER_MEMORY_MB
+        } else {
+            DEFAULT_MEMORY_MB
+        };
+        Limits {
+            memory_mb: Some(self.memory_mb.unwrap_or(default)),
+            ..self
+        }
+    }
+
+    pub fn memory_mb(&self) -> u64 {
+        self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)
+    }
+
     pub fn memory_bytes(&self) -> usize {
-        usize::try_from(self.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+        usize::try_from(self.memory_mb().saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
     }
 
     pub fn call_timeout(&self) -> Duration {
@@ -137,7 +160,7 @@ mod tests {
 
     fn limiter(memory_mb: u64) -> MemoryLimiter {
         MemoryLimiter::new(&Limits {
-            memory_mb,
+            memory_mb: Some(memory_mb),
             call_timeout_ms: 10,
         })
     }
@@ -174,10 +197,22 @@ mod tests {
         assert_eq!(
             limits,
             Limits {
-                memory_mb: 64,
+                memory_mb: Some(64),
                 call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS
             }
         );
         assert!(serde_json::from_str::<Limits>(r#"{"memory": 64}"#).is_err());
+    }
+
+    #[test]
+    fn unset_memory_follows_the_component_and_a_set_one_is_kept() {
+        let unset = Limits::default();
+        assert_eq!(unset.for_component(2 << 20).memory_mb(), DEFAULT_MEMORY_MB);
+        assert_eq!(unset.for_component(20 << 20).memory_mb(), INTERPRETER_MEMORY_MB);
+        let set = Limits {
+            memory_mb: Some(128),
+            ..Limits::default()
+        };
+        assert_eq!(set.for_component(20 << 20).memory_mb(), 128);
     }
 }

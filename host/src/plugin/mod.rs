@@ -287,7 +287,7 @@ impl Plugin {
             label,
             engine,
             pre,
-            limits: settings.limits,
+            limits: settings.limits.for_component(size),
             grants: settings.grants,
             config_json: settings.config_json,
         };

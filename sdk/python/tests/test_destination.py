@@ -60,6 +60,7 @@ def test_any_other_exception_is_fatal_with_the_traceback():
     assert out.kind == "fatal"
     assert out.value.startswith("write_records: Traceback (most recent call last):")
     assert "KeyError: 'missing_key'" in out.value
+    assert "bizon_plugin/destination.py" not in out.value, "the SDK frame is left out"
     assert "test_destination.py" in out.value and 'return {}["missing_key"]' in out.value
 
 

@@ -7,7 +7,8 @@ import logging
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import host, types
+from wit_world.imports import bizon_destination_types as types
+from wit_world.imports import host
 
 from .destination import Runner, find_destination
 

@@ -122,7 +122,7 @@ def _build(args):
     if not app.stem.isidentifier():
         raise CliError(f"{args.app}: the file name must be a Python module name")
     output = (args.output or app.with_suffix(".wasm")).resolve()
-    command = [_componentize_py(), "-d", str(_PACKAGE / "wit"), "-w", "plugin", "componentize", _ENTRY]
+    command = [_componentize_py(), "-d", str(_PACKAGE / "wit"), "-w", "python-plugin", "componentize", _ENTRY]
     with tempfile.TemporaryDirectory(prefix="bizon-plugin-") as tmp:
         work = Path(tmp)
         lib = _stage(app, work)

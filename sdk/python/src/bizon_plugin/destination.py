@@ -74,8 +74,12 @@ class Outcome:
 
 
 def _traceback(error):
-    """The exception with its traceback, as Python prints it."""
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+    """The exception with its traceback as Python prints it, from the
+    author's code on (the Runner's own frame says nothing to them)."""
+    tb = error.__traceback__
+    if tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
 
 
 class Runner:
