@@ -17,6 +17,9 @@ bash scripts/install-kafka.sh
 bash scripts/install-clickhouse.sh
 # componentize-py / componentize-js: Python and JS plugins and transforms.
 bash scripts/install-componentize.sh
+# The Python SDK's own tests, in plain CPython (scripts/build-sdk-plugins.sh,
+# called by build-plugins.sh above, installed it and pytest into .venv).
+.venv/bin/python -m pytest -q -p no:cacheprovider sdk/python/tests
 # Release: wasmtime compiles plugins many times faster optimized, and the
 # end-to-end tests start the binary hundreds of times.
 cargo test --release --workspace "$@"

@@ -223,6 +223,8 @@ fn bizon_plugin_build_makes_a_component_that_passes_plugin_test() {
     assert!(text(&output).contains("FAIL"), "{}", text(&output));
 }
 
+// Shared with egress.rs, which uses the parts this file does not.
+#[allow(dead_code)]
 #[path = "support/http_server.rs"]
 mod http_server;
 
@@ -259,6 +261,7 @@ fn a_python_webhook_posts_every_batch_through_the_host_and_a_503_is_retried() {
     assert_eq!(seen.len(), 11, "10 batches, the first one twice");
     assert_eq!(seen[0].header("idempotency-key"), seen[1].header("idempotency-key"));
     assert_eq!(seen[1].header("content-type"), Some("application/x-ndjson"));
+    assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("POST", "/in"));
     let mut ids: Vec<u64> = seen[1..]
         .iter()
         .flat_map(|s| String::from_utf8(s.body.clone()).unwrap().lines().map(str::to_string).collect::<Vec<_>>())

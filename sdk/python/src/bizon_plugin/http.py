@@ -121,6 +121,7 @@ def _send(method, url, body, headers):
     try:
         future = outgoing_handler.handle(outgoing, None)
     except Err as e:
+        outgoing_body.__exit__(None, None, None)
         raise _error(e.value, url) from None
     if body:
         stream = outgoing_body.write()
@@ -132,26 +133,37 @@ def _send(method, url, body, headers):
         stream.__exit__(None, None, None)
     t.OutgoingBody.finish(outgoing_body, None)
 
-    future.subscribe().block()
-    result = future.get()  # None, Err(None), Ok(Err(error-code)) or Ok(Ok(response))
-    if result is None or isinstance(result, Err):
-        raise HttpError("protocol", f"{url}: no response")
-    if isinstance(result.value, Err):
-        raise _error(result.value.value, url)
-    response = result.value.value
-    status = response.status()
-    response_headers = [(k, v.decode("utf-8", errors="replace")) for k, v in response.headers().entries()]
-    incoming = response.consume()
-    stream = incoming.stream()
+    # Resources are dropped children first (stream, body, headers, response,
+    # future): wasi:http traps on a parent dropped before its children, which
+    # Python's garbage collector would otherwise do in any order.
+    try:
+        with future.subscribe() as pollable:
+            pollable.block()
+        result = future.get()  # None, Err(None), Ok(Err(error-code)) or Ok(Ok(response))
+        if result is None or isinstance(result, Err):
+            raise HttpError("protocol", f"{url}: no response")
+        if isinstance(result.value, Err):
+            raise _error(result.value.value, url)
+        with result.value.value as response:
+            status = response.status()
+            with response.headers() as fields:
+                response_headers = [(k, v.decode("utf-8", errors="replace")) for k, v in fields.entries()]
+            with response.consume() as incoming, incoming.stream() as stream:
+                chunks = _read_all(stream, url)
+    finally:
+        future.__exit__(None, None, None)
+    return Response(status, response_headers, b"".join(chunks))
+
+
+def _read_all(stream, url):
     chunks = []
     while True:
         try:
             chunks.append(stream.blocking_read(65536))
         except Err as e:
             if isinstance(e.value, streams.StreamError_Closed):
-                break
+                return chunks
             raise HttpError("protocol", f"{url}: reading the response failed") from None
-    return Response(status, response_headers, b"".join(chunks))
 
 
 def _error(code, url):
