@@ -67,7 +67,11 @@ fn every_record_reaches_a_python_destination_once_per_destination_id() {
         let expected: Vec<u64> = (0..3000).filter(|i| i % 3 == k as u64).collect();
         assert_eq!(ids, expected, "{id}: every record once");
         let five = records.iter().find(|r| r["id"] == 3 * 5 + k as u64).unwrap();
-        assert_eq!(five["name"], format!("bizon-{}", 15 + k), "{id}: the record as the source sent it");
+        assert_eq!(
+            five["name"],
+            format!("bizon-{}", 15 + k),
+            "{id}: the record as the source sent it"
+        );
     }
 }
 
@@ -125,7 +129,13 @@ fn a_raised_retryable_is_retried_and_nothing_is_lost_or_doubled() {
 
 #[test]
 fn rejected_rows_are_reported_by_row_and_the_others_written() {
-    let (dir, yaml) = pipeline("python_faults", 100, "t", "{dir: /out, fail: reject}", "    buffer_size: 0\n");
+    let (dir, yaml) = pipeline(
+        "python_faults",
+        100,
+        "t",
+        "{dir: /out, fail: reject}",
+        "    buffer_size: 0\n",
+    );
     let output = run(dir.path(), &yaml);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let result = result(dir.path());
@@ -166,7 +176,10 @@ fn an_uncaught_exception_stops_the_run_with_the_python_traceback() {
     ] {
         assert!(log.contains(expected), "expected `{expected}` in: {log}");
     }
-    assert!(!log.contains("bizon_plugin/destination.py"), "the SDK's own frame is left out: {log}");
+    assert!(
+        !log.contains("bizon_plugin/destination.py"),
+        "the SDK's own frame is left out: {log}"
+    );
     assert!(!dir.path().join("out/out.jsonl").exists());
 }
 
@@ -205,7 +218,14 @@ fn bizon_plugin_build_makes_a_component_that_passes_plugin_test() {
         Command::new(root().join(".venv/bin/bizon-plugin"))
             .current_dir(dir.path())
             .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-            .args(["build", "shout.py", "-o", "shout.wasm", "--bizon-host", env!("CARGO_BIN_EXE_bizon-host")])
+            .args([
+                "build",
+                "shout.py",
+                "-o",
+                "shout.wasm",
+                "--bizon-host",
+                env!("CARGO_BIN_EXE_bizon-host"),
+            ])
             .args(extra)
             .output()
             .unwrap()
@@ -213,7 +233,10 @@ fn bizon_plugin_build_makes_a_component_that_passes_plugin_test() {
     let output = build(&["--plugin-config", r#"{"dir": "/out"}"#, "--allow-dir", "out:/out:rw"]);
     let log = text(&output);
     assert!(output.status.success(), "{log}");
-    assert!(log.contains("PASS  write: unicode: 3 row(s)") && log.contains("PASS  finalize"), "{log}");
+    assert!(
+        log.contains("PASS  write: unicode: 3 row(s)") && log.contains("PASS  finalize"),
+        "{log}"
+    );
     let loud = std::fs::read_to_string(dir.path().join("out/loud.txt")).unwrap();
     assert!(loud.contains(r#"{"EMOJI":"🚀🎉👩‍👩‍👧"}"#), "{loud}");
 
@@ -254,7 +277,10 @@ fn a_python_webhook_posts_every_batch_through_the_host_and_a_503_is_retried() {
         ),
     );
     // The granted dir of pipeline() is not needed here; its allow: is replaced.
-    let yaml = yaml.replace("    allow:\n      dirs: [{host: out, guest: /out, writable: true}]\n", "");
+    let yaml = yaml.replace(
+        "    allow:\n      dirs: [{host: out, guest: /out, writable: true}]\n",
+        "",
+    );
     let output = run(dir.path(), &yaml);
     assert!(output.status.success(), "{}", text(&output));
     let seen = server.seen();
@@ -264,8 +290,18 @@ fn a_python_webhook_posts_every_batch_through_the_host_and_a_503_is_retried() {
     assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("POST", "/in"));
     let mut ids: Vec<u64> = seen[1..]
         .iter()
-        .flat_map(|s| String::from_utf8(s.body.clone()).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
-        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()["id"].as_u64().unwrap())
+        .flat_map(|s| {
+            String::from_utf8(s.body.clone())
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..1000).collect::<Vec<_>>());
