@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds the Python plugins (plugins/python-*/app.py, tests/plugins/python-*/app.py)
 # with the repository's bizon-plugin SDK into target/wasm/python/<dir>.wasm
-# (python-jsonl -> python_jsonl.wasm). Installs componentize-py and the SDK
-# (editable, with pytest) into .venv on first use. A component newer than its
-# sources is left alone, so a second run takes well under a second.
+# (python-jsonl -> python_jsonl.wasm), and the JavaScript ones
+# (plugins/js-*/app.js, tests/plugins/js-*/app.js) with @bizon/plugin (sdk/js)
+# into target/wasm/js/<dir>.wasm. Installs componentize-py and the Python SDK
+# (editable, with pytest) into .venv, componentize-js into .tools/js, on first
+# use. A component newer than its sources is left alone, so a second run
+# takes well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,17 @@ for example in tests/plugins/python-mydest/app.py plugins/python-jsonl/app.py pl
     fi
 done
 
+# stale WASM SOURCE...: whether WASM is missing or older than a source.
+stale() {
+    local wasm=$1 source
+    shift
+    [[ -f $wasm ]] || return 0
+    for source in "$@"; do
+        [[ $source -nt $wasm ]] && return 0
+    done
+    return 1
+}
+
 out=target/wasm/python
 mkdir -p "$out"
 sdk_sources=$(find sdk/python/src -name '*.py' -o -name '*.wit')
@@ -32,13 +46,34 @@ for app in plugins/python-*/app.py tests/plugins/python-*/app.py; do
     [[ -f $app ]] || continue
     dir=$(basename "$(dirname "$app")")
     wasm="$out/${dir//-/_}.wasm"
-    stale=0
-    [[ -f $wasm ]] || stale=1
-    for source in "$(dirname "$app")"/*.py $sdk_sources; do
-        [[ $source -nt $wasm ]] && stale=1
-    done
-    if (( stale )); then
+    if stale "$wasm" "$(dirname "$app")"/*.py $sdk_sources; then
         .venv/bin/bizon-plugin build "$app" -o "$wasm" --no-check >/dev/null
+        printf '%8d KiB  %s\n' "$(( $(stat -c %s "$wasm") / 1024 ))" "$wasm"
+    fi
+done
+
+# @bizon/plugin runs with the componentize-js that install-componentize.sh
+# put in .tools/js (rolldown comes with it); published, it declares them.
+if ! cmp -s wit/destination.wit sdk/js/wit/destination.wit; then
+    echo "sdk/js/wit/destination.wit differs from wit/destination.wit" >&2
+    exit 1
+fi
+[[ -e sdk/js/node_modules ]] || ln -s ../../.tools/js/node_modules sdk/js/node_modules
+for example in plugins/js-summary/app.js; do
+    if [[ "$(cat docs/sdk-js.md)" != *"$(cat "$example")"* ]]; then
+        echo "docs/sdk-js.md no longer shows $example" >&2
+        exit 1
+    fi
+done
+out=target/wasm/js
+mkdir -p "$out"
+js_sources=$(find sdk/js/src sdk/js/bin -name '*.js')
+for app in plugins/js-*/app.js tests/plugins/js-*/app.js; do
+    [[ -f $app ]] || continue
+    dir=$(basename "$(dirname "$app")")
+    wasm="$out/${dir//-/_}.wasm"
+    if stale "$wasm" "$(dirname "$app")"/*.js $js_sources; then
+        node sdk/js/bin/bizon-plugin.js build "$app" -o "$wasm" --no-check >/dev/null
         printf '%8d KiB  %s\n' "$(( $(stat -c %s "$wasm") / 1024 ))" "$wasm"
     fi
 done

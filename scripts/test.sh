@@ -20,6 +20,8 @@ bash scripts/install-componentize.sh
 # The Python SDK's own tests, in plain CPython (scripts/build-sdk-plugins.sh,
 # called by build-plugins.sh above, installed it and pytest into .venv).
 .venv/bin/python -m pytest -q -p no:cacheprovider sdk/python/tests
+# The JavaScript SDK's own tests, in Node.
+node --test sdk/js/test/ >/dev/null
 # Release: wasmtime compiles plugins many times faster optimized, and the
 # end-to-end tests start the binary hundreds of times.
 cargo test --release --workspace "$@"

@@ -1,0 +1,150 @@
+// What runs the same in Node (the SDK's tests) and in the component: the
+// batch view, the errors an author throws, and the rules that turn what
+// their functions return or throw into what the host understands.
+
+export class Retryable extends Error {
+  // A passing failure: the host retries the whole batch with backoff.
+  constructor(message) {
+    super(message);
+    this.name = 'Retryable';
+  }
+}
+
+export class Rejected extends Error {
+  // These rows were refused and the others written. `rows`: an object or Map
+  // {rowIndex: reason}, or an array of [rowIndex, reason] (or bare indexes).
+  constructor(rows, reason = 'rejected') {
+    const entries = rows instanceof Map ? [...rows] : Array.isArray(rows) ? rows : Object.entries(rows);
+    const list = entries.map((r) => (Array.isArray(r) ? [Number(r[0]), String(r[1])] : [Number(r), reason]));
+    super(`${list.length} row(s) rejected`);
+    this.name = 'Rejected';
+    this.rows = list;
+  }
+}
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
+
+// u64 values arrive as BigInt under StarlingMonkey; authors get Numbers.
+export function toNumber(value) {
+  return typeof value === 'bigint' ? Number(value) : value;
+}
+
+export class Row {
+  // One NDJSON row: Bizon's columns as properties; `data` is source_data
+  // parsed on first use.
+  constructor(fields, index) {
+    Object.assign(this, fields);
+    Object.defineProperty(this, 'index', { value: index });
+  }
+
+  get data() {
+    const data = JSON.parse(this.source_data);
+    Object.defineProperty(this, 'data', { value: data });
+    return data;
+  }
+}
+
+export class Batch {
+  constructor(rows, info) {
+    this.rows = rows;
+    this.destinationId = info.destinationId;
+    this.sequence = toNumber(info.sequence);
+    this.numRows = toNumber(info.numRows);
+  }
+
+  static fromNdjson(bytes, info) {
+    const text = typeof bytes === 'string' ? bytes : new TextDecoder().decode(bytes);
+    const rows = [];
+    for (const line of text.split('\n')) {
+      if (line.length > 0) rows.push(new Row(JSON.parse(line), rows.length));
+    }
+    return new Batch(rows, info);
+  }
+
+  get length() {
+    return this.rows.length;
+  }
+
+  column(name) {
+    return this.rows.map((r) => r[name]);
+  }
+
+  [Symbol.iterator]() {
+    return this.rows[Symbol.iterator]();
+  }
+}
+
+function describe(error) {
+  if (error instanceof Error) return error.stack && error.stack.includes(error.message) ? error.stack : `${error.name}: ${error.message}\n${error.stack || ''}`.trim();
+  try {
+    return `thrown: ${JSON.stringify(error)}`;
+  } catch {
+    return `thrown: ${String(error)}`;
+  }
+}
+
+// The exports componentize-js wants, around an author's spec. Errors are
+// thrown as the contract's values: a string for open/check/finalize, a
+// write-error variant ({tag, val}) for writeRecords. Anything else thrown
+// out of an export (an Error object) traps as "invalid variant tag".
+export function makeDestination(spec, { name = spec.name || 'js-plugin', version = spec.version || '0.1.0' } = {}) {
+  if (typeof spec.writeRecords !== 'function') {
+    throw new TypeError('defineDestination: writeRecords(batch) is required');
+  }
+  let opened = false;
+  const step = (label, fn) => {
+    try {
+      const result = fn();
+      if (result === false) throw `${label} returned false`;
+    } catch (error) {
+      if (typeof error === 'string') throw error;
+      throw `${label}: ${describe(error)}`;
+    }
+  };
+  return {
+    describe() {
+      return { name, version, inputFormat: 'ndjson' };
+    },
+    open(config) {
+      step('open', () => spec.open && spec.open(JSON.parse(config)));
+      opened = true;
+    },
+    checkConnection() {
+      if (!opened) throw 'checkConnection called before open succeeded';
+      step('checkConnection', () => spec.checkConnection && spec.checkConnection());
+    },
+    writeRecords(info, bytes) {
+      if (!opened) throw { tag: 'fatal', val: 'writeRecords called before open succeeded' };
+      let result;
+      try {
+        result = spec.writeRecords(Batch.fromNdjson(bytes, info));
+      } catch (error) {
+        if (error instanceof Retryable) throw { tag: 'retryable', val: error.message || 'Retryable' };
+        if (error instanceof Rejected) {
+          throw { tag: 'rejected', val: error.rows.map(([row, reason]) => ({ row: BigInt(row), reason })) };
+        }
+        throw { tag: 'fatal', val: `writeRecords: ${describe(error)}` };
+      }
+      if (result === undefined || result === true) return BigInt(info.numRows);
+      if (typeof result === 'number' || typeof result === 'bigint') return BigInt(result);
+      throw { tag: 'fatal', val: `writeRecords returned ${String(result)}; return nothing or the row count` };
+    },
+    finalize() {
+      step('finalize', () => spec.finalize && spec.finalize());
+    },
+  };
+}
+
+// log.info(...), log.warn(...): to the host's log. An unknown level is a
+// TypeError at the call, not a trap in the host.
+export function makeLog(hostLog) {
+  const line = (level, parts) => parts.map((p) => (typeof p === 'string' ? p : JSON.stringify(p, (_, v) => (typeof v === 'bigint' ? v.toString() : v)))).join(' ');
+  const log = (level, ...parts) => {
+    if (!LOG_LEVELS.includes(level)) {
+      throw new TypeError(`unknown log level ${JSON.stringify(level)}: use ${LOG_LEVELS.join(', ')}`);
+    }
+    hostLog(level, line(level, parts));
+  };
+  for (const level of LOG_LEVELS) log[level] = (...parts) => log(level, ...parts);
+  return log;
+}

@@ -1,0 +1,118 @@
+//! JavaScript destinations built with the @bizon/plugin SDK (sdk/js), run by
+//! the binary on pipeline files: plugins/js-summary and the test plugin
+//! tests/plugins/js-faults. The components are built by
+//! scripts/build-sdk-plugins.sh (called by build-plugins.sh).
+
+#[path = "support/guests.rs"]
+mod guests;
+
+use guests::{root, text};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn js_wasm(name: &str) -> PathBuf {
+    // Builds every guest, the JavaScript ones included, once per test binary.
+    guests::wasm("bench_sum");
+    root().join("target/wasm/js").join(format!("{name}.wasm"))
+}
+
+fn run(dir: &Path, yaml: &str) -> Output {
+    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
+        .args(["run", "pipeline.yaml", "--result-json", "result.json", "--no-progress"])
+        .output()
+        .unwrap()
+}
+
+fn pipeline(plugin: &str, total: u64, ids: &str, plugin_config: &str, extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: js\nsource:\n  name: dummy\n  total_records: {total}\n  page_size: 100\n  destination_ids: [{ids}]\n\
+         destination:\n  name: wasm\n  config:\n    plugin: {}\n    plugin_config: {plugin_config}\n{extra}",
+        js_wasm(plugin).display()
+    );
+    (dir, yaml)
+}
+
+fn result(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn every_record_reaches_a_js_destination_per_destination_id() {
+    let (dir, yaml) = pipeline("js_summary", 3000, "a, b, c", "{required: [id], sum: id}", "");
+    let output = run(dir.path(), &yaml);
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert_eq!(result(dir.path())["records_written"], 3000);
+    for (k, id) in ["a", "b", "c"].iter().enumerate() {
+        let sum: u64 = (0..3000u64).filter(|i| i % 3 == k as u64).sum();
+        assert!(
+            log.contains(&format!("{id}: 1000 records, id sum {sum}")),
+            "{id}: expected 1000 records summing to {sum} in: {log}"
+        );
+    }
+}
+
+#[test]
+fn a_thrown_retryable_is_retried_and_every_record_counted_once() {
+    let (dir, yaml) = pipeline(
+        "js_faults",
+        1000,
+        "t",
+        "{fail: retry_once}",
+        "    buffer_size: 0\n    retry: {max_attempts: 3, initial_backoff_ms: 1, max_backoff_ms: 5}\n",
+    );
+    let output = run(dir.path(), &yaml);
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert_eq!(log.matches("write failed, retrying").count(), 10, "{log}");
+    assert!(log.contains("busy on batch 0, try again"), "{log}");
+    let sum: u64 = (0..1000).sum();
+    assert!(log.contains(&format!("took 1000 records, id sum {sum}")), "{log}");
+}
+
+#[test]
+fn rejected_rows_are_reported_by_row() {
+    let (dir, yaml) = pipeline("js_faults", 100, "t", "{fail: reject}", "    buffer_size: 0\n");
+    let output = run(dir.path(), &yaml);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let result = result(dir.path());
+    assert_eq!(result["records_rejected"], 10);
+    assert_eq!(result["records_written"], 90);
+    let mut rejected: Vec<(u64, String)> = result["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source_record_id"].as_str().unwrap().parse().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rejected.sort();
+    let expected: Vec<(u64, String)> = (0..10)
+        .map(|k| (10 * k + 7, format!("id {} ends in 7", 10 * k + 7)))
+        .collect();
+    assert_eq!(rejected, expected);
+}
+
+#[test]
+fn a_thrown_error_stops_the_run_with_the_js_stack_not_a_variant_tag_trap() {
+    let (dir, yaml) = pipeline("js_faults", 100, "t", "{fail: crash}", "");
+    let output = run(dir.path(), &yaml);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    for expected in [
+        "js_faults.wasm: writeRecords: TypeError:",
+        "parseAmount@",
+        "(after 1 attempt(s))",
+    ] {
+        assert!(log.contains(expected), "expected `{expected}` in: {log}");
+    }
+    assert!(!log.contains("invalid variant tag"), "{log}");
+}
