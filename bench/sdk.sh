@@ -5,7 +5,9 @@
 #    came) and the same with `fields` (every record parsed and re-encoded):
 #    records/s from the run's own duration_s, peak RSS.
 # 2. 100,000 records through tests/plugins/my-dest (Rust) and python-jsonl
-#    (Python), both appending each record's JSON to one file: component size,
+#    (Python), both appending each record's JSON to one file, and js-summary
+#    (JavaScript, which has no file access: it parses each record and sums a
+#    field): component size,
 #    compile (`plugin compile`, empty cache), first run (cold cache, whole
 #    process), warm run (whole process), records/s of the warm run, peak RSS.
 set -euo pipefail
@@ -16,6 +18,7 @@ cargo build -q --release -p bizon-host
 bin="$PWD/target/release/bizon-host"
 rust="$PWD/target/wasm/wasm32-wasip2/release/my_dest.wasm"
 python="$PWD/target/wasm/python/python_jsonl.wasm"
+js="$PWD/target/wasm/js/js_summary.wasm"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export BIZON_HOST_CACHE_DIR="$work/cache"
@@ -57,7 +60,8 @@ done
 echo
 echo "## 100,000 records, one file; sizes in MB, times in s"
 printf '| plugin | size MB | compile s | first run s | warm run s | records/s | RSS MB |\n|---|---|---|---|---|---|---|\n'
-for row in "Rust my-dest:$rust:{path: /out/records.jsonl}" "Python python-jsonl:$python:{dir: /out}"; do
+for row in "Rust my-dest:$rust:{path: /out/records.jsonl}" "Python python-jsonl:$python:{dir: /out}" \
+    "JavaScript js-summary:$js:{sum: id}"; do
     IFS=: read -r label wasm config <<<"$row"
     rm -rf "$BIZON_HOST_CACHE_DIR"
     compile=$("$bin" plugin compile "$wasm" | sed -n 's/.*compiled in \([0-9.]*\) ms.*/\1/p')
