@@ -23,7 +23,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export BIZON_HOST_CACHE_DIR="$work/cache"
 
-# run NAME TOTAL PLUGIN PLUGIN_CONFIG: one run, prints "wall_s records_per_s peak_rss_mb"
+# run NAME TOTAL PLUGIN PLUGIN_CONFIG [BUFFER_MB]: one run, prints "wall_s records_per_s peak_rss_mb"
 run() {
     local dir="$work/$1"
     rm -rf "$dir" && mkdir -p "$dir/out"
@@ -35,6 +35,7 @@ destination:
   config:
     plugin: $3
     plugin_config: $4
+    buffer_size: ${5:-50}
     allow:
       dirs: [{host: $dir/out, guest: /out, writable: true}]
 YAML
@@ -61,13 +62,15 @@ echo
 echo "## 100,000 records, one file; sizes in MB, times in s"
 printf '| plugin | size MB | compile s | first run s | warm run s | records/s | RSS MB |\n|---|---|---|---|---|---|---|\n'
 for row in "Rust my-dest:$rust:{path: /out/records.jsonl}" "Python python-jsonl:$python:{dir: /out}" \
-    "JavaScript js-summary:$js:{sum: id}"; do
+    "JavaScript js-summary (buffer_size 10):$js:{sum: id}"; do
     IFS=: read -r label wasm config <<<"$row"
+    buffer=50
+    [[ $wasm == "$js" ]] && buffer=10  # docs/sdk-js.md: StarlingMonkey's heap cap
     rm -rf "$BIZON_HOST_CACHE_DIR"
     compile=$("$bin" plugin compile "$wasm" | sed -n 's/.*compiled in \([0-9.]*\) ms.*/\1/p')
     rm -rf "$BIZON_HOST_CACHE_DIR"
-    read -r first _ _ < <(run first 100000 "$wasm" "$config")
-    read -r warm _ rss < <(run warm 100000 "$wasm" "$config")
+    read -r first _ _ < <(run first 100000 "$wasm" "$config" "$buffer")
+    read -r warm _ rss < <(run warm 100000 "$wasm" "$config" "$buffer")
     size=$(python3 -c "import os; print(f'{os.path.getsize(\"$wasm\") / 1e6:.1f}')")
     rps=$(python3 -c "print(f'{100000 / $warm / 1000:.0f}k')")
     printf '| %s | %s | %.2f | %s | %s | %s | %s |\n' "$label" "$size" "$(python3 -c "print($compile / 1000)")" "$first" "$warm" "$rps" "$rss"

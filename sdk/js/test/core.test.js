@@ -132,3 +132,23 @@ test('an empty batch has no rows', () => {
   assert.equal(b.length, 0);
   assert.deepEqual(b.column('source_data'), []);
 });
+
+test('a batch larger than one decoding chunk keeps every row, in order', () => {
+  const records = Array.from({ length: 60000 }, (_, i) => ({ id: i, pad: 'é'.repeat(40) }));
+  const b = Batch.fromNdjson(ndjson(records), info(records.length));
+  assert.equal(b.length, 60000);
+  assert.deepEqual(b.rows[59999].data, records[59999]);
+  assert.ok(b.rows.every((r, i) => r.index === i && r.source_record_id === String(i)));
+});
+
+test('running out of engine memory says which option to lower', () => {
+  const e = thrown(() =>
+    opened({
+      writeRecords() {
+        throw 'out of memory';
+      },
+    }).writeRecords(info(1), ndjson([{}])),
+  );
+  assert.equal(e.tag, 'fatal');
+  assert.match(e.val, /out of memory.*set buffer_size to 10 or less for a JavaScript plugin/);
+});
