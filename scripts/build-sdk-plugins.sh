@@ -58,8 +58,14 @@ if ! cmp -s wit/destination.wit sdk/js/wit/destination.wit; then
     echo "sdk/js/wit/destination.wit differs from wit/destination.wit" >&2
     exit 1
 fi
+for wit in sdk/js/wit/deps/*.wit; do
+    if ! cmp -s "$wit" "sdk/python/src/bizon_plugin/wit/deps/$(basename "$wit")"; then
+        echo "$wit differs from the WASI copy in sdk/python/src/bizon_plugin/wit/deps" >&2
+        exit 1
+    fi
+done
 [[ -e sdk/js/node_modules ]] || ln -s ../../.tools/js/node_modules sdk/js/node_modules
-for example in plugins/js-summary/app.js; do
+for example in plugins/js-summary/app.js plugins/js-jsonl/app.js; do
     if [[ "$(cat docs/sdk-js.md)" != *"$(cat "$example")"* ]]; then
         echo "docs/sdk-js.md no longer shows $example" >&2
         exit 1
@@ -67,7 +73,7 @@ for example in plugins/js-summary/app.js; do
 done
 out=target/wasm/js
 mkdir -p "$out"
-js_sources=$(find sdk/js/src sdk/js/bin -name '*.js')
+js_sources=$(find sdk/js/src sdk/js/bin sdk/js/wit -name "*.js" -o -name "*.wit")
 for app in plugins/js-*/app.js tests/plugins/js-*/app.js; do
     [[ -f $app ]] || continue
     dir=$(basename "$(dirname "$app")")

@@ -1,6 +1,6 @@
 //! JavaScript destinations built with the @bizon/plugin SDK (sdk/js), run by
-//! the binary on pipeline files: plugins/js-summary and the test plugin
-//! tests/plugins/js-faults. The components are built by
+//! the binary on pipeline files: plugins/js-summary, plugins/js-jsonl (the
+//! SDK's file helpers) and the test plugin tests/plugins/js-faults. The components are built by
 //! scripts/build-sdk-plugins.sh (called by build-plugins.sh).
 
 #[path = "support/guests.rs"]
@@ -115,4 +115,76 @@ fn a_thrown_error_stops_the_run_with_the_js_stack_not_a_variant_tag_trap() {
         assert!(log.contains(expected), "expected `{expected}` in: {log}");
     }
     assert!(!log.contains("invalid variant tag"), "{log}");
+}
+
+/// `out/` granted writable at /out and `in/` read-only at /in.
+const GRANTS: &str = "    allow:\n      dirs: [{host: out, guest: /out, writable: true}, {host: in, guest: /in}]\n";
+
+fn granted(dir: &Path) {
+    std::fs::create_dir(dir.join("out")).unwrap();
+    std::fs::create_dir(dir.join("in")).unwrap();
+}
+
+#[test]
+fn every_record_lands_in_a_file_in_the_granted_directory() {
+    let (dir, yaml) = pipeline("js_jsonl", 3000, "a, b, c", "{dir: /out/records}", GRANTS);
+    granted(dir.path());
+    let output = run(dir.path(), &yaml);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(result(dir.path())["records_written"], 3000);
+    for (k, id) in ["a", "b", "c"].iter().enumerate() {
+        let path = dir.path().join(format!("out/records/{id}.jsonl"));
+        let content = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let records: Vec<serde_json::Value> = content.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        ids.sort_unstable();
+        let expected: Vec<u64> = (0..3000).filter(|i| i % 3 == k as u64).collect();
+        assert_eq!(ids, expected, "{id}: every record once");
+        let five = records.iter().find(|r| r["id"] == 3 * 5 + k as u64).unwrap();
+        assert_eq!(five["name"], format!("bizon-{}", 15 + k), "{id}: the record as sent");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out/records"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.ends_with(".jsonl"))
+        .collect();
+    assert!(leftovers.is_empty(), "the connection check cleans up: {leftovers:?}");
+}
+
+#[test]
+fn a_write_outside_the_grants_is_denied_naming_the_path_and_the_grants() {
+    let (dir, yaml) = pipeline("js_jsonl", 100, "t", "{dir: /etc}", GRANTS);
+    granted(dir.path());
+    let output = run(dir.path(), &yaml);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(
+            "/etc/.bizon-check: not inside a directory granted to this plugin (granted: /out (writable), /in (read-only))"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn a_write_under_a_read_only_grant_is_denied() {
+    let (dir, yaml) = pipeline("js_jsonl", 100, "t", "{dir: /in/sub}", GRANTS);
+    granted(dir.path());
+    let output = run(dir.path(), &yaml);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("/in/sub/.bizon-check: /in is granted read-only; set writable: true on it in allow.dirs"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("in")).unwrap().count(),
+        0,
+        "nothing written"
+    );
 }

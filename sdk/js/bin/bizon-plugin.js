@@ -56,7 +56,7 @@ async function build(opts) {
     const { component } = await componentize({
       sourcePath: source,
       witPath: join(sdk, 'wit'),
-      worldName: 'plugin',
+      worldName: 'js-plugin',
       // The HTTP server features pull in wasi:http exports a destination
       // must not have (REFERENCE section 7).
       disableFeatures: ['http', 'fetch-event'],

@@ -1,15 +1,22 @@
 // @bizon/plugin: a bizon-host destination in JavaScript.
 //
-//   import { defineDestination, log, Retryable, Rejected } from '@bizon/plugin';
+//   import { defineDestination, files, log, Retryable, Rejected } from '@bizon/plugin';
 //   export const destination = defineDestination({ open, checkConnection, writeRecords, finalize });
 //
 // Built into a component by `npx bizon-plugin build app.js -o my_dest.wasm`.
 import { log as hostLog } from 'bizon:destination/host@0.1.0';
+import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 import { makeDestination, makeLog } from './core.js';
+import { makeFiles } from './files.js';
 
 export { Batch, Rejected, Retryable, Row } from './core.js';
 
+export { FileError } from './files.js';
+
 export const log = makeLog(hostLog);
+
+// files.write/append/read/readBytes/list/remove over allow.dirs.
+export const files = makeFiles(getDirectories);
 
 export function defineDestination(spec) {
   return makeDestination(spec);
