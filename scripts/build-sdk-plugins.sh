@@ -53,7 +53,8 @@ for app in plugins/python-*/app.py tests/plugins/python-*/app.py; do
 done
 
 # @bizon/plugin runs with the componentize-js that install-componentize.sh
-# put in .tools/js (rolldown comes with it); published, it declares them.
+# put in .tools/js (rolldown comes with it) and apache-arrow added there;
+# published, it declares them.
 if ! cmp -s wit/destination.wit sdk/js/wit/destination.wit; then
     echo "sdk/js/wit/destination.wit differs from wit/destination.wit" >&2
     exit 1
@@ -64,6 +65,10 @@ for wit in sdk/js/wit/deps/*.wit; do
         exit 1
     fi
 done
+# apache-arrow, for @bizon/plugin/arrow (bundled into the plugins that use it).
+if [[ ! -f .tools/js/node_modules/apache-arrow/package.json ]]; then
+    (cd .tools/js && npm install --silent --no-audit --no-fund apache-arrow@21.2.0 >/dev/null)
+fi
 [[ -e sdk/js/node_modules ]] || ln -s ../../.tools/js/node_modules sdk/js/node_modules
 for example in plugins/js-summary/app.js plugins/js-jsonl/app.js; do
     if [[ "$(cat docs/sdk-js.md)" != *"$(cat "$example")"* ]]; then

@@ -1,6 +1,7 @@
 //! JavaScript destinations built with the @bizon/plugin SDK (sdk/js), run by
 //! the binary on pipeline files: plugins/js-summary, plugins/js-jsonl (the
-//! SDK's file helpers) and the test plugin tests/plugins/js-faults. The components are built by
+//! SDK's file helpers) and the test plugins tests/plugins/js-faults and
+//! js-arrow (Arrow input through apache-arrow). The components are built by
 //! scripts/build-sdk-plugins.sh (called by build-plugins.sh).
 
 #[path = "support/guests.rs"]
@@ -125,6 +126,14 @@ fn granted(dir: &Path) {
     std::fs::create_dir(dir.join("in")).unwrap();
 }
 
+fn lines(path: PathBuf) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn every_record_lands_in_a_file_in_the_granted_directory() {
     let (dir, yaml) = pipeline("js_jsonl", 3000, "a, b, c", "{dir: /out/records}", GRANTS);
@@ -133,9 +142,7 @@ fn every_record_lands_in_a_file_in_the_granted_directory() {
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(result(dir.path())["records_written"], 3000);
     for (k, id) in ["a", "b", "c"].iter().enumerate() {
-        let path = dir.path().join(format!("out/records/{id}.jsonl"));
-        let content = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let records: Vec<serde_json::Value> = content.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let records = lines(dir.path().join(format!("out/records/{id}.jsonl")));
         let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
         ids.sort_unstable();
         let expected: Vec<u64> = (0..3000).filter(|i| i % 3 == k as u64).collect();
@@ -187,4 +194,55 @@ fn a_write_under_a_read_only_grant_is_denied() {
         0,
         "nothing written"
     );
+}
+
+#[test]
+fn arrow_batches_reach_a_js_destination_column_by_column() {
+    let (dir, yaml) = pipeline("js_arrow", 3000, "a, b, c", "{}", GRANTS);
+    granted(dir.path());
+    let output = run(dir.path(), &yaml);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(result(dir.path())["records_written"], 3000);
+    for (k, id) in ["a", "b", "c"].iter().enumerate() {
+        let records = lines(dir.path().join(format!("out/{id}.jsonl")));
+        let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        ids.sort_unstable();
+        let expected: Vec<u64> = (0..3000).filter(|i| i % 3 == k as u64).collect();
+        assert_eq!(ids, expected, "{id}: every record once");
+        let five = records.iter().find(|r| r["id"] == 3 * 5 + k as u64).unwrap();
+        assert_eq!(five["name"], format!("bizon-{}", 15 + k), "{id}: source_data as sent");
+    }
+}
+
+#[test]
+fn unnested_typed_columns_reach_js_through_arrow_as_typed_values() {
+    let schema = "[{name: id, type: INTEGER, mode: REQUIRED}, {name: name, type: STRING}, \
+                  {name: active, type: BOOLEAN}, {name: score, type: FLOAT}, {name: tags, type: STRING, mode: REPEATED}]";
+    let schemas: String = ["a", "b"]
+        .iter()
+        .map(|id| format!("      - {{destination_id: {id}, record_schema: {schema}}}\n"))
+        .collect();
+    let (dir, yaml) = pipeline(
+        "js_arrow",
+        600,
+        "a, b",
+        "{}",
+        &format!("    unnest: true\n    record_schemas:\n{schemas}{GRANTS}"),
+    );
+    granted(dir.path());
+    let output = run(dir.path(), &yaml);
+    assert!(output.status.success(), "{}", text(&output));
+    let records = lines(dir.path().join("out/b.jsonl"));
+    assert_eq!(records.len(), 300);
+    for r in &records {
+        let i = r["id"].as_u64().unwrap();
+        // JSON.stringify writes 1.0 as 1: the float compared as a number.
+        assert_eq!(r["score"].as_f64(), Some(i as f64 * 0.5), "{r}");
+        let mut rest = r.clone();
+        rest.as_object_mut().unwrap().remove("score");
+        let expected = serde_json::json!({
+            "id": i, "name": format!("bizon-{i}"), "active": i % 2 == 0, "tags": ["a", "b"],
+        });
+        assert_eq!(rest, expected);
+    }
 }

@@ -42,7 +42,8 @@ async function build(opts) {
     input: opts.app,
     platform: 'neutral',
     external: [/^(bizon|wasi):/],
-    resolve: { alias: { '@bizon/plugin': join(sdk, 'src/index.js') } },
+    // neutral ignores package.json main fields unless named (flatbuffers, under apache-arrow, has only main).
+    resolve: { mainFields: ['module', 'main'], alias: { '@bizon/plugin/arrow': join(sdk, 'src/arrow.js'), '@bizon/plugin': join(sdk, 'src/index.js') } },
     logLevel: 'warn',
   });
   const { output } = await bundle.generate({ format: 'esm' });

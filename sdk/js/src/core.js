@@ -88,6 +88,9 @@ export class Batch {
   }
 }
 
+// The default input: NDJSON rows, decoded by the SDK.
+export const ndjson = Object.freeze({ format: 'ndjson', decode: (bytes, info) => Batch.fromNdjson(bytes, info) });
+
 function describe(error) {
   if (error instanceof Error) return error.stack && error.stack.includes(error.message) ? error.stack : `${error.name}: ${error.message}\n${error.stack || ''}`.trim();
   try {
@@ -103,7 +106,7 @@ function memoryHint(error, bytes) {
   const text = error instanceof Error ? error.message : String(error);
   if (!/out of memory/i.test(text)) return '';
   const mb = (bytes.length / 2 ** 20).toFixed(1);
-  return ` (a batch of ${mb} MB of NDJSON: set buffer_size to 10 or less for a JavaScript plugin)`;
+  return ` (a batch of ${mb} MB: set buffer_size to 10 or less for a JavaScript plugin)`;
 }
 
 // The exports componentize-js wants, around an author's spec. Errors are
@@ -113,6 +116,10 @@ function memoryHint(error, bytes) {
 export function makeDestination(spec, { name = spec.name || 'js-plugin', version = spec.version || '0.1.0' } = {}) {
   if (typeof spec.writeRecords !== 'function') {
     throw new TypeError('defineDestination: writeRecords(batch) is required');
+  }
+  const input = spec.input ?? ndjson;
+  if (typeof input !== 'object' || typeof input.decode !== 'function') {
+    throw new TypeError(`defineDestination: input ${JSON.stringify(input)} is not an input: leave it out for NDJSON, or import { arrow } from '@bizon/plugin/arrow' and pass input: arrow`);
   }
   let opened = false;
   const step = (label, fn) => {
@@ -126,7 +133,7 @@ export function makeDestination(spec, { name = spec.name || 'js-plugin', version
   };
   return {
     describe() {
-      return { name, version, inputFormat: 'ndjson' };
+      return { name, version, inputFormat: input.format };
     },
     open(config) {
       step('open', () => spec.open && spec.open(JSON.parse(config)));
@@ -140,7 +147,7 @@ export function makeDestination(spec, { name = spec.name || 'js-plugin', version
       if (!opened) throw { tag: 'fatal', val: 'writeRecords called before open succeeded' };
       let result;
       try {
-        result = spec.writeRecords(Batch.fromNdjson(bytes, info));
+        result = spec.writeRecords(input.decode(bytes, info));
       } catch (error) {
         if (error instanceof Retryable) throw { tag: 'retryable', val: error.message || 'Retryable' };
         if (error instanceof Rejected) {
