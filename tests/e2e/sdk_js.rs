@@ -186,7 +186,7 @@ fn a_write_under_a_read_only_grant_is_denied() {
     let log = text(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(
-        log.contains("/in/sub/.bizon-check: /in is granted read-only; set writable: true on it in allow.dirs"),
+        log.contains("/in/sub/.bizon-check: /in is granted read-only; set writable: true on it in allow.dirs (:rw with --allow-dir)"),
         "{log}"
     );
     assert_eq!(

@@ -25,7 +25,7 @@ export function segments(path) {
 }
 
 export function describeGrants(grants) {
-  if (grants.length === 0) return 'no directory is granted: add allow.dirs to the pipeline';
+  if (grants.length === 0) return 'no directory is granted: add allow.dirs to the pipeline, or --allow-dir';
   return `granted: ${grants.map((g) => `/${g.segments.join('/')} (${g.writable ? 'writable' : 'read-only'})`).join(', ')}`;
 }
 
@@ -40,7 +40,7 @@ export function resolve(path, grants, { write = false } = {}) {
   }
   if (best === null) throw new FileError(`${path}: not inside a directory granted to this plugin (${describeGrants(grants)})`, 'not-granted');
   if (write && !best.writable) {
-    throw new FileError(`${path}: /${best.segments.join('/')} is granted read-only; set writable: true on it in allow.dirs`, 'read-only');
+    throw new FileError(`${path}: /${best.segments.join('/')} is granted read-only; set writable: true on it in allow.dirs (:rw with --allow-dir)`, 'read-only');
   }
   return { grant: best, rel: parts.slice(best.segments.length) };
 }

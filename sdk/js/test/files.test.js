@@ -44,9 +44,9 @@ test('outside every grant, or writing under a read-only one, says what is grante
   assert.equal(outside.message, '/etc/x: not inside a directory granted to this plugin (granted: /out (writable), /in (read-only))');
   const readOnly = thrown(() => resolve('/in/x', grants, { write: true }));
   assert.equal(readOnly.code, 'read-only');
-  assert.equal(readOnly.message, '/in/x: /in is granted read-only; set writable: true on it in allow.dirs');
+  assert.equal(readOnly.message, '/in/x: /in is granted read-only; set writable: true on it in allow.dirs (:rw with --allow-dir)');
   assert.deepEqual(resolve('/in/x', grants).rel, ['x'], 'reading under a read-only grant is fine');
-  assert.match(thrown(() => resolve('/x', [])).message, /no directory is granted: add allow\.dirs/);
+  assert.match(thrown(() => resolve('/x', [])).message, /no directory is granted: add allow\.dirs to the pipeline, or --allow-dir/);
 });
 
 // wasi:filesystem descriptors over a real directory, throwing WASI error
