@@ -4,10 +4,10 @@
 # 1. `dummy` N records -> the python-jsonl plugin (Arrow, source_data as it
 #    came) and the same with `fields` (every record parsed and re-encoded):
 #    records/s from the run's own duration_s, peak RSS.
-# 2. 100,000 records through tests/plugins/my-dest (Rust) and python-jsonl
-#    (Python), both appending each record's JSON to one file, and js-summary
-#    (JavaScript, which has no file access: it parses each record and sums a
-#    field): component size,
+# 2. 100,000 records through tests/plugins/my-dest (Rust), python-jsonl
+#    (Python), js-jsonl (JavaScript, NDJSON) and tests/plugins/js-arrow
+#    (JavaScript, Arrow), each appending each record's JSON to one file, and
+#    js-summary (JavaScript: parses each record and sums a field): component size,
 #    compile (`plugin compile`, empty cache), first run (cold cache, whole
 #    process), warm run (whole process), records/s of the warm run, peak RSS.
 set -euo pipefail
@@ -19,6 +19,8 @@ bin="$PWD/target/release/bizon-host"
 rust="$PWD/target/wasm/wasm32-wasip2/release/my_dest.wasm"
 python="$PWD/target/wasm/python/python_jsonl.wasm"
 js="$PWD/target/wasm/js/js_summary.wasm"
+js_jsonl="$PWD/target/wasm/js/js_jsonl.wasm"
+js_arrow="$PWD/target/wasm/js/js_arrow.wasm"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export BIZON_HOST_CACHE_DIR="$work/cache"
@@ -62,10 +64,12 @@ echo
 echo "## 100,000 records, one file; sizes in MB, times in s"
 printf '| plugin | size MB | compile s | first run s | warm run s | records/s | RSS MB |\n|---|---|---|---|---|---|---|\n'
 for row in "Rust my-dest:$rust:{path: /out/records.jsonl}" "Python python-jsonl:$python:{dir: /out}" \
+    "JavaScript js-jsonl (NDJSON, buffer_size 10):$js_jsonl:{dir: /out}" \
+    "JavaScript js-arrow (Arrow, buffer_size 10):$js_arrow:{}" \
     "JavaScript js-summary (buffer_size 10):$js:{sum: id}"; do
     IFS=: read -r label wasm config <<<"$row"
     buffer=50
-    [[ $wasm == "$js" ]] && buffer=10  # docs/sdk-js.md: StarlingMonkey's heap cap
+    [[ $label == JavaScript* ]] && buffer=10  # docs/sdk-js.md: StarlingMonkey's heap cap
     rm -rf "$BIZON_HOST_CACHE_DIR"
     compile=$("$bin" plugin compile "$wasm" | sed -n 's/.*compiled in \([0-9.]*\) ms.*/\1/p')
     rm -rf "$BIZON_HOST_CACHE_DIR"
