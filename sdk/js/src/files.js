@@ -127,7 +127,9 @@ export function makeFiles(getDirectories) {
 
   function writeAt(path, file, bytes, offset) {
     for (let done = 0; done < bytes.length; ) {
-      done += Number(wasiCall(path, 'writing', () => file.write(bytes.subarray(done), offset + BigInt(done))));
+      const n = Number(wasiCall(path, 'writing', () => file.write(bytes.subarray(done), offset + BigInt(done))));
+      if (n === 0) throw new FileError(`${path}: writing: no byte written at offset ${offset + BigInt(done)}`, 'io');
+      done += n;
     }
   }
 

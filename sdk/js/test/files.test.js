@@ -49,6 +49,10 @@ test('outside every grant, or writing under a read-only one, says what is grante
   assert.match(thrown(() => resolve('/x', [])).message, /no directory is granted: add allow\.dirs to the pipeline, or --allow-dir/);
 });
 
+// What componentize-js's resources are dropped by (Symbol.dispose is missing
+// from early Node 20 releases).
+const DISPOSE = Symbol.dispose ?? Symbol.for('dispose');
+
 // wasi:filesystem descriptors over a real directory, throwing WASI error
 // codes the way componentize-js does (an error whose payload is the code).
 class Descriptor {
@@ -102,12 +106,12 @@ class Descriptor {
   }
   readDirectory() {
     const names = fs.readdirSync(this.path).reverse();
-    return { readDirectoryEntry: () => (names.length ? { name: names.pop() } : undefined), [Symbol.dispose]() {} };
+    return { readDirectoryEntry: () => (names.length ? { name: names.pop() } : undefined), [DISPOSE]() {} };
   }
   unlinkFileAt(p) {
     Descriptor.wasi(() => fs.unlinkSync(join(this.path, p)));
   }
-  [Symbol.dispose]() {
+  [DISPOSE]() {
     this.disposed = true;
   }
 }
