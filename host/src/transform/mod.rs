@@ -212,7 +212,7 @@ impl Chain {
                         error.reason
                     )));
                 };
-                let reason = crate::plugin::text::sanitize(&error.reason, crate::plugin::instance::MAX_ERROR_BYTES);
+                let reason = multiline(&error.reason);
                 failed.push(Failed {
                     reason: match step.python {
                         // The runtime names the transform (and its traceback) itself.
@@ -257,6 +257,14 @@ pub async fn check(pipeline: &crate::config::Pipeline) -> Result<usize, ConfigEr
         chain.worker().await?;
     }
     Ok(pipeline.transforms.len())
+}
+
+/// A transform's error text (a traceback), bounded, each line escaped as a
+/// plugin's text is and the lines after the first indented, so that it reads
+/// as one block and cannot pass for a log line of the host.
+fn multiline(text: &str) -> String {
+    let bounded = crate::plugin::text::sanitize_lines(text, crate::plugin::instance::MAX_ERROR_BYTES);
+    bounded.join("\n    ")
 }
 
 /// A record a transform failed on, and why.
