@@ -67,10 +67,10 @@ pub trait Transform: Sized + 'static {
 #[doc(hidden)]
 pub mod export {
     use super::*;
+    use crate::bindings::bizon::destination::types::InputFormat;
     pub use crate::transform_bindings::exports::bizon::destination::transform::{
         Guest, RecordError, TransformInfo, Transformed,
     };
-    use crate::bindings::bizon::destination::types::InputFormat;
 
     thread_local! {
         static STATE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };

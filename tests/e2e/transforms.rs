@@ -97,7 +97,8 @@ fn bizons_transform_examples_give_the_records_bizon_wrote() {
     }
 }
 
-const RAISES_ON_3: &str = "transforms:\n  - label: boom\n    python: |\n      if data['id'] == 3:\n          data['x'] = 1 / 0\n";
+const RAISES_ON_3: &str =
+    "transforms:\n  - label: boom\n    python: |\n      if data['id'] == 3:\n          data['x'] = 1 / 0\n";
 
 #[test]
 fn a_raising_transform_stops_the_run_naming_label_record_and_traceback() {
@@ -119,11 +120,7 @@ fn a_raising_transform_stops_the_run_naming_label_record_and_traceback() {
 
 #[test]
 fn with_a_dead_letter_a_failing_record_goes_there_and_the_rest_is_written() {
-    let (dir, output) = run(&dummy_pipeline(
-        250,
-        RAISES_ON_3,
-        "dead_letter:\n  path: dead.jsonl\n",
-    ));
+    let (dir, output) = run(&dummy_pipeline(250, RAISES_ON_3, "dead_letter:\n  path: dead.jsonl\n"));
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(result(dir.path())["records_written"], 249);
     let written = lines(&dir.path().join("out.json"));
@@ -132,14 +129,18 @@ fn with_a_dead_letter_a_failing_record_goes_there_and_the_rest_is_written() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["source_record_id"], "3");
     assert_eq!(dead[0]["destination_id"], "out");
-    assert!(dead[0]["reason"].as_str().unwrap().contains("ZeroDivisionError"), "{dead:?}");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("ZeroDivisionError"),
+        "{dead:?}"
+    );
     let data: Value = serde_json::from_str(dead[0]["source_data"].as_str().unwrap()).unwrap();
     assert_eq!(data["id"], 3);
 }
 
 #[test]
 fn a_transform_may_reassign_data_and_records_keep_their_metadata() {
-    let transforms = "transforms:\n  - label: reshape\n    python: |\n      data = {'who': data['name'], 'n': data['id'] * 2}\n";
+    let transforms =
+        "transforms:\n  - label: reshape\n    python: |\n      data = {'who': data['name'], 'n': data['id'] * 2}\n";
     let (dir, output) = run(&dummy_pipeline(300, transforms, ""));
     assert!(output.status.success(), "{}", text(&output));
     let written = lines(&dir.path().join("out.json"));
@@ -161,11 +162,22 @@ fn code_that_does_not_compile_is_a_config_error_at_its_line() {
     std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
     let broken_line = yaml.lines().position(|l| l.contains("if x")).unwrap() + 1;
     for command in ["check", "run"] {
-        let output = bizon_host(dir.path()).args([command, "pipeline.yaml"]).output().unwrap();
+        let output = bizon_host(dir.path())
+            .args([command, "pipeline.yaml"])
+            .output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(2), "{command}: {}", text(&output));
         let want = format!("pipeline.yaml:{broken_line}:");
-        assert!(text(&output).contains(&want), "{command}: no `{want}` in {}", text(&output));
-        assert!(text(&output).contains("`broken` does not compile: SyntaxError"), "{}", text(&output));
+        assert!(
+            text(&output).contains(&want),
+            "{command}: no `{want}` in {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains("`broken` does not compile: SyntaxError"),
+            "{}",
+            text(&output)
+        );
     }
     assert!(!dir.path().join("out.json").exists());
 }
@@ -265,7 +277,10 @@ fn kafka_flatten_then_unnest(transform: &str) {
     broker.create_topic(&topic, 2);
     let producer = broker.producer();
     for i in 0..20 {
-        let value = format!(r#"{{"user_id": {i}, "email": "u{i}@example.com", "score": {}.5}}"#, i * 2);
+        let value = format!(
+            r#"{{"user_id": {i}, "email": "u{i}@example.com", "score": {}.5}}"#,
+            i * 2
+        );
         producer.send(&topic, i % 2, None, Some(value.as_bytes()), &[]);
     }
     producer.flush();
@@ -317,7 +332,10 @@ fn a_component_transform_names_the_records_it_refuses_and_its_config_errors() {
     let (dir, output) = run(&dummy_pipeline(5, &transforms, ""));
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let error = result(dir.path())["error"].as_str().unwrap().to_string();
-    assert!(error.contains("source_record_id `0`: transform `flatten`: source_data has no `value`"), "{error}");
+    assert!(
+        error.contains("source_record_id `0`: transform `flatten`: source_data has no `value`"),
+        "{error}"
+    );
 
     let transforms = format!(
         "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offst]}}\n",
@@ -326,5 +344,9 @@ fn a_component_transform_names_the_records_it_refuses_and_its_config_errors() {
     let (_dir, output) = run(&dummy_pipeline(5, &transforms, ""));
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("pipeline.yaml:12:"), "{}", text(&output));
-    assert!(text(&output).contains("refused its config (open): fields: `offst`"), "{}", text(&output));
+    assert!(
+        text(&output).contains("refused its config (open): fields: `offst`"),
+        "{}",
+        text(&output)
+    );
 }

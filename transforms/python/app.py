@@ -12,7 +12,8 @@ only its record, reported with the transform's label and the traceback.
 
 The world is `transformer` in wit/transform.wit; batches are NDJSON, one
 record a line: {"source_record_id", "source_timestamp", "destination_id",
-"source_data": <JSON value>}.
+"source_data": <JSON value>} in, {"row": <input index>, "source_data": ...}
+out (the record keeps its metadata).
 
 `open` takes {"transforms": [{"label": ..., "python": ...}]}. A transform that
 does not compile fails `open` with a JSON object {"transform": index,
@@ -39,6 +40,7 @@ import copy  # noqa: F401
 import dataclasses  # noqa: F401
 import datetime  # noqa: F401
 import decimal  # noqa: F401
+import encodings.idna  # noqa: F401 (socket resolves names through it)
 import enum  # noqa: F401
 import fractions  # noqa: F401
 import functools  # noqa: F401
@@ -141,8 +143,6 @@ class Transform(exports.Transform):
             except BaseException as error:
                 errors.append(RecordError(row=index, reason=f"transform `{label}` raised:\n{_traceback(error)}"))
                 continue
-            out.append(
-                '{"source_record_id": %s, "source_timestamp": %d, "destination_id": %s, "source_data": %s}'
-                % (_dumps(row["source_record_id"]), row["source_timestamp"], _dumps(row["destination_id"]), text)
-            )
+            # `row` stands for the input record's metadata (wit/transform.wit).
+            out.append('{"row":%d,"source_data":%s}' % (index, text))
         return Transformed(batch="\n".join(out).encode(), errors=errors)

@@ -305,10 +305,10 @@ impl Instance {
     pub async fn write(&mut self, info: &BatchInfo, batch: &[u8]) -> Result<Result<u64, WriteError>, PluginError> {
         self.sandbox.begin("write-records")?;
         let limits = self.sandbox.limits();
-        let call = self
-            .bindings
-            .bizon_destination_destination()
-            .call_write_records(&mut self.sandbox.store, info, batch);
+        let call =
+            self.bindings
+                .bizon_destination_destination()
+                .call_write_records(&mut self.sandbox.store, info, batch);
         let result = bounded(&limits, call).await;
         Ok(self.sandbox.end("write-records", result)?.map_err(|e| match e {
             WriteError::Retryable(m) => WriteError::Retryable(cap_error(m)),

@@ -25,8 +25,8 @@ pub mod bindings {
     });
 }
 
-pub use bindings::exports::bizon::destination::transform::{RecordError, TransformInfo, Transformed};
 pub use crate::plugin::InputFormat;
+pub use bindings::exports::bizon::destination::transform::{RecordError, TransformInfo, Transformed};
 
 /// A loaded, checked and pre-linked transform; instances are cheap.
 pub struct Component {
@@ -49,13 +49,10 @@ impl Component {
     /// A new instance, described and opened with the transform's config.
     pub async fn instantiate(&self) -> Result<Instance, OpenError> {
         let (mut sandbox, instance) = Sandbox::instantiate(&self.shared).await?;
-        let bindings =
-            bindings::Transformer::new(&mut sandbox.store, &instance).map_err(|e| sandbox.link_error(e))?;
+        let bindings = bindings::Transformer::new(&mut sandbox.store, &instance).map_err(|e| sandbox.link_error(e))?;
         let limits = sandbox.limits();
         sandbox.begin("describe")?;
-        let call = bindings
-            .bizon_destination_transform()
-            .call_describe(&mut sandbox.store);
+        let call = bindings.bizon_destination_transform().call_describe(&mut sandbox.store);
         let result = bounded(&limits, call).await;
         let info = sandbox.end("describe", result)?;
         sandbox.begin("open")?;

@@ -25,8 +25,8 @@ pub mod wire;
 
 use std::sync::Arc;
 
-pub use config::{Location, TransformKind, TransformSpec};
 pub(crate) use config::{check as check_entries, TransformEntry};
+pub use config::{Location, TransformKind, TransformSpec};
 pub use stage::Transformed;
 
 use crate::config::ConfigError;
@@ -74,9 +74,10 @@ impl Step {
         let first = &self.specs[0];
         self.component.instantiate().await.map_err(|e| match e {
             OpenError::Refused(message) if self.python => self.compile_error(&message),
-            OpenError::Refused(message) => first
-                .at
-                .error(format!("transform `{}` refused its config (open): {message}", first.label)),
+            OpenError::Refused(message) => first.at.error(format!(
+                "transform `{}` refused its config (open): {message}",
+                first.label
+            )),
             OpenError::Plugin(e) => first.at.error(format!("transform {}: {e}", self.labels())),
         })
     }
@@ -104,9 +105,10 @@ impl Step {
                     ),
                 )
             }
-            _ => self.specs[0]
-                .at
-                .error(format!("transform {}: the Python runtime refused it: {message}", self.labels())),
+            _ => self.specs[0].at.error(format!(
+                "transform {}: the Python runtime refused it: {message}",
+                self.labels()
+            )),
         }
     }
 }
@@ -202,7 +204,8 @@ impl Chain {
                 Err(e) => return Err(batch_error(e.to_string())),
             };
             let mut intern = wire::Interner::new(&records);
-            let next = wire::decode(format, &out.batch, &mut intern).map_err(|e| batch_error(e.to_string()))?;
+            let next =
+                wire::decode(format, &out.batch, &records, &mut intern).map_err(|e| batch_error(e.to_string()))?;
             for error in out.errors {
                 let Some(record) = usize::try_from(error.row).ok().and_then(|row| records.get(row)) else {
                     return Err(batch_error(format!(
@@ -276,7 +279,13 @@ pub struct Failed {
 
 async fn load_step(specs: &[TransformSpec]) -> Result<Component, ConfigError> {
     let first = &specs[0];
-    let labels = || specs.iter().map(|s| format!("`{}`", s.label)).collect::<Vec<_>>().join(", ");
+    let labels = || {
+        specs
+            .iter()
+            .map(|s| format!("`{}`", s.label))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let (path, config_json) = match &first.kind {
         TransformKind::Python { .. } => {
             let path = runtime::locate().map_err(|searched| {
@@ -307,6 +316,10 @@ async fn load_step(specs: &[TransformSpec]) -> Result<Component, ConfigError> {
     // Compiling is CPU work of seconds (CPython): off the async workers.
     let loaded = tokio::task::spawn_blocking(move || Component::load(&path, settings))
         .await
-        .map_err(|e| first.at.error(format!("loading transform `{}` crashed: {e}", first.label)))?;
+        .map_err(|e| {
+            first
+                .at
+                .error(format!("loading transform `{}` crashed: {e}", first.label))
+        })?;
     loaded.map_err(|e| first.at.error(format!("transform {}: {e}", labels())))
 }

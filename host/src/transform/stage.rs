@@ -140,6 +140,8 @@ async fn drive(
     loop {
         tokio::select! {
             biased;
+            // The pipeline is gone (the run ended): nothing more to pass on.
+            () = events.closed() => return,
             done = oldest(&mut in_flight) => {
                 in_flight.pop_front();
                 if !forward(done, &mut idle, &events).await {

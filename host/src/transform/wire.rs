@@ -74,28 +74,47 @@ pub fn encode(format: InputFormat, records: &[SourceRecord], out: &mut Vec<u8>) 
                 ],
             )
             .map_err(|e| WireError(e.to_string()))?;
-            let mut writer =
-                arrow_ipc::writer::StreamWriter::try_new(&mut *out, &batch.schema()).map_err(|e| WireError(e.to_string()))?;
+            let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut *out, &batch.schema())
+                .map_err(|e| WireError(e.to_string()))?;
             writer.write(&batch).map_err(|e| WireError(e.to_string()))?;
             writer.finish().map_err(|e| WireError(e.to_string()))
         }
     }
 }
 
+/// An output line. With `row` (the index of the input record it comes
+/// from), the metadata it leaves out is that record's.
 #[derive(Deserialize)]
 struct Row<'a> {
-    #[serde(borrow)]
-    source_record_id: std::borrow::Cow<'a, str>,
-    source_timestamp: i64,
+    #[serde(default)]
+    row: Option<usize>,
     #[serde(borrow, default)]
-    destination_id: Option<std::borrow::Cow<'a, str>>,
+    source_record_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    source_timestamp: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    destination_id: Option<Option<std::borrow::Cow<'a, str>>>,
     #[serde(borrow)]
     source_data: &'a RawValue,
 }
 
-/// The records a transform returned. `intern` reuses the input's
-/// destination_id strings rather than allocating one per record.
-pub fn decode(format: InputFormat, bytes: &[u8], intern: &mut Interner) -> Result<Vec<SourceRecord>, WireError> {
+/// `destination_id: null` (no destination_id) apart from a missing key.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The records a transform returned for `input`. `intern` reuses the
+/// input's destination_id strings rather than allocating one per record.
+pub fn decode(
+    format: InputFormat,
+    bytes: &[u8],
+    input: &[SourceRecord],
+    intern: &mut Interner,
+) -> Result<Vec<SourceRecord>, WireError> {
     match format {
         InputFormat::Ndjson => {
             let text = std::str::from_utf8(bytes).map_err(|e| WireError(format!("output is not UTF-8: {e}")))?;
@@ -103,13 +122,34 @@ pub fn decode(format: InputFormat, bytes: &[u8], intern: &mut Interner) -> Resul
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
                 .map(|(n, line)| {
-                    let row: Row = serde_json::from_str(line)
-                        .map_err(|e| WireError(format!("output line {}: {e}", n + 1)))?;
+                    let error = |message: String| WireError(format!("output line {}: {message}", n + 1));
+                    let row: Row = serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
+                    let from = match row.row {
+                        Some(i) => Some(input.get(i).ok_or_else(|| {
+                            error(format!("`row` {i} is not a row of the {}-row input", input.len()))
+                        })?),
+                        None => None,
+                    };
+                    let id = match (row.source_record_id, from) {
+                        (Some(id), _) => id.into_owned(),
+                        (None, Some(r)) => r.id.clone(),
+                        (None, None) => return Err(error("no `source_record_id` and no `row`".into())),
+                    };
+                    let timestamp_us = match (row.source_timestamp, from) {
+                        (Some(t), _) => t,
+                        (None, Some(r)) => r.timestamp_us,
+                        (None, None) => return Err(error("no `source_timestamp` and no `row`".into())),
+                    };
+                    let destination_id = match (row.destination_id, from) {
+                        (Some(d), _) => d.map(|d| intern.get(&d)),
+                        (None, Some(r)) => r.destination_id.clone(),
+                        (None, None) => None,
+                    };
                     Ok(SourceRecord {
-                        id: row.source_record_id.into_owned(),
-                        timestamp_us: row.source_timestamp,
+                        id,
+                        timestamp_us,
                         data: row.source_data.get().to_string(),
-                        destination_id: row.destination_id.map(|d| intern.get(&d)),
+                        destination_id,
                     })
                 })
                 .collect()
@@ -201,14 +241,46 @@ mod tests {
         for format in [InputFormat::Ndjson, InputFormat::ArrowIpc] {
             let mut out = Vec::new();
             encode(format, &records(), &mut out).unwrap();
-            let back = decode(format, &out, &mut Interner::new(&records())).unwrap();
+            let back = decode(format, &out, &[], &mut Interner::new(&records())).unwrap();
             assert_eq!(back, records(), "{format:?}");
         }
     }
 
     #[test]
     fn a_bad_output_line_is_named() {
-        let err = decode(InputFormat::Ndjson, b"{\"source_record_id\":\"1\"}\n", &mut Interner::default()).unwrap_err();
+        let decode = |text: &str| {
+            decode(
+                InputFormat::Ndjson,
+                text.as_bytes(),
+                &records(),
+                &mut Interner::default(),
+            )
+        };
+        let err = decode("{\"source_record_id\":\"1\"}\n").unwrap_err();
         assert!(err.to_string().starts_with("output line 1:"), "{err}");
+        let err = decode("{\"row\":2,\"source_data\":{}}\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`row` 2 is not a row of the 2-row input"),
+            "{err}"
+        );
+        let err = decode("{\"source_timestamp\":1,\"source_data\":{}}\n").unwrap_err();
+        assert!(err.to_string().contains("no `source_record_id` and no `row`"), "{err}");
+    }
+
+    #[test]
+    fn a_row_index_stands_for_the_metadata_left_out() {
+        let out = "{\"row\":0,\"source_data\":{\"a\": 1}}\n{\"row\":0,\"destination_id\":null,\"source_record_id\":\"x\",\"source_data\":[]}\n";
+        let back = decode(
+            InputFormat::Ndjson,
+            out.as_bytes(),
+            &records(),
+            &mut Interner::default(),
+        )
+        .unwrap();
+        assert_eq!(back[0].id, "a\"1");
+        assert_eq!(back[0].timestamp_us, 5);
+        assert_eq!(back[0].destination_id.as_deref(), Some("users"));
+        assert_eq!(back[0].data, "{\"a\": 1}");
+        assert_eq!((back[1].id.as_str(), back[1].destination_id.as_deref()), ("x", None));
     }
 }

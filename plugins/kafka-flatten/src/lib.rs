@@ -72,7 +72,9 @@ impl Transform for Flatten {
 
     fn transform(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Error> {
         let Value::Object(mut wrapper) = record.data else {
-            return Err(Error::msg("source_data is not Bizon's Kafka record (an object with `value`)"));
+            return Err(Error::msg(
+                "source_data is not Bizon's Kafka record (an object with `value`)",
+            ));
         };
         let mut flat: Map<String, Value> = match wrapper.remove("value") {
             Some(Value::Object(value)) => value,
