@@ -20,9 +20,11 @@
 //!     }
 //!
 //!     fn transform(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Error> {
-//!         if let Some(name) = record.data.get_mut("name") {
+//!         let mut data = record.value()?;
+//!         if let Some(name) = data.get_mut("name") {
 //!             *name = name.as_str().unwrap_or_default().to_uppercase().into();
 //!         }
+//!         record.set_value(&data);
 //!         out.push(record);
 //!         Ok(())
 //!     }
@@ -34,21 +36,43 @@
 use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::{Config, Error};
 
 /// One record as the host hands it over and takes it back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub source_record_id: String,
     /// Microseconds since the Unix epoch, UTC.
     pub source_timestamp: i64,
     /// Where the source routed it; `None` for the pipeline's default.
     pub destination_id: Option<String>,
-    /// The record itself (Bizon's `source_data`), keys in their order.
+    /// The record itself (Bizon's `source_data`) as JSON text, as it came:
+    /// a transform that only splices text never pays for a parse. What is
+    /// here on the way out is written byte for byte.
     #[serde(rename = "source_data")]
-    pub data: Value,
+    pub data: Box<RawValue>,
+}
+
+impl Record {
+    /// `data` parsed. (Keys come back sorted: serde_json's maps are ordered
+    /// by key unless its `preserve_order` feature is on.)
+    pub fn value(&self) -> Result<Value, Error> {
+        Ok(serde_json::from_str(self.data.get())?)
+    }
+
+    /// Replaces `data` with `value`'s JSON.
+    pub fn set_value(&mut self, value: &Value) {
+        self.data = serde_json::value::to_raw_value(value).expect("a JSON value serializes");
+    }
+
+    /// Replaces `data` with `json`, which must be valid JSON.
+    pub fn set_json(&mut self, json: String) -> Result<(), Error> {
+        self.data = RawValue::from_string(json)?;
+        Ok(())
+    }
 }
 
 /// A transform: `open` once per instance, then `transform` for every record.
@@ -177,10 +201,12 @@ mod tests {
         }
 
         fn transform(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Error> {
-            let n = record.data["n"].as_u64().ok_or_else(|| Error::msg("no n"))?;
+            let mut value = record.value()?;
+            let n = value["n"].as_u64().ok_or_else(|| Error::msg("no n"))?;
             for i in 0..n {
                 let mut copy = record.clone();
-                copy.data["i"] = i.into();
+                value["i"] = i.into();
+                copy.set_value(&value);
                 out.push(copy);
             }
             Ok(())
@@ -192,7 +218,7 @@ mod tests {
         let batch = concat!(
             r#"{"source_record_id":"a","source_timestamp":1,"destination_id":null,"source_data":{"n":2,"z":0}}"#,
             "\n",
-            r#"{"source_record_id":"b","source_timestamp":2,"destination_id":"d","source_data":{"n":0}}"#,
+            r#"{"source_record_id":"b","source_timestamp":2,"destination_id":"d","source_data":{"n": 0}}"#,
             "\n",
             r#"{"source_record_id":"c","source_timestamp":3,"destination_id":"d","source_data":{}}"#,
             "\n",
@@ -201,13 +227,34 @@ mod tests {
         let text = String::from_utf8(out.batch).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
-        // Keys keep their order: the record's, then what the transform added.
         assert_eq!(
             lines[1],
-            r#"{"source_record_id":"a","source_timestamp":1,"destination_id":null,"source_data":{"n":2,"z":0,"i":1}}"#
+            r#"{"source_record_id":"a","source_timestamp":1,"destination_id":null,"source_data":{"i":1,"n":2,"z":0}}"#
         );
         assert_eq!(out.errors.len(), 1);
         assert_eq!(out.errors[0].row, 2);
         assert_eq!(out.errors[0].reason, "no n");
+    }
+
+    struct Pass;
+
+    impl Transform for Pass {
+        const NAME: &'static str = "pass";
+
+        fn open(_: Config) -> Result<Self, Error> {
+            Ok(Pass)
+        }
+
+        fn transform(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Error> {
+            out.push(record);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn untouched_source_data_goes_back_byte_for_byte() {
+        let line = r#"{"source_record_id":"a","source_timestamp":1,"destination_id":"d","source_data":{"z": 1,  "a":"\u00e9"}}"#;
+        let out = run(&mut Pass, format!("{line}\n").as_bytes());
+        assert_eq!(String::from_utf8(out.batch).unwrap(), format!("{line}\n"));
     }
 }
