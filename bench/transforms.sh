@@ -57,7 +57,7 @@ with open(path, "w") as f:
 PY
 jsonl="name: bench\nsource:\n  name: jsonl\n  path: $work/kafka.jsonl\ndestination:\n  name: file\n  config:\n    destination_id: out\n"
 rust="transforms:\n  - label: flatten\n    wasm: $flatten\n"
-python="transforms:\n  - label: flatten\n    python: data = {**data['value'], '__kafka_offset': data['offset'], '__kafka_partition': data['partition'], '__kafka_topic': data['topic'], '__kafka_timestamp': data['timestamp']}\n"
+python="transforms:\n  - label: flatten\n    python: |\n      data = {**data['value'], '__kafka_offset': data['offset'], '__kafka_partition': data['partition'], '__kafka_topic': data['topic'], '__kafka_timestamp': data['timestamp']}\n"
 run warmup "$(printf "$jsonl$rust")" >/dev/null
 run "kafka-shaped, no transform  " "$(printf "$jsonl")"
 run "kafka-shaped, Rust flatten  " "$(printf "$jsonl$rust")"

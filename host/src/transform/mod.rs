@@ -98,7 +98,7 @@ impl Step {
                 ConfigError::at(
                     &spec.at.file,
                     line,
-                    0,
+                    spec.at.column,
                     format!(
                         "transforms: `{}` does not compile: {} (line {} of its code)",
                         spec.label, s.message, s.line
