@@ -17,6 +17,8 @@ bash scripts/install-kafka.sh
 bash scripts/install-clickhouse.sh
 # componentize-py / componentize-js: Python and JS plugins and transforms.
 bash scripts/install-componentize.sh
+# The Python transform runtime (target/wasm/python-transform.wasm; ~10 s, once).
+bash scripts/build-transform-runtime.sh
 # The Python SDK's own tests, in plain CPython (scripts/build-sdk-plugins.sh,
 # called by build-plugins.sh above, installed it and pytest into .venv).
 .venv/bin/python -m pytest -q -p no:cacheprovider sdk/python/tests
