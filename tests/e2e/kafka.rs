@@ -4,6 +4,8 @@
 //! timeouts, and asserts what reached the files and what the group committed.
 
 // Shared with benches/kafka.rs, which uses what the tests do not.
+#[path = "kafka_faults.rs"]
+mod faults;
 #[allow(dead_code)]
 #[path = "support/kafka.rs"]
 mod kafka;

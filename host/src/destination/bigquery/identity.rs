@@ -1,0 +1,48 @@
+//! Ids derived from what a record is at its source (for Kafka: topic,
+//! partition, offset, all in source_record_id and source_data), so that the
+//! same messages read again after a crash produce the same insertIds and
+//! load job ids, and BigQuery drops the repeat.
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+
+use crate::record::{SOURCE_DATA, SOURCE_RECORD_ID};
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// A second FNV-1a lane: 64 bits alone could collide among the millions of
+/// ids a busy table sees in the de-duplication window.
+const SECOND_LANE: u64 = 0x9e37_79b9_7f4a_7c15;
+
+pub fn fnv1a(start: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(start, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// 128 bits of FNV-1a over `parts` (each ended by a 0 byte), as 32 hex digits.
+fn hash128<'a>(parts: impl Iterator<Item = &'a [u8]> + Clone) -> String {
+    let lane = |seed: u64| {
+        parts
+            .clone()
+            .fold(FNV_OFFSET ^ seed, |h, part| fnv1a(fnv1a(h, part), b"\0"))
+    };
+    format!("{:016x}{:016x}", lane(0), lane(SECOND_LANE))
+}
+
+/// The insertId of one row: destination_id, source_record_id, source_data.
+pub fn row_id(destination_id: &str, source_record_id: &str, source_data: &[u8]) -> String {
+    hash128([destination_id.as_bytes(), source_record_id.as_bytes(), source_data].into_iter())
+}
+
+/// The identity of a whole batch of Bizon records (every row's
+/// source_record_id and source_data, in order), or None when the batch does
+/// not carry those columns.
+pub fn batch_id(records: &RecordBatch) -> Option<String> {
+    let ids = records.column_by_name(SOURCE_RECORD_ID)?.as_string_opt::<i32>()?;
+    let data = records.column_by_name(SOURCE_DATA)?.as_string_opt::<i32>()?;
+    let parts = (0..records.num_rows()).flat_map(|i| {
+        let d = if data.is_valid(i) { data.value(i) } else { "" };
+        [ids.value(i).as_bytes(), d.as_bytes()]
+    });
+    Some(hash128(parts))
+}
