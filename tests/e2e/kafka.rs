@@ -864,3 +864,58 @@ fn bigquery_streaming_insert_ids_name_the_message_so_reading_it_again_sends_the_
     assert_eq!(ids(), first, "the second read sent the ids of the first");
     assert_eq!(proxy.seen().iter().map(|s| s.insert_ids.len()).sum::<usize>(), 80);
 }
+
+#[test]
+fn bigquery_load_job_ids_name_the_messages_so_loading_them_again_is_a_no_op() {
+    let Some(b) = broker() else { return };
+    let Some(e) = emulators::emulators() else { return };
+    let topic = unique("t");
+    b.create_topic(&topic, 2);
+    produce_json(b, &topic, 2, 30, 0);
+    // The proxy answers a job id seen before with 409, as BigQuery does.
+    let proxy = fault::start(&e.rest, Box::new(|_, _| fault::Reply::Forward));
+    let dataset = format!("kafka_jobs_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    // Two groups read the same messages, as a run after a crash before the
+    // commit does; incremental loads into the kept `_incremental` stage.
+    let run = |name: &str| {
+        let yaml = format!(
+            "name: kafka to bq\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: incremental\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n    - name: {topic}\n      destination_id: events\ndestination:\n  name: bigquery\n  config:\n    project_id: {}\n    dataset_id: {dataset}\n    create_dataset: true\n    endpoint: {}\n    gcs_endpoint: http://127.0.0.1:80\n    gcs_buffer_bucket: {}\n",
+            b.servers,
+            unique("g"),
+            emulators::PROJECT,
+            proxy.url,
+            emulators::BUCKET
+        );
+        let (output, result) = run_to_end(dir.path(), &write(dir.path(), name, &yaml));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(result["records_written"], 30, "{result}");
+    };
+    let loads = || -> Vec<(String, bool)> {
+        let jobs = proxy.jobs.lock().unwrap();
+        jobs.iter()
+            .filter(|(id, _)| id.starts_with("bizon_load_"))
+            .cloned()
+            .collect()
+    };
+    run("first.yaml");
+    let first = loads();
+    assert_eq!(first.len(), 1, "{first:?}");
+    run("second.yaml");
+    let all = loads();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1], (first[0].0.clone(), true), "the same job id, answered 409");
+    let sql = format!("SELECT COUNT(*) FROM `{}.{dataset}.events`", emulators::PROJECT);
+    let answer: Value = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/bigquery/v2/projects/{}/queries",
+            e.rest,
+            emulators::PROJECT
+        ))
+        .json(&serde_json::json!({"query": sql, "useLegacySql": false}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["rows"][0]["f"][0]["v"], "30", "loaded once: {answer}");
+}
