@@ -35,6 +35,8 @@ pub struct FaultServer {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Job ids submitted (`POST .../jobs`), and whether the answer was 409.
+    /// (Read by tests/e2e/kafka.rs; bigquery.rs shares this file.)
+    #[allow(dead_code)]
     pub jobs: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
