@@ -17,6 +17,8 @@ bash scripts/install-kafka.sh
 bash scripts/install-clickhouse.sh
 # componentize-py / componentize-js: Python and JS plugins and transforms.
 bash scripts/install-componentize.sh
+# The Python transform runtime (target/wasm/python-transform.wasm; ~10 s, once).
+bash scripts/build-transform-runtime.sh
 # Release: wasmtime compiles plugins many times faster optimized, and the
 # end-to-end tests start the binary hundreds of times.
 cargo test --release --workspace "$@"
