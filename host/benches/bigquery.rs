@@ -84,7 +84,14 @@ fn encoding(rows: u64, runs: usize) {
     report(
         "insertAll JSON requests (5000 rows, 9 MB)",
         time(runs, || {
-            let encoded = streaming::encode(&batch, false, 5000, streaming::REQUEST_BUDGET).expect("encoding");
+            let encoded = streaming::encode(
+                &batch,
+                false,
+                streaming::InsertIds::BizonId,
+                5000,
+                streaming::REQUEST_BUDGET,
+            )
+            .expect("encoding");
             // The request bodies as they go on the wire.
             encoded
                 .requests

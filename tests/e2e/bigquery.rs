@@ -7,6 +7,10 @@ mod emulators;
 mod fault;
 #[path = "bigquery_parity.rs"]
 mod parity;
+#[path = "support/storage_write.rs"]
+mod storage_write;
+#[path = "bigquery_storage_write.rs"]
+mod storage_write_path;
 
 use std::sync::Arc;
 

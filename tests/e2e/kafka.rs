@@ -4,6 +4,15 @@
 //! timeouts, and asserts what reached the files and what the group committed.
 
 // Shared with benches/kafka.rs, which uses what the tests do not.
+#[path = "kafka_faults.rs"]
+mod faults;
+// bigquery_streaming fed by Kafka: the insertIds a second read sends.
+#[allow(dead_code)]
+#[path = "support/emulators.rs"]
+mod emulators;
+#[allow(dead_code)]
+#[path = "support/fault.rs"]
+mod fault;
 #[allow(dead_code)]
 #[path = "support/kafka.rs"]
 mod kafka;
@@ -210,6 +219,8 @@ fn full_refresh_writes_every_message_once_in_bizons_shape_and_commits_the_high_w
     );
     let (output, result) = run_to_end(dir.path(), &yaml);
     assert!(output.status.success(), "{}", stderr(&output));
+    // The end of each partition, which ends the run, is not an error.
+    assert!(!stderr(&output).contains("ERROR"), "{}", stderr(&output));
     assert_eq!(result["records_written"], 402, "{result}");
     assert_eq!(result["by_destination_id"]["users"], 300);
     let all = rows(&dir.path().join("out"));
@@ -557,10 +568,12 @@ fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_th
     );
     let (output, _) = run_to_end(dir.path(), &yaml);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    // Whichever partition is fetched first holds the first bad message.
+    let text = stderr(&output);
     assert!(
-        stderr(&output).contains(&format!("topic {topic} partition 0 offset 1: the value is not JSON")),
-        "{}",
-        stderr(&output)
+        text.contains(&format!("topic {topic} partition 0 offset 1: the value is not JSON"))
+            || text.contains(&format!("topic {topic} partition 1 offset 0: the key is not JSON")),
+        "{text}"
     );
 
     // To a file: the good ones are written, the bad ones are letters.
@@ -812,4 +825,97 @@ fn avro_messages_decode_with_schemas_from_the_registry_and_unknown_ids_go_to_the
     assert!(second.contains(r#""value":{"id":2,"email":null,"#), "{second}");
     let letters = std::fs::read_to_string(&dl).unwrap();
     assert!(letters.contains("schema id 99 not found in the registry"), "{letters}");
+}
+
+#[test]
+fn bigquery_streaming_insert_ids_name_the_message_so_reading_it_again_sends_the_same_ids() {
+    let Some(b) = broker() else { return };
+    let Some(e) = emulators::emulators() else { return };
+    let (users, orders) = (unique("users"), unique("orders"));
+    b.create_topic(&users, 2);
+    b.create_topic(&orders, 2);
+    produce_json(b, &users, 2, 20, 0);
+    produce_json(b, &orders, 2, 20, 0);
+    // The proxy records the insertIds of every insertAll and forwards it.
+    let proxy = fault::start(&e.rest, Box::new(|_, _| fault::Reply::Forward));
+    let dataset = format!("kafka_ids_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        // Both topics into one table: the same partition and offset in two
+        // topics are two rows, and must not share an id.
+        let yaml = format!(
+            "name: kafka to bq\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n    - name: {users}\n      destination_id: events\n    - name: {orders}\n      destination_id: events\ndestination:\n  name: bigquery_streaming\n  config:\n    project_id: {}\n    dataset_id: {dataset}\n    endpoint: {}\n    buffer_size: 0\n",
+            b.servers,
+            unique("g"),
+            emulators::PROJECT,
+            proxy.url
+        );
+        let (output, result) = run_to_end(dir.path(), &write(dir.path(), name, &yaml));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(result["records_written"], 40, "{result}");
+    };
+    let ids = || -> BTreeSet<String> { proxy.seen().into_iter().flat_map(|s| s.insert_ids).collect() };
+    run("first.yaml");
+    let first = ids();
+    assert_eq!(first.len(), 40, "one id per message, the two topics apart");
+    // A second run reads the same messages (a restart after a crash does
+    // too): BigQuery gets the same ids and drops the repeats.
+    run("second.yaml");
+    assert_eq!(ids(), first, "the second read sent the ids of the first");
+    assert_eq!(proxy.seen().iter().map(|s| s.insert_ids.len()).sum::<usize>(), 80);
+}
+
+#[test]
+fn bigquery_load_job_ids_name_the_messages_so_loading_them_again_is_a_no_op() {
+    let Some(b) = broker() else { return };
+    let Some(e) = emulators::emulators() else { return };
+    let topic = unique("t");
+    b.create_topic(&topic, 2);
+    produce_json(b, &topic, 2, 30, 0);
+    // The proxy answers a job id seen before with 409, as BigQuery does.
+    let proxy = fault::start(&e.rest, Box::new(|_, _| fault::Reply::Forward));
+    let dataset = format!("kafka_jobs_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    // Two groups read the same messages, as a run after a crash before the
+    // commit does; incremental loads into the kept `_incremental` stage.
+    let run = |name: &str| {
+        let yaml = format!(
+            "name: kafka to bq\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: incremental\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n    - name: {topic}\n      destination_id: events\ndestination:\n  name: bigquery\n  config:\n    project_id: {}\n    dataset_id: {dataset}\n    create_dataset: true\n    endpoint: {}\n    gcs_endpoint: http://127.0.0.1:80\n    gcs_buffer_bucket: {}\n",
+            b.servers,
+            unique("g"),
+            emulators::PROJECT,
+            proxy.url,
+            emulators::BUCKET
+        );
+        let (output, result) = run_to_end(dir.path(), &write(dir.path(), name, &yaml));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(result["records_written"], 30, "{result}");
+    };
+    let loads = || -> Vec<(String, bool)> {
+        let jobs = proxy.jobs.lock().unwrap();
+        jobs.iter()
+            .filter(|(id, _)| id.starts_with("bizon_load_"))
+            .cloned()
+            .collect()
+    };
+    run("first.yaml");
+    let first = loads();
+    assert_eq!(first.len(), 1, "{first:?}");
+    run("second.yaml");
+    let all = loads();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1], (first[0].0.clone(), true), "the same job id, answered 409");
+    let sql = format!("SELECT COUNT(*) FROM `{}.{dataset}.events`", emulators::PROJECT);
+    let answer: Value = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/bigquery/v2/projects/{}/queries",
+            e.rest,
+            emulators::PROJECT
+        ))
+        .json(&serde_json::json!({"query": sql, "useLegacySql": false}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["rows"][0]["f"][0]["v"], "30", "loaded once: {answer}");
 }

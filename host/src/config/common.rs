@@ -32,6 +32,10 @@ pub struct DestinationOptions {
     /// `<source>_<stream>` when `destination_id` is not set: Bizon's
     /// auto-generated table name, which `table_prefix` applies to.
     pub generated_destination_id: Option<String>,
+    /// The records' source_record_id and source_data name the same message
+    /// when it is read again (Kafka: topic, partition, offset), so writes can
+    /// be made idempotent across runs.
+    pub source_identity: bool,
 }
 
 impl Default for DestinationOptions {
@@ -47,6 +51,7 @@ impl Default for DestinationOptions {
             unnest_at: (0, 0),
             sync_mode: SyncMode::FullRefresh,
             generated_destination_id: None,
+            source_identity: false,
         }
     }
 }
@@ -161,6 +166,7 @@ macro_rules! destination_config {
                             unnest_at,
                             sync_mode: Default::default(),
                             generated_destination_id: None,
+                            source_identity: false,
                         },
                         $( $field: raw.$field, )*
                     })

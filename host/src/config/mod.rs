@@ -244,6 +244,10 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
     let run: PipelineFile<sync_mode::SourceRun, IgnoredAny> = from_yaml(&text, file)?;
     let options = destination.options_mut();
     options.sync_mode = run.source.sync_mode(file, &names.destination.name.value)?;
+    #[cfg(feature = "kafka")]
+    {
+        options.source_identity = matches!(source, SourceConfig::Kafka(_));
+    }
     if options.destination_id.is_none() {
         options.generated_destination_id = Some(run.source.generated_destination_id());
     }

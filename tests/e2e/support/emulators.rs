@@ -106,10 +106,17 @@ fn start() -> Option<Emulators> {
     std::fs::create_dir_all(&gcs_root).unwrap();
     // The Rust storage client drops the port from the Host header on resumable
     // uploads (REFERENCE section 3): GCS must be on port 80.
-    if std::net::TcpStream::connect("127.0.0.1:80").is_ok() {
+    // A test binary that ran just before stops its emulators within a second
+    // or two of ending (its watchdog polls): wait for port 80 that long.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect("127.0.0.1:80").is_ok() {
         // Another GCS emulator there would take the uploads into a directory
         // this bqemulator does not read: loads would find no files.
-        panic!("port 80 is taken (another gcp-storage-emulator?); the BigQuery tests need it");
+        assert!(
+            Instant::now() < deadline,
+            "port 80 is taken (another gcp-storage-emulator?); the BigQuery tests need it"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
     let gcs_log = dir.join("gcs.log");
     spawn_watched(

@@ -1,6 +1,7 @@
 //! A proxy in front of bqemulator that answers `insertAll` as a test script
 //! says: the faults the emulator cannot produce (503, 429, per-row
-//! `insertErrors` with HTTP 200). Everything else goes to the emulator.
+//! `insertErrors` with HTTP 200). A job id submitted a second time is
+//! answered 409, as BigQuery does. Everything else goes to the emulator.
 //! Minimal HTTP/1.1 over a tokio TcpListener, one request per connection.
 
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,10 @@ pub type Script = dyn Fn(usize, &Value) -> Reply + Send + Sync;
 pub struct FaultServer {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Job ids submitted (`POST .../jobs`), and whether the answer was 409.
+    /// (Read by tests/e2e/kafka.rs; bigquery.rs shares this file.)
+    #[allow(dead_code)]
+    pub jobs: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 impl FaultServer {
@@ -48,7 +53,8 @@ pub fn start(upstream: &str, script: Box<Script>) -> FaultServer {
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let (upstream, log, script) = (upstream.to_string(), seen.clone(), Arc::new(script));
+    let jobs: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let (upstream, log, script, job_log) = (upstream.to_string(), seen.clone(), Arc::new(script), jobs.clone());
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -60,20 +66,27 @@ pub fn start(upstream: &str, script: Box<Script>) -> FaultServer {
             let client = reqwest::Client::new();
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
-                let (upstream, log, script, client) = (upstream.clone(), log.clone(), script.clone(), client.clone());
+                let (upstream, log, script, client, jobs) = (
+                    upstream.clone(),
+                    log.clone(),
+                    script.clone(),
+                    client.clone(),
+                    job_log.clone(),
+                );
                 tokio::spawn(async move {
-                    let _ = serve(socket, &upstream, &log, &**script, &client).await;
+                    let _ = serve(socket, &upstream, &log, &jobs, &**script, &client).await;
                 });
             }
         });
     });
-    FaultServer { url, seen }
+    FaultServer { url, seen, jobs }
 }
 
 async fn serve(
     mut socket: TcpStream,
     upstream: &str,
     log: &Mutex<Vec<Seen>>,
+    jobs: &Mutex<Vec<(String, bool)>>,
     script: &Script,
     client: &reqwest::Client,
 ) -> std::io::Result<()> {
@@ -136,6 +149,20 @@ async fn serve(
             at: std::time::Instant::now(),
         });
         reply
+    } else if method == "POST" && path.split('?').next().unwrap_or_default().ends_with("/jobs") {
+        // As BigQuery: a job id is taken once (bqemulator runs it again).
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let id = parsed["jobReference"]["jobId"].as_str().unwrap_or_default().to_string();
+        let mut jobs = jobs.lock().unwrap();
+        let repeated = jobs.iter().any(|(j, _)| *j == id);
+        jobs.push((id.clone(), repeated));
+        match repeated {
+            true => Reply::Status(
+                409,
+                format!(r#"{{"error":{{"code":409,"message":"Already Exists: Job {id}","status":"ALREADY_EXISTS"}}}}"#),
+            ),
+            false => Reply::Forward,
+        }
     } else {
         Reply::Forward
     };

@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::config::{BigQueryConfig, GcsBufferFormat};
+use super::identity;
 use super::partitioning;
 use super::rest::{encode_component, Rest};
 use super::schema::{table_batch, SourceDataType, TableRef, TableSpec};
@@ -104,9 +105,25 @@ pub struct BatchLoad {
     max_in_flight: usize,
     /// Names this run's objects and jobs apart from any other run's.
     run: String,
+    /// Load jobs named by the rows they load (Kafka records, loading into
+    /// the table or the kept incremental stage, one job per batch): the same
+    /// messages loaded again after a crash are the same job, which BigQuery
+    /// answers 409 and does not run twice.
+    idempotent_loads: bool,
     /// By table, not destination_id: two destination_ids naming one table
     /// (`t` and `dataset.t`) must share its temp table, not drop each other's.
     staging: Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<Staging>>>>,
+}
+
+/// A table name as job ids may hold it: letters, digits, `_` and `-`, at
+/// most 1024 in all.
+fn job_table(table: &TableRef) -> String {
+    table
+        .table
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .take(200)
+        .collect()
 }
 
 pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
@@ -152,6 +169,9 @@ pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
         files_per_job: c.load_files_per_job,
         max_in_flight: c.load_max_in_flight_jobs,
         run: format!("{}_{:08x}", now.as_secs(), fastrand::u32(..)),
+        // A full refresh loads into a temp table made anew each run: the same
+        // rows must be loaded again there, so its jobs are per run.
+        idempotent_loads: c.options.source_identity && c.options.sync_mode != SyncMode::FullRefresh && !c.async_load,
         staging: Mutex::default(),
     })
 }
@@ -243,20 +263,21 @@ impl BatchLoad {
 
     fn job_id(&self, s: &mut Staging, kind: &str) -> String {
         s.jobs += 1;
-        // Job ids: letters, digits, `_` and `-`, at most 1024.
-        let table: String = s
-            .temp
-            .table
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
-            .take(200)
-            .collect();
-        format!("bizon_{kind}_{}_{table}_{}", self.run, s.jobs)
+        format!("bizon_{kind}_{}_{}_{}", self.run, job_table(&s.temp), s.jobs)
     }
 
-    /// Submits one load job of `objects` into the temp table.
-    async fn submit_load(&self, s: &mut Staging, objects: Vec<Object>) -> Result<LoadJob, DestinationError> {
-        let id = self.job_id(s, "load");
+    /// Submits one load job of `objects` into the temp table, named by
+    /// `rows` (a batch's identity) when given, else by the run.
+    async fn submit_load(
+        &self,
+        s: &mut Staging,
+        objects: Vec<Object>,
+        rows: Option<&str>,
+    ) -> Result<LoadJob, DestinationError> {
+        let id = match rows {
+            Some(rows) => format!("bizon_load_{}_{rows}", job_table(&s.temp)),
+            None => self.job_id(s, "load"),
+        };
         let uris: Vec<String> = objects
             .iter()
             .map(|(o, _)| format!("gs://{}/{o}", self.bucket))
@@ -337,7 +358,7 @@ impl BatchLoad {
 
     async fn drive_async(&self, s: &mut Staging) -> Result<(), DestinationError> {
         if s.pending.len() >= self.files_per_job {
-            let job = self.submit_load(s, s.pending.clone()).await?;
+            let job = self.submit_load(s, s.pending.clone(), None).await?;
             s.pending.clear();
             s.in_flight.push_back(job);
         }
@@ -372,6 +393,7 @@ impl BatchLoad {
         destination_id: &Arc<str>,
         sequence: u64,
         object: Object,
+        rows: Option<String>,
     ) -> Result<(), DestinationError> {
         // The same batch again: its job may have landed, or still be running.
         if let Some((dest, seq, id, location)) = s.last.clone() {
@@ -393,15 +415,25 @@ impl BatchLoad {
                 }
             }
         }
-        let job = self.submit_load(s, vec![object]).await?;
+        let job = self.submit_load(s, vec![object.clone()], rows.as_deref()).await?;
         s.last = Some((destination_id.clone(), sequence, job.id.clone(), job.location.clone()));
-        self.finish_load(s, &job).await
+        match self.finish_load(s, &job).await {
+            // A job of that name that failed (in an earlier run) cannot be
+            // submitted again: this load goes under the run's own name.
+            Err(DestinationError::Fatal(e)) if rows.is_some() => {
+                tracing::warn!("load job {} failed ({e}); loading again as a job of this run", job.id);
+                let job = self.submit_load(s, vec![object], None).await?;
+                s.last = Some((destination_id.clone(), sequence, job.id.clone(), job.location.clone()));
+                self.finish_load(s, &job).await
+            }
+            done => done,
+        }
     }
 
     async fn publish(&self, s: &mut Staging) -> Result<(), DestinationError> {
         if self.async_load && !s.pending.is_empty() {
             let objects = std::mem::take(&mut s.pending);
-            let job = self.submit_load(s, objects).await?;
+            let job = self.submit_load(s, objects, None).await?;
             s.in_flight.push_back(job);
         }
         while let Some(job) = s.in_flight.front() {
@@ -477,10 +509,13 @@ impl Destination for BatchLoad {
             return Ok(rows as u64);
         }
         self.prepare(&mut s).await?;
-        let (records, unnest) = (batch.records.clone(), self.target.options.unnest);
-        let bytes = tokio::task::spawn_blocking(move || parquet_bytes(&table_batch(&records, unnest)?))
-            .await
-            .map_err(|e| DestinationError::Fatal(format!("encoding Parquet: {e}")))??;
+        let (records, unnest, idempotent) = (batch.records.clone(), self.target.options.unnest, self.idempotent_loads);
+        let (bytes, rows_id) = tokio::task::spawn_blocking(move || {
+            let rows_id = idempotent.then(|| identity::batch_id(&records)).flatten();
+            parquet_bytes(&table_batch(&records, unnest)?).map(|b| (b, rows_id))
+        })
+        .await
+        .map_err(|e| DestinationError::Fatal(format!("encoding Parquet: {e}")))??;
         let object = format!(
             "bizon/{}/{}/{}/{:010}.parquet",
             self.run,
@@ -494,7 +529,7 @@ impl Destination for BatchLoad {
             self.stage_async(&mut s, &batch.destination_id, batch.sequence, object)
                 .await?;
         } else {
-            self.load_now(&mut s, &batch.destination_id, batch.sequence, object)
+            self.load_now(&mut s, &batch.destination_id, batch.sequence, object, rows_id)
                 .await?;
         }
         Ok(rows as u64)

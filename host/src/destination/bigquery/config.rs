@@ -139,6 +139,18 @@ pub enum WriteMode {
     ExactlyOnce,
 }
 
+/// How `bigquery_streaming_v2` holds its AppendRows connections.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppendConnections {
+    /// One long-lived connection per table, `write_stream` on its first
+    /// request only: what BigQuery expects.
+    PerTable,
+    /// A connection per append, `write_stream` on every one: what
+    /// bqemulator 1.4 needs.
+    PerAppend,
+}
+
 crate::destination_config! {
     /// `destination: {name: bigquery, config: ...}`
     pub struct BigQueryConfig {
@@ -219,5 +231,9 @@ crate::destination_config! {
         pub storage_write_endpoint: Option<String>,
         #[serde(default)]
         pub write_mode: WriteMode,
+        /// Default: `per_append` for a plain `http://` storage_write_endpoint
+        /// (an emulator; BigQuery is https only), else `per_table`.
+        #[serde(default)]
+        pub append_connections: Option<AppendConnections>,
     }
 }

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod config;
 mod errors;
 mod evolve;
+mod identity;
 mod jobs;
 mod partitioning;
 mod rest;

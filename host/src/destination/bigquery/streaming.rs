@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::auth;
 use super::config::{BigQueryStreamingConfig, MAX_ROWS_PER_REQUEST};
+use super::identity;
 use super::rest::Rest;
 use super::schema::{SourceDataType, TableRef};
 use super::tables::{Tables, DEFAULT_ENDPOINT};
@@ -100,18 +101,35 @@ fn run_nonce() -> u64 {
 
 /// FNV-1a: the insertId prefix of a destination_id.
 fn fnv1a(seed: u64, s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    identity::fnv1a(0xcbf2_9ce4_8422_2325 ^ seed, s.as_bytes())
+}
+
+/// What a raw row's insertId is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertIds {
+    /// The row's `_bizon_id`: new every run, so only a retry within the run
+    /// de-duplicates.
+    BizonId,
+    /// 128 bits of FNV-1a over destination_id, source_record_id and
+    /// source_data: the same Kafka message (topic, partition, offset) read
+    /// again after a crash gets the same id, so a restart within BigQuery's
+    /// de-duplication window (about a minute) does not double it.
+    SourceIdentity,
 }
 
 /// Splits a batch into insertAll requests of at most `max_rows` rows and
-/// `budget` bytes. Raw rows carry their bizon_id as insertId; unnested rows
+/// `budget` bytes. Raw rows carry `ids` as insertId; unnested rows
 /// `<hash(run, destination_id)>-<sequence>-<row>`, so a retried batch sends
 /// the same ids and BigQuery de-duplicates (best effort, about a minute).
-pub fn encode(batch: &Batch, unnest: bool, max_rows: usize, budget: usize) -> Result<Encoded, DestinationError> {
+pub fn encode(
+    batch: &Batch,
+    unnest: bool,
+    ids: InsertIds,
+    max_rows: usize,
+    budget: usize,
+) -> Result<Encoded, DestinationError> {
     let mut requests = Vec::new();
-    let too_large = encode_each(batch, unnest, max_rows, budget, |r| {
+    let too_large = encode_each(batch, unnest, ids, max_rows, budget, |r| {
         requests.push(r);
         true
     })?;
@@ -124,6 +142,7 @@ pub fn encode(batch: &Batch, unnest: bool, max_rows: usize, budget: usize) -> Re
 pub fn encode_each(
     batch: &Batch,
     unnest: bool,
+    ids: InsertIds,
     max_rows: usize,
     budget: usize,
     mut emit: impl FnMut(Request) -> bool,
@@ -139,7 +158,7 @@ pub fn encode_each(
         if unnest {
             encode_unnested(batch, &slice, first, &mut scratch, &mut ends)?;
         } else {
-            encode_raw(&slice, &mut scratch, &mut ends)?;
+            encode_raw(&batch.destination_id, &slice, ids, &mut scratch, &mut ends)?;
         }
         let mut start = 0;
         for (k, &end) in ends.iter().enumerate() {
@@ -193,7 +212,13 @@ fn micros<'a>(
 /// Bizon's raw columns by hand: the JSON shape is the same for every row,
 /// and `_source_data` goes as the JSON text in a string, which is what a JSON
 /// column takes in insertAll (and what Bizon sends).
-fn encode_raw(records: &RecordBatch, buf: &mut Vec<u8>, row_ends: &mut Vec<usize>) -> Result<(), DestinationError> {
+fn encode_raw(
+    destination_id: &str,
+    records: &RecordBatch,
+    insert_ids: InsertIds,
+    buf: &mut Vec<u8>,
+    row_ends: &mut Vec<usize>,
+) -> Result<(), DestinationError> {
     let ids = strings(records, BIZON_ID)?;
     let record_ids = strings(records, SOURCE_RECORD_ID)?;
     let data = strings(records, SOURCE_DATA)?;
@@ -208,7 +233,14 @@ fn encode_raw(records: &RecordBatch, buf: &mut Vec<u8>, row_ends: &mut Vec<usize
     };
     for i in 0..records.num_rows() {
         buf.extend_from_slice(br#"{"insertId":"#);
-        write_json_string(ids.value(i), buf);
+        match insert_ids {
+            InsertIds::BizonId => write_json_string(ids.value(i), buf),
+            InsertIds::SourceIdentity => {
+                let data = if data.is_valid(i) { data.value(i) } else { "" };
+                let id = identity::row_id(destination_id, record_ids.value(i), data.as_bytes());
+                write_json_string(&id, buf);
+            }
+        }
         buf.extend_from_slice(br#","json":{"_source_record_id":"#);
         write_json_string(record_ids.value(i), buf);
         timestamp(buf, br#","_source_timestamp":"#, source_ts, i);
@@ -295,6 +327,7 @@ pub struct Streaming {
     retry: RetryPolicy,
     /// Requests sent again (HTTP errors and retryable row errors), for the logs.
     resent: AtomicU64,
+    insert_ids: InsertIds,
 }
 
 pub async fn build(c: &BigQueryStreamingConfig) -> Result<Streaming, DestinationError> {
@@ -328,6 +361,10 @@ pub async fn build(c: &BigQueryStreamingConfig) -> Result<Streaming, Destination
         in_flight: c.options.max_concurrent_threads.max(1),
         retry: c.options.retry.clone(),
         resent: AtomicU64::new(0),
+        insert_ids: match c.options.source_identity {
+            true => InsertIds::SourceIdentity,
+            false => InsertIds::BizonId,
+        },
     })
 }
 
@@ -446,9 +483,9 @@ impl Destination for Streaming {
         // most `in_flight` sending and as many waiting: memory holds those,
         // not the whole batch as JSON.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Request>(self.in_flight);
-        let (max_rows, records) = (self.max_rows, batch.clone());
+        let (max_rows, records, ids) = (self.max_rows, batch.clone(), self.insert_ids);
         let producer = tokio::task::spawn_blocking(move || {
-            encode_each(&records, unnest, max_rows, REQUEST_BUDGET, |r| {
+            encode_each(&records, unnest, ids, max_rows, REQUEST_BUDGET, |r| {
                 tx.blocking_send(r).is_ok()
             })
         });
@@ -534,7 +571,7 @@ mod tests {
     #[test]
     fn raw_rows_carry_their_bizon_id_microseconds_and_the_record_as_json_text() {
         let batch = raw_batch(5, |k| format!(r#"{{"id":{k},"q":"a\"b"}}"#));
-        let encoded = encode(&batch, false, 2, REQUEST_BUDGET).unwrap();
+        let encoded = encode(&batch, false, InsertIds::BizonId, 2, REQUEST_BUDGET).unwrap();
         assert_eq!(
             encoded.requests.iter().map(|r| r.rows.clone()).collect::<Vec<_>>(),
             vec![vec![0, 1], vec![2, 3], vec![4]]
@@ -550,10 +587,35 @@ mod tests {
     }
 
     #[test]
+    fn source_identity_insert_ids_are_the_same_for_the_same_message_read_again() {
+        let kafka = |topic: &str, offset: u64| format!(r#"{{"topic":"{topic}","offset":{offset},"partition":0}}"#);
+        let first = raw_batch(3, |k| kafka("users", k));
+        // The same messages read again by another run: new bizon_ids, same insertIds.
+        let again = raw_batch(3, |k| kafka("users", k));
+        let ids = |batch: &Batch, how| {
+            let encoded = encode(batch, false, how, 100, REQUEST_BUDGET).unwrap();
+            rows_of(&encoded, &encoded.requests[0])
+                .iter()
+                .map(|r| r["insertId"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_ne!(ids(&first, InsertIds::BizonId), ids(&again, InsertIds::BizonId));
+        let source = ids(&first, InsertIds::SourceIdentity);
+        assert_eq!(source, ids(&again, InsertIds::SourceIdentity));
+        assert_eq!(source[1], identity::row_id("t", "1", kafka("users", 1).as_bytes()));
+        assert_eq!(source[1].len(), 32);
+        // Another topic's message at the same partition and offset is another row.
+        let other = raw_batch(3, |k| kafka("orders", k));
+        assert_ne!(source[1], ids(&other, InsertIds::SourceIdentity)[1]);
+        let set: std::collections::BTreeSet<_> = source.iter().collect();
+        assert_eq!(set.len(), 3);
+    }
+
+    #[test]
     fn requests_are_handed_over_as_they_fill_and_encoding_stops_when_the_sender_is_gone() {
         let batch = raw_batch(5000, |k| format!(r#"{{"id":{k}}}"#));
         let mut seen = Vec::new();
-        let too_large = encode_each(&batch, false, 100, REQUEST_BUDGET, |r| {
+        let too_large = encode_each(&batch, false, InsertIds::BizonId, 100, REQUEST_BUDGET, |r| {
             seen.push(r.rows.clone());
             seen.len() < 3
         })
@@ -570,7 +632,7 @@ mod tests {
             format!(r#"{{"pad":"{}"}}"#, "x".repeat(size))
         });
         let budget = 2000;
-        let encoded = encode(&batch, false, 10_000, budget).unwrap();
+        let encoded = encode(&batch, false, InsertIds::BizonId, 10_000, budget).unwrap();
         assert_eq!(encoded.too_large.len(), 1);
         assert_eq!(encoded.too_large[0].row, 6);
         let sent: Vec<usize> = encoded.requests.iter().flat_map(|r| r.rows.clone()).collect();
@@ -608,8 +670,8 @@ mod tests {
             sequence: 9,
             records,
         };
-        let first = encode(&batch, true, 100, REQUEST_BUDGET).unwrap();
-        let again = encode(&batch, true, 100, REQUEST_BUDGET).unwrap();
+        let first = encode(&batch, true, InsertIds::BizonId, 100, REQUEST_BUDGET).unwrap();
+        let again = encode(&batch, true, InsertIds::BizonId, 100, REQUEST_BUDGET).unwrap();
         let rows = rows_of(&first, &first.requests[0]);
         assert_eq!(
             rows,

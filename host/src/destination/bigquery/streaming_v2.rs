@@ -28,7 +28,7 @@ use google_cloud_gax::error::rpc::Code;
 use tokio::sync::OnceCell;
 
 use super::auth;
-use super::config::{BigQueryStreamingV2Config, WriteMode, MAX_ROWS_PER_REQUEST};
+use super::config::{AppendConnections, BigQueryStreamingV2Config, WriteMode, MAX_ROWS_PER_REQUEST};
 use super::errors::{classify, describe, is_code};
 use super::partitioning;
 use super::schema::TableSpec;
@@ -56,9 +56,8 @@ pub struct StreamingV2 {
     /// Names this run's publish jobs apart from any other run's.
     run: String,
     /// The crate sends `write_stream` only on a connection's first request;
-    /// bqemulator 1.4 needs it on every one ("Stream not found"). Against a
-    /// plain-http endpoint (an emulator; BigQuery is https only) each append
-    /// therefore gets its own connection. BigQuery itself keeps one per table.
+    /// bqemulator 1.4 needs it on every one ("Stream not found"), so against
+    /// it each append gets its own connection. BigQuery keeps one per table.
     connection_per_append: bool,
 }
 
@@ -82,6 +81,9 @@ struct Committed {
     /// The last batch's sequence and first offset: a retried batch goes to the
     /// same offsets, so what already landed answers ALREADY_EXISTS.
     last: Option<(u64, i64)>,
+    /// An append failed: the connection may be gone (the crate does not
+    /// reconnect a committed writer), so the next batch attaches anew.
+    broken: bool,
 }
 
 /// One append: rows `start..start + rows` of the batch, IPC-encoded.
@@ -131,7 +133,11 @@ pub async fn build(c: &BigQueryStreamingV2Config) -> Result<StreamingV2, Destina
         enforce_partitioning: c.enforce_partitioning,
         staging: Mutex::default(),
         run: format!("{:08x}", fastrand::u32(..)),
-        connection_per_append: endpoint.starts_with("http://"),
+        connection_per_append: match c.append_connections {
+            Some(AppendConnections::PerAppend) => true,
+            Some(AppendConnections::PerTable) => false,
+            None => endpoint.starts_with("http://"),
+        },
     })
 }
 
@@ -319,6 +325,7 @@ impl StreamingV2 {
                             schema,
                             next_offset: 0,
                             last: None,
+                            broken: false,
                         }))
                     }),
             };
@@ -403,13 +410,24 @@ impl StreamingV2 {
         total: usize,
     ) -> Result<u64, DestinationError> {
         let mut state = committed.lock().await;
+        if state.broken && !self.connection_per_append {
+            // A new connection on the same stream: the offsets carry on.
+            let name = state.writer.write_stream().to_string();
+            state.writer = self
+                .write
+                .attach_to_stream::<CommittedStream>(&name)
+                .build_arrow(state.schema.clone())
+                .await
+                .map_err(|e| builder_error(&format!("attaching again to the stream on {table}"), e))?;
+            state.broken = false;
+        }
         let first = match state.last {
             Some((seq, first)) if seq == sequence => first,
             _ => state.next_offset,
         };
         state.last = Some((sequence, first));
         let (shared, schema) = (&state.writer, &state.schema);
-        futures::stream::iter(chunks)
+        let written = futures::stream::iter(chunks)
             .map(|chunk| async move {
                 let offset = first + chunk.start as i64;
                 let own: CommittedWriter<Arrow>;
@@ -437,8 +455,11 @@ impl StreamingV2 {
                     ))),
                     Err(AppendError::Rpc { source, .. }) if is_code(&source, Code::OutOfRange) => {
                         // An earlier chunk of this batch did not land; the batch retry fills the gap.
+                        // If it persists, rows the stream acknowledged are missing from it.
                         Err(DestinationError::Retryable(format!(
-                            "BigQuery: offset {offset} on {table} is past the end: {}",
+                            "BigQuery: OUT_OF_RANGE: offset {offset} on {table} is past the end of stream {} \
+                             (rows before it are missing): {}",
+                            writer.write_stream(),
                             describe(&source)
                         )))
                     }
@@ -452,7 +473,11 @@ impl StreamingV2 {
                 self.in_flight
             })
             .try_collect::<Vec<()>>()
-            .await?;
+            .await;
+        if let Err(e) = written {
+            state.broken = true;
+            return Err(e);
+        }
         state.next_offset = first + total as i64;
         Ok(total as u64)
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
@@ -214,6 +214,18 @@ fn publish_lag(stats: &SourceStats, s: &Shared, tp: &Tp) {
 }
 
 impl ClientContext for Context {
+    /// librdkafka's global errors. The end of a partition (a full refresh
+    /// relies on it) is an expected event, and the rest are transient
+    /// (librdkafka retries them; a fatal one surfaces from `poll`), so none
+    /// is logged at ERROR as rdkafka's default does.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::trace!("kafka: {reason}");
+        } else {
+            tracing::warn!("librdkafka: {error}: {reason}");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut s = self.shared();
         for (topic, t) in &statistics.topics {
