@@ -16,4 +16,6 @@ pub mod pipeline;
 #[cfg(feature = "wasm")]
 pub mod plugin;
 pub mod record;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod source;

@@ -63,6 +63,9 @@ pub enum Command {
     #[cfg(feature = "wasm")]
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Host many tenants' plugins and pipelines behind an HTTP API (docs/serve.md).
+    #[cfg(feature = "serve")]
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +101,14 @@ pub async fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args).await,
         Command::Check { pipeline } => check(&pipeline).await,
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => match crate::serve::run(args, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         #[cfg(feature = "wasm")]
         Command::Plugin(cmd) => plugin::run(cmd).await.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
@@ -199,7 +210,7 @@ async fn run(args: RunArgs) -> ExitCode {
 
 /// The pipeline's `dead_letter` sink; a topic there reuses a kafka source's
 /// brokers and credentials.
-fn open_dead_letters(pipeline: &Pipeline) -> Result<Option<Arc<DeadLetters>>, DeadLetterError> {
+pub(crate) fn open_dead_letters(pipeline: &Pipeline) -> Result<Option<Arc<DeadLetters>>, DeadLetterError> {
     let Some(config) = &pipeline.dead_letter else {
         return Ok(None);
     };

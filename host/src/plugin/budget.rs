@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 
 /// Default share of the machine's memory that plugins may hold together.
 const DEFAULT_SHARE_OF_RAM: u64 = 2;
+/// How often a waiter of a share looks whether its parent freed room.
+const PARENT_POLL: Duration = Duration::from_millis(50);
 /// Used when the machine's memory cannot be read.
 const FALLBACK_BUDGET_MB: u64 = 4096;
 
@@ -34,6 +36,9 @@ pub struct MemoryBudget {
     limit_bytes: u64,
     state: Mutex<Held>,
     freed: Notify,
+    /// A budget this one is a share of (a tenant's of the host's): room is
+    /// taken from both.
+    parent: Option<Arc<MemoryBudget>>,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +53,19 @@ impl MemoryBudget {
             limit_bytes: limit_mib.saturating_mul(1 << 20),
             state: Mutex::new(Held::default()),
             freed: Notify::new(),
+            parent: None,
+        })
+    }
+
+    /// A budget of `limit_mib` whose reservations also count against
+    /// `parent`, so shares can be promised beyond the total and the total
+    /// still holds.
+    pub fn within(limit_mib: u64, parent: Arc<MemoryBudget>) -> Arc<Self> {
+        Arc::new(Self {
+            limit_bytes: limit_mib.saturating_mul(1 << 20),
+            state: Mutex::new(Held::default()),
+            freed: Notify::new(),
+            parent: Some(parent),
         })
     }
 
@@ -69,11 +87,16 @@ impl MemoryBudget {
         if held.bytes.saturating_add(bytes) > self.limit_bytes {
             return None;
         }
+        let parent = match &self.parent {
+            Some(parent) => Some(Box::new(parent.try_reserve(bytes)?)),
+            None => None,
+        };
         held.bytes += bytes;
         held.instances += 1;
         Some(Reservation {
             budget: self.clone(),
             bytes,
+            _parent: parent,
         })
     }
 
@@ -88,7 +111,14 @@ impl MemoryBudget {
             if let Some(reservation) = self.try_reserve(bytes) {
                 return Ok(reservation);
             }
-            if bytes > self.limit_bytes || tokio::time::timeout_at(deadline, freed).await.is_err() {
+            // A parent's release does not wake this budget's waiters: look
+            // again now and then.
+            let wake = match self.parent {
+                Some(_) => deadline.min(tokio::time::Instant::now() + PARENT_POLL),
+                None => deadline,
+            };
+            let hopeless = bytes > self.limit_bytes;
+            if hopeless || (tokio::time::timeout_at(wake, freed).await.is_err() && wake >= deadline) {
                 let held = self.lock();
                 return Err(BudgetExceeded {
                     wanted_mib: bytes >> 20,
@@ -107,6 +137,7 @@ impl MemoryBudget {
 pub struct Reservation {
     budget: Arc<MemoryBudget>,
     bytes: u64,
+    _parent: Option<Box<Reservation>>,
 }
 
 impl Drop for Reservation {
@@ -171,6 +202,29 @@ mod tests {
         assert_eq!(budget.in_use(), 6 << 20);
         drop(second);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_share_takes_room_from_its_parent_too() {
+        let host = MemoryBudget::new(10);
+        let (a, b) = (
+            MemoryBudget::within(8, host.clone()),
+            MemoryBudget::within(8, host.clone()),
+        );
+        let held = a.reserve(6 << 20, Duration::ZERO).await.unwrap();
+        assert_eq!(host.in_use(), 6 << 20);
+        // B's own share has room, the host does not.
+        assert!(b.reserve(6 << 20, Duration::from_millis(20)).await.is_err());
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(6 << 20, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        let second = waiter.await.unwrap().unwrap();
+        assert_eq!((host.in_use(), a.in_use(), b.in_use()), (6 << 20, 0, 6 << 20));
+        drop(second);
+        assert_eq!(host.in_use(), 0);
     }
 
     #[tokio::test]
