@@ -71,6 +71,9 @@ pub struct PluginSettings {
     /// What all live instances may hold together; the host-wide one unless
     /// a caller (a tenant) has its own.
     pub budget: Arc<budget::MemoryBudget>,
+    /// How messages name the plugin; its file path when `None` (`serve`
+    /// names it `NAME@VERSION`, not where the host keeps it).
+    pub label: Option<String>,
 }
 
 impl Default for PluginSettings {
@@ -82,6 +85,7 @@ impl Default for PluginSettings {
             cache_dir: None,
             max_component_mb: max_component_mb(),
             budget: budget::global(),
+            label: None,
         }
     }
 }
@@ -219,7 +223,7 @@ impl Plugin {
     /// plugin at `path`. Blocking: compiling can take a second.
     pub fn load(path: &Path, settings: PluginSettings) -> Result<Plugin, PluginError> {
         let started = Instant::now();
-        let label = path.display().to_string();
+        let label = settings.label.clone().unwrap_or_else(|| path.display().to_string());
         let too_large = |size: u64| PluginError::TooLarge {
             plugin: label.clone(),
             size_mib: size as f64 / (1 << 20) as f64,

@@ -170,8 +170,9 @@ async fn put_plugin(
         .await
         .map_err(|_| super::plugins::too_large(limit + 1, tenant.limits.plugin_mb))?
         .to_bytes();
-    let mut row = state.store.check(&tenant, &name, &bytes).await?;
+    let (mut row, staged) = state.store.check(&tenant, &name, &bytes).await?;
     row.version = state.registry.add_plugin(&tenant.name, &row)?;
+    state.store.keep(&staged, &row.digest).await?;
     tracing::info!(tenant = %tenant.name, plugin = %name, version = row.version, "plugin uploaded");
     Ok((StatusCode::CREATED, Json(json!(row))).into_response())
 }

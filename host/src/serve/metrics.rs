@@ -59,7 +59,8 @@ fn series() -> &'static Series {
                 "write_seconds",
                 "Time of one batch write (for wasm: encoding and the plugin call)",
                 tp,
-                prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets"),
+                // 0.1 ms to 4 s in steps of 25%: a p99 read from the buckets is within 25%.
+                prometheus::exponential_buckets(0.0001, 1.25, 48).expect("valid buckets"),
             ),
             memory: gauge(
                 "plugin_memory_bytes",

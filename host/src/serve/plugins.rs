@@ -48,9 +48,10 @@ impl PluginStore {
         self.dir.join(format!("{digest}.wasm"))
     }
 
-    /// Checks, compiles and describes `bytes` as a plugin of `tenant`; the
-    /// row to register (its version is the registry's to give).
-    pub async fn check(&self, tenant: &Tenant, name: &str, bytes: &[u8]) -> Result<PluginRow, ApiError> {
+    /// Checks, compiles and describes `bytes` as a plugin of `tenant`:
+    /// the row to register (its version is the registry's to give) and the
+    /// staged file to [`Self::keep`] once it is registered.
+    pub async fn check(&self, tenant: &Tenant, name: &str, bytes: &[u8]) -> Result<(PluginRow, PathBuf), ApiError> {
         let limit = tenant.limits.plugin_mb.saturating_mul(1 << 20);
         if bytes.len() as u64 > limit {
             return Err(too_large(bytes.len() as u64, tenant.limits.plugin_mb));
@@ -60,21 +61,24 @@ impl PluginStore {
             .incoming
             .join(format!("{}-{digest}.wasm", super::auth::new_token()));
         tokio::fs::write(&staged, bytes).await.map_err(ApiError::internal)?;
-        let result = self.compile(tenant, name, &staged, bytes.len() as u64, digest).await;
-        let row = match result {
-            Ok(row) => row,
+        match self.compile(tenant, name, &staged, bytes.len() as u64, digest).await {
+            Ok(row) => Ok((row, staged)),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&staged).await;
-                return Err(e);
+                Err(e)
             }
-        };
-        let blob = self.blob(&row.digest);
-        if blob.exists() {
-            let _ = tokio::fs::remove_file(&staged).await;
-        } else {
-            tokio::fs::rename(&staged, &blob).await.map_err(ApiError::internal)?;
         }
-        Ok(row)
+    }
+
+    /// Moves a registered upload to its content address (after the
+    /// registry names it, so a concurrent [`Self::collect`] cannot drop it).
+    pub async fn keep(&self, staged: &Path, digest: &str) -> Result<(), ApiError> {
+        let blob = self.blob(digest);
+        if blob.exists() {
+            let _ = tokio::fs::remove_file(staged).await;
+            return Ok(());
+        }
+        tokio::fs::rename(staged, &blob).await.map_err(ApiError::internal)
     }
 
     async fn compile(
@@ -89,6 +93,7 @@ impl PluginStore {
             max_component_mb: tenant.limits.plugin_mb,
             cache_dir: Some(self.cache_dir.clone()),
             budget: tenant.budget.clone(),
+            label: Some(name.to_string()),
             ..PluginSettings::default()
         };
         let _permit = self.compile.acquire().await.expect("the pool is never closed");
@@ -97,8 +102,7 @@ impl PluginStore {
         let loaded = tokio::task::spawn_blocking(move || Plugin::load(&path, settings))
             .await
             .map_err(ApiError::internal)?;
-        let label = staged.display().to_string();
-        let refused = |e: PluginError| ApiError::invalid(e.to_string().replace(&label, name));
+        let refused = |e: PluginError| ApiError::invalid(e.to_string());
         let plugin = loaded.map_err(refused)?;
         let compile_ms = started.elapsed().as_millis() as u64;
         let info = plugin.describe().await.map_err(refused)?;

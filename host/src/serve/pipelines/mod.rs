@@ -8,7 +8,7 @@
 pub mod policy;
 pub mod swap;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -68,6 +68,8 @@ struct Finished {
 
 #[derive(Default)]
 pub struct Supervisor {
+    /// Pipelines between `start` and running: a second start is refused.
+    starting: Mutex<HashSet<Key>>,
     running: Mutex<HashMap<Key, Running>>,
     finished: Mutex<HashMap<Key, Finished>>,
     /// Set when the server stops: pipelines stopped then resume at the next start.
@@ -141,12 +143,30 @@ impl Supervisor {
     }
 
     /// Starts a stored pipeline; returns once it runs (its destination
-    /// built, its plugin instantiated), or why it cannot.
+    /// built, its plugin instantiated), or why it cannot (then also its
+    /// status's `last_error`).
     pub async fn start(state: &Arc<State>, tenant: &Arc<Tenant>, name: &str, yaml: &str) -> Result<(), ApiError> {
         let sup = &state.supervisor;
-        if sup.is_running(&tenant.name, name) {
-            return Err(ApiError::conflict(format!("pipeline `{name}` is already running")));
+        let _starting = Starting::claim(sup, key(&tenant.name, name))
+            .ok_or_else(|| ApiError::conflict(format!("pipeline `{name}` is already running")))?;
+        let started = Self::launch(state, tenant, name, yaml).await;
+        if let Err(e) = &started {
+            sup.finished().insert(
+                key(&tenant.name, name),
+                Finished {
+                    state: "failed",
+                    progress: Progress::default(),
+                    error: Some(e.message.clone()),
+                    plugin: None,
+                    rate: 0.0,
+                },
+            );
         }
+        started
+    }
+
+    async fn launch(state: &Arc<State>, tenant: &Arc<Tenant>, name: &str, yaml: &str) -> Result<(), ApiError> {
+        let sup = &state.supervisor;
         let prepared = state.prepare(tenant, name, yaml)?;
         let (instances, disk_mb) = sup.held(&tenant.name);
         let limits = &tenant.limits;
@@ -329,6 +349,32 @@ impl Supervisor {
     }
 }
 
+/// A pipeline being started; dropped once it runs or failed to start.
+struct Starting<'a> {
+    supervisor: &'a Supervisor,
+    key: Key,
+}
+
+impl<'a> Starting<'a> {
+    fn claim(supervisor: &'a Supervisor, key: Key) -> Option<Self> {
+        let mut starting = supervisor.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if supervisor.running().contains_key(&key) || !starting.insert(key.clone()) {
+            return None;
+        }
+        Some(Self { supervisor, key })
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.supervisor
+            .starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
 async fn wait_done(mut done: watch::Receiver<bool>) {
     let _ = done.wait_for(|d| *d).await;
 }
@@ -371,6 +417,10 @@ async fn build_destination(
             settings.budget = tenant.budget.clone();
             settings.cache_dir = Some(state.store.cache_dir.clone());
             settings.max_component_mb = tenant.limits.plugin_mb;
+            settings.label = prepared
+                .plugin
+                .as_ref()
+                .map(|(name, version)| format!("{name}@{version}"));
             Ok(Arc::new(WasmDestination::with_settings(config, settings).await?))
         }
         other => crate::destination::build(other).await,
