@@ -19,16 +19,20 @@ const FALLBACK_BUDGET_MB: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "no room in the plugin memory budget for another instance of {wanted_mib} MiB: \
-     {in_use_mib} of {budget_mib} MiB are held by {instances} live instance(s) \
-     (waited {waited_ms} ms; raise --plugin-memory-budget-mb or lower memory_mb / max_concurrent_threads)"
+    "no room in {scope} for another instance of {wanted_mib} MiB: \
+     {in_use_mib} of {budget_mib} MiB are held by {instances} live instance(s){} \
+     (waited {waited_ms} ms; {advice})",
+    .max_instances.map(|m| format!(" of at most {m}")).unwrap_or_default()
 )]
 pub struct BudgetExceeded {
     pub wanted_mib: u64,
     pub in_use_mib: u64,
     pub budget_mib: u64,
     pub instances: u64,
+    pub max_instances: Option<u64>,
     pub waited_ms: u64,
+    pub scope: String,
+    pub advice: &'static str,
 }
 
 #[derive(Debug)]
@@ -39,6 +43,10 @@ pub struct MemoryBudget {
     /// A budget this one is a share of (a tenant's of the host's): room is
     /// taken from both.
     parent: Option<Arc<MemoryBudget>>,
+    /// Live instances this budget admits at most (a tenant's `instances`).
+    max_instances: Option<u64>,
+    /// Whose share this is, for the error.
+    owner: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -54,19 +62,56 @@ impl MemoryBudget {
             state: Mutex::new(Held::default()),
             freed: Notify::new(),
             parent: None,
+            max_instances: None,
+            owner: None,
         })
     }
 
-    /// A budget of `limit_mib` whose reservations also count against
-    /// `parent`, so shares can be promised beyond the total and the total
-    /// still holds.
-    pub fn within(limit_mib: u64, parent: Arc<MemoryBudget>) -> Arc<Self> {
+    /// `owner`'s share of `parent`: at most `limit_mib` and `max_instances`
+    /// live instances, whose reservations also count against `parent`, so
+    /// shares can be promised beyond the total and the total still holds.
+    pub fn share(owner: &str, limit_mib: u64, max_instances: u64, parent: Arc<MemoryBudget>) -> Arc<Self> {
         Arc::new(Self {
             limit_bytes: limit_mib.saturating_mul(1 << 20),
             state: Mutex::new(Held::default()),
             freed: Notify::new(),
             parent: Some(parent),
+            max_instances: Some(max_instances),
+            owner: Some(owner.to_string()),
         })
+    }
+
+    /// Whether this budget alone (not counting its parent) has room.
+    fn has_room(&self, bytes: u64) -> bool {
+        let held = self.lock();
+        held.bytes.saturating_add(bytes) <= self.limit_bytes && self.max_instances.is_none_or(|m| held.instances < m)
+    }
+
+    /// Why `bytes` found no room: this budget's figures, or its parent's
+    /// when this one had room.
+    fn exceeded(&self, bytes: u64, waited: Duration) -> BudgetExceeded {
+        if let Some(parent) = self.parent.as_ref().filter(|_| self.has_room(bytes)) {
+            return parent.exceeded(bytes, waited);
+        }
+        let held = self.lock();
+        BudgetExceeded {
+            wanted_mib: bytes >> 20,
+            in_use_mib: held.bytes >> 20,
+            budget_mib: self.limit_mib(),
+            instances: held.instances,
+            max_instances: self.max_instances,
+            waited_ms: waited.as_millis() as u64,
+            scope: match &self.owner {
+                Some(owner) => format!("{owner}'s plugin memory share"),
+                None => "the plugin memory budget".into(),
+            },
+            advice: match self.owner {
+                Some(_) => {
+                    "the operator sets memory_mb and instances; lower limits.memory_mb or max_concurrent_threads"
+                }
+                None => "raise --plugin-memory-budget-mb or lower memory_mb / max_concurrent_threads",
+            },
+        }
     }
 
     pub fn limit_mib(&self) -> u64 {
@@ -84,7 +129,9 @@ impl MemoryBudget {
 
     fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         let mut held = self.lock();
-        if held.bytes.saturating_add(bytes) > self.limit_bytes {
+        if held.bytes.saturating_add(bytes) > self.limit_bytes
+            || self.max_instances.is_some_and(|m| held.instances >= m)
+        {
             return None;
         }
         let parent = match &self.parent {
@@ -119,14 +166,7 @@ impl MemoryBudget {
             };
             let hopeless = bytes > self.limit_bytes;
             if hopeless || (tokio::time::timeout_at(wake, freed).await.is_err() && wake >= deadline) {
-                let held = self.lock();
-                return Err(BudgetExceeded {
-                    wanted_mib: bytes >> 20,
-                    in_use_mib: held.bytes >> 20,
-                    budget_mib: self.limit_mib(),
-                    instances: held.instances,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                });
+                return Err(self.exceeded(bytes, started.elapsed()));
             }
         }
     }
@@ -208,13 +248,22 @@ mod tests {
     async fn a_share_takes_room_from_its_parent_too() {
         let host = MemoryBudget::new(10);
         let (a, b) = (
-            MemoryBudget::within(8, host.clone()),
-            MemoryBudget::within(8, host.clone()),
+            MemoryBudget::share("a", 8, 1, host.clone()),
+            MemoryBudget::share("b", 8, 4, host.clone()),
         );
         let held = a.reserve(6 << 20, Duration::ZERO).await.unwrap();
         assert_eq!(host.in_use(), 6 << 20);
-        // B's own share has room, the host does not.
-        assert!(b.reserve(6 << 20, Duration::from_millis(20)).await.is_err());
+        // A's share admits one instance, whatever its memory.
+        let err = a.reserve(1 << 20, Duration::ZERO).await.unwrap_err();
+        assert!(err.to_string().contains("a's plugin memory share"), "{err}");
+        assert!(err.to_string().contains("1 live instance(s) of at most 1"), "{err}");
+        // B's own share has room, the host does not: the host's figures say so.
+        let err = b.reserve(6 << 20, Duration::from_millis(20)).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("no room in the plugin memory budget"),
+            "{err}"
+        );
+        assert_eq!(err.budget_mib, 10);
         let waiter = {
             let b = b.clone();
             tokio::spawn(async move { b.reserve(6 << 20, Duration::from_secs(10)).await })

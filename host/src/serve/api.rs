@@ -35,10 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/v1/tenants/{tenant}", get(get_tenant).delete(delete_tenant))
         .route("/v1/plugins", get(list_plugins))
-        .route(
-            "/v1/plugins/{name}",
-            get(get_plugin).put(put_plugin).layer(DefaultBodyLimit::disable()),
-        )
+        .route("/v1/plugins/{name}", get(get_plugin).put(put_plugin))
         .route("/v1/pipelines", get(list_pipelines))
         .route(
             "/v1/pipelines/{name}",
@@ -50,7 +47,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/ui", get(ui))
         .fallback(no_route)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .method_not_allowed_fallback(no_method)
+        // Bodies are read by the handlers, after the caller is known, up to a limit.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -60,6 +59,27 @@ async fn no_route() -> ApiError {
         "no_route",
         "no such route; see GET /v1/openapi.json",
     )
+}
+
+async fn no_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see GET /v1/openapi.json",
+    )
+}
+
+/// The body, or 413 past `limit` bytes (read no further than that).
+async fn read_body(body: Body, limit: u64, what: impl Fn(u64) -> ApiError) -> Result<Bytes, ApiError> {
+    Ok(http_body_util::Limited::new(body, limit as usize + 1)
+        .collect()
+        .await
+        .map_err(|_| what(limit + 1))?
+        .to_bytes())
+}
+
+fn too_long(_: u64) -> ApiError {
+    ApiError::too_large(format!("the request body is over {} KiB", MAX_BODY_BYTES >> 10))
 }
 
 async fn openapi() -> Response {
@@ -78,9 +98,9 @@ struct NewTenant {
     limits: LimitOverrides,
 }
 
-async fn create_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn create_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     auth::admin(&state, &headers)?;
-    let new: NewTenant = json_body(&body)?;
+    let new: NewTenant = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
     check_name("tenant", &new.name)?;
     let token = auth::new_token();
     if !state
@@ -165,11 +185,8 @@ async fn put_plugin(
         }
     }
     // The body is read only up to the limit, whatever the header said.
-    let bytes = http_body_util::Limited::new(body, limit as usize + 1)
-        .collect()
-        .await
-        .map_err(|_| super::plugins::too_large(limit + 1, tenant.limits.plugin_mb))?
-        .to_bytes();
+    let plugin_mb = tenant.limits.plugin_mb;
+    let bytes = read_body(body, limit, |size| super::plugins::too_large(size, plugin_mb)).await?;
     let (mut row, staged) = state.store.check(&tenant, &name, &bytes).await?;
     row.version = state.registry.add_plugin(&tenant.name, &row)?;
     state.store.keep(&staged, &row.digest).await?;
@@ -195,10 +212,11 @@ async fn put_pipeline(
     Extract(state): Extract<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
     check_name("pipeline", &name)?;
+    let body = read_body(body, MAX_BODY_BYTES as u64, too_long).await?;
     let yaml = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the pipeline file is not UTF-8"))?;
     let prepared = state.prepare(&tenant, &name, yaml)?;
     let existed = state.registry.pipeline(&tenant.name, &name)?.is_some();

@@ -15,8 +15,8 @@ pub enum ConfigError {
     File { file: String, message: String },
     #[error("no admin token: set BIZON_HOST_ADMIN_TOKEN or name a file with `admin_token_file` in the serve config")]
     NoAdminToken,
-    #[error("admin token file {file}: {message}")]
-    AdminToken { file: String, message: String },
+    #[error("admin token ({origin}): {message}")]
+    AdminToken { origin: String, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +46,9 @@ pub struct ServeConfig {
     #[serde(default)]
     pub limits: TenantLimits,
 }
+
+/// Shortest admin token accepted.
+const MIN_ADMIN_TOKEN: usize = 16;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8700))
@@ -87,23 +90,29 @@ impl ServeConfig {
 
     /// BIZON_HOST_ADMIN_TOKEN, else the first line of `admin_token_file`.
     pub fn admin_token(&self) -> Result<String, ConfigError> {
-        if let Some(token) = std::env::var("BIZON_HOST_ADMIN_TOKEN")
+        let from_env = std::env::var("BIZON_HOST_ADMIN_TOKEN")
             .ok()
-            .filter(|t| !t.trim().is_empty())
-        {
-            return Ok(token.trim().to_string());
-        }
-        let Some(path) = &self.admin_token_file else {
-            return Err(ConfigError::NoAdminToken);
+            .filter(|t| !t.trim().is_empty());
+        let (token, origin) = match (from_env, &self.admin_token_file) {
+            (Some(token), _) => (token, "BIZON_HOST_ADMIN_TOKEN".to_string()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::AdminToken {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (
+                    text.lines().next().unwrap_or("").to_string(),
+                    path.display().to_string(),
+                )
+            }
+            (None, None) => return Err(ConfigError::NoAdminToken),
         };
-        let bad = |message: String| ConfigError::AdminToken {
-            file: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let token = text.lines().next().unwrap_or("").trim().to_string();
-        if token.len() < 16 {
-            return Err(bad("the token must be at least 16 characters".into()));
+        let token = token.trim().to_string();
+        if token.len() < MIN_ADMIN_TOKEN {
+            return Err(ConfigError::AdminToken {
+                origin,
+                message: format!("the admin token must be at least {MIN_ADMIN_TOKEN} characters"),
+            });
         }
         Ok(token)
     }
@@ -116,8 +125,7 @@ impl ServeConfig {
 pub struct TenantLimits {
     /// Memory all the tenant's plugin instances hold together, in MiB.
     pub memory_mb: u64,
-    /// Plugin instances at once (the sum of its running pipelines'
-    /// `max_concurrent_threads`).
+    /// Live plugin instances at once, all its pipelines together.
     pub instances: usize,
     /// Pipelines stored.
     pub pipelines: usize,

@@ -58,7 +58,12 @@ impl Tenants {
         let limits = row.limits.over(&self.defaults);
         let tenant = Arc::new(Tenant {
             name: name.to_string(),
-            budget: MemoryBudget::within(limits.memory_mb, self.host_budget.clone()),
+            budget: MemoryBudget::share(
+                &format!("tenant {name}"),
+                limits.memory_mb,
+                limits.instances as u64,
+                self.host_budget.clone(),
+            ),
             files: self.dir(name).join("files"),
             limits,
         });

@@ -54,7 +54,6 @@ struct Running {
     started: Instant,
     swap: Option<Arc<Swappable>>,
     plugin: Option<(String, u32)>,
-    instances: usize,
     disk_mb: u64,
 }
 
@@ -134,12 +133,13 @@ impl Supervisor {
         }
     }
 
-    /// What a tenant's running pipelines hold: (instances, disk MiB).
-    fn held(&self, tenant: &str) -> (usize, u64) {
+    /// The writable disk a tenant's running pipelines were granted, in MiB.
+    fn disk_held(&self, tenant: &str) -> u64 {
         self.running()
             .iter()
             .filter(|((t, _), _)| t == tenant)
-            .fold((0, 0), |(i, d), (_, r)| (i + r.instances, d + r.disk_mb))
+            .map(|(_, r)| r.disk_mb)
+            .sum()
     }
 
     /// Starts a stored pipeline; returns once it runs (its destination
@@ -168,15 +168,8 @@ impl Supervisor {
     async fn launch(state: &Arc<State>, tenant: &Arc<Tenant>, name: &str, yaml: &str) -> Result<(), ApiError> {
         let sup = &state.supervisor;
         let prepared = state.prepare(tenant, name, yaml)?;
-        let (instances, disk_mb) = sup.held(&tenant.name);
+        let disk_mb = sup.disk_held(&tenant.name);
         let limits = &tenant.limits;
-        if instances + prepared.instances > limits.instances {
-            return Err(ApiError::limit(format!(
-                "starting `{name}` would hold {} plugin instances; this tenant's running pipelines hold {instances} \
-                 of its {} (lower max_concurrent_threads or stop a pipeline)",
-                prepared.instances, limits.instances
-            )));
-        }
         if disk_mb + prepared.disk_mb > limits.disk_mb {
             return Err(ApiError::limit(format!(
                 "starting `{name}` would grant {} MiB of writable disk; this tenant's running pipelines hold \
@@ -214,7 +207,6 @@ impl Supervisor {
                 started: Instant::now(),
                 swap: Some(swap.clone()),
                 plugin: plugin.clone(),
-                instances: prepared.instances,
                 disk_mb: prepared.disk_mb,
             },
         );

@@ -8,7 +8,9 @@
 //!   absolute path, no `..`), writable ones within its disk quota;
 //! - `allow.hosts` each inside the tenant's egress ceiling; no `allow.env`
 //!   and no `allow.secrets` (both read the host's environment or files);
-//! - memory, call time and instances within its limits;
+//! - memory and call time within its limits; `max_concurrent_threads`
+//!   lowered to the tenant's `instances` (its share of the memory budget
+//!   admits no more live instances than that, whichever pipelines hold them);
 //! - sources `dummy` and `kafka` (brokers inside the egress ceiling, the
 //!   consumer group under the tenant's prefix), never `jsonl` (a host path);
 //! - `dead_letter` to a topic, not a file.
@@ -29,8 +31,6 @@ pub struct Prepared {
     pub pipeline: Pipeline,
     /// The plugin and the version the run uses (the newest, unless pinned).
     pub plugin: Option<(String, u32)>,
-    /// Plugin instances it may hold at once.
-    pub instances: usize,
     /// Bytes its writable grants may hold, in MiB.
     pub disk_mb: u64,
 }
@@ -58,13 +58,8 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
     let mut pipeline = config::parse(yaml, &file, |_| None).map_err(|e| ApiError::invalid(e.to_string()))?;
     let limits = &cx.tenant.limits;
     let refuse = |what: String| Err(ApiError::invalid(format!("{file}: {what}")));
-    let instances = pipeline.destination.options().max_concurrent_threads.max(1);
-    if instances > limits.instances {
-        return refuse(format!(
-            "destination.config.max_concurrent_threads: {instances} is over this tenant's limit of {} plugin instances",
-            limits.instances
-        ));
-    }
+    let threads = &mut pipeline.destination.options_mut().max_concurrent_threads;
+    *threads = (*threads).clamp(1, limits.instances.max(1));
     check_source(cx, &file, &mut pipeline.source)?;
     if let Some(dead_letter) = &pipeline.dead_letter {
         if dead_letter.path.is_some() {
@@ -139,7 +134,6 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
     Ok(Prepared {
         pipeline,
         plugin,
-        instances,
         disk_mb,
     })
 }
