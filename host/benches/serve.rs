@@ -277,7 +277,7 @@ fn density() {
         let token = serve.tenant(&format!("t{t}"), json!({"egress": [egress], "memory_mb": 64}));
         serve.ok("PUT", "/v1/plugins/sum", &token, Some(sum.clone()));
         let yaml = format!(
-            "name: idle\nsource:\n  name: kafka\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
+            "name: idle\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
              message_encoding: utf-8\ndestination:\n  name: wasm\n  config:\n    plugin: sum\n    max_concurrent_threads: 1\n    \
              limits: {{memory_mb: 16}}\n",
             broker.servers

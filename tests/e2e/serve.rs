@@ -312,7 +312,7 @@ fn a_kafka_pipeline_survives_a_plugin_upgrade_mid_run_and_a_restart_without_loss
     serve.ok("PUT", "/v1/plugins/csv", &a, Some(plugin("bizon_csv")));
     let pipeline = |version: u32| {
         format!(
-            "name: k\nsource:\n  name: kafka\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
+            "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
              message_encoding: utf-8\n  batch_size: 20\n  consumer_config:\n    session.timeout.ms: 6000\n    \
              heartbeat.interval.ms: 500\ndestination:\n  name: wasm\n  config:\n    plugin: csv@{version}\n    \
              buffer_size: 0\n    buffer_flush_timeout: 0\n    plugin_config: {{dir: /out}}\n    allow:\n      dirs:\n        \

@@ -121,7 +121,7 @@ impl ServeConfig {
 /// What one tenant may use. Each field left out of a tenant's own limits
 /// takes the serve config's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TenantLimits {
     /// Memory all the tenant's plugin instances hold together, in MiB.
     pub memory_mb: u64,

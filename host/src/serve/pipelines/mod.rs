@@ -177,8 +177,9 @@ impl Supervisor {
                 prepared.disk_mb, limits.disk_mb
             )));
         }
-        let span = tracing::info_span!(logs::SPAN, tenant = %tenant.name, pipeline = %name);
+        // The ring first: the span finds it when it is made.
         logs::ring(&tenant.name, name, limits.log_lines_per_s);
+        let span = tracing::info_span!(logs::SPAN, tenant = %tenant.name, pipeline = %name);
         let series = PipelineSeries::new(&tenant.name, name);
         let built = build_destination(state, tenant, &prepared)
             .instrument(span.clone())
