@@ -69,7 +69,8 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), "limits:\n  plugin_mb: 8\n");
     let a = serve.tenant("acme", json!({}));
-    let b = serve.tenant("bravo", json!({"plugin_mb": 1, "instances": 2}));
+    let b = serve.tenant("bravo", json!({"instances": 2}));
+    let c = serve.tenant("charlie", json!({"plugin_mb": 1}));
 
     // Tokens: a tenant's is not the admin's, a made-up one is nobody's.
     assert_eq!(serve.call("POST", "/v1/tenants", &a, yaml("{\"name\":\"x\"}")).0, 403);
@@ -90,16 +91,18 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
         .unwrap()
         .iter()
         .any(|i| i.as_str().unwrap().starts_with("wasi:filesystem")));
-    // bravo's limit is 1 MiB; the csv plugin is larger.
-    let (status, err) = serve.call("PUT", "/v1/plugins/csv", &b, Some(plugin("bizon_csv")));
+    // charlie's limit is 1 MiB; the csv plugin is larger.
+    let (status, err) = serve.call("PUT", "/v1/plugins/csv", &c, Some(plugin("bizon_csv")));
     assert_eq!(
         (status, err["error"]["code"].clone()),
         (413, json!("too_large")),
         "{err}"
     );
-    let small = plugin("my_dest");
-    assert!(small.len() < 1 << 20);
-    serve.ok("PUT", "/v1/plugins/mine", &b, Some(small));
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("limit of 1 MiB"),
+        "{err}"
+    );
+    serve.ok("PUT", "/v1/plugins/mine", &b, Some(plugin("my_dest")));
     // Not a component, not a plugin of this contract.
     let (status, err) = serve.call("PUT", "/v1/plugins/junk", &a, Some(b"\0asm junk".to_vec()));
     assert_eq!(status, 422, "{err}");

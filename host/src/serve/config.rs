@@ -34,6 +34,10 @@ pub struct ServeConfig {
     /// (default: the process-wide budget, half the machine's memory).
     #[serde(default)]
     pub plugin_memory_budget_mb: Option<u64>,
+    /// Plugin instances alive at once across all tenants (the engine's
+    /// pool; each running pipeline holds at least one).
+    #[serde(default = "default_live_instances")]
+    pub live_instances: u32,
     /// Plugin uploads compiled at once; the rest wait their turn.
     #[serde(default = "one")]
     pub compile_concurrency: usize,
@@ -56,6 +60,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("bizon-data")
+}
+
+fn default_live_instances() -> u32 {
+    2000
 }
 
 fn one() -> usize {
