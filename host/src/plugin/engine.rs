@@ -24,6 +24,15 @@ pub fn set_pool_instances(instances: u32) {
     let _ = POOL_INSTANCES.set(instances);
 }
 
+static SERIAL_COMPILATION: OnceLock<()> = OnceLock::new();
+
+/// Compiles each plugin on the calling thread only (before the engine is
+/// built): `serve` compiles uploads on one low-priority thread, so that an
+/// upload cannot take the cores the pipelines run on.
+pub fn set_serial_compilation() {
+    let _ = SERIAL_COMPILATION.set(());
+}
+
 /// Which allocator the engine got, for `plugin inspect` and the docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
@@ -56,6 +65,9 @@ pub fn shared() -> &'static SharedEngine {
 
 fn config() -> Config {
     let mut config = Config::new();
+    if SERIAL_COMPILATION.get().is_some() {
+        config.parallel_compilation(false);
+    }
     // Epochs rather than fuel: a check per loop back-edge costs less than
     // counting every instruction, and a wall-clock bound is what users set.
     config.epoch_interruption(true);

@@ -8,8 +8,8 @@
 //! - [`egress`]: outbound HTTP and TCP, checked where each connection is made.
 //! - [`files`]: the filesystem layer over granted directories (no symlinks,
 //!   byte quotas).
-//! - [`limits`], [`budget`]: memory and call-time limits of an instance,
-//!   and the host-wide memory budget of all instances.
+//! - [`limits`], [`budget`], [`cpu`]: memory and call-time limits of an
+//!   instance, the host-wide memory budget of all instances, and CPU shares.
 //! - [`instance`]: one Store, the calls into it and what a trap means.
 //! - [`log`], [`stdio`], [`text`]: the plugin's log lines and output,
 //!   bounded and escaped.
@@ -18,6 +18,7 @@
 pub mod budget;
 pub mod cache;
 pub mod capabilities;
+pub mod cpu;
 pub mod egress;
 pub mod engine;
 pub mod files;
@@ -74,6 +75,8 @@ pub struct PluginSettings {
     /// How messages name the plugin; its file path when `None` (`serve`
     /// names it `NAME@VERSION`, not where the host keeps it).
     pub label: Option<String>,
+    /// The CPU share its calls run under (a tenant's); none: unpaced.
+    pub cpu: Option<Arc<cpu::CpuShare>>,
 }
 
 impl Default for PluginSettings {
@@ -86,6 +89,7 @@ impl Default for PluginSettings {
             max_component_mb: max_component_mb(),
             budget: budget::global(),
             label: None,
+            cpu: None,
         }
     }
 }
@@ -197,6 +201,7 @@ pub(crate) struct Shared {
     log: Arc<log::PluginLog>,
     quotas: Arc<files::Quotas>,
     budget: Arc<budget::MemoryBudget>,
+    cpu: Option<Arc<cpu::CpuShare>>,
 }
 
 /// How loading went, for `plugin inspect|compile` and the logs.
@@ -288,6 +293,7 @@ impl Plugin {
             log: Arc::new(log::PluginLog::new(&label)),
             quotas: Arc::new(files::Quotas::new(&settings.grants.dirs)),
             budget: settings.budget,
+            cpu: settings.cpu,
             label,
             engine,
             pre,

@@ -149,6 +149,9 @@ pub struct TenantLimits {
     pub call_timeout_ms: u64,
     /// Log lines per second kept for its pipelines.
     pub log_lines_per_s: u32,
+    /// Cores its plugins' code may use together (0.5: half of one); over
+    /// it, its calls wait.
+    pub cpu_cores: f64,
 }
 
 impl Default for TenantLimits {
@@ -162,6 +165,7 @@ impl Default for TenantLimits {
             egress: Vec::new(),
             call_timeout_ms: 30_000,
             log_lines_per_s: 50,
+            cpu_cores: 1.0,
         }
     }
 }
@@ -186,6 +190,8 @@ pub struct LimitOverrides {
     pub call_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_lines_per_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<f64>,
 }
 
 impl LimitOverrides {
@@ -199,6 +205,7 @@ impl LimitOverrides {
             egress: self.egress.clone().unwrap_or_else(|| defaults.egress.clone()),
             call_timeout_ms: self.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
             log_lines_per_s: self.log_lines_per_s.unwrap_or(defaults.log_lines_per_s),
+            cpu_cores: self.cpu_cores.unwrap_or(defaults.cpu_cores),
         }
     }
 }

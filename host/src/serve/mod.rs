@@ -108,6 +108,7 @@ pub async fn run(
     }
     let admin_hash = auth::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
+    crate::plugin::engine::set_serial_compilation();
     let data_dir = config.data_dir.clone();
     let io = |source| ServeError::DataDir {
         dir: data_dir.display().to_string(),

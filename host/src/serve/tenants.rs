@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex};
 use super::config::TenantLimits;
 use super::registry::{Registry, RegistryError};
 use crate::plugin::budget::MemoryBudget;
+use crate::plugin::cpu::CpuShare;
 
 pub struct Tenant {
     pub name: String,
     pub limits: TenantLimits,
     /// All the tenant's instances together, inside the host's budget.
     pub budget: Arc<MemoryBudget>,
+    /// All the tenant's plugin calls together.
+    pub cpu: Arc<CpuShare>,
     pub files: PathBuf,
 }
 
@@ -65,6 +68,7 @@ impl Tenants {
                 self.host_budget.clone(),
             ),
             files: self.dir(name).join("files"),
+            cpu: Arc::new(CpuShare::new(limits.cpu_cores)),
             limits,
         });
         std::fs::create_dir_all(&tenant.files).map_err(|e| RegistryError::Corrupt {

@@ -63,6 +63,17 @@ impl Serve {
 
     /// (status, body as JSON, or as a string when it is not JSON).
     pub fn call(&self, method: &str, path: &str, token: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        self.send(method, path, token, body).unwrap()
+    }
+
+    /// [`Self::call`], or the error of a request the server cut off.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Value), reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self
             .http
@@ -71,10 +82,10 @@ impl Serve {
         if let Some(body) = body {
             request = request.body(body);
         }
-        let response = request.send().unwrap();
+        let response = request.send()?;
         let status = response.status().as_u16();
-        let text = response.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        let text = response.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
     pub fn ok(&self, method: &str, path: &str, token: &str, body: Option<Vec<u8>>) -> Value {

@@ -408,6 +408,7 @@ async fn build_destination(
         DestinationConfig::Wasm(config) => {
             let mut settings = config.settings()?;
             settings.budget = tenant.budget.clone();
+            settings.cpu = Some(tenant.cpu.clone());
             settings.cache_dir = Some(state.store.cache_dir.clone());
             settings.max_component_mb = tenant.limits.plugin_mb;
             settings.label = prepared
