@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 # The SDK carries its own copy of the WIT so it builds from a git or registry
 # dependency too; the copy must never drift from the canonical contract.
-if ! cmp -s wit/destination.wit sdk/wit/destination.wit; then
-    echo "sdk/wit/destination.wit differs from wit/destination.wit; run: cp wit/destination.wit sdk/wit/" >&2
-    exit 1
-fi
+for wit in destination transform; do
+    if ! cmp -s "wit/$wit.wit" "sdk/wit/$wit.wit"; then
+        echo "sdk/wit/$wit.wit differs from wit/$wit.wit; run: cp wit/$wit.wit sdk/wit/" >&2
+        exit 1
+    fi
+done
 
 # docs/sdk.md shows tests/plugins/my-dest and tests/plugins/webhook verbatim;
 # this build proves they compile.

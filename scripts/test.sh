@@ -19,6 +19,8 @@ bash scripts/install-clickhouse.sh
 bash scripts/install-chromium.sh
 # componentize-py / componentize-js: Python and JS plugins and transforms.
 bash scripts/install-componentize.sh
+# The Python transform runtime (target/wasm/python-transform.wasm; ~10 s, once).
+bash scripts/build-transform-runtime.sh
 # Release: wasmtime compiles plugins many times faster optimized, and the
 # end-to-end tests start the binary hundreds of times.
 cargo test --release --workspace "$@"

@@ -4,7 +4,8 @@
 #   bizon records=N seconds=S records_per_s=R peak_rss_mb=M
 # seconds = wall time of the whole `bizon run` process (interpreter start-up, sqlite backend,
 # 2 s consumer_start_delay of Bizon's thread runner and finalize included).
-# Usage: bench/bizon/run.sh [N]   (default N=1000000). Set KEEP=1 to keep the temp dir.
+# Usage: bench/bizon/run.sh [N]   (default N=1000000). Set KEEP=1 to keep the temp dir,
+# BENCH_YML to run another pipeline file (bench_transform.yml: the same with a one-line transform).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 N="${1:-1000000}"
@@ -21,7 +22,7 @@ export BIZON_BENCH_N="$N"
 cd "$WORK"
 
 res="$("$HERE/.venv/bin/python" "$HERE/run_bizon.py" "$WORK" \
-    "$HERE/.venv/bin/bizon" run "$HERE/bench.yml" --custom-source "$HERE/bench_source.py")"
+    "$HERE/.venv/bin/bizon" run "${BENCH_YML:-$HERE/bench.yml}" --custom-source "$HERE/bench_source.py")"
 
 rc="$(sed -E 's/.* rc=([0-9-]+).*/\1/' <<<"$res")"
 secs="$(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$res")"

@@ -1,7 +1,7 @@
 //! bizon-host: Bizon's destination runtime.
 //!
 //! Modules in data-flow order: a pipeline file is read by [`config`], a
-//! [`source`] yields records, [`record`] turns them into Arrow columns, the
+//! [`source`] yields records, [`transform`] reshapes them, [`record`] turns them into Arrow columns, the
 //! [`buffer`] of each destination_id decides when to flush, and a
 //! [`destination`] writes the batch. [`pipeline`] wires these together and
 //! [`cli`] is the command line on top.
@@ -19,3 +19,5 @@ pub mod record;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod source;
+#[cfg(feature = "wasm")]
+pub mod transform;

@@ -60,6 +60,9 @@
 //! [`WriteError::retryable`] for passing failures and
 //! [`WriteError::rejected`] to refuse single rows.
 //!
+//! Transforms (records reshaped between the source and the buffers) implement
+//! [`Transform`] and call [`export_transform!`]; see [`transform`].
+//!
 //! Plugins that would rather parse JSON lines than Arrow implement
 //! [`NdjsonDestination`] and call [`export_ndjson_destination!`]; split the
 //! batch with [`ndjson_rows`].
@@ -78,6 +81,7 @@ pub mod http;
 mod ipc;
 pub mod log;
 mod ndjson;
+pub mod transform;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -87,6 +91,21 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         runtime_path: "::bizon_sdk::__wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub mod transform_bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "transformer",
+        pub_export_macro: true,
+        export_macro_name: "__export_transformer_world",
+        runtime_path: "::bizon_sdk::__wit_bindgen::rt",
+        with: {
+            "bizon:destination/types@0.1.0": crate::bindings::bizon::destination::types,
+            "bizon:destination/host@0.1.0": crate::bindings::bizon::destination::host,
+        },
     });
 }
 
@@ -104,6 +123,7 @@ pub use error::{Error, WriteError};
 pub use ipc::decode_ipc;
 pub use ndjson::ndjson_rows;
 pub use serde_json;
+pub use transform::{Record, Transform};
 
 /// Where a batch comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

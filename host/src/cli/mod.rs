@@ -214,6 +214,11 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return refuse(format!("source: {e}")),
     };
+    #[cfg(feature = "wasm")]
+    let source = match crate::transform::wrap(&pipeline, source, dead_letters.clone()).await {
+        Ok(s) => s,
+        Err(e) => return refuse(e.to_string()),
+    };
     tracing::info!(pipeline = %pipeline.name, destination = pipeline.destination.name(), "starting");
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     if let Some(addr) = args.metrics_addr {
@@ -304,6 +309,11 @@ async fn check(path: &Path) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    #[cfg(feature = "wasm")]
+    if let Err(e) = crate::transform::check(&pipeline).await {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let name = pipeline.destination.name();
     let outcome = match crate::destination::build(&pipeline.destination).await {
         Ok(d) => d.check_connection().await,

@@ -117,6 +117,7 @@ fn stdin_pipeline() -> Pipeline {
     Pipeline {
         name: "plugin".into(),
         dead_letter: None,
+        transforms: Vec::new(),
         source: SourceConfig::Jsonl(JsonlSourceConfig {
             name: "jsonl".into(),
             path: "-".into(),

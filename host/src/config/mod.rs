@@ -2,8 +2,9 @@
 //!
 //! Bizon's YAML is read unchanged: `name`, `source`, `destination` (`name` +
 //! `config`), `streams` (injected into the source and destination as Bizon
-//! does), and the `engine` and `transforms` sections, which are accepted and,
-//! since bizon-host does not implement them, reported with a warning.
+//! does), `transforms` (checked here, run by [`crate::transform`]), and the
+//! `engine` section, which is accepted and, since bizon-host does not
+//! implement it, reported with a warning.
 //! `dead_letter` is bizon-host's own. Every error names the file, the line
 //! and the field.
 //!
@@ -80,6 +81,9 @@ pub struct Pipeline {
     pub destination: DestinationConfig,
     /// Where undecodable messages and rejected rows go instead of stopping the run.
     pub dead_letter: Option<DeadLetterConfig>,
+    /// Applied in order to every record before buffering.
+    #[cfg(feature = "wasm")]
+    pub transforms: Vec<crate::transform::TransformSpec>,
     /// Sections of the file that bizon-host reads but does not act on.
     pub ignored_sections: Vec<&'static str>,
     /// Things worth telling the user that do not stop the run.
@@ -171,6 +175,10 @@ struct PipelineFile<S, D> {
     destination: DestinationSection<D>,
     #[serde(default)]
     engine: Option<IgnoredAny>,
+    #[cfg(feature = "wasm")]
+    #[serde(default)]
+    transforms: Option<Vec<crate::transform::TransformEntry>>,
+    #[cfg(not(feature = "wasm"))]
     #[serde(default)]
     transforms: Option<IgnoredAny>,
     #[serde(default)]
@@ -239,8 +247,11 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
     if options.destination_id.is_none() {
         options.generated_destination_id = Some(run.source.generated_destination_id());
     }
+    #[cfg(feature = "wasm")]
+    let transforms = crate::transform::check_entries(names.transforms.unwrap_or_default(), &text, file)?;
     let ignored_sections = [
         ("engine", names.engine.is_some()),
+        #[cfg(not(feature = "wasm"))]
         ("transforms", names.transforms.is_some()),
         ("alerting", names.alerting.is_some()),
         ("monitoring", names.monitoring.is_some()),
@@ -254,6 +265,8 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
         source,
         destination,
         dead_letter: names.dead_letter,
+        #[cfg(feature = "wasm")]
+        transforms,
         ignored_sections,
         warnings,
     })

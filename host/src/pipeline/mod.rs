@@ -41,7 +41,7 @@ const SOURCE_STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("source: {0}")]
+    #[error("{}", source_message(.0))]
     Source(#[from] source::SourceError),
     #[error("destination `{destination}`: check_connection failed: {message}")]
     Connection { destination: &'static str, message: String },
@@ -62,6 +62,14 @@ pub enum PipelineError {
     DeadLetter(#[from] DeadLetterError),
     #[error("destination `{destination}`: finalize failed: {message}")]
     Finalize { destination: &'static str, message: String },
+}
+
+fn source_message(error: &source::SourceError) -> String {
+    match error {
+        #[cfg(feature = "wasm")]
+        source::SourceError::Transform(e) => format!("transform: {e}"),
+        e => format!("source: {e}"),
+    }
 }
 
 /// Where records go when neither the source nor the config names a

@@ -98,6 +98,26 @@ const LINKED: &[&str] = &[
 /// The package and interface a plugin must export.
 pub const DESTINATION_EXPORT: &str = "bizon:destination/destination";
 
+/// What a component must export to be loaded as one kind of plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct Export {
+    /// The interface, without its version.
+    pub interface: &'static str,
+    /// What the user calls it, in errors.
+    pub kind: &'static str,
+}
+
+impl Export {
+    pub const DESTINATION: Export = Export {
+        interface: DESTINATION_EXPORT,
+        kind: "destination plugin",
+    };
+    pub const TRANSFORM: Export = Export {
+        interface: "bizon:destination/transform",
+        kind: "transform",
+    };
+}
+
 /// The WIT package version this host implements, read from the contract.
 pub fn host_version() -> &'static str {
     const WIT: &str = include_str!("../../../wit/destination.wit");
@@ -125,14 +145,21 @@ pub fn version_supported(plugin: &str, host: &str) -> bool {
     }
 }
 
-/// Refuses a component that is not a destination plugin of a supported
+/// Refuses a component that does not export `wanted` at a supported
 /// version, or that imports what the host does not give.
-pub fn check_component(plugin: &str, component: &Component, engine: &Engine) -> Result<(), PluginError> {
+pub fn check_component(
+    plugin: &str,
+    component: &Component,
+    engine: &Engine,
+    wanted: Export,
+) -> Result<(), PluginError> {
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-    let Some(export) = exports.iter().find(|name| unversioned(name) == DESTINATION_EXPORT) else {
+    let Some(export) = exports.iter().find(|name| unversioned(name) == wanted.interface) else {
         return Err(PluginError::NotAPlugin {
             plugin: plugin.to_string(),
+            kind: wanted.kind,
+            wanted: wanted.interface,
             exports: if exports.is_empty() {
                 "nothing".into()
             } else {
@@ -255,7 +282,7 @@ mod tests {
     fn an_empty_component_is_not_a_plugin() {
         let engine = Engine::default();
         let component = Component::new(&engine, b"\0asm\x0d\0\x01\0").unwrap();
-        let err = check_component("empty.wasm", &component, &engine).unwrap_err();
+        let err = check_component("empty.wasm", &component, &engine, Export::DESTINATION).unwrap_err();
         assert!(err.to_string().contains("not a bizon destination plugin"), "{err}");
         assert!(err.to_string().contains("exports nothing"), "{err}");
     }

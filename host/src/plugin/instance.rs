@@ -80,38 +80,24 @@ impl bizon::destination::host::Host for State {
 
 impl bizon::destination::types::Host for State {}
 
-pub struct Instance {
-    store: Store<State>,
-    bindings: Bindings,
+/// One Store with its limits, instantiated from a pre-linked component of
+/// either world (a destination plugin or a transform), and the state every
+/// call needs: the captured output, the trap flag, the budget reservation.
+pub(crate) struct Sandbox {
+    pub(crate) store: Store<State>,
     captured: Captured,
-    shared: Arc<Shared>,
-    info: PluginInfo,
+    pub(crate) shared: Arc<Shared>,
     /// Set by a trap or a dropped call: the Store is unusable from then on.
     poisoned: bool,
     /// This instance's room in the host's plugin memory budget.
     _reservation: Reservation,
 }
 
-impl Instance {
-    /// Instantiates, asks `describe`, and calls `open` with the plugin's config.
-    pub(super) async fn new(shared: &Arc<Shared>) -> Result<Self, PluginError> {
-        let mut instance = Self::described(shared).await?;
-        let config = shared.config_json.clone();
-        instance.begin("open")?;
-        let call = instance
-            .bindings
-            .bizon_destination_destination()
-            .call_open(&mut instance.store, &config);
-        let result = bounded(&shared.limits, call).await;
-        instance.end("open", result)?.map_err(|message| PluginError::Open {
-            plugin: shared.label.clone(),
-            message: sanitize(&message, MAX_ERROR_BYTES),
-        })?;
-        Ok(instance)
-    }
-
-    /// Instantiates and asks `describe`, without opening.
-    pub(super) async fn described(shared: &Arc<Shared>) -> Result<Self, PluginError> {
+impl Sandbox {
+    /// A new Store under the plugin's limits and grants, instantiated.
+    pub(crate) async fn instantiate(
+        shared: &Arc<Shared>,
+    ) -> Result<(Sandbox, wasmtime::component::Instance), PluginError> {
         let reservation = shared
             .budget
             .reserve(shared.limits.memory_bytes() as u64, shared.limits.call_timeout())
@@ -155,8 +141,17 @@ impl Instance {
         });
         store.set_epoch_deadline(1);
         let instantiated = bounded(&shared.limits, shared.pre.instantiate_async(&mut store)).await;
-        let bindings = match instantiated {
-            Ok(Ok(bindings)) => bindings,
+        match instantiated {
+            Ok(Ok(instance)) => Ok((
+                Sandbox {
+                    store,
+                    captured,
+                    shared: shared.clone(),
+                    poisoned: false,
+                    _reservation: reservation,
+                },
+                instance,
+            )),
             other => {
                 let hit = store.data_mut().limiter.take_hit();
                 let (output, _) = captured.take();
@@ -164,94 +159,34 @@ impl Instance {
                     Ok(Err(e)) => Some(e),
                     _ => None,
                 };
-                return Err(PluginError::Trap {
+                Err(PluginError::Trap {
                     plugin: shared.label.clone(),
                     function: "instantiate",
                     cause: classify(error, hit, shared, &output),
-                });
+                })
             }
-        };
-        let placeholder = PluginInfo {
-            name: String::new(),
-            version: String::new(),
-            input_format: super::InputFormat::ArrowIpc,
-        };
-        let mut instance = Instance {
-            store,
-            bindings,
-            captured,
-            shared: shared.clone(),
-            info: placeholder,
-            poisoned: false,
-            _reservation: reservation,
-        };
-        instance.begin("describe")?;
-        let call = instance
-            .bindings
-            .bizon_destination_destination()
-            .call_describe(&mut instance.store);
-        let result = bounded(&shared.limits, call).await;
-        let mut info = instance.end("describe", result)?;
-        info.name = sanitize(&info.name, MAX_LINE_BYTES);
-        info.version = sanitize(&info.version, MAX_LINE_BYTES);
-        instance.info = info;
-        Ok(instance)
-    }
-
-    pub fn info(&self) -> &PluginInfo {
-        &self.info
+        }
     }
 
     /// Whether a trap ended this instance; it must be replaced.
-    pub fn is_poisoned(&self) -> bool {
+    pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned
     }
 
-    pub async fn check_connection(&mut self) -> Result<Result<(), String>, PluginError> {
-        self.begin("check-connection")?;
-        let call = self
-            .bindings
-            .bizon_destination_destination()
-            .call_check_connection(&mut self.store);
-        let result = bounded(&self.shared.limits, call).await;
-        Ok(self.end("check-connection", result)?.map_err(cap_error))
+    pub(crate) fn limits(&self) -> super::Limits {
+        self.shared.limits
     }
 
-    pub async fn write(&mut self, info: &BatchInfo, batch: &[u8]) -> Result<Result<u64, WriteError>, PluginError> {
-        self.begin("write-records")?;
-        let call = self
-            .bindings
-            .bizon_destination_destination()
-            .call_write_records(&mut self.store, info, batch);
-        let result = bounded(&self.shared.limits, call).await;
-        Ok(self.end("write-records", result)?.map_err(|e| match e {
-            WriteError::Retryable(m) => WriteError::Retryable(cap_error(m)),
-            WriteError::Fatal(m) => WriteError::Fatal(cap_error(m)),
-            WriteError::Rejected(rows) => WriteError::Rejected(
-                rows.into_iter()
-                    .map(|r| RejectedRow {
-                        row: r.row,
-                        reason: sanitize(&r.reason, MAX_LINE_BYTES),
-                    })
-                    .collect(),
-            ),
-        }))
-    }
-
-    pub async fn finalize(&mut self) -> Result<Result<(), String>, PluginError> {
-        self.begin("finalize")?;
-        let call = self
-            .bindings
-            .bizon_destination_destination()
-            .call_finalize(&mut self.store);
-        let result = bounded(&self.shared.limits, call).await;
-        let result = self.end("finalize", result);
-        self.shared.log.flush_dropped();
-        Ok(result?.map_err(cap_error))
+    /// A bindings error (a missing export) as the plugin's own error.
+    pub(crate) fn link_error(&self, error: wasmtime::Error) -> PluginError {
+        PluginError::Link {
+            plugin: self.shared.label.clone(),
+            message: format!("{error:#}"),
+        }
     }
 
     /// Arms the deadline of a call, or refuses a poisoned instance.
-    fn begin(&mut self, function: &'static str) -> Result<(), PluginError> {
+    pub(crate) fn begin(&mut self, function: &'static str) -> Result<(), PluginError> {
         if self.poisoned {
             return Err(PluginError::Poisoned {
                 plugin: self.shared.label.clone(),
@@ -264,7 +199,7 @@ impl Instance {
 
     /// Forwards what the guest printed to the log and turns a trap or a
     /// dropped call into an error that says why.
-    fn end<R>(&mut self, function: &'static str, result: Bounded<R>) -> Result<R, PluginError> {
+    pub(crate) fn end<R>(&mut self, function: &'static str, result: Bounded<R>) -> Result<R, PluginError> {
         let hit = self.store.data_mut().limiter.take_hit();
         let (output, discarded) = self.captured.take();
         let error = match result {
@@ -283,6 +218,10 @@ impl Instance {
         })
     }
 
+    pub(crate) fn flush_log(&self) {
+        self.shared.log.flush_dropped();
+    }
+
     fn forward_output(&self, output: &str, discarded: usize) {
         if discarded > 0 {
             self.shared.log.log(
@@ -296,10 +235,122 @@ impl Instance {
     }
 }
 
-/// A call's outcome: `Err` when the timer dropped it.
-type Bounded<R> = Result<wasmtime::Result<R>, tokio::time::error::Elapsed>;
+/// A destination plugin's instance: a [`Sandbox`] with the destination
+/// world's bindings.
+pub struct Instance {
+    sandbox: Sandbox,
+    bindings: Bindings,
+    info: PluginInfo,
+}
 
-async fn bounded<R>(
+impl Instance {
+    /// Instantiates, asks `describe`, and calls `open` with the plugin's config.
+    pub(super) async fn new(shared: &Arc<Shared>) -> Result<Self, PluginError> {
+        let mut instance = Self::described(shared).await?;
+        let config = shared.config_json.clone();
+        instance.sandbox.begin("open")?;
+        let call = instance
+            .bindings
+            .bizon_destination_destination()
+            .call_open(&mut instance.sandbox.store, &config);
+        let result = bounded(&shared.limits, call).await;
+        instance
+            .sandbox
+            .end("open", result)?
+            .map_err(|message| PluginError::Open {
+                plugin: shared.label.clone(),
+                message: sanitize(&message, MAX_ERROR_BYTES),
+            })?;
+        Ok(instance)
+    }
+
+    /// Instantiates and asks `describe`, without opening.
+    pub(super) async fn described(shared: &Arc<Shared>) -> Result<Self, PluginError> {
+        let (mut sandbox, instance) = Sandbox::instantiate(shared).await?;
+        let bindings = Bindings::new(&mut sandbox.store, &instance).map_err(|e| sandbox.link_error(e))?;
+        let placeholder = PluginInfo {
+            name: String::new(),
+            version: String::new(),
+            input_format: super::InputFormat::ArrowIpc,
+        };
+        let mut instance = Instance {
+            sandbox,
+            bindings,
+            info: placeholder,
+        };
+        instance.sandbox.begin("describe")?;
+        let call = instance
+            .bindings
+            .bizon_destination_destination()
+            .call_describe(&mut instance.sandbox.store);
+        let result = bounded(&shared.limits, call).await;
+        let mut info = instance.sandbox.end("describe", result)?;
+        info.name = sanitize(&info.name, MAX_LINE_BYTES);
+        info.version = sanitize(&info.version, MAX_LINE_BYTES);
+        instance.info = info;
+        Ok(instance)
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Whether a trap ended this instance; it must be replaced.
+    pub fn is_poisoned(&self) -> bool {
+        self.sandbox.is_poisoned()
+    }
+
+    pub async fn check_connection(&mut self) -> Result<Result<(), String>, PluginError> {
+        self.sandbox.begin("check-connection")?;
+        let limits = self.sandbox.limits();
+        let call = self
+            .bindings
+            .bizon_destination_destination()
+            .call_check_connection(&mut self.sandbox.store);
+        let result = bounded(&limits, call).await;
+        Ok(self.sandbox.end("check-connection", result)?.map_err(cap_error))
+    }
+
+    pub async fn write(&mut self, info: &BatchInfo, batch: &[u8]) -> Result<Result<u64, WriteError>, PluginError> {
+        self.sandbox.begin("write-records")?;
+        let limits = self.sandbox.limits();
+        let call =
+            self.bindings
+                .bizon_destination_destination()
+                .call_write_records(&mut self.sandbox.store, info, batch);
+        let result = bounded(&limits, call).await;
+        Ok(self.sandbox.end("write-records", result)?.map_err(|e| match e {
+            WriteError::Retryable(m) => WriteError::Retryable(cap_error(m)),
+            WriteError::Fatal(m) => WriteError::Fatal(cap_error(m)),
+            WriteError::Rejected(rows) => WriteError::Rejected(
+                rows.into_iter()
+                    .map(|r| RejectedRow {
+                        row: r.row,
+                        reason: sanitize(&r.reason, MAX_LINE_BYTES),
+                    })
+                    .collect(),
+            ),
+        }))
+    }
+
+    pub async fn finalize(&mut self) -> Result<Result<(), String>, PluginError> {
+        self.sandbox.begin("finalize")?;
+        let limits = self.sandbox.limits();
+        let call = self
+            .bindings
+            .bizon_destination_destination()
+            .call_finalize(&mut self.sandbox.store);
+        let result = bounded(&limits, call).await;
+        let result = self.sandbox.end("finalize", result);
+        self.sandbox.flush_log();
+        Ok(result?.map_err(cap_error))
+    }
+}
+
+/// A call's outcome: `Err` when the timer dropped it.
+pub(crate) type Bounded<R> = Result<wasmtime::Result<R>, tokio::time::error::Elapsed>;
+
+pub(crate) async fn bounded<R>(
     limits: &super::Limits,
     call: impl std::future::Future<Output = wasmtime::Result<R>>,
 ) -> Bounded<R> {
@@ -310,7 +361,7 @@ fn deadline(limits: &super::Limits) -> Instant {
     Instant::now() + limits.call_timeout()
 }
 
-fn cap_error(message: String) -> String {
+pub(crate) fn cap_error(message: String) -> String {
     sanitize(&message, MAX_ERROR_BYTES)
 }
 

@@ -39,6 +39,7 @@ use wasmtime::Engine;
 pub use cache::CacheStatus;
 pub use capabilities::{DirGrant, Grants};
 pub use instance::Instance;
+pub(crate) use instance::Sandbox;
 pub use limits::Limits;
 
 /// Host bindings generated from the plugin contract.
@@ -152,11 +153,13 @@ pub enum PluginError {
     },
     #[error("plugin {plugin} is not a valid WebAssembly component: {message}")]
     Compile { plugin: String, message: String },
-    #[error(
-        "plugin {plugin} is not a bizon destination plugin: it exports {exports}, not {}",
-        capabilities::DESTINATION_EXPORT
-    )]
-    NotAPlugin { plugin: String, exports: String },
+    #[error("plugin {plugin} is not a bizon {kind}: it exports {exports}, not {wanted}")]
+    NotAPlugin {
+        plugin: String,
+        kind: &'static str,
+        exports: String,
+        wanted: &'static str,
+    },
     #[error(
         "plugin {plugin} was built for bizon:destination@{found}, which this host does not support: \
          it implements bizon:destination@{supported} (a plugin needs the same major version, and the same minor before 1.0)"
@@ -194,7 +197,7 @@ pub enum PluginError {
 pub(crate) struct Shared {
     label: String,
     engine: Engine,
-    pre: bindings::PluginPre<instance::State>,
+    pre: wasmtime::component::InstancePre<instance::State>,
     limits: Limits,
     grants: Grants,
     config_json: String,
@@ -202,6 +205,13 @@ pub(crate) struct Shared {
     quotas: Arc<files::Quotas>,
     budget: Arc<budget::MemoryBudget>,
     cpu: Option<Arc<cpu::CpuShare>>,
+}
+
+impl Shared {
+    /// The component's `open` argument.
+    pub(crate) fn config_json(&self) -> &str {
+        &self.config_json
+    }
 }
 
 /// How loading went, for `plugin inspect|compile` and the logs.
@@ -227,84 +237,8 @@ impl Plugin {
     /// Reads, compiles (or loads from the cache), checks and pre-links the
     /// plugin at `path`. Blocking: compiling can take a second.
     pub fn load(path: &Path, settings: PluginSettings) -> Result<Plugin, PluginError> {
-        let started = Instant::now();
-        let label = settings.label.clone().unwrap_or_else(|| path.display().to_string());
-        let too_large = |size: u64| PluginError::TooLarge {
-            plugin: label.clone(),
-            size_mib: size as f64 / (1 << 20) as f64,
-            limit_mib: settings.max_component_mb,
-        };
-        let limit = settings.max_component_mb.saturating_mul(1 << 20);
-        let read = |source| PluginError::Read {
-            plugin: label.clone(),
-            source,
-        };
-        // Checked before reading, so a huge file is not even loaded.
-        let size = std::fs::metadata(path).map_err(read)?.len();
-        if size > limit {
-            return Err(too_large(size));
-        }
-        let mut wasm = Vec::with_capacity(size as usize);
-        std::fs::File::open(path)
-            .map_err(read)?
-            .take(limit + 1)
-            .read_to_end(&mut wasm)
-            .map_err(read)?;
-        if wasm.len() as u64 > limit {
-            return Err(too_large(wasm.len() as u64));
-        }
-        if !wasm.starts_with(b"\0asm") {
-            // wasmtime's own message for this dumps the expected bytes over ten lines.
-            return Err(PluginError::Compile {
-                plugin: label,
-                message: "not a WebAssembly file (build it with `cargo build --target wasm32-wasip2`)".into(),
-            });
-        }
-        let engine = engine::shared().engine.clone();
-        let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref(), COMPILE_TIMEOUT).map_err(|e| {
-            PluginError::Compile {
-                plugin: label.clone(),
-                message: format!("{e:#}"),
-            }
-        })?;
-        capabilities::check_component(&label, &loaded.component, &engine)?;
-        let linker = capabilities::linker(&engine).map_err(|e| PluginError::Link {
-            plugin: label.clone(),
-            message: format!("{e:#}"),
-        })?;
-        let pre = linker
-            .instantiate_pre(&loaded.component)
-            .and_then(bindings::PluginPre::new)
-            .map_err(|e| PluginError::Link {
-                plugin: label.clone(),
-                message: format!("{e:#}"),
-            })?;
-        let ty = loaded.component.component_type();
-        let report = LoadReport {
-            file_size: wasm.len() as u64,
-            cache: loaded.status,
-            artifact: loaded.artifact,
-            compile_time: loaded.compile_time,
-            load_time: started.elapsed(),
-            imports: ty.imports(&engine).map(|(name, _)| name.to_string()).collect(),
-            exports: ty.exports(&engine).map(|(name, _)| name.to_string()).collect(),
-        };
-        let shared = Shared {
-            log: Arc::new(log::PluginLog::new(&label)),
-            quotas: Arc::new(files::Quotas::new(&settings.grants.dirs)),
-            budget: settings.budget,
-            cpu: settings.cpu,
-            label,
-            engine,
-            pre,
-            limits: settings.limits,
-            grants: settings.grants,
-            config_json: settings.config_json,
-        };
-        Ok(Plugin {
-            shared: Arc::new(shared),
-            report,
-        })
+        let (shared, report) = load_component(path, settings, capabilities::Export::DESTINATION)?;
+        Ok(Plugin { shared, report })
     }
 
     /// A new instance with its own Store, described and opened.
@@ -329,4 +263,88 @@ impl Plugin {
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
     }
+}
+
+/// Reads, compiles (or loads from the cache), checks and pre-links the
+/// component at `path`, which must export `export` (a destination plugin or a
+/// transform). Blocking: compiling can take a second.
+pub(crate) fn load_component(
+    path: &Path,
+    settings: PluginSettings,
+    export: capabilities::Export,
+) -> Result<(Arc<Shared>, LoadReport), PluginError> {
+    let started = Instant::now();
+    let label = settings.label.clone().unwrap_or_else(|| path.display().to_string());
+    let too_large = |size: u64| PluginError::TooLarge {
+        plugin: label.clone(),
+        size_mib: size as f64 / (1 << 20) as f64,
+        limit_mib: settings.max_component_mb,
+    };
+    let limit = settings.max_component_mb.saturating_mul(1 << 20);
+    let read = |source| PluginError::Read {
+        plugin: label.clone(),
+        source,
+    };
+    // Checked before reading, so a huge file is not even loaded.
+    let size = std::fs::metadata(path).map_err(read)?.len();
+    if size > limit {
+        return Err(too_large(size));
+    }
+    let mut wasm = Vec::with_capacity(size as usize);
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(limit + 1)
+        .read_to_end(&mut wasm)
+        .map_err(read)?;
+    if wasm.len() as u64 > limit {
+        return Err(too_large(wasm.len() as u64));
+    }
+    if !wasm.starts_with(b"\0asm") {
+        // wasmtime's own message for this dumps the expected bytes over ten lines.
+        return Err(PluginError::Compile {
+            plugin: label,
+            message: "not a WebAssembly file (build it with `cargo build --target wasm32-wasip2`)".into(),
+        });
+    }
+    let engine = engine::shared().engine.clone();
+    let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref(), COMPILE_TIMEOUT).map_err(|e| {
+        PluginError::Compile {
+            plugin: label.clone(),
+            message: format!("{e:#}"),
+        }
+    })?;
+    capabilities::check_component(&label, &loaded.component, &engine, export)?;
+    let linker = capabilities::linker(&engine).map_err(|e| PluginError::Link {
+        plugin: label.clone(),
+        message: format!("{e:#}"),
+    })?;
+    let pre = linker
+        .instantiate_pre(&loaded.component)
+        .map_err(|e| PluginError::Link {
+            plugin: label.clone(),
+            message: format!("{e:#}"),
+        })?;
+    let ty = loaded.component.component_type();
+    let report = LoadReport {
+        file_size: wasm.len() as u64,
+        cache: loaded.status,
+        artifact: loaded.artifact,
+        compile_time: loaded.compile_time,
+        load_time: started.elapsed(),
+        imports: ty.imports(&engine).map(|(name, _)| name.to_string()).collect(),
+        exports: ty.exports(&engine).map(|(name, _)| name.to_string()).collect(),
+    };
+    let shared = Shared {
+        log: Arc::new(log::PluginLog::new(&label)),
+        quotas: Arc::new(files::Quotas::new(&settings.grants.dirs)),
+        budget: settings.budget,
+        cpu: settings.cpu,
+        label,
+        engine,
+        pre,
+        limits: settings.limits,
+        grants: settings.grants,
+        config_json: settings.config_json,
+    };
+    Ok((Arc::new(shared), report))
 }

@@ -7,6 +7,22 @@
 
 use std::fmt::Write;
 
+/// [`sanitize`] line by line, for text whose lines matter (a traceback):
+/// each line of `text` escaped, at most `max` bytes of it in all.
+pub fn sanitize_lines(text: &str, max: usize) -> Vec<String> {
+    let mut left = max;
+    let mut lines = Vec::new();
+    for line in text.split('\n') {
+        if left == 0 {
+            lines.push(format!("... [truncated: {max} of {} bytes shown]", text.len()));
+            break;
+        }
+        lines.push(sanitize(line, left));
+        left = left.saturating_sub(line.len() + 1);
+    }
+    lines
+}
+
 /// `text` with control characters escaped (`\n`, `\r`, `\t`, `\e`, `\u{..}`)
 /// and cut to at most `max` bytes of the original, with a note when cut.
 pub fn sanitize(text: &str, max: usize) -> String {
@@ -49,6 +65,14 @@ fn is_unsafe(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_escaped_one_by_one_and_bounded() {
+        assert_eq!(sanitize_lines("a\u{1b}\nb\\n\r", 100), ["a\\e", "b\\n\\r"]);
+        let cut = sanitize_lines("abc\ndef\nghi", 5);
+        assert_eq!(cut[0], "abc");
+        assert!(cut.last().unwrap().contains("truncated"), "{cut:?}");
+    }
 
     #[test]
     fn newlines_and_escapes_cannot_forge_lines_or_drive_the_terminal() {

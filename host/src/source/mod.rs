@@ -44,6 +44,10 @@ pub enum SourceError {
     Kafka(String),
     #[error("{0}")]
     DeadLetter(#[from] crate::dead_letter::DeadLetterError),
+    /// A transform failed on a page (the transform stage wraps the source).
+    #[cfg(feature = "wasm")]
+    #[error("{0}")]
+    Transform(#[from] crate::transform::TransformError),
 }
 
 pub trait Source: Send {

@@ -1,0 +1,352 @@
+//! Transforms through the binary: Bizon's transform examples against what
+//! Bizon 0.6.4 itself wrote (tests/fixtures/bizon/transforms, made by its
+//! make.sh), errors that name the transform, the record and the traceback,
+//! dead letters, code that does not compile, and the sandbox (time, memory,
+//! files, network, environment).
+
+#[path = "support/guests.rs"]
+mod guests;
+// Shared with the kafka tests; this file uses part of it.
+#[allow(dead_code)]
+#[path = "support/kafka.rs"]
+mod kafka;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+
+use guests::{root, text, wasm};
+use serde_json::Value;
+
+/// The Python transform runtime, built once per test binary (a no-op when
+/// fresh). bizon-host finds it in target/wasm/, `../wasm` from its binary.
+fn runtime() {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new("bash")
+            .arg(root().join("scripts/build-transform-runtime.sh"))
+            .status()
+            .expect("cannot run bash scripts/build-transform-runtime.sh");
+        assert!(status.success(), "scripts/build-transform-runtime.sh failed");
+    });
+}
+
+fn bizon_host(dir: &Path) -> Command {
+    runtime();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
+    cmd.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("BIZON_HOST_PYTHON_TRANSFORM")
+        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Writes `yaml` as pipeline.yaml in a fresh directory and runs it.
+fn run(yaml: &str) -> (tempfile::TempDir, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    let output = bizon_host(dir.path())
+        .args(["run", "pipeline.yaml", "--no-progress", "--result-json", "result.json"])
+        .output()
+        .unwrap();
+    (dir, output)
+}
+
+fn result(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json")).unwrap()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/bizon/transforms").join(name)
+}
+
+/// A dummy-source pipeline to the file destination with `transforms`
+/// (YAML text starting `transforms:`) and `extra` top-level sections.
+fn dummy_pipeline(records: u64, transforms: &str, extra: &str) -> String {
+    format!(
+        "name: t\nsource:\n  name: dummy\n  stream: s\n  total_records: {records}\n  page_size: 100\ndestination:\n  name: file\n  config:\n    destination_id: out\n{transforms}{extra}"
+    )
+}
+
+#[test]
+fn bizons_transform_examples_give_the_records_bizon_wrote() {
+    for name in ["records", "debezium"] {
+        let transforms = std::fs::read_to_string(fixture(&format!("{name}.transforms.yml"))).unwrap();
+        let input = fixture(&format!("{name}.input.jsonl"));
+        let yaml = format!(
+            "name: fixture\nsource:\n  name: jsonl\n  path: {}\n  page_size: 7\ndestination:\n  name: file\n  config:\n    destination_id: out\n{transforms}",
+            input.display()
+        );
+        let (dir, output) = run(&yaml);
+        assert!(output.status.success(), "{name}: {}", text(&output));
+        let mut written = lines(&dir.path().join("out.json"));
+        written.sort_by_key(|r| r["source_record_id"].as_str().unwrap().parse::<u64>().unwrap());
+        let expected = lines(&fixture(&format!("{name}.expected.jsonl")));
+        assert_eq!(written.len(), expected.len(), "{name}");
+        for (got, want) in written.iter().zip(&expected) {
+            assert_eq!(got["source_record_id"], want["source_record_id"], "{name}");
+            // Byte for byte: Bizon's json.dumps text, escapes and float repr included.
+            assert_eq!(got["source_data"], want["source_data"], "{name}");
+        }
+    }
+}
+
+const RAISES_ON_3: &str =
+    "transforms:\n  - label: boom\n    python: |\n      if data['id'] == 3:\n          data['x'] = 1 / 0\n";
+
+#[test]
+fn a_raising_transform_stops_the_run_naming_label_record_and_traceback() {
+    let (dir, output) = run(&dummy_pipeline(10, RAISES_ON_3, ""));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let error = result(dir.path())["error"].as_str().unwrap().to_string();
+    for needle in [
+        "transform: source_record_id `3`",
+        "transform `boom` raised",
+        "Traceback (most recent call last)",
+        "File \"boom\", line 2",
+        "data['x'] = 1 / 0",
+        "ZeroDivisionError: division by zero",
+    ] {
+        assert!(error.contains(needle), "`{needle}` missing from: {error}");
+    }
+    assert!(text(&output).contains("ZeroDivisionError"), "{}", text(&output));
+}
+
+#[test]
+fn with_a_dead_letter_a_failing_record_goes_there_and_the_rest_is_written() {
+    let (dir, output) = run(&dummy_pipeline(250, RAISES_ON_3, "dead_letter:\n  path: dead.jsonl\n"));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(result(dir.path())["records_written"], 249);
+    let written = lines(&dir.path().join("out.json"));
+    assert!(written.iter().all(|r| r["source_record_id"] != "3"));
+    let dead = lines(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["source_record_id"], "3");
+    assert_eq!(dead[0]["destination_id"], "out");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("ZeroDivisionError"),
+        "{dead:?}"
+    );
+    let data: Value = serde_json::from_str(dead[0]["source_data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["id"], 3);
+}
+
+#[test]
+fn a_transform_may_reassign_data_and_records_keep_their_metadata() {
+    let transforms =
+        "transforms:\n  - label: reshape\n    python: |\n      data = {'who': data['name'], 'n': data['id'] * 2}\n";
+    let (dir, output) = run(&dummy_pipeline(300, transforms, ""));
+    assert!(output.status.success(), "{}", text(&output));
+    let written = lines(&dir.path().join("out.json"));
+    assert_eq!(written.len(), 300);
+    let r = written.iter().find(|r| r["source_record_id"] == "7").unwrap();
+    assert_eq!(r["source_data"], "{\"who\": \"bizon-7\", \"n\": 14}");
+    assert!(r["source_timestamp"].as_str().unwrap().ends_with("+00:00"));
+}
+
+#[test]
+fn code_that_does_not_compile_is_a_config_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Line 12 of the file is the code's line 2.
+    let yaml = dummy_pipeline(
+        5,
+        "transforms:\n  - label: ok\n    python: data['a'] = 1\n  - label: broken\n    python: |\n      x = 1\n      if x\n          pass\n",
+        "",
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
+    let broken_line = yaml.lines().position(|l| l.contains("if x")).unwrap() + 1;
+    for command in ["check", "run"] {
+        let output = bizon_host(dir.path())
+            .args([command, "pipeline.yaml"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{command}: {}", text(&output));
+        let want = format!("pipeline.yaml:{broken_line}:");
+        assert!(
+            text(&output).contains(&want),
+            "{command}: no `{want}` in {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains("`broken` does not compile: SyntaxError"),
+            "{}",
+            text(&output)
+        );
+    }
+    assert!(!dir.path().join("out.json").exists());
+}
+
+#[test]
+fn an_endless_loop_is_stopped_by_the_call_timeout_and_named() {
+    let transforms = "transforms:\n  - label: spin\n    limits: {call_timeout_ms: 1500}\n    python: |\n      while True:\n          pass\n";
+    let started = std::time::Instant::now();
+    let (dir, output) = run(&dummy_pipeline(10, transforms, ""));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let error = result(dir.path())["error"].as_str().unwrap().to_string();
+    assert!(error.contains("transform `spin`"), "{error}");
+    assert!(error.contains("call timeout of 1500 ms"), "{error}");
+    assert!(error.contains("source_record_id 0 to 9"), "{error}");
+}
+
+#[test]
+fn an_unbounded_allocation_is_stopped_by_the_memory_limit_and_named() {
+    let transforms = "transforms:\n  - label: hog\n    limits: {memory_mb: 96}\n    python: |\n      hoard = []\n      while True:\n          hoard.append(bytearray(1 << 20))\n";
+    let (dir, output) = run(&dummy_pipeline(10, transforms, ""));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let error = result(dir.path())["error"].as_str().unwrap().to_string();
+    assert!(error.contains("`hog`"), "{error}");
+    assert!(
+        error.contains("MemoryError") || error.contains("memory limit of 96 MiB"),
+        "{error}"
+    );
+}
+
+#[test]
+fn files_sockets_and_the_environment_are_out_of_reach() {
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret.txt");
+    std::fs::write(&secret, "TOP-SECRET-CONTENT").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let transforms = format!(
+        "transforms:\n  - label: snoop\n    python: |\n      import os\n      data['env'] = sorted(os.environ)\n      try:\n          data['file'] = open('{}').read()\n      except OSError as e:\n          data['file_error'] = type(e).__name__\n      import socket\n      try:\n          socket.create_connection(('127.0.0.1', {port}), timeout=2)\n          data['socket'] = 'connected'\n      except OSError as e:\n          data['socket_error'] = type(e).__name__\n",
+        secret.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), dummy_pipeline(3, &transforms, "")).unwrap();
+    let output = bizon_host(dir.path())
+        .env("SNOOP_SECRET", "do-not-leak")
+        .args(["run", "pipeline.yaml", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let written = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
+    assert!(!written.contains("TOP-SECRET-CONTENT"), "{written}");
+    assert!(!written.contains("SNOOP_SECRET"), "{written}");
+    for line in lines(&dir.path().join("out.json")) {
+        let data: Value = serde_json::from_str(line["source_data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["env"], serde_json::json!([]), "{data}");
+        assert!(data["file_error"].is_string(), "{data}");
+        assert!(data["socket_error"].is_string(), "{data}");
+        assert!(data.get("socket").is_none(), "{data}");
+    }
+    // Nothing reached the listener.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err());
+}
+
+#[test]
+fn without_the_runtime_python_transforms_say_how_to_build_it_and_others_never_need_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dummy_pipeline(5, RAISES_ON_3, "");
+    std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
+    let code_line = yaml.lines().position(|l| l.contains("if data['id']")).unwrap() + 1;
+    let output = bizon_host(dir.path())
+        .env("BIZON_HOST_PYTHON_TRANSFORM", dir.path().join("missing.wasm"))
+        .args(["run", "pipeline.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let out = text(&output);
+    assert!(out.contains(&format!("pipeline.yaml:{code_line}:")), "{out}");
+    assert!(out.contains("bash scripts/build-transform-runtime.sh"), "{out}");
+    assert!(out.contains("missing.wasm"), "{out}");
+
+    std::fs::write(dir.path().join("plain.yaml"), dummy_pipeline(5, "", "")).unwrap();
+    let output = bizon_host(dir.path())
+        .env("BIZON_HOST_PYTHON_TRANSFORM", dir.path().join("missing.wasm"))
+        .args(["run", "plain.yaml"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+/// Kafka records are Bizon's wrapper ({topic, offset, partition, ..., value});
+/// a flatten transform makes the value's fields the record, so that `unnest`
+/// writes them as typed columns.
+fn kafka_flatten_then_unnest(transform: &str) {
+    let Some(broker) = kafka::broker() else { return };
+    let topic = kafka::unique("transform");
+    broker.create_topic(&topic, 2);
+    let producer = broker.producer();
+    for i in 0..20 {
+        let value = format!(
+            r#"{{"user_id": {i}, "email": "u{i}@example.com", "score": {}.5}}"#,
+            i * 2
+        );
+        producer.send(&topic, i % 2, None, Some(value.as_bytes()), &[]);
+    }
+    producer.flush();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: kafka flatten\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n    - name: {topic}\n      destination_id: users\n{transform}destination:\n  name: file\n  config:\n    unnest: true\n    record_schemas:\n      - destination_id: users\n        record_schema:\n          - {{name: user_id, type: INTEGER, mode: REQUIRED}}\n          - {{name: email, type: STRING}}\n          - {{name: score, type: FLOAT}}\n          - {{name: __kafka_offset, type: INTEGER, mode: REQUIRED}}\n          - {{name: __kafka_partition, type: INTEGER}}\n",
+        broker.servers,
+        kafka::unique("group"),
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    let output = bizon_host(dir.path())
+        .args(["run", "pipeline.yaml", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let mut rows = lines(&dir.path().join("users.json"));
+    rows.sort_by_key(|r| r["user_id"].as_i64().unwrap());
+    assert_eq!(rows.len(), 20);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["user_id"], i as i64, "{row}");
+        assert_eq!(row["email"], format!("u{i}@example.com"), "{row}");
+        assert_eq!(row["score"], (i * 2) as f64 + 0.5, "{row}");
+        assert_eq!(row["__kafka_partition"], (i % 2) as i64, "{row}");
+        assert_eq!(row["__kafka_offset"], (i / 2) as i64, "{row}");
+    }
+}
+
+#[test]
+fn kafka_records_flattened_in_python_unnest_into_typed_columns() {
+    kafka_flatten_then_unnest(
+        "transforms:\n  - label: flatten\n    python: |\n      data = {**data['value'], '__kafka_offset': data['offset'], '__kafka_partition': data['partition']}\n",
+    );
+}
+
+#[test]
+fn kafka_records_flattened_by_the_rust_component_unnest_into_typed_columns() {
+    let flatten = wasm("bizon_kafka_flatten");
+    kafka_flatten_then_unnest(&format!(
+        "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offset, partition]}}\n",
+        flatten.display()
+    ));
+}
+
+#[test]
+fn a_component_transform_names_the_records_it_refuses_and_its_config_errors() {
+    let flatten = wasm("bizon_kafka_flatten");
+    // dummy records are not Kafka records: every one is refused, by name.
+    let transforms = format!("transforms:\n  - label: flatten\n    wasm: {}\n", flatten.display());
+    let (dir, output) = run(&dummy_pipeline(5, &transforms, ""));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let error = result(dir.path())["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("source_record_id `0`: transform `flatten`: source_data has no `value`"),
+        "{error}"
+    );
+
+    let transforms = format!(
+        "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offst]}}\n",
+        flatten.display()
+    );
+    let (_dir, output) = run(&dummy_pipeline(5, &transforms, ""));
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("pipeline.yaml:12:"), "{}", text(&output));
+    assert!(
+        text(&output).contains("refused its config (open): fields: `offst`"),
+        "{}",
+        text(&output)
+    );
+}

@@ -1,0 +1,148 @@
+"""bizon-host's Python transform runtime: Bizon's `transforms: [{label, python}]`
+run inside a CPython WebAssembly component (componentize-py), one instance
+per pipeline worker, a batch of records per call.
+
+Semantics are Bizon 0.6.4's (`bizon/transform/transform.py`): each transform's
+code, dedented, is exec'd once per record with empty globals and `data` (the
+record's source_data, parsed with `json.loads`) as its only local; whatever
+`data` holds afterwards is `json.dumps`'d (default separators, ASCII escapes)
+and becomes the new source_data, which the next transform parses again.
+Unlike Bizon, the code is compiled once (at `open`), and an exception fails
+only its record, reported with the transform's label and the traceback.
+
+The world is `transformer` in wit/transform.wit; batches are NDJSON, one
+record a line: {"source_record_id", "source_timestamp", "destination_id",
+"source_data": <JSON value>} in, {"row": <input index>, "source_data": ...}
+out (the record keeps its metadata).
+
+`open` takes {"transforms": [{"label": ..., "python": ...}]}. A transform that
+does not compile fails `open` with a JSON object {"transform": index,
+"label", "line", "message"}, which the host turns into the file and line of
+the pipeline.
+"""
+
+import json
+import linecache
+import textwrap
+import traceback
+
+# The component has no filesystem, so the standard library's modules cannot
+# be imported while records flow: what a transform may `import` must be in
+# the snapshot componentize-py takes of this module. These are the pure
+# modules transforms reach for (Bizon's Debezium example imports datetime);
+# os and socket are there so that trying them meets the sandbox, not an
+# ImportError.
+import base64  # noqa: F401
+import binascii  # noqa: F401
+import calendar  # noqa: F401
+import collections  # noqa: F401
+import copy  # noqa: F401
+import dataclasses  # noqa: F401
+import datetime  # noqa: F401
+import decimal  # noqa: F401
+import encodings.idna  # noqa: F401 (socket resolves names through it)
+import enum  # noqa: F401
+import fractions  # noqa: F401
+import functools  # noqa: F401
+import hashlib  # noqa: F401
+import hmac  # noqa: F401
+import html  # noqa: F401
+import ipaddress  # noqa: F401
+import itertools  # noqa: F401
+import math  # noqa: F401
+import operator  # noqa: F401
+import os  # noqa: F401
+import random  # noqa: F401
+import re  # noqa: F401
+import socket  # noqa: F401
+import statistics  # noqa: F401
+import string  # noqa: F401
+import struct  # noqa: F401
+import time  # noqa: F401
+import typing  # noqa: F401
+import unicodedata  # noqa: F401
+import urllib.parse  # noqa: F401
+import uuid  # noqa: F401
+import zlib  # noqa: F401
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.exports.transform import RecordError, TransformInfo, Transformed
+from wit_world.imports.types import InputFormat
+
+VERSION = "0.1.0"
+
+_loads = json.loads
+_dumps = json.dumps
+
+# (label, code object) of each transform, in order; set by `open`.
+_steps = []
+
+
+def _compile(index, spec):
+    label = str(spec["label"])
+    source = textwrap.dedent(str(spec["python"]))
+    # The label is the code's file name, so a traceback reads
+    # `File "<label>", line N`; linecache gives it the line's text too.
+    linecache.cache[label] = (len(source), None, source.splitlines(True), label)
+    try:
+        code = compile(source, label, "exec")
+    except SyntaxError as e:
+        raise Err(
+            _dumps(
+                {
+                    "transform": index,
+                    "label": label,
+                    "line": e.lineno or 0,
+                    "message": f"{type(e).__name__}: {e.msg}",
+                }
+            )
+        )
+    return label, code
+
+
+def _traceback(error):
+    # Skip this module's own frame: the user's code starts below it.
+    tb = error.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+
+
+class Transform(exports.Transform):
+    def describe(self):
+        return TransformInfo(name="python", version=VERSION, input_format=InputFormat.NDJSON)
+
+    def open(self, config):
+        global _steps
+        specs = _loads(config).get("transforms", [])
+        _steps = [_compile(i, spec) for i, spec in enumerate(specs)]
+
+    def transform_records(self, batch):
+        body = batch.strip()
+        if not body:
+            return Transformed(batch=b"", errors=[])
+        # JSON text never holds a raw newline, so the lines join into one
+        # array parsed in one call.
+        rows = _loads(b"[" + body.replace(b"\n", b",") + b"]")
+        steps = _steps
+        out = []
+        errors = []
+        for index, row in enumerate(rows):
+            data = row["source_data"]
+            label = None
+            try:
+                for n, (label, code) in enumerate(steps):
+                    if n:
+                        # Bizon hands each transform the text the previous one produced.
+                        data = _loads(text)
+                    local = {"data": data}
+                    exec(code, {}, local)
+                    text = _dumps(local["data"])
+            # SystemExit too: `exit()` in a transform fails its record, as any error.
+            except BaseException as error:
+                errors.append(RecordError(row=index, reason=f"transform `{label}` raised:\n{_traceback(error)}"))
+                continue
+            # `row` stands for the input record's metadata (wit/transform.wit).
+            out.append('{"row":%d,"source_data":%s}' % (index, text))
+        return Transformed(batch="\n".join(out).encode(), errors=errors)
