@@ -15,6 +15,8 @@ fi
 bash scripts/install-kafka.sh
 # The ClickHouse plugin's test starts a real clickhouse-server.
 bash scripts/install-clickhouse.sh
+# Headless Chromium: the `serve` operator page test (Debian's chromium, ~1 min once).
+bash scripts/install-chromium.sh
 # componentize-py / componentize-js: Python and JS plugins and transforms.
 bash scripts/install-componentize.sh
 # The Python transform runtime (target/wasm/python-transform.wasm; ~10 s, once).

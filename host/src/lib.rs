@@ -16,6 +16,8 @@ pub mod pipeline;
 #[cfg(feature = "wasm")]
 pub mod plugin;
 pub mod record;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod source;
 #[cfg(feature = "wasm")]
 pub mod transform;

@@ -5,6 +5,8 @@
 //! plugin or a connection check is wrong, before any record moved; 130 a
 //! signal stopped the run after what was read was flushed and finalized.
 
+#[cfg(feature = "serve")]
+pub mod client;
 #[cfg(feature = "wasm")]
 pub mod plugin;
 mod progress;
@@ -63,6 +65,25 @@ pub enum Command {
     #[cfg(feature = "wasm")]
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Host many tenants' plugins and pipelines behind an HTTP API (docs/serve.md).
+    #[cfg(feature = "serve")]
+    Serve(crate::serve::ServeArgs),
+    /// Create, list, show or delete tenants of a `serve` (admin token).
+    #[cfg(feature = "serve")]
+    Tenant {
+        #[command(subcommand)]
+        command: client::TenantCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Store, start, stop, watch or delete a tenant's pipelines on a `serve`.
+    #[cfg(feature = "serve")]
+    Pipeline {
+        #[command(subcommand)]
+        command: client::PipelineCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,12 +119,32 @@ pub async fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args).await,
         Command::Check { pipeline } => check(&pipeline).await,
+        #[cfg(feature = "serve")]
+        Command::Tenant { command, remote } => client_exit(client::tenant(command, &remote).await),
+        #[cfg(feature = "serve")]
+        Command::Pipeline { command, remote } => client_exit(client::pipeline(command, &remote).await),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => match crate::serve::run(args, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         #[cfg(feature = "wasm")]
         Command::Plugin(cmd) => plugin::run(cmd).await.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }),
     }
+}
+
+#[cfg(feature = "serve")]
+fn client_exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
 }
 
 /// A pipeline file read and checked, its warnings told.
@@ -204,7 +245,7 @@ async fn run(args: RunArgs) -> ExitCode {
 
 /// The pipeline's `dead_letter` sink; a topic there reuses a kafka source's
 /// brokers and credentials.
-fn open_dead_letters(pipeline: &Pipeline) -> Result<Option<Arc<DeadLetters>>, DeadLetterError> {
+pub(crate) fn open_dead_letters(pipeline: &Pipeline) -> Result<Option<Arc<DeadLetters>>, DeadLetterError> {
     let Some(config) = &pipeline.dead_letter else {
         return Ok(None);
     };

@@ -69,6 +69,10 @@ pub enum PluginCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Upload to, or list the plugins of, a tenant on a `serve`.
+    #[cfg(feature = "serve")]
+    #[command(flatten)]
+    Remote(super::client::RemotePluginCommand),
 }
 
 /// Points `pipeline` (or a stdin-to-plugin pipeline when there is none) at
@@ -216,6 +220,8 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Inspect { file } => inspect(&file).await,
         PluginCommand::Compile { file } => compile(&file).await,
         PluginCommand::Test { file, sandbox } => test(&file, &sandbox).await,
+        #[cfg(feature = "serve")]
+        PluginCommand::Remote(cmd) => super::client::plugin(cmd).await,
     }
 }
 

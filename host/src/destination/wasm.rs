@@ -84,7 +84,12 @@ impl WasmDestination {
     /// Loads the plugin and opens a first instance, so a broken plugin or a
     /// config it refuses stops the pipeline before any record is read.
     pub async fn new(config: &WasmConfig) -> Result<Self, DestinationError> {
-        let settings = config.settings()?;
+        Self::with_settings(config, config.settings()?).await
+    }
+
+    /// [`Self::new`] with settings the caller adjusted (`serve`: the
+    /// tenant's memory budget and compile cache).
+    pub async fn with_settings(config: &WasmConfig, settings: PluginSettings) -> Result<Self, DestinationError> {
         let path = config.plugin.clone();
         // Compiling is CPU work of up to seconds: off the async workers.
         let plugin = match tokio::task::spawn_blocking(move || Plugin::load(&path, settings)).await {

@@ -19,6 +19,7 @@ use std::time::Instant as StdInstant;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use report::{Progress, RejectedRecord, RunReport, RunStatus};
 
@@ -396,17 +397,21 @@ impl Run {
             let retry = self.options.retry.clone();
             let stopping = self.stopping.clone();
             let (first_page, bytes) = (flushed.first_page, flushed.bytes);
-            self.writes.spawn(async move {
-                let rows = batch.records.num_rows() as u64;
-                let result = write(destination, unnester, batch, retry, stopping).await;
-                WriteDone {
-                    destination_id: id,
-                    first_page,
-                    rows,
-                    bytes,
-                    result,
+            // In the run's span: a server tells its pipelines' lines apart by it.
+            self.writes.spawn(
+                async move {
+                    let rows = batch.records.num_rows() as u64;
+                    let result = write(destination, unnester, batch, retry, stopping).await;
+                    WriteDone {
+                        destination_id: id,
+                        first_page,
+                        rows,
+                        bytes,
+                        result,
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
         Ok(())
     }

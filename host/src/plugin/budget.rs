@@ -12,21 +12,27 @@ use tokio::sync::Notify;
 
 /// Default share of the machine's memory that plugins may hold together.
 const DEFAULT_SHARE_OF_RAM: u64 = 2;
+/// How often a waiter of a share looks whether its parent freed room.
+const PARENT_POLL: Duration = Duration::from_millis(50);
 /// Used when the machine's memory cannot be read.
 const FALLBACK_BUDGET_MB: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "no room in the plugin memory budget for another instance of {wanted_mib} MiB: \
-     {in_use_mib} of {budget_mib} MiB are held by {instances} live instance(s) \
-     (waited {waited_ms} ms; raise --plugin-memory-budget-mb or lower memory_mb / max_concurrent_threads)"
+    "no room in {scope} for another instance of {wanted_mib} MiB: \
+     {in_use_mib} of {budget_mib} MiB are held by {instances} live instance(s){} \
+     (waited {waited_ms} ms; {advice})",
+    .max_instances.map(|m| format!(" of at most {m}")).unwrap_or_default()
 )]
 pub struct BudgetExceeded {
     pub wanted_mib: u64,
     pub in_use_mib: u64,
     pub budget_mib: u64,
     pub instances: u64,
+    pub max_instances: Option<u64>,
     pub waited_ms: u64,
+    pub scope: String,
+    pub advice: &'static str,
 }
 
 #[derive(Debug)]
@@ -34,6 +40,13 @@ pub struct MemoryBudget {
     limit_bytes: u64,
     state: Mutex<Held>,
     freed: Notify,
+    /// A budget this one is a share of (a tenant's of the host's): room is
+    /// taken from both.
+    parent: Option<Arc<MemoryBudget>>,
+    /// Live instances this budget admits at most (a tenant's `instances`).
+    max_instances: Option<u64>,
+    /// Whose share this is, for the error.
+    owner: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +61,57 @@ impl MemoryBudget {
             limit_bytes: limit_mib.saturating_mul(1 << 20),
             state: Mutex::new(Held::default()),
             freed: Notify::new(),
+            parent: None,
+            max_instances: None,
+            owner: None,
         })
+    }
+
+    /// `owner`'s share of `parent`: at most `limit_mib` and `max_instances`
+    /// live instances, whose reservations also count against `parent`, so
+    /// shares can be promised beyond the total and the total still holds.
+    pub fn share(owner: &str, limit_mib: u64, max_instances: u64, parent: Arc<MemoryBudget>) -> Arc<Self> {
+        Arc::new(Self {
+            limit_bytes: limit_mib.saturating_mul(1 << 20),
+            state: Mutex::new(Held::default()),
+            freed: Notify::new(),
+            parent: Some(parent),
+            max_instances: Some(max_instances),
+            owner: Some(owner.to_string()),
+        })
+    }
+
+    /// Whether this budget alone (not counting its parent) has room.
+    fn has_room(&self, bytes: u64) -> bool {
+        let held = self.lock();
+        held.bytes.saturating_add(bytes) <= self.limit_bytes && self.max_instances.is_none_or(|m| held.instances < m)
+    }
+
+    /// Why `bytes` found no room: this budget's figures, or its parent's
+    /// when this one had room.
+    fn exceeded(&self, bytes: u64, waited: Duration) -> BudgetExceeded {
+        if let Some(parent) = self.parent.as_ref().filter(|_| self.has_room(bytes)) {
+            return parent.exceeded(bytes, waited);
+        }
+        let held = self.lock();
+        BudgetExceeded {
+            wanted_mib: bytes >> 20,
+            in_use_mib: held.bytes >> 20,
+            budget_mib: self.limit_mib(),
+            instances: held.instances,
+            max_instances: self.max_instances,
+            waited_ms: waited.as_millis() as u64,
+            scope: match &self.owner {
+                Some(owner) => format!("{owner}'s plugin memory share"),
+                None => "the plugin memory budget".into(),
+            },
+            advice: match self.owner {
+                Some(_) => {
+                    "the operator sets memory_mb and instances; lower limits.memory_mb or max_concurrent_threads"
+                }
+                None => "raise --plugin-memory-budget-mb or lower memory_mb / max_concurrent_threads",
+            },
+        }
     }
 
     pub fn limit_mib(&self) -> u64 {
@@ -66,14 +129,21 @@ impl MemoryBudget {
 
     fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         let mut held = self.lock();
-        if held.bytes.saturating_add(bytes) > self.limit_bytes {
+        if held.bytes.saturating_add(bytes) > self.limit_bytes
+            || self.max_instances.is_some_and(|m| held.instances >= m)
+        {
             return None;
         }
+        let parent = match &self.parent {
+            Some(parent) => Some(Box::new(parent.try_reserve(bytes)?)),
+            None => None,
+        };
         held.bytes += bytes;
         held.instances += 1;
         Some(Reservation {
             budget: self.clone(),
             bytes,
+            _parent: parent,
         })
     }
 
@@ -88,15 +158,15 @@ impl MemoryBudget {
             if let Some(reservation) = self.try_reserve(bytes) {
                 return Ok(reservation);
             }
-            if bytes > self.limit_bytes || tokio::time::timeout_at(deadline, freed).await.is_err() {
-                let held = self.lock();
-                return Err(BudgetExceeded {
-                    wanted_mib: bytes >> 20,
-                    in_use_mib: held.bytes >> 20,
-                    budget_mib: self.limit_mib(),
-                    instances: held.instances,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                });
+            // A parent's release does not wake this budget's waiters: look
+            // again now and then.
+            let wake = match self.parent {
+                Some(_) => deadline.min(tokio::time::Instant::now() + PARENT_POLL),
+                None => deadline,
+            };
+            let hopeless = bytes > self.limit_bytes;
+            if hopeless || (tokio::time::timeout_at(wake, freed).await.is_err() && wake >= deadline) {
+                return Err(self.exceeded(bytes, started.elapsed()));
             }
         }
     }
@@ -107,6 +177,7 @@ impl MemoryBudget {
 pub struct Reservation {
     budget: Arc<MemoryBudget>,
     bytes: u64,
+    _parent: Option<Box<Reservation>>,
 }
 
 impl Drop for Reservation {
@@ -171,6 +242,38 @@ mod tests {
         assert_eq!(budget.in_use(), 6 << 20);
         drop(second);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_share_takes_room_from_its_parent_too() {
+        let host = MemoryBudget::new(10);
+        let (a, b) = (
+            MemoryBudget::share("a", 8, 1, host.clone()),
+            MemoryBudget::share("b", 8, 4, host.clone()),
+        );
+        let held = a.reserve(6 << 20, Duration::ZERO).await.unwrap();
+        assert_eq!(host.in_use(), 6 << 20);
+        // A's share admits one instance, whatever its memory.
+        let err = a.reserve(1 << 20, Duration::ZERO).await.unwrap_err();
+        assert!(err.to_string().contains("a's plugin memory share"), "{err}");
+        assert!(err.to_string().contains("1 live instance(s) of at most 1"), "{err}");
+        // B's own share has room, the host does not: the host's figures say so.
+        let err = b.reserve(6 << 20, Duration::from_millis(20)).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("no room in the plugin memory budget"),
+            "{err}"
+        );
+        assert_eq!(err.budget_mib, 10);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(6 << 20, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        let second = waiter.await.unwrap().unwrap();
+        assert_eq!((host.in_use(), a.in_use(), b.in_use()), (6 << 20, 0, 6 << 20));
+        drop(second);
+        assert_eq!(host.in_use(), 0);
     }
 
     #[tokio::test]

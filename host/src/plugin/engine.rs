@@ -15,6 +15,24 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// own `memory_mb` is enforced by the store's limiter below this.
 const POOL_MAX_MEMORY: usize = 4 << 30;
 
+static POOL_INSTANCES: OnceLock<u32> = OnceLock::new();
+
+/// Sets how many plugin instances may live at once in the pool (wasmtime's
+/// default: 1,000); only the first call before the engine is built counts.
+/// `serve` raises it: each running pipeline holds an instance.
+pub fn set_pool_instances(instances: u32) {
+    let _ = POOL_INSTANCES.set(instances);
+}
+
+static SERIAL_COMPILATION: OnceLock<()> = OnceLock::new();
+
+/// Compiles each plugin on the calling thread only (before the engine is
+/// built): `serve` compiles uploads on one low-priority thread, so that an
+/// upload cannot take the cores the pipelines run on.
+pub fn set_serial_compilation() {
+    let _ = SERIAL_COMPILATION.set(());
+}
+
 /// Which allocator the engine got, for `plugin inspect` and the docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
@@ -47,6 +65,9 @@ pub fn shared() -> &'static SharedEngine {
 
 fn config() -> Config {
     let mut config = Config::new();
+    if SERIAL_COMPILATION.get().is_some() {
+        config.parallel_compilation(false);
+    }
     // Epochs rather than fuel: a check per loop back-edge costs less than
     // counting every instruction, and a wall-clock bound is what users set.
     config.epoch_interruption(true);
@@ -63,6 +84,15 @@ fn build() -> SharedEngine {
     pool.max_memories_per_component(MAX_MEMORIES as u32);
     pool.max_tables_per_component(MAX_TABLES as u32);
     pool.table_elements(MAX_TABLE_ELEMENTS);
+    if let Some(&n) = POOL_INSTANCES.get() {
+        // A plugin built by Rust or componentize-* has a few core instances,
+        // a memory or two and a few tables; the pool sizes every kind.
+        pool.total_component_instances(n);
+        pool.total_stacks(n);
+        pool.total_core_instances(n.saturating_mul(4));
+        pool.total_memories(n.saturating_mul(2));
+        pool.total_tables(n.saturating_mul(4));
+    }
     pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match Engine::new(&pooled) {
         Ok(engine) => SharedEngine {

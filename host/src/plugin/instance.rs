@@ -48,6 +48,8 @@ pub struct State {
     quotas: Arc<Quotas>,
     /// When the call under way must end; read at each epoch tick.
     deadline: Instant,
+    /// Charged at each epoch tick; a group over its share waits there.
+    cpu: Option<Arc<super::cpu::CpuShare>>,
     pub(super) egress: Egress,
 }
 
@@ -118,6 +120,7 @@ impl Sandbox {
             log: shared.log.clone(),
             quotas: shared.quotas.clone(),
             deadline: deadline(&shared.limits),
+            cpu: shared.cpu.clone(),
             egress,
         };
         let mut store = Store::new(&shared.engine, state);
@@ -125,6 +128,12 @@ impl Sandbox {
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {
                 return Ok(UpdateDeadline::Interrupt);
+            }
+            let wait = ctx.data().cpu.as_ref().map_or(Duration::ZERO, |cpu| cpu.charge());
+            if !wait.is_zero() {
+                // Over its group's CPU share: it waits, others run.
+                let wait = wait.min(ctx.data().deadline.saturating_duration_since(Instant::now()));
+                return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(wait))));
             }
             // Let the runtime run other tasks (and this call's timer) once
             // per tick. A plain `Yield` is polled again at once under tokio.

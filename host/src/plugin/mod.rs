@@ -8,8 +8,8 @@
 //! - [`egress`]: outbound HTTP and TCP, checked where each connection is made.
 //! - [`files`]: the filesystem layer over granted directories (no symlinks,
 //!   byte quotas).
-//! - [`limits`], [`budget`]: memory and call-time limits of an instance,
-//!   and the host-wide memory budget of all instances.
+//! - [`limits`], [`budget`], [`cpu`]: memory and call-time limits of an
+//!   instance, the host-wide memory budget of all instances, and CPU shares.
 //! - [`instance`]: one Store, the calls into it and what a trap means.
 //! - [`log`], [`stdio`], [`text`]: the plugin's log lines and output,
 //!   bounded and escaped.
@@ -18,6 +18,7 @@
 pub mod budget;
 pub mod cache;
 pub mod capabilities;
+pub mod cpu;
 pub mod egress;
 pub mod engine;
 pub mod files;
@@ -72,6 +73,11 @@ pub struct PluginSettings {
     /// What all live instances may hold together; the host-wide one unless
     /// a caller (a tenant) has its own.
     pub budget: Arc<budget::MemoryBudget>,
+    /// How messages name the plugin; its file path when `None` (`serve`
+    /// names it `NAME@VERSION`, not where the host keeps it).
+    pub label: Option<String>,
+    /// The CPU share its calls run under (a tenant's); none: unpaced.
+    pub cpu: Option<Arc<cpu::CpuShare>>,
 }
 
 impl Default for PluginSettings {
@@ -83,6 +89,8 @@ impl Default for PluginSettings {
             cache_dir: None,
             max_component_mb: max_component_mb(),
             budget: budget::global(),
+            label: None,
+            cpu: None,
         }
     }
 }
@@ -196,6 +204,7 @@ pub(crate) struct Shared {
     log: Arc<log::PluginLog>,
     quotas: Arc<files::Quotas>,
     budget: Arc<budget::MemoryBudget>,
+    cpu: Option<Arc<cpu::CpuShare>>,
 }
 
 impl Shared {
@@ -265,7 +274,7 @@ pub(crate) fn load_component(
     export: capabilities::Export,
 ) -> Result<(Arc<Shared>, LoadReport), PluginError> {
     let started = Instant::now();
-    let label = path.display().to_string();
+    let label = settings.label.clone().unwrap_or_else(|| path.display().to_string());
     let too_large = |size: u64| PluginError::TooLarge {
         plugin: label.clone(),
         size_mib: size as f64 / (1 << 20) as f64,
@@ -329,6 +338,7 @@ pub(crate) fn load_component(
         log: Arc::new(log::PluginLog::new(&label)),
         quotas: Arc::new(files::Quotas::new(&settings.grants.dirs)),
         budget: settings.budget,
+        cpu: settings.cpu,
         label,
         engine,
         pre,

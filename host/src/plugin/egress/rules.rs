@@ -91,6 +91,12 @@ impl TryFrom<String> for HostRule {
     }
 }
 
+impl serde::Serialize for HostRule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
 impl fmt::Display for HostRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -169,6 +175,27 @@ impl HostRule {
             HostPattern::Name(name) if port_ok && scheme_ok => Some(name),
             _ => None,
         }
+    }
+
+    /// Whether everything this rule lets through, `ceiling` lets through
+    /// too: an operator's ceiling over a tenant's rules. `*` covers names
+    /// and wildcards (which reach public addresses only), not addresses or
+    /// CIDRs, which can name private ones.
+    pub fn within(&self, ceiling: &HostRule) -> bool {
+        let scheme = match (ceiling.scheme, self.scheme) {
+            (None, _) => true,
+            (Some(c), Some(s)) => c == s,
+            (Some(_), None) => false,
+        };
+        let ports = ceiling.ports.0 <= self.ports.0 && self.ports.1 <= ceiling.ports.1;
+        let host = match (&ceiling.host, &self.host) {
+            (HostPattern::Any, HostPattern::Any | HostPattern::Name(_) | HostPattern::Suffix(_)) => true,
+            (HostPattern::Name(c), HostPattern::Name(s)) => c == s,
+            (HostPattern::Suffix(c), HostPattern::Name(s) | HostPattern::Suffix(s)) => s.ends_with(c.as_str()),
+            (HostPattern::Net(c), HostPattern::Net(s)) => c.contains(s),
+            _ => false,
+        };
+        scheme && ports && host
     }
 
     pub fn is_any_host(&self) -> bool {
@@ -261,6 +288,21 @@ mod tests {
 
     fn name(n: &str) -> Host {
         Host::parse(n)
+    }
+
+    #[test]
+    fn a_rule_within_a_ceiling() {
+        let within = |r: &str, c: &str| rule(r).within(&rule(c));
+        assert!(within("https://api.example.com", "https://*.example.com"));
+        assert!(within("https://*.a.example.com", "https://*.example.com"));
+        assert!(!within("https://example.org", "https://*.example.com"));
+        assert!(within("https://api.example.com", "*://*:*"));
+        assert!(within("tcp://10.1.2.3:5432", "tcp://10.0.0.0/8:5432"));
+        // `*` is public addresses only: an address could be a private one.
+        assert!(!within("tcp://10.1.2.3:5432", "*://*:*"));
+        assert!(!within("http://api.example.com:8080", "http://api.example.com"));
+        assert!(!within("*://api.example.com:443", "https://api.example.com"));
+        assert!(within("https://api.example.com", "*://api.example.com:1-65535"));
     }
 
     #[test]

@@ -1,0 +1,327 @@
+//! `bizon-host serve` benchmarks, driving the binary through its API.
+//!
+//! - `isolation`: tenant A's records/s and p99 write latency alone, then
+//!   while tenant B runs hostile plugins (spin loop, memory bomb, blocking
+//!   sleep, log flood, trap loop) and uploads a 60 MB compile bomb.
+//! - `density`: many tenants with an idle Kafka pipeline each and some
+//!   active ones: memory per idle tenant and API latency.
+//!
+//! `cargo bench --bench serve -- isolation` (or `density`; BIZON_BENCH_TENANTS
+//! sets the number of idle tenants, default 1000). Needs the guests
+//! (scripts/build-plugins.sh) and, for density, tansu (scripts/install-kafka.sh).
+
+#[allow(dead_code)]
+#[path = "../../tests/e2e/support/guests.rs"]
+mod guests;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/support/kafka.rs"]
+mod kafka;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/support/serve.rs"]
+mod serve;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use serve::{Serve, ADMIN};
+
+fn main() {
+    let which = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l[13..].trim().to_string()))
+            .unwrap_or_default()
+    );
+    match which.as_deref() {
+        Some("isolation") | None => isolation(),
+        Some("density") => density(),
+        Some(other) => panic!("unknown bench {other}: isolation or density"),
+    }
+    if which.is_none() {
+        density();
+    }
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The p99 of a pipeline's write latency, from its histogram buckets (an
+/// upper bound within one bucket: 25%).
+fn p99_ms(serve: &Serve, tenant: &str, pipeline: &str) -> f64 {
+    let Value::String(text) = serve.ok("GET", "/metrics", ADMIN, None) else {
+        panic!("metrics")
+    };
+    let prefix = format!("bizon_serve_write_seconds_bucket{{pipeline=\"{pipeline}\",tenant=\"{tenant}\",le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.parse().unwrap_or(f64::INFINITY), count.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= 0.99 * total)
+        .map_or(f64::NAN, |(le, _)| le * 1000.0)
+}
+
+fn plugin(name: &str) -> Vec<u8> {
+    std::fs::read(guests::wasm(name)).unwrap()
+}
+
+const RECORDS: u64 = 2_000_000;
+
+/// Runs tenant A's pipeline `name` to its end: (records/s, p99 ms).
+fn run_a(serve: &Serve, token: &str, name: &str) -> (f64, f64) {
+    let yaml = format!(
+        "name: a\nsource:\n  name: dummy\n  total_records: {RECORDS}\n  page_size: 1000\ndestination:\n  name: wasm\n  \
+         config:\n    plugin: sum\n    buffer_size: 0\n    max_concurrent_threads: 1\n"
+    );
+    serve.ok("PUT", &format!("/v1/pipelines/{name}"), token, Some(yaml.into_bytes()));
+    let started = Instant::now();
+    serve.ok("POST", &format!("/v1/pipelines/{name}/start"), token, None);
+    let status = serve.wait_for(token, name, "completed", |s| s["state"] != "running");
+    assert_eq!(status["records_written"], RECORDS, "{status}");
+    let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
+    (rate, p99_ms(serve, "acme", name))
+}
+
+/// A component holding one core module of `mib` MiB of straight-line code:
+/// cheap to upload, costly to compile (and then refused: it is no plugin).
+fn compile_bomb(mib: usize, seed: u8) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(content.len(), out);
+        out.extend_from_slice(content);
+    }
+    let per_function = 20_000; // `i32.const 1; i32.add` pairs
+                               // The seed makes each upload new to the compile cache.
+    let mut body = vec![0x00, 0x41, seed & 0x3f];
+    for _ in 0..per_function {
+        body.extend_from_slice(&[0x41, 0x01, 0x6a]);
+    }
+    body.push(0x0b);
+    let functions = (mib << 20) / body.len();
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[0x01, 0x60, 0x00, 0x01, 0x7f], &mut module);
+    let mut funcs = Vec::new();
+    leb(functions, &mut funcs);
+    funcs.extend(std::iter::repeat_n(0u8, functions));
+    section(3, &funcs, &mut module);
+    let mut code = Vec::new();
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        leb(body.len(), &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component);
+    component
+}
+
+fn isolation() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        "plugin_memory_budget_mb: 2048\ncompile_concurrency: 1\n",
+    );
+    let a = serve.tenant("acme", json!({}));
+    let b = serve.tenant("bravo", json!({"plugin_mb": 64, "memory_mb": 1024}));
+    serve.ok("PUT", "/v1/plugins/sum", &a, Some(plugin("bench_sum")));
+    serve.ok("PUT", "/v1/plugins/hostile", &b, Some(plugin("hostile")));
+
+    run_a(&serve, &a, "warmup");
+    let (alone_rate, alone_p99) = run_a(&serve, &a, "alone");
+    println!("A alone: {alone_rate:.0} records/s, p99 write {alone_p99:.2} ms");
+
+    let modes = [
+        ("spin", "loop", "    limits: {call_timeout_ms: 1000}\n"),
+        ("membomb", "memory", "    limits: {memory_mb: 128}\n"),
+        ("sleep", "sleep-write", "    limits: {call_timeout_ms: 1000}\n"),
+        ("flood", "log-flood", ""),
+        ("traps", "panic-write", ""),
+    ];
+    for (name, mode, extra) in modes {
+        let yaml = format!(
+            "name: b\nsource:\n  name: dummy\n  total_records: 1000000000\n  page_size: 100\ndestination:\n  name: wasm\n  \
+             config:\n    plugin: hostile\n    buffer_size: 0\n    max_concurrent_threads: 1\n    plugin_config: {{mode: {mode}}}\n{extra}"
+        );
+        serve.ok("PUT", &format!("/v1/pipelines/{name}"), &b, Some(yaml.into_bytes()));
+    }
+    let stop = AtomicBool::new(false);
+    let peak_rss = std::sync::atomic::AtomicU64::new(0);
+    let (rate, p99, restarts, bombs) = std::thread::scope(|s| {
+        // B's hostile pipelines, restarted as soon as they fail.
+        let restarter = s.spawn(|| {
+            let mut restarts = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for (name, _, _) in modes {
+                    let (code, _) = serve.call("POST", &format!("/v1/pipelines/{name}/start"), &b, None);
+                    restarts += u32::from(code == 200);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            restarts
+        });
+        let bomber = s.spawn(|| {
+            let mut uploads = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let bomb = compile_bomb(60, uploads.len() as u8);
+                let started = Instant::now();
+                let answer = match serve.send("PUT", "/v1/plugins/bomb", &b, Some(bomb)) {
+                    Ok((code, body)) => format!("{code} {}", body["error"]["message"].as_str().unwrap_or("")),
+                    Err(e) => format!("client gave up: {e}"),
+                };
+                let answer: String = answer.chars().take(160).collect();
+                uploads.push((started.elapsed(), answer));
+            }
+            uploads
+        });
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                peak_rss.fetch_max(rss_kib(serve.pid(), "VmRSS:"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let (rate, p99) = run_a(&serve, &a, "neighbours");
+        println!("A with hostile B: {rate:.0} records/s, p99 write {p99:.2} ms");
+        stop.store(true, Ordering::Relaxed);
+        (rate, p99, restarter.join().unwrap(), bomber.join().unwrap())
+    });
+    println!(
+        "ratio: throughput {:.1}% of alone (target >= 90%), p99 {:.2}x (target <= 1.5x)",
+        100.0 * rate / alone_rate,
+        p99 / alone_p99
+    );
+    println!("B: {restarts} hostile pipeline (re)starts; compile bomb uploads (time, answer): {bombs:?}");
+    for (name, _, _) in modes {
+        let s = serve.ok("GET", &format!("/v1/pipelines/{name}"), &b, None);
+        println!(
+            "  {name}: {} {}",
+            s["state"],
+            s["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(150)
+                .collect::<String>()
+        );
+    }
+    let Value::String(metrics) = serve.ok("GET", "/metrics", ADMIN, None) else {
+        panic!()
+    };
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("bizon_serve_plugin_traps_total"))
+    {
+        println!("  {line}");
+    }
+    println!(
+        "serve RSS: peak {} MiB sampled, VmHWM {} MiB (plugin budget 2048 MiB)",
+        peak_rss.load(Ordering::Relaxed) >> 10,
+        rss_kib(serve.pid(), "VmHWM:") >> 10
+    );
+}
+
+fn density() {
+    let Some(broker) = kafka::broker() else {
+        panic!("density needs tansu: scripts/install-kafka.sh")
+    };
+    let tenants: usize = std::env::var("BIZON_BENCH_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let active = 50.min(tenants);
+    let topic = kafka::unique("idle");
+    broker.create_topic(&topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "plugin_memory_budget_mb: 65536\n");
+    let sum = plugin("bench_sum");
+    let base = rss_kib(serve.pid(), "VmRSS:");
+    let egress = format!("tcp://{}", broker.servers);
+    let started = Instant::now();
+    let mut tokens = Vec::new();
+    for t in 0..tenants {
+        let token = serve.tenant(&format!("t{t}"), json!({"egress": [egress], "memory_mb": 64}));
+        serve.ok("PUT", "/v1/plugins/sum", &token, Some(sum.clone()));
+        let yaml = format!(
+            "name: idle\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
+             message_encoding: utf-8\ndestination:\n  name: wasm\n  config:\n    plugin: sum\n    max_concurrent_threads: 1\n    \
+             limits: {{memory_mb: 16}}\n",
+            broker.servers
+        );
+        serve.ok("PUT", "/v1/pipelines/idle", &token, Some(yaml.into_bytes()));
+        serve.ok("POST", "/v1/pipelines/idle/start", &token, None);
+        tokens.push(token);
+    }
+    let setup = started.elapsed();
+    std::thread::sleep(Duration::from_secs(10));
+    let idle = rss_kib(serve.pid(), "VmRSS:");
+    println!(
+        "{tenants} tenants with an idle Kafka pipeline each (set up in {:.0} s): serve RSS {} MiB -> {} MiB, {:.0} KiB per idle tenant",
+        setup.as_secs_f64(),
+        base >> 10,
+        idle >> 10,
+        (idle - base) as f64 / tenants as f64
+    );
+    for token in tokens.iter().take(active) {
+        let yaml = "name: busy\nsource:\n  name: dummy\n  total_records: 100000000\n  page_size: 500\ndestination:\n  name: wasm\n  \
+                    config:\n    plugin: sum\n    max_concurrent_threads: 1\n    limits: {memory_mb: 16}\n";
+        serve.ok("PUT", "/v1/pipelines/busy", token, Some(yaml.as_bytes().to_vec()));
+        serve.ok("POST", "/v1/pipelines/busy/start", token, None);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut latencies = Vec::new();
+    for i in 0..500 {
+        let token = &tokens[(i * 7919) % tenants];
+        let t = Instant::now();
+        serve.ok("GET", "/v1/pipelines/idle", token, None);
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let at =
+        |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    let written: u64 = tokens
+        .iter()
+        .take(active)
+        .map(|t| {
+            serve.ok("GET", "/v1/pipelines/busy", t, None)["records_per_s"]
+                .as_f64()
+                .unwrap_or(0.0) as u64
+        })
+        .sum();
+    println!(
+        "with {active} active pipelines ({written} records/s together): GET /v1/pipelines/NAME p50 {:.1} ms, p99 {:.1} ms; serve RSS {} MiB",
+        at(0.5),
+        at(0.99),
+        rss_kib(serve.pid(), "VmRSS:") >> 10
+    );
+}

@@ -1,0 +1,164 @@
+//! `bizon-host tenant|plugin|pipeline ...`: a client of `serve`'s API, so
+//! operators and tenants need no curl. The URL and token come from flags or
+//! BIZON_HOST_URL / BIZON_HOST_TOKEN; the answer is printed as JSON, and an
+//! API error exits 1 with its message.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+/// Where the server is and who calls.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The server's URL.
+    #[arg(long, env = "BIZON_HOST_URL", default_value = "http://127.0.0.1:8700")]
+    pub url: String,
+    /// The admin token (tenant commands) or a tenant's token (plugin and
+    /// pipeline commands).
+    #[arg(long, env = "BIZON_HOST_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant; prints its token (shown once).
+    Create {
+        name: String,
+        /// Limits as JSON, over the server's defaults: '{"memory_mb": 256, "egress": ["https://*.example.com"]}'.
+        #[arg(long, value_name = "JSON")]
+        limits: Option<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Stop and remove everything of a tenant.
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PipelineCommand {
+    /// Store a pipeline file (Bizon YAML) under NAME; on a running pipeline a
+    /// new plugin version is swapped in between batches.
+    Put {
+        name: String,
+        file: PathBuf,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Status {
+        name: String,
+    },
+    List,
+    Logs {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// The client side of `plugin` (push, list, versions).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RemotePluginCommand {
+    /// Upload FILE.wasm as a new version of NAME.
+    Push {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The tenant's plugins, every version.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One plugin's versions.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<ExitCode> {
+    let url = format!("{}{path}", remote.url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().request(method, &url).bearer_auth(&remote.token);
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let ok = response.status().is_success();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if ok {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        eprintln!("error: {message}");
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub async fn tenant(cmd: TenantCommand, remote: &Remote) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match cmd {
+        TenantCommand::Create { name, limits } => {
+            let limits: Value = match limits {
+                Some(text) => serde_json::from_str(&text).context("--limits is not JSON")?,
+                None => json!({}),
+            };
+            let body = json!({"name": name, "limits": limits}).to_string().into_bytes();
+            call(remote, Method::POST, "/v1/tenants", Some(body)).await
+        }
+        TenantCommand::List => call(remote, Method::GET, "/v1/tenants", None).await,
+        TenantCommand::Show { name } => call(remote, Method::GET, &format!("/v1/tenants/{name}"), None).await,
+        TenantCommand::Delete { name } => call(remote, Method::DELETE, &format!("/v1/tenants/{name}"), None).await,
+    }
+}
+
+pub async fn pipeline(cmd: PipelineCommand, remote: &Remote) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    let path = |name: &str, tail: &str| format!("/v1/pipelines/{name}{tail}");
+    match cmd {
+        PipelineCommand::Put { name, file } => {
+            let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            call(remote, Method::PUT, &path(&name, ""), Some(body)).await
+        }
+        PipelineCommand::Start { name } => call(remote, Method::POST, &path(&name, "/start"), None).await,
+        PipelineCommand::Stop { name } => call(remote, Method::POST, &path(&name, "/stop"), None).await,
+        PipelineCommand::Status { name } => call(remote, Method::GET, &path(&name, ""), None).await,
+        PipelineCommand::List => call(remote, Method::GET, "/v1/pipelines", None).await,
+        PipelineCommand::Logs { name } => call(remote, Method::GET, &path(&name, "/logs"), None).await,
+        PipelineCommand::Delete { name } => call(remote, Method::DELETE, &path(&name, ""), None).await,
+    }
+}
+
+pub async fn plugin(cmd: RemotePluginCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match cmd {
+        RemotePluginCommand::Push { name, file, remote } => {
+            let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            call(&remote, Method::PUT, &format!("/v1/plugins/{name}"), Some(body)).await
+        }
+        RemotePluginCommand::List { remote } => call(&remote, Method::GET, "/v1/plugins", None).await,
+        RemotePluginCommand::Versions { name, remote } => {
+            call(&remote, Method::GET, &format!("/v1/plugins/{name}"), None).await
+        }
+    }
+}

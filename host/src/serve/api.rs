@@ -1,0 +1,327 @@
+//! The HTTP API (docs/serve.md; the OpenAPI document is
+//! `GET /v1/openapi.json`). Routes authenticate first, then look names up
+//! only among the caller's own: another tenant's plugin or pipeline is
+//! "not found", exactly like a name nobody has.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State as Extract};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{self, check_name};
+use super::config::LimitOverrides;
+use super::error::ApiError;
+use super::pipelines::Supervisor;
+use super::{logs, metrics, State};
+
+type AppState = Arc<State>;
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+/// Largest pipeline file or JSON body; plugins have their tenant's limit.
+const MAX_BODY_BYTES: usize = 256 << 10;
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants/{tenant}", get(get_tenant).delete(delete_tenant))
+        .route("/v1/plugins", get(list_plugins))
+        .route("/v1/plugins/{name}", get(get_plugin).put(put_plugin))
+        .route("/v1/pipelines", get(list_pipelines))
+        .route(
+            "/v1/pipelines/{name}",
+            get(get_pipeline).put(put_pipeline).delete(delete_pipeline),
+        )
+        .route("/v1/pipelines/{name}/start", post(start_pipeline))
+        .route("/v1/pipelines/{name}/stop", post(stop_pipeline))
+        .route("/v1/pipelines/{name}/logs", get(pipeline_logs))
+        .route("/metrics", get(prometheus))
+        .route("/ui", get(ui))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        // Bodies are read by the handlers, after the caller is known, up to a limit.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such route; see GET /v1/openapi.json",
+    )
+}
+
+async fn no_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see GET /v1/openapi.json",
+    )
+}
+
+/// The body, or 413 past `limit` bytes (read no further than that).
+async fn read_body(body: Body, limit: u64, what: impl Fn(u64) -> ApiError) -> Result<Bytes, ApiError> {
+    Ok(http_body_util::Limited::new(body, limit as usize + 1)
+        .collect()
+        .await
+        .map_err(|_| what(limit + 1))?
+        .to_bytes())
+}
+
+fn too_long(_: u64) -> ApiError {
+    ApiError::too_large(format!("the request body is over {} KiB", MAX_BODY_BYTES >> 10))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+    #[serde(default)]
+    limits: LimitOverrides,
+}
+
+async fn create_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    auth::admin(&state, &headers)?;
+    let new: NewTenant = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
+    check_name("tenant", &new.name)?;
+    let token = auth::new_token();
+    if !state
+        .registry
+        .create_tenant(&new.name, &auth::hash(&token), &new.limits)?
+    {
+        return Err(ApiError::conflict(format!("tenant `{}` exists", new.name)));
+    }
+    let tenant = state.tenant(&new.name)?;
+    tracing::info!(tenant = %new.name, "tenant created");
+    let body = json!({"tenant": new.name, "token": token, "limits": tenant.limits});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn list_tenants(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
+    auth::admin(&state, &headers)?;
+    let mut out = Vec::new();
+    for row in state.registry.tenants()? {
+        out.push(tenant_json(&state, &row.name)?);
+    }
+    Ok(Json(json!({ "tenants": out })))
+}
+
+fn tenant_json(state: &State, name: &str) -> Result<Value, ApiError> {
+    let tenant = state.tenant(name)?;
+    let pipelines: Vec<_> = state
+        .registry
+        .pipelines(Some(name))?
+        .iter()
+        .map(|p| state.supervisor.status(name, &p.name))
+        .collect();
+    Ok(json!({
+        "tenant": name,
+        "limits": tenant.limits,
+        "memory_in_use_bytes": tenant.budget.in_use(),
+        "pipelines": pipelines,
+    }))
+}
+
+async fn get_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    auth::admin(&state, &headers)?;
+    Ok(Json(tenant_json(&state, &name)?))
+}
+
+async fn delete_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    auth::admin(&state, &headers)?;
+    state.tenant(&name)?;
+    let pipelines = state.registry.pipelines(Some(&name))?;
+    for p in &pipelines {
+        state.supervisor.stop(&name, &p.name).await;
+        metrics::forget_pipeline(&name, &p.name);
+    }
+    state.registry.delete_tenant(&name)?;
+    state.tenants.forget(&name);
+    state.supervisor.forget(&name, None);
+    logs::forget(&name, None);
+    metrics::forget_tenant(&name);
+    let dir = state.tenants.dir(&name);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        tracing::warn!("cannot remove {}: {e}", dir.display());
+    }
+    state.store.collect(&state.registry.digests()?);
+    tracing::info!(tenant = %name, "tenant deleted");
+    Ok(Json(json!({"tenant": name, "deleted": true})))
+}
+
+async fn put_plugin(
+    Extract(state): Extract<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+    check_name("plugin", &name)?;
+    let limit = tenant.limits.plugin_mb.saturating_mul(1 << 20);
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        if length > limit {
+            return Err(super::plugins::too_large(length, tenant.limits.plugin_mb));
+        }
+    }
+    // The body is read only up to the limit, whatever the header said.
+    let plugin_mb = tenant.limits.plugin_mb;
+    let bytes = read_body(body, limit, |size| super::plugins::too_large(size, plugin_mb)).await?;
+    let (mut row, staged) = state.store.check(&tenant, &name, &bytes).await?;
+    row.version = state.registry.add_plugin(&tenant.name, &row)?;
+    state.store.keep(&staged, &row.digest).await?;
+    tracing::info!(tenant = %tenant.name, plugin = %name, version = row.version, "plugin uploaded");
+    Ok((StatusCode::CREATED, Json(json!(row))).into_response())
+}
+
+async fn list_plugins(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
+    let tenant = auth::tenant(&state, &headers)?;
+    Ok(Json(json!({ "plugins": state.registry.plugins(&tenant, None)? })))
+}
+
+async fn get_plugin(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let tenant = auth::tenant(&state, &headers)?;
+    let versions = state.registry.plugins(&tenant, Some(&name))?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found("plugin", &name));
+    }
+    Ok(Json(json!({"name": name, "versions": versions})))
+}
+
+async fn put_pipeline(
+    Extract(state): Extract<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+    check_name("pipeline", &name)?;
+    let body = read_body(body, MAX_BODY_BYTES as u64, too_long).await?;
+    let yaml = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the pipeline file is not UTF-8"))?;
+    let prepared = state.prepare(&tenant, &name, yaml)?;
+    let existed = state.registry.pipeline(&tenant.name, &name)?.is_some();
+    if !existed && state.registry.count_pipelines(&tenant.name)? >= tenant.limits.pipelines {
+        return Err(ApiError::limit(format!(
+            "this tenant has its limit of {} pipelines",
+            tenant.limits.pipelines
+        )));
+    }
+    let swapped = Supervisor::swap(&state, &tenant, &name, &prepared).await?;
+    state.registry.put_pipeline(&tenant.name, &name, yaml)?;
+    let running = state.supervisor.is_running(&tenant.name, &name);
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    let body = json!({
+        "name": name,
+        "stored": true,
+        "plugin_swapped": swapped,
+        // A running pipeline keeps its source and buffer settings until restarted.
+        "restart_to_apply": running && !swapped,
+        "status": state.supervisor.status(&tenant.name, &name),
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+async fn list_pipelines(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
+    let tenant = auth::tenant(&state, &headers)?;
+    let pipelines: Vec<_> = state
+        .registry
+        .pipelines(Some(&tenant))?
+        .iter()
+        .map(|p| state.supervisor.status(&tenant, &p.name))
+        .collect();
+    Ok(Json(json!({ "pipelines": pipelines })))
+}
+
+/// The caller's pipeline row, or the same 404 for a name that is not theirs.
+fn own_pipeline(state: &State, tenant: &str, name: &str) -> Result<super::registry::PipelineRow, ApiError> {
+    state
+        .registry
+        .pipeline(tenant, name)?
+        .ok_or_else(|| ApiError::not_found("pipeline", name))
+}
+
+async fn get_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let tenant = auth::tenant(&state, &headers)?;
+    let row = own_pipeline(&state, &tenant, &name)?;
+    let mut status = json!(state.supervisor.status(&tenant, &name));
+    status["yaml"] = json!(row.yaml);
+    Ok(Json(status))
+}
+
+async fn delete_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let tenant = auth::tenant(&state, &headers)?;
+    own_pipeline(&state, &tenant, &name)?;
+    state.supervisor.stop(&tenant, &name).await;
+    state.registry.delete_pipeline(&tenant, &name)?;
+    state.supervisor.forget(&tenant, Some(&name));
+    logs::forget(&tenant, Some(&name));
+    metrics::forget_pipeline(&tenant, &name);
+    Ok(Json(json!({"name": name, "deleted": true})))
+}
+
+async fn start_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+    let row = own_pipeline(&state, &tenant.name, &name)?;
+    Supervisor::start(&state, &tenant, &name, &row.yaml).await?;
+    Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
+}
+
+async fn stop_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let tenant = auth::tenant(&state, &headers)?;
+    own_pipeline(&state, &tenant, &name)?;
+    state.registry.set_running(&tenant, &name, false)?;
+    state.supervisor.stop(&tenant, &name).await;
+    Ok(Json(json!(state.supervisor.status(&tenant, &name))))
+}
+
+async fn pipeline_logs(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let tenant = auth::tenant(&state, &headers)?;
+    own_pipeline(&state, &tenant, &name)?;
+    let ring = logs::existing(&tenant, &name);
+    Ok(Json(json!({
+        "name": name,
+        "lines": ring.as_ref().map(|r| r.lines()).unwrap_or_default(),
+        "dropped": ring.map_or(0, |r| r.dropped()),
+    })))
+}
+
+async fn prometheus(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    auth::admin(&state, &headers)?;
+    metrics::reset_gauges();
+    state.supervisor.publish_metrics();
+    for row in state.registry.tenants()? {
+        if let Some(t) = state.tenants.get(&state.registry, &row.name)? {
+            metrics::set_memory(&t.name, t.budget.in_use());
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()).into_response())
+}
+
+async fn ui(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult<Html<String>> {
+    auth::admin(&state, &headers)?;
+    let mut tenants = Vec::new();
+    for row in state.registry.tenants()? {
+        tenants.push(tenant_json(&state, &row.name)?);
+    }
+    Ok(Html(super::ui::page(&tenants)))
+}

@@ -1,0 +1,165 @@
+//! `bizon-host serve`: many tenants' plugins and pipelines in one process,
+//! behind an HTTP API.
+//!
+//! - [`config`]: `serve.yaml`, the admin token, tenants' default limits.
+//! - [`registry`]: tenants, plugin versions and pipelines in SQLite.
+//! - [`tenants`]: a tenant's limits, memory budget share and files directory.
+//! - [`plugins`]: uploads checked, compiled in a bounded pool, content-addressed.
+//! - [`pipelines`]: what a tenant's pipeline may ask for, and the supervisor
+//!   that runs, stops, resumes and upgrades them.
+//! - [`auth`], [`api`], [`error`]: tokens, routes, `{error: {code, message}}`.
+//! - [`logs`], [`metrics`]: per-pipeline log rings and Prometheus series.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod logs;
+pub mod metrics;
+pub mod pipelines;
+pub mod plugins;
+pub mod registry;
+pub mod tenants;
+mod ui;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use config::ServeConfig;
+use error::ApiError;
+use pipelines::policy::{self, Prepared};
+use pipelines::Supervisor;
+use plugins::PluginStore;
+use registry::Registry;
+use tenants::{Tenant, Tenants};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Registry(#[from] registry::RegistryError),
+    #[error("data directory {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Everything the routes share.
+pub struct State {
+    pub config: ServeConfig,
+    pub registry: Registry,
+    pub tenants: Tenants,
+    pub store: PluginStore,
+    pub supervisor: Supervisor,
+    admin_hash: String,
+}
+
+impl State {
+    pub fn tenant(&self, name: &str) -> Result<Arc<Tenant>, ApiError> {
+        self.tenants
+            .get(&self.registry, name)?
+            .ok_or_else(|| ApiError::not_found("tenant", name))
+    }
+
+    pub fn prepare(&self, tenant: &Tenant, name: &str, yaml: &str) -> Result<Prepared, ApiError> {
+        let cx = policy::Context {
+            tenant,
+            registry: &self.registry,
+            blobs: &self.store,
+            native_destinations: &self.config.native_destinations,
+        };
+        policy::prepare(&cx, name, yaml)
+    }
+}
+
+/// Command-line overrides of the serve config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The serve config (limits, budgets, the admin token file); every field
+    /// has a default.
+    #[arg(long, value_name = "serve.yaml")]
+    pub config: Option<PathBuf>,
+    /// Where the API listens (default 127.0.0.1:8700).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Where the registry, plugins and tenants' files are kept (default ./bizon-data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Opens the data directory, resumes the pipelines that were running and
+/// serves the API until `shutdown` resolves; then stops every pipeline
+/// (they resume at the next start).
+pub async fn run(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => ServeConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    let admin_hash = auth::hash(&config.admin_token()?);
+    crate::plugin::engine::set_pool_instances(config.live_instances);
+    crate::plugin::engine::set_serial_compilation();
+    let data_dir = config.data_dir.clone();
+    let io = |source| ServeError::DataDir {
+        dir: data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&data_dir).map_err(io)?;
+    let registry = Registry::open(&data_dir.join("registry.sqlite"))?;
+    let store = PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?;
+    let host_budget = match config.plugin_memory_budget_mb {
+        Some(mib) => crate::plugin::budget::MemoryBudget::new(mib),
+        None => crate::plugin::budget::global(),
+    };
+    let tenants = Tenants::new(&data_dir, config.limits.clone(), host_budget);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let state = Arc::new(State {
+        config,
+        registry,
+        tenants,
+        store,
+        supervisor: Supervisor::default(),
+        admin_hash,
+    });
+    resume(&state).await?;
+    let addr = listener.local_addr().map_err(io)?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "serving");
+    let app = api::router(state.clone());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    tracing::info!("stopping the pipelines (they resume at the next start)");
+    state.supervisor.stop_all().await;
+    served.map_err(io)
+}
+
+/// Starts the pipelines the registry says were running.
+async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
+    for row in state.registry.pipelines(None)?.into_iter().filter(|r| r.running) {
+        let started = match state.tenant(&row.tenant) {
+            Ok(tenant) => Supervisor::start(state, &tenant, &row.name, &row.yaml).await,
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(()) => tracing::info!(tenant = %row.tenant, pipeline = %row.name, "resumed"),
+            Err(e) => {
+                tracing::error!(tenant = %row.tenant, pipeline = %row.name, "cannot resume: {e}");
+                state.registry.set_running(&row.tenant, &row.name, false)?;
+            }
+        }
+    }
+    Ok(())
+}

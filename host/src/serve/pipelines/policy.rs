@@ -1,0 +1,266 @@
+//! What a tenant's pipeline may ask for. The YAML is read like `check`
+//! reads it (without the host's environment: `${VAR}` is an error), then
+//! held to the tenant's limits and ceilings:
+//!
+//! - destination `wasm` with `plugin: NAME[@VERSION]`, one of the tenant's
+//!   own plugins; a native destination only if the operator offers it;
+//! - `allow.dirs` relative paths inside the tenant's files directory (no
+//!   absolute path, no `..`), writable ones within its disk quota;
+//! - `allow.hosts` each inside the tenant's egress ceiling; no `allow.env`
+//!   and no `allow.secrets` (both read the host's environment or files);
+//! - memory and call time within its limits; `max_concurrent_threads`
+//!   lowered to the tenant's `instances` (its share of the memory budget
+//!   admits no more live instances than that, whichever pipelines hold them);
+//! - sources `dummy` and `kafka` (brokers inside the egress ceiling, the
+//!   consumer group under the tenant's prefix), never `jsonl` (a host path);
+//! - `dead_letter` to a topic, not a file.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::config::{self, DestinationConfig, Pipeline, SourceConfig};
+use crate::plugin::egress::rules::{Host, Scheme};
+use crate::plugin::egress::HostRule;
+use crate::plugin::DirGrant;
+
+use super::super::error::ApiError;
+use super::super::registry::Registry;
+use super::super::tenants::Tenant;
+
+/// A pipeline checked for its tenant, ready to run.
+pub struct Prepared {
+    pub pipeline: Pipeline,
+    /// The plugin and the version the run uses (the newest, unless pinned).
+    pub plugin: Option<(String, u32)>,
+    /// Bytes its writable grants may hold, in MiB.
+    pub disk_mb: u64,
+}
+
+/// Where plugins' bytes are, by digest.
+pub trait Blobs {
+    fn blob(&self, digest: &str) -> PathBuf;
+}
+
+impl Blobs for super::super::plugins::PluginStore {
+    fn blob(&self, digest: &str) -> PathBuf {
+        super::super::plugins::PluginStore::blob(self, digest)
+    }
+}
+
+pub struct Context<'a> {
+    pub tenant: &'a Tenant,
+    pub registry: &'a Registry,
+    pub blobs: &'a dyn Blobs,
+    pub native_destinations: &'a [String],
+}
+
+pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, ApiError> {
+    let file = format!("pipelines/{name}.yaml");
+    let mut pipeline = config::parse(yaml, &file, |_| None).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let limits = &cx.tenant.limits;
+    let refuse = |what: String| Err(ApiError::invalid(format!("{file}: {what}")));
+    let threads = &mut pipeline.destination.options_mut().max_concurrent_threads;
+    *threads = (*threads).clamp(1, limits.instances.max(1));
+    check_source(cx, &file, &mut pipeline.source)?;
+    if let Some(dead_letter) = &pipeline.dead_letter {
+        if dead_letter.path.is_some() {
+            return refuse("dead_letter.path: a file on the host is not offered; use dead_letter.topic".into());
+        }
+        if let Some(servers) = &dead_letter.bootstrap_servers {
+            check_brokers(cx, &file, "dead_letter.bootstrap_servers", servers)?;
+        }
+    }
+    let (plugin, disk_mb) = match &mut pipeline.destination {
+        DestinationConfig::Wasm(wasm) => {
+            let reference = wasm.plugin.to_string_lossy().into_owned();
+            let (plugin, version, digest) = resolve(cx, &file, &reference)?;
+            wasm.plugin = cx.blobs.blob(&digest);
+            if wasm.limits.memory_mb > limits.memory_mb {
+                return refuse(format!(
+                    "destination.config.limits.memory_mb: {} is over this tenant's memory limit of {} MiB",
+                    wasm.limits.memory_mb, limits.memory_mb
+                ));
+            }
+            if wasm.limits.call_timeout_ms > limits.call_timeout_ms {
+                return refuse(format!(
+                    "destination.config.limits.call_timeout_ms: {} is over this tenant's limit of {} ms",
+                    wasm.limits.call_timeout_ms, limits.call_timeout_ms
+                ));
+            }
+            let allow = &mut wasm.allow;
+            if let Some(var) = allow.env.first() {
+                return refuse(format!(
+                    "destination.config.allow.env: `{var}`: the host's environment is not offered to tenants"
+                ));
+            }
+            if let Some(secret) = allow.secrets.keys().next() {
+                return refuse(format!(
+                    "destination.config.allow.secrets: `{secret}`: secrets read the host's environment or files, \
+                     which are not offered to tenants"
+                ));
+            }
+            for rule in &allow.hosts {
+                if !limits.egress.iter().any(|c| rule.within(c)) {
+                    return refuse(format!(
+                        "destination.config.allow.hosts: `{rule}` is outside this tenant's egress ceiling ({})",
+                        ceiling(&limits.egress)
+                    ));
+                }
+            }
+            let mut disk_mb = 0;
+            for grant in &mut allow.dirs {
+                disk_mb += place(cx.tenant, &file, grant)?;
+            }
+            if disk_mb > limits.disk_mb {
+                return refuse(format!(
+                    "destination.config.allow.dirs: writable grants of {disk_mb} MiB together are over this \
+                     tenant's disk quota of {} MiB (set max_mb on each)",
+                    limits.disk_mb
+                ));
+            }
+            (Some((plugin, version)), disk_mb)
+        }
+        other if cx.native_destinations.iter().any(|d| d == other.name()) => (None, 0),
+        other => {
+            return refuse(format!(
+                "destination.name: `{}` is not offered by this host; use `wasm` with one of your plugins{}",
+                other.name(),
+                match cx.native_destinations {
+                    [] => String::new(),
+                    natives => format!(" or one of: {}", natives.join(", ")),
+                }
+            ))
+        }
+    };
+    Ok(Prepared {
+        pipeline,
+        plugin,
+        disk_mb,
+    })
+}
+
+fn ceiling(rules: &[HostRule]) -> String {
+    match rules {
+        [] => "none: no network".into(),
+        rules => rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// `NAME[@VERSION]` among the tenant's plugins: (name, version, digest).
+fn resolve(cx: &Context<'_>, file: &str, reference: &str) -> Result<(String, u32, String), ApiError> {
+    let (name, pinned) = match reference.split_once('@') {
+        Some((name, version)) => {
+            let version = version.parse::<u32>().map_err(|_| {
+                ApiError::invalid(format!(
+                    "{file}: destination.config.plugin: `{reference}`: the version after `@` is a number (1, 2, ...)"
+                ))
+            })?;
+            (name, Some(version))
+        }
+        None => (reference, None),
+    };
+    let versions = cx.registry.plugins(&cx.tenant.name, Some(name))?;
+    let found = match pinned {
+        Some(v) => versions.iter().find(|p| p.version == v),
+        None => versions.last(),
+    };
+    match found {
+        Some(p) => Ok((p.name.clone(), p.version, p.digest.clone())),
+        None => Err(ApiError::invalid(format!(
+            "{file}: destination.config.plugin: no plugin `{reference}` (upload it with PUT /v1/plugins/{name})"
+        ))),
+    }
+}
+
+/// Puts a directory grant inside the tenant's files directory; returns its
+/// quota in MiB when it is writable.
+fn place(tenant: &Tenant, file: &str, grant: &mut DirGrant) -> Result<u64, ApiError> {
+    let asked = grant.host.clone();
+    let inside = asked.components().all(|c| matches!(c, Component::Normal(_)));
+    if asked.as_os_str().is_empty() || !inside {
+        return Err(ApiError::invalid(format!(
+            "{file}: destination.config.allow.dirs: `{}`: give a relative path inside your files directory, \
+             without `..` (absolute paths are refused)",
+            asked.display()
+        )));
+    }
+    let host = tenant.files.join(&asked);
+    std::fs::create_dir_all(&host).map_err(ApiError::internal)?;
+    // The plugin sees its own path, never where the host keeps it.
+    grant
+        .guest
+        .get_or_insert_with(|| Path::new("/").join(&asked).display().to_string());
+    grant.host = host;
+    if !grant.writable {
+        return Ok(0);
+    }
+    let quota = *grant.max_mb.get_or_insert(tenant.limits.disk_mb);
+    Ok(quota)
+}
+
+fn check_source(cx: &Context<'_>, file: &str, source: &mut SourceConfig) -> Result<(), ApiError> {
+    match source {
+        SourceConfig::Dummy(_) => Ok(()),
+        SourceConfig::Jsonl(_) => Err(ApiError::invalid(format!(
+            "{file}: source.name: `jsonl` reads a host path, which is not offered; use `kafka` or `dummy`"
+        ))),
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(kafka) => {
+            check_brokers(cx, file, "source.bootstrap_servers", &kafka.bootstrap_servers)?;
+            if let Some(key) = kafka
+                .consumer_config
+                .keys()
+                .find(|k| !CONSUMER_KEYS.contains(&k.as_str()))
+            {
+                return Err(ApiError::invalid(format!(
+                    "{file}: source.consumer_config.{key}: not offered to tenants (allowed: {})",
+                    CONSUMER_KEYS.join(", ")
+                )));
+            }
+            // Tenants on one broker cannot join (and steal from) each other's groups.
+            kafka.group_id = format!("{}{}.{}", GROUP_PREFIX, cx.tenant.name, kafka.group_id);
+            Ok(())
+        }
+    }
+}
+
+/// The prefix of every consumer group a tenant's pipeline joins:
+/// `bizon-serve.<tenant>.<group_id>`.
+pub const GROUP_PREFIX: &str = "bizon-serve.";
+
+/// librdkafka settings a tenant may set: none reads a host file or loads code.
+#[cfg(feature = "kafka")]
+const CONSUMER_KEYS: &[&str] = &[
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.max.messages.kbytes",
+    "partition.assignment.strategy",
+    "client.id",
+    "security.protocol",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "isolation.level",
+];
+
+fn check_brokers(cx: &Context<'_>, file: &str, field: &str, servers: &str) -> Result<(), ApiError> {
+    let egress = &cx.tenant.limits.egress;
+    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = server
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((Host::parse(host), port.parse::<u16>().ok()?)));
+        let allowed = parsed.is_some_and(|(host, port)| egress.iter().any(|c| c.matches(Scheme::Tcp, &host, port)));
+        if !allowed {
+            return Err(ApiError::invalid(format!(
+                "{file}: {field}: `{server}` is outside this tenant's egress ceiling ({}); brokers are HOST:PORT",
+                ceiling(egress)
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The plugin store: every upload is checked (size, contract version,
+//! imports), compiled in a bounded pool off the data path, described, and
+//! kept content-addressed as `<data-dir>/plugins/<sha256>.wasm`. The
+//! compiled artifact goes to the shared compile cache, so a pipeline that
+//! starts later loads it without compiling again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::auth::hex;
+use super::error::ApiError;
+use super::registry::PluginRow;
+use super::tenants::Tenant;
+use crate::plugin::{InputFormat, Plugin, PluginError, PluginSettings};
+
+pub struct PluginStore {
+    dir: PathBuf,
+    incoming: PathBuf,
+    pub cache_dir: PathBuf,
+    compile: Semaphore,
+}
+
+impl PluginStore {
+    pub fn open(data_dir: &Path, compile_concurrency: usize) -> std::io::Result<Self> {
+        let dir = data_dir.join("plugins");
+        let incoming = data_dir.join("incoming");
+        let cache_dir = data_dir.join("cache");
+        for d in [&dir, &incoming, &cache_dir] {
+            std::fs::create_dir_all(d)?;
+        }
+        // Uploads a crash interrupted.
+        for entry in std::fs::read_dir(&incoming)?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        Ok(Self {
+            dir,
+            incoming,
+            cache_dir,
+            compile: Semaphore::new(compile_concurrency.max(1)),
+        })
+    }
+
+    pub fn blob(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.wasm"))
+    }
+
+    /// Checks, compiles and describes `bytes` as a plugin of `tenant`:
+    /// the row to register (its version is the registry's to give) and the
+    /// staged file to [`Self::keep`] once it is registered.
+    pub async fn check(&self, tenant: &Tenant, name: &str, bytes: &[u8]) -> Result<(PluginRow, PathBuf), ApiError> {
+        let limit = tenant.limits.plugin_mb.saturating_mul(1 << 20);
+        if bytes.len() as u64 > limit {
+            return Err(too_large(bytes.len() as u64, tenant.limits.plugin_mb));
+        }
+        let digest = hex(&Sha256::digest(bytes));
+        let staged = self
+            .incoming
+            .join(format!("{}-{digest}.wasm", super::auth::new_token()));
+        tokio::fs::write(&staged, bytes).await.map_err(ApiError::internal)?;
+        match self.compile(tenant, name, &staged, bytes.len() as u64, digest).await {
+            Ok(row) => Ok((row, staged)),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&staged).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves a registered upload to its content address (after the
+    /// registry names it, so a concurrent [`Self::collect`] cannot drop it).
+    pub async fn keep(&self, staged: &Path, digest: &str) -> Result<(), ApiError> {
+        let blob = self.blob(digest);
+        if blob.exists() {
+            let _ = tokio::fs::remove_file(staged).await;
+            return Ok(());
+        }
+        tokio::fs::rename(staged, &blob).await.map_err(ApiError::internal)
+    }
+
+    async fn compile(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        staged: &Path,
+        size: u64,
+        digest: String,
+    ) -> Result<PluginRow, ApiError> {
+        let settings = PluginSettings {
+            max_component_mb: tenant.limits.plugin_mb,
+            cache_dir: Some(self.cache_dir.clone()),
+            budget: tenant.budget.clone(),
+            label: Some(name.to_string()),
+            cpu: Some(tenant.cpu.clone()),
+            ..PluginSettings::default()
+        };
+        let _permit = self.compile.acquire().await.expect("the pool is never closed");
+        let started = Instant::now();
+        let path = staged.to_path_buf();
+        // Its own thread at a low priority: compiling an upload (up to
+        // minutes for a hostile one) yields the CPU the pipelines want.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("plugin-compile".into())
+            .spawn(move || {
+                lowest_priority();
+                let _ = tx.send(Plugin::load(&path, settings));
+            })
+            .map_err(ApiError::internal)?;
+        let loaded = rx.await.map_err(ApiError::internal)?;
+        let refused = |e: PluginError| ApiError::invalid(e.to_string());
+        let plugin = loaded.map_err(refused)?;
+        let compile_ms = started.elapsed().as_millis() as u64;
+        let info = plugin.describe().await.map_err(refused)?;
+        let format = match info.input_format {
+            InputFormat::ArrowIpc => "arrow-ipc",
+            InputFormat::Ndjson => "ndjson",
+        };
+        super::metrics::compile_time(&tenant.name, started.elapsed());
+        Ok(PluginRow {
+            name: name.to_string(),
+            version: 0,
+            digest,
+            size,
+            imports: plugin.report().imports.clone(),
+            describe: serde_json::json!({"name": info.name, "version": info.version, "input_format": format}),
+            compile_ms,
+        })
+    }
+
+    /// Deletes blobs no plugin version names any more.
+    pub fn collect(&self, live: &[String]) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let digest = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            if !live.iter().any(|d| d == digest) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// The compile thread's nice value: well below the pipelines (a tenth of
+/// their CPU weight when both want it), yet not starved on a busy host, where
+/// 19 made a 2 MB plugin miss the compile timeout.
+const COMPILE_NICE: libc::c_int = 10;
+
+/// [`COMPILE_NICE`] for the calling thread (Linux sets it per thread).
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id; no memory is passed.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, COMPILE_NICE);
+    }
+}
+
+pub fn too_large(size: u64, limit_mb: u64) -> ApiError {
+    ApiError::too_large(format!(
+        "the plugin is {:.1} MiB, over this tenant's limit of {limit_mb} MiB",
+        size as f64 / (1 << 20) as f64
+    ))
+}
+
+pub type SharedStore = Arc<PluginStore>;

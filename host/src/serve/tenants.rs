@@ -1,0 +1,88 @@
+//! Tenants as the server holds them: their limits (the serve config's
+//! defaults under their own), their share of the host's plugin memory
+//! budget, and their files directory, `<data-dir>/tenants/<name>/files/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::config::TenantLimits;
+use super::registry::{Registry, RegistryError};
+use crate::plugin::budget::MemoryBudget;
+use crate::plugin::cpu::CpuShare;
+
+pub struct Tenant {
+    pub name: String,
+    pub limits: TenantLimits,
+    /// All the tenant's instances together, inside the host's budget.
+    pub budget: Arc<MemoryBudget>,
+    /// All the tenant's plugin calls together.
+    pub cpu: Arc<CpuShare>,
+    pub files: PathBuf,
+}
+
+pub struct Tenants {
+    data_dir: PathBuf,
+    defaults: TenantLimits,
+    host_budget: Arc<MemoryBudget>,
+    loaded: Mutex<HashMap<String, Arc<Tenant>>>,
+}
+
+impl Tenants {
+    pub fn new(data_dir: &Path, defaults: TenantLimits, host_budget: Arc<MemoryBudget>) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            defaults,
+            host_budget,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn defaults(&self) -> &TenantLimits {
+        &self.defaults
+    }
+
+    pub fn host_budget(&self) -> &Arc<MemoryBudget> {
+        &self.host_budget
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("tenants").join(name)
+    }
+
+    /// The tenant, loaded once from the registry; `None` if there is none.
+    pub fn get(&self, registry: &Registry, name: &str) -> Result<Option<Arc<Tenant>>, RegistryError> {
+        if let Some(t) = self.lock().get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(row) = registry.tenant(name)? else {
+            return Ok(None);
+        };
+        let limits = row.limits.over(&self.defaults);
+        let tenant = Arc::new(Tenant {
+            name: name.to_string(),
+            budget: MemoryBudget::share(
+                &format!("tenant {name}"),
+                limits.memory_mb,
+                limits.instances as u64,
+                self.host_budget.clone(),
+            ),
+            files: self.dir(name).join("files"),
+            cpu: Arc::new(CpuShare::new(limits.cpu_cores)),
+            limits,
+        });
+        std::fs::create_dir_all(&tenant.files).map_err(|e| RegistryError::Corrupt {
+            what: "tenant directory",
+            message: format!("{}: {e}", tenant.files.display()),
+        })?;
+        Ok(Some(self.lock().entry(name.to_string()).or_insert(tenant).clone()))
+    }
+
+    pub fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Tenant>>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

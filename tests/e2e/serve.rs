@@ -1,0 +1,517 @@
+//! End-to-end: `bizon-host serve` driven only through its HTTP API. Two
+//! tenants upload real plugins and run pipelines (dummy, and Kafka through
+//! tansu); every record lands once; a tenant cannot see or touch another's
+//! things nor grant itself what its ceiling does not hold; a plugin upgrade
+//! mid-run and a restart of the server lose and duplicate nothing.
+
+#[allow(dead_code)]
+#[path = "support/guests.rs"]
+mod guests;
+#[allow(dead_code)]
+#[path = "support/kafka.rs"]
+mod kafka;
+#[allow(dead_code)]
+#[path = "support/serve.rs"]
+mod serve;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use serve::{Serve, ADMIN};
+
+fn plugin(name: &str) -> Vec<u8> {
+    std::fs::read(guests::wasm(name)).unwrap()
+}
+
+fn yaml(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+/// A dummy source into the csv plugin, writing under the tenant's `out`.
+fn dummy_to_csv(records: u64, plugin: &str, sleep: f64) -> String {
+    format!(
+        "name: e2e\nsource:\n  name: dummy\n  stream: s\n  total_records: {records}\n  page_size: 100\n  sleep: {sleep}\n  \
+         destination_ids: [users, orders]\ndestination:\n  name: wasm\n  config:\n    plugin: {plugin}\n    \
+         buffer_size: 0\n    buffer_flush_timeout: 0\n    plugin_config: {{dir: /out}}\n    allow:\n      dirs:\n        \
+         - {{host: out, guest: /out, writable: true, max_mb: 50}}\n"
+    )
+}
+
+/// A dummy source into tests/plugins/my-dest, appending source_data to `out/records.jsonl`.
+fn dummy_to_my_dest(records: u64) -> String {
+    format!(
+        "name: e2e\nsource:\n  name: dummy\n  total_records: {records}\ndestination:\n  name: wasm\n  config:\n    \
+         plugin: mine\n    plugin_config: {{path: /out/records.jsonl}}\n    allow:\n      dirs:\n        \
+         - {{host: out, guest: /out, writable: true, max_mb: 10}}\n"
+    )
+}
+
+/// Data rows of every csv file under `dir` (headers left out), by file.
+fn csv_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let rows = text
+            .lines()
+            .filter(|l| !l.starts_with("bizon_id"))
+            .map(str::to_string)
+            .collect();
+        out.insert(entry.file_name().to_string_lossy().into_owned(), rows);
+    }
+    out
+}
+
+#[test]
+fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "limits:\n  plugin_mb: 8\n");
+    let a = serve.tenant("acme", json!({}));
+    let b = serve.tenant("bravo", json!({"instances": 2}));
+    let c = serve.tenant("charlie", json!({"plugin_mb": 1}));
+
+    // Tokens: a tenant's is not the admin's, a made-up one is nobody's.
+    assert_eq!(serve.call("POST", "/v1/tenants", &a, yaml("{\"name\":\"x\"}")).0, 403);
+    assert_eq!(serve.call("GET", "/v1/pipelines", "bzt_guess", None).0, 401);
+    assert_eq!(serve.call("GET", "/v1/pipelines", "", None).0, 401);
+    let (status, dup) = serve.call("POST", "/v1/tenants", ADMIN, yaml("{\"name\":\"acme\"}"));
+    assert_eq!((status, dup["error"]["code"].clone()), (409, json!("conflict")));
+
+    // Each uploads the csv plugin under the same name: two tenants, two plugins.
+    let up = serve.ok("PUT", "/v1/plugins/csv", &a, Some(plugin("bizon_csv")));
+    assert_eq!(
+        (up["version"].clone(), up["describe"]["name"].clone()),
+        (json!(1), json!("csv"))
+    );
+    assert!(up["digest"].as_str().unwrap().len() == 64);
+    assert!(up["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i.as_str().unwrap().starts_with("wasi:filesystem")));
+    // charlie's limit is 1 MiB; the csv plugin is larger.
+    let (status, err) = serve.call("PUT", "/v1/plugins/csv", &c, Some(plugin("bizon_csv")));
+    assert_eq!(
+        (status, err["error"]["code"].clone()),
+        (413, json!("too_large")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("limit of 1 MiB"),
+        "{err}"
+    );
+    serve.ok("PUT", "/v1/plugins/mine", &b, Some(plugin("my_dest")));
+    // Not a component, not a plugin of this contract.
+    let (status, err) = serve.call("PUT", "/v1/plugins/junk", &a, Some(b"\0asm junk".to_vec()));
+    assert_eq!(status, 422, "{err}");
+    let (status, err) = serve.call("PUT", "/v1/plugins/old", &a, Some(plugin("wrong_version")));
+    assert!(
+        status == 422 && err["error"]["message"].as_str().unwrap().contains("bizon:destination@"),
+        "{err}"
+    );
+
+    // Both run a pipeline named `p`.
+    serve.ok("PUT", "/v1/pipelines/p", &a, yaml(&dummy_to_csv(3000, "csv", 0.0)));
+    serve.ok("PUT", "/v1/pipelines/secret", &a, yaml(&dummy_to_csv(10, "csv@1", 0.0)));
+    let b_yaml = dummy_to_my_dest(2000);
+    serve.ok("PUT", "/v1/pipelines/p", &b, yaml(&b_yaml));
+    serve.ok("POST", "/v1/pipelines/p/start", &a, None);
+    serve.ok("POST", "/v1/pipelines/p/start", &b, None);
+    let done_a = serve.wait_for(&a, "p", "completed", |s| s["state"] == "completed");
+    let done_b = serve.wait_for(&b, "p", "completed", |s| s["state"] == "completed");
+    assert_eq!(
+        (done_a["records_written"].clone(), done_a["plugin_version"].clone()),
+        (json!(3000), json!(1))
+    );
+    assert_eq!(done_b["records_written"], 2000);
+    // Every record once, in acme's own directory.
+    let rows = csv_rows(&serve.data.join("tenants/acme/files/out"));
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["orders.csv", "users.csv"]);
+    let mut ids: Vec<String> = rows
+        .values()
+        .flatten()
+        .map(|r| r.split(',').nth(3).unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3000);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3000, "duplicates");
+    let bravo_rows = std::fs::read_to_string(serve.data.join("tenants/bravo/files/out/records.jsonl")).unwrap();
+    assert_eq!(bravo_rows.lines().count(), 2000);
+
+    // bravo cannot list, read, start, stop, replace or delete acme's things:
+    // each answers exactly what a name nobody has answers.
+    let missing = serve.call("GET", "/v1/pipelines/nobody", &b, None).1;
+    for (method, path) in [
+        ("GET", "/v1/pipelines/secret"),
+        ("POST", "/v1/pipelines/secret/start"),
+        ("POST", "/v1/pipelines/secret/stop"),
+        ("GET", "/v1/pipelines/secret/logs"),
+        ("DELETE", "/v1/pipelines/secret"),
+    ] {
+        let (status, body) = serve.call(method, path, &b, None);
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_eq!(
+            body["error"]["message"],
+            missing["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace("nobody", "secret")
+        );
+    }
+    assert_eq!(serve.call("GET", "/v1/plugins/csv", &b, None).0, 404);
+    let listed = serve.ok("GET", "/v1/pipelines", &b, None);
+    assert_eq!(listed["pipelines"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        serve.ok("GET", "/v1/plugins", &b, None)["plugins"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A pipeline of bravo's naming acme's plugin finds none.
+    let (status, err) = serve.call("PUT", "/v1/pipelines/steal", &b, yaml(&dummy_to_csv(10, "csv", 0.0)));
+    assert!(
+        status == 422 && err["error"]["message"].as_str().unwrap().contains("no plugin `csv`"),
+        "{err}"
+    );
+    // acme's `secret` is untouched and its plugin has one version.
+    assert_eq!(
+        serve.ok("GET", "/v1/pipelines/secret", &a, None)["state"],
+        "never_started"
+    );
+    assert_eq!(
+        serve.ok("GET", "/v1/plugins/csv", &a, None)["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(serve.call("DELETE", "/v1/tenants/acme", &b, None).0, 403);
+
+    // Nor grant itself directories, hosts, the host's environment or files.
+    let with_allow = |allow: &str| {
+        format!("name: x\nsource:\n  name: dummy\n  total_records: 1\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n    allow:\n{allow}")
+    };
+    for (what, text) in [
+        ("absolute dir", with_allow("      dirs: [{host: /etc, guest: /etc}]\n")),
+        ("`..`", with_allow("      dirs: [{host: ../../acme/files, guest: /x}]\n")),
+        ("`..` inside", with_allow("      dirs: [{host: out/../../../acme, guest: /x}]\n")),
+        ("host outside the ceiling", with_allow("      hosts: [\"https://example.com\"]\n")),
+        ("environment", with_allow("      env: [BIZON_HOST_ADMIN_TOKEN]\n")),
+        ("secret from a file", with_allow("      secrets: {k: {from: \"file:/etc/passwd\", host: \"https://example.com\"}}\n")),
+        ("disk over quota", with_allow("      dirs: [{host: out, writable: true, max_mb: 999999}]\n")),
+        ("jsonl source", "name: x\nsource:\n  name: jsonl\n  path: /etc/passwd\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n".into()),
+        ("file destination", "name: x\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    path: /tmp\n".into()),
+        ("host environment", "name: x\nsource:\n  name: dummy\ndestination:\n  name: wasm\n  config:\n    plugin: ${BIZON_HOST_ADMIN_TOKEN}\n".into()),
+        ("kafka outside the ceiling", "name: x\nsource:\n  name: kafka\n  bootstrap_servers: 127.0.0.1:9092\n  topic: t\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n".into()),
+    ] {
+        let (status, err) = serve.call("PUT", "/v1/pipelines/x", &b, yaml(&text));
+        assert_eq!(status, 422, "{what}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("pipelines/x.yaml"), "{what}: {err}");
+        assert!(!err.to_string().contains(ADMIN), "{what}: the admin token leaked: {err}");
+    }
+    // Path tricks and odd names.
+    for path in ["/v1/pipelines/..%2Facme", "/v1/pipelines/A", "/v1/pipelines/a%20b"] {
+        let (status, _) = serve.call("PUT", path, &b, yaml(&b_yaml));
+        assert!(status == 422 || status == 404, "{path}: {status}");
+    }
+    // A body far over the limit is cut off, not read: the answer is 413, or
+    // the connection closes under the client still sending.
+    match serve.send("PUT", "/v1/pipelines/big", &b, Some(vec![b'#'; 4 << 20])) {
+        Ok((status, body)) => assert_eq!((status, body["error"]["code"].clone()), (413, json!("too_large"))),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+    assert_eq!(serve.call("GET", "/v1/pipelines/big", &b, None).0, 404);
+
+    // Logs, metrics, the page, the document.
+    let logs = serve.ok("GET", "/v1/pipelines/p/logs", &a, None);
+    let lines = logs["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("pipeline started")),
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("pipeline completed")),
+        "{logs}"
+    );
+    let b_logs = serve.ok("GET", "/v1/pipelines/p/logs", &b, None);
+    assert!(!b_logs.to_string().contains("acme"), "{b_logs}");
+    assert_eq!(serve.call("GET", "/metrics", &a, None).0, 403);
+    let Value::String(metrics) = serve.ok("GET", "/metrics", ADMIN, None) else {
+        panic!()
+    };
+    assert!(
+        metrics.contains("bizon_serve_records_written_total{pipeline=\"p\",tenant=\"acme\"} 3000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bizon_serve_records_written_total{pipeline=\"p\",tenant=\"bravo\"} 2000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bizon_serve_write_seconds_count{pipeline=\"p\",tenant=\"acme\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bizon_serve_plugin_compile_seconds_count{tenant=\"acme\"} 1"),
+        "{metrics}"
+    );
+    let Value::String(page) = serve.ok("GET", "/ui", ADMIN, None) else {
+        panic!()
+    };
+    assert!(
+        page.contains("<td>acme</td>") && page.contains("<td>bravo</td>") && page.contains("completed"),
+        "{page}"
+    );
+    let openapi = serve.ok("GET", "/v1/openapi.json", "", None);
+    for (path, ops) in openapi["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys().filter(|m| *m != "parameters") {
+            let concrete = path.replace("{name}", "p").replace("{tenant}", "acme");
+            let (_, body) = serve.call(&method.to_uppercase(), &concrete, "nobody", None);
+            assert_ne!(
+                body["error"]["code"], "no_route",
+                "{method} {path} is documented, not routed"
+            );
+        }
+    }
+    assert_eq!(
+        serve.call("GET", "/v1/nothing", ADMIN, None).1["error"]["code"],
+        "no_route"
+    );
+
+    // Deleting a tenant removes everything of it; its token stops working.
+    serve.ok("DELETE", "/v1/tenants/acme", ADMIN, None);
+    assert!(!serve.data.join("tenants/acme").exists());
+    assert_eq!(serve.call("GET", "/v1/pipelines", &a, None).0, 401);
+    assert_eq!(serve.ok("GET", "/v1/pipelines/p", &b, None)["records_written"], 2000);
+}
+
+#[test]
+fn a_kafka_pipeline_survives_a_plugin_upgrade_mid_run_and_a_restart_without_loss_or_duplicates() {
+    let Some(broker) = kafka::broker() else { return };
+    let topic = kafka::unique("serve");
+    broker.create_topic(&topic, 2);
+    let produce = |from: usize, n: usize, pause: Duration| {
+        let p = broker.producer();
+        for i in from..from + n {
+            let value = format!("{{\"id\":{i}}}");
+            p.send(&topic, (i % 2) as i32, None, Some(value.as_bytes()), &[]);
+            if !pause.is_zero() && i % 20 == 0 {
+                p.flush();
+                std::thread::sleep(pause);
+            }
+        }
+        p.flush();
+    };
+    produce(0, 300, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut serve = Serve::start(&data, "");
+    let egress = format!("tcp://{}", broker.servers);
+    let a = serve.tenant("acme", json!({"egress": [egress]}));
+    serve.ok("PUT", "/v1/plugins/csv", &a, Some(plugin("bizon_csv")));
+    let pipeline = |version: u32| {
+        format!(
+            "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
+             message_encoding: utf-8\n  batch_size: 20\n  consumer_config:\n    session.timeout.ms: 6000\n    \
+             heartbeat.interval.ms: 500\ndestination:\n  name: wasm\n  config:\n    plugin: csv@{version}\n    \
+             buffer_size: 0\n    buffer_flush_timeout: 0\n    plugin_config: {{dir: /out}}\n    allow:\n      dirs:\n        \
+             - {{host: out, guest: /out, writable: true, max_mb: 50}}\n",
+            broker.servers
+        )
+    };
+    serve.ok("PUT", "/v1/pipelines/k", &a, yaml(&pipeline(1)));
+    serve.ok("POST", "/v1/pipelines/k/start", &a, None);
+    serve.wait_for(&a, "k", "300 written", |s| s["records_written"] == 300);
+
+    // v2 while records flow: the swap happens between two batches.
+    let v2 = serve.ok("PUT", "/v1/plugins/csv", &a, Some(plugin("bizon_csv")));
+    assert_eq!(v2["version"], 2);
+    std::thread::scope(|s| {
+        s.spawn(|| produce(300, 600, Duration::from_millis(15)));
+        std::thread::sleep(Duration::from_millis(200));
+        let put = serve.ok("PUT", "/v1/pipelines/k", &a, yaml(&pipeline(2)));
+        assert_eq!(put["plugin_swapped"], true, "{put}");
+    });
+    let status = serve.wait_for(&a, "k", "900 written", |s| s["records_written"] == 900);
+    assert_eq!(status["plugin_version"], 2);
+    let logs = serve.ok("GET", "/v1/pipelines/k/logs", &a, None).to_string();
+    assert!(logs.contains("swapped from version 1 to 2"), "{logs}");
+
+    // A restart: the pipeline resumes from the group's committed offsets.
+    serve.stop();
+    produce(900, 100, Duration::ZERO);
+    let serve = Serve::start(&data, "");
+    let status = serve.wait_for(&a, "k", "the 100 new ones", |s| s["records_written"] == 100);
+    assert_eq!(
+        (status["state"].clone(), status["plugin_version"].clone()),
+        (json!("running"), json!(2))
+    );
+
+    let rows = csv_rows(&data.join("tenants/acme/files/out"));
+    let mut positions: Vec<String> = rows
+        .values()
+        .flatten()
+        .map(|r| {
+            let at = r.find("partition_").expect("a kafka record id");
+            r[at..].split(',').next().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(positions.len(), 1000, "rows written");
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), 1000, "duplicates");
+    let group = "bizon-serve.acme.g";
+    serve.wait_for(&a, "k", "the commit", |_| {
+        broker.committed(group, &topic, 2) == broker.high_watermarks(&topic, 2)
+    });
+}
+
+#[test]
+fn the_client_subcommands_drive_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    let client = |token: &str, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+            .args(args)
+            .env("BIZON_HOST_URL", &serve.url)
+            .env("BIZON_HOST_TOKEN", token)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (
+            output.status.code(),
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, created, err) = client(ADMIN, &["tenant", "create", "acme", "--limits", "{\"pipelines\": 1}"]);
+    assert_eq!(code, Some(0), "{err}");
+    let token = created["token"].as_str().unwrap().to_string();
+    assert_eq!(created["limits"]["pipelines"], 1);
+    let wasm = guests::wasm("my_dest");
+    let (code, pushed, err) = client(&token, &["plugin", "push", "mine", wasm.to_str().unwrap()]);
+    assert_eq!((code, pushed["version"].clone()), (Some(0), json!(1)), "{err}");
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, dummy_to_my_dest(500)).unwrap();
+    let (code, _, err) = client(&token, &["pipeline", "put", "p", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    // Its limit is one pipeline.
+    let (code, _, err) = client(&token, &["pipeline", "put", "q", file.to_str().unwrap()]);
+    assert!(code == Some(1) && err.contains("limit of 1 pipelines"), "{err}");
+    let (code, _, err) = client(&token, &["pipeline", "start", "p"]);
+    assert_eq!(code, Some(0), "{err}");
+    serve.wait_for(&token, "p", "completed", |s| {
+        s["state"] == "completed" && s["records_written"] == 500
+    });
+    let (code, listed, _) = client(&token, &["plugin", "list"]);
+    assert_eq!((code, listed["plugins"][0]["name"].clone()), (Some(0), json!("mine")));
+    let (code, _, err) = client(&token, &["pipeline", "status", "nope"]);
+    assert!(code == Some(1) && err.contains("no pipeline named `nope`"), "{err}");
+    let (code, _, _) = client(&token, &["tenant", "list"]);
+    assert_eq!(code, Some(1), "a tenant's token is not the admin's");
+}
+
+/// Chromium cannot send an `Authorization` header from its command line:
+/// a local hop adds the admin token to `GET /ui`, as an operator's proxy would.
+fn ui_proxy(serve_url: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let wanted = String::from_utf8_lossy(&head).starts_with("GET /ui ");
+            let (status, body) = match wanted {
+                true => {
+                    let r = http.get(format!("{serve_url}/ui")).bearer_auth(ADMIN).send().unwrap();
+                    (r.status().as_u16(), r.text().unwrap())
+                }
+                false => (404, String::new()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/ui")
+}
+
+#[test]
+fn the_operator_page_shows_tenants_and_pipelines_in_headless_chromium() {
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(chromium) = chromium else {
+        let message = "chromium missing: run scripts/install-chromium.sh";
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    let a = serve.tenant("acme", json!({}));
+    serve.tenant("bravo", json!({}));
+    serve.ok("PUT", "/v1/plugins/mine", &a, Some(plugin("my_dest")));
+    serve.ok("PUT", "/v1/pipelines/orders", &a, yaml(&dummy_to_my_dest(1000)));
+    serve.ok("POST", "/v1/pipelines/orders/start", &a, None);
+    serve.wait_for(&a, "orders", "completed", |s| s["state"] == "completed");
+    // A plugin that refuses its config (no `path`): the start fails and the page says why.
+    let bad = "name: p\nsource:\n  name: dummy\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n";
+    serve.ok("PUT", "/v1/pipelines/broken", &a, yaml(bad));
+    let (status, err) = serve.call("POST", "/v1/pipelines/broken/start", &a, None);
+    assert_eq!(status, 422, "{err}");
+    let broken = serve.ok("GET", "/v1/pipelines/broken", &a, None);
+    assert_eq!(broken["state"], "failed");
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("mine@1 refused its configuration"),
+        "{broken}"
+    );
+
+    let url = ui_proxy(serve.url.clone());
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-ui.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let profile = dir.path().join("chromium");
+    let headless = |extra: &[String]| {
+        std::process::Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1100,500"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let dom = headless(&["--dump-dom".into()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("<td>acme</td>") && dom.contains("<td>bravo</td>"), "{dom}");
+    assert!(
+        dom.contains("<td>orders</td>") && dom.contains("completed") && dom.contains("<td>1000</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("refused its configuration"), "{dom}");
+    let shot = headless(&[format!("--screenshot={}", screenshot.display())]);
+    let png = std::fs::read(&screenshot).unwrap_or_else(|e| panic!("no screenshot ({e}): {}", guests::text(&shot)));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{} bytes", png.len());
+    eprintln!("screenshot: {}", screenshot.display());
+}
