@@ -206,6 +206,7 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
         ("jsonl source", "name: x\nsource:\n  name: jsonl\n  path: /etc/passwd\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n".into()),
         ("file destination", "name: x\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    path: /tmp\n".into()),
         ("host environment", "name: x\nsource:\n  name: dummy\ndestination:\n  name: wasm\n  config:\n    plugin: ${BIZON_HOST_ADMIN_TOKEN}\n".into()),
+        ("transforms (a `wasm:` one names a host path)", "name: x\nsource:\n  name: dummy\ntransforms:\n  - label: t\n    wasm: /etc/passwd\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n".into()),
         ("kafka outside the ceiling", "name: x\nsource:\n  name: kafka\n  bootstrap_servers: 127.0.0.1:9092\n  topic: t\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n".into()),
     ] {
         let (status, err) = serve.call("PUT", "/v1/pipelines/x", &b, yaml(&text));

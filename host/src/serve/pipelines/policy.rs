@@ -61,6 +61,14 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
     let threads = &mut pipeline.destination.options_mut().max_concurrent_threads;
     *threads = (*threads).clamp(1, limits.instances.max(1));
     check_source(cx, &file, &mut pipeline.source)?;
+    // Transform instances would run outside the tenant's memory and CPU shares
+    // (and a `wasm:` transform names a host path): refused until they are charged.
+    if let Some(t) = pipeline.transforms.first() {
+        return refuse(format!(
+            "transforms: `{}`: transforms are not offered by `serve` yet; run this pipeline with `bizon-host run`",
+            t.label
+        ));
+    }
     if let Some(dead_letter) = &pipeline.dead_letter {
         if dead_letter.path.is_some() {
             return refuse("dead_letter.path: a file on the host is not offered; use dead_letter.topic".into());
@@ -74,11 +82,20 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
             let reference = wasm.plugin.to_string_lossy().into_owned();
             let (plugin, version, digest) = resolve(cx, &file, &reference)?;
             wasm.plugin = cx.blobs.blob(&digest);
-            if wasm.limits.memory_mb > limits.memory_mb {
-                return refuse(format!(
-                    "destination.config.limits.memory_mb: {} is over this tenant's memory limit of {} MiB",
-                    wasm.limits.memory_mb, limits.memory_mb
-                ));
+            match wasm.limits.memory_mb {
+                Some(asked) if asked > limits.memory_mb => {
+                    return refuse(format!(
+                        "destination.config.limits.memory_mb: {asked} is over this tenant's memory limit of {} MiB",
+                        limits.memory_mb
+                    ));
+                }
+                Some(_) => {}
+                // The size-based default (more for an interpreter inside), capped by the tenant's limit.
+                None => {
+                    let size = std::fs::metadata(&wasm.plugin).map_err(ApiError::internal)?.len();
+                    let default = wasm.limits.for_component(size).memory_mb();
+                    wasm.limits.memory_mb = Some(default.min(limits.memory_mb));
+                }
             }
             if wasm.limits.call_timeout_ms > limits.call_timeout_ms {
                 return refuse(format!(
