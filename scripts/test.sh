@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test command: builds the WebAssembly plugins, installs the BigQuery and
-# GCS emulators and the tansu Kafka broker into .venv and clickhouse-server (apt) on first use,
-# then runs every test of the host
-# (unit tests and end-to-end tests of the binary against real plugins and
-# emulators). Extra arguments go to `cargo test`.
+# The test command: builds the WebAssembly plugins (Rust, Python, JavaScript)
+# and the Python transform runtime, installs on first use what the tests start
+# (BigQuery and GCS emulators and the tansu Kafka broker in .venv,
+# clickhouse-server and chromium from Debian, componentize-py/-js), runs the
+# Python and JavaScript SDKs' own tests, then every test of the host (unit
+# tests and end-to-end tests of the binary against real plugins, emulators,
+# broker and browser). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
@@ -25,7 +27,7 @@ bash scripts/build-transform-runtime.sh
 # called by build-plugins.sh above, installed it and pytest into .venv).
 .venv/bin/python -m pytest -q -p no:cacheprovider sdk/python/tests
 # The JavaScript SDK's own tests, in Node.
-node --test sdk/js/test/ >/dev/null
+node --test sdk/js/test/
 # Release: wasmtime compiles plugins many times faster optimized, and the
 # end-to-end tests start the binary hundreds of times.
 cargo test --release --workspace "$@"
