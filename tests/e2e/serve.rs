@@ -109,6 +109,10 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
         Err(e) => assert!(e.is_request(), "{e}"),
     }
     assert_eq!(serve.call("GET", "/v1/plugins/csv", &c, None).0, 404);
+    // A tenant whose memory share is under the default instance size can
+    // still upload: describe runs inside its share.
+    let d = serve.tenant("delta", json!({"memory_mb": 64}));
+    serve.ok("PUT", "/v1/plugins/mine", &d, Some(plugin("my_dest")));
     serve.ok("PUT", "/v1/plugins/mine", &b, Some(plugin("my_dest")));
     // Not a component, not a plugin of this contract.
     let (status, err) = serve.call("PUT", "/v1/plugins/junk", &a, Some(b"\0asm junk".to_vec()));

@@ -15,7 +15,7 @@ use super::auth::hex;
 use super::error::ApiError;
 use super::registry::PluginRow;
 use super::tenants::Tenant;
-use crate::plugin::{InputFormat, Plugin, PluginError, PluginSettings};
+use crate::plugin::{InputFormat, Limits, Plugin, PluginError, PluginSettings};
 
 pub struct PluginStore {
     dir: PathBuf,
@@ -89,7 +89,17 @@ impl PluginStore {
         size: u64,
         digest: String,
     ) -> Result<PluginRow, ApiError> {
+        // describe runs inside the tenant's memory share: the size-based
+        // default, capped by what one instance of this tenant may hold.
+        let describe_mb = Limits::default()
+            .for_component(size)
+            .memory_mb()
+            .min(tenant.limits.memory_mb);
         let settings = PluginSettings {
+            limits: Limits {
+                memory_mb: Some(describe_mb),
+                ..Limits::default()
+            },
             max_component_mb: tenant.limits.plugin_mb,
             cache_dir: Some(self.cache_dir.clone()),
             budget: tenant.budget.clone(),
