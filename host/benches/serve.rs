@@ -293,8 +293,9 @@ fn density() {
         (idle - base) as f64 / tenants as f64
     );
     for token in tokens.iter().take(active) {
+        // Small batches: a 50 MB default batch does not fit the 32 MiB instance.
         let yaml = "name: busy\nsource:\n  name: dummy\n  total_records: 100000000\n  page_size: 500\ndestination:\n  name: wasm\n  \
-                    config:\n    plugin: sum\n    max_concurrent_threads: 1\n    limits: {memory_mb: 16}\n";
+                    config:\n    plugin: sum\n    buffer_size: 2\n    max_concurrent_threads: 1\n    limits: {memory_mb: 32}\n";
         serve.ok("PUT", "/v1/pipelines/busy", token, Some(yaml.as_bytes().to_vec()));
         serve.ok("POST", "/v1/pipelines/busy/start", token, None);
     }
@@ -313,9 +314,9 @@ fn density() {
         .iter()
         .take(active)
         .map(|t| {
-            serve.ok("GET", "/v1/pipelines/busy", t, None)["records_per_s"]
-                .as_f64()
-                .unwrap_or(0.0) as u64
+            let status = serve.ok("GET", "/v1/pipelines/busy", t, None);
+            assert_ne!(status["state"], "failed", "an active pipeline failed: {status}");
+            status["records_per_s"].as_f64().unwrap_or(0.0) as u64
         })
         .sum();
     println!(
