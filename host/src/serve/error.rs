@@ -70,6 +70,30 @@ impl From<super::registry::RegistryError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        // A 413 is answered before the rest of the body is read, so the
+        // connection cannot carry another request: saying so keeps a
+        // keep-alive client from sending its next request down a socket the
+        // server is about to close.
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_413_closes_the_connection_and_other_errors_keep_it() {
+        let closed = ApiError::too_large("big").into_response();
+        assert_eq!(closed.headers()[axum::http::header::CONNECTION], "close");
+        let kept = ApiError::invalid("bad").into_response();
+        assert!(kept.headers().get(axum::http::header::CONNECTION).is_none());
     }
 }
