@@ -27,7 +27,10 @@ use serde_json::{json, Value};
 use serve::{Serve, ADMIN};
 
 fn main() {
-    let which = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let mut words = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
+    let which = words.next();
+    // `isolation spin bomb`: only those attacks (default: all of them).
+    let attacks: Vec<String> = words.collect();
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -40,7 +43,7 @@ fn main() {
             .unwrap_or_default()
     );
     match which.as_deref() {
-        Some("isolation") | None => isolation(),
+        Some("isolation") | None => isolation(&attacks),
         Some("density") => density(),
         Some(other) => panic!("unknown bench {other}: isolation or density"),
     }
@@ -56,6 +59,26 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time the process has used (user + system), in seconds.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's `(name)`: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |s| s.1).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) / hz
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The p99 of a pipeline's write latency, from its histogram buckets (an
@@ -94,10 +117,18 @@ fn run_a(serve: &Serve, token: &str, name: &str) -> (f64, f64) {
     );
     serve.ok("PUT", &format!("/v1/pipelines/{name}"), token, Some(yaml.into_bytes()));
     let started = Instant::now();
+    let cpu = cpu_s(serve.pid());
     serve.ok("POST", &format!("/v1/pipelines/{name}/start"), token, None);
     let status = serve.wait_for(token, name, "completed", |s| s["state"] != "running");
     assert_eq!(status["records_written"], RECORDS, "{status}");
-    let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = RECORDS as f64 / elapsed;
+    println!(
+        "  {name}: {:.2} s, serve used {:.2} cores meanwhile, load average {}",
+        elapsed,
+        (cpu_s(serve.pid()) - cpu) / elapsed,
+        load_average()
+    );
     (rate, p99_ms(serve, "acme", name))
 }
 
@@ -146,7 +177,26 @@ fn compile_bomb(mib: usize, seed: u8) -> Vec<u8> {
     component
 }
 
-fn isolation() {
+/// B's attacks: (pipeline name, hostile mode, extra config); `bomb` is the
+/// compile-bomb upload.
+const ATTACKS: [(&str, &str, &str); 5] = [
+    ("spin", "loop", "    limits: {call_timeout_ms: 1000}\n"),
+    ("membomb", "memory", "    limits: {memory_mb: 128}\n"),
+    ("sleep", "sleep-write", "    limits: {call_timeout_ms: 1000}\n"),
+    ("flood", "log-flood", ""),
+    ("traps", "panic-write", ""),
+];
+
+fn isolation(only: &[String]) {
+    let chosen = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if let Some(unknown) = only
+        .iter()
+        .find(|o| *o != "bomb" && !ATTACKS.iter().any(|a| a.0 == o.as_str()))
+    {
+        panic!("unknown attack {unknown}: spin, membomb, sleep, flood, traps or bomb");
+    }
+    let modes: Vec<_> = ATTACKS.into_iter().filter(|a| chosen(a.0)).collect();
+    let bomb = chosen("bomb");
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(
         &dir.path().join("data"),
@@ -161,14 +211,12 @@ fn isolation() {
     let (alone_rate, alone_p99) = run_a(&serve, &a, "alone");
     println!("A alone: {alone_rate:.0} records/s, p99 write {alone_p99:.2} ms");
 
-    let modes = [
-        ("spin", "loop", "    limits: {call_timeout_ms: 1000}\n"),
-        ("membomb", "memory", "    limits: {memory_mb: 128}\n"),
-        ("sleep", "sleep-write", "    limits: {call_timeout_ms: 1000}\n"),
-        ("flood", "log-flood", ""),
-        ("traps", "panic-write", ""),
-    ];
-    for (name, mode, extra) in modes {
+    println!(
+        "attacks: {:?}{}",
+        modes.iter().map(|m| m.0).collect::<Vec<_>>(),
+        if bomb { " + bomb" } else { "" }
+    );
+    for &(name, mode, extra) in &modes {
         let yaml = format!(
             "name: b\nsource:\n  name: dummy\n  total_records: 1000000000\n  page_size: 100\ndestination:\n  name: wasm\n  \
              config:\n    plugin: hostile\n    buffer_size: 0\n    max_concurrent_threads: 1\n    plugin_config: {{mode: {mode}}}\n{extra}"
@@ -178,11 +226,12 @@ fn isolation() {
     let stop = AtomicBool::new(false);
     let peak_rss = std::sync::atomic::AtomicU64::new(0);
     let (rate, p99, restarts, bombs) = std::thread::scope(|s| {
-        // B's hostile pipelines, restarted as soon as they fail.
+        // B's hostile pipelines, started again as soon as they fail (serve
+        // refuses the starts within a failing pipeline's backoff).
         let restarter = s.spawn(|| {
             let mut restarts = 0;
             while !stop.load(Ordering::Relaxed) {
-                for (name, _, _) in modes {
+                for (name, _, _) in &modes {
                     let (code, _) = serve.call("POST", &format!("/v1/pipelines/{name}/start"), &b, None);
                     restarts += u32::from(code == 200);
                 }
@@ -192,7 +241,7 @@ fn isolation() {
         });
         let bomber = s.spawn(|| {
             let mut uploads = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
+            while bomb && !stop.load(Ordering::Relaxed) {
                 let bomb = compile_bomb(60, uploads.len() as u8);
                 let started = Instant::now();
                 let answer = match serve.send("PUT", "/v1/plugins/bomb", &b, Some(bomb)) {
@@ -222,11 +271,12 @@ fn isolation() {
         p99 / alone_p99
     );
     println!("B: {restarts} hostile pipeline (re)starts; compile bomb uploads (time, answer): {bombs:?}");
-    for (name, _, _) in modes {
+    for (name, _, _) in &modes {
         let s = serve.ok("GET", &format!("/v1/pipelines/{name}"), &b, None);
         println!(
-            "  {name}: {} {}",
+            "  {name}: {} ({} failures in a row) {}",
             s["state"],
+            s["failures_in_a_row"],
             s["last_error"]
                 .as_str()
                 .unwrap_or("")

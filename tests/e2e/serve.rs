@@ -527,3 +527,40 @@ fn the_operator_page_shows_tenants_and_pipelines_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{} bytes", png.len());
     eprintln!("screenshot: {}", screenshot.display());
 }
+
+#[test]
+fn a_failing_pipeline_is_started_again_only_after_a_backoff_that_doubles() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    let a = serve.tenant("acme", json!({}));
+    serve.ok("PUT", "/v1/plugins/hostile", &a, Some(plugin("hostile")));
+    let panics = "name: p\nsource:\n  name: dummy\n  total_records: 100\ndestination:\n  name: wasm\n  config:\n    \
+                  plugin: hostile\n    plugin_config: {mode: panic-write}\n";
+    serve.ok("PUT", "/v1/pipelines/panics", &a, yaml(panics));
+    let mut waits = Vec::new();
+    for failures in 1..=2u64 {
+        serve.ok("POST", "/v1/pipelines/panics/start", &a, None);
+        let failed = serve.wait_for(&a, "panics", "failed", |s| s["state"] == "failed");
+        assert_eq!(failed["failures_in_a_row"], failures, "{failed}");
+        assert!(failed["last_error"].as_str().unwrap().contains("panic"), "{failed}");
+        let wait = failed["start_allowed_in_ms"].as_u64().unwrap();
+        waits.push(wait);
+        // Started again at once: refused, saying why and for how long.
+        let (code, refused) = serve.call("POST", "/v1/pipelines/panics/start", &a, None);
+        assert_eq!(code, 429, "{refused}");
+        assert_eq!(refused["error"]["code"], "backing_off", "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("failed {failures} time(s) in a row")),
+            "{message}"
+        );
+        std::thread::sleep(Duration::from_millis(wait + 50));
+    }
+    // 1 s after the first failure, 2 s after the second.
+    assert!(waits[0] > 500 && waits[0] <= 1000, "{waits:?}");
+    assert!(waits[1] > 1500 && waits[1] <= 2000, "{waits:?}");
+    assert_eq!(
+        serve.ok("GET", "/v1/pipelines/panics", &a, None)["start_allowed_in_ms"],
+        0
+    );
+}

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds, for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -55,6 +58,14 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
 
+    /// 429 with `Retry-After`: a failing pipeline started again too soon.
+    pub fn backing_off(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait.as_secs_f64().ceil() as u64),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "backing_off", message)
+        }
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {message}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message.to_string())
@@ -80,6 +91,11 @@ impl IntoResponse for ApiError {
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }

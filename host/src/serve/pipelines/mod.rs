@@ -5,12 +5,13 @@
 //! which pipelines should run, so a restarted server resumes them (a Kafka
 //! source from its group's committed offsets).
 
+pub mod backoff;
 pub mod policy;
 pub mod swap;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -25,6 +26,7 @@ use crate::config::DestinationConfig;
 use crate::destination::wasm::WasmDestination;
 use crate::destination::SharedDestination;
 use crate::pipeline::{self, Progress, RunStatus};
+use backoff::Backoff;
 use policy::Prepared;
 use swap::Swappable;
 
@@ -45,6 +47,11 @@ pub struct Status {
     pub plugin: Option<String>,
     pub plugin_version: Option<u32>,
     pub log_lines_dropped: u64,
+    /// Failures in a row (a start refused or a run failed); zero once a run
+    /// completes or is stopped.
+    pub failures_in_a_row: u32,
+    /// How long until `start` is accepted again after those failures.
+    pub start_allowed_in_ms: u64,
 }
 
 struct Running {
@@ -73,6 +80,7 @@ pub struct Supervisor {
     finished: Mutex<HashMap<Key, Finished>>,
     /// Set when the server stops: pipelines stopped then resume at the next start.
     shutting_down: std::sync::atomic::AtomicBool,
+    backoff: Backoff,
 }
 
 fn key(tenant: &str, name: &str) -> Key {
@@ -94,8 +102,17 @@ impl Supervisor {
 
     pub fn status(&self, tenant: &str, name: &str) -> Status {
         let k = key(tenant, name);
+        let standing = self.backoff.standing(&k);
+        let mut status = self.progress_status(&k, name);
+        status.failures_in_a_row = standing.in_a_row;
+        status.start_allowed_in_ms = standing.wait.as_millis() as u64;
+        status
+    }
+
+    fn progress_status(&self, k: &Key, name: &str) -> Status {
+        let (tenant, _) = k;
         let dropped = logs::existing(tenant, name).map_or(0, |r| r.dropped());
-        if let Some(run) = self.running().get(&k) {
+        if let Some(run) = self.running().get(k) {
             let progress = run.progress.borrow().clone();
             let elapsed = run.started.elapsed().as_secs_f64().max(1e-3);
             let state = if *run.stop.borrow() { "stopping" } else { "running" };
@@ -109,7 +126,7 @@ impl Supervisor {
                 dropped,
             );
         }
-        match self.finished().get(&k) {
+        match self.finished().get(k) {
             Some(f) => status(
                 name,
                 f.state,
@@ -144,13 +161,29 @@ impl Supervisor {
 
     /// Starts a stored pipeline; returns once it runs (its destination
     /// built, its plugin instantiated), or why it cannot (then also its
-    /// status's `last_error`).
+    /// status's `last_error`). After failures in a row it is refused until
+    /// its backoff has passed.
     pub async fn start(state: &Arc<State>, tenant: &Arc<Tenant>, name: &str, yaml: &str) -> Result<(), ApiError> {
         let sup = &state.supervisor;
-        let _starting = Starting::claim(sup, key(&tenant.name, name))
+        let k = key(&tenant.name, name);
+        let _starting = Starting::claim(sup, k.clone())
             .ok_or_else(|| ApiError::conflict(format!("pipeline `{name}` is already running")))?;
+        let standing = sup.backoff.standing(&k);
+        if !standing.wait.is_zero() {
+            return Err(ApiError::backing_off(
+                format!(
+                    "pipeline `{name}` failed {} time(s) in a row; it may start again in {:.1} s (the wait doubles \
+                     with each failure, up to {} s; see its last_error)",
+                    standing.in_a_row,
+                    standing.wait.as_secs_f64(),
+                    backoff::LONGEST.as_secs()
+                ),
+                standing.wait,
+            ));
+        }
         let started = Self::launch(state, tenant, name, yaml).await;
         if let Err(e) = &started {
+            sup.backoff.failed(&k, Duration::ZERO);
             sup.finished().insert(
                 key(&tenant.name, name),
                 Finished {
@@ -236,11 +269,15 @@ impl Supervisor {
                     RunStatus::Interrupted => "stopped",
                     RunStatus::Failed => "failed",
                 };
+                let sup = &state.supervisor;
+                match report.status {
+                    RunStatus::Failed => sup.backoff.failed(&k, started.elapsed()),
+                    _ => sup.backoff.succeeded(&k),
+                }
                 match &report.error {
                     Some(e) => tracing::error!(records_written = report.records_written, "pipeline {final_state}: {e}"),
                     None => tracing::info!(records_written = report.records_written, "pipeline {final_state}"),
                 }
-                let sup = &state.supervisor;
                 let plugin = sup.running().get(&k).and_then(|r| r.plugin.clone());
                 let stays = final_state == "stopped" && sup.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
                 if !stays {
@@ -339,6 +376,9 @@ impl Supervisor {
     pub fn forget(&self, tenant: &str, name: Option<&str>) {
         self.finished()
             .retain(|(t, n), _| !(t == tenant && name.is_none_or(|name| name == n)));
+        if name.is_none() {
+            self.backoff.forget_tenant(tenant);
+        }
     }
 }
 
@@ -394,6 +434,8 @@ fn status(
         plugin_version: plugin.as_ref().map(|p| p.1),
         plugin: plugin.map(|p| p.0),
         log_lines_dropped: dropped,
+        failures_in_a_row: 0,
+        start_allowed_in_ms: 0,
     }
 }
 
