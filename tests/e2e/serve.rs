@@ -418,6 +418,28 @@ fn the_client_subcommands_drive_the_api() {
     // Its limit is one pipeline.
     let (code, _, err) = client(&token, &["pipeline", "put", "q", file.to_str().unwrap()]);
     assert!(code == Some(1) && err.contains("limit of 1 pipelines"), "{err}");
+    // The operator raises it; `null` returns a key to the default.
+    let (code, changed, err) = client(
+        ADMIN,
+        &["tenant", "limits", "acme", "{\"pipelines\": 2, \"cpu_cores\": 0.5}"],
+    );
+    assert_eq!(
+        (code, changed["limits"]["pipelines"].clone()),
+        (Some(0), json!(2)),
+        "{err}"
+    );
+    assert_eq!(changed["limits"]["cpu_cores"], 0.5);
+    let (code, _, err) = client(&token, &["pipeline", "put", "q", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, changed, err) = client(ADMIN, &["tenant", "limits", "acme", "{\"cpu_cores\": null}"]);
+    assert_eq!(code, Some(0), "{err}");
+    let defaults = serve.ok("POST", "/v1/tenants", ADMIN, yaml("{\"name\": \"plain\"}"));
+    assert_eq!(changed["limits"]["cpu_cores"], defaults["limits"]["cpu_cores"]);
+    assert_eq!(changed["limits"]["pipelines"], 2);
+    let (code, _, err) = client(ADMIN, &["tenant", "limits", "acme", "{\"pipelnes\": 3}"]);
+    assert!(code == Some(1) && err.contains("unknown field `pipelnes`"), "{err}");
+    let (code, _, _) = client(&token, &["tenant", "limits", "acme", "{\"pipelines\": 9}"]);
+    assert_eq!(code, Some(1), "only the admin changes limits");
     let (code, _, err) = client(&token, &["pipeline", "start", "p"]);
     assert_eq!(code, Some(0), "{err}");
     serve.wait_for(&token, "p", "completed", |s| {

@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/v1/tenants/{tenant}", get(get_tenant).delete(delete_tenant))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(get_tenant).patch(patch_tenant).delete(delete_tenant),
+        )
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/{name}", get(get_plugin).put(put_plugin))
         .route("/v1/pipelines", get(list_pipelines))
@@ -143,6 +146,44 @@ fn tenant_json(state: &State, name: &str) -> Result<Value, ApiError> {
 async fn get_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
     auth::admin(&state, &headers)?;
     Ok(Json(tenant_json(&state, &name)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantPatch {
+    limits: serde_json::Map<String, Value>,
+}
+
+/// Changes the keys the body names; `null` returns one to the default.
+async fn patch_tenant(
+    Extract(state): Extract<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult {
+    auth::admin(&state, &headers)?;
+    let patch: TenantPatch = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
+    let row = state
+        .registry
+        .tenant(&name)?
+        .ok_or_else(|| ApiError::not_found("tenant", &name))?;
+    let Value::Object(mut limits) = json!(row.limits) else {
+        unreachable!("limits serialize as an object")
+    };
+    for (key, value) in patch.limits {
+        match value {
+            Value::Null => limits.remove(&key),
+            value => limits.insert(key, value),
+        };
+    }
+    let limits: LimitOverrides =
+        serde_json::from_value(Value::Object(limits)).map_err(|e| ApiError::invalid(format!("limits: {e}")))?;
+    if !state.registry.set_limits(&name, &limits)? {
+        return Err(ApiError::not_found("tenant", &name));
+    }
+    state.tenants.reload(&state.registry, &name)?;
+    tracing::info!(tenant = %name, "tenant limits changed");
+    tenant_json(&state, &name).map(Json)
 }
 
 async fn delete_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
