@@ -167,11 +167,20 @@ fn a_record_whose_data_does_not_dump_or_is_not_json_fails_alone() {
     let ids: Vec<_> = dead.iter().map(|d| d["source_record_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["3", "5"], "{dead:?}");
     let reason = |i: usize| dead[i]["reason"].as_str().unwrap();
-    assert!(reason(0).contains("Object of type set is not JSON serializable"), "{dead:?}");
-    assert!(reason(1).contains("transform `odd`") && reason(1).contains("source_data is not JSON"), "{dead:?}");
+    assert!(
+        reason(0).contains("Object of type set is not JSON serializable"),
+        "{dead:?}"
+    );
+    assert!(
+        reason(1).contains("transform `odd`") && reason(1).contains("source_data is not JSON"),
+        "{dead:?}"
+    );
     let written = lines(&dir.path().join("out.json"));
     let r = written.iter().find(|r| r["source_record_id"] == "4").unwrap();
-    assert_eq!(r["source_data"], "{\"id\": 4, \"name\": \"bizon-4\", \"age\": 4, \"active\": true, \"score\": 2.0, \"tags\": [\"a\", \"b\"]}");
+    assert_eq!(
+        r["source_data"],
+        "{\"id\": 4, \"name\": \"bizon-4\", \"age\": 4, \"active\": true, \"score\": 2.0, \"tags\": [\"a\", \"b\"]}"
+    );
 }
 
 #[test]
