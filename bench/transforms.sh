@@ -9,6 +9,8 @@
 #      `jsonl` file to `file`: no transform, the Rust kafka-flatten component,
 #      and the same flatten in Python.
 #   bash bench/transforms.sh [N]      (default 1000000; SKIP_BIZON=1 skips Bizon)
+# Each line also gives the run's CPU seconds, and the load average is printed
+# before and after: the machine is shared, wall time alone misleads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000000}"
@@ -18,22 +20,26 @@ cargo build -q --release -p bizon-host
 bin="$PWD/target/release/bizon-host"
 flatten="$PWD/target/wasm/wasm32-wasip2/release/bizon_kafka_flatten.wasm"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 export BIZON_HOST_CACHE_DIR="$work/cache"
 
-# One run: prints "<label> records=N seconds=S records_per_s=R".
+# One run: prints "<label> records=N seconds=S records_per_s=R cpu_s=C", C
+# being the process's user + system CPU seconds (2 cores: up to 2x seconds).
 run() {
     local label="$1" yaml="$2"
     printf '%s' "$yaml" > "$work/p.yaml"
     rm -f "$work"/out*.json
-    (cd "$work" && "$bin" run p.yaml --no-progress --result-json r.json --log-level warn)
-    python3 - "$label" "$work/r.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[2]))
+    python3 - "$label" "$work" "$bin" <<'PY'
+import json, resource, subprocess, sys
+label, work, bin = sys.argv[1:]
+subprocess.run([bin, "run", "p.yaml", "--no-progress", "--result-json", "r.json", "--log-level", "warn"], cwd=work, check=True)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+r = json.load(open(f"{work}/r.json"))
 assert r["status"] == "success", r
-print(f'{sys.argv[1]} records={r["records_written"]} seconds={r["duration_s"]:.2f} records_per_s={r["records_written"] / r["duration_s"]:.0f}')
+print(f'{label} records={r["records_written"]} seconds={r["duration_s"]:.2f} records_per_s={r["records_written"] / r["duration_s"]:.0f} cpu_s={usage.ru_utime + usage.ru_stime:.2f}')
 PY
 }
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+trap 'echo "load average after: $(cut -d" " -f1-3 /proc/loadavg)"; rm -rf "$work"' EXIT
 
 dummy="name: bench\nsource:\n  name: dummy\n  total_records: $n\ndestination:\n  name: file\n  config:\n    destination_id: out\n"
 upper="transforms:\n  - label: upper\n    python: data['name'] = data['name'].upper()\n"

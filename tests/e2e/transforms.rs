@@ -155,6 +155,35 @@ fn with_a_dead_letter_a_failing_record_goes_there_and_the_rest_is_written() {
 }
 
 #[test]
+fn a_record_whose_data_does_not_dump_or_is_not_json_fails_alone() {
+    // A set does not dump (TypeError); NaN dumps to `NaN`, which is not JSON.
+    // Either fails its record, and the rest of its batch is written.
+    let transforms = "transforms:\n  - label: odd\n    python: |\n      if data['id'] == 3:\n          data['x'] = {1}\n      if data['id'] == 5:\n          data['x'] = float('nan')\n";
+    let (dir, output) = run(&dummy_pipeline(250, transforms, "dead_letter:\n  path: dead.jsonl\n"));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(result(dir.path())["records_written"], 248);
+    let mut dead = lines(&dir.path().join("dead.jsonl"));
+    dead.sort_by_key(|d| d["source_record_id"].as_str().unwrap().to_string());
+    let ids: Vec<_> = dead.iter().map(|d| d["source_record_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["3", "5"], "{dead:?}");
+    let reason = |i: usize| dead[i]["reason"].as_str().unwrap();
+    assert!(
+        reason(0).contains("Object of type set is not JSON serializable"),
+        "{dead:?}"
+    );
+    assert!(
+        reason(1).contains("transform `odd`") && reason(1).contains("source_data is not JSON"),
+        "{dead:?}"
+    );
+    let written = lines(&dir.path().join("out.json"));
+    let r = written.iter().find(|r| r["source_record_id"] == "4").unwrap();
+    assert_eq!(
+        r["source_data"],
+        "{\"id\": 4, \"name\": \"bizon-4\", \"age\": 4, \"active\": true, \"score\": 2.0, \"tags\": [\"a\", \"b\"]}"
+    );
+}
+
+#[test]
 fn a_transform_may_reassign_data_and_records_keep_their_metadata() {
     let transforms =
         "transforms:\n  - label: reshape\n    python: |\n      data = {'who': data['name'], 'n': data['id'] * 2}\n";
