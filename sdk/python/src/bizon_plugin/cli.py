@@ -102,7 +102,7 @@ def _app(path):
         raise CliError(f"{path}: a plugin is a Python module (.py)")
     found = _plugin_classes(path)
     if len(found) != 1:
-        names = ", ".join(f"{name} ({base})" for base, name in found) or "none"
+        names = ", ".join(name for _, name in found) or "none"
         raise CliError(
             f"{path}: a plugin module defines exactly one subclass of bizon_plugin.Destination or "
             f"bizon_plugin.Transform; found {names}"
