@@ -3,6 +3,8 @@ timestamp, keys, headers, value, schema} becomes {**value, __kafka_offset,
 __kafka_partition, __kafka_topic, __kafka_timestamp}, as plugins/kafka-flatten
 (Rust) does. Config: prefix, fields, tombstones ("drop" or "error")."""
 
+import json
+
 from bizon_plugin import Transform
 
 WRAPPER = ("topic", "offset", "partition", "timestamp", "keys", "headers", "schema")
@@ -30,7 +32,7 @@ class KafkaFlatten(Transform):
                 return []
             raise ValueError("the message has no value (a tombstone); set `tombstones: drop` to drop such messages")
         if not isinstance(value, dict):
-            raise ValueError(f"the message value is not a JSON object: {str(value)[:80]}")
+            raise ValueError(f"the message value is not a JSON object: {json.dumps(value)[:80]}")
         for field, key in self.copies:
             value[key] = data.get(field)
         return value
