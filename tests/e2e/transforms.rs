@@ -76,7 +76,7 @@ fn dummy_pipeline(records: u64, transforms: &str, extra: &str) -> String {
 
 #[test]
 fn bizons_transform_examples_give_the_records_bizon_wrote() {
-    for name in ["records", "debezium"] {
+    for name in ["records", "debezium", "libraries"] {
         let transforms = std::fs::read_to_string(fixture(&format!("{name}.transforms.yml"))).unwrap();
         let input = fixture(&format!("{name}.input.jsonl"));
         let yaml = format!(
@@ -116,6 +116,23 @@ fn a_raising_transform_stops_the_run_naming_label_record_and_traceback() {
         assert!(error.contains(needle), "`{needle}` missing from: {error}");
     }
     assert!(text(&output).contains("ZeroDivisionError"), "{}", text(&output));
+}
+
+#[test]
+fn importing_what_the_sandbox_lacks_names_the_module_and_what_is_there() {
+    let imports = "transforms:\n  - label: polars\n    python: |\n      import polars\n";
+    let (dir, output) = run(&dummy_pipeline(3, imports, ""));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let error = result(dir.path())["error"].as_str().unwrap().to_string();
+    for needle in [
+        "transform `polars` raised",
+        "No module named 'polars'",
+        "what it holds:",
+        "zoneinfo",
+        "dateutil",
+    ] {
+        assert!(error.contains(needle), "`{needle}` missing from: {error}");
+    }
 }
 
 #[test]

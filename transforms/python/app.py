@@ -26,44 +26,7 @@ import linecache
 import textwrap
 import traceback
 
-# The component has no filesystem, so the standard library's modules cannot
-# be imported while records flow: what a transform may `import` must be in
-# the snapshot componentize-py takes of this module. These are the pure
-# modules transforms reach for (Bizon's Debezium example imports datetime);
-# os and socket are there so that trying them meets the sandbox, not an
-# ImportError.
-import base64  # noqa: F401
-import binascii  # noqa: F401
-import calendar  # noqa: F401
-import collections  # noqa: F401
-import copy  # noqa: F401
-import dataclasses  # noqa: F401
-import datetime  # noqa: F401
-import decimal  # noqa: F401
-import encodings.idna  # noqa: F401 (socket resolves names through it)
-import enum  # noqa: F401
-import fractions  # noqa: F401
-import functools  # noqa: F401
-import hashlib  # noqa: F401
-import hmac  # noqa: F401
-import html  # noqa: F401
-import ipaddress  # noqa: F401
-import itertools  # noqa: F401
-import math  # noqa: F401
-import operator  # noqa: F401
-import os  # noqa: F401
-import random  # noqa: F401
-import re  # noqa: F401
-import socket  # noqa: F401
-import statistics  # noqa: F401
-import string  # noqa: F401
-import struct  # noqa: F401
-import time  # noqa: F401
-import typing  # noqa: F401
-import unicodedata  # noqa: F401
-import urllib.parse  # noqa: F401
-import uuid  # noqa: F401
-import zlib  # noqa: F401
+import preload  # noqa: F401 (what a transform may import; see preload.py)
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -71,6 +34,8 @@ from wit_world.exports.transform import RecordError, TransformInfo, Transformed
 from wit_world.imports.types import InputFormat
 
 VERSION = "0.1.0"
+
+_IMPORTABLE = ", ".join(preload.AVAILABLE)
 
 _loads = json.loads
 _dumps = json.dumps
@@ -141,7 +106,10 @@ class Transform(exports.Transform):
                     text = _dumps(local["data"])
             # SystemExit too: `exit()` in a transform fails its record, as any error.
             except BaseException as error:
-                errors.append(RecordError(row=index, reason=f"transform `{label}` raised:\n{_traceback(error)}"))
+                reason = f"transform `{label}` raised:\n{_traceback(error)}"
+                if isinstance(error, ImportError):
+                    reason += f"\n(the sandbox has no files to import from; what it holds: {_IMPORTABLE})"
+                errors.append(RecordError(row=index, reason=reason))
                 continue
             # `row` stands for the input record's metadata (wit/transform.wit).
             out.append('{"row":%d,"source_data":%s}' % (index, text))

@@ -19,7 +19,7 @@ use super::auth::{self, check_name};
 use super::config::LimitOverrides;
 use super::error::ApiError;
 use super::pipelines::Supervisor;
-use super::{logs, metrics, State};
+use super::{logs, metrics, retention, State};
 
 type AppState = Arc<State>;
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -188,8 +188,10 @@ async fn put_plugin(
     let plugin_mb = tenant.limits.plugin_mb;
     let bytes = read_body(body, limit, |size| super::plugins::too_large(size, plugin_mb)).await?;
     let (mut row, staged) = state.store.check(&tenant, &name, &bytes).await?;
+    let _turn = retention::lock(&state, &tenant.name).await;
     row.version = state.registry.add_plugin(&tenant.name, &row)?;
     state.store.keep(&staged, &row.digest).await?;
+    retention::collect(&state, &tenant)?;
     tracing::info!(tenant = %tenant.name, plugin = %name, version = row.version, "plugin uploaded");
     Ok((StatusCode::CREATED, Json(json!(row))).into_response())
 }
@@ -218,6 +220,7 @@ async fn put_pipeline(
     check_name("pipeline", &name)?;
     let body = read_body(body, MAX_BODY_BYTES as u64, too_long).await?;
     let yaml = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the pipeline file is not UTF-8"))?;
+    let _turn = retention::lock(&state, &tenant.name).await;
     let prepared = state.prepare(&tenant, &name, yaml)?;
     let existed = state.registry.pipeline(&tenant.name, &name)?.is_some();
     if !existed && state.registry.count_pipelines(&tenant.name)? >= tenant.limits.pipelines {
@@ -228,6 +231,7 @@ async fn put_pipeline(
     }
     let swapped = Supervisor::swap(&state, &tenant, &name, &prepared).await?;
     state.registry.put_pipeline(&tenant.name, &name, yaml)?;
+    retention::collect(&state, &tenant)?;
     let running = state.supervisor.is_running(&tenant.name, &name);
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     let body = json!({
@@ -269,13 +273,15 @@ async fn get_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Pat
 }
 
 async fn delete_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
-    own_pipeline(&state, &tenant, &name)?;
-    state.supervisor.stop(&tenant, &name).await;
-    state.registry.delete_pipeline(&tenant, &name)?;
-    state.supervisor.forget(&tenant, Some(&name));
-    logs::forget(&tenant, Some(&name));
-    metrics::forget_pipeline(&tenant, &name);
+    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+    own_pipeline(&state, &tenant.name, &name)?;
+    let _turn = retention::lock(&state, &tenant.name).await;
+    state.supervisor.stop(&tenant.name, &name).await;
+    state.registry.delete_pipeline(&tenant.name, &name)?;
+    state.supervisor.forget(&tenant.name, Some(&name));
+    logs::forget(&tenant.name, Some(&name));
+    metrics::forget_pipeline(&tenant.name, &name);
+    retention::collect(&state, &tenant)?;
     Ok(Json(json!({"name": name, "deleted": true})))
 }
 
@@ -287,11 +293,13 @@ async fn start_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, P
 }
 
 async fn stop_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
-    own_pipeline(&state, &tenant, &name)?;
-    state.registry.set_running(&tenant, &name, false)?;
-    state.supervisor.stop(&tenant, &name).await;
-    Ok(Json(json!(state.supervisor.status(&tenant, &name))))
+    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+    own_pipeline(&state, &tenant.name, &name)?;
+    let _turn = retention::lock(&state, &tenant.name).await;
+    state.registry.set_running(&tenant.name, &name, false)?;
+    state.supervisor.stop(&tenant.name, &name).await;
+    retention::collect(&state, &tenant)?;
+    Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
 }
 
 async fn pipeline_logs(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
