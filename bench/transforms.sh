@@ -7,7 +7,8 @@
 #      whole process, BENCH_YML=bench_transform.yml).
 #   2. N Kafka-shaped records (Bizon's wrapper around a ~100-byte value) from a
 #      `jsonl` file to `file`: no transform, the Rust kafka-flatten component,
-#      and the same flatten in Python.
+#      the same flatten as Bizon's Python transform, and as components built
+#      with the Python and JavaScript SDKs (plugins/python-flatten, js-flatten).
 #   bash bench/transforms.sh [N]      (default 1000000; SKIP_BIZON=1 skips Bizon)
 # Each line also gives the run's CPU seconds, and the load average is printed
 # before and after: the machine is shared, wall time alone misleads.
@@ -19,6 +20,8 @@ bash scripts/build-plugins.sh >/dev/null
 cargo build -q --release -p bizon-host
 bin="$PWD/target/release/bizon-host"
 flatten="$PWD/target/wasm/wasm32-wasip2/release/bizon_kafka_flatten.wasm"
+py_flatten="$PWD/target/wasm/python/python_flatten.wasm"
+js_flatten="$PWD/target/wasm/js/js_flatten.wasm"
 work="$(mktemp -d)"
 export BIZON_HOST_CACHE_DIR="$work/cache"
 
@@ -52,19 +55,26 @@ if [[ "${SKIP_BIZON:-0}" != 1 ]]; then
     echo "Bizon 0.6.4, same transform: $(BENCH_YML="$PWD/bench/bizon/bench_transform.yml" bash bench/bizon/run.sh "$n" | grep '^bizon ')"
 fi
 
-python3 - "$n" "$work/kafka.jsonl" <<'PY'
+# N records, and 1,000 of the same to warm each component's compile cache.
+python3 - "$n" "$work/kafka.jsonl" "$work/warmup.jsonl" <<'PY'
 import json, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    for i in range(n):
-        value = {"user_id": i, "email": f"user{i}@example.com", "score": i * 0.5, "active": i % 2 == 0}
-        f.write(json.dumps({"topic": "users", "offset": i // 4, "partition": i % 4, "timestamp": "2026-11-25 10:00:00.000000",
-                            "keys": {"id": i}, "headers": {}, "value": value, "schema": ""}) + "\n")
+for path, n in ((sys.argv[2], int(sys.argv[1])), (sys.argv[3], min(int(sys.argv[1]), 1000))):
+    with open(path, "w") as f:
+        for i in range(n):
+            value = {"user_id": i, "email": f"user{i}@example.com", "score": i * 0.5, "active": i % 2 == 0}
+            f.write(json.dumps({"topic": "users", "offset": i // 4, "partition": i % 4, "timestamp": "2026-11-25 10:00:00.000000",
+                                "keys": {"id": i}, "headers": {}, "value": value, "schema": ""}) + "\n")
 PY
 jsonl="name: bench\nsource:\n  name: jsonl\n  path: $work/kafka.jsonl\ndestination:\n  name: file\n  config:\n    destination_id: out\n"
 rust="transforms:\n  - label: flatten\n    wasm: $flatten\n"
 python="transforms:\n  - label: flatten\n    python: |\n      data = {**data['value'], '__kafka_offset': data['offset'], '__kafka_partition': data['partition'], '__kafka_topic': data['topic'], '__kafka_timestamp': data['timestamp']}\n"
-run warmup "$(printf "$jsonl$rust")" >/dev/null
-run "kafka-shaped, no transform  " "$(printf "$jsonl")"
-run "kafka-shaped, Rust flatten  " "$(printf "$jsonl$rust")"
-run "kafka-shaped, Python flatten" "$(printf "$jsonl$python")"
+py_sdk="transforms:\n  - label: flatten\n    wasm: $py_flatten\n"
+js_sdk="transforms:\n  - label: flatten\n    wasm: $js_flatten\n"
+for t in "$rust" "$py_sdk" "$js_sdk"; do
+    run warmup "$(printf "$jsonl$t" | sed "s#kafka.jsonl#warmup.jsonl#")" >/dev/null
+done
+run "kafka-shaped, no transform      " "$(printf "$jsonl")"
+run "kafka-shaped, Rust flatten      " "$(printf "$jsonl$rust")"
+run "kafka-shaped, Python flatten    " "$(printf "$jsonl$python")"
+run "kafka-shaped, Python SDK flatten" "$(printf "$jsonl$py_sdk")"
+run "kafka-shaped, JS SDK flatten    " "$(printf "$jsonl$js_sdk")"
