@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Python plugins (plugins/python-*/app.py, tests/plugins/python-*/app.py)
+# Builds the Python plugins and transforms (plugins/python-*/app.py, tests/plugins/python-*/app.py)
 # with the repository's bizon-plugin SDK into target/wasm/python/<dir>.wasm
 # (python-jsonl -> python_jsonl.wasm), and the JavaScript ones
-# (plugins/js-*/app.js, tests/plugins/js-*/app.js) with @bizon/plugin (sdk/js)
+# (plugins/js-*/app.js, tests/plugins/js-*/app.js, destinations or transforms) with @bizon/plugin (sdk/js)
 # into target/wasm/js/<dir>.wasm. Installs componentize-py and the Python SDK
 # (editable, with pytest) into .venv, componentize-js into .tools/js, on first
 # use. A component newer than its sources is left alone, so a second run
@@ -16,12 +16,15 @@ if [[ ! -x .venv/bin/bizon-plugin || ! -x .venv/bin/pytest ]]; then
 fi
 
 # The SDK carries its own copy of the WIT, like the Rust SDK.
-if ! cmp -s wit/destination.wit sdk/python/src/bizon_plugin/wit/destination.wit; then
-    echo "sdk/python/src/bizon_plugin/wit/destination.wit differs from wit/destination.wit" >&2
-    exit 1
-fi
+for wit in destination.wit transform.wit; do
+    if ! cmp -s "wit/$wit" "sdk/python/src/bizon_plugin/wit/$wit"; then
+        echo "sdk/python/src/bizon_plugin/wit/$wit differs from wit/$wit" >&2
+        exit 1
+    fi
+done
 # docs/sdk-python.md shows these verbatim; the build proves they build.
-for example in tests/plugins/python-mydest/app.py plugins/python-jsonl/app.py plugins/python-webhook/app.py; do
+for example in tests/plugins/python-mydest/app.py plugins/python-jsonl/app.py plugins/python-webhook/app.py \
+    plugins/python-flatten/app.py; do
     if [[ "$(cat docs/sdk-python.md)" != *"$(cat "$example")"* ]]; then
         echo "docs/sdk-python.md no longer shows $example" >&2
         exit 1
@@ -55,10 +58,12 @@ done
 # @bizon/plugin runs with the componentize-js that install-componentize.sh
 # put in .tools/js (rolldown comes with it) and apache-arrow added there;
 # published, it declares them.
-if ! cmp -s wit/destination.wit sdk/js/wit/destination.wit; then
-    echo "sdk/js/wit/destination.wit differs from wit/destination.wit" >&2
-    exit 1
-fi
+for wit in destination.wit transform.wit; do
+    if ! cmp -s "wit/$wit" "sdk/js/wit/$wit"; then
+        echo "sdk/js/wit/$wit differs from wit/$wit" >&2
+        exit 1
+    fi
+done
 for wit in sdk/js/wit/deps/*.wit; do
     if ! cmp -s "$wit" "sdk/python/src/bizon_plugin/wit/deps/$(basename "$wit")"; then
         echo "$wit differs from the WASI copy in sdk/python/src/bizon_plugin/wit/deps" >&2
@@ -70,7 +75,7 @@ if [[ ! -f .tools/js/node_modules/apache-arrow/package.json ]]; then
     (cd .tools/js && npm install --silent --no-audit --no-fund apache-arrow@21.2.0 >/dev/null)
 fi
 [[ -e sdk/js/node_modules ]] || ln -s ../../.tools/js/node_modules sdk/js/node_modules
-for example in plugins/js-summary/app.js plugins/js-jsonl/app.js; do
+for example in plugins/js-summary/app.js plugins/js-jsonl/app.js plugins/js-flatten/app.js; do
     if [[ "$(cat docs/sdk-js.md)" != *"$(cat "$example")"* ]]; then
         echo "docs/sdk-js.md no longer shows $example" >&2
         exit 1

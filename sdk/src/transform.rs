@@ -35,14 +35,14 @@
 
 use std::cell::RefCell;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::{Config, Error};
 
 /// One record as the host hands it over and takes it back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub source_record_id: String,
     /// Microseconds since the Unix epoch, UTC.
@@ -50,28 +50,43 @@ pub struct Record {
     /// Where the source routed it; `None` for the pipeline's default.
     pub destination_id: Option<String>,
     /// The record itself (Bizon's `source_data`) as JSON text, as it came:
-    /// a transform that only splices text never pays for a parse. What is
-    /// here on the way out is written byte for byte.
-    #[serde(rename = "source_data")]
-    pub data: Box<RawValue>,
+    /// a transform that only splices text never pays for a parse.
+    data: String,
 }
 
 impl Record {
-    /// `data` parsed. (Keys come back sorted: serde_json's maps are ordered
-    /// by key unless its `preserve_order` feature is on.)
+    /// A record whose source_data is `json` (see [`Record::set_json`]).
+    pub fn new(source_record_id: String, source_timestamp: i64, destination_id: Option<String>, json: String) -> Self {
+        Self {
+            source_record_id,
+            source_timestamp,
+            destination_id,
+            data: json,
+        }
+    }
+
+    /// source_data's JSON text. What is here on the way out is written byte
+    /// for byte.
+    pub fn json(&self) -> &str {
+        &self.data
+    }
+
+    /// source_data parsed. (Keys come back sorted: serde_json's maps are
+    /// ordered by key unless its `preserve_order` feature is on.)
     pub fn value(&self) -> Result<Value, Error> {
-        Ok(serde_json::from_str(self.data.get())?)
+        Ok(serde_json::from_str(&self.data)?)
     }
 
-    /// Replaces `data` with `value`'s JSON.
+    /// Replaces source_data with `value`'s JSON.
     pub fn set_value(&mut self, value: &Value) {
-        self.data = serde_json::value::to_raw_value(value).expect("a JSON value serializes");
+        self.data = serde_json::to_string(value).expect("a JSON value serializes");
     }
 
-    /// Replaces `data` with `json`, which must be valid JSON.
-    pub fn set_json(&mut self, json: String) -> Result<(), Error> {
-        self.data = RawValue::from_string(json)?;
-        Ok(())
+    /// Replaces source_data with `json`, kept as it is. It is not parsed
+    /// here: the host checks every record it gets back, and text that is
+    /// not one JSON value fails this record alone (dead letter or error).
+    pub fn set_json(&mut self, json: String) {
+        self.data = json;
     }
 }
 
@@ -127,21 +142,24 @@ pub mod export {
     }
 
     /// Every line through the transform; a line that does not parse or a
-    /// record the transform refuses is an error of that row alone.
+    /// record the transform refuses is an error of that row alone. A record
+    /// that keeps its input row's metadata goes back as `{"row", "source_data"}`,
+    /// so neither side copies or parses the metadata again.
     pub fn run<T: Transform>(instance: &mut T, batch: &[u8]) -> Transformed {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(batch.len());
         let mut errors = Vec::new();
         let mut produced = Vec::new();
+        let mut scratch = String::new();
         let lines = batch.split(|b| *b == b'\n').filter(|l| !l.is_empty());
         for (row, line) in lines.enumerate() {
-            let result = serde_json::from_slice::<Record>(line)
-                .map_err(|e| Error::msg(format!("not a record: {e}")))
-                .and_then(|record| instance.transform(record, &mut produced));
+            let result = parse(line, &mut scratch).and_then(|record| {
+                let meta = Meta::of(&record);
+                instance.transform(record, &mut produced).map(|()| meta)
+            });
             match result {
-                Ok(()) => {
+                Ok(meta) => {
                     for record in produced.drain(..) {
-                        serde_json::to_writer(&mut out, &record).expect("a record serializes");
-                        out.push(b'\n');
+                        write(&mut out, row, &meta, &record);
                     }
                 }
                 Err(e) => {
@@ -154,6 +172,88 @@ pub mod export {
             }
         }
         Transformed { batch: out, errors }
+    }
+
+    /// A record's metadata, as the host wrote it.
+    #[derive(Deserialize)]
+    struct Meta {
+        source_record_id: String,
+        source_timestamp: i64,
+        destination_id: Option<String>,
+    }
+
+    impl Meta {
+        fn of(record: &Record) -> Self {
+            Self {
+                source_record_id: record.source_record_id.clone(),
+                source_timestamp: record.source_timestamp,
+                destination_id: record.destination_id.clone(),
+            }
+        }
+
+        fn is_of(&self, record: &Record) -> bool {
+            self.source_record_id == record.source_record_id
+                && self.source_timestamp == record.source_timestamp
+                && self.destination_id == record.destination_id
+        }
+    }
+
+    /// The key the host writes last on every line (wit/transform.wit).
+    const DATA_KEY: &str = ",\"source_data\":";
+
+    /// One input line. The host writes the metadata first and `source_data`
+    /// last and has checked source_data is JSON, so source_data is taken as
+    /// the text between the key and the line's closing brace without
+    /// scanning it. `head` + `}` parsing as an object proves the key was at
+    /// the top level (a key in a nested object would leave one open); other
+    /// layouts are parsed in full.
+    fn parse(line: &[u8], scratch: &mut String) -> Result<Record, Error> {
+        let line = std::str::from_utf8(line).map_err(|e| Error::msg(format!("not a record: {e}")))?;
+        if let (Some(at), Some(body)) = (line.find(DATA_KEY), line.strip_suffix('}')) {
+            scratch.clear();
+            scratch.push_str(&line[..at]);
+            scratch.push('}');
+            if let Ok(meta) = serde_json::from_str::<Meta>(scratch) {
+                return Ok(Record::new(
+                    meta.source_record_id,
+                    meta.source_timestamp,
+                    meta.destination_id,
+                    body[at + DATA_KEY.len()..].to_string(),
+                ));
+            }
+        }
+        #[derive(Deserialize)]
+        struct Full<'a> {
+            source_record_id: String,
+            source_timestamp: i64,
+            destination_id: Option<String>,
+            #[serde(borrow)]
+            source_data: &'a RawValue,
+        }
+        let full: Full = serde_json::from_str(line).map_err(|e| Error::msg(format!("not a record: {e}")))?;
+        Ok(Record::new(
+            full.source_record_id,
+            full.source_timestamp,
+            full.destination_id,
+            full.source_data.get().to_string(),
+        ))
+    }
+
+    /// One output line: the input row it comes from, its metadata when the
+    /// transform changed it, and source_data as the transform left it.
+    fn write(out: &mut Vec<u8>, row: usize, meta: &Meta, record: &Record) {
+        use std::io::Write;
+        write!(out, "{{\"row\":{row}").expect("writing to a Vec");
+        if !meta.is_of(record) {
+            out.extend_from_slice(b",\"source_record_id\":");
+            serde_json::to_writer(&mut *out, &record.source_record_id).expect("a string serializes");
+            write!(out, ",\"source_timestamp\":{}", record.source_timestamp).expect("writing to a Vec");
+            out.extend_from_slice(b",\"destination_id\":");
+            serde_json::to_writer(&mut *out, &record.destination_id).expect("a string serializes");
+        }
+        out.extend_from_slice(DATA_KEY.as_bytes());
+        out.extend_from_slice(record.data.as_bytes());
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -227,10 +327,7 @@ mod tests {
         let text = String::from_utf8(out.batch).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!(
-            lines[1],
-            r#"{"source_record_id":"a","source_timestamp":1,"destination_id":null,"source_data":{"i":1,"n":2,"z":0}}"#
-        );
+        assert_eq!(lines[1], r#"{"row":0,"source_data":{"i":1,"n":2,"z":0}}"#);
         assert_eq!(out.errors.len(), 1);
         assert_eq!(out.errors[0].row, 2);
         assert_eq!(out.errors[0].reason, "no n");
@@ -255,6 +352,47 @@ mod tests {
     fn untouched_source_data_goes_back_byte_for_byte() {
         let line = r#"{"source_record_id":"a","source_timestamp":1,"destination_id":"d","source_data":{"z": 1,  "a":"\u00e9"}}"#;
         let out = run(&mut Pass, format!("{line}\n").as_bytes());
-        assert_eq!(String::from_utf8(out.batch).unwrap(), format!("{line}\n"));
+        assert_eq!(
+            String::from_utf8(out.batch).unwrap(),
+            "{\"row\":0,\"source_data\":{\"z\": 1,  \"a\":\"\\u00e9\"}}\n"
+        );
+    }
+
+    #[test]
+    fn a_line_in_another_key_order_is_read_in_full() {
+        // A nested `source_data` key first: the fast path must not take it.
+        let line = r#"{"source_data":{"a":1,"source_data":2},"destination_id":null,"source_timestamp":1,"source_record_id":"x\"y"}"#;
+        let out = run(&mut Pass, format!("{line}\n").as_bytes());
+        assert_eq!(
+            String::from_utf8(out.batch).unwrap(),
+            "{\"row\":0,\"source_data\":{\"a\":1,\"source_data\":2}}\n"
+        );
+    }
+
+    struct Rename;
+
+    impl Transform for Rename {
+        const NAME: &'static str = "rename";
+
+        fn open(_: Config) -> Result<Self, Error> {
+            Ok(Rename)
+        }
+
+        fn transform(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Error> {
+            record.source_record_id.push_str("-1");
+            record.destination_id = Some("d\"2".into());
+            out.push(record);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn changed_metadata_goes_back_in_full() {
+        let line = r#"{"source_record_id":"a","source_timestamp":-5,"destination_id":null,"source_data":[1]}"#;
+        let out = run(&mut Rename, format!("{line}\n").as_bytes());
+        assert_eq!(
+            String::from_utf8(out.batch).unwrap(),
+            "{\"row\":0,\"source_record_id\":\"a-1\",\"source_timestamp\":-5,\"destination_id\":\"d\\\"2\",\"source_data\":[1]}\n"
+        );
     }
 }

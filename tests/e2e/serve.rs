@@ -418,6 +418,28 @@ fn the_client_subcommands_drive_the_api() {
     // Its limit is one pipeline.
     let (code, _, err) = client(&token, &["pipeline", "put", "q", file.to_str().unwrap()]);
     assert!(code == Some(1) && err.contains("limit of 1 pipelines"), "{err}");
+    // The operator raises it; `null` returns a key to the default.
+    let (code, changed, err) = client(
+        ADMIN,
+        &["tenant", "limits", "acme", "{\"pipelines\": 2, \"cpu_cores\": 0.5}"],
+    );
+    assert_eq!(
+        (code, changed["limits"]["pipelines"].clone()),
+        (Some(0), json!(2)),
+        "{err}"
+    );
+    assert_eq!(changed["limits"]["cpu_cores"], 0.5);
+    let (code, _, err) = client(&token, &["pipeline", "put", "q", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, changed, err) = client(ADMIN, &["tenant", "limits", "acme", "{\"cpu_cores\": null}"]);
+    assert_eq!(code, Some(0), "{err}");
+    let defaults = serve.ok("POST", "/v1/tenants", ADMIN, yaml("{\"name\": \"plain\"}"));
+    assert_eq!(changed["limits"]["cpu_cores"], defaults["limits"]["cpu_cores"]);
+    assert_eq!(changed["limits"]["pipelines"], 2);
+    let (code, _, err) = client(ADMIN, &["tenant", "limits", "acme", "{\"pipelnes\": 3}"]);
+    assert!(code == Some(1) && err.contains("unknown field `pipelnes`"), "{err}");
+    let (code, _, _) = client(&token, &["tenant", "limits", "acme", "{\"pipelines\": 9}"]);
+    assert_eq!(code, Some(1), "only the admin changes limits");
     let (code, _, err) = client(&token, &["pipeline", "start", "p"]);
     assert_eq!(code, Some(0), "{err}");
     serve.wait_for(&token, "p", "completed", |s| {
@@ -429,6 +451,56 @@ fn the_client_subcommands_drive_the_api() {
     assert!(code == Some(1) && err.contains("no pipeline named `nope`"), "{err}");
     let (code, _, _) = client(&token, &["tenant", "list"]);
     assert_eq!(code, Some(1), "a tenant's token is not the admin's");
+}
+
+#[test]
+fn plugin_versions_stay_while_newest_pinned_or_running_and_then_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = Serve::start(&data, "");
+    let a = serve.tenant("acme", json!({}));
+    let versions = |name: &str| -> Vec<u64> {
+        let listed = serve.ok("GET", &format!("/v1/plugins/{name}"), &a, None);
+        let rows = listed["versions"].as_array().expect("versions");
+        rows.iter().map(|r| r["version"].as_u64().unwrap()).collect()
+    };
+    let blob = |digest: &Value| data.join("plugins").join(format!("{}.wasm", digest.as_str().unwrap()));
+    let pinned = |version: u32| {
+        format!(
+            "name: e2e\nsource:\n  name: dummy\n  total_records: 10\ndestination:\n  name: wasm\n  config:\n    \
+             plugin: p@{version}\n    plugin_config: {{path: /out/records.jsonl}}\n    allow:\n      dirs:\n        \
+             - {{host: out, guest: /out, writable: true, max_mb: 10}}\n"
+        )
+    };
+
+    // v1 is pinned by a stored pipeline, v2 is neither newest nor used once v3 comes.
+    let v1 = serve.ok("PUT", "/v1/plugins/p", &a, Some(plugin("my_dest")));
+    serve.ok("PUT", "/v1/pipelines/pinned", &a, yaml(&pinned(1)));
+    let v2 = serve.ok("PUT", "/v1/plugins/p", &a, Some(plugin("bizon_csv")));
+    assert!(blob(&v2["digest"]).exists());
+    let v3 = serve.ok("PUT", "/v1/plugins/p", &a, Some(plugin("bizon_stats")));
+    assert_eq!(versions("p"), [1, 3]);
+    assert!(!blob(&v2["digest"]).exists(), "v2's bytes stay on disk");
+    assert!(blob(&v1["digest"]).exists() && blob(&v3["digest"]).exists());
+    let (status, err) = serve.call("PUT", "/v1/pipelines/old", &a, yaml(&pinned(2)));
+    assert_eq!(status, 422, "{err}");
+
+    // Re-pinning the pipeline frees v1.
+    serve.ok("PUT", "/v1/pipelines/pinned", &a, yaml(&pinned(3)));
+    assert_eq!(versions("p"), [3]);
+    assert!(!blob(&v1["digest"]).exists());
+
+    // A running pipeline keeps the version it runs until it stops.
+    serve.ok("PUT", "/v1/plugins/slow", &a, Some(plugin("bizon_stats")));
+    let endless = "name: e2e\nsource:\n  name: dummy\n  total_records: 1000000000\ndestination:\n  name: wasm\n  config:\n    plugin: slow\n";
+    serve.ok("PUT", "/v1/pipelines/running", &a, yaml(endless));
+    serve.ok("POST", "/v1/pipelines/running/start", &a, None);
+    serve.wait_for(&a, "running", "running", |s| s["state"] == "running");
+    serve.ok("PUT", "/v1/plugins/slow", &a, Some(plugin("my_dest")));
+    let status = serve.ok("GET", "/v1/pipelines/running", &a, None);
+    assert_eq!(versions("slow"), [1, 2], "{status}\n{}", serve.log());
+    serve.ok("POST", "/v1/pipelines/running/stop", &a, None);
+    assert_eq!(versions("slow"), [2]);
 }
 
 /// Chromium cannot send an `Authorization` header from its command line:

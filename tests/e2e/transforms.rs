@@ -155,6 +155,35 @@ fn with_a_dead_letter_a_failing_record_goes_there_and_the_rest_is_written() {
 }
 
 #[test]
+fn a_record_whose_data_does_not_dump_or_is_not_json_fails_alone() {
+    // A set does not dump (TypeError); NaN dumps to `NaN`, which is not JSON.
+    // Either fails its record, and the rest of its batch is written.
+    let transforms = "transforms:\n  - label: odd\n    python: |\n      if data['id'] == 3:\n          data['x'] = {1}\n      if data['id'] == 5:\n          data['x'] = float('nan')\n";
+    let (dir, output) = run(&dummy_pipeline(250, transforms, "dead_letter:\n  path: dead.jsonl\n"));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(result(dir.path())["records_written"], 248);
+    let mut dead = lines(&dir.path().join("dead.jsonl"));
+    dead.sort_by_key(|d| d["source_record_id"].as_str().unwrap().to_string());
+    let ids: Vec<_> = dead.iter().map(|d| d["source_record_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["3", "5"], "{dead:?}");
+    let reason = |i: usize| dead[i]["reason"].as_str().unwrap();
+    assert!(
+        reason(0).contains("Object of type set is not JSON serializable"),
+        "{dead:?}"
+    );
+    assert!(
+        reason(1).contains("transform `odd`") && reason(1).contains("source_data is not JSON"),
+        "{dead:?}"
+    );
+    let written = lines(&dir.path().join("out.json"));
+    let r = written.iter().find(|r| r["source_record_id"] == "4").unwrap();
+    assert_eq!(
+        r["source_data"],
+        "{\"id\": 4, \"name\": \"bizon-4\", \"age\": 4, \"active\": true, \"score\": 2.0, \"tags\": [\"a\", \"b\"]}"
+    );
+}
+
+#[test]
 fn a_transform_may_reassign_data_and_records_keep_their_metadata() {
     let transforms =
         "transforms:\n  - label: reshape\n    python: |\n      data = {'who': data['name'], 'n': data['id'] * 2}\n";
@@ -366,4 +395,188 @@ fn a_component_transform_names_the_records_it_refuses_and_its_config_errors() {
         "{}",
         text(&output)
     );
+}
+
+/// The flatten transform in each SDK: plugins/kafka-flatten (Rust),
+/// plugins/python-flatten and plugins/js-flatten, built by
+/// scripts/build-plugins.sh (the last two through build-sdk-plugins.sh).
+fn flattens() -> [(&'static str, PathBuf); 3] {
+    let rust = wasm("bizon_kafka_flatten");
+    let dir = root().join("target/wasm");
+    [
+        ("rust", rust),
+        ("python", dir.join("python/python_flatten.wasm")),
+        ("js", dir.join("js/js_flatten.wasm")),
+    ]
+}
+
+/// Bizon's Kafka records as the jsonl source reads them: numbers, floats,
+/// unicode, nested values, a tombstone (line 5), and with `bad` a value that
+/// is not an object (line 3).
+fn kafka_shaped_input(dir: &Path, bad: bool) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..12u32 {
+        let value = match i {
+            2 if bad => "\"not an object\"".to_string(),
+            4 => "null".to_string(),
+            _ => format!(
+                r#"{{"user_id": {i}, "email": "u{i}@example.com", "score": {}.{i}5, "tags": ["Zoë 🚀", {{"n": {i}}}], "note": null}}"#,
+                i * 3
+            ),
+        };
+        text.push_str(&format!(
+            r#"{{"topic": "users", "partition": {}, "offset": {}, "timestamp": "2024-05-0{}T10:00:00+00:00", "keys": {{"id": "{i}"}}, "headers": {{}}, "value": {value}}}"#,
+            i % 3,
+            100 + i,
+            1 + i % 9
+        ));
+        text.push('\n');
+    }
+    let path = dir.join("kafka.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the jsonl file through one flatten component to the file destination.
+fn flatten_run(wasm: &Path, input: &Path, config: &str, extra: &str) -> (tempfile::TempDir, Output) {
+    run(&format!(
+        "name: flatten\nsource:\n  name: jsonl\n  path: {}\n  page_size: 5\ndestination:\n  name: file\n  config:\n    destination_id: out\ntransforms:\n  - label: flatten\n    wasm: {}\n    config: {config}\n{extra}",
+        input.display(),
+        wasm.display()
+    ))
+}
+
+/// source_record_id -> source_data text of what a run wrote.
+fn written(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    lines(&dir.join("out.json"))
+        .into_iter()
+        .map(|r| {
+            (
+                r["source_record_id"].as_str().unwrap().to_string(),
+                r["source_data"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_python_and_js_sdk_flattens_write_the_rust_components_records() {
+    let input_dir = tempfile::tempdir().unwrap();
+    let input = kafka_shaped_input(input_dir.path(), false);
+    let mut outputs = Vec::new();
+    for (sdk, wasm) in flattens() {
+        let (dir, output) = flatten_run(&wasm, &input, "{tombstones: drop}", "");
+        assert!(output.status.success(), "{sdk}: {}", text(&output));
+        assert_eq!(result(dir.path())["records_written"], 11, "{sdk}");
+        outputs.push((sdk, written(dir.path())));
+    }
+    let (_, rust) = &outputs[0];
+    // The tombstone (line 5) is dropped; every other record is flattened.
+    assert_eq!(rust.len(), 11);
+    assert!(!rust.contains_key("5"));
+    let seven: Value = serde_json::from_str(&rust["8"]).unwrap();
+    assert_eq!(
+        seven,
+        serde_json::json!({"user_id": 7, "email": "u7@example.com", "score": 21.75, "tags": ["Zoë 🚀", {"n": 7}],
+            "note": null, "__kafka_offset": 107, "__kafka_partition": 1, "__kafka_topic": "users",
+            "__kafka_timestamp": "2024-05-08T10:00:00+00:00"})
+    );
+    let order = [
+        "user_id",
+        "email",
+        "score",
+        "tags",
+        "note",
+        "__kafka_offset",
+        "__kafka_partition",
+        "__kafka_topic",
+        "__kafka_timestamp",
+    ];
+    for (sdk, records) in &outputs[1..] {
+        assert_eq!(
+            records.keys().collect::<Vec<_>>(),
+            rust.keys().collect::<Vec<_>>(),
+            "{sdk}: the same records"
+        );
+        for (id, text) in records {
+            let got: Value = serde_json::from_str(text).unwrap();
+            let want: Value = serde_json::from_str(&rust[id]).unwrap();
+            assert_eq!(got, want, "{sdk}: source_record_id {id}");
+            // The value's keys in their order, then the wrapper's, as in Rust.
+            let positions: Vec<usize> = order.iter().map(|k| text.find(&format!("\"{k}\"")).unwrap()).collect();
+            assert!(positions.windows(2).all(|w| w[0] < w[1]), "{sdk}: key order of {text}");
+        }
+    }
+}
+
+#[test]
+fn a_record_an_sdk_transform_refuses_is_named_and_dead_lettered() {
+    let input_dir = tempfile::tempdir().unwrap();
+    let input = kafka_shaped_input(input_dir.path(), true);
+    for (sdk, wasm) in flattens().into_iter().skip(1) {
+        // With a dead letter: line 3 goes there with why, the rest is written.
+        let (dir, output) = flatten_run(
+            &wasm,
+            &input,
+            "{tombstones: drop}",
+            "dead_letter:\n  path: dead.jsonl\n",
+        );
+        assert!(output.status.success(), "{sdk}: {}", text(&output));
+        assert_eq!(result(dir.path())["records_written"], 10, "{sdk}");
+        assert!(!written(dir.path()).contains_key("3"), "{sdk}");
+        let dead = lines(&dir.path().join("dead.jsonl"));
+        assert_eq!(dead.len(), 1, "{sdk}: {dead:?}");
+        assert_eq!(dead[0]["source_record_id"], "3", "{sdk}");
+        assert_eq!(dead[0]["kind"], "rejected", "{sdk}");
+        let reason = dead[0]["reason"].as_str().unwrap();
+        assert!(reason.starts_with("transform `flatten`: "), "{sdk}: {reason}");
+        assert!(
+            reason.contains("the message value is not a JSON object: \"not an object\""),
+            "{sdk}: {reason}"
+        );
+        let data: Value = serde_json::from_str(dead[0]["source_data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["offset"], 102, "{sdk}: the record as it came");
+
+        // Without one, the run stops naming the record; the tombstone
+        // (line 5, tombstones: error by default) would be next.
+        let (dir, output) = flatten_run(&wasm, &input, "{}", "");
+        assert_eq!(output.status.code(), Some(1), "{sdk}: {}", text(&output));
+        let error = result(dir.path())["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains("source_record_id `3`: transform `flatten`:") && error.contains("not a JSON object"),
+            "{sdk}: {error}"
+        );
+
+        // open() refusing its config is a config error naming the field.
+        let (_dir, output) = flatten_run(&wasm, &input, "{fields: [offst]}", "");
+        assert_eq!(output.status.code(), Some(2), "{sdk}: {}", text(&output));
+        assert!(
+            text(&output).contains("refused its config (open)"),
+            "{sdk}: {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains("fields: `offst` is not a key"),
+            "{sdk}: {}",
+            text(&output)
+        );
+    }
+}
+
+#[test]
+fn kafka_records_flattened_by_the_python_sdk_component_unnest_into_typed_columns() {
+    let [_, (_, python), _] = flattens();
+    kafka_flatten_then_unnest(&format!(
+        "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offset, partition]}}\n",
+        python.display()
+    ));
+}
+
+#[test]
+fn kafka_records_flattened_by_the_js_sdk_component_unnest_into_typed_columns() {
+    let [_, _, (_, js)] = flattens();
+    kafka_flatten_then_unnest(&format!(
+        "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offset, partition]}}\n",
+        js.display()
+    ));
 }

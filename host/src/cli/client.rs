@@ -34,6 +34,13 @@ pub enum TenantCommand {
     Show {
         name: String,
     },
+    /// Change a tenant's limits: the keys given, `null` for the default.
+    Limits {
+        name: String,
+        /// As JSON: '{"memory_mb": 512, "cpu_cores": null}'.
+        #[arg(value_name = "JSON")]
+        limits: String,
+    },
     /// Stop and remove everything of a tenant.
     Delete {
         name: String,
@@ -128,6 +135,11 @@ pub async fn tenant(cmd: TenantCommand, remote: &Remote) -> anyhow::Result<ExitC
         }
         TenantCommand::List => call(remote, Method::GET, "/v1/tenants", None).await,
         TenantCommand::Show { name } => call(remote, Method::GET, &format!("/v1/tenants/{name}"), None).await,
+        TenantCommand::Limits { name, limits } => {
+            let limits: Value = serde_json::from_str(&limits).context("the limits are not JSON")?;
+            let body = json!({ "limits": limits }).to_string().into_bytes();
+            call(remote, Method::PATCH, &format!("/v1/tenants/{name}"), Some(body)).await
+        }
         TenantCommand::Delete { name } => call(remote, Method::DELETE, &format!("/v1/tenants/{name}"), None).await,
     }
 }

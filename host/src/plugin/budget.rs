@@ -5,6 +5,7 @@
 //! when a neighbour grows. A new instance waits for room (an instance being
 //! dropped frees its reservation) and gives up with a clear error.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -37,14 +38,16 @@ pub struct BudgetExceeded {
 
 #[derive(Debug)]
 pub struct MemoryBudget {
-    limit_bytes: u64,
+    /// Atomic so an operator can resize a tenant's share while it runs.
+    limit_bytes: AtomicU64,
     state: Mutex<Held>,
     freed: Notify,
     /// A budget this one is a share of (a tenant's of the host's): room is
     /// taken from both.
     parent: Option<Arc<MemoryBudget>>,
-    /// Live instances this budget admits at most (a tenant's `instances`).
-    max_instances: Option<u64>,
+    /// Live instances this budget admits at most (a tenant's `instances`);
+    /// `u64::MAX` for none.
+    max_instances: AtomicU64,
     /// Whose share this is, for the error.
     owner: Option<String>,
 }
@@ -58,11 +61,11 @@ struct Held {
 impl MemoryBudget {
     pub fn new(limit_mib: u64) -> Arc<Self> {
         Arc::new(Self {
-            limit_bytes: limit_mib.saturating_mul(1 << 20),
+            limit_bytes: AtomicU64::new(limit_mib.saturating_mul(1 << 20)),
             state: Mutex::new(Held::default()),
             freed: Notify::new(),
             parent: None,
-            max_instances: None,
+            max_instances: AtomicU64::new(u64::MAX),
             owner: None,
         })
     }
@@ -72,19 +75,37 @@ impl MemoryBudget {
     /// shares can be promised beyond the total and the total still holds.
     pub fn share(owner: &str, limit_mib: u64, max_instances: u64, parent: Arc<MemoryBudget>) -> Arc<Self> {
         Arc::new(Self {
-            limit_bytes: limit_mib.saturating_mul(1 << 20),
+            limit_bytes: AtomicU64::new(limit_mib.saturating_mul(1 << 20)),
             state: Mutex::new(Held::default()),
             freed: Notify::new(),
             parent: Some(parent),
-            max_instances: Some(max_instances),
+            max_instances: AtomicU64::new(max_instances),
             owner: Some(owner.to_string()),
         })
+    }
+
+    /// New limits for a share that may be in use: instances already live
+    /// keep their memory, and what waits for room is woken to look again.
+    pub fn resize(&self, limit_mib: u64, max_instances: u64) {
+        self.limit_bytes
+            .store(limit_mib.saturating_mul(1 << 20), Ordering::Relaxed);
+        self.max_instances.store(max_instances, Ordering::Relaxed);
+        self.freed.notify_waiters();
+    }
+
+    fn limit_bytes(&self) -> u64 {
+        self.limit_bytes.load(Ordering::Relaxed)
+    }
+
+    fn max_instances(&self) -> Option<u64> {
+        Some(self.max_instances.load(Ordering::Relaxed)).filter(|&m| m != u64::MAX)
     }
 
     /// Whether this budget alone (not counting its parent) has room.
     fn has_room(&self, bytes: u64) -> bool {
         let held = self.lock();
-        held.bytes.saturating_add(bytes) <= self.limit_bytes && self.max_instances.is_none_or(|m| held.instances < m)
+        held.bytes.saturating_add(bytes) <= self.limit_bytes()
+            && self.max_instances().is_none_or(|m| held.instances < m)
     }
 
     /// Why `bytes` found no room: this budget's figures, or its parent's
@@ -99,7 +120,7 @@ impl MemoryBudget {
             in_use_mib: held.bytes >> 20,
             budget_mib: self.limit_mib(),
             instances: held.instances,
-            max_instances: self.max_instances,
+            max_instances: self.max_instances(),
             waited_ms: waited.as_millis() as u64,
             scope: match &self.owner {
                 Some(owner) => format!("{owner}'s plugin memory share"),
@@ -115,7 +136,7 @@ impl MemoryBudget {
     }
 
     pub fn limit_mib(&self) -> u64 {
-        self.limit_bytes >> 20
+        self.limit_bytes() >> 20
     }
 
     /// Bytes held by live instances.
@@ -129,8 +150,8 @@ impl MemoryBudget {
 
     fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         let mut held = self.lock();
-        if held.bytes.saturating_add(bytes) > self.limit_bytes
-            || self.max_instances.is_some_and(|m| held.instances >= m)
+        if held.bytes.saturating_add(bytes) > self.limit_bytes()
+            || self.max_instances().is_some_and(|m| held.instances >= m)
         {
             return None;
         }
@@ -164,7 +185,7 @@ impl MemoryBudget {
                 Some(_) => deadline.min(tokio::time::Instant::now() + PARENT_POLL),
                 None => deadline,
             };
-            let hopeless = bytes > self.limit_bytes;
+            let hopeless = bytes > self.limit_bytes();
             if hopeless || (tokio::time::timeout_at(wake, freed).await.is_err() && wake >= deadline) {
                 return Err(self.exceeded(bytes, started.elapsed()));
             }
@@ -242,6 +263,29 @@ mod tests {
         assert_eq!(budget.in_use(), 6 << 20);
         drop(second);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_resized_share_admits_or_refuses_from_then_on() {
+        let host = MemoryBudget::new(100);
+        let share = MemoryBudget::share("a", 8, 1, host.clone());
+        let first = share.reserve(6 << 20, Duration::ZERO).await.unwrap();
+        let waiter = {
+            let share = share.clone();
+            tokio::spawn(async move { share.reserve(6 << 20, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        share.resize(16, 2);
+        let second = waiter.await.unwrap().expect("a raise wakes what waits");
+        share.resize(4, 2);
+        let err = share.reserve(1 << 20, Duration::ZERO).await.unwrap_err();
+        assert_eq!(
+            (err.in_use_mib, err.budget_mib),
+            (12, 4),
+            "live instances keep their memory"
+        );
+        drop((first, second));
+        assert_eq!(host.in_use(), 0);
     }
 
     #[tokio::test]

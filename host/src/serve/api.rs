@@ -19,7 +19,7 @@ use super::auth::{self, check_name};
 use super::config::LimitOverrides;
 use super::error::ApiError;
 use super::pipelines::Supervisor;
-use super::{logs, metrics, State};
+use super::{logs, metrics, retention, State};
 
 type AppState = Arc<State>;
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/v1/tenants/{tenant}", get(get_tenant).delete(delete_tenant))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(get_tenant).patch(patch_tenant).delete(delete_tenant),
+        )
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/{name}", get(get_plugin).put(put_plugin))
         .route("/v1/pipelines", get(list_pipelines))
@@ -145,6 +148,44 @@ async fn get_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(
     Ok(Json(tenant_json(&state, &name)?))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantPatch {
+    limits: serde_json::Map<String, Value>,
+}
+
+/// Changes the keys the body names; `null` returns one to the default.
+async fn patch_tenant(
+    Extract(state): Extract<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult {
+    auth::admin(&state, &headers)?;
+    let patch: TenantPatch = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
+    let row = state
+        .registry
+        .tenant(&name)?
+        .ok_or_else(|| ApiError::not_found("tenant", &name))?;
+    let Value::Object(mut limits) = json!(row.limits) else {
+        unreachable!("limits serialize as an object")
+    };
+    for (key, value) in patch.limits {
+        match value {
+            Value::Null => limits.remove(&key),
+            value => limits.insert(key, value),
+        };
+    }
+    let limits: LimitOverrides =
+        serde_json::from_value(Value::Object(limits)).map_err(|e| ApiError::invalid(format!("limits: {e}")))?;
+    if !state.registry.set_limits(&name, &limits)? {
+        return Err(ApiError::not_found("tenant", &name));
+    }
+    state.tenants.reload(&state.registry, &name)?;
+    tracing::info!(tenant = %name, "tenant limits changed");
+    tenant_json(&state, &name).map(Json)
+}
+
 async fn delete_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
     auth::admin(&state, &headers)?;
     state.tenant(&name)?;
@@ -188,8 +229,10 @@ async fn put_plugin(
     let plugin_mb = tenant.limits.plugin_mb;
     let bytes = read_body(body, limit, |size| super::plugins::too_large(size, plugin_mb)).await?;
     let (mut row, staged) = state.store.check(&tenant, &name, &bytes).await?;
+    let _turn = retention::lock(&state, &tenant.name).await;
     row.version = state.registry.add_plugin(&tenant.name, &row)?;
     state.store.keep(&staged, &row.digest).await?;
+    retention::collect(&state, &tenant)?;
     tracing::info!(tenant = %tenant.name, plugin = %name, version = row.version, "plugin uploaded");
     Ok((StatusCode::CREATED, Json(json!(row))).into_response())
 }
@@ -218,6 +261,7 @@ async fn put_pipeline(
     check_name("pipeline", &name)?;
     let body = read_body(body, MAX_BODY_BYTES as u64, too_long).await?;
     let yaml = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the pipeline file is not UTF-8"))?;
+    let _turn = retention::lock(&state, &tenant.name).await;
     let prepared = state.prepare(&tenant, &name, yaml)?;
     let existed = state.registry.pipeline(&tenant.name, &name)?.is_some();
     if !existed && state.registry.count_pipelines(&tenant.name)? >= tenant.limits.pipelines {
@@ -228,6 +272,7 @@ async fn put_pipeline(
     }
     let swapped = Supervisor::swap(&state, &tenant, &name, &prepared).await?;
     state.registry.put_pipeline(&tenant.name, &name, yaml)?;
+    retention::collect(&state, &tenant)?;
     let running = state.supervisor.is_running(&tenant.name, &name);
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     let body = json!({
@@ -269,13 +314,15 @@ async fn get_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Pat
 }
 
 async fn delete_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
-    own_pipeline(&state, &tenant, &name)?;
-    state.supervisor.stop(&tenant, &name).await;
-    state.registry.delete_pipeline(&tenant, &name)?;
-    state.supervisor.forget(&tenant, Some(&name));
-    logs::forget(&tenant, Some(&name));
-    metrics::forget_pipeline(&tenant, &name);
+    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+    own_pipeline(&state, &tenant.name, &name)?;
+    let _turn = retention::lock(&state, &tenant.name).await;
+    state.supervisor.stop(&tenant.name, &name).await;
+    state.registry.delete_pipeline(&tenant.name, &name)?;
+    state.supervisor.forget(&tenant.name, Some(&name));
+    logs::forget(&tenant.name, Some(&name));
+    metrics::forget_pipeline(&tenant.name, &name);
+    retention::collect(&state, &tenant)?;
     Ok(Json(json!({"name": name, "deleted": true})))
 }
 
@@ -287,11 +334,13 @@ async fn start_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, P
 }
 
 async fn stop_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
-    own_pipeline(&state, &tenant, &name)?;
-    state.registry.set_running(&tenant, &name, false)?;
-    state.supervisor.stop(&tenant, &name).await;
-    Ok(Json(json!(state.supervisor.status(&tenant, &name))))
+    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+    own_pipeline(&state, &tenant.name, &name)?;
+    let _turn = retention::lock(&state, &tenant.name).await;
+    state.registry.set_running(&tenant.name, &name, false)?;
+    state.supervisor.stop(&tenant.name, &name).await;
+    retention::collect(&state, &tenant)?;
+    Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
 }
 
 async fn pipeline_logs(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {

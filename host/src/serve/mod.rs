@@ -5,6 +5,7 @@
 //! - [`registry`]: tenants, plugin versions and pipelines in SQLite.
 //! - [`tenants`]: a tenant's limits, memory budget share and files directory.
 //! - [`plugins`]: uploads checked, compiled in a bounded pool, content-addressed.
+//! - [`retention`]: plugin versions no pipeline needs are removed.
 //! - [`pipelines`]: what a tenant's pipeline may ask for, and the supervisor
 //!   that runs, stops, resumes and upgrades them.
 //! - [`auth`], [`api`], [`error`]: tokens, routes, `{error: {code, message}}`.
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod pipelines;
 pub mod plugins;
 pub mod registry;
+pub mod retention;
 pub mod tenants;
 mod ui;
 
@@ -53,6 +55,7 @@ pub struct State {
     pub tenants: Tenants,
     pub store: PluginStore,
     pub supervisor: Supervisor,
+    pub retention: retention::Locks,
     admin_hash: String,
 }
 
@@ -134,6 +137,7 @@ pub async fn run(
         tenants,
         store,
         supervisor: Supervisor::default(),
+        retention: retention::Locks::default(),
         admin_hash,
     });
     resume(&state).await?;
@@ -146,7 +150,8 @@ pub async fn run(
     served.map_err(io)
 }
 
-/// Starts the pipelines the registry says were running.
+/// Starts the pipelines the registry says were running, then removes the
+/// plugin versions none of them needs (those that ended since).
 async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
     for row in state.registry.pipelines(None)?.into_iter().filter(|r| r.running) {
         let started = match state.tenant(&row.tenant) {
@@ -159,6 +164,15 @@ async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
                 tracing::error!(tenant = %row.tenant, pipeline = %row.name, "cannot resume: {e}");
                 state.registry.set_running(&row.tenant, &row.name, false)?;
             }
+        }
+    }
+    for row in state.registry.tenants()? {
+        let collected = match state.tenant(&row.name) {
+            Ok(tenant) => retention::collect(state, &tenant).map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = collected {
+            tracing::warn!(tenant = %row.name, "cannot collect unused plugin versions: {e}");
         }
     }
     Ok(())

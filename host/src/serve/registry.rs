@@ -151,6 +151,15 @@ impl Registry {
             .collect()
     }
 
+    /// False when there is no such tenant.
+    pub fn set_limits(&self, name: &str, limits: &LimitOverrides) -> Result<bool, RegistryError> {
+        let limits = serde_json::to_string(limits).expect("limits serialize");
+        let n = self
+            .conn()
+            .execute("UPDATE tenants SET limits = ?2 WHERE name = ?1", params![name, limits])?;
+        Ok(n == 1)
+    }
+
     /// Removes the tenant with its plugins and pipelines; false if there was none.
     pub fn delete_tenant(&self, name: &str) -> Result<bool, RegistryError> {
         Ok(self.conn().execute("DELETE FROM tenants WHERE name = ?1", [name])? == 1)

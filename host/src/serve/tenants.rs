@@ -78,6 +78,31 @@ impl Tenants {
         Ok(Some(self.lock().entry(name.to_string()).or_insert(tenant).clone()))
     }
 
+    /// Reloads the tenant's limits from the registry. Its memory and CPU
+    /// shares are resized in place, so they bind its running pipelines at
+    /// once; the other limits gate what it does next (uploads, stores,
+    /// starts), as running pipelines were checked when they started.
+    pub fn reload(&self, registry: &Registry, name: &str) -> Result<Option<Arc<Tenant>>, RegistryError> {
+        let Some(old) = self.lock().get(name).cloned() else {
+            return self.get(registry, name);
+        };
+        let Some(row) = registry.tenant(name)? else {
+            return Ok(None);
+        };
+        let limits = row.limits.over(&self.defaults);
+        old.budget.resize(limits.memory_mb, limits.instances as u64);
+        old.cpu.set_cores(limits.cpu_cores);
+        let tenant = Arc::new(Tenant {
+            name: name.to_string(),
+            budget: old.budget.clone(),
+            cpu: old.cpu.clone(),
+            files: old.files.clone(),
+            limits,
+        });
+        self.lock().insert(name.to_string(), tenant.clone());
+        Ok(Some(tenant))
+    }
+
     pub fn forget(&self, name: &str) {
         self.lock().remove(name);
     }

@@ -106,7 +106,13 @@ impl SourceTask for Transformed {
             default_destination_id,
             stats,
         });
-        runtime.block_on(drive(rx, events, context, workers));
+        let started = std::time::Instant::now();
+        runtime.block_on(drive(rx, events, context.clone(), workers));
+        tracing::debug!(
+            "transforms: {:.2} s in the stage; {}",
+            started.elapsed().as_secs_f64(),
+            context.chain.spent().summary()
+        );
         stop.store(true, Ordering::Relaxed);
         if closes {
             // The source's last commit happens before the run reports.

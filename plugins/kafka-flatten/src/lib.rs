@@ -92,7 +92,6 @@ struct Flatten {
     /// (wrapper key, the output key as JSON text), in output order.
     copies: Vec<(String, String)>,
     drop_tombstones: bool,
-    buffer: String,
 }
 
 impl Transform for Flatten {
@@ -114,12 +113,11 @@ impl Transform for Flatten {
         Ok(Flatten {
             copies,
             drop_tombstones: settings.tombstones == Tombstones::Drop,
-            buffer: String::new(),
         })
     }
 
     fn transform(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Error> {
-        let wrapper: Wrapper = serde_json::from_str(record.data.get())
+        let wrapper: Wrapper = serde_json::from_str(record.json())
             .map_err(|_| Error::msg("source_data is not Bizon's Kafka record (an object with `value`)"))?;
         let value = match wrapper.value.map(|v| v.get().trim()) {
             None => return Err(Error::msg("source_data has no `value`: not Bizon's Kafka record")),
@@ -140,21 +138,21 @@ impl Transform for Flatten {
         // `{"a": 1}` -> `{"a": 1, "__kafka_offset": 7}`: the value's closing
         // brace comes off, the fields go after its last member.
         let body = value[1..value.len() - 1].trim_end();
-        self.buffer.clear();
-        self.buffer.push('{');
-        self.buffer.push_str(body);
+        let mut text = String::with_capacity(record.json().len());
+        text.push('{');
+        text.push_str(body);
         let mut first = body.trim().is_empty();
         for (from, key) in &self.copies {
             if !first {
-                self.buffer.push_str(", ");
+                text.push_str(", ");
             }
             first = false;
-            self.buffer.push_str(key);
-            self.buffer.push_str(": ");
-            self.buffer.push_str(wrapper.field(from).map_or("null", |v| v.get()));
+            text.push_str(key);
+            text.push_str(": ");
+            text.push_str(wrapper.field(from).map_or("null", |v| v.get()));
         }
-        self.buffer.push('}');
-        record.set_json(self.buffer.clone())?;
+        text.push('}');
+        record.set_json(text);
         out.push(record);
         Ok(())
     }
@@ -168,15 +166,10 @@ mod tests {
 
     fn flatten(config: &str, data: &str) -> Result<Vec<String>, String> {
         let mut t = Flatten::open(Config::from_json(config).unwrap()).map_err(|e| e.to_string())?;
-        let record = Record {
-            source_record_id: "1".into(),
-            source_timestamp: 0,
-            destination_id: None,
-            data: RawValue::from_string(data.into()).unwrap(),
-        };
+        let record = Record::new("1".into(), 0, None, data.into());
         let mut out = Vec::new();
         t.transform(record, &mut out).map_err(|e| e.to_string())?;
-        Ok(out.into_iter().map(|r| r.data.get().to_string()).collect())
+        Ok(out.into_iter().map(|r| r.json().to_string()).collect())
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //     [--allow-dir D]... [--allow-env N]... [--allow-host H]... [--bizon-host PATH]
 // Bundles app.js and @bizon/plugin with rolldown into one module, makes a
 // component of it with componentize-js (StarlingMonkey) without its HTTP
-// server features, then checks it with `bizon-host plugin test`.
+// server features, then checks it with `bizon-host plugin test`. app.js
+// exports `destination` (defineDestination) or `transform` (defineTransform,
+// world js-transformer; not checked: plugin test speaks destinations only).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,9 +49,15 @@ async function build(opts) {
     logLevel: 'warn',
   });
   const { output } = await bundle.generate({ format: 'esm' });
-  if (!/export\s*\{[^}]*\bdestination\b/.test(output[0].code)) {
-    fail(`${basename(opts.app)}: export the destination: export const destination = defineDestination({...})`);
+  const exported = (name) => new RegExp(`export\\s*\\{[^}]*\\b${name}\\b`).test(output[0].code);
+  const kinds = ['destination', 'transform'].filter(exported);
+  if (kinds.length !== 1) {
+    fail(
+      `${basename(opts.app)}: export a destination or a transform (found ${kinds.join(' and ') || 'neither'}): ` +
+        'export const destination = defineDestination({...}) or export const transform = defineTransform({...})',
+    );
   }
+  opts.kind = kinds[0];
   const work = mkdtempSync(join(tmpdir(), 'bizon-plugin-'));
   try {
     const source = join(work, 'bundle.js');
@@ -57,7 +65,7 @@ async function build(opts) {
     const { component } = await componentize({
       sourcePath: source,
       witPath: join(sdk, 'wit'),
-      worldName: 'js-plugin',
+      worldName: opts.kind === 'transform' ? 'js-transformer' : 'js-plugin',
       // The HTTP server features pull in wasi:http exports a destination
       // must not have (REFERENCE section 7).
       disableFeatures: ['http', 'fetch-event'],
@@ -73,7 +81,9 @@ async function build(opts) {
 
 const opts = parse(process.argv.slice(2));
 await build(opts);
-if (opts.check) {
+if (opts.kind === 'transform') {
+  if (opts.check) console.log('not checked: `bizon-host plugin test` checks destinations; run the transform in a pipeline');
+} else if (opts.check) {
   const args = ['plugin', 'test', opts.output, ...opts.hostArgs];
   console.log(`checking: ${opts.bizonHost} ${args.join(' ')}`);
   const run = spawnSync(opts.bizonHost, args, { stdio: 'inherit' });

@@ -31,6 +31,27 @@ export function toNumber(value) {
   return typeof value === 'bigint' ? Number(value) : value;
 }
 
+// NDJSON bytes (or text) as the array of their parsed lines. Decoded and
+// parsed a few MB at a time, cut at row ends: one string of a whole 100 MB
+// batch fails to decode in StarlingMonkey, and one JSON.parse per chunk
+// (rows joined as an array: a raw newline only ever separates rows) beats
+// one per row under an interpreter.
+export function parseNdjson(bytes) {
+  if (typeof bytes === 'string') bytes = new TextEncoder().encode(bytes);
+  const decoder = new TextDecoder();
+  const rows = [];
+  for (let start = 0; start < bytes.length; ) {
+    let end = bytes.indexOf(10, Math.min(start + CHUNK_BYTES, bytes.length - 1));
+    if (end === -1) end = bytes.length;
+    const text = decoder.decode(bytes.subarray(start, end)).trim();
+    if (text.length > 0) {
+      for (const fields of JSON.parse(`[${text.replaceAll('\n', ',')}]`)) rows.push(fields);
+    }
+    start = end + 1;
+  }
+  return rows;
+}
+
 export class Row {
   // One NDJSON row: Bizon's columns as properties; `data` is source_data
   // parsed on first use. Plain fields set in the constructor keep every row
@@ -56,22 +77,8 @@ export class Batch {
   }
 
   static fromNdjson(bytes, info) {
-    if (typeof bytes === 'string') bytes = new TextEncoder().encode(bytes);
-    const decoder = new TextDecoder();
     const rows = [];
-    // Decoded and parsed a few MB at a time, cut at row ends: one string of a
-    // whole 100 MB batch fails to decode in StarlingMonkey, and one
-    // JSON.parse per chunk (rows joined as an array: a raw newline only ever
-    // separates rows) beats one per row under an interpreter.
-    for (let start = 0; start < bytes.length; ) {
-      let end = bytes.indexOf(10, Math.min(start + CHUNK_BYTES, bytes.length - 1));
-      if (end === -1) end = bytes.length;
-      const text = decoder.decode(bytes.subarray(start, end)).trim();
-      if (text.length > 0) {
-        for (const fields of JSON.parse(`[${text.replaceAll('\n', ',')}]`)) rows.push(new Row(fields, rows.length));
-      }
-      start = end + 1;
-    }
+    for (const fields of parseNdjson(bytes)) rows.push(new Row(fields, rows.length));
     return new Batch(rows, info);
   }
 
@@ -91,7 +98,7 @@ export class Batch {
 // The default input: NDJSON rows, decoded by the SDK.
 export const ndjson = Object.freeze({ format: 'ndjson', decode: (bytes, info) => Batch.fromNdjson(bytes, info) });
 
-function describe(error) {
+export function describe(error) {
   if (error instanceof Error) return error.stack && error.stack.includes(error.message) ? error.stack : `${error.name}: ${error.message}\n${error.stack || ''}`.trim();
   try {
     return `thrown: ${JSON.stringify(error)}`;

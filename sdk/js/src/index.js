@@ -1,17 +1,23 @@
-// @bizon/plugin: a bizon-host destination in JavaScript.
+// @bizon/plugin: a bizon-host destination or transform in JavaScript.
 //
 //   import { defineDestination, files, log, Retryable, Rejected } from '@bizon/plugin';
 //   export const destination = defineDestination({ open, checkConnection, writeRecords, finalize });
+//
+//   import { defineTransform } from '@bizon/plugin';
+//   export const transform = defineTransform({ open, transform });
 //
 // Built into a component by `npx bizon-plugin build app.js -o my_dest.wasm`.
 import { log as hostLog } from 'bizon:destination/host@0.1.0';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 import { makeDestination, makeLog } from './core.js';
 import { makeFiles } from './files.js';
+import { makeTransform } from './transform.js';
 
 export { Batch, Rejected, Retryable, Row } from './core.js';
 
 export { FileError } from './files.js';
+
+export { Record } from './transform.js';
 
 export const log = makeLog(hostLog);
 
@@ -20,4 +26,10 @@ export const files = makeFiles(getDirectories);
 
 export function defineDestination(spec) {
   return makeDestination(spec);
+}
+
+// transform(record) returns the record, an object (its new data), an array
+// of them, or [] to drop it; a throw fails that record alone.
+export function defineTransform(spec) {
+  return makeTransform(spec);
 }

@@ -178,11 +178,27 @@ fn schema_id(bytes: &[u8]) -> Result<(i64, usize), String> {
     Ok((i64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes")), 8))
 }
 
+fn text(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to memory");
+}
+
+/// A JSON object of `entries` in their order.
+fn object<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) -> Result<(), String> {
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        text(out, k);
+        out.push(b':');
+        render(v, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 fn render(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
     use base64::Engine;
-    let text = |out: &mut Vec<u8>, s: &str| {
-        serde_json::to_writer(&mut *out, s).expect("writing to memory");
-    };
     let iso = |out: &mut Vec<u8>, us: i64, zone: bool| {
         let mut t = Vec::with_capacity(32);
         write_iso8601_us(us, &mut t);
@@ -218,29 +234,9 @@ fn render(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
             // Avro maps have no order; sorted keys make the text stable.
             let mut entries: Vec<_> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                text(out, k);
-                out.push(b':');
-                render(v, out)?;
-            }
-            out.push(b'}');
+            object(entries, out)?;
         }
-        Value::Record(fields) => {
-            out.push(b'{');
-            for (i, (k, v)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                text(out, k);
-                out.push(b':');
-                render(v, out)?;
-            }
-            out.push(b'}');
-        }
+        Value::Record(fields) => object(fields.iter().map(|(k, v)| (k, v)), out)?,
         Value::Date(days) => {
             let mut t = Vec::new();
             write_iso8601_us(i64::from(*days) * 86_400_000_000, &mut t);

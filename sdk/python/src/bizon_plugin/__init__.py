@@ -1,10 +1,12 @@
-"""Write bizon-host destinations in Python: subclass `Destination`, build a
-WebAssembly component with `bizon-plugin build app.py -o my_dest.wasm`."""
+"""Write bizon-host destinations and transforms in Python: subclass
+`Destination` or `Transform`, build a WebAssembly component with
+`bizon-plugin build app.py -o my_plugin.wasm`."""
 
 from .arrow import ArrowError
 from .batch import Batch, Row
 from . import http
 from .destination import Destination, Rejected, Retryable
+from .transform import Record, Transform
 
-__all__ = ["ArrowError", "Batch", "Destination", "Rejected", "Retryable", "Row", "http"]
+__all__ = ["ArrowError", "Batch", "Destination", "Record", "Rejected", "Retryable", "Row", "Transform", "http"]
 __version__ = "0.1.0"

@@ -1,4 +1,6 @@
-"""`bizon-plugin build app.py -o my_dest.wasm` and `bizon-plugin test app.py`."""
+"""`bizon-plugin build app.py -o my_plugin.wasm` and `bizon-plugin test app.py`,
+for a destination (a bizon_plugin.Destination subclass) or a transform (a
+bizon_plugin.Transform subclass): the module says which."""
 
 import argparse
 import ast
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from .batch import Batch
 from .destination import Runner, find_destination
+from .transform import TransformRunner, find_transform
 
 _PACKAGE = Path(__file__).resolve().parent
 _ENTRY = "bizon_plugin_main"
@@ -28,19 +31,25 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build a WebAssembly component from a plugin module")
-    build.add_argument("app", type=Path, help="the module that defines one bizon_plugin.Destination subclass")
+    build.add_argument(
+        "app", type=Path, help="the module that defines one bizon_plugin.Destination or bizon_plugin.Transform subclass"
+    )
     build.add_argument("-o", "--output", type=Path, help="the component to write (default: APP's name with .wasm)")
     build.add_argument(
         "-p", "--path", type=Path, action="append", default=[], help="another directory of modules to bundle (repeatable)"
     )
-    build.add_argument("--no-check", action="store_true", help="skip `bizon-host plugin test` on the result")
+    build.add_argument(
+        "--no-check", action="store_true", help="skip `bizon-host plugin test` on the result (destinations only)"
+    )
     _host_options(build)
     build.set_defaults(run=_build)
 
-    test = commands.add_parser("test", help="run the destination in this Python on sample batches")
+    test = commands.add_parser("test", help="run the destination or transform in this Python on sample records")
     test.add_argument("app", type=Path)
     test.add_argument("--plugin-config", default="{}", help="what open() receives, as JSON (default {})")
-    test.add_argument("--records", type=Path, help="a JSONL file whose lines are written as one more batch")
+    test.add_argument(
+        "--records", type=Path, help="a JSONL file of records (source_data): one more batch, or a transform's input"
+    )
     test.set_defaults(run=_test)
 
     args = parser.parse_args(argv)
@@ -61,8 +70,17 @@ def _host_options(parser):
     )
 
 
-def _destination_classes(app):
-    """Classes in `app` with a base spelled Destination or bizon_plugin.Destination."""
+# What a module may define, and what `build` makes of it: (componentize-py
+# world, the export module in this package).
+_KINDS = {
+    "Destination": ("python-plugin", "_export"),
+    "Transform": ("python-transformer", "_export_transform"),
+}
+
+
+def _plugin_classes(app):
+    """(base, "Class (line N)") for each class in `app` whose base is spelled
+    Destination, Transform or bizon_plugin.<either>."""
     try:
         tree = ast.parse(app.read_text(encoding="utf-8"), filename=str(app))
     except SyntaxError as e:
@@ -72,8 +90,8 @@ def _destination_classes(app):
         if isinstance(node, ast.ClassDef):
             for base in node.bases:
                 name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
-                if name == "Destination":
-                    found.append(f"{node.name} (line {node.lineno})")
+                if name in _KINDS:
+                    found.append((name, f"{node.name} (line {node.lineno})"))
     return found
 
 
@@ -82,12 +100,14 @@ def _app(path):
         raise CliError(f"{path}: no such file")
     if path.suffix != ".py":
         raise CliError(f"{path}: a plugin is a Python module (.py)")
-    found = _destination_classes(path)
+    found = _plugin_classes(path)
     if len(found) != 1:
+        names = ", ".join(name for _, name in found) or "none"
         raise CliError(
-            f"{path}: a plugin module defines exactly one subclass of bizon_plugin.Destination; found {', '.join(found) or 'none'}"
+            f"{path}: a plugin module defines exactly one subclass of bizon_plugin.Destination or "
+            f"bizon_plugin.Transform; found {names}"
         )
-    return path.resolve()
+    return path.resolve(), found[0][0]
 
 
 def _componentize_py():
@@ -98,11 +118,12 @@ def _componentize_py():
     return found
 
 
-def _stage(app, work):
+def _stage(app, work, kind):
     """The entry module, this package and the app's own modules, copied under
     `work`: componentize-py bundles whole directories, so the app's directory
     (a virtualenv, data files) is not handed to it as it is."""
     lib = work / "lib"
+    export = _KINDS[kind][1]
     shutil.copytree(_PACKAGE, lib / "bizon_plugin", ignore=shutil.ignore_patterns("__pycache__", "cli.py", "wit"))
     for item in app.parent.iterdir():
         if item.suffix == ".py" and item.is_file():
@@ -110,22 +131,22 @@ def _stage(app, work):
         elif item.is_dir() and (item / "__init__.py").is_file() and item.name != "bizon_plugin":
             shutil.copytree(item, lib / item.name, ignore=shutil.ignore_patterns("__pycache__"))
     (lib / f"{_ENTRY}.py").write_text(
-        f"# Generated by bizon-plugin build.\nimport {app.stem} as app\nfrom bizon_plugin._export import export\n\n"
-        "Destination = export(app)\n",
+        f"# Generated by bizon-plugin build.\nimport {app.stem} as app\nfrom bizon_plugin.{export} import export\n\n"
+        f"{kind} = export(app)\n",
         encoding="utf-8",
     )
     return lib
 
 
 def _build(args):
-    app = _app(args.app)
+    app, kind = _app(args.app)
     if not app.stem.isidentifier():
         raise CliError(f"{args.app}: the file name must be a Python module name")
     output = (args.output or app.with_suffix(".wasm")).resolve()
-    command = [_componentize_py(), "-d", str(_PACKAGE / "wit"), "-w", "python-plugin", "componentize", _ENTRY]
+    command = [_componentize_py(), "-d", str(_PACKAGE / "wit"), "-w", _KINDS[kind][0], "componentize", _ENTRY]
     with tempfile.TemporaryDirectory(prefix="bizon-plugin-") as tmp:
         work = Path(tmp)
-        lib = _stage(app, work)
+        lib = _stage(app, work, kind)
         for path in [lib, *args.path]:
             command += ["-p", str(path)]
         command += ["-o", str(output)]
@@ -134,6 +155,10 @@ def _build(args):
         raise CliError(f"componentize-py failed building {args.app}:\n{done.stdout}{done.stderr}".rstrip())
     print(f"built {output} ({output.stat().st_size / 1e6:.1f} MB)")
     if args.no_check:
+        return 0
+    if kind == "Transform":
+        # `bizon-host plugin test` speaks the destination contract only.
+        print("not checked: `bizon-host plugin test` checks destinations; run the transform in a pipeline")
         return 0
     return _check(output, args)
 
@@ -196,11 +221,13 @@ def _bizon_batch(source_data, destination_id, sequence, now):
 
 
 def _test(args):
-    app = _app(args.app)
+    app, kind = _app(args.app)
     try:
         config = json.loads(args.plugin_config)
     except json.JSONDecodeError as e:
         raise CliError(f"--plugin-config is not JSON: {e}") from None
+    if kind == "Transform":
+        return _test_transform(app, config, args.records)
     runner = Runner(find_destination(_load(app)))
     batches = list(sample_batches())
     if args.records:
@@ -227,6 +254,63 @@ def _test(args):
         report(f"write: {label}", outcome, f": {batch.num_rows} row(s)")
     report("finalize", runner.finalize())
     return 1 if failed else 0
+
+
+
+def _sample_records():
+    """The records `bizon-plugin test` hands a transform without --records:
+    a Kafka record as Bizon's source wraps it, plain rows, unicode."""
+    return [
+        {
+            "topic": "users",
+            "partition": 0,
+            "offset": 7,
+            "timestamp": "2024-01-01T00:00:00+00:00",
+            "keys": {"id": "1"},
+            "headers": {},
+            "value": {"id": 1, "email": "a@example.com"},
+        },
+        {"id": 2, "name": "user 2"},
+        {"text": "Zoë 🚀 日本語"},
+    ]
+
+
+def _test_transform(app, config, records):
+    """Runs the transform over records in this Python and prints what comes
+    out of each, as the host would write it."""
+    runner = TransformRunner(find_transform(_load(app)))
+    refused = runner.open(config)
+    if refused is not None:
+        print(f"FAIL  {refused}")
+        return 1
+    print("PASS  open")
+    if records:
+        lines = [line for line in records.read_text(encoding="utf-8").splitlines() if line.strip()]
+        inputs = [json.loads(line) for line in lines]
+    else:
+        inputs = _sample_records()
+    now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1_000_000)
+    batch = "\n".join(
+        json.dumps({"source_record_id": str(i), "source_timestamp": now, "destination_id": None, "source_data": data})
+        for i, data in enumerate(inputs)
+    )
+    out, errors = runner.run(batch.encode())
+    produced = {}
+    for line in out.decode().splitlines():
+        row = json.loads(line)
+        produced.setdefault(row.get("row"), []).append(row)
+    failed = dict(errors)
+    for i in range(len(inputs)):
+        if i in failed:
+            print(f"FAIL  record {i}: {failed[i]}")
+            continue
+        results = produced.get(i, [])
+        print(f"PASS  record {i}: {len(results)} record(s) out" + ("" if results else " (dropped)"))
+        for row in results:
+            print(f"        {json.dumps(row['source_data'], ensure_ascii=False)}")
+    for row in produced.get(None, []):
+        print(f"PASS  new record {row['source_record_id']!r}: {json.dumps(row['source_data'], ensure_ascii=False)}")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

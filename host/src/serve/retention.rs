@@ -1,0 +1,68 @@
+//! Plugin versions a tenant no longer needs are removed. Every upload is a
+//! new version; a version stays while it is its plugin's newest (what
+//! `plugin: NAME` starts), a stored pipeline pins it (`plugin: NAME@N`), or
+//! a running pipeline runs it. Its bytes go when no version of any tenant
+//! names them.
+//!
+//! Collection runs after each change that can free a version: an upload, a
+//! pipeline stored, stopped or deleted, and when serve starts. Those
+//! changes and the collection take the tenant's [`lock`] in turn, so a
+//! pipeline that pins a version cannot be stored while that version is
+//! being removed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::error::ApiError;
+use super::tenants::Tenant;
+use super::State;
+
+/// One lock a tenant: its version changes and collections take turns.
+#[derive(Default)]
+pub struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// The tenant's turn.
+pub async fn lock(state: &State, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    let lock = {
+        let mut locks = state.retention.0.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(tenant.to_string()).or_default().clone()
+    };
+    lock.lock_owned().await
+}
+
+/// Removes the tenant's unneeded versions; returns them as (name, version).
+/// The caller holds the tenant's [`lock`].
+pub fn collect(state: &State, tenant: &Tenant) -> Result<Vec<(String, u32)>, ApiError> {
+    let mut keep = HashSet::new();
+    for pipeline in state.registry.pipelines(Some(&tenant.name))? {
+        // A stored pipeline that no longer validates pins nothing it could run.
+        if let Ok(prepared) = state.prepare(tenant, &pipeline.name, &pipeline.yaml) {
+            keep.extend(prepared.plugin);
+        }
+        if state.supervisor.is_running(&tenant.name, &pipeline.name) {
+            let status = state.supervisor.status(&tenant.name, &pipeline.name);
+            if let (Some(name), Some(version)) = (status.plugin, status.plugin_version) {
+                keep.insert((name, version));
+            }
+        }
+    }
+    let versions = state.registry.plugins(&tenant.name, None)?;
+    let mut newest = HashMap::new();
+    for row in &versions {
+        let v = newest.entry(row.name.clone()).or_insert(row.version);
+        *v = (*v).max(row.version);
+    }
+    let mut removed = Vec::new();
+    for row in versions {
+        let key = (row.name, row.version);
+        if newest[&key.0] != key.1 && !keep.contains(&key) {
+            state.registry.remove_plugin_version(&tenant.name, &key.0, key.1)?;
+            tracing::info!(tenant = %tenant.name, plugin = %key.0, version = key.1, "unused plugin version removed");
+            removed.push(key);
+        }
+    }
+    if !removed.is_empty() {
+        state.store.collect(&state.registry.digests()?);
+    }
+    Ok(removed)
+}
