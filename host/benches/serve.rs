@@ -7,7 +7,8 @@
 //!   active ones: memory per idle tenant and API latency.
 //!
 //! `cargo bench --bench serve -- isolation` (or `density`; BIZON_BENCH_TENANTS
-//! sets the number of idle tenants, default 1000). Needs the guests
+//! sets the number of idle tenants, default 1000; BENCH_B_CPU_CORES sets
+//! hostile tenant B's CPU share, default the server's). Needs the guests
 //! (scripts/build-plugins.sh) and, for density, tansu (scripts/install-kafka.sh).
 
 #[allow(dead_code)]
@@ -203,7 +204,15 @@ fn isolation(only: &[String]) {
         "plugin_memory_budget_mb: 2048\ncompile_concurrency: 1\n",
     );
     let a = serve.tenant("acme", json!({}));
-    let b = serve.tenant("bravo", json!({"plugin_mb": 64, "memory_mb": 1024}));
+    let mut b_limits = json!({"plugin_mb": 64, "memory_mb": 1024});
+    if let Ok(cores) = std::env::var("BENCH_B_CPU_CORES") {
+        b_limits["cpu_cores"] = json!(cores.parse::<f64>().expect("BENCH_B_CPU_CORES: a number of cores"));
+    }
+    let b = serve.tenant("bravo", b_limits);
+    println!(
+        "B's limits: {}",
+        serve.ok("GET", "/v1/tenants/bravo", ADMIN, None)["limits"]
+    );
     serve.ok("PUT", "/v1/plugins/sum", &a, Some(plugin("bench_sum")));
     serve.ok("PUT", "/v1/plugins/hostile", &b, Some(plugin("hostile")));
 
