@@ -205,7 +205,7 @@ fn isolation(only: &[String]) {
     );
     let a = serve.tenant("acme", json!({}));
     let mut b_limits = json!({"plugin_mb": 64, "memory_mb": 1024});
-    if let Ok(cores) = std::env::var("BENCH_B_CPU_CORES") {
+    if let Some(cores) = std::env::var("BENCH_B_CPU_CORES").ok().filter(|c| !c.is_empty()) {
         b_limits["cpu_cores"] = json!(cores.parse::<f64>().expect("BENCH_B_CPU_CORES: a number of cores"));
     }
     let b = serve.tenant("bravo", b_limits);
