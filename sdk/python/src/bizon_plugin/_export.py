@@ -3,38 +3,14 @@ plugin module into. Imported only inside the component, where componentize-py
 provides `wit_world`; everything that can run without it is in destination.py."""
 
 import json
-import logging
 
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import bizon_destination_types as types
 from wit_world.imports import host
 
+from . import _host_log
 from .destination import Runner, find_destination
-
-_LEVELS = (
-    (logging.ERROR, types.LogLevel.ERROR),
-    (logging.WARNING, types.LogLevel.WARN),
-    (logging.INFO, types.LogLevel.INFO),
-    (logging.DEBUG, types.LogLevel.DEBUG),
-)
-
-
-class HostLogHandler(logging.Handler):
-    """Sends `logging` records to the host's log, tagged with the plugin."""
-
-    def emit(self, record):
-        try:
-            level = next((wit for py, wit in _LEVELS if record.levelno >= py), types.LogLevel.TRACE)
-            host.log(level, self.format(record))
-        except Exception:  # noqa: BLE001 - logging must never fail a write
-            self.handleError(record)
-
-
-def _install_logging():
-    root = logging.getLogger()
-    root.handlers[:] = [HostLogHandler()]
-    root.setLevel(logging.INFO)
 
 
 def _check(outcome):
@@ -46,7 +22,7 @@ def export(module):
     """The class componentize-py exports for `module`'s Destination subclass."""
     runner = Runner(find_destination(module))
     version = str(runner.cls.version)
-    _install_logging()
+    _host_log.install(host.log, types.LogLevel)
 
     class Destination(exports.Destination):
         def describe(self):

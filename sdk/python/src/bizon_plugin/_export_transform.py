@@ -4,7 +4,6 @@ componentize-py provides `wit_world` (world `python-transformer`);
 everything that can run without it is in transform.py."""
 
 import json
-import logging
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -12,34 +11,15 @@ from wit_world.exports.transform import RecordError, TransformInfo, Transformed
 from wit_world.imports import host
 from wit_world.imports import types
 
+from . import _host_log
 from .transform import TransformRunner, find_transform
-
-_LEVELS = (
-    (logging.ERROR, types.LogLevel.ERROR),
-    (logging.WARNING, types.LogLevel.WARN),
-    (logging.INFO, types.LogLevel.INFO),
-    (logging.DEBUG, types.LogLevel.DEBUG),
-)
-
-
-class HostLogHandler(logging.Handler):
-    """Sends `logging` records to the host's log, tagged with the transform."""
-
-    def emit(self, record):
-        try:
-            level = next((wit for py, wit in _LEVELS if record.levelno >= py), types.LogLevel.TRACE)
-            host.log(level, self.format(record))
-        except Exception:  # noqa: BLE001 - logging must never fail a record
-            self.handleError(record)
 
 
 def export(module):
     """The class componentize-py exports for `module`'s Transform subclass."""
     runner = TransformRunner(find_transform(module))
     version = str(runner.cls.version)
-    root = logging.getLogger()
-    root.handlers[:] = [HostLogHandler()]
-    root.setLevel(logging.INFO)
+    _host_log.install(host.log, types.LogLevel)
 
     class Transform(exports.Transform):
         def describe(self):
