@@ -329,6 +329,9 @@ async fn delete_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, 
 async fn start_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
     let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
     let row = own_pipeline(&state, &tenant.name, &name)?;
+    // Between resolving `plugin: NAME` and running it, an upload must not
+    // collect the version the start chose.
+    let _turn = retention::lock(&state, &tenant.name).await;
     Supervisor::start(&state, &tenant, &name, &row.yaml).await?;
     Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
 }

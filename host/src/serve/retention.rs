@@ -6,9 +6,9 @@
 //!
 //! Collection runs after each change that can free a version: an upload, a
 //! pipeline stored, stopped or deleted, and when serve starts. Those
-//! changes and the collection take the tenant's [`lock`] in turn, so a
-//! pipeline that pins a version cannot be stored while that version is
-//! being removed.
+//! changes, pipeline starts and the collection take the tenant's [`lock`]
+//! in turn, so a version cannot be removed between a pipeline choosing it
+//! and running it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
