@@ -484,6 +484,10 @@ fn plugin_versions_stay_while_newest_pinned_or_running_and_then_go() {
     assert!(blob(&v1["digest"]).exists() && blob(&v3["digest"]).exists());
     let (status, err) = serve.call("PUT", "/v1/pipelines/old", &a, yaml(&pinned(2)));
     assert_eq!(status, 422, "{err}");
+    assert!(
+        err.to_string().contains("`p@2`: plugin `p` has version(s) 1, 3"),
+        "{err}"
+    );
 
     // Re-pinning the pipeline frees v1.
     serve.ok("PUT", "/v1/pipelines/pinned", &a, yaml(&pinned(3)));

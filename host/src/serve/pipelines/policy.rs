@@ -182,6 +182,14 @@ fn resolve(cx: &Context<'_>, file: &str, reference: &str) -> Result<(String, u32
     };
     match found {
         Some(p) => Ok((p.name.clone(), p.version, p.digest.clone())),
+        None if !versions.is_empty() => {
+            let kept: Vec<_> = versions.iter().map(|p| p.version.to_string()).collect();
+            Err(ApiError::invalid(format!(
+                "{file}: destination.config.plugin: `{reference}`: plugin `{name}` has version(s) {} \
+                 (versions no pipeline pins or runs are removed when a newer one comes)",
+                kept.join(", ")
+            )))
+        }
         None => Err(ApiError::invalid(format!(
             "{file}: destination.config.plugin: no plugin `{reference}` (upload it with PUT /v1/plugins/{name})"
         ))),
