@@ -6,6 +6,11 @@
 //! - end to end: the binary reading a tansu topic (scripts/install-kafka.sh)
 //!   with `sync_mode: full_refresh` into `file`.
 //!
+//! Each is run without a transform, then with the Rust `kafka-flatten`
+//! transform component (plugins/kafka-flatten, built by
+//! scripts/build-plugins.sh), the transform Kafka pipelines need before
+//! `unnest`, and the ratio of the two times is printed.
+//!
 //!     cargo bench -p bizon-host --bench kafka
 //!
 //! BENCH_RECORDS (default 1,000,000) and BENCH_PARTITIONS (default 4) change the work.
@@ -43,8 +48,41 @@ fn key(i: u64) -> String {
 fn main() {
     let records: u64 = env_or("BENCH_RECORDS", 1_000_000);
     let partitions: i32 = env_or("BENCH_PARTITIONS", 4);
-    host_side(records, partitions);
-    end_to_end(records, partitions);
+    let flatten = flatten_component();
+    let alone = host_side(records, partitions, None);
+    if let Some(flatten) = &flatten {
+        let flattened = host_side(records, partitions, Some(flatten));
+        println!("  kafka-flatten: {:.2}x the time, host side", flattened / alone);
+    }
+    let mut variants = vec![None];
+    variants.extend(flatten.as_deref().map(Some));
+    if let Some(seconds) = end_to_end(records, partitions, &variants) {
+        if let [alone, flattened] = seconds[..] {
+            println!("  kafka-flatten: {:.2}x the time, end to end", flattened / alone);
+        }
+    }
+}
+
+/// The kafka-flatten component, when scripts/build-plugins.sh has built it.
+fn flatten_component() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm/wasm32-wasip2/release/bizon_kafka_flatten.wasm");
+    if path.exists() {
+        Some(path)
+    } else {
+        println!(
+            "(no {}: run scripts/build-plugins.sh for the transform figures)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// The `transforms:` section running `flatten`, if any.
+fn transforms(flatten: Option<&std::path::Path>) -> String {
+    flatten.map_or_else(String::new, |path| {
+        format!("transforms:\n  - label: flatten\n    wasm: {}\n", path.display())
+    })
 }
 
 /// Serves pre-built messages through the kafka source's decoder, a page of
@@ -70,7 +108,7 @@ impl Source for InMemory {
     }
 }
 
-fn host_side(records: u64, partitions: i32) {
+fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -> f64 {
     let messages: Vec<OwnedMessage> = (0..records)
         .map(|i| {
             OwnedMessage::new(
@@ -89,8 +127,9 @@ fn host_side(records: u64, partitions: i32) {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "name: bench\nsource:\n  name: dummy\n  stream: bench\ndestination:\n  name: file\n  config:\n    path: {}\n    destination_id: bench\n",
-        dir.path().display()
+        "name: bench\nsource:\n  name: dummy\n  stream: bench\ndestination:\n  name: file\n  config:\n    path: {}\n    destination_id: bench\n{}",
+        dir.path().display(),
+        transforms(flatten)
     );
     let pipeline = bizon_host::config::parse(&yaml, "bench.yaml", |_| None).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -108,25 +147,25 @@ fn host_side(records: u64, partitions: i32) {
     let report = rt.block_on(async {
         let destination = bizon_host::destination::build(&pipeline.destination).await.unwrap();
         let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-        bizon_host::pipeline::run(
-            &pipeline,
-            Box::new(Box::new(source) as Box<dyn Source>),
-            destination,
-            std::future::pending(),
-            tx,
-        )
-        .await
+        let source = bizon_host::transform::wrap(&pipeline, Box::new(Box::new(source) as Box<dyn Source>), None)
+            .await
+            .unwrap();
+        bizon_host::pipeline::run(&pipeline, source, destination, std::future::pending(), tx).await
     });
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(report.records_written, records);
     println!(
-        "kafka host side (decode, buffer, encode, write) -> file, {records} messages: {seconds:.3} s, {:.0} messages/s",
+        "kafka host side (decode, {}buffer, encode, write) -> file, {records} messages: {seconds:.3} s, {:.0} messages/s",
+        if flatten.is_some() { "kafka-flatten, " } else { "" },
         records as f64 / seconds
     );
+    seconds
 }
 
-fn end_to_end(records: u64, partitions: i32) {
-    let Some(b) = kafka::broker() else { return };
+/// Produces the topic once, then reads it whole once per variant (each in a
+/// group of its own); the run's own seconds for each.
+fn end_to_end(records: u64, partitions: i32, variants: &[Option<&std::path::Path>]) -> Option<Vec<f64>> {
+    let b = kafka::broker()?;
     let topic = kafka::unique("bench");
     b.create_topic(&topic, partitions);
     let started = Instant::now();
@@ -160,37 +199,44 @@ fn end_to_end(records: u64, partitions: i32) {
         "produced {records} messages in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "name: bench\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  batch_size: 1000\n  topics:\n    - name: {topic}\n      destination_id: bench\ndestination:\n  name: file\n  config:\n    path: {}\n",
-        b.servers,
-        kafka::unique("g"),
-        dir.path().display()
-    );
-    std::fs::write(dir.path().join("bench.yaml"), yaml).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .args([
-            "run",
-            "bench.yaml",
-            "--no-progress",
-            "--log-level",
-            "warn",
-            "--result-json",
-            "result.json",
-        ])
-        .current_dir(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
-    assert_eq!(result["records_written"], records, "{result}");
-    let seconds = result["duration_s"].as_f64().unwrap();
-    println!(
-        "kafka end to end (tansu, full refresh, {partitions} partitions) -> file, {records} messages: {seconds:.3} s, {:.0} messages/s, peak RSS {:.1} MB",
-        records as f64 / seconds,
-        result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
-    );
+    let mut seconds = Vec::new();
+    for flatten in variants {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "name: bench\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  batch_size: 1000\n  topics:\n    - name: {topic}\n      destination_id: bench\ndestination:\n  name: file\n  config:\n    path: {}\n{}",
+            b.servers,
+            kafka::unique("g"),
+            dir.path().display(),
+            transforms(*flatten)
+        );
+        std::fs::write(dir.path().join("bench.yaml"), yaml).unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+            .args([
+                "run",
+                "bench.yaml",
+                "--no-progress",
+                "--log-level",
+                "warn",
+                "--result-json",
+                "result.json",
+            ])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let result: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+        assert_eq!(result["records_written"], records, "{result}");
+        let run_seconds = result["duration_s"].as_f64().unwrap();
+        println!(
+            "kafka end to end (tansu, full refresh, {partitions} partitions{}) -> file, {records} messages: {run_seconds:.3} s, {:.0} messages/s, peak RSS {:.1} MB",
+            if flatten.is_some() { ", kafka-flatten" } else { "" },
+            records as f64 / run_seconds,
+            result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+        );
+        seconds.push(run_seconds);
+    }
+    Some(seconds)
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

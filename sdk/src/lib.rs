@@ -79,6 +79,7 @@ pub mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod ipc;
+pub mod json;
 pub mod log;
 mod ndjson;
 pub mod transform;

@@ -33,6 +33,7 @@
 //! export_transform!(Upper);
 //! ```
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use serde::Deserialize;
@@ -150,10 +151,9 @@ pub mod export {
         let mut errors = Vec::new();
         let mut produced = Vec::new();
         let mut scratch = String::new();
-        let lines = batch.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-        for (row, line) in lines.enumerate() {
-            let result = parse(line, &mut scratch).and_then(|record| {
-                let meta = Meta::of(&record);
+        for (row, line) in lines(batch).enumerate() {
+            let result = line.and_then(|line| {
+                let (record, meta) = parse(line, &mut scratch)?;
                 instance.transform(record, &mut produced).map(|()| meta)
             });
             match result {
@@ -174,80 +174,130 @@ pub mod export {
         Transformed { batch: out, errors }
     }
 
-    /// A record's metadata, as the host wrote it.
+    /// The batch's non-empty lines. The host sends UTF-8, so one check of the
+    /// whole batch lets `split` find line ends with `memchr` (a word at a
+    /// time) instead of testing every byte; a batch that is not UTF-8 is
+    /// checked line by line, so only its bad lines fail.
+    fn lines(batch: &[u8]) -> Box<dyn Iterator<Item = Result<&str, Error>> + '_> {
+        match std::str::from_utf8(batch) {
+            Ok(text) => Box::new(text.split('\n').filter(|l| !l.is_empty()).map(Ok)),
+            Err(_) => Box::new(
+                batch
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| std::str::from_utf8(l).map_err(|e| Error::msg(format!("not a record: {e}")))),
+            ),
+        }
+    }
+
+    /// A record's metadata as it came, to tell whether the transform changed
+    /// it. Borrowed from the line when the line spells it plainly (the usual
+    /// case), so that keeping it costs no allocation.
     #[derive(Deserialize)]
-    struct Meta {
-        source_record_id: String,
+    struct Meta<'a> {
+        #[serde(borrow)]
+        source_record_id: Cow<'a, str>,
         source_timestamp: i64,
-        destination_id: Option<String>,
+        #[serde(borrow)]
+        destination_id: Option<Cow<'a, str>>,
     }
 
-    impl Meta {
-        fn of(record: &Record) -> Self {
-            Self {
-                source_record_id: record.source_record_id.clone(),
-                source_timestamp: record.source_timestamp,
-                destination_id: record.destination_id.clone(),
-            }
-        }
-
+    impl Meta<'_> {
         fn is_of(&self, record: &Record) -> bool {
-            self.source_record_id == record.source_record_id
+            self.source_record_id == record.source_record_id.as_str()
                 && self.source_timestamp == record.source_timestamp
-                && self.destination_id == record.destination_id
+                && self.destination_id.as_deref() == record.destination_id.as_deref()
         }
     }
 
-    /// The key the host writes last on every line (wit/transform.wit).
     const DATA_KEY: &str = ",\"source_data\":";
 
-    /// One input line. The host writes the metadata first and `source_data`
-    /// last and has checked source_data is JSON, so source_data is taken as
-    /// the text between the key and the line's closing brace without
-    /// scanning it. `head` + `}` parsing as an object proves the key was at
-    /// the top level (a key in a nested object would leave one open); other
-    /// layouts are parsed in full.
-    fn parse(line: &[u8], scratch: &mut String) -> Result<Record, Error> {
-        let line = std::str::from_utf8(line).map_err(|e| Error::msg(format!("not a record: {e}")))?;
+    fn parse<'a>(line: &'a str, scratch: &mut String) -> Result<(Record, Meta<'a>), Error> {
+        if let Some(parsed) = host_layout(line) {
+            return Ok(parsed);
+        }
         if let (Some(at), Some(body)) = (line.find(DATA_KEY), line.strip_suffix('}')) {
             scratch.clear();
             scratch.push_str(&line[..at]);
             scratch.push('}');
             if let Ok(meta) = serde_json::from_str::<Meta>(scratch) {
-                return Ok(Record::new(
-                    meta.source_record_id,
-                    meta.source_timestamp,
-                    meta.destination_id,
-                    body[at + DATA_KEY.len()..].to_string(),
-                ));
+                let meta = Meta {
+                    source_record_id: Cow::Owned(meta.source_record_id.into_owned()),
+                    source_timestamp: meta.source_timestamp,
+                    destination_id: meta.destination_id.map(|d| Cow::Owned(d.into_owned())),
+                };
+                return Ok((record(&meta, &body[at + DATA_KEY.len()..]), meta));
             }
         }
         #[derive(Deserialize)]
         struct Full<'a> {
-            source_record_id: String,
+            #[serde(borrow)]
+            source_record_id: Cow<'a, str>,
             source_timestamp: i64,
-            destination_id: Option<String>,
+            #[serde(borrow)]
+            destination_id: Option<Cow<'a, str>>,
             #[serde(borrow)]
             source_data: &'a RawValue,
         }
         let full: Full = serde_json::from_str(line).map_err(|e| Error::msg(format!("not a record: {e}")))?;
-        Ok(Record::new(
-            full.source_record_id,
-            full.source_timestamp,
-            full.destination_id,
-            full.source_data.get().to_string(),
-        ))
+        let meta = Meta {
+            source_record_id: full.source_record_id,
+            source_timestamp: full.source_timestamp,
+            destination_id: full.destination_id,
+        };
+        Ok((record(&meta, full.source_data.get()), meta))
     }
 
-    /// One output line: the input row it comes from, its metadata when the
-    /// transform changed it, and source_data as the transform left it.
+    fn record(meta: &Meta, data: &str) -> Record {
+        Record::new(
+            meta.source_record_id.to_string(),
+            meta.source_timestamp,
+            meta.destination_id.as_deref().map(str::to_string),
+            data.to_string(),
+        )
+    }
+
+    /// The host writes every line as
+    /// `{"source_record_id":S,"source_timestamp":N,"destination_id":S|null,"source_data":D}`
+    /// (host/src/transform/wire.rs). Read in that order, with no search and
+    /// no parse of `source_data`; a line spelled any other way (escapes in
+    /// the strings, other keys, another order) is left to serde.
+    fn host_layout(line: &str) -> Option<(Record, Meta<'_>)> {
+        let rest = line.strip_prefix("{\"source_record_id\":")?;
+        let (id, rest) = plain_string(rest)?;
+        let rest = rest.strip_prefix(",\"source_timestamp\":")?;
+        let digits = rest.find(',')?;
+        let timestamp = rest[..digits].parse().ok()?;
+        let rest = rest[digits..].strip_prefix(",\"destination_id\":")?;
+        let (destination_id, rest) = match rest.strip_prefix("null") {
+            Some(rest) => (None, rest),
+            None => plain_string(rest).map(|(d, rest)| (Some(Cow::Borrowed(d)), rest))?,
+        };
+        let data = rest.strip_prefix(DATA_KEY)?.strip_suffix('}')?;
+        let meta = Meta {
+            source_record_id: Cow::Borrowed(id),
+            source_timestamp: timestamp,
+            destination_id,
+        };
+        Some((record(&meta, data), meta))
+    }
+
+    /// A JSON string with no escapes in it, and the text after it.
+    fn plain_string(text: &str) -> Option<(&str, &str)> {
+        let body = text.strip_prefix('"')?;
+        let end = body.find('"')?;
+        let value = &body[..end];
+        (!value.contains('\\')).then(|| (value, &body[end + 1..]))
+    }
+
     fn write(out: &mut Vec<u8>, row: usize, meta: &Meta, record: &Record) {
-        use std::io::Write;
-        write!(out, "{{\"row\":{row}").expect("writing to a Vec");
+        out.extend_from_slice(b"{\"row\":");
+        out.extend_from_slice(itoa::Buffer::new().format(row).as_bytes());
         if !meta.is_of(record) {
             out.extend_from_slice(b",\"source_record_id\":");
             serde_json::to_writer(&mut *out, &record.source_record_id).expect("a string serializes");
-            write!(out, ",\"source_timestamp\":{}", record.source_timestamp).expect("writing to a Vec");
+            out.extend_from_slice(b",\"source_timestamp\":");
+            out.extend_from_slice(itoa::Buffer::new().format(record.source_timestamp).as_bytes());
             out.extend_from_slice(b",\"destination_id\":");
             serde_json::to_writer(&mut *out, &record.destination_id).expect("a string serializes");
         }
@@ -257,8 +307,6 @@ pub mod export {
     }
 }
 
-/// Export a [`Transform`] as the component's `transform` interface. Call it
-/// once, at the crate root of a `cdylib`.
 #[macro_export]
 macro_rules! export_transform {
     ($ty:ty) => {

@@ -14,8 +14,8 @@
 //! default; keys, headers and schema may be added), `tombstones` ("drop" or
 //! "error": a message with a null value).
 
-use bizon_sdk::serde_json::{self, value::RawValue};
-use bizon_sdk::{export_transform, Config, Error, Record, Transform};
+use bizon_sdk::serde_json;
+use bizon_sdk::{export_transform, json, Config, Error, Record, Transform};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -45,34 +45,43 @@ impl Default for Settings {
 }
 
 /// Bizon's Kafka record, its fields left as JSON text.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Wrapper<'a> {
     /// `Some("null")` for a tombstone, `None` when there is no `value`.
-    #[serde(borrow, default, deserialize_with = "present")]
-    value: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    topic: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    offset: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    partition: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    timestamp: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    keys: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    headers: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    schema: Option<&'a RawValue>,
-}
-
-/// A JSON null as text rather than as a missing field.
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(deserializer).map(Some)
+    value: Option<&'a str>,
+    topic: Option<&'a str>,
+    offset: Option<&'a str>,
+    partition: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    keys: Option<&'a str>,
+    headers: Option<&'a str>,
+    schema: Option<&'a str>,
 }
 
 impl<'a> Wrapper<'a> {
-    fn field(&self, name: &str) -> Option<&'a RawValue> {
+    /// The record's members found by position, not parsed (`bizon_sdk::json`):
+    /// the host has checked the text is JSON, and checks what comes back.
+    fn read(text: &'a str) -> Result<Self, Error> {
+        let mut wrapper = Wrapper::default();
+        for member in json::members(text) {
+            let (key, value) = member?;
+            let slot = match key.as_ref() {
+                "value" => &mut wrapper.value,
+                "topic" => &mut wrapper.topic,
+                "offset" => &mut wrapper.offset,
+                "partition" => &mut wrapper.partition,
+                "timestamp" => &mut wrapper.timestamp,
+                "keys" => &mut wrapper.keys,
+                "headers" => &mut wrapper.headers,
+                "schema" => &mut wrapper.schema,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        Ok(wrapper)
+    }
+
+    fn field(&self, name: &str) -> Option<&'a str> {
         match name {
             "topic" => self.topic,
             "offset" => self.offset,
@@ -117,9 +126,9 @@ impl Transform for Flatten {
     }
 
     fn transform(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Error> {
-        let wrapper: Wrapper = serde_json::from_str(record.json())
+        let wrapper = Wrapper::read(record.json())
             .map_err(|_| Error::msg("source_data is not Bizon's Kafka record (an object with `value`)"))?;
-        let value = match wrapper.value.map(|v| v.get().trim()) {
+        let value = match wrapper.value {
             None => return Err(Error::msg("source_data has no `value`: not Bizon's Kafka record")),
             Some("null") if self.drop_tombstones => return Ok(()),
             Some("null") => {
@@ -149,7 +158,7 @@ impl Transform for Flatten {
             first = false;
             text.push_str(key);
             text.push_str(": ");
-            text.push_str(wrapper.field(from).map_or("null", |v| v.get()));
+            text.push_str(wrapper.field(from).unwrap_or("null"));
         }
         text.push('}');
         record.set_json(text);
