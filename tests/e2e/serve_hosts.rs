@@ -112,6 +112,17 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     h2.ok("POST", "/v1/pipelines/k/start", &a, None);
     // Host 1 starts it at its next reconcile: both run it.
     h1.wait_for(&a, "k", "both hosts running", |s| hosts_running(s) == ["h1", "h2"]);
+    // Records sent while the group rebalances may be read twice (at least
+    // once, as with `run` replicas): send them once each host holds 2 of the 4.
+    let holds_two = |serve: &Serve| {
+        serve
+            .log()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && l.contains("partitions=2"))
+    };
+    wait("the group to share the partitions", Duration::from_secs(60), || {
+        holds_two(&h1) && holds_two(&h2)
+    });
 
     let produce = |from: usize, n: usize| {
         let p = broker.producer();
@@ -133,6 +144,13 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     });
     let status = h2.wait_for(&a, "k", "the counters of both hosts", |s| s["records_written"] == 400);
     assert_eq!(hosts_running(&status), ["h1", "h2"], "{status}");
+    let mut positions = kafka_positions(&hosts);
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), 400, "duplicates");
+    for data in hosts {
+        assert!(!kafka_positions(&[data]).is_empty(), "{} wrote none", data.display());
+    }
 
     // A dummy pipeline (no offsets to share) runs on one host only.
     let dummy_yaml = "name: d\nsource:\n  name: dummy\n  stream: s\n  total_records: 1000000\n  page_size: 10\n  \

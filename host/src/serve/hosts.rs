@@ -9,9 +9,9 @@
 //! - a Kafka pipeline runs on every host: its consumer group (one per
 //!   tenant and `group_id`) shares the partitions among them;
 //! - any other source runs on one host at a time, the holder of the
-//!   pipeline's lease, renewed at each reconcile and taken over by another
-//!   host once it has expired (three intervals), so that a source without
-//!   offsets is never read twice at once;
+//!   pipeline's lease, renewed every interval by the run and taken over by
+//!   another host once it has expired (three intervals), so that a source
+//!   without offsets is never read twice at once;
 //! - each host writes what it runs, with its counters, at each reconcile;
 //!   `GET /v1/pipelines/{name}` on any host lists the hosts and sums them.
 
@@ -26,6 +26,7 @@ use super::error::ApiError;
 use super::pipelines::{Status, Supervisor};
 use super::registry::{Cluster, HostStatus};
 use super::{logs, metrics, retention, State};
+#[cfg(feature = "kafka")]
 use crate::config::SourceConfig;
 
 pub struct Hosts {
@@ -75,6 +76,31 @@ impl Hosts {
                 self.lease_ttl().as_secs()
             ))),
         }
+    }
+
+    /// Renews the lease taken for a start every interval while the pipeline
+    /// is starting or running here; when it cannot (taken over, or the
+    /// registry unreachable, so another host may take it), stops the run.
+    pub fn keep_lease(state: Arc<State>, tenant: &str, name: &str) {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        tokio::spawn(async move {
+            let Some(hosts) = &state.hosts else { return };
+            let ttl = hosts.lease_ttl().as_millis() as u64;
+            loop {
+                tokio::time::sleep(hosts.interval).await;
+                if !state.supervisor.is_active(&tenant, &name) {
+                    return;
+                }
+                let kept = hosts.cluster(&state).take_lease(&tenant, &name, &hosts.id, ttl);
+                if !matches!(kept, Ok(None)) {
+                    tracing::warn!(tenant = %tenant, pipeline = %name, "lease not renewed ({kept:?}): stopping here");
+                    // Still being started: stopped at the next turn, once it runs.
+                    if state.supervisor.stop(&tenant, &name).await {
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// After a run here ended: another host may take the pipeline at once.
@@ -202,8 +228,7 @@ async fn reconcile(state: &Arc<State>, hosts: &Hosts) -> Result<(), ApiError> {
         }
     }
 
-    // Marked running: run here (a lease permitting), renew, apply changes.
-    let ttl = hosts.lease_ttl().as_millis() as u64;
+    // Marked running: run here (a lease permitting), apply changes.
     for row in wanted {
         let tenant = match state.tenant(&row.tenant) {
             Ok(t) => t,
@@ -213,15 +238,6 @@ async fn reconcile(state: &Arc<State>, hosts: &Hosts) -> Result<(), ApiError> {
             }
         };
         if state.supervisor.is_running(&row.tenant, &row.name) {
-            if needs_lease(&row.yaml) {
-                let kept = hosts.cluster(state).take_lease(&row.tenant, &row.name, &hosts.id, ttl);
-                if !matches!(kept, Ok(None)) {
-                    // Lost, or not renewable: another host may take it, so stop now.
-                    tracing::warn!(tenant = %row.tenant, pipeline = %row.name, "lease not renewed ({kept:?}): stopping here");
-                    state.supervisor.stop(&row.tenant, &row.name).await;
-                    continue;
-                }
-            }
             if state.supervisor.applied_yaml(&row.tenant, &row.name).as_deref() != Some(row.yaml.as_str()) {
                 let _turn = retention::lock(state, &row.tenant).await;
                 let swapped = match state.prepare(&tenant, &row.name, &row.yaml) {

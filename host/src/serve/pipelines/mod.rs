@@ -101,6 +101,12 @@ impl Supervisor {
         self.running().contains_key(&key(tenant, name))
     }
 
+    /// Whether the pipeline is being started or runs here.
+    pub fn is_active(&self, tenant: &str, name: &str) -> bool {
+        let k = key(tenant, name);
+        self.running().contains_key(&k) || self.starting.lock().unwrap_or_else(|e| e.into_inner()).contains(&k)
+    }
+
     /// (tenant, pipeline) of every pipeline running here.
     pub fn running_keys(&self) -> Vec<(String, String)> {
         self.running().keys().cloned().collect()
@@ -186,10 +192,6 @@ impl Supervisor {
         let k = key(&tenant.name, name);
         let _starting = Starting::claim(sup, k.clone())
             .ok_or_else(|| ApiError::conflict(format!("pipeline `{name}` is already running")))?;
-        let leased = match &state.hosts {
-            Some(hosts) => hosts.claim(state, &tenant.name, name, yaml)?,
-            None => false,
-        };
         let standing = sup.backoff.standing(&k);
         if !standing.wait.is_zero() {
             return Err(ApiError::backing_off(
@@ -202,6 +204,15 @@ impl Supervisor {
                 ),
                 standing.wait,
             ));
+        }
+        // After the backoff: a start refused here must not hold the lease.
+        let leased = match &state.hosts {
+            Some(hosts) => hosts.claim(state, &tenant.name, name, yaml)?,
+            None => false,
+        };
+        if leased {
+            // Renewed from now on: building the destination may outlast the lease.
+            super::hosts::Hosts::keep_lease(state.clone(), &tenant.name, name);
         }
         let started = Self::launch(state, tenant, name, yaml).await;
         if let Err(e) = &started {
