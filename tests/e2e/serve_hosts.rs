@@ -232,3 +232,23 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     h2.ok("POST", "/v1/pipelines/d/stop", &a, None);
     assert_eq!(h2.ok("GET", "/v1/pipelines/d", &a, None)["hosts"], json!([]));
 }
+
+#[test]
+fn an_unreachable_registry_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--registry", "postgres://bizon:s3cret-pw@127.0.0.1:1/reg"])
+        .env("BIZON_HOST_ADMIN_TOKEN", serve::ADMIN)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("registry postgres://bizon:***@127.0.0.1:1/reg"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}

@@ -101,16 +101,24 @@ impl Postgres {
             url: shown.clone(),
             message,
         };
-        let mut client = connect(url).map_err(fail)?;
-        let mut tx = client.transaction().map_err(|e| fail(e.to_string()))?;
-        tx.batch_execute(SCHEMA).map_err(|e| fail(e.to_string()))?;
-        tx.commit().map_err(|e| fail(e.to_string()))?;
         let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, opened) = mpsc::sync_channel(1);
         let url = url.to_string();
+        // Connecting blocks on the client's own runtime too: on this thread.
         std::thread::Builder::new()
             .name("registry-postgres".into())
             .spawn(move || {
-                let mut client = Ok(client);
+                let mut client = connect(&url).and_then(|mut client| {
+                    let mut tx = client.transaction().map_err(|e| e.to_string())?;
+                    tx.batch_execute(SCHEMA).map_err(|e| e.to_string())?;
+                    tx.commit().map_err(|e| e.to_string())?;
+                    Ok(client)
+                });
+                let failed = client.as_ref().err().cloned();
+                let _ = ready.send(failed.clone().map_or(Ok(()), Err));
+                if failed.is_some() {
+                    return;
+                }
                 for job in queue {
                     if client.as_ref().is_ok_and(Client::is_closed) || client.is_err() {
                         client = connect(&url);
@@ -119,6 +127,10 @@ impl Postgres {
                 }
             })
             .map_err(|e| fail(e.to_string()))?;
+        opened
+            .recv()
+            .map_err(|_| fail("the registry's connection thread ended".into()))?
+            .map_err(fail)?;
         Ok(Self { url: shown, jobs })
     }
 
