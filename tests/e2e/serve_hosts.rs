@@ -33,11 +33,7 @@ fn csv_rows(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap();
-        out.extend(
-            text.lines()
-                .filter(|l| !l.starts_with("bizon_id"))
-                .map(str::to_string),
-        );
+        out.extend(text.lines().filter(|l| !l.starts_with("bizon_id")).map(str::to_string));
     }
     out
 }
@@ -93,10 +89,7 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
         &a,
         Some(std::fs::read(guests::wasm("bizon_csv")).unwrap()),
     );
-    assert_eq!(
-        h1.ok("GET", "/v1/plugins/csv", &a, None)["versions"][0]["version"],
-        1
-    );
+    assert_eq!(h1.ok("GET", "/v1/plugins/csv", &a, None)["versions"][0]["version"], 1);
 
     let topic = kafka::unique("hosts");
     broker.create_topic(&topic, 4);
@@ -196,10 +189,7 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
             );
         }
     }
-    assert_eq!(
-        h2.ok("GET", "/v1/pipelines", &b, None)["pipelines"],
-        json!([])
-    );
+    assert_eq!(h2.ok("GET", "/v1/pipelines", &b, None)["pipelines"], json!([]));
 
     // Host 1 dies. Host 2 takes every partition once the group drops host
     // 1, and the dummy pipeline once host 1's lease expires.

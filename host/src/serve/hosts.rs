@@ -128,11 +128,9 @@ impl Hosts {
     /// `status` (this host's) with what every host running the pipeline
     /// reported: `hosts`, counters summed, `running` if any host runs it.
     pub fn merge(&self, state: &State, tenant: &str, status: &Status) -> Result<Value, ApiError> {
-        let reported = self.cluster(state).statuses(
-            tenant,
-            Some(&status.name),
-            self.lease_ttl().as_millis() as u64,
-        )?;
+        let reported = self
+            .cluster(state)
+            .statuses(tenant, Some(&status.name), self.lease_ttl().as_millis() as u64)?;
         Ok(merged(&self.id, status, reported.into_iter().map(|(_, s)| s).collect()))
     }
 
@@ -245,8 +243,12 @@ async fn reconcile(state: &Arc<State>, hosts: &Hosts) -> Result<(), ApiError> {
                     Err(e) => Err(e),
                 };
                 match swapped {
-                    Ok(swapped) => tracing::info!(tenant = %row.tenant, pipeline = %row.name, swapped, "changed pipeline taken in"),
-                    Err(e) => tracing::warn!(tenant = %row.tenant, pipeline = %row.name, "changed pipeline: {}", e.message),
+                    Ok(swapped) => {
+                        tracing::info!(tenant = %row.tenant, pipeline = %row.name, swapped, "changed pipeline taken in")
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %row.tenant, pipeline = %row.name, "changed pipeline: {}", e.message)
+                    }
                 }
                 // Tried once: a failed swap is in the logs, not retried each turn.
                 state.supervisor.set_applied_yaml(&row.tenant, &row.name, &row.yaml);

@@ -187,7 +187,12 @@ pub async fn run(
 async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
     let running = match state.hosts {
         Some(_) => Vec::new(),
-        None => state.registry.pipelines(None)?.into_iter().filter(|r| r.running).collect(),
+        None => state
+            .registry
+            .pipelines(None)?
+            .into_iter()
+            .filter(|r| r.running)
+            .collect(),
     };
     for row in running {
         let started = match state.tenant(&row.tenant) {

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
 use super::super::config::LimitOverrides;
 use super::{json, now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
+use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
