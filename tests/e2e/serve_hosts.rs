@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use serve::Serve;
+use serve::{Serve, ADMIN};
 
 fn yaml(s: &str) -> Option<Vec<u8>> {
     Some(s.as_bytes().to_vec())
@@ -144,6 +144,27 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     for data in hosts {
         assert!(!kafka_positions(&[data]).is_empty(), "{} wrote none", data.display());
     }
+
+    // Changes through host 1 reach host 2 at its next reconcile: a tenant's
+    // limits, and a plugin pin, swapped in between batches.
+    h1.ok(
+        "PATCH",
+        "/v1/tenants/acme",
+        ADMIN,
+        yaml(r#"{"limits": {"cpu_cores": 0.5}}"#),
+    );
+    wait("host 2 to reload the limits", Duration::from_secs(10), || {
+        h2.ok("GET", "/v1/tenants/acme", ADMIN, None)["limits"]["cpu_cores"] == 0.5
+    });
+    let csv = std::fs::read(guests::wasm("bizon_csv")).unwrap();
+    assert_eq!(h1.ok("PUT", "/v1/plugins/csv", &a, Some(csv))["version"], 2);
+    let pinned = kafka_yaml.replace("plugin: csv\n", "plugin: csv@2\n");
+    assert_ne!(pinned, kafka_yaml);
+    h1.ok("PUT", "/v1/pipelines/k", &a, yaml(&pinned));
+    h2.wait_for(&a, "k", "both hosts on version 2", |s| {
+        let hosts = s["hosts"].as_array().unwrap();
+        hosts.len() == 2 && hosts.iter().all(|h| h["plugin_version"] == 2)
+    });
 
     // A dummy pipeline (no offsets to share) runs on one host only.
     let dummy_yaml = "name: d\nsource:\n  name: dummy\n  stream: s\n  total_records: 1000000\n  page_size: 10\n  \
