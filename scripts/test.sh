@@ -2,7 +2,7 @@
 # The test command: builds the WebAssembly plugins (Rust, Python, JavaScript)
 # and the Python transform runtime, installs on first use what the tests start
 # (BigQuery and GCS emulators and the tansu Kafka broker in .venv,
-# clickhouse-server and chromium from Debian, componentize-py/-js), runs the
+# clickhouse-server, postgresql and chromium from Debian, componentize-py/-js), runs the
 # Python and JavaScript SDKs' own tests, then every test of the host (unit
 # tests and end-to-end tests of the binary against real plugins, emulators,
 # broker and browser). Extra arguments go to `cargo test`.
@@ -17,6 +17,8 @@ fi
 bash scripts/install-kafka.sh
 # The ClickHouse plugin's test starts a real clickhouse-server.
 bash scripts/install-clickhouse.sh
+# PostgreSQL: the `serve` several-hosts test starts a private cluster (Debian's, once).
+bash scripts/install-postgres.sh
 # Headless Chromium: the `serve` operator page test (Debian's chromium, ~1 min once).
 bash scripts/install-chromium.sh
 # componentize-py / componentize-js: Python and JS plugins and transforms.

@@ -230,7 +230,7 @@ async fn put_plugin(
     let bytes = read_body(body, limit, |size| super::plugins::too_large(size, plugin_mb)).await?;
     let (mut row, staged) = state.store.check(&tenant, &name, &bytes).await?;
     let _turn = retention::lock(&state, &tenant.name).await;
-    row.version = state.registry.add_plugin(&tenant.name, &row)?;
+    row.version = state.registry.add_plugin(&tenant.name, &row, &bytes)?;
     state.store.keep(&staged, &row.digest).await?;
     retention::collect(&state, &tenant)?;
     tracing::info!(tenant = %tenant.name, plugin = %name, version = row.version, "plugin uploaded");
@@ -272,6 +272,7 @@ async fn put_pipeline(
     }
     let swapped = Supervisor::swap(&state, &tenant, &name, &prepared).await?;
     state.registry.put_pipeline(&tenant.name, &name, yaml)?;
+    state.supervisor.set_applied_yaml(&tenant.name, &name, yaml);
     retention::collect(&state, &tenant)?;
     let running = state.supervisor.is_running(&tenant.name, &name);
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
@@ -294,6 +295,10 @@ async fn list_pipelines(Extract(state): Extract<AppState>, headers: HeaderMap) -
         .iter()
         .map(|p| state.supervisor.status(&tenant, &p.name))
         .collect();
+    let pipelines = match &state.hosts {
+        Some(hosts) => json!(hosts.merge_all(&state, &tenant, &pipelines)?),
+        None => json!(pipelines),
+    };
     Ok(Json(json!({ "pipelines": pipelines })))
 }
 
@@ -308,7 +313,11 @@ fn own_pipeline(state: &State, tenant: &str, name: &str) -> Result<super::regist
 async fn get_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
     let tenant = auth::tenant(&state, &headers)?;
     let row = own_pipeline(&state, &tenant, &name)?;
-    let mut status = json!(state.supervisor.status(&tenant, &name));
+    let local = state.supervisor.status(&tenant, &name);
+    let mut status = match &state.hosts {
+        Some(hosts) => hosts.merge(&state, &tenant, &local)?,
+        None => json!(local),
+    };
     status["yaml"] = json!(row.yaml);
     Ok(Json(status))
 }

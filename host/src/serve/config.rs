@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::Location;
 use crate::plugin::egress::HostRule;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,19 @@ pub struct ServeConfig {
     /// What every tenant gets unless created with its own.
     #[serde(default)]
     pub limits: TenantLimits,
+    /// Where tenants, plugins and pipelines are kept: `sqlite` (the data
+    /// dir's registry.sqlite) or a `postgres://user:pass@host:port/db` URL
+    /// that several hosts share (docs/serve.md, "Several hosts").
+    #[serde(default)]
+    pub registry: Location,
+    /// This host's name among those sharing a registry (default: the
+    /// machine's hostname and the listen address).
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// With a shared registry, how often a host brings what it runs in line
+    /// with it. A lease on a pipeline lasts three of these.
+    #[serde(default = "default_reconcile_interval_ms")]
+    pub reconcile_interval_ms: u64,
 }
 
 /// Shortest admin token accepted.
@@ -63,6 +77,10 @@ fn default_data_dir() -> PathBuf {
 }
 
 fn default_live_instances() -> u32 {
+    2000
+}
+
+fn default_reconcile_interval_ms() -> u64 {
     2000
 }
 
@@ -87,6 +105,12 @@ impl ServeConfig {
             file: file.clone(),
             message: e.to_string(),
         })?;
+        if config.reconcile_interval_ms < 100 {
+            return Err(ConfigError::File {
+                file,
+                message: "reconcile_interval_ms: at least 100".into(),
+            });
+        }
         if let Some(bad) = config.native_destinations.iter().find(|d| *d != "logger") {
             return Err(ConfigError::File {
                 file,

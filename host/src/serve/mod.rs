@@ -2,7 +2,9 @@
 //! behind an HTTP API.
 //!
 //! - [`config`]: `serve.yaml`, the admin token, tenants' default limits.
-//! - [`registry`]: tenants, plugin versions and pipelines in SQLite.
+//! - [`registry`]: tenants, plugin versions and pipelines, in SQLite or in a
+//!   PostgreSQL database several hosts share.
+//! - [`hosts`]: with a shared registry, what each host runs follows it.
 //! - [`tenants`]: a tenant's limits, memory budget share and files directory.
 //! - [`plugins`]: uploads checked, compiled in a bounded pool, content-addressed.
 //! - [`retention`]: plugin versions no pipeline needs are removed.
@@ -15,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod hosts;
 pub mod logs;
 pub mod metrics;
 pub mod pipelines;
@@ -30,10 +33,11 @@ use std::sync::Arc;
 
 use config::ServeConfig;
 use error::ApiError;
+use hosts::Hosts;
 use pipelines::policy::{self, Prepared};
 use pipelines::Supervisor;
 use plugins::PluginStore;
-use registry::Registry;
+use registry::{Location, Registry};
 use tenants::{Tenant, Tenants};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,8 @@ pub struct State {
     pub store: PluginStore,
     pub supervisor: Supervisor,
     pub retention: retention::Locks,
+    /// With a shared registry: this host among the others.
+    pub hosts: Option<Hosts>,
     admin_hash: String,
 }
 
@@ -90,6 +96,14 @@ pub struct ServeArgs {
     /// Where the registry, plugins and tenants' files are kept (default ./bizon-data).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// `sqlite` (the data dir's registry.sqlite, the default) or a
+    /// postgres://user:pass@host:port/db URL several hosts share.
+    #[arg(long, value_name = "sqlite|URL")]
+    pub registry: Option<Location>,
+    /// This host's name among those sharing a registry (default: its
+    /// hostname and listen address).
+    #[arg(long, value_name = "NAME")]
+    pub host_id: Option<String>,
 }
 
 /// Opens the data directory, resumes the pipelines that were running and
@@ -109,6 +123,12 @@ pub async fn run(
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let Some(registry) = args.registry {
+        config.registry = registry;
+    }
+    if let Some(id) = args.host_id {
+        config.host_id = Some(id);
+    }
     let admin_hash = auth::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
@@ -118,7 +138,7 @@ pub async fn run(
         source,
     };
     std::fs::create_dir_all(&data_dir).map_err(io)?;
-    let registry = Registry::open(&data_dir.join("registry.sqlite"))?;
+    let registry = Registry::open(&config.registry, &data_dir)?;
     let store = PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?;
     let host_budget = match config.plugin_memory_budget_mb {
         Some(mib) => crate::plugin::budget::MemoryBudget::new(mib),
@@ -131,8 +151,12 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
+    let hosts = registry
+        .cluster()
+        .map(|_| Hosts::new(config.host_id.clone(), config.listen, config.reconcile_interval_ms));
     let state = Arc::new(State {
         config,
+        hosts,
         registry,
         tenants,
         store,
@@ -142,7 +166,13 @@ pub async fn run(
     });
     resume(&state).await?;
     let addr = listener.local_addr().map_err(io)?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "serving");
+    match &state.hosts {
+        Some(hosts) => {
+            tracing::info!(%addr, data_dir = %data_dir.display(), host = %hosts.id, "serving, with a shared registry");
+            Hosts::spawn(state.clone());
+        }
+        None => tracing::info!(%addr, data_dir = %data_dir.display(), "serving"),
+    }
     let app = api::router(state.clone());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     tracing::info!("stopping the pipelines (they resume at the next start)");
@@ -151,9 +181,20 @@ pub async fn run(
 }
 
 /// Starts the pipelines the registry says were running, then removes the
-/// plugin versions none of them needs (those that ended since).
+/// plugin versions none of them needs (those that ended since). With a
+/// shared registry the reconcile loop starts them instead: a failure here
+/// must not mark stopped a pipeline other hosts run.
 async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
-    for row in state.registry.pipelines(None)?.into_iter().filter(|r| r.running) {
+    let running = match state.hosts {
+        Some(_) => Vec::new(),
+        None => state
+            .registry
+            .pipelines(None)?
+            .into_iter()
+            .filter(|r| r.running)
+            .collect(),
+    };
+    for row in running {
         let started = match state.tenant(&row.tenant) {
             Ok(tenant) => Supervisor::start(state, &tenant, &row.name, &row.yaml).await,
             Err(e) => Err(e),

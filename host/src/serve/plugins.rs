@@ -2,7 +2,8 @@
 //! imports), compiled in a bounded pool off the data path, described, and
 //! kept content-addressed as `<data-dir>/plugins/<sha256>.wasm`. The
 //! compiled artifact goes to the shared compile cache, so a pipeline that
-//! starts later loads it without compiling again.
+//! starts later loads it without compiling again. With a shared registry
+//! the bytes are kept there too; this directory is then the host's cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::auth::hex;
 use super::error::ApiError;
-use super::registry::PluginRow;
+use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
 use crate::plugin::{InputFormat, Limits, Plugin, PluginError, PluginSettings};
 
@@ -168,6 +169,27 @@ fn lowest_priority() {
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, COMPILE_NICE);
     }
+}
+
+/// With a shared registry, the host's copy of a plugin's bytes is a cache:
+/// fetched from the registry on first need and checked against its digest.
+pub fn fetch(cluster: &dyn Cluster, path: &Path, digest: &str) -> Result<(), ApiError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let bytes = cluster
+        .blob(digest)?
+        .ok_or_else(|| ApiError::internal(format!("the registry has no bytes for plugin digest {digest}")))?;
+    let got = hex(&Sha256::digest(&bytes));
+    if got != digest {
+        return Err(ApiError::internal(format!(
+            "the registry's bytes for plugin digest {digest} hash to {got}"
+        )));
+    }
+    // Whole or not at all: a concurrent start may read it as it lands.
+    let staged = path.with_extension(format!("{}.part", super::auth::new_token()));
+    std::fs::write(&staged, &bytes).map_err(ApiError::internal)?;
+    std::fs::rename(&staged, path).map_err(ApiError::internal)
 }
 
 pub fn too_large(size: u64, limit_mb: u64) -> ApiError {

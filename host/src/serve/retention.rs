@@ -1,7 +1,8 @@
 //! Plugin versions a tenant no longer needs are removed. Every upload is a
 //! new version; a version stays while it is its plugin's newest (what
 //! `plugin: NAME` starts), a stored pipeline pins it (`plugin: NAME@N`), or
-//! a running pipeline runs it. Its bytes go when no version of any tenant
+//! a running pipeline runs it (on this host, or on another one sharing the
+//! registry, as it last reported). Its bytes go when no version of any tenant
 //! names them.
 //!
 //! Collection runs after each change that can free a version: an upload, a
@@ -43,6 +44,17 @@ pub fn collect(state: &State, tenant: &Tenant) -> Result<Vec<(String, u32)>, Api
             let status = state.supervisor.status(&tenant.name, &pipeline.name);
             if let (Some(name), Some(version)) = (status.plugin, status.plugin_version) {
                 keep.insert((name, version));
+            }
+        }
+    }
+    // What other hosts sharing the registry run (as of their last report).
+    if let Some(hosts) = &state.hosts {
+        let fresh = hosts.lease_ttl().as_millis() as u64;
+        if let Some(cluster) = state.registry.cluster() {
+            for (_, s) in cluster.statuses(&tenant.name, None, fresh)? {
+                if let (Some(name), Some(version)) = (s.plugin, s.plugin_version) {
+                    keep.insert((name, version));
+                }
             }
         }
     }

@@ -103,6 +103,16 @@ impl Tenants {
         Ok(Some(tenant))
     }
 
+    /// Names of the tenants loaded here.
+    pub fn loaded(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The tenant as loaded here, without asking the registry.
+    pub fn loaded_tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.lock().get(name).cloned()
+    }
+
     pub fn forget(&self, name: &str) {
         self.lock().remove(name);
     }

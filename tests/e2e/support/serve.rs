@@ -124,6 +124,14 @@ impl Serve {
         }
     }
 
+    /// SIGKILL: the host dies without stopping anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, then wait: pipelines are stopped (and resume at the next start).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

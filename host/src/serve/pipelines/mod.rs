@@ -62,6 +62,9 @@ struct Running {
     swap: Option<Arc<Swappable>>,
     plugin: Option<(String, u32)>,
     disk_mb: u64,
+    /// The stored YAML this run has taken in (a plugin change swaps it in;
+    /// the rest waits for a restart): another host's change is told apart by it.
+    yaml: String,
 }
 
 struct Finished {
@@ -78,8 +81,6 @@ pub struct Supervisor {
     starting: Mutex<HashSet<Key>>,
     running: Mutex<HashMap<Key, Running>>,
     finished: Mutex<HashMap<Key, Finished>>,
-    /// Set when the server stops: pipelines stopped then resume at the next start.
-    shutting_down: std::sync::atomic::AtomicBool,
     backoff: Backoff,
 }
 
@@ -98,6 +99,29 @@ impl Supervisor {
 
     pub fn is_running(&self, tenant: &str, name: &str) -> bool {
         self.running().contains_key(&key(tenant, name))
+    }
+
+    /// Whether the pipeline is being started or runs here.
+    pub fn is_active(&self, tenant: &str, name: &str) -> bool {
+        let k = key(tenant, name);
+        self.running().contains_key(&k) || self.starting.lock().unwrap_or_else(|e| e.into_inner()).contains(&k)
+    }
+
+    /// (tenant, pipeline) of every pipeline running here.
+    pub fn running_keys(&self) -> Vec<(String, String)> {
+        self.running().keys().cloned().collect()
+    }
+
+    /// The stored YAML a running pipeline has taken in.
+    pub fn applied_yaml(&self, tenant: &str, name: &str) -> Option<String> {
+        self.running().get(&key(tenant, name)).map(|r| r.yaml.clone())
+    }
+
+    /// Records that a running pipeline has taken `yaml` in.
+    pub fn set_applied_yaml(&self, tenant: &str, name: &str, yaml: &str) {
+        if let Some(run) = self.running().get_mut(&key(tenant, name)) {
+            run.yaml = yaml.to_string();
+        }
     }
 
     pub fn status(&self, tenant: &str, name: &str) -> Status {
@@ -181,8 +205,22 @@ impl Supervisor {
                 standing.wait,
             ));
         }
+        // After the backoff: a start refused here must not hold the lease.
+        let leased = match &state.hosts {
+            Some(hosts) => hosts.claim(state, &tenant.name, name, yaml)?,
+            None => false,
+        };
+        if leased {
+            // Renewed from now on: building the destination may outlast the lease.
+            super::hosts::Hosts::keep_lease(state.clone(), &tenant.name, name);
+        }
         let started = Self::launch(state, tenant, name, yaml).await;
         if let Err(e) = &started {
+            if leased {
+                if let Some(hosts) = &state.hosts {
+                    hosts.release(state, &tenant.name, name);
+                }
+            }
             sup.backoff.failed(&k, Duration::ZERO);
             sup.finished().insert(
                 key(&tenant.name, name),
@@ -242,6 +280,7 @@ impl Supervisor {
                 swap: Some(swap.clone()),
                 plugin: plugin.clone(),
                 disk_mb: prepared.disk_mb,
+                yaml: yaml.to_string(),
             },
         );
         state.registry.set_running(&tenant.name, name, true)?;
@@ -279,11 +318,17 @@ impl Supervisor {
                     None => tracing::info!(records_written = report.records_written, "pipeline {final_state}"),
                 }
                 let plugin = sup.running().get(&k).and_then(|r| r.plugin.clone());
-                let stays = final_state == "stopped" && sup.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
-                if !stays {
+                // A run that ended by itself is over; a stopped one was either
+                // stopped through the API (which cleared `running` first), by a
+                // shutdown (it resumes at the next start) or because another
+                // host holds it now: `running` stays.
+                if final_state != "stopped" {
                     if let Err(e) = state.registry.set_running(&k.0, &k.1, false) {
                         tracing::error!("{e}");
                     }
+                }
+                if let Some(hosts) = &state.hosts {
+                    hosts.release(&state, &k.0, &k.1);
                 }
                 sup.finished().insert(
                     k.clone(),
@@ -320,7 +365,6 @@ impl Supervisor {
 
     /// Stops every pipeline for a server shutdown; they resume at the next start.
     pub async fn stop_all(&self) {
-        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
         let waits: Vec<_> = self
             .running()
             .values()

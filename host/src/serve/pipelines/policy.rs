@@ -82,6 +82,9 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
             let reference = wasm.plugin.to_string_lossy().into_owned();
             let (plugin, version, digest) = resolve(cx, &file, &reference)?;
             wasm.plugin = cx.blobs.blob(&digest);
+            if let Some(cluster) = cx.registry.cluster() {
+                super::super::plugins::fetch(cluster, &wasm.plugin, &digest)?;
+            }
             match wasm.limits.memory_mb {
                 Some(asked) if asked > limits.memory_mb => {
                     return refuse(format!(

@@ -1,22 +1,14 @@
-//! The registry: tenants, plugin versions and pipelines in an embedded
-//! SQLite database (`<data-dir>/registry.sqlite`). Every query is a few
-//! rows by primary key, done under one connection's lock.
+//! The registry of one host: an embedded SQLite database
+//! (`<data-dir>/registry.sqlite`); plugins' bytes stay in the data dir.
+//! Every query is a few rows by primary key, done under one connection's
+//! lock.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use super::super::config::LimitOverrides;
+use super::{json, now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
-
-use super::config::LimitOverrides;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("registry: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("registry: a stored {what} is corrupt: {message}")]
-    Corrupt { what: &'static str, message: String },
-}
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -48,49 +40,11 @@ CREATE TABLE IF NOT EXISTS pipelines (
 );
 ";
 
-pub struct Registry {
+pub struct Sqlite {
     conn: Mutex<Connection>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct TenantRow {
-    pub name: String,
-    pub limits: LimitOverrides,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginRow {
-    pub name: String,
-    pub version: u32,
-    pub digest: String,
-    pub size: u64,
-    pub imports: Vec<String>,
-    pub describe: serde_json::Value,
-    pub compile_ms: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct PipelineRow {
-    pub tenant: String,
-    pub name: String,
-    pub yaml: String,
-    pub running: bool,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn json<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, RegistryError> {
-    serde_json::from_str(text).map_err(|e| RegistryError::Corrupt {
-        what,
-        message: e.to_string(),
-    })
-}
-
-impl Registry {
+impl Sqlite {
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
@@ -100,9 +54,11 @@ impl Registry {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
+impl Store for Sqlite {
     /// False when the name is taken.
-    pub fn create_tenant(&self, name: &str, token_hash: &str, limits: &LimitOverrides) -> Result<bool, RegistryError> {
+    fn create_tenant(&self, name: &str, token_hash: &str, limits: &LimitOverrides) -> Result<bool, RegistryError> {
         let limits = serde_json::to_string(limits).expect("limits serialize");
         let n = self.conn().execute(
             "INSERT INTO tenants (name, token_hash, limits, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
@@ -111,7 +67,7 @@ impl Registry {
         Ok(n == 1)
     }
 
-    pub fn tenant_by_token(&self, token_hash: &str) -> Result<Option<String>, RegistryError> {
+    fn tenant_by_token(&self, token_hash: &str) -> Result<Option<String>, RegistryError> {
         Ok(self
             .conn()
             .query_row("SELECT name FROM tenants WHERE token_hash = ?1", [token_hash], |r| {
@@ -120,7 +76,7 @@ impl Registry {
             .optional()?)
     }
 
-    pub fn tenant(&self, name: &str) -> Result<Option<TenantRow>, RegistryError> {
+    fn tenant(&self, name: &str) -> Result<Option<TenantRow>, RegistryError> {
         let limits: Option<String> = self
             .conn()
             .query_row("SELECT limits FROM tenants WHERE name = ?1", [name], |r| r.get(0))
@@ -135,7 +91,7 @@ impl Registry {
             .transpose()
     }
 
-    pub fn tenants(&self) -> Result<Vec<TenantRow>, RegistryError> {
+    fn tenants(&self) -> Result<Vec<TenantRow>, RegistryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name, limits FROM tenants ORDER BY name")?;
         let rows = stmt
@@ -152,7 +108,7 @@ impl Registry {
     }
 
     /// False when there is no such tenant.
-    pub fn set_limits(&self, name: &str, limits: &LimitOverrides) -> Result<bool, RegistryError> {
+    fn set_limits(&self, name: &str, limits: &LimitOverrides) -> Result<bool, RegistryError> {
         let limits = serde_json::to_string(limits).expect("limits serialize");
         let n = self
             .conn()
@@ -161,12 +117,12 @@ impl Registry {
     }
 
     /// Removes the tenant with its plugins and pipelines; false if there was none.
-    pub fn delete_tenant(&self, name: &str) -> Result<bool, RegistryError> {
+    fn delete_tenant(&self, name: &str) -> Result<bool, RegistryError> {
         Ok(self.conn().execute("DELETE FROM tenants WHERE name = ?1", [name])? == 1)
     }
 
     /// Stores the next version of `name` and returns it.
-    pub fn add_plugin(&self, tenant: &str, row: &PluginRow) -> Result<u32, RegistryError> {
+    fn add_plugin(&self, tenant: &str, row: &PluginRow, _bytes: &[u8]) -> Result<u32, RegistryError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let version: u32 = tx.query_row(
@@ -194,7 +150,7 @@ impl Registry {
     }
 
     /// Every version of a tenant's plugins (of one, with `name`), oldest first.
-    pub fn plugins(&self, tenant: &str, name: Option<&str>) -> Result<Vec<PluginRow>, RegistryError> {
+    fn plugins(&self, tenant: &str, name: Option<&str>) -> Result<Vec<PluginRow>, RegistryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT name, version, digest, size, imports, describe, compile_ms FROM plugins
@@ -229,14 +185,14 @@ impl Registry {
     }
 
     /// Digests some tenant's plugin still uses: what the blob store keeps.
-    pub fn digests(&self) -> Result<Vec<String>, RegistryError> {
+    fn digests(&self) -> Result<Vec<String>, RegistryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT DISTINCT digest FROM plugins")?;
         let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
-    pub fn remove_plugin_version(&self, tenant: &str, name: &str, version: u32) -> Result<(), RegistryError> {
+    fn remove_plugin_version(&self, tenant: &str, name: &str, version: u32) -> Result<(), RegistryError> {
         self.conn().execute(
             "DELETE FROM plugins WHERE tenant = ?1 AND name = ?2 AND version = ?3",
             params![tenant, name, version],
@@ -245,7 +201,7 @@ impl Registry {
     }
 
     /// Stores a pipeline's YAML; `running` keeps its value when it exists.
-    pub fn put_pipeline(&self, tenant: &str, name: &str, yaml: &str) -> Result<(), RegistryError> {
+    fn put_pipeline(&self, tenant: &str, name: &str, yaml: &str) -> Result<(), RegistryError> {
         self.conn().execute(
             "INSERT INTO pipelines (tenant, name, yaml) VALUES (?1, ?2, ?3)
              ON CONFLICT (tenant, name) DO UPDATE SET yaml = excluded.yaml",
@@ -254,7 +210,7 @@ impl Registry {
         Ok(())
     }
 
-    pub fn pipeline(&self, tenant: &str, name: &str) -> Result<Option<PipelineRow>, RegistryError> {
+    fn pipeline(&self, tenant: &str, name: &str) -> Result<Option<PipelineRow>, RegistryError> {
         Ok(self
             .conn()
             .query_row(
@@ -273,7 +229,7 @@ impl Registry {
     }
 
     /// A tenant's pipelines, or with `tenant` None every tenant's.
-    pub fn pipelines(&self, tenant: Option<&str>) -> Result<Vec<PipelineRow>, RegistryError> {
+    fn pipelines(&self, tenant: Option<&str>) -> Result<Vec<PipelineRow>, RegistryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT tenant, name, yaml, running FROM pipelines WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, name",
@@ -291,7 +247,7 @@ impl Registry {
         Ok(rows)
     }
 
-    pub fn count_pipelines(&self, tenant: &str) -> Result<usize, RegistryError> {
+    fn count_pipelines(&self, tenant: &str) -> Result<usize, RegistryError> {
         let n: i64 = self
             .conn()
             .query_row("SELECT COUNT(*) FROM pipelines WHERE tenant = ?1", [tenant], |r| {
@@ -301,7 +257,7 @@ impl Registry {
     }
 
     /// Whether the pipeline should run: kept across restarts.
-    pub fn set_running(&self, tenant: &str, name: &str, running: bool) -> Result<(), RegistryError> {
+    fn set_running(&self, tenant: &str, name: &str, running: bool) -> Result<(), RegistryError> {
         self.conn().execute(
             "UPDATE pipelines SET running = ?3 WHERE tenant = ?1 AND name = ?2",
             params![tenant, name, running],
@@ -309,7 +265,7 @@ impl Registry {
         Ok(())
     }
 
-    pub fn delete_pipeline(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
+    fn delete_pipeline(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
         Ok(self.conn().execute(
             "DELETE FROM pipelines WHERE tenant = ?1 AND name = ?2",
             params![tenant, name],

@@ -1,0 +1,265 @@
+//! End-to-end: two `bizon-host serve` processes, each with its own data dir
+//! and port, share one PostgreSQL registry (a private cluster). What one
+//! host is told, the other follows: a Kafka pipeline runs on both, its
+//! partitions shared by its consumer group, and every record lands once,
+//! also after one host is killed; a dummy pipeline runs on one host at a
+//! time and moves when its host dies; tenants stay apart on either host.
+
+#[allow(dead_code)]
+#[path = "support/guests.rs"]
+mod guests;
+#[allow(dead_code)]
+#[path = "support/kafka.rs"]
+mod kafka;
+#[path = "support/postgres.rs"]
+mod postgres;
+#[allow(dead_code)]
+#[path = "support/serve.rs"]
+mod serve;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use serve::{Serve, ADMIN};
+
+fn yaml(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+/// Data rows of the csv files under `dir` (headers left out).
+fn csv_rows(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        out.extend(text.lines().filter(|l| !l.starts_with("bizon_id")).map(str::to_string));
+    }
+    out
+}
+
+/// `partition_P_offset_O` of each Kafka row the hosts wrote, all hosts together.
+fn kafka_positions(hosts: &[&Path]) -> Vec<String> {
+    hosts
+        .iter()
+        .flat_map(|h| csv_rows(&h.join("tenants/acme/files/out")))
+        .map(|r| {
+            let at = r.find("partition_").expect("a kafka record id");
+            r[at..].split(',').next().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn hosts_running(status: &Value) -> Vec<String> {
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] == "running")
+        .map(|h| h["host"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_when_one_dies() {
+    let Some(pg) = postgres::start() else { return };
+    let Some(broker) = kafka::broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = |id: &str| format!("registry: {}\nhost_id: {id}\nreconcile_interval_ms: 300\n", pg.url);
+    let (data1, data2) = (dir.path().join("h1"), dir.path().join("h2"));
+    let mut h1 = Serve::start(&data1, &config("h1"));
+    let h2 = Serve::start(&data2, &config("h2"));
+
+    // A tenant made through host 1 uploads through host 2; host 1 fetches
+    // the bytes from the registry when it first needs them.
+    let egress = format!("tcp://{}", broker.servers);
+    let a = h1.tenant("acme", json!({"egress": [egress]}));
+    let b = h1.tenant("bravo", json!({}));
+    h2.ok(
+        "PUT",
+        "/v1/plugins/csv",
+        &a,
+        Some(std::fs::read(guests::wasm("bizon_csv")).unwrap()),
+    );
+    assert_eq!(h1.ok("GET", "/v1/plugins/csv", &a, None)["versions"][0]["version"], 1);
+
+    let topic = kafka::unique("hosts");
+    broker.create_topic(&topic, 4);
+    let kafka_yaml = format!(
+        "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
+         message_encoding: utf-8\n  batch_size: 20\n  consumer_config:\n    session.timeout.ms: 6000\n    \
+         heartbeat.interval.ms: 500\ndestination:\n  name: wasm\n  config:\n    plugin: csv\n    \
+         buffer_size: 0\n    buffer_flush_timeout: 0\n    plugin_config: {{dir: /out}}\n    allow:\n      dirs:\n        \
+         - {{host: out, guest: /out, writable: true, max_mb: 50}}\n",
+        broker.servers
+    );
+    h2.ok("PUT", "/v1/pipelines/k", &a, yaml(&kafka_yaml));
+    h2.ok("POST", "/v1/pipelines/k/start", &a, None);
+    // Host 1 starts it at its next reconcile: both run it.
+    h1.wait_for(&a, "k", "both hosts running", |s| hosts_running(s) == ["h1", "h2"]);
+    // Records sent while the group rebalances may be read twice (at least
+    // once, as with `run` replicas): send them once each host holds 2 of the 4.
+    let holds_two = |serve: &Serve| {
+        serve
+            .log()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && l.contains("partitions=2"))
+    };
+    wait("the group to share the partitions", Duration::from_secs(60), || {
+        holds_two(&h1) && holds_two(&h2)
+    });
+
+    let produce = |from: usize, n: usize| {
+        let p = broker.producer();
+        for i in from..from + n {
+            let value = format!("{{\"id\":{i}}}");
+            p.send(&topic, (i % 4) as i32, None, Some(value.as_bytes()), &[]);
+            if i % 50 == 0 {
+                p.flush();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        p.flush();
+    };
+    produce(0, 400);
+    let group = "bizon-serve.acme.g";
+    let hosts = [data1.as_path(), data2.as_path()];
+    wait("400 rows and their commits", Duration::from_secs(60), || {
+        kafka_positions(&hosts).len() >= 400 && broker.committed(group, &topic, 4) == broker.high_watermarks(&topic, 4)
+    });
+    let status = h2.wait_for(&a, "k", "the counters of both hosts", |s| s["records_written"] == 400);
+    assert_eq!(hosts_running(&status), ["h1", "h2"], "{status}");
+    let mut positions = kafka_positions(&hosts);
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), 400, "duplicates");
+    for data in hosts {
+        assert!(!kafka_positions(&[data]).is_empty(), "{} wrote none", data.display());
+    }
+
+    // Changes through host 1 reach host 2 at its next reconcile: a tenant's
+    // limits, and a plugin pin, swapped in between batches.
+    h1.ok(
+        "PATCH",
+        "/v1/tenants/acme",
+        ADMIN,
+        yaml(r#"{"limits": {"cpu_cores": 0.5}}"#),
+    );
+    wait("host 2 to reload the limits", Duration::from_secs(10), || {
+        h2.ok("GET", "/v1/tenants/acme", ADMIN, None)["limits"]["cpu_cores"] == 0.5
+    });
+    let csv = std::fs::read(guests::wasm("bizon_csv")).unwrap();
+    assert_eq!(h1.ok("PUT", "/v1/plugins/csv", &a, Some(csv))["version"], 2);
+    let pinned = kafka_yaml.replace("plugin: csv\n", "plugin: csv@2\n");
+    assert_ne!(pinned, kafka_yaml);
+    h1.ok("PUT", "/v1/pipelines/k", &a, yaml(&pinned));
+    h2.wait_for(&a, "k", "both hosts on version 2", |s| {
+        let hosts = s["hosts"].as_array().unwrap();
+        hosts.len() == 2 && hosts.iter().all(|h| h["plugin_version"] == 2)
+    });
+
+    // A dummy pipeline (no offsets to share) runs on one host only.
+    let dummy_yaml = "name: d\nsource:\n  name: dummy\n  stream: s\n  total_records: 1000000\n  page_size: 10\n  \
+                      sleep: 0.05\ndestination:\n  name: wasm\n  config:\n    plugin: csv\n    buffer_size: 0\n    \
+                      buffer_flush_timeout: 0\n    plugin_config: {dir: /dout}\n    allow:\n      dirs:\n        \
+                      - {host: dout, guest: /dout, writable: true, max_mb: 50}\n";
+    h1.ok("PUT", "/v1/pipelines/d", &a, yaml(dummy_yaml));
+    h1.ok("POST", "/v1/pipelines/d/start", &a, None);
+    let (status, err) = h2.call("POST", "/v1/pipelines/d/start", &a, None);
+    assert_eq!(
+        (status, err["error"]["code"].clone()),
+        (409, json!("conflict")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("runs on host `h1`"),
+        "{err}"
+    );
+    h2.wait_for(&a, "d", "host 1 reported", |s| hosts_running(s) == ["h1"]);
+    // Several reconciles later, still only host 1 writes it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(hosts_running(&h2.ok("GET", "/v1/pipelines/d", &a, None)), ["h1"]);
+    assert!(!csv_rows(&data1.join("tenants/acme/files/dout")).is_empty());
+    assert!(csv_rows(&data2.join("tenants/acme/files/dout")).is_empty());
+
+    // Tenant B, on host 2, finds none of A's names.
+    let missing = h2.call("GET", "/v1/pipelines/nobody", &b, None).1;
+    for (method, path) in [
+        ("GET", "/v1/pipelines/k"),
+        ("GET", "/v1/pipelines/d"),
+        ("POST", "/v1/pipelines/d/stop"),
+        ("POST", "/v1/pipelines/k/start"),
+        ("DELETE", "/v1/pipelines/k"),
+        ("GET", "/v1/plugins/csv"),
+    ] {
+        let (status, body) = h2.call(method, path, &b, None);
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        if path.starts_with("/v1/pipelines/") {
+            let name = path.split('/').nth(3).unwrap();
+            assert_eq!(
+                body["error"]["message"],
+                missing["error"]["message"].as_str().unwrap().replace("nobody", name)
+            );
+        }
+    }
+    assert_eq!(h2.ok("GET", "/v1/pipelines", &b, None)["pipelines"], json!([]));
+
+    // Host 1 dies. Host 2 takes every partition once the group drops host
+    // 1, and the dummy pipeline once host 1's lease expires.
+    let killed = Instant::now();
+    h1.kill();
+    produce(400, 200);
+    wait("all 600 rows", Duration::from_secs(60), || {
+        kafka_positions(&hosts).len() >= 600
+    });
+    let mut positions = kafka_positions(&hosts);
+    assert_eq!(positions.len(), 600, "rows written");
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), 600, "duplicates");
+    let status = h2.wait_for(&a, "d", "host 2 took the dummy pipeline", |s| {
+        hosts_running(s) == ["h2"]
+    });
+    assert_eq!(status["state"], "running");
+    wait("host 2 writes the dummy pipeline", Duration::from_secs(20), || {
+        !csv_rows(&data2.join("tenants/acme/files/dout")).is_empty()
+    });
+    eprintln!("took over in {:.1} s", killed.elapsed().as_secs_f64());
+    let k = h2.ok("GET", "/v1/pipelines/k", &a, None);
+    assert_eq!(hosts_running(&k), ["h2"], "{k}");
+    wait("the commits", Duration::from_secs(30), || {
+        broker.committed(group, &topic, 4) == broker.high_watermarks(&topic, 4)
+    });
+
+    // A stop through host 2 is the registry's: nothing runs it any more.
+    h2.ok("POST", "/v1/pipelines/d/stop", &a, None);
+    assert_eq!(h2.ok("GET", "/v1/pipelines/d", &a, None)["hosts"], json!([]));
+}
+
+#[test]
+fn an_unreachable_registry_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--registry", "postgres://bizon:s3cret-pw@127.0.0.1:1/reg"])
+        .env("BIZON_HOST_ADMIN_TOKEN", serve::ADMIN)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("registry postgres://bizon:***@127.0.0.1:1/reg"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}
