@@ -10,6 +10,7 @@
 //!   that runs, stops, resumes and upgrades them.
 //! - [`auth`], [`api`], [`error`]: tokens, routes, `{error: {code, message}}`.
 //! - [`logs`], [`metrics`]: per-pipeline log rings and Prometheus series.
+//! - [`runtime`]: pipelines on their own runtime, below the API's priority.
 
 pub mod api;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod pipelines;
 pub mod plugins;
 pub mod registry;
 pub mod retention;
+pub mod runtime;
 pub mod tenants;
 mod ui;
 
@@ -112,6 +114,10 @@ pub async fn run(
     let admin_hash = auth::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
+    // The epoch thread is started by whoever first needs the engine: here,
+    // at the API's priority, not by a low-priority compile or pipeline
+    // thread (its ticks bound every plugin call).
+    crate::plugin::engine::shared();
     let data_dir = config.data_dir.clone();
     let io = |source| ServeError::DataDir {
         dir: data_dir.display().to_string(),
