@@ -114,10 +114,7 @@ pub async fn run(
     let admin_hash = auth::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
-    // The epoch thread is started by whoever first needs the engine: here,
-    // at the API's priority, not by a low-priority compile or pipeline
-    // thread (its ticks bound every plugin call).
-    crate::plugin::engine::shared();
+    runtime::start_engine();
     let data_dir = config.data_dir.clone();
     let io = |source| ServeError::DataDir {
         dir: data_dir.display().to_string(),
