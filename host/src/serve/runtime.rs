@@ -92,4 +92,19 @@ mod tests {
         assert_eq!((worker, child, blocking), (expected, expected, expected));
         assert_eq!(nice_of_this_thread(), caller, "the caller keeps its priority");
     }
+
+    #[test]
+    fn a_thread_gives_priority_away_and_never_takes_it() {
+        let caller = nice_of_this_thread();
+        let on_thread = |nice| {
+            std::thread::spawn(move || {
+                set_nice(nice);
+                nice_of_this_thread()
+            })
+        };
+        let lower = (caller + 1).min(19);
+        assert_eq!(on_thread(lower).join().unwrap(), lower);
+        assert_eq!(on_thread(caller - 1).join().unwrap(), caller, "not even as root");
+        assert_eq!(nice_of_this_thread(), caller);
+    }
 }
