@@ -376,29 +376,40 @@ fn density() {
         serve.ok("POST", "/v1/pipelines/busy/start", token, None);
     }
     std::thread::sleep(Duration::from_secs(3));
+    // Records the active pipelines wrote while the API was asked: a rate
+    // over that window, not one diluted by their start.
+    let written = || -> u64 {
+        tokens
+            .iter()
+            .take(active)
+            .map(|t| {
+                let status = serve.ok("GET", "/v1/pipelines/busy", t, None);
+                assert_ne!(status["state"], "failed", "an active pipeline failed: {status}");
+                status["records_written"].as_u64().unwrap_or(0)
+            })
+            .sum()
+    };
+    let (before, window) = (written(), Instant::now());
+    // 50 requests a second for 10 s, as an operator's tools would poll.
     let mut latencies = Vec::new();
     for i in 0..500 {
+        let due = window + Duration::from_millis(20 * i as u64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let token = &tokens[(i * 7919) % tenants];
         let t = Instant::now();
         serve.ok("GET", "/v1/pipelines/idle", token, None);
         latencies.push(t.elapsed());
     }
+    let written = (written() - before) as f64 / window.elapsed().as_secs_f64();
     latencies.sort();
     let at =
         |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
-    let written: u64 = tokens
-        .iter()
-        .take(active)
-        .map(|t| {
-            let status = serve.ok("GET", "/v1/pipelines/busy", t, None);
-            assert_ne!(status["state"], "failed", "an active pipeline failed: {status}");
-            status["records_per_s"].as_f64().unwrap_or(0.0) as u64
-        })
-        .sum();
     println!(
-        "with {active} active pipelines ({written} records/s together): GET /v1/pipelines/NAME p50 {:.1} ms, p99 {:.1} ms; serve RSS {} MiB",
+        "with {active} active pipelines ({written:.0} records/s together): GET /v1/pipelines/NAME p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; serve RSS {} MiB; load average {}",
         at(0.5),
         at(0.99),
-        rss_kib(serve.pid(), "VmRSS:") >> 10
+        at(1.0),
+        rss_kib(serve.pid(), "VmRSS:") >> 10,
+        load_average()
     );
 }

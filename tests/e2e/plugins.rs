@@ -371,3 +371,31 @@ async fn library_load_reports_cache_hits() {
         .any(|i| i.starts_with("bizon:destination/host")));
     assert_eq!(second.describe().await.unwrap().name, "bench-sum");
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `serve` loads a plugin per pipeline: loads of the same component share
+/// one copy of its compiled code (each load cost 6.4 MiB of bench_sum's
+/// code and links before).
+#[cfg(target_os = "linux")]
+#[test]
+fn loads_of_one_component_share_its_code() {
+    let path = wasm("bench_sum");
+    let settings = || PluginSettings {
+        cache_dir: bizon_host::plugin::cache::default_dir(),
+        ..Default::default()
+    };
+    let first = Plugin::load(&path, settings()).unwrap();
+    let before = rss_kib();
+    let more: Vec<_> = (0..50).map(|_| Plugin::load(&path, settings()).unwrap()).collect();
+    let grown = rss_kib().saturating_sub(before);
+    // 50 copies would be 320 MiB; other tests of this binary run beside it.
+    assert!(grown < 64 << 10, "50 more loads grew RSS by {} MiB", grown >> 10);
+    drop((first, more));
+}

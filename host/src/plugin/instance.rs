@@ -140,7 +140,7 @@ impl Sandbox {
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
         store.set_epoch_deadline(1);
-        let instantiated = bounded(&shared.limits, shared.pre.instantiate_async(&mut store)).await;
+        let instantiated = bounded(&shared.limits, shared.linked.pre.instantiate_async(&mut store)).await;
         match instantiated {
             Ok(Ok(instance)) => Ok((
                 Sandbox {

@@ -11,6 +11,7 @@
 //! - [`limits`], [`budget`], [`cpu`]: memory and call-time limits of an
 //!   instance, the host-wide memory budget of all instances, and CPU shares.
 //! - [`instance`]: one Store, the calls into it and what a trap means.
+//! - `linked`: one copy of a component's code for all plugins loading it.
 //! - [`log`], [`stdio`], [`text`]: the plugin's log lines and output,
 //!   bounded and escaped.
 //! - [`ipc`]: a batch encoded the way the plugin asked.
@@ -25,6 +26,7 @@ pub mod files;
 pub mod instance;
 pub mod ipc;
 pub mod limits;
+mod linked;
 pub mod log;
 pub mod stdio;
 pub mod text;
@@ -197,7 +199,7 @@ pub enum PluginError {
 pub(crate) struct Shared {
     label: String,
     engine: Engine,
-    pre: wasmtime::component::InstancePre<instance::State>,
+    linked: Arc<linked::Linked>,
     limits: Limits,
     grants: Grants,
     config_json: String,
@@ -307,32 +309,44 @@ pub(crate) fn load_component(
         });
     }
     let engine = engine::shared().engine.clone();
-    let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref(), COMPILE_TIMEOUT).map_err(|e| {
-        PluginError::Compile {
-            plugin: label.clone(),
-            message: format!("{e:#}"),
-        }
-    })?;
-    capabilities::check_component(&label, &loaded.component, &engine, export)?;
-    let linker = capabilities::linker(&engine).map_err(|e| PluginError::Link {
-        plugin: label.clone(),
-        message: format!("{e:#}"),
-    })?;
-    let pre = linker
-        .instantiate_pre(&loaded.component)
-        .map_err(|e| PluginError::Link {
+    let key = (cache::key(&engine, &wasm), export.interface);
+    let (linked, reused) = linked::get_or_load(key, || {
+        let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref(), COMPILE_TIMEOUT).map_err(|e| {
+            PluginError::Compile {
+                plugin: label.clone(),
+                message: format!("{e:#}"),
+            }
+        })?;
+        capabilities::check_component(&label, &loaded.component, &engine, export)?;
+        let linker = capabilities::linker(&engine).map_err(|e| PluginError::Link {
             plugin: label.clone(),
             message: format!("{e:#}"),
         })?;
-    let ty = loaded.component.component_type();
+        let pre = linker
+            .instantiate_pre(&loaded.component)
+            .map_err(|e| PluginError::Link {
+                plugin: label.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let ty = loaded.component.component_type();
+        Ok(linked::Linked {
+            pre,
+            status: loaded.status,
+            artifact: loaded.artifact,
+            compile_time: loaded.compile_time,
+            imports: ty.imports(&engine).map(|(name, _)| name.to_string()).collect(),
+            exports: ty.exports(&engine).map(|(name, _)| name.to_string()).collect(),
+        })
+    })?;
     let report = LoadReport {
         file_size: wasm.len() as u64,
-        cache: loaded.status,
-        artifact: loaded.artifact,
-        compile_time: loaded.compile_time,
+        // Reused code was loaded before, from the cache or compiled then.
+        cache: if reused { CacheStatus::Hit } else { linked.status },
+        artifact: linked.artifact.clone(),
+        compile_time: if reused { Duration::ZERO } else { linked.compile_time },
         load_time: started.elapsed(),
-        imports: ty.imports(&engine).map(|(name, _)| name.to_string()).collect(),
-        exports: ty.exports(&engine).map(|(name, _)| name.to_string()).collect(),
+        imports: linked.imports.clone(),
+        exports: linked.exports.clone(),
     };
     let shared = Shared {
         log: Arc::new(log::PluginLog::new(&label)),
@@ -341,7 +355,7 @@ pub(crate) fn load_component(
         cpu: settings.cpu,
         label,
         engine,
-        pre,
+        linked,
         limits: settings.limits.for_component(size),
         grants: settings.grants,
         config_json: settings.config_json,

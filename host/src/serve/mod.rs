@@ -12,6 +12,7 @@
 //!   that runs, stops, resumes and upgrades them.
 //! - [`auth`], [`api`], [`error`]: tokens, routes, `{error: {code, message}}`.
 //! - [`logs`], [`metrics`]: per-pipeline log rings and Prometheus series.
+//! - [`runtime`]: pipelines on their own runtime, below the API's priority.
 
 pub mod api;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod pipelines;
 pub mod plugins;
 pub mod registry;
 pub mod retention;
+pub mod runtime;
 pub mod tenants;
 mod ui;
 
@@ -132,6 +134,7 @@ pub async fn run(
     let admin_hash = auth::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
+    runtime::start_engine();
     let data_dir = config.data_dir.clone();
     let io = |source| ServeError::DataDir {
         dir: data_dir.display().to_string(),

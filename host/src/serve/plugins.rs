@@ -111,13 +111,13 @@ impl PluginStore {
         let _permit = self.compile.acquire().await.expect("the pool is never closed");
         let started = Instant::now();
         let path = staged.to_path_buf();
-        // Its own thread at a low priority: compiling an upload (up to
+        // Its own thread below the pipelines: compiling an upload (up to
         // minutes for a hostile one) yields the CPU the pipelines want.
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("plugin-compile".into())
             .spawn(move || {
-                lowest_priority();
+                super::runtime::set_nice(super::runtime::COMPILE_NICE);
                 let _ = tx.send(Plugin::load(&path, settings));
             })
             .map_err(ApiError::internal)?;
@@ -154,20 +154,6 @@ impl PluginStore {
                 let _ = std::fs::remove_file(&path);
             }
         }
-    }
-}
-
-/// The compile thread's nice value: well below the pipelines (a tenth of
-/// their CPU weight when both want it), yet not starved on a busy host, where
-/// 19 made a 2 MB plugin miss the compile timeout.
-const COMPILE_NICE: libc::c_int = 10;
-
-/// [`COMPILE_NICE`] for the calling thread (Linux sets it per thread).
-fn lowest_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on this thread's own id; no memory is passed.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, COMPILE_NICE);
     }
 }
 

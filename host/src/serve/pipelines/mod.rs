@@ -286,7 +286,7 @@ impl Supervisor {
         state.registry.set_running(&tenant.name, name, true)?;
         let state = state.clone();
         let task_span = span.clone();
-        tokio::spawn(
+        super::runtime::pipelines().spawn(
             async move {
                 tracing::info!(plugin = ?plugin, "pipeline started");
                 let started = Instant::now();

@@ -1,0 +1,110 @@
+//! Where `serve`'s work runs, and at which priority.
+//!
+//! Pipelines run on their own tokio runtime whose threads have a lower CPU
+//! priority (a higher nice value; Linux sets it per thread). What they
+//! start inherits it: the source threads, librdkafka's threads, blocking
+//! tasks. The API stays on the process's runtime at the default priority,
+//! so its tasks never queue behind plugin calls, and when the cores are
+//! saturated the scheduler gives a woken API thread the CPU first.
+//! Compiling uploads runs lower still, beneath the pipelines.
+
+use std::sync::OnceLock;
+
+/// The pipelines' nice value: a third of the API's CPU weight when both want
+/// a core (CFS weights 335 against 1024), yet above the compile thread.
+pub const PIPELINE_NICE: libc::c_int = 5;
+
+/// Upload compiles' nice value: below the pipelines (a third of their CPU
+/// weight when both want it), yet not starved on a busy host, where 19 made
+/// a 2 MB plugin miss the compile timeout.
+pub const COMPILE_NICE: libc::c_int = 10;
+
+/// The runtime every pipeline task runs on; built on first use and kept for
+/// the life of the process (a runtime cannot be dropped inside another).
+pub fn pipelines() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("pipeline")
+            .on_thread_start(|| set_nice(PIPELINE_NICE))
+            .enable_all()
+            .build()
+            .expect("starting the pipelines' runtime")
+    })
+}
+
+/// Builds the plugin engine from a thread at the pipelines' priority, so
+/// that its epoch thread (which inherits it) ticks when the pipelines get
+/// the CPU. A tick charges every call in flight to its tenant's CPU share
+/// (plugin/cpu.rs) whether or not its thread ran: a ticker above the
+/// pipelines, punctual on saturated cores, charged 50 tenants' queued calls
+/// for time they spent waiting and cut their throughput 13-fold (1.69 M to
+/// 131 k records/s in the density bench). Otherwise the first upload's
+/// compile thread (nice 10) or a resumed pipeline's start (the API's
+/// priority) would decide.
+pub fn start_engine() {
+    std::thread::spawn(|| {
+        set_nice(PIPELINE_NICE);
+        crate::plugin::engine::shared();
+    })
+    .join()
+    .expect("building the plugin engine");
+}
+
+/// Lowers the calling thread's priority to `nice`, never raising it: a
+/// thread started by one that runs lower (`nice bizon-host serve`) stays
+/// there.
+pub fn set_nice(nice: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: getpriority and setpriority on this thread's own id; no memory
+    // is passed. (-1 from getpriority may be an error; either way the max
+    // below is `nice`.)
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice.max(current));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn nice_of_this_thread() -> libc::c_int {
+        // SAFETY: getpriority on this thread's own id.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn pipeline_threads_and_what_they_start_run_below_the_caller() {
+        let caller = nice_of_this_thread();
+        // `block_on` runs on the calling thread; a spawned task on a worker.
+        let on_worker = pipelines().spawn(async {
+            let worker = nice_of_this_thread();
+            let child = std::thread::spawn(nice_of_this_thread).join().unwrap();
+            let blocking = tokio::task::spawn_blocking(nice_of_this_thread).await.unwrap();
+            (worker, child, blocking)
+        });
+        let (worker, child, blocking) = pipelines().block_on(on_worker).unwrap();
+        let expected = PIPELINE_NICE.max(caller);
+        assert_eq!((worker, child, blocking), (expected, expected, expected));
+        assert_eq!(nice_of_this_thread(), caller, "the caller keeps its priority");
+    }
+
+    #[test]
+    fn a_thread_gives_priority_away_and_never_takes_it() {
+        let caller = nice_of_this_thread();
+        let on_thread = |nice| {
+            std::thread::spawn(move || {
+                set_nice(nice);
+                nice_of_this_thread()
+            })
+        };
+        let lower = (caller + 1).min(19);
+        assert_eq!(on_thread(lower).join().unwrap(), lower);
+        assert_eq!(on_thread(caller - 1).join().unwrap(), caller, "not even as root");
+        assert_eq!(nice_of_this_thread(), caller);
+    }
+}
