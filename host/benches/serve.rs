@@ -8,7 +8,8 @@
 //!
 //! `cargo bench --bench serve -- isolation` (or `density`; BIZON_BENCH_TENANTS
 //! sets the number of idle tenants, default 1000; BENCH_B_CPU_CORES sets
-//! hostile tenant B's CPU share, default the server's). Needs the guests
+//! hostile tenant B's CPU share, default the server's; BENCH_A_RECORDS tenant
+//! A's records, default 6 M). Needs the guests
 //! (scripts/build-plugins.sh) and, for density, tansu (scripts/install-kafka.sh).
 
 #[allow(dead_code)]
@@ -124,13 +125,21 @@ fn plugin(name: &str) -> Vec<u8> {
     std::fs::read(guests::wasm(name)).unwrap()
 }
 
-/// About three seconds of A's pipeline on this machine: long enough for a p99.
-const RECORDS: u64 = 6_000_000;
+/// A's records: 6 M by default, about two seconds on this machine, long
+/// enough for a p99; BENCH_A_RECORDS lengthens the window to average out
+/// the machine's noise.
+fn a_records() -> u64 {
+    std::env::var("BENCH_A_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6_000_000)
+}
 
 /// Runs tenant A's pipeline `name` to its end: (records/s, p99 ms).
 fn run_a(serve: &Serve, token: &str, name: &str) -> (f64, f64) {
+    let records = a_records();
     let yaml = format!(
-        "name: a\nsource:\n  name: dummy\n  total_records: {RECORDS}\n  page_size: 1000\ndestination:\n  name: wasm\n  \
+        "name: a\nsource:\n  name: dummy\n  total_records: {records}\n  page_size: 1000\ndestination:\n  name: wasm\n  \
          config:\n    plugin: sum\n    buffer_size: 0\n    max_concurrent_threads: 1\n"
     );
     serve.ok("PUT", &format!("/v1/pipelines/{name}"), token, Some(yaml.into_bytes()));
@@ -138,9 +147,9 @@ fn run_a(serve: &Serve, token: &str, name: &str) -> (f64, f64) {
     let cpu = cpu_s(serve.pid());
     serve.ok("POST", &format!("/v1/pipelines/{name}/start"), token, None);
     let status = serve.wait_for(token, name, "completed", |s| s["state"] != "running");
-    assert_eq!(status["records_written"], RECORDS, "{status}");
+    assert_eq!(status["records_written"], records, "{status}");
     let elapsed = started.elapsed().as_secs_f64();
-    let rate = RECORDS as f64 / elapsed;
+    let rate = records as f64 / elapsed;
     println!(
         "  {name}: {:.2} s, serve used {:.2} cores meanwhile, load average {}",
         elapsed,
