@@ -192,6 +192,36 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A plugin version as both backends read it: name, version, digest, size,
+/// imports and description as JSON text, compile milliseconds.
+type StoredPlugin = (String, u32, String, u64, String, String, u64);
+
+impl TenantRow {
+    /// A tenant from its stored columns (the limits as JSON text).
+    fn stored(name: String, limits: &str) -> Result<Self, RegistryError> {
+        Ok(Self {
+            name,
+            limits: json("tenant's limits", limits)?,
+        })
+    }
+}
+
+impl PluginRow {
+    fn stored(
+        (name, version, digest, size, imports, describe, compile_ms): StoredPlugin,
+    ) -> Result<Self, RegistryError> {
+        Ok(Self {
+            name,
+            version,
+            digest,
+            size,
+            imports: json("plugin's imports", &imports)?,
+            describe: json("plugin's description", &describe)?,
+            compile_ms,
+        })
+    }
+}
+
 fn json<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, RegistryError> {
     serde_json::from_str(text).map_err(|e| RegistryError::Corrupt {
         what,

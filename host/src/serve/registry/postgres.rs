@@ -18,7 +18,7 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 
 use super::super::config::LimitOverrides;
-use super::{json, now, redact, Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
+use super::{now, redact, Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, Store, StoredPlugin, TenantRow};
 
 /// Two hosts starting at once create the schema in turn (an advisory lock):
 /// concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog.
@@ -162,7 +162,7 @@ impl Postgres {
     }
 }
 
-fn plugin_row(r: &postgres::Row) -> (String, u32, String, u64, String, String, u64) {
+fn plugin_row(r: &postgres::Row) -> StoredPlugin {
     (
         r.get(0),
         r.get::<_, i32>(1) as u32,
@@ -211,14 +211,7 @@ impl Store for Postgres {
             c.query_opt("SELECT limits FROM tenants WHERE name = $1", &[&key])
                 .map(|r| r.map(|r| r.get(0)))
         })?;
-        limits
-            .map(|l| {
-                Ok(TenantRow {
-                    name: name.to_string(),
-                    limits: json("tenant's limits", &l)?,
-                })
-            })
-            .transpose()
+        limits.map(|l| TenantRow::stored(name.to_string(), &l)).transpose()
     }
 
     fn tenants(&self) -> Result<Vec<TenantRow>, RegistryError> {
@@ -226,14 +219,7 @@ impl Store for Postgres {
             c.query("SELECT name, limits FROM tenants ORDER BY name", &[])
                 .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })?;
-        rows.into_iter()
-            .map(|(name, l)| {
-                Ok(TenantRow {
-                    name,
-                    limits: json("tenant's limits", &l)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(|(name, l)| TenantRow::stored(name, &l)).collect()
     }
 
     fn set_limits(&self, name: &str, limits: &LimitOverrides) -> Result<bool, RegistryError> {
@@ -304,19 +290,7 @@ impl Store for Postgres {
             )
             .map(|rows| rows.iter().map(plugin_row).collect::<Vec<_>>())
         })?;
-        rows.into_iter()
-            .map(|(name, version, digest, size, imports, describe, compile_ms)| {
-                Ok(PluginRow {
-                    name,
-                    version,
-                    digest,
-                    size,
-                    imports: json("plugin's imports", &imports)?,
-                    describe: json("plugin's description", &describe)?,
-                    compile_ms,
-                })
-            })
-            .collect()
+        rows.into_iter().map(PluginRow::stored).collect()
     }
 
     fn digests(&self) -> Result<Vec<String>, RegistryError> {

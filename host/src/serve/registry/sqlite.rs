@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use super::super::config::LimitOverrides;
-use super::{json, now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
+use super::{now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
@@ -81,14 +81,7 @@ impl Store for Sqlite {
             .conn()
             .query_row("SELECT limits FROM tenants WHERE name = ?1", [name], |r| r.get(0))
             .optional()?;
-        limits
-            .map(|l| {
-                Ok(TenantRow {
-                    name: name.to_string(),
-                    limits: json("tenant's limits", &l)?,
-                })
-            })
-            .transpose()
+        limits.map(|l| TenantRow::stored(name.to_string(), &l)).transpose()
     }
 
     fn tenants(&self) -> Result<Vec<TenantRow>, RegistryError> {
@@ -97,14 +90,7 @@ impl Store for Sqlite {
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(name, l)| {
-                Ok(TenantRow {
-                    name,
-                    limits: json("tenant's limits", &l)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(|(name, l)| TenantRow::stored(name, &l)).collect()
     }
 
     /// False when there is no such tenant.
@@ -162,26 +148,14 @@ impl Store for Sqlite {
                     r.get::<_, String>(0)?,
                     r.get::<_, u32>(1)?,
                     r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(3)? as u64,
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
-                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(6)? as u64,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(name, version, digest, size, imports, describe, compile_ms)| {
-                Ok(PluginRow {
-                    name,
-                    version,
-                    digest,
-                    size: size as u64,
-                    imports: json("plugin's imports", &imports)?,
-                    describe: json("plugin's description", &describe)?,
-                    compile_ms: compile_ms as u64,
-                })
-            })
-            .collect()
+        rows.into_iter().map(PluginRow::stored).collect()
     }
 
     /// Digests some tenant's plugin still uses: what the blob store keeps.
