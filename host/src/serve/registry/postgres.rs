@@ -87,9 +87,20 @@ pub struct Postgres {
 }
 
 fn connect(url: &str) -> Result<Client, String> {
-    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| e.to_string())?;
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| describe(&e))?;
     config.connect_timeout(Duration::from_secs(5));
-    config.connect(NoTls).map_err(|e| e.to_string())
+    config.connect(NoTls).map_err(|e| describe(&e))
+}
+
+/// The server's own message for a database error; otherwise the error with
+/// its cause, which the client's message leaves out ("error connecting to
+/// server" alone does not say the connection was refused or timed out).
+fn describe(e: &postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => db.to_string(),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
+    }
 }
 
 impl Postgres {
@@ -109,9 +120,9 @@ impl Postgres {
             .name("registry-postgres".into())
             .spawn(move || {
                 let mut client = connect(&url).and_then(|mut client| {
-                    let mut tx = client.transaction().map_err(|e| e.to_string())?;
-                    tx.batch_execute(SCHEMA).map_err(|e| e.to_string())?;
-                    tx.commit().map_err(|e| e.to_string())?;
+                    let mut tx = client.transaction().map_err(|e| describe(&e))?;
+                    tx.batch_execute(SCHEMA).map_err(|e| describe(&e))?;
+                    tx.commit().map_err(|e| describe(&e))?;
                     Ok(client)
                 });
                 let failed = client.as_ref().err().cloned();
@@ -143,10 +154,7 @@ impl Postgres {
         let (reply, answer) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |client| {
             let _ = reply.send(match client {
-                Ok(client) => f(client).map_err(|e| match e.as_db_error() {
-                    Some(db) => db.to_string(),
-                    None => e.to_string(),
-                }),
+                Ok(client) => f(client).map_err(|e| describe(&e)),
                 Err(e) => Err(e),
             });
         });
