@@ -13,7 +13,8 @@
 //!
 //!     cargo bench -p bizon-host --bench kafka
 //!
-//! BENCH_RECORDS (default 1,000,000) and BENCH_PARTITIONS (default 4) change the work.
+//! BENCH_RECORDS (default 1,000,000) and BENCH_PARTITIONS (default 4) change the work;
+//! BENCH_LOG=debug shows the end-to-end runs' logs (flushes, time in the transform stage).
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/support/kafka.rs"]
@@ -216,7 +217,7 @@ fn end_to_end(records: u64, partitions: i32, variants: &[Option<&std::path::Path
                 "bench.yaml",
                 "--no-progress",
                 "--log-level",
-                "warn",
+                &std::env::var("BENCH_LOG").unwrap_or("warn".into()),
                 "--result-json",
                 "result.json",
             ])
