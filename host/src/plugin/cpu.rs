@@ -1,53 +1,222 @@
-//! A CPU share: what a group of instances (a tenant's, under `serve`) may
-//! run of guest code per second, counted in epoch ticks. Every tick a call
-//! of the group is seen running costs one token; tokens come back at the
-//! share's rate. A group over its share sleeps at its next ticks until the
-//! tokens are back, so a spinning neighbour waits and others do not.
+//! A CPU share: how much CPU time a group of instances (a tenant's, under
+//! `serve`) may use per second of wall time, as a token bucket of CPU
+//! seconds.
+//!
+//! What is charged is the CPU time the group's work really took on its
+//! thread (`CLOCK_THREAD_CPUTIME_ID`, read around every poll of a plugin
+//! call and of an instantiation, host functions the guest calls included),
+//! and, through [`CpuShare::charge`], work done for the group elsewhere,
+//! such as compiling its uploads. An earlier version charged one epoch tick
+//! per tick a call was seen in flight: that counted calls merely waiting
+//! for a core, and missed calls shorter than a tick, so a tenant of many
+//! short calls ran free while one queued behind others paid for waiting.
+//!
+//! A group over its share waits before its next poll until the bucket has
+//! refilled, so a spinning neighbour waits and others do not.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::engine::TICK;
+/// How much CPU time a group may bank while idle, in seconds of its share:
+/// enough for a burst of a few batches, short enough that a tenant back
+/// from idle does not take the cores for long.
+const BURST: f64 = 0.25;
+
+/// The longest a group is made to wait at once, in seconds. Work charged
+/// after the fact (a compile bomb's minutes, run on idle cores once the
+/// share was spent) would otherwise freeze the tenant's pipelines for many
+/// minutes, stops included; a spinning call is charged a tick at a time and
+/// never gets near it.
+const MAX_WAIT: f64 = 1.0;
 
 #[derive(Debug)]
 pub struct CpuShare {
-    /// (ticks per second the group may run: 100 per core at a 10 ms tick;
-    /// tokens; last refill). A burst of one second at most.
+    /// (cores: CPU seconds per second; tokens in CPU seconds; last refill).
     state: Mutex<(f64, f64, Instant)>,
 }
 
 impl CpuShare {
     /// A share of `cores` cores (0.5: half of one).
     pub fn new(cores: f64) -> Self {
-        let rate = Self::rate(cores);
+        let cores = Self::floor(cores);
         Self {
-            state: Mutex::new((rate, rate, Instant::now())),
+            state: Mutex::new((cores, cores * BURST, Instant::now())),
         }
     }
 
-    fn rate(cores: f64) -> f64 {
-        cores.max(0.01) / TICK.as_secs_f64()
+    fn floor(cores: f64) -> f64 {
+        cores.max(0.01)
     }
 
     /// A new share for a group that may be running; tokens it holds stay
-    /// within the new burst.
+    /// within the new burst, and a deficit is still owed.
     pub fn set_cores(&self, cores: f64) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.0 = Self::rate(cores);
-        state.1 = state.1.min(state.0);
+        state.0 = Self::floor(cores);
+        state.1 = state.1.min(state.0 * BURST);
     }
 
-    /// Charges one tick; how long the call must wait before it goes on.
-    pub fn charge(&self) -> Duration {
+    /// Charges `spent` CPU time; how long the group must wait before it
+    /// goes on.
+    pub fn charge(&self, spent: Duration) -> Duration {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (rate, now) = (state.0, Instant::now());
-        let tokens = (state.1 + now.duration_since(state.2).as_secs_f64() * rate).min(rate) - 1.0;
-        *state = (rate, tokens, now);
+        let (cores, now) = (state.0, Instant::now());
+        let refilled = state.1 + now.duration_since(state.2).as_secs_f64() * cores;
+        let tokens = (refilled.min(cores * BURST) - spent.as_secs_f64()).max(-cores * MAX_WAIT);
+        *state = (cores, tokens, now);
         if tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-tokens / rate)
+            Duration::from_secs_f64(-tokens / cores)
         }
+    }
+
+    /// How long the group must wait now, charging nothing.
+    pub fn owed(&self) -> Duration {
+        self.charge(Duration::ZERO)
+    }
+}
+
+/// The CPU time the calling thread has used.
+pub fn thread_cpu() -> Duration {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec we own.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        }
+        Duration::ZERO
+    }
+    #[cfg(not(unix))]
+    Duration::ZERO
+}
+
+/// Another thread's CPU clock, read from outside it: what a thread that
+/// cannot stop to report (a compile) has used so far.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadClock {
+    #[cfg(unix)]
+    clock: libc::clockid_t,
+    /// The thread's kernel id, for changing its priority.
+    pub tid: i32,
+}
+
+impl ThreadClock {
+    /// The calling thread's clock.
+    pub fn current() -> Self {
+        #[cfg(unix)]
+        {
+            let mut clock: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+            // SAFETY: pthread_getcpuclockid writes one clockid we own; on
+            // failure `clock` stays this thread's own CPU clock id, which
+            // read elsewhere gives the reader's time: wrong but harmless.
+            unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+            Self {
+                clock,
+                #[cfg(target_os = "linux")]
+                // SAFETY: gettid has no arguments.
+                tid: unsafe { libc::gettid() },
+                #[cfg(not(target_os = "linux"))]
+                tid: 0,
+            }
+        }
+        #[cfg(not(unix))]
+        Self { tid: 0 }
+    }
+
+    /// The CPU time the thread has used; `None` once it has ended.
+    pub fn read(&self) -> Option<Duration> {
+        #[cfg(unix)]
+        {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes one timespec we own; a clock of
+            // a thread that ended gives an error, not undefined behaviour.
+            (unsafe { libc::clock_gettime(self.clock, &mut ts) } == 0)
+                .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+        }
+        #[cfg(not(unix))]
+        None
+    }
+}
+
+thread_local! {
+    /// Where this thread's work and the threads it starts for it are
+    /// reported, when someone is charging for them (a `serve` compile).
+    static REPORT_TO: std::cell::RefCell<Option<std::sync::mpsc::Sender<ThreadClock>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Reports the calling thread's clock to `to`, and makes threads started
+/// through [`reporter`] from it report theirs: work done on behalf of a
+/// tenant on threads the library starts (wasmtime's compile thread).
+pub fn report_to(to: std::sync::mpsc::Sender<ThreadClock>) {
+    let _ = to.send(ThreadClock::current());
+    REPORT_TO.with(|r| *r.borrow_mut() = Some(to));
+}
+
+/// What a thread about to start another one passes to it: calling the
+/// result on the new thread reports it where this one reports, if anywhere.
+pub fn reporter() -> impl FnOnce() + Send + 'static {
+    let to = REPORT_TO.with(|r| r.borrow().clone());
+    move || {
+        if let Some(to) = to {
+            report_to(to);
+        }
+    }
+}
+
+/// `inner`, charging the CPU time of each of its polls to `share` and,
+/// while the share is spent, waiting before polling it again. A wasmtime
+/// call yields at every epoch tick, so a spinning guest comes back here
+/// once a tick and pays as it goes.
+pub struct Metered<F> {
+    inner: Pin<Box<F>>,
+    share: Arc<CpuShare>,
+    nap: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<F> Metered<F> {
+    pub fn new(inner: F, share: Arc<CpuShare>) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            share,
+            nap: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if self.nap.is_none() {
+            let owed = self.share.owed();
+            if !owed.is_zero() {
+                self.nap = Some(Box::pin(tokio::time::sleep(owed)));
+            }
+        }
+        if let Some(nap) = &mut self.nap {
+            if nap.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.nap = None;
+        }
+        let started = thread_cpu();
+        let polled = self.inner.as_mut().poll(cx);
+        let wait = self.share.charge(thread_cpu().saturating_sub(started));
+        if polled.is_pending() && !wait.is_zero() {
+            // Over its share: this call waits; the waker of the inner
+            // poll may fire first, and then finds the nap pending.
+            let mut nap = Box::pin(tokio::time::sleep(wait));
+            if nap.as_mut().poll(cx).is_pending() {
+                self.nap = Some(nap);
+            }
+        }
+        polled
     }
 }
 
@@ -57,29 +226,113 @@ mod tests {
 
     #[test]
     fn a_group_over_its_share_waits_for_the_tokens() {
-        let share = CpuShare::new(0.1); // 10 ticks per second
-        let waits: Vec<Duration> = (0..12).map(|_| share.charge()).collect();
-        assert!(waits[..10].iter().all(|w| w.is_zero()), "{waits:?}");
-        // Two ticks over: 0.1 s then 0.2 s to earn them back.
+        let share = CpuShare::new(0.1); // a burst of 25 ms of CPU
+        assert!(share.charge(Duration::from_millis(20)).is_zero());
+        // 15 ms over at 0.1 cores: 150 ms to earn back.
+        let wait = share.charge(Duration::from_millis(20));
         assert!(
-            waits[10] > Duration::from_millis(80) && waits[11] > Duration::from_millis(180),
-            "{waits:?}"
+            wait > Duration::from_millis(140) && wait <= Duration::from_millis(150),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn a_deficit_never_makes_a_group_wait_more_than_a_second() {
+        let share = CpuShare::new(0.25);
+        let wait = share.charge(Duration::from_secs(80));
+        assert!(
+            wait > Duration::from_millis(990) && wait <= Duration::from_secs(1),
+            "{wait:?}"
         );
     }
 
     #[test]
     fn a_resized_share_applies_at_once() {
         let share = CpuShare::new(0.1);
-        share.set_cores(0.05); // 5 ticks per second, burst 5
-        let waits: Vec<Duration> = (0..6).map(|_| share.charge()).collect();
-        assert!(
-            waits[..5].iter().all(|w| w.is_zero()) && waits[5] > Duration::from_millis(150),
-            "{waits:?}"
-        );
+        share.set_cores(0.05); // burst 12.5 ms
+        assert!(!share.charge(Duration::from_millis(15)).is_zero());
         share.set_cores(10.0);
+        assert!(!share.owed().is_zero(), "the deficit is still owed after a raise");
+    }
+
+    #[test]
+    fn thread_cpu_counts_work_not_sleep() {
+        let before = thread_cpu();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu() - before;
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let worked = thread_cpu() - before - slept;
+        assert!(slept < Duration::from_millis(5), "{slept:?}");
+        assert!(worked > Duration::from_millis(20), "{worked:?}");
+    }
+
+    #[test]
+    fn threads_started_for_reported_work_report_too() {
+        let (tx, clocks) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            report_to(tx);
+            let report = reporter();
+            std::thread::spawn(move || {
+                report();
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                }
+                // Read while the thread lives: its clock ends with it.
+                thread_cpu()
+            })
+            .join()
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        let clocks: Vec<ThreadClock> = clocks.try_iter().collect();
+        assert_eq!(clocks.len(), 2, "the thread and the one it started");
+        assert_ne!(clocks[0].tid, clocks[1].tid);
+    }
+
+    #[test]
+    fn another_threads_clock_is_read_while_it_runs() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tx.send(ThreadClock::current()).unwrap();
+            while stop.try_recv().is_err() {
+                std::hint::spin_loop();
+            }
+        });
+        let clock = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let used = clock.read().expect("the thread runs");
+        stop_tx.send(()).unwrap();
+        worker.join().unwrap();
+        assert!(used > Duration::from_millis(10), "{used:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn metered_work_over_the_share_is_spread_out() {
+        // 0.1 cores: 40 ms of spinning in 2 ms polls may not finish in
+        // much under (40 - 25 burst) / 0.1 = 150 ms.
+        let share = Arc::new(CpuShare::new(0.1));
+        let spin = async {
+            for _ in 0..20 {
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_millis(2) {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let started = Instant::now();
+        Metered::new(spin, share).await;
         assert!(
-            share.charge() > Duration::ZERO,
-            "the deficit is still owed after a raise"
+            started.elapsed() > Duration::from_millis(120),
+            "{:?}",
+            started.elapsed()
         );
     }
 }

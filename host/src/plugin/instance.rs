@@ -23,6 +23,7 @@ use super::bindings::bizon::destination::types::LogLevel;
 use super::bindings::bizon::destination::types::{BatchInfo, PluginInfo, RejectedRow, WriteError};
 use super::bindings::{bizon, Plugin as Bindings};
 use super::budget::Reservation;
+use super::cpu::{CpuShare, Metered};
 use super::egress::Egress;
 use super::files::Quotas;
 use super::limits::MemoryLimiter;
@@ -48,8 +49,6 @@ pub struct State {
     quotas: Arc<Quotas>,
     /// When the call under way must end; read at each epoch tick.
     deadline: Instant,
-    /// Charged at each epoch tick; a group over its share waits there.
-    cpu: Option<Arc<super::cpu::CpuShare>>,
     pub(super) egress: Egress,
 }
 
@@ -120,7 +119,6 @@ impl Sandbox {
             log: shared.log.clone(),
             quotas: shared.quotas.clone(),
             deadline: deadline(&shared.limits),
-            cpu: shared.cpu.clone(),
             egress,
         };
         let mut store = Store::new(&shared.engine, state);
@@ -129,18 +127,13 @@ impl Sandbox {
             if Instant::now() >= ctx.data().deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            let wait = ctx.data().cpu.as_ref().map_or(Duration::ZERO, |cpu| cpu.charge());
-            if !wait.is_zero() {
-                // Over its group's CPU share: it waits, others run.
-                let wait = wait.min(ctx.data().deadline.saturating_duration_since(Instant::now()));
-                return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(wait))));
-            }
             // Let the runtime run other tasks (and this call's timer) once
-            // per tick. A plain `Yield` is polled again at once under tokio.
+            // per tick, and the CPU share charge the call (bounded). A
+            // plain `Yield` is polled again at once under tokio.
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
         store.set_epoch_deadline(1);
-        let instantiated = bounded(&shared.limits, shared.linked.pre.instantiate_async(&mut store)).await;
+        let instantiated = bounded(&Bounds::of(shared), shared.linked.pre.instantiate_async(&mut store)).await;
         match instantiated {
             Ok(Ok(instance)) => Ok((
                 Sandbox {
@@ -173,8 +166,8 @@ impl Sandbox {
         self.poisoned
     }
 
-    pub(crate) fn limits(&self) -> super::Limits {
-        self.shared.limits
+    pub(crate) fn bounds(&self) -> Bounds {
+        Bounds::of(&self.shared)
     }
 
     /// A bindings error (a missing export) as the plugin's own error.
@@ -253,7 +246,7 @@ impl Instance {
             .bindings
             .bizon_destination_destination()
             .call_open(&mut instance.sandbox.store, &config);
-        let result = bounded(&shared.limits, call).await;
+        let result = bounded(&Bounds::of(shared), call).await;
         instance
             .sandbox
             .end("open", result)?
@@ -283,7 +276,7 @@ impl Instance {
             .bindings
             .bizon_destination_destination()
             .call_describe(&mut instance.sandbox.store);
-        let result = bounded(&shared.limits, call).await;
+        let result = bounded(&Bounds::of(shared), call).await;
         let mut info = instance.sandbox.end("describe", result)?;
         info.name = sanitize(&info.name, MAX_LINE_BYTES);
         info.version = sanitize(&info.version, MAX_LINE_BYTES);
@@ -302,23 +295,23 @@ impl Instance {
 
     pub async fn check_connection(&mut self) -> Result<Result<(), String>, PluginError> {
         self.sandbox.begin("check-connection")?;
-        let limits = self.sandbox.limits();
+        let bounds = self.sandbox.bounds();
         let call = self
             .bindings
             .bizon_destination_destination()
             .call_check_connection(&mut self.sandbox.store);
-        let result = bounded(&limits, call).await;
+        let result = bounded(&bounds, call).await;
         Ok(self.sandbox.end("check-connection", result)?.map_err(cap_error))
     }
 
     pub async fn write(&mut self, info: &BatchInfo, batch: &[u8]) -> Result<Result<u64, WriteError>, PluginError> {
         self.sandbox.begin("write-records")?;
-        let limits = self.sandbox.limits();
+        let bounds = self.sandbox.bounds();
         let call =
             self.bindings
                 .bizon_destination_destination()
                 .call_write_records(&mut self.sandbox.store, info, batch);
-        let result = bounded(&limits, call).await;
+        let result = bounded(&bounds, call).await;
         Ok(self.sandbox.end("write-records", result)?.map_err(|e| match e {
             WriteError::Retryable(m) => WriteError::Retryable(cap_error(m)),
             WriteError::Fatal(m) => WriteError::Fatal(cap_error(m)),
@@ -335,12 +328,12 @@ impl Instance {
 
     pub async fn finalize(&mut self) -> Result<Result<(), String>, PluginError> {
         self.sandbox.begin("finalize")?;
-        let limits = self.sandbox.limits();
+        let bounds = self.sandbox.bounds();
         let call = self
             .bindings
             .bizon_destination_destination()
             .call_finalize(&mut self.sandbox.store);
-        let result = bounded(&limits, call).await;
+        let result = bounded(&bounds, call).await;
         let result = self.sandbox.end("finalize", result);
         self.sandbox.flush_log();
         Ok(result?.map_err(cap_error))
@@ -350,11 +343,31 @@ impl Instance {
 /// A call's outcome: `Err` when the timer dropped it.
 pub(crate) type Bounded<R> = Result<wasmtime::Result<R>, tokio::time::error::Elapsed>;
 
+/// What bounds a call: its time limit, and the CPU share it is charged to.
+pub(crate) struct Bounds {
+    timeout: Duration,
+    cpu: Option<Arc<CpuShare>>,
+}
+
+impl Bounds {
+    pub(crate) fn of(shared: &Shared) -> Self {
+        Self {
+            timeout: shared.limits.call_timeout() + GRACE,
+            cpu: shared.cpu.clone(),
+        }
+    }
+}
+
 pub(crate) async fn bounded<R>(
-    limits: &super::Limits,
+    bounds: &Bounds,
     call: impl std::future::Future<Output = wasmtime::Result<R>>,
 ) -> Bounded<R> {
-    tokio::time::timeout(limits.call_timeout() + GRACE, call).await
+    match &bounds.cpu {
+        // Waiting for the share counts against the call's time: a tenant
+        // over its share sees its calls time out, not the host stall.
+        Some(share) => tokio::time::timeout(bounds.timeout, Metered::new(call, share.clone())).await,
+        None => tokio::time::timeout(bounds.timeout, call).await,
+    }
 }
 
 fn deadline(limits: &super::Limits) -> Instant {

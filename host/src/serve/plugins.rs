@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -16,6 +16,7 @@ use super::auth::hex;
 use super::error::ApiError;
 use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
+use crate::plugin::cpu::{self, ThreadClock};
 use crate::plugin::{InputFormat, Limits, Plugin, PluginError, PluginSettings};
 
 pub struct PluginStore {
@@ -113,15 +114,19 @@ impl PluginStore {
         let path = staged.to_path_buf();
         // Its own thread below the pipelines: compiling an upload (up to
         // minutes for a hostile one) yields the CPU the pipelines want.
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let (clocks_tx, clocks) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("plugin-compile".into())
             .spawn(move || {
                 super::runtime::set_nice(super::runtime::COMPILE_NICE);
+                cpu::report_to(clocks_tx);
                 let _ = tx.send(Plugin::load(&path, settings));
             })
             .map_err(ApiError::internal)?;
-        let loaded = rx.await.map_err(ApiError::internal)?;
+        let loaded = charged_compile(tenant, clocks, &mut rx)
+            .await
+            .map_err(ApiError::internal)?;
         let refused = |e: PluginError| ApiError::invalid(e.to_string());
         let plugin = loaded.map_err(refused)?;
         let compile_ms = started.elapsed().as_millis() as u64;
@@ -156,6 +161,59 @@ impl PluginStore {
         }
     }
 }
+
+/// Waits for a compile, charging the CPU time of its threads (`clocks`) to
+/// the tenant's CPU share as it goes: a compile bomb is the uploader's work,
+/// so its pipelines wait for the share to refill afterwards, and once the
+/// share is spent the rest of the compile runs only on idle cores.
+async fn charged_compile<T>(
+    tenant: &Tenant,
+    clocks: std::sync::mpsc::Receiver<ThreadClock>,
+    done: &mut tokio::sync::oneshot::Receiver<T>,
+) -> Result<T, tokio::sync::oneshot::error::RecvError> {
+    let mut meter = CompileMeter {
+        clocks,
+        threads: Vec::new(),
+        overdrawn: false,
+    };
+    loop {
+        tokio::select! {
+            result = &mut *done => {
+                meter.charge(tenant);
+                return result;
+            }
+            () = tokio::time::sleep(COMPILE_CHARGE_EVERY) => meter.charge(tenant),
+        }
+    }
+}
+
+struct CompileMeter {
+    clocks: std::sync::mpsc::Receiver<ThreadClock>,
+    /// Each thread's clock and how much of it was charged.
+    threads: Vec<(ThreadClock, Duration)>,
+    overdrawn: bool,
+}
+
+impl CompileMeter {
+    fn charge(&mut self, tenant: &Tenant) {
+        self.threads.extend(self.clocks.try_iter().map(|c| (c, Duration::ZERO)));
+        let mut spent = Duration::ZERO;
+        for (clock, charged) in &mut self.threads {
+            let used = clock.read().unwrap_or(*charged);
+            spent += used.saturating_sub(*charged);
+            *charged = used.max(*charged);
+        }
+        self.overdrawn |= !tenant.cpu.charge(spent).is_zero();
+        if self.overdrawn {
+            for (clock, _) in &self.threads {
+                super::runtime::set_idle_of(clock.tid);
+            }
+        }
+    }
+}
+
+/// How often a running compile's CPU time is charged.
+const COMPILE_CHARGE_EVERY: Duration = Duration::from_millis(100);
 
 /// With a shared registry, the host's copy of a plugin's bytes is a cache:
 /// fetched from the registry on first need and checked against its digest.

@@ -50,17 +50,17 @@ impl Component {
     pub async fn instantiate(&self) -> Result<Instance, OpenError> {
         let (mut sandbox, instance) = Sandbox::instantiate(&self.shared).await?;
         let bindings = bindings::Transformer::new(&mut sandbox.store, &instance).map_err(|e| sandbox.link_error(e))?;
-        let limits = sandbox.limits();
+        let bounds = sandbox.bounds();
         sandbox.begin("describe")?;
         let call = bindings.bizon_destination_transform().call_describe(&mut sandbox.store);
-        let result = bounded(&limits, call).await;
+        let result = bounded(&bounds, call).await;
         let info = sandbox.end("describe", result)?;
         sandbox.begin("open")?;
         let config = self.shared_config();
         let call = bindings
             .bizon_destination_transform()
             .call_open(&mut sandbox.store, &config);
-        let result = bounded(&limits, call).await;
+        let result = bounded(&bounds, call).await;
         sandbox
             .end("open", result)?
             .map_err(|message| OpenError::Refused(sanitize(&message, MAX_ERROR_BYTES)))?;
@@ -104,12 +104,12 @@ impl Instance {
     /// refusal of the whole batch.
     pub async fn transform(&mut self, batch: &[u8]) -> Result<Result<Transformed, String>, PluginError> {
         self.sandbox.begin("transform-records")?;
-        let limits = self.sandbox.limits();
+        let bounds = self.sandbox.bounds();
         let call = self
             .bindings
             .bizon_destination_transform()
             .call_transform_records(&mut self.sandbox.store, batch);
-        let result = bounded(&limits, call).await;
+        let result = bounded(&bounds, call).await;
         Ok(self.sandbox.end("transform-records", result)?.map_err(cap_error))
     }
 }
