@@ -640,3 +640,40 @@ fn a_failing_pipeline_is_started_again_only_after_a_backoff_that_doubles() {
         0
     );
 }
+
+#[test]
+fn a_broker_advertising_an_address_outside_the_tenants_ceiling_is_never_connected_to() {
+    // Where the broker sends its clients: a listener of the test's own (all
+    // of 127/8 is loopback), which sees whoever connects.
+    let trap = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let advertised = trap.local_addr().unwrap().to_string();
+    let Some(broker) = kafka::broker_advertising(&advertised) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    let a = serve.tenant("acme", json!({"egress": [format!("tcp://{}", broker.servers)]}));
+    serve.ok("PUT", "/v1/plugins/mine", &a, Some(plugin("my_dest")));
+    let pipeline = format!(
+        "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: t\n  \
+         message_encoding: utf-8\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n    \
+         plugin_config: {{path: /out/records.jsonl}}\n    allow:\n      dirs:\n        \
+         - {{host: out, guest: /out, writable: true, max_mb: 10}}\n",
+        broker.servers
+    );
+    // The bootstrap server is inside the ceiling: stored and started.
+    serve.ok("PUT", "/v1/pipelines/k", &a, yaml(&pipeline));
+    serve.ok("POST", "/v1/pipelines/k/start", &a, None);
+    let failed = serve.wait_for(&a, "k", "failed", |s| s["state"] == "failed");
+    let error = failed["last_error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("advertises {advertised}")) && error.contains("egress ceiling"),
+        "{failed}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    match trap.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("something connected to the advertised address: {other:?}"),
+    }
+}

@@ -35,6 +35,20 @@ fn start() -> Option<Broker> {
     if let Ok(servers) = std::env::var("BIZON_TEST_KAFKA_BROKERS") {
         return Some(Broker { servers });
     }
+    launch(None)
+}
+
+/// A broker of its own that tells clients to connect to `advertised`
+/// (HOST:PORT) rather than where it listens, as a hostile broker would;
+/// None where `broker` gives None, or against an outside cluster.
+pub fn broker_advertising(advertised: &str) -> Option<Broker> {
+    if std::env::var_os("BIZON_TEST_KAFKA_BROKERS").is_some() {
+        return None;
+    }
+    launch(Some(advertised))
+}
+
+fn launch(advertised: Option<&str>) -> Option<Broker> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let tansu = std::env::var_os("TANSU")
         .map(PathBuf::from)
@@ -49,7 +63,8 @@ fn start() -> Option<Broker> {
     }
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::env::temp_dir().join(format!("bizon-kafka-e2e-{}.log", std::process::id()));
+    let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
+    let log = std::env::temp_dir().join(format!("bizon-kafka-e2e-{}-{port}.log", std::process::id()));
     spawn_watched(
         &tansu,
         &[
@@ -57,7 +72,7 @@ fn start() -> Option<Broker> {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
             "--storage-engine",
             "memory://tansu/",
         ],

@@ -21,6 +21,8 @@ use crate::config::{self, DestinationConfig, Pipeline, SourceConfig};
 use crate::plugin::egress::rules::{Host, Scheme};
 use crate::plugin::egress::HostRule;
 use crate::plugin::DirGrant;
+#[cfg(feature = "kafka")]
+use crate::source::kafka::config::BrokerGate;
 
 use super::super::error::ApiError;
 use super::super::registry::Registry;
@@ -246,6 +248,10 @@ fn check_source(cx: &Context<'_>, file: &str, source: &mut SourceConfig) -> Resu
             }
             // Tenants on one broker cannot join (and steal from) each other's groups.
             kafka.group_id = format!("{}{}.{}", GROUP_PREFIX, cx.tenant.name, kafka.group_id);
+            let egress = cx.tenant.limits.egress.clone();
+            kafka.advertised_within = Some(BrokerGate::new(ceiling(&egress), move |host, port| {
+                egress.iter().any(|c| c.matches(Scheme::Tcp, &Host::parse(host), port))
+            }));
             Ok(())
         }
     }

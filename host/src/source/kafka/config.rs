@@ -55,6 +55,55 @@ pub struct KafkaSourceConfig {
     pub force_ignore_checkpoint: Option<IgnoredAny2>,
     #[serde(default)]
     pub max_iterations: Option<IgnoredAny2>,
+    /// The addresses the brokers may advertise, when something narrower
+    /// than any applies (`serve`: the tenant's egress ceiling). Set by the
+    /// host, never read from a file.
+    #[serde(skip)]
+    pub advertised_within: Option<BrokerGate>,
+}
+
+/// Which `host:port` a broker may advertise: a client connects to what the
+/// brokers advertise, not only to `bootstrap_servers`, so a broker a tenant
+/// controls could otherwise point the host at any address.
+#[derive(Clone)]
+pub struct BrokerGate(std::sync::Arc<Gate>);
+
+/// Whether a broker may be reached at `host:port`.
+type Allows = dyn Fn(&str, u16) -> bool + Send + Sync;
+
+struct Gate {
+    allows: Box<Allows>,
+    /// The allowed addresses as the operator wrote them, for errors.
+    ceiling: String,
+}
+
+impl BrokerGate {
+    pub fn new(ceiling: String, allows: impl Fn(&str, u16) -> bool + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(Gate {
+            allows: Box::new(allows),
+            ceiling,
+        }))
+    }
+
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        (self.0.allows)(host, port)
+    }
+
+    pub fn ceiling(&self) -> &str {
+        &self.0.ceiling
+    }
+}
+
+impl std::fmt::Debug for BrokerGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BrokerGate({})", self.0.ceiling)
+    }
+}
+
+impl PartialEq for BrokerGate {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 pub const KAFKA_KEYS: &[&str] = &[

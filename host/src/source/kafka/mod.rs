@@ -34,6 +34,26 @@ use super::{Page, SourceError, SourceEvent, SourceLink, SourceTask};
 use crate::dead_letter::DeadLetters;
 use crate::record::now_us;
 
+/// Refuses brokers that advertise an address outside `gate`.
+fn advertised_within(
+    gate: &self::config::BrokerGate,
+    metadata: &rdkafka::metadata::Metadata,
+) -> Result<(), SourceError> {
+    for broker in metadata.brokers() {
+        let port = u16::try_from(broker.port()).unwrap_or(0);
+        if !gate.allows(broker.host(), port) {
+            return Err(SourceError::Kafka(format!(
+                "broker {} advertises {}:{}, outside the egress ceiling ({}); nothing was read",
+                broker.id(),
+                broker.host(),
+                broker.port(),
+                gate.ceiling()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How long one poll waits, which bounds how late a stop or an
 /// acknowledgement is seen.
 const POLL: Duration = Duration::from_millis(100);
@@ -104,6 +124,26 @@ impl KafkaSource {
     }
 
     fn connect(&self, context: Context) -> Result<(KafkaConsumer, Option<Ends>), SourceError> {
+        let timeout = Duration::from_secs(self.config.consumer_timeout.max(1));
+        if let Some(gate) = &self.config.advertised_within {
+            // Asked by a client without a group, which connects to nothing
+            // but the bootstrap servers: a group consumer looks up its
+            // coordinator, at an advertised address, as soon as it exists.
+            let mut client = ClientConfig::new();
+            for (k, v) in self.settings.iter().filter(|(k, _)| k.as_str() != "group.id") {
+                client.set(k, v);
+            }
+            let probe: rdkafka::consumer::BaseConsumer = client
+                .create()
+                .map_err(|e| SourceError::Kafka(format!("cannot create the consumer: {e}")))?;
+            let metadata = probe.fetch_metadata(None, timeout).map_err(|e| {
+                SourceError::Kafka(format!(
+                    "cannot reach the brokers {}: {e}",
+                    self.config.bootstrap_servers
+                ))
+            })?;
+            advertised_within(gate, &metadata)?;
+        }
         let mut client = ClientConfig::new();
         for (k, v) in &self.settings {
             client.set(k, v);
@@ -112,13 +152,16 @@ impl KafkaSource {
             .create_with_context(context)
             .map_err(|e| SourceError::Kafka(format!("cannot create the consumer: {e}")))?;
         let fail = |message: String| SourceError::Kafka(message);
-        let timeout = Duration::from_secs(self.config.consumer_timeout.max(1));
         let metadata = consumer.fetch_metadata(None, timeout).map_err(|e| {
             fail(format!(
                 "cannot reach the brokers {}: {e}",
                 self.config.bootstrap_servers
             ))
         })?;
+        if let Some(gate) = &self.config.advertised_within {
+            // Again: a broker may answer differently the second time.
+            advertised_within(gate, &metadata)?;
+        }
         let mut partitions: Vec<Tp> = Vec::new();
         for topic in self.decoder.topics.keys() {
             match metadata.topics().iter().find(|t| t.name() == topic) {
