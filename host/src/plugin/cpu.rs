@@ -96,18 +96,23 @@ pub fn thread_cpu() -> Duration {
 }
 
 /// Another thread's CPU clock, read from outside it: what a thread that
-/// cannot stop to report (a compile) has used so far.
-#[derive(Debug, Clone, Copy)]
+/// cannot stop to report (a compile) has used so far. Only reported threads
+/// have one ([`report_to`]): the kernel reuses a finished thread's id, and
+/// its clock id with it, so a clock is read and its thread acted on only
+/// while a lock shows the thread alive; the thread's exit waits for that
+/// lock.
+#[derive(Debug, Clone)]
 pub struct ThreadClock {
     #[cfg(unix)]
     clock: libc::clockid_t,
     /// The thread's kernel id, for changing its priority.
-    pub tid: i32,
+    tid: i32,
+    alive: Arc<Mutex<bool>>,
 }
 
 impl ThreadClock {
-    /// The calling thread's clock.
-    pub fn current() -> Self {
+    /// The calling thread's clock; `alive` must turn false before it ends.
+    fn current(alive: Arc<Mutex<bool>>) -> Self {
         #[cfg(unix)]
         {
             let mut clock: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
@@ -122,46 +127,64 @@ impl ThreadClock {
                 tid: unsafe { libc::gettid() },
                 #[cfg(not(target_os = "linux"))]
                 tid: 0,
+                alive,
             }
         }
         #[cfg(not(unix))]
-        Self { tid: 0 }
+        Self { tid: 0, alive }
     }
 
-    /// The CPU time the thread has used; `None` once it has ended.
-    pub fn read(&self) -> Option<Duration> {
+    /// `f` of the thread's kernel id and CPU time used, while the thread
+    /// cannot end; `None` once it has.
+    pub fn while_alive<R>(&self, f: impl FnOnce(i32, Duration) -> R) -> Option<R> {
+        let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+        if !*alive {
+            return None;
+        }
         #[cfg(unix)]
         {
             let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: clock_gettime writes one timespec we own; a clock of
-            // a thread that ended gives an error, not undefined behaviour.
+            // SAFETY: clock_gettime writes one timespec we own.
             (unsafe { libc::clock_gettime(self.clock, &mut ts) } == 0)
-                .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+                .then(|| f(self.tid, Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)))
         }
         #[cfg(not(unix))]
         None
     }
 }
 
+/// A reported thread's registration, dropped when the thread ends.
+struct Reported {
+    to: std::sync::mpsc::Sender<ThreadClock>,
+    alive: Arc<Mutex<bool>>,
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        // Waits for a reader holding the lock: the id is not free yet.
+        *self.alive.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+}
+
 thread_local! {
     /// Where this thread's work and the threads it starts for it are
     /// reported, when someone is charging for them (a `serve` compile).
-    static REPORT_TO: std::cell::RefCell<Option<std::sync::mpsc::Sender<ThreadClock>>> =
-        const { std::cell::RefCell::new(None) };
+    static REPORT_TO: std::cell::RefCell<Option<Reported>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Reports the calling thread's clock to `to`, and makes threads started
 /// through [`reporter`] from it report theirs: work done on behalf of a
 /// tenant on threads the library starts (wasmtime's compile thread).
 pub fn report_to(to: std::sync::mpsc::Sender<ThreadClock>) {
-    let _ = to.send(ThreadClock::current());
-    REPORT_TO.with(|r| *r.borrow_mut() = Some(to));
+    let alive = Arc::new(Mutex::new(true));
+    let _ = to.send(ThreadClock::current(alive.clone()));
+    REPORT_TO.with(|r| *r.borrow_mut() = Some(Reported { to, alive }));
 }
 
 /// What a thread about to start another one passes to it: calling the
 /// result on the new thread reports it where this one reports, if anywhere.
 pub fn reporter() -> impl FnOnce() + Send + 'static {
-    let to = REPORT_TO.with(|r| r.borrow().clone());
+    let to = REPORT_TO.with(|r| r.borrow().as_ref().map(|r| r.to.clone()));
     move || {
         if let Some(to) = to {
             report_to(to);
@@ -287,17 +310,15 @@ mod tests {
         std::thread::spawn(move || {
             report_to(tx);
             let report = reporter();
-            std::thread::spawn(move || {
-                report();
-            })
-            .join()
-            .unwrap()
+            std::thread::spawn(report).join().unwrap();
         })
         .join()
         .unwrap();
         let clocks: Vec<ThreadClock> = clocks.try_iter().collect();
         assert_eq!(clocks.len(), 2, "the thread and the one it started");
         assert_ne!(clocks[0].tid, clocks[1].tid);
+        // Both ended: their ids may be another thread's by now.
+        assert!(clocks.iter().all(|c| c.while_alive(|_, _| ()).is_none()));
     }
 
     #[test]
@@ -305,7 +326,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
         let worker = std::thread::spawn(move || {
-            tx.send(ThreadClock::current()).unwrap();
+            report_to(tx);
             while stop.try_recv().is_err() {
                 std::hint::spin_loop();
             }
@@ -314,7 +335,7 @@ mod tests {
         // Read from here while the worker spins, until it has used 10 ms.
         let started = Instant::now();
         let used = loop {
-            let used = clock.read().expect("the thread runs");
+            let used = clock.while_alive(|_, used| used).expect("the thread runs");
             if used > Duration::from_millis(10) || started.elapsed() > Duration::from_secs(10) {
                 break used;
             }
@@ -323,6 +344,10 @@ mod tests {
         stop_tx.send(()).unwrap();
         worker.join().unwrap();
         assert!(used > Duration::from_millis(10), "{used:?}");
+        assert!(
+            clock.while_alive(|_, used| used).is_none(),
+            "read after the thread ended"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -199,14 +199,15 @@ impl CompileMeter {
         self.threads.extend(self.clocks.try_iter().map(|c| (c, Duration::ZERO)));
         let mut spent = Duration::ZERO;
         for (clock, charged) in &mut self.threads {
-            let used = clock.read().unwrap_or(*charged);
-            spent += used.saturating_sub(*charged);
-            *charged = used.max(*charged);
+            clock.while_alive(|_, used| {
+                spent += used.saturating_sub(*charged);
+                *charged = used.max(*charged);
+            });
         }
         self.overdrawn |= !tenant.cpu.charge(spent).is_zero();
         if self.overdrawn {
             for (clock, _) in &self.threads {
-                super::runtime::set_idle_of(clock.tid);
+                clock.while_alive(|tid, _| super::runtime::set_idle_of(tid));
             }
         }
     }
