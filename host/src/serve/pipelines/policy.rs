@@ -250,7 +250,7 @@ fn check_source(cx: &Context<'_>, file: &str, source: &mut SourceConfig) -> Resu
             kafka.group_id = format!("{}{}.{}", GROUP_PREFIX, cx.tenant.name, kafka.group_id);
             let egress = cx.tenant.limits.egress.clone();
             kafka.advertised_within = Some(BrokerGate::new(ceiling(&egress), move |host, port| {
-                egress.iter().any(|c| c.matches(Scheme::Tcp, &Host::parse(host), port))
+                within(&egress, host, port)
             }));
             Ok(())
         }
@@ -282,13 +282,19 @@ const CONSUMER_KEYS: &[&str] = &[
     "isolation.level",
 ];
 
+/// Whether a broker at `host:port` is inside the egress ceiling.
+fn within(egress: &[HostRule], host: &str, port: u16) -> bool {
+    let host = Host::parse(host);
+    egress.iter().any(|c| c.matches(Scheme::Tcp, &host, port))
+}
+
 fn check_brokers(cx: &Context<'_>, file: &str, field: &str, servers: &str) -> Result<(), ApiError> {
     let egress = &cx.tenant.limits.egress;
     for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let parsed = server
             .rsplit_once(':')
-            .and_then(|(host, port)| Some((Host::parse(host), port.parse::<u16>().ok()?)));
-        let allowed = parsed.is_some_and(|(host, port)| egress.iter().any(|c| c.matches(Scheme::Tcp, &host, port)));
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)));
+        let allowed = parsed.is_some_and(|(host, port)| within(egress, host, port));
         if !allowed {
             return Err(ApiError::invalid(format!(
                 "{file}: {field}: `{server}` is outside this tenant's egress ceiling ({}); brokers are HOST:PORT",
