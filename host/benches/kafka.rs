@@ -14,13 +14,14 @@
 //!     cargo bench -p bizon-host --bench kafka
 //!
 //! BENCH_RECORDS (default 1,000,000) and BENCH_PARTITIONS (default 4) change the work;
-//! BENCH_LOG=debug shows the end-to-end runs' logs (flushes, time in the transform stage).
+//! BENCH_LOG=debug shows the end-to-end runs' logs (support/run.rs).
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/support/kafka.rs"]
 mod kafka;
+#[path = "support/run.rs"]
+mod run;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -211,22 +212,7 @@ fn end_to_end(records: u64, partitions: i32, variants: &[Option<&std::path::Path
             transforms(*flatten)
         );
         std::fs::write(dir.path().join("bench.yaml"), yaml).unwrap();
-        let status = Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-            .args([
-                "run",
-                "bench.yaml",
-                "--no-progress",
-                "--log-level",
-                &std::env::var("BENCH_LOG").unwrap_or("warn".into()),
-                "--result-json",
-                "result.json",
-            ])
-            .current_dir(dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let result: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+        let result = run::run_pipeline(dir.path());
         assert_eq!(result["records_written"], records, "{result}");
         let run_seconds = result["duration_s"].as_f64().unwrap();
         println!(

@@ -7,7 +7,8 @@
 //! work. Prints each run, then the median and the highest peak RSS, and a
 //! last line that bench/compare.sh reads.
 
-use std::process::Command;
+#[path = "support/run.rs"]
+mod run;
 
 fn main() {
     let records: u64 = env_or("BENCH_RECORDS", 1_000_000);
@@ -22,23 +23,7 @@ fn main() {
     let mut rates = Vec::new();
     let mut peak_rss = 0u64;
     for run in 1..=runs {
-        let status = Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-            .args([
-                "run",
-                "bench.yaml",
-                "--no-progress",
-                "--log-level",
-                "warn",
-                "--result-json",
-                "result.json",
-            ])
-            .current_dir(dir.path())
-            .status()
-            .expect("running bizon-host");
-        assert!(status.success(), "bizon-host failed");
-        let result: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).expect("the result file"))
-                .expect("result JSON");
+        let result = run::run_pipeline(dir.path());
         assert_eq!(result["records_written"], records, "not every record was written");
         let seconds = result["duration_s"].as_f64().expect("duration_s");
         let rss = result["peak_rss_bytes"].as_u64().unwrap_or(0);
