@@ -677,3 +677,111 @@ fn a_broker_advertising_an_address_outside_the_tenants_ceiling_is_never_connecte
         other => panic!("something connected to the advertised address: {other:?}"),
     }
 }
+
+#[test]
+fn a_tenants_transforms_run_as_its_own_and_are_held_to_its_limits() {
+    let Some(broker) = kafka::broker() else { return };
+    guests::python_runtime();
+    let topic = kafka::unique("serve-transforms");
+    broker.create_topic(&topic, 2);
+    let producer = broker.producer();
+    for i in 0..200 {
+        let value = format!("{{\"id\":{i}}}");
+        producer.send(&topic, i % 2, None, Some(value.as_bytes()), &[]);
+    }
+    producer.flush();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    let egress = format!("tcp://{}", broker.servers);
+    let a = serve.tenant("acme", json!({"egress": [egress], "instances": 4, "memory_mb": 1024}));
+    let b = serve.tenant("bravo", json!({"egress": [egress]}));
+    let up = serve.ok("PUT", "/v1/plugins/flatten", &a, Some(plugin("bizon_kafka_flatten")));
+    assert_eq!(up["describe"]["kind"], "transform", "{up}");
+    let up = serve.ok("PUT", "/v1/plugins/mine", &a, Some(plugin("my_dest")));
+    assert_eq!(up["describe"]["kind"], "destination", "{up}");
+    serve.ok("PUT", "/v1/plugins/mine", &b, Some(plugin("my_dest")));
+
+    // The tenant's own component, then Bizon's Python code, into its plugin.
+    let pipeline = |transforms: &str, plugin: &str| {
+        format!(
+            "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  \
+             topic: {topic}\n  message_encoding: utf-8\n  batch_size: 50\ntransforms:\n{transforms}destination:\n  \
+             name: wasm\n  config:\n    plugin: {plugin}\n    buffer_size: 0\n    buffer_flush_timeout: 0\n    \
+             plugin_config: {{path: /out/records.jsonl}}\n    allow:\n      dirs:\n        \
+             - {{host: out, guest: /out, writable: true, max_mb: 10}}\n",
+            broker.servers
+        )
+    };
+    let both = "  - label: flatten\n    wasm: flatten\n    config: {fields: [offset, partition]}\n  \
+                - label: double\n    python: |\n      data['doubled'] = data['id'] * 2\n";
+    serve.ok("PUT", "/v1/pipelines/k", &a, yaml(&pipeline(both, "mine")));
+    serve.ok("POST", "/v1/pipelines/k/start", &a, None);
+    serve.wait_for(&a, "k", "200 written", |s| s["records_written"] == 200);
+    let written = std::fs::read_to_string(serve.data.join("tenants/acme/files/out/records.jsonl")).unwrap();
+    let mut ids: Vec<i64> = written
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["doubled"], json!(record["id"].as_i64().unwrap() * 2), "{record}");
+            assert!(record["__kafka_offset"].is_i64(), "{record}");
+            record["id"].as_i64().unwrap()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..200).collect::<Vec<_>>());
+    serve.ok("POST", "/v1/pipelines/k/stop", &a, None);
+
+    let refused = |token: &str, yaml_text: String| {
+        let (code, body) = serve.call("PUT", "/v1/pipelines/t", token, yaml(&yaml_text));
+        assert_eq!(code, 422, "{body}");
+        body["error"]["message"].as_str().unwrap().to_string()
+    };
+    // Another tenant's transform is a name nobody has.
+    let error = refused(&b, pipeline(both, "mine"));
+    assert!(
+        error.contains("transforms[0] (`flatten`).wasm: no plugin `flatten`"),
+        "{error}"
+    );
+    // A transform is not a destination, nor the other way round.
+    let error = refused(&a, pipeline(both, "flatten"));
+    assert!(error.contains("is a transform, not a destination plugin"), "{error}");
+    let error = refused(&a, pipeline("  - label: m\n    wasm: mine\n", "mine"));
+    assert!(error.contains("is a destination plugin, not a transform"), "{error}");
+    // A transform's grants and limits are held to the tenant's, like a destination's.
+    for (grant, expected) in [
+        (
+            "    allow:\n      hosts: [\"https://example.com\"]\n",
+            "transforms[0] (`flatten`).allow.hosts: `https://example.com` is outside",
+        ),
+        (
+            "    allow:\n      dirs: [{host: /etc, guest: /etc}]\n",
+            "transforms[0] (`flatten`).allow.dirs: `/etc`: give a relative path",
+        ),
+        ("    allow:\n      env: [HOME]\n", "transforms[0] (`flatten`).allow.env"),
+        (
+            "    limits:\n      memory_mb: 100000\n",
+            "transforms[0] (`flatten`).limits.memory_mb: 100000 is over",
+        ),
+    ] {
+        let error = refused(
+            &a,
+            pipeline(&format!("  - label: flatten\n    wasm: flatten\n{grant}"), "mine"),
+        );
+        assert!(error.contains(expected), "{error}");
+    }
+
+    // The transforms' instances are the tenant's: one instance allowed is
+    // taken by the destination, so the transform's cannot be opened.
+    let c = serve.tenant("carol", json!({"egress": [egress], "instances": 1}));
+    serve.ok("PUT", "/v1/plugins/flatten", &c, Some(plugin("bizon_kafka_flatten")));
+    serve.ok("PUT", "/v1/plugins/mine", &c, Some(plugin("my_dest")));
+    serve.ok(
+        "PUT",
+        "/v1/pipelines/k",
+        &c,
+        yaml(&pipeline("  - label: flatten\n    wasm: flatten\n", "mine")),
+    );
+    let (code, body) = serve.call("POST", "/v1/pipelines/k/start", &c, None);
+    let error = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(code == 422 && error.contains("live instance"), "{code} {body}");
+}

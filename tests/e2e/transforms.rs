@@ -13,26 +13,12 @@ mod kafka;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 
-use guests::{root, text, wasm};
+use guests::{python_runtime, root, text, wasm};
 use serde_json::Value;
 
-/// The Python transform runtime, built once per test binary (a no-op when
-/// fresh). bizon-host finds it in target/wasm/, `../wasm` from its binary.
-fn runtime() {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new("bash")
-            .arg(root().join("scripts/build-transform-runtime.sh"))
-            .status()
-            .expect("cannot run bash scripts/build-transform-runtime.sh");
-        assert!(status.success(), "scripts/build-transform-runtime.sh failed");
-    });
-}
-
 fn bizon_host(dir: &Path) -> Command {
-    runtime();
+    python_runtime();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
     cmd.current_dir(dir)
         .env_remove("RUST_LOG")

@@ -16,8 +16,10 @@ use super::auth::hex;
 use super::error::ApiError;
 use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
+use crate::plugin::capabilities::Export;
 use crate::plugin::cpu::{self, ThreadClock};
 use crate::plugin::{InputFormat, Limits, Plugin, PluginError, PluginSettings};
+use crate::transform::component::Component;
 
 pub struct PluginStore {
     dir: PathBuf,
@@ -121,17 +123,28 @@ impl PluginStore {
             .spawn(move || {
                 super::runtime::set_nice(super::runtime::COMPILE_NICE);
                 cpu::report_to(clocks_tx);
-                let _ = tx.send(Plugin::load(&path, settings));
+                let _ = tx.send(Uploaded::load(&path, settings));
             })
             .map_err(ApiError::internal)?;
         let loaded = charged_compile(tenant, clocks, &mut rx)
             .await
             .map_err(ApiError::internal)?;
         let refused = |e: PluginError| ApiError::invalid(e.to_string());
-        let plugin = loaded.map_err(refused)?;
+        let uploaded = loaded.map_err(refused)?;
         let compile_ms = started.elapsed().as_millis() as u64;
-        let info = plugin.describe().await.map_err(refused)?;
-        let format = match info.input_format {
+        let (kind, imports, described_name, described_version, input_format) = match &uploaded {
+            Uploaded::Destination(plugin) => {
+                let info = plugin.describe().await.map_err(refused)?;
+                let imports = plugin.report().imports.clone();
+                ("destination", imports, info.name, info.version, info.input_format)
+            }
+            Uploaded::Transform(component) => {
+                let info = component.describe().await.map_err(refused)?;
+                let imports = component.report().imports.clone();
+                ("transform", imports, info.name, info.version, info.input_format)
+            }
+        };
+        let format = match input_format {
             InputFormat::ArrowIpc => "arrow-ipc",
             InputFormat::Ndjson => "ndjson",
         };
@@ -141,8 +154,10 @@ impl PluginStore {
             version: 0,
             digest,
             size,
-            imports: plugin.report().imports.clone(),
-            describe: serde_json::json!({"name": info.name, "version": info.version, "input_format": format}),
+            imports,
+            describe: serde_json::json!({
+                "kind": kind, "name": described_name, "version": described_version, "input_format": format,
+            }),
             compile_ms,
         })
     }
@@ -158,6 +173,31 @@ impl PluginStore {
             if !live.iter().any(|d| d == digest) {
                 let _ = std::fs::remove_file(&path);
             }
+        }
+    }
+}
+
+/// An upload, loaded as what it exports: a destination plugin (world
+/// `destination`) or a transform (world `transformer`).
+enum Uploaded {
+    Destination(Plugin),
+    Transform(Component),
+}
+
+impl Uploaded {
+    /// Blocking, like the loads it makes. A transform is tried once the
+    /// component proves not to be a destination; its compiled code is then
+    /// in the cache, so the second load does not compile again.
+    fn load(path: &Path, settings: PluginSettings) -> Result<Self, PluginError> {
+        match Plugin::load(path, settings.clone()) {
+            Err(PluginError::NotAPlugin { exports, .. })
+                if exports
+                    .split(", ")
+                    .any(|e| e.split('@').next() == Some(Export::TRANSFORM.interface)) =>
+            {
+                Component::load(path, settings).map(Uploaded::Transform)
+            }
+            loaded => loaded.map(Uploaded::Destination),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Plugin versions a tenant no longer needs are removed. Every upload is a
 //! new version; a version stays while it is its plugin's newest (what
-//! `plugin: NAME` starts), a stored pipeline pins it (`plugin: NAME@N`), or
-//! a running pipeline runs it (on this host, or on another one sharing the
-//! registry, as it last reported). Its bytes go when no version of any tenant
-//! names them.
+//! `plugin: NAME` starts), a stored pipeline pins it (`plugin: NAME@N`, or
+//! a transform's `wasm: NAME@N`), or a running pipeline runs it (on this
+//! host, or on another one sharing the registry, as it last reported; other
+//! hosts report destination plugins only). Its bytes go when no version of
+//! any tenant names them.
 //!
 //! Collection runs after each change that can free a version: an upload, a
 //! pipeline stored, stopped or deleted, and when serve starts. Those
@@ -39,7 +40,9 @@ pub fn collect(state: &State, tenant: &Tenant) -> Result<Vec<(String, u32)>, Api
         // A stored pipeline that no longer validates pins nothing it could run.
         if let Ok(prepared) = state.prepare(tenant, &pipeline.name, &pipeline.yaml) {
             keep.extend(prepared.plugin);
+            keep.extend(prepared.transforms);
         }
+        keep.extend(state.supervisor.transforms_of(&tenant.name, &pipeline.name));
         if state.supervisor.is_running(&tenant.name, &pipeline.name) {
             let status = state.supervisor.status(&tenant.name, &pipeline.name);
             if let (Some(name), Some(version)) = (status.plugin, status.plugin_version) {

@@ -46,6 +46,19 @@ impl Component {
         &self.report
     }
 
+    /// What the component says it is, from an instance made for that alone
+    /// (not opened: `serve` describes an upload before any pipeline has a
+    /// config for it).
+    pub async fn describe(&self) -> Result<TransformInfo, PluginError> {
+        let (mut sandbox, instance) = Sandbox::instantiate(&self.shared).await?;
+        let bindings = bindings::Transformer::new(&mut sandbox.store, &instance).map_err(|e| sandbox.link_error(e))?;
+        let bounds = sandbox.bounds();
+        sandbox.begin("describe")?;
+        let call = bindings.bizon_destination_transform().call_describe(&mut sandbox.store);
+        let result = bounded(&bounds, call).await;
+        sandbox.end("describe", result)
+    }
+
     /// A new instance, described and opened with the transform's config.
     pub async fn instantiate(&self) -> Result<Instance, OpenError> {
         let (mut sandbox, instance) = Sandbox::instantiate(&self.shared).await?;

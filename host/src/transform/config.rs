@@ -60,8 +60,14 @@ pub enum TransformKind {
     /// code's line 1, so a SyntaxError's line maps back to the file.
     Python { code: String, first_line: usize },
     /// A component exporting `bizon:destination/transform`; `config_json`
-    /// is its `open` argument.
-    Wasm { path: PathBuf, config_json: String },
+    /// is its `open` argument. `named` is how messages name it when not by
+    /// its path (`serve`: the tenant's `NAME@VERSION`, not where the host
+    /// keeps its bytes).
+    Wasm {
+        path: PathBuf,
+        config_json: String,
+        named: Option<String>,
+    },
 }
 
 impl TransformSpec {
@@ -124,6 +130,7 @@ pub(crate) fn check(entries: Vec<TransformEntry>, text: &str, file: &str) -> Res
                 TransformKind::Wasm {
                     path: path.value,
                     config_json,
+                    named: None,
                 }
             }
             (Some(_), Some(_)) => {

@@ -159,7 +159,10 @@ impl Chain {
     /// the cache), so that a missing runtime or a broken component is a
     /// config error naming the transform's line. `None` without transforms:
     /// then nothing Python is ever looked for.
-    pub async fn load(specs: &[TransformSpec]) -> Result<Option<Arc<Chain>>, ConfigError> {
+    /// `base` holds what every transform's settings share (the cache, and
+    /// under `serve` the tenant's memory budget and CPU share); each
+    /// transform's own limits, grants and config are put over it.
+    pub async fn load(specs: &[TransformSpec], base: &PluginSettings) -> Result<Option<Arc<Chain>>, ConfigError> {
         if specs.is_empty() {
             return Ok(None);
         }
@@ -178,7 +181,7 @@ impl Chain {
         let mut steps = Vec::with_capacity(groups.len());
         for specs in groups {
             let python = matches!(specs[0].kind, TransformKind::Python { .. });
-            let component = load_step(&specs).await?;
+            let component = load_step(&specs, base).await?;
             steps.push(Step {
                 specs,
                 component,
@@ -289,13 +292,32 @@ pub async fn wrap(
     source: Box<dyn crate::source::SourceTask>,
     dead_letters: Option<Arc<crate::dead_letter::DeadLetters>>,
 ) -> Result<Box<dyn crate::source::SourceTask>, ConfigError> {
-    let Some(chain) = Chain::load(&pipeline.transforms).await? else {
+    wrap_with(
+        pipeline,
+        source,
+        dead_letters,
+        &run_settings(),
+        stage::default_workers(),
+    )
+    .await
+}
+
+/// [`wrap`] with the settings every transform shares and the number of
+/// workers (each one instance of every transform) chosen by the caller.
+pub async fn wrap_with(
+    pipeline: &crate::config::Pipeline,
+    source: Box<dyn crate::source::SourceTask>,
+    dead_letters: Option<Arc<crate::dead_letter::DeadLetters>>,
+    base: &PluginSettings,
+    workers: usize,
+) -> Result<Box<dyn crate::source::SourceTask>, ConfigError> {
+    let Some(chain) = Chain::load(&pipeline.transforms, base).await? else {
         return Ok(source);
     };
     let staged = Transformed::new(
         source,
         chain,
-        stage::default_workers(),
+        workers,
         dead_letters,
         crate::pipeline::default_destination_id(pipeline),
     )
@@ -306,10 +328,18 @@ pub async fn wrap(
 /// For `check`: loads the transforms and opens one instance of each, which
 /// compiles the Python code. Returns how many transforms there are.
 pub async fn check(pipeline: &crate::config::Pipeline) -> Result<usize, ConfigError> {
-    if let Some(chain) = Chain::load(&pipeline.transforms).await? {
+    if let Some(chain) = Chain::load(&pipeline.transforms, &run_settings()).await? {
         chain.worker().await?;
     }
     Ok(pipeline.transforms.len())
+}
+
+/// What `bizon-host run` gives every transform: the compile cache.
+fn run_settings() -> PluginSettings {
+    PluginSettings {
+        cache_dir: cache::default_dir(),
+        ..PluginSettings::default()
+    }
 }
 
 /// A transform's error text (a traceback), bounded, each line escaped as a
@@ -327,7 +357,7 @@ pub struct Failed {
     pub reason: String,
 }
 
-async fn load_step(specs: &[TransformSpec]) -> Result<Component, ConfigError> {
+async fn load_step(specs: &[TransformSpec], base: &PluginSettings) -> Result<Component, ConfigError> {
     let first = &specs[0];
     let labels = || {
         specs
@@ -336,7 +366,7 @@ async fn load_step(specs: &[TransformSpec]) -> Result<Component, ConfigError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (path, config_json) = match &first.kind {
+    let (path, config_json, named) = match &first.kind {
         TransformKind::Python { .. } => {
             let path = runtime::locate().map_err(|searched| {
                 first.at.error(format!(
@@ -352,16 +382,22 @@ async fn load_step(specs: &[TransformSpec]) -> Result<Component, ConfigError> {
                     TransformKind::Wasm { .. } => unreachable!("a Python step holds Python transforms"),
                 })
                 .collect();
-            (path, serde_json::json!({ "transforms": transforms }).to_string())
+            let config = serde_json::json!({ "transforms": transforms }).to_string();
+            // `serve` names the runtime in `base`, not by where the host keeps it.
+            (path, config, base.label.clone())
         }
-        TransformKind::Wasm { path, config_json } => (path.clone(), config_json.clone()),
+        TransformKind::Wasm {
+            path,
+            config_json,
+            named,
+        } => (path.clone(), config_json.clone(), named.clone()),
     };
     let settings = PluginSettings {
         limits: first.limits,
         grants: first.allow.clone(),
         config_json,
-        cache_dir: cache::default_dir(),
-        ..PluginSettings::default()
+        label: named,
+        ..base.clone()
     };
     // Compiling is CPU work of seconds (CPython): off the async workers.
     let loaded = tokio::task::spawn_blocking(move || Component::load(&path, settings))

@@ -28,6 +28,20 @@ pub fn wasm(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// The Python transform runtime, built once per test binary (a no-op when
+/// fresh). bizon-host finds it in target/wasm/, `../wasm` from its binary.
+#[allow(dead_code)] // for the tests with Python transforms
+pub fn python_runtime() {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new("bash")
+            .arg(root().join("scripts/build-transform-runtime.sh"))
+            .status()
+            .expect("cannot run bash scripts/build-transform-runtime.sh");
+        assert!(status.success(), "scripts/build-transform-runtime.sh failed");
+    });
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",

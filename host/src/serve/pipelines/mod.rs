@@ -23,9 +23,12 @@ use super::metrics::{self, PipelineSeries};
 use super::tenants::Tenant;
 use super::State;
 use crate::config::DestinationConfig;
+use crate::dead_letter::DeadLetters;
 use crate::destination::wasm::WasmDestination;
 use crate::destination::SharedDestination;
 use crate::pipeline::{self, Progress, RunStatus};
+use crate::plugin::PluginSettings;
+use crate::source::SourceTask;
 use backoff::Backoff;
 use policy::Prepared;
 use swap::Swappable;
@@ -61,6 +64,8 @@ struct Running {
     started: Instant,
     swap: Option<Arc<Swappable>>,
     plugin: Option<(String, u32)>,
+    /// The `wasm:` transforms' versions, fixed for the run.
+    transforms: Vec<(String, u32)>,
     disk_mb: u64,
     /// The stored YAML this run has taken in (a plugin change swaps it in;
     /// the rest waits for a restart): another host's change is told apart by it.
@@ -113,6 +118,14 @@ impl Supervisor {
     }
 
     /// The stored YAML a running pipeline has taken in.
+    /// The transform versions a pipeline running here uses.
+    pub fn transforms_of(&self, tenant: &str, name: &str) -> Vec<(String, u32)> {
+        self.running()
+            .get(&key(tenant, name))
+            .map(|r| r.transforms.clone())
+            .unwrap_or_default()
+    }
+
     pub fn applied_yaml(&self, tenant: &str, name: &str) -> Option<String> {
         self.running().get(&key(tenant, name)).map(|r| r.yaml.clone())
     }
@@ -265,6 +278,10 @@ impl Supervisor {
             .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: {e}")))?;
         let source = crate::source::build_with(&prepared.pipeline.source, dead_letters.clone())
             .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: source: {e}")))?;
+        let source = with_transforms(state, tenant, &prepared, source, dead_letters.clone())
+            .instrument(span.clone())
+            .await
+            .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: {e}")))?;
         let (stop, mut stop_rx) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (done_tx, done) = watch::channel(false);
@@ -279,6 +296,7 @@ impl Supervisor {
                 started: Instant::now(),
                 swap: Some(swap.clone()),
                 plugin: plugin.clone(),
+                transforms: prepared.transforms.clone(),
                 disk_mb: prepared.disk_mb,
                 yaml: yaml.to_string(),
             },
@@ -480,6 +498,38 @@ fn status(
         log_lines_dropped: dropped,
         failures_in_a_row: 0,
         start_allowed_in_ms: 0,
+    }
+}
+
+/// The source with the pipeline's transforms applied. Their instances are
+/// the tenant's like its destination's: they count against its memory
+/// budget and instance limit, and their calls against its CPU share. The
+/// stage is made on the pipelines' runtime, which runs its calls.
+async fn with_transforms(
+    state: &State,
+    tenant: &Tenant,
+    prepared: &Prepared,
+    source: Box<dyn SourceTask>,
+    dead_letters: Option<Arc<DeadLetters>>,
+) -> Result<Box<dyn SourceTask>, String> {
+    if prepared.pipeline.transforms.is_empty() {
+        return Ok(source);
+    }
+    let base = PluginSettings {
+        cache_dir: Some(state.store.cache_dir.clone()),
+        budget: tenant.budget.clone(),
+        cpu: Some(tenant.cpu.clone()),
+        // Named for the tenant, not by where the host keeps it.
+        label: Some("python-transform".into()),
+        ..PluginSettings::default()
+    };
+    // More workers than the cores its share buys would only take turns.
+    let workers = (tenant.limits.cpu_cores.ceil() as usize).clamp(1, crate::transform::stage::default_workers());
+    let pipeline = prepared.pipeline.clone();
+    let wrap = async move { crate::transform::wrap_with(&pipeline, source, dead_letters, &base, workers).await };
+    match super::runtime::pipelines().spawn(wrap.in_current_span()).await {
+        Ok(wrapped) => wrapped.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("opening the transforms crashed: {e}")),
     }
 }
 

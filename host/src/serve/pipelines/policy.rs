@@ -4,7 +4,11 @@
 //!
 //! - destination `wasm` with `plugin: NAME[@VERSION]`, one of the tenant's
 //!   own plugins; a native destination only if the operator offers it;
-//! - `allow.dirs` relative paths inside the tenant's files directory (no
+//! - transforms: `wasm: NAME[@VERSION]`, one of the tenant's own transform
+//!   components, and `python` when the host has the Python runtime; each
+//!   held to the same limits and grants as the destination (below), and its
+//!   instances charged to the tenant's memory and CPU shares when it runs;
+//! - `allow.dirs` (the destination's and the transforms') relative paths inside the tenant's files directory (no
 //!   absolute path, no `..`), writable ones within its disk quota;
 //! - `allow.hosts` each inside the tenant's egress ceiling; no `allow.env`
 //!   and no `allow.secrets` (both read the host's environment or files);
@@ -20,9 +24,10 @@ use std::path::{Component, Path, PathBuf};
 use crate::config::{self, DestinationConfig, Pipeline, SourceConfig};
 use crate::plugin::egress::rules::{Host, Scheme};
 use crate::plugin::egress::HostRule;
-use crate::plugin::DirGrant;
+use crate::plugin::{DirGrant, Grants, Limits};
 #[cfg(feature = "kafka")]
 use crate::source::kafka::config::BrokerGate;
+use crate::transform::TransformKind;
 
 use super::super::error::ApiError;
 use super::super::registry::Registry;
@@ -33,6 +38,8 @@ pub struct Prepared {
     pub pipeline: Pipeline,
     /// The plugin and the version the run uses (the newest, unless pinned).
     pub plugin: Option<(String, u32)>,
+    /// Its `wasm:` transforms and the versions the run uses.
+    pub transforms: Vec<(String, u32)>,
     /// Bytes its writable grants may hold, in MiB.
     pub disk_mb: u64,
 }
@@ -63,13 +70,34 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
     let threads = &mut pipeline.destination.options_mut().max_concurrent_threads;
     *threads = (*threads).clamp(1, limits.instances.max(1));
     check_source(cx, &file, &mut pipeline.source)?;
-    // Transform instances would run outside the tenant's memory and CPU shares
-    // (and a `wasm:` transform names a host path): refused until they are charged.
-    if let Some(t) = pipeline.transforms.first() {
-        return refuse(format!(
-            "transforms: `{}`: transforms are not offered by `serve` yet; run this pipeline with `bizon-host run`",
-            t.label
-        ));
+    let mut transforms = Vec::new();
+    let mut disk_mb = 0;
+    for (i, spec) in pipeline.transforms.iter_mut().enumerate() {
+        let field = format!("transforms[{i}] (`{}`)", spec.label);
+        let size = match &mut spec.kind {
+            TransformKind::Python { .. } => {
+                let runtime = crate::transform::runtime::locate().map_err(|_| {
+                    ApiError::invalid(format!(
+                        "{file}: {field}: `python` transforms are not offered by this host (its Python transform \
+                         runtime is not installed); upload a transform component and name it with `wasm: NAME`"
+                    ))
+                })?;
+                std::fs::metadata(runtime).map_err(ApiError::internal)?.len()
+            }
+            TransformKind::Wasm { path, named, .. } => {
+                let reference = path.to_string_lossy().into_owned();
+                let (plugin, version, digest) =
+                    resolve(cx, &file, &format!("{field}.wasm"), &reference, Kind::Transform)?;
+                *path = cx.blobs.blob(&digest);
+                if let Some(cluster) = cx.registry.cluster() {
+                    super::super::plugins::fetch(cluster, path, &digest)?;
+                }
+                *named = Some(format!("{plugin}@{version}"));
+                transforms.push((plugin, version));
+                std::fs::metadata(path).map_err(ApiError::internal)?.len()
+            }
+        };
+        disk_mb += check_sandbox(cx, &file, &field, size, &mut spec.limits, &mut spec.allow)?;
     }
     if let Some(dead_letter) = &pipeline.dead_letter {
         if dead_letter.path.is_some() {
@@ -79,69 +107,21 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
             check_brokers(cx, &file, "dead_letter.bootstrap_servers", servers)?;
         }
     }
-    let (plugin, disk_mb) = match &mut pipeline.destination {
+    let plugin = match &mut pipeline.destination {
         DestinationConfig::Wasm(wasm) => {
+            let field = "destination.config";
             let reference = wasm.plugin.to_string_lossy().into_owned();
-            let (plugin, version, digest) = resolve(cx, &file, &reference)?;
+            let (plugin, version, digest) =
+                resolve(cx, &file, &format!("{field}.plugin"), &reference, Kind::Destination)?;
             wasm.plugin = cx.blobs.blob(&digest);
             if let Some(cluster) = cx.registry.cluster() {
                 super::super::plugins::fetch(cluster, &wasm.plugin, &digest)?;
             }
-            match wasm.limits.memory_mb {
-                Some(asked) if asked > limits.memory_mb => {
-                    return refuse(format!(
-                        "destination.config.limits.memory_mb: {asked} is over this tenant's memory limit of {} MiB",
-                        limits.memory_mb
-                    ));
-                }
-                Some(_) => {}
-                // The size-based default (more for an interpreter inside), capped by the tenant's limit.
-                None => {
-                    let size = std::fs::metadata(&wasm.plugin).map_err(ApiError::internal)?.len();
-                    let default = wasm.limits.for_component(size).memory_mb();
-                    wasm.limits.memory_mb = Some(default.min(limits.memory_mb));
-                }
-            }
-            if wasm.limits.call_timeout_ms > limits.call_timeout_ms {
-                return refuse(format!(
-                    "destination.config.limits.call_timeout_ms: {} is over this tenant's limit of {} ms",
-                    wasm.limits.call_timeout_ms, limits.call_timeout_ms
-                ));
-            }
-            let allow = &mut wasm.allow;
-            if let Some(var) = allow.env.first() {
-                return refuse(format!(
-                    "destination.config.allow.env: `{var}`: the host's environment is not offered to tenants"
-                ));
-            }
-            if let Some(secret) = allow.secrets.keys().next() {
-                return refuse(format!(
-                    "destination.config.allow.secrets: `{secret}`: secrets read the host's environment or files, \
-                     which are not offered to tenants"
-                ));
-            }
-            for rule in &allow.hosts {
-                if !limits.egress.iter().any(|c| rule.within(c)) {
-                    return refuse(format!(
-                        "destination.config.allow.hosts: `{rule}` is outside this tenant's egress ceiling ({})",
-                        ceiling(&limits.egress)
-                    ));
-                }
-            }
-            let mut disk_mb = 0;
-            for grant in &mut allow.dirs {
-                disk_mb += place(cx.tenant, &file, grant)?;
-            }
-            if disk_mb > limits.disk_mb {
-                return refuse(format!(
-                    "destination.config.allow.dirs: writable grants of {disk_mb} MiB together are over this \
-                     tenant's disk quota of {} MiB (set max_mb on each)",
-                    limits.disk_mb
-                ));
-            }
-            (Some((plugin, version)), disk_mb)
+            let size = std::fs::metadata(&wasm.plugin).map_err(ApiError::internal)?.len();
+            disk_mb += check_sandbox(cx, &file, field, size, &mut wasm.limits, &mut wasm.allow)?;
+            Some((plugin, version))
         }
-        other if cx.native_destinations.iter().any(|d| d == other.name()) => (None, 0),
+        other if cx.native_destinations.iter().any(|d| d == other.name()) => None,
         other => {
             return refuse(format!(
                 "destination.name: `{}` is not offered by this host; use `wasm` with one of your plugins{}",
@@ -153,11 +133,104 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
             ))
         }
     };
+    if disk_mb > limits.disk_mb {
+        return refuse(format!(
+            "allow.dirs: writable grants of {disk_mb} MiB together are over this tenant's disk quota of {} MiB \
+             (set max_mb on each)",
+            limits.disk_mb
+        ));
+    }
     Ok(Prepared {
         pipeline,
         plugin,
+        transforms,
         disk_mb,
     })
+}
+
+/// A sandboxed component's limits and grants (the destination's, or a
+/// transform's), held to the tenant's: memory and call time within its
+/// limits, no environment or secrets, hosts inside its egress ceiling,
+/// directories placed in its files directory. Returns the writable disk
+/// the grants may hold, in MiB.
+fn check_sandbox(
+    cx: &Context<'_>,
+    file: &str,
+    field: &str,
+    size: u64,
+    sandbox: &mut Limits,
+    allow: &mut Grants,
+) -> Result<u64, ApiError> {
+    let limits = &cx.tenant.limits;
+    let refuse = |what: String| Err(ApiError::invalid(format!("{file}: {field}.{what}")));
+    match sandbox.memory_mb {
+        Some(asked) if asked > limits.memory_mb => {
+            return refuse(format!(
+                "limits.memory_mb: {asked} is over this tenant's memory limit of {} MiB",
+                limits.memory_mb
+            ));
+        }
+        Some(_) => {}
+        // The size-based default (more for an interpreter inside), capped by the tenant's limit.
+        None => {
+            let default = sandbox.for_component(size).memory_mb();
+            sandbox.memory_mb = Some(default.min(limits.memory_mb));
+        }
+    }
+    if sandbox.call_timeout_ms > limits.call_timeout_ms {
+        return refuse(format!(
+            "limits.call_timeout_ms: {} is over this tenant's limit of {} ms",
+            sandbox.call_timeout_ms, limits.call_timeout_ms
+        ));
+    }
+    if let Some(var) = allow.env.first() {
+        return refuse(format!(
+            "allow.env: `{var}`: the host's environment is not offered to tenants"
+        ));
+    }
+    if let Some(secret) = allow.secrets.keys().next() {
+        return refuse(format!(
+            "allow.secrets: `{secret}`: secrets read the host's environment or files, which are not offered to tenants"
+        ));
+    }
+    for rule in &allow.hosts {
+        if !limits.egress.iter().any(|c| rule.within(c)) {
+            return refuse(format!(
+                "allow.hosts: `{rule}` is outside this tenant's egress ceiling ({})",
+                ceiling(&limits.egress)
+            ));
+        }
+    }
+    let mut disk_mb = 0;
+    for grant in &mut allow.dirs {
+        disk_mb += place(cx.tenant, file, field, grant)?;
+    }
+    Ok(disk_mb)
+}
+
+/// What a pipeline uses a plugin as; an upload is one or the other (its
+/// `describe.kind`; uploads from before transforms were offered are
+/// destinations).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Destination,
+    Transform,
+}
+
+impl Kind {
+    fn of(describe: &serde_json::Value) -> Kind {
+        match describe["kind"].as_str() {
+            Some("transform") => Kind::Transform,
+            _ => Kind::Destination,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Destination => "a destination plugin",
+            Kind::Transform => "a transform",
+        }
+    }
 }
 
 fn ceiling(rules: &[HostRule]) -> String {
@@ -167,13 +240,20 @@ fn ceiling(rules: &[HostRule]) -> String {
     }
 }
 
-/// `NAME[@VERSION]` among the tenant's plugins: (name, version, digest).
-fn resolve(cx: &Context<'_>, file: &str, reference: &str) -> Result<(String, u32, String), ApiError> {
+/// `NAME[@VERSION]` among the tenant's plugins, used as `kind` in `field`:
+/// (name, version, digest).
+fn resolve(
+    cx: &Context<'_>,
+    file: &str,
+    field: &str,
+    reference: &str,
+    kind: Kind,
+) -> Result<(String, u32, String), ApiError> {
     let (name, pinned) = match reference.split_once('@') {
         Some((name, version)) => {
             let version = version.parse::<u32>().map_err(|_| {
                 ApiError::invalid(format!(
-                    "{file}: destination.config.plugin: `{reference}`: the version after `@` is a number (1, 2, ...)"
+                    "{file}: {field}: `{reference}`: the version after `@` is a number (1, 2, ...)"
                 ))
             })?;
             (name, Some(version))
@@ -186,29 +266,35 @@ fn resolve(cx: &Context<'_>, file: &str, reference: &str) -> Result<(String, u32
         None => versions.last(),
     };
     match found {
+        Some(p) if Kind::of(&p.describe) != kind => Err(ApiError::invalid(format!(
+            "{file}: {field}: `{reference}`: plugin `{name}` version {} is {}, not {}",
+            p.version,
+            Kind::of(&p.describe).name(),
+            kind.name()
+        ))),
         Some(p) => Ok((p.name.clone(), p.version, p.digest.clone())),
         None if !versions.is_empty() => {
             let kept: Vec<_> = versions.iter().map(|p| p.version.to_string()).collect();
             Err(ApiError::invalid(format!(
-                "{file}: destination.config.plugin: `{reference}`: plugin `{name}` has version(s) {} \
+                "{file}: {field}: `{reference}`: plugin `{name}` has version(s) {} \
                  (versions no pipeline pins or runs are removed when a newer one comes)",
                 kept.join(", ")
             )))
         }
         None => Err(ApiError::invalid(format!(
-            "{file}: destination.config.plugin: no plugin `{reference}` (upload it with PUT /v1/plugins/{name})"
+            "{file}: {field}: no plugin `{reference}` (upload it with PUT /v1/plugins/{name})"
         ))),
     }
 }
 
 /// Puts a directory grant inside the tenant's files directory; returns its
 /// quota in MiB when it is writable.
-fn place(tenant: &Tenant, file: &str, grant: &mut DirGrant) -> Result<u64, ApiError> {
+fn place(tenant: &Tenant, file: &str, field: &str, grant: &mut DirGrant) -> Result<u64, ApiError> {
     let asked = grant.host.clone();
     let inside = asked.components().all(|c| matches!(c, Component::Normal(_)));
     if asked.as_os_str().is_empty() || !inside {
         return Err(ApiError::invalid(format!(
-            "{file}: destination.config.allow.dirs: `{}`: give a relative path inside your files directory, \
+            "{file}: {field}.allow.dirs: `{}`: give a relative path inside your files directory, \
              without `..` (absolute paths are refused)",
             asked.display()
         )));
