@@ -2,7 +2,8 @@
 //! and port, share one PostgreSQL registry (a private cluster). What one
 //! host is told, the other follows: a Kafka pipeline runs on both, its
 //! partitions shared by its consumer group, and every record lands once,
-//! also after one host is killed; a dummy pipeline runs on one host at a
+//! also after one host is killed; a run failing on one host leaves it to
+//! the other until it starts again; a dummy pipeline runs on one host at a
 //! time and moves when its host dies; tenants stay apart on either host.
 
 #[allow(dead_code)]
@@ -72,6 +73,7 @@ fn wait(what: &str, timeout: Duration, done: impl Fn() -> bool) {
 fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_when_one_dies() {
     let Some(pg) = postgres::start() else { return };
     let Some(broker) = kafka::broker() else { return };
+    guests::python_runtime();
     let dir = tempfile::tempdir().unwrap();
     let config = |id: &str| format!("registry: {}\nhost_id: {id}\nreconcile_interval_ms: 300\n", pg.url);
     let (data1, data2) = (dir.path().join("h1"), dir.path().join("h2"));
@@ -81,7 +83,8 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     // A tenant made through host 1 uploads through host 2; host 1 fetches
     // the bytes from the registry when it first needs them.
     let egress = format!("tcp://{}", broker.servers);
-    let a = h1.tenant("acme", json!({"egress": [egress]}));
+    // Room for the Python transform runtime's instances besides the plugin's.
+    let a = h1.tenant("acme", json!({"egress": [egress], "memory_mb": 1536, "instances": 6}));
     let b = h1.tenant("bravo", json!({}));
     h2.ok(
         "PUT",
@@ -96,7 +99,9 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     let kafka_yaml = format!(
         "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
          message_encoding: utf-8\n  batch_size: 20\n  consumer_config:\n    session.timeout.ms: 6000\n    \
-         heartbeat.interval.ms: 500\ndestination:\n  name: wasm\n  config:\n    plugin: csv\n    \
+         heartbeat.interval.ms: 500\ntransforms:\n  - label: flag\n    python: |\n      import os\n      \
+         if os.path.exists('/flags/fail'):\n          raise RuntimeError('this host is flagged')\n    allow:\n      \
+         dirs: [{{host: flags}}]\ndestination:\n  name: wasm\n  config:\n    plugin: csv\n    \
          buffer_size: 0\n    buffer_flush_timeout: 0\n    plugin_config: {{dir: /out}}\n    allow:\n      dirs:\n        \
          - {{host: out, guest: /out, writable: true, max_mb: 50}}\n",
         broker.servers
@@ -166,6 +171,29 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
         hosts.len() == 2 && hosts.iter().all(|h| h["plugin_version"] == 2)
     });
 
+    // A run that fails on one host leaves the pipeline running on the
+    // other, which takes its partitions; the failed host starts it again
+    // after its backoff, at a reconcile.
+    let flag = data1.join("tenants/acme/files/flags/fail");
+    std::fs::write(&flag, "").unwrap();
+    produce(400, 100);
+    h1.wait_for(&a, "k", "the run on host 1 to fail", |s| {
+        s["failures_in_a_row"].as_u64() >= Some(1)
+            && s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("this host is flagged"))
+    });
+    wait("host 2 to write all 500 rows", Duration::from_secs(60), || {
+        let mut positions = kafka_positions(&hosts);
+        positions.sort();
+        positions.dedup();
+        positions.len() >= 500
+    });
+    let status = h2.ok("GET", "/v1/pipelines/k", &a, None);
+    assert!(hosts_running(&status).contains(&"h2".to_string()), "{status}");
+    std::fs::remove_file(&flag).unwrap();
+    h2.wait_for(&a, "k", "host 1 running it again", |s| hosts_running(s) == ["h1", "h2"]);
+
     // A dummy pipeline (no offsets to share) runs on one host only.
     let dummy_yaml = "name: d\nsource:\n  name: dummy\n  stream: s\n  total_records: 1000000\n  page_size: 10\n  \
                       sleep: 0.05\ndestination:\n  name: wasm\n  config:\n    plugin: csv\n    buffer_size: 0\n    \
@@ -216,15 +244,15 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     // 1, and the dummy pipeline once host 1's lease expires.
     let killed = Instant::now();
     h1.kill();
-    produce(400, 200);
-    wait("all 600 rows", Duration::from_secs(60), || {
-        kafka_positions(&hosts).len() >= 600
+    produce(500, 200);
+    wait("all 700 rows", Duration::from_secs(60), || {
+        kafka_positions(&hosts).len() >= 700
     });
     let mut positions = kafka_positions(&hosts);
-    assert_eq!(positions.len(), 600, "rows written");
+    assert_eq!(positions.len(), 700, "rows written");
     positions.sort();
     positions.dedup();
-    assert_eq!(positions.len(), 600, "duplicates");
+    assert_eq!(positions.len(), 700, "duplicates");
     let status = h2.wait_for(&a, "d", "host 2 took the dummy pipeline", |s| {
         hosts_running(s) == ["h2"]
     });

@@ -7,7 +7,10 @@
 //!   tenant was deleted elsewhere are stopped here, a changed plugin pin is
 //!   swapped in, changed tenant limits reloaded;
 //! - a Kafka pipeline runs on every host: its consumer group (one per
-//!   tenant and `group_id`) shares the partitions among them;
+//!   tenant and `group_id`) shares the partitions among them. A run that
+//!   fails on one host leaves the pipeline running on the others (the
+//!   group gives them its partitions) and starts again here after its
+//!   backoff, at a reconcile;
 //! - any other source runs on one host at a time, the holder of the
 //!   pipeline's lease, renewed every interval by the run and taken over by
 //!   another host once it has expired (three intervals), so that a source
@@ -179,7 +182,7 @@ fn merged(me: &str, local: &Status, reported: Vec<HostStatus>) -> Value {
 /// Whether the pipeline's source must be read by one host at a time: all
 /// but Kafka, whose group shares the partitions. A file that does not parse
 /// is held to the stricter rule (it will not start anyway).
-fn needs_lease(yaml: &str) -> bool {
+pub fn needs_lease(yaml: &str) -> bool {
     match crate::config::parse(yaml, "pipeline", |_| None) {
         #[cfg(feature = "kafka")]
         Ok(p) if matches!(p.source, SourceConfig::Kafka(_)) => false,

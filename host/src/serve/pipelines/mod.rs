@@ -303,6 +303,7 @@ impl Supervisor {
         );
         state.registry.set_running(&tenant.name, name, true)?;
         let state = state.clone();
+        let yaml = yaml.to_string();
         let task_span = span.clone();
         super::runtime::pipelines().spawn(
             async move {
@@ -339,8 +340,16 @@ impl Supervisor {
                 // A run that ended by itself is over; a stopped one was either
                 // stopped through the API (which cleared `running` first), by a
                 // shutdown (it resumes at the next start) or because another
-                // host holds it now: `running` stays.
-                if final_state != "stopped" {
+                // host holds it now: `running` stays. So it does when a Kafka
+                // run fails on one of several hosts: the others go on, and this
+                // one starts it again after its backoff.
+                let shared = state.hosts.is_some() && !super::hosts::needs_lease(&yaml);
+                let over = match final_state {
+                    "stopped" => false,
+                    "failed" => !shared,
+                    _ => true,
+                };
+                if over {
                     if let Err(e) = state.registry.set_running(&k.0, &k.1, false) {
                         tracing::error!("{e}");
                     }
