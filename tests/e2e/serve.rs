@@ -785,3 +785,43 @@ fn a_tenants_transforms_run_as_its_own_and_are_held_to_its_limits() {
     let error = body["error"]["message"].as_str().unwrap_or_default();
     assert!(code == 422 && error.contains("live instance"), "{code} {body}");
 }
+
+/// `bizon_serve_plugin_compile_cpu_seconds_total` of `tenant`.
+fn compile_cpu_s(serve: &Serve, tenant: &str) -> f64 {
+    let Value::String(metrics) = serve.ok("GET", "/metrics", ADMIN, None) else {
+        panic!("metrics are text")
+    };
+    let series = format!("bizon_serve_plugin_compile_cpu_seconds_total{{tenant=\"{tenant}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[test]
+fn an_upload_compiles_in_a_child_paced_by_the_uploaders_cpu_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    // A twentieth of a core: its compile may use 12.5 ms of CPU at once
+    // (the bucket's quarter second of share), then 50 ms per second.
+    let cores = 0.05;
+    let slow = serve.tenant("slow", json!({"cpu_cores": cores}));
+    let started = std::time::Instant::now();
+    let up = serve.ok("PUT", "/v1/plugins/http", &slow, Some(plugin("bizon_http")));
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(up["describe"]["kind"], "destination", "{up}");
+    let cpu = compile_cpu_s(&serve, "slow");
+    assert!(cpu > 0.05, "the compile's CPU time was charged: {cpu} s");
+    let paced = (cpu - cores * 0.25) / cores;
+    assert!(
+        took > paced * 0.8,
+        "a compile of {cpu:.2} s CPU at {cores} cores took {took:.1} s, not about {paced:.1} s"
+    );
+    // The host loaded what the child compiled from the cache; a second
+    // tenant's upload of the same bytes compiles nothing.
+    let fast = serve.tenant("fast", json!({}));
+    serve.ok("PUT", "/v1/plugins/http", &fast, Some(plugin("bizon_http")));
+    let again = compile_cpu_s(&serve, "fast");
+    assert!(again < cpu / 2.0, "a cache hit: {again} s against {cpu} s");
+    assert!(!serve.log().contains("compile cache missed"), "{}", serve.log());
+}

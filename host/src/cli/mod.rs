@@ -68,6 +68,10 @@ pub enum Command {
     /// Host many tenants' plugins and pipelines behind an HTTP API (docs/serve.md).
     #[cfg(feature = "serve")]
     Serve(crate::serve::ServeArgs),
+    /// `serve`'s compile of an upload, in a process of its own (serve/compile.rs).
+    #[cfg(feature = "serve")]
+    #[command(name = "serve-compile", hide = true)]
+    ServeCompile(crate::serve::compile::ChildArgs),
     /// Create, list, show or delete tenants of a `serve` (admin token).
     #[cfg(feature = "serve")]
     Tenant {
@@ -123,6 +127,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Tenant { command, remote } => client_exit(client::tenant(command, &remote).await),
         #[cfg(feature = "serve")]
         Command::Pipeline { command, remote } => client_exit(client::pipeline(command, &remote).await),
+        #[cfg(feature = "serve")]
+        Command::ServeCompile(args) => crate::serve::compile::child_main(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => match crate::serve::run(args, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

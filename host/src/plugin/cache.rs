@@ -196,11 +196,9 @@ fn from_own_artifact(engine: &Engine, artifact: &[u8]) -> Result<Component, Comp
 fn compile(engine: &Engine, wasm: &[u8], limit: Duration) -> Result<Vec<u8>, CompileError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let (engine, wasm) = (engine.clone(), wasm.to_vec());
-    let report = super::cpu::reporter();
     std::thread::Builder::new()
         .name("wasm-compile".into())
         .spawn(move || {
-            report();
             let _ = tx.send(engine.precompile_component(&wasm));
         })
         .map_err(|e| CompileError::Wasmtime(e.into()))?;

@@ -78,6 +78,13 @@ impl CpuShare {
     pub fn owed(&self) -> Duration {
         self.charge(Duration::ZERO)
     }
+
+    /// The CPU time the group may use now before it must wait.
+    pub fn available(&self) -> Duration {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let refilled = state.1 + state.2.elapsed().as_secs_f64() * state.0;
+        Duration::from_secs_f64(refilled.clamp(0.0, state.0 * BURST))
+    }
 }
 
 /// The CPU time the calling thread has used.
@@ -93,103 +100,6 @@ pub fn thread_cpu() -> Duration {
     }
     #[cfg(not(unix))]
     Duration::ZERO
-}
-
-/// Another thread's CPU clock, read from outside it: what a thread that
-/// cannot stop to report (a compile) has used so far. Only reported threads
-/// have one ([`report_to`]): the kernel reuses a finished thread's id, and
-/// its clock id with it, so a clock is read and its thread acted on only
-/// while a lock shows the thread alive; the thread's exit waits for that
-/// lock.
-#[derive(Debug, Clone)]
-pub struct ThreadClock {
-    #[cfg(unix)]
-    clock: libc::clockid_t,
-    /// The thread's kernel id, for changing its priority.
-    tid: i32,
-    alive: Arc<Mutex<bool>>,
-}
-
-impl ThreadClock {
-    /// The calling thread's clock; `alive` must turn false before it ends.
-    fn current(alive: Arc<Mutex<bool>>) -> Self {
-        #[cfg(unix)]
-        {
-            let mut clock: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
-            // SAFETY: pthread_getcpuclockid writes one clockid we own; on
-            // failure `clock` stays this thread's own CPU clock id, which
-            // read elsewhere gives the reader's time: wrong but harmless.
-            unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
-            Self {
-                clock,
-                #[cfg(target_os = "linux")]
-                // SAFETY: gettid has no arguments.
-                tid: unsafe { libc::gettid() },
-                #[cfg(not(target_os = "linux"))]
-                tid: 0,
-                alive,
-            }
-        }
-        #[cfg(not(unix))]
-        Self { tid: 0, alive }
-    }
-
-    /// `f` of the thread's kernel id and CPU time used, while the thread
-    /// cannot end; `None` once it has.
-    pub fn while_alive<R>(&self, f: impl FnOnce(i32, Duration) -> R) -> Option<R> {
-        let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
-        if !*alive {
-            return None;
-        }
-        #[cfg(unix)]
-        {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: clock_gettime writes one timespec we own.
-            (unsafe { libc::clock_gettime(self.clock, &mut ts) } == 0)
-                .then(|| f(self.tid, Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)))
-        }
-        #[cfg(not(unix))]
-        None
-    }
-}
-
-/// A reported thread's registration, dropped when the thread ends.
-struct Reported {
-    to: std::sync::mpsc::Sender<ThreadClock>,
-    alive: Arc<Mutex<bool>>,
-}
-
-impl Drop for Reported {
-    fn drop(&mut self) {
-        // Waits for a reader holding the lock: the id is not free yet.
-        *self.alive.lock().unwrap_or_else(|e| e.into_inner()) = false;
-    }
-}
-
-thread_local! {
-    /// Where this thread's work and the threads it starts for it are
-    /// reported, when someone is charging for them (a `serve` compile).
-    static REPORT_TO: std::cell::RefCell<Option<Reported>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Reports the calling thread's clock to `to`, and makes threads started
-/// through [`reporter`] from it report theirs: work done on behalf of a
-/// tenant on threads the library starts (wasmtime's compile thread).
-pub fn report_to(to: std::sync::mpsc::Sender<ThreadClock>) {
-    let alive = Arc::new(Mutex::new(true));
-    let _ = to.send(ThreadClock::current(alive.clone()));
-    REPORT_TO.with(|r| *r.borrow_mut() = Some(Reported { to, alive }));
-}
-
-/// What a thread about to start another one passes to it: calling the
-/// result on the new thread reports it where this one reports, if anywhere.
-pub fn reporter() -> impl FnOnce() + Send + 'static {
-    let to = REPORT_TO.with(|r| r.borrow().as_ref().map(|r| r.to.clone()));
-    move || {
-        if let Some(to) = to {
-            report_to(to);
-        }
-    }
 }
 
 /// `inner`, charging the CPU time of each of its polls to `share` and,
@@ -302,52 +212,6 @@ mod tests {
         assert!(slept < Duration::from_millis(5), "{slept:?}");
         spin_cpu(Duration::from_millis(20));
         assert!(thread_cpu() - before >= Duration::from_millis(20));
-    }
-
-    #[test]
-    fn threads_started_for_reported_work_report_too() {
-        let (tx, clocks) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            report_to(tx);
-            let report = reporter();
-            std::thread::spawn(report).join().unwrap();
-        })
-        .join()
-        .unwrap();
-        let clocks: Vec<ThreadClock> = clocks.try_iter().collect();
-        assert_eq!(clocks.len(), 2, "the thread and the one it started");
-        assert_ne!(clocks[0].tid, clocks[1].tid);
-        // Both ended: their ids may be another thread's by now.
-        assert!(clocks.iter().all(|c| c.while_alive(|_, _| ()).is_none()));
-    }
-
-    #[test]
-    fn another_threads_clock_is_read_while_it_runs() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::spawn(move || {
-            report_to(tx);
-            while stop.try_recv().is_err() {
-                std::hint::spin_loop();
-            }
-        });
-        let clock = rx.recv().unwrap();
-        // Read from here while the worker spins, until it has used 10 ms.
-        let started = Instant::now();
-        let used = loop {
-            let used = clock.while_alive(|_, used| used).expect("the thread runs");
-            if used > Duration::from_millis(10) || started.elapsed() > Duration::from_secs(10) {
-                break used;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        stop_tx.send(()).unwrap();
-        worker.join().unwrap();
-        assert!(used > Duration::from_millis(10), "{used:?}");
-        assert!(
-            clock.while_alive(|_, used| used).is_none(),
-            "read after the thread ended"
-        );
     }
 
     #[tokio::test(flavor = "current_thread")]

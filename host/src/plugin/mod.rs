@@ -80,6 +80,9 @@ pub struct PluginSettings {
     pub label: Option<String>,
     /// The CPU share its calls run under (a tenant's); none: unpaced.
     pub cpu: Option<Arc<cpu::CpuShare>>,
+    /// Wall time a compile may take ([`COMPILE_TIMEOUT`]; `serve` bounds
+    /// its compiles' CPU time instead).
+    pub compile_timeout: Duration,
 }
 
 impl Default for PluginSettings {
@@ -93,6 +96,7 @@ impl Default for PluginSettings {
             budget: budget::global(),
             label: None,
             cpu: None,
+            compile_timeout: COMPILE_TIMEOUT,
         }
     }
 }
@@ -311,12 +315,13 @@ pub(crate) fn load_component(
     let engine = engine::shared().engine.clone();
     let key = (cache::key(&engine, &wasm), export.interface);
     let (linked, reused) = linked::get_or_load(key, || {
-        let loaded = cache::load(&engine, &wasm, settings.cache_dir.as_deref(), COMPILE_TIMEOUT).map_err(|e| {
-            PluginError::Compile {
-                plugin: label.clone(),
-                message: format!("{e:#}"),
-            }
-        })?;
+        let loaded =
+            cache::load(&engine, &wasm, settings.cache_dir.as_deref(), settings.compile_timeout).map_err(|e| {
+                PluginError::Compile {
+                    plugin: label.clone(),
+                    message: format!("{e:#}"),
+                }
+            })?;
         capabilities::check_component(&label, &loaded.component, &engine, export)?;
         let linker = capabilities::linker(&engine).map_err(|e| PluginError::Link {
             plugin: label.clone(),

@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::destination::DestinationError;
 use crate::pipeline::Progress;
@@ -22,6 +24,7 @@ struct Series {
     traps: IntCounterVec,
     memory: IntGaugeVec,
     compile_seconds: HistogramVec,
+    compile_cpu: CounterVec,
 }
 
 fn series() -> &'static Series {
@@ -45,6 +48,17 @@ fn series() -> &'static Series {
         )
         .expect("valid metric");
         registry.register(Box::new(traps.clone())).expect("registered once");
+        let compile_cpu = CounterVec::new(
+            Opts::new(
+                "plugin_compile_cpu_seconds_total",
+                "CPU time the tenant's upload compiles used, charged to its CPU share",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(compile_cpu.clone()))
+            .expect("registered once");
         Series {
             records_read: gauge("records_read_total", "Records read from the source", tp),
             records_written: gauge("records_written_total", "Records written by the destination", tp),
@@ -74,6 +88,7 @@ fn series() -> &'static Series {
                 prometheus::exponential_buckets(0.01, 2.0, 14).expect("valid buckets"),
             ),
             traps,
+            compile_cpu,
             registry,
         }
     })
@@ -131,6 +146,13 @@ pub fn compile_time(tenant: &str, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
+pub fn compile_cpu(tenant: &str, used: Duration) {
+    series()
+        .compile_cpu
+        .with_label_values(&[tenant])
+        .inc_by(used.as_secs_f64());
+}
+
 pub fn set_progress(tenant: &str, pipeline: &str, progress: &Progress, running: bool) {
     let s = series();
     let labels = &[tenant, pipeline];
@@ -179,6 +201,7 @@ pub fn forget_pipeline(tenant: &str, pipeline: &str) {
 
 pub fn forget_tenant(tenant: &str) {
     let _ = series().compile_seconds.remove_label_values(&[tenant]);
+    let _ = series().compile_cpu.remove_label_values(&[tenant]);
 }
 
 pub fn render() -> String {

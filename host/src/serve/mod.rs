@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod compile;
 pub mod config;
 pub mod error;
 pub mod hosts;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -16,9 +16,9 @@ use super::auth::hex;
 use super::error::ApiError;
 use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
+use crate::plugin::cache::CacheStatus;
 use crate::plugin::capabilities::Export;
-use crate::plugin::cpu::{self, ThreadClock};
-use crate::plugin::{InputFormat, Limits, Plugin, PluginError, PluginSettings};
+use crate::plugin::{InputFormat, Limits, LoadReport, Plugin, PluginError, PluginSettings};
 use crate::transform::component::Component;
 
 pub struct PluginStore {
@@ -113,24 +113,22 @@ impl PluginStore {
         };
         let _permit = self.compile.acquire().await.expect("the pool is never closed");
         let started = Instant::now();
+        // The compile itself, in a child paced by the tenant's CPU share;
+        // then the host loads what it put in the cache.
+        if let Err(refused) = super::compile::in_child(tenant, name, staged, &self.cache_dir).await? {
+            return Err(ApiError::invalid(refused));
+        }
         let path = staged.to_path_buf();
-        // Its own thread below the pipelines: compiling an upload (up to
-        // minutes for a hostile one) yields the CPU the pipelines want.
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
-        let (clocks_tx, clocks) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("plugin-compile".into())
-            .spawn(move || {
-                super::runtime::set_nice(super::runtime::COMPILE_NICE);
-                cpu::report_to(clocks_tx);
-                let _ = tx.send(Uploaded::load(&path, settings));
-            })
-            .map_err(ApiError::internal)?;
-        let loaded = charged_compile(tenant, clocks, &mut rx)
+        let loaded = tokio::task::spawn_blocking(move || Uploaded::load(&path, settings))
             .await
             .map_err(ApiError::internal)?;
         let refused = |e: PluginError| ApiError::invalid(e.to_string());
         let uploaded = loaded.map_err(refused)?;
+        if uploaded.report().cache != CacheStatus::Hit {
+            // Compiled again here, outside the child's pacing: the child's
+            // engine settings differ from the host's.
+            tracing::warn!(tenant = %tenant.name, plugin = name, "the compile cache missed the upload's compiled code");
+        }
         let compile_ms = started.elapsed().as_millis() as u64;
         let (kind, imports, described_name, described_version, input_format) = match &uploaded {
             Uploaded::Destination(plugin) => {
@@ -179,7 +177,7 @@ impl PluginStore {
 
 /// An upload, loaded as what it exports: a destination plugin (world
 /// `destination`) or a transform (world `transformer`).
-enum Uploaded {
+pub enum Uploaded {
     Destination(Plugin),
     Transform(Component),
 }
@@ -188,7 +186,7 @@ impl Uploaded {
     /// Blocking, like the loads it makes. A transform is tried once the
     /// component proves not to be a destination; its compiled code is then
     /// in the cache, so the second load does not compile again.
-    fn load(path: &Path, settings: PluginSettings) -> Result<Self, PluginError> {
+    pub fn load(path: &Path, settings: PluginSettings) -> Result<Self, PluginError> {
         match Plugin::load(path, settings.clone()) {
             Err(PluginError::NotAPlugin { exports, .. })
                 if exports
@@ -200,61 +198,14 @@ impl Uploaded {
             loaded => loaded.map(Uploaded::Destination),
         }
     }
-}
 
-/// Waits for a compile, charging the CPU time of its threads (`clocks`) to
-/// the tenant's CPU share as it goes: a compile bomb is the uploader's work,
-/// so its pipelines wait for the share to refill afterwards, and once the
-/// share is spent the rest of the compile runs only on idle cores.
-async fn charged_compile<T>(
-    tenant: &Tenant,
-    clocks: std::sync::mpsc::Receiver<ThreadClock>,
-    done: &mut tokio::sync::oneshot::Receiver<T>,
-) -> Result<T, tokio::sync::oneshot::error::RecvError> {
-    let mut meter = CompileMeter {
-        clocks,
-        threads: Vec::new(),
-        overdrawn: false,
-    };
-    loop {
-        tokio::select! {
-            result = &mut *done => {
-                meter.charge(tenant);
-                return result;
-            }
-            () = tokio::time::sleep(COMPILE_CHARGE_EVERY) => meter.charge(tenant),
+    fn report(&self) -> &LoadReport {
+        match self {
+            Uploaded::Destination(plugin) => plugin.report(),
+            Uploaded::Transform(component) => component.report(),
         }
     }
 }
-
-struct CompileMeter {
-    clocks: std::sync::mpsc::Receiver<ThreadClock>,
-    /// Each thread's clock and how much of it was charged.
-    threads: Vec<(ThreadClock, Duration)>,
-    overdrawn: bool,
-}
-
-impl CompileMeter {
-    fn charge(&mut self, tenant: &Tenant) {
-        self.threads.extend(self.clocks.try_iter().map(|c| (c, Duration::ZERO)));
-        let mut spent = Duration::ZERO;
-        for (clock, charged) in &mut self.threads {
-            clock.while_alive(|_, used| {
-                spent += used.saturating_sub(*charged);
-                *charged = used.max(*charged);
-            });
-        }
-        self.overdrawn |= !tenant.cpu.charge(spent).is_zero();
-        if self.overdrawn {
-            for (clock, _) in &self.threads {
-                clock.while_alive(|tid, _| super::runtime::set_idle_of(tid));
-            }
-        }
-    }
-}
-
-/// How often a running compile's CPU time is charged.
-const COMPILE_CHARGE_EVERY: Duration = Duration::from_millis(100);
 
 /// With a shared registry, the host's copy of a plugin's bytes is a cache:
 /// fetched from the registry on first need and checked against its digest.

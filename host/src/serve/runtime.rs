@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 /// The pipelines' nice value: a third of the API's CPU weight when both want
-/// a core (CFS weights 335 against 1024), yet above the compile thread.
+/// a core (CFS weights 335 against 1024), yet above the compile processes.
 pub const PIPELINE_NICE: libc::c_int = 5;
 
 /// Upload compiles' nice value: below the pipelines (a third of their CPU
@@ -70,25 +70,6 @@ pub fn set_nice(nice: libc::c_int) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
-}
-
-/// Puts thread `tid` (of this process) under SCHED_IDLE: it runs only on
-/// cores nothing else wants, and any other thread that wakes takes the core
-/// from it at once. For a compile whose tenant has spent its CPU share: at
-/// nice 19 it still took slices from the pipelines (another tenant's p99
-/// write went from 0.5 to 1.9 ms beside a compile bomb).
-pub fn set_idle_of(tid: i32) {
-    #[cfg(target_os = "linux")]
-    {
-        /// linux/sched.h; the libc crate does not define it for glibc.
-        const SCHED_IDLE: libc::c_int = 5;
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler on a thread id with a param we own;
-        // lowering a thread's policy needs no privilege.
-        unsafe { libc::sched_setscheduler(tid, SCHED_IDLE, &param) };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = tid;
 }
 
 #[cfg(all(test, target_os = "linux"))]
