@@ -825,3 +825,29 @@ fn an_upload_compiles_in_a_child_paced_by_the_uploaders_cpu_share() {
     assert!(again < cpu / 2.0, "a cache hit: {again} s against {cpu} s");
     assert!(!serve.log().contains("compile cache missed"), "{}", serve.log());
 }
+
+#[test]
+fn a_stop_behind_a_stuck_write_ends_after_its_grace_leaving_the_rest_unacknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    let a = serve.tenant("acme", json!({}));
+    serve.ok("PUT", "/v1/plugins/hostile", &a, Some(plugin("hostile")));
+    // Each write sleeps ten minutes; the call timeout is 30 s, retried.
+    let yaml_text = "name: s\nsource:\n  name: dummy\n  total_records: 100000\n  page_size: 100\ndestination:\n  \
+                     name: wasm\n  config:\n    plugin: hostile\n    buffer_size: 0\n    plugin_config: {mode: sleep-write}\n";
+    serve.ok("PUT", "/v1/pipelines/s", &a, yaml(yaml_text));
+    serve.ok("POST", "/v1/pipelines/s/start", &a, None);
+    serve.wait_for(&a, "s", "records read", |s| s["records_read"].as_u64() > Some(0));
+    let asked = std::time::Instant::now();
+    serve.ok("POST", "/v1/pipelines/s/stop", &a, None);
+    let took = asked.elapsed();
+    let status = serve.ok("GET", "/v1/pipelines/s", &a, None);
+    assert_eq!(status["state"], "stopped", "{status}");
+    assert_eq!(status["records_written"], 0, "{status}");
+    assert!(
+        status["last_error"].as_str().unwrap().contains("left unacknowledged"),
+        "{status}"
+    );
+    // The 10 s grace, not the write's 30 s timeout and its retries.
+    assert!(took < Duration::from_secs(25), "the stop took {took:?}");
+}

@@ -62,6 +62,11 @@ pub enum PipelineError {
     DeadLetter(#[from] DeadLetterError),
     #[error("destination `{destination}`: finalize failed: {message}")]
     Finalize { destination: &'static str, message: String },
+    #[error(
+        "stopped before what was read was written: the rest was left unacknowledged (a Kafka source reads it \
+         again at its next run)"
+    )]
+    Abandoned,
 }
 
 fn source_message(error: &source::SourceError) -> String {
@@ -108,6 +113,24 @@ pub async fn run_with_dead_letters(
     shutdown: impl Future<Output = ()>,
     progress: watch::Sender<Progress>,
 ) -> RunReport {
+    let abandon = std::future::pending();
+    run_until(pipeline, source, destination, dead_letters, shutdown, abandon, progress).await
+}
+
+/// [`run_with_dead_letters`], where `abandon` ends a stopped run's final
+/// writes: what was read and not yet written is then left unacknowledged
+/// (a Kafka source reads it again at the next run), and the writes under way
+/// are dropped. `serve` abandons after a grace period, so that a stop
+/// behind a slow plugin and megabytes of read records ends.
+pub async fn run_until(
+    pipeline: &Pipeline,
+    source: Box<dyn SourceTask>,
+    destination: SharedDestination,
+    dead_letters: Option<Arc<DeadLetters>>,
+    shutdown: impl Future<Output = ()>,
+    abandon: impl Future<Output = ()>,
+    progress: watch::Sender<Progress>,
+) -> RunReport {
     let started = StdInstant::now();
     // The signal is watched for the whole run, the final flush and
     // finalize included: a stop there still ends retries at once.
@@ -124,7 +147,10 @@ pub async fn run_with_dead_letters(
             () = shutdown => {
                 tracing::warn!("stopping: flushing what was read, then finalizing (a second signal exits at once)");
                 stop.send_replace(true);
-                drive.await
+                tokio::select! {
+                    outcome = &mut drive => outcome,
+                    () = abandon => Outcome::Interrupted(Some(PipelineError::Abandoned)),
+                }
             }
         }
     };

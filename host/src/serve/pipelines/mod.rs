@@ -35,6 +35,14 @@ use swap::Swappable;
 
 type Key = (String, String);
 
+/// How long a stopped pipeline may go on writing what it had read. Behind a
+/// slow plugin that could be hours (a pipeline reads ahead up to its memory
+/// budget, 64 MiB or more): a log-flooding plugin paced to a quarter core
+/// kept a "stopped" pipeline writing, and its tenant's CPU share busy, for
+/// the rest of the isolation bench. What is left is not acknowledged: a
+/// Kafka source reads it again at the next start.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// What `GET /v1/pipelines/{name}` answers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -309,16 +317,22 @@ impl Supervisor {
             async move {
                 tracing::info!(plugin = ?plugin, "pipeline started");
                 let started = Instant::now();
+                let mut abandon_rx = stop_rx.clone();
                 let shutdown = async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 };
+                let abandon = async move {
+                    let _ = abandon_rx.wait_for(|s| *s).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                };
                 let destination: SharedDestination = swap.clone();
-                let report = pipeline::run_with_dead_letters(
+                let report = pipeline::run_until(
                     &prepared.pipeline,
                     source,
                     destination,
                     dead_letters,
                     shutdown,
+                    abandon,
                     progress_tx.clone(),
                 )
                 .await;
