@@ -131,7 +131,10 @@ def _send(method, url, body, headers):
             except Err:
                 break  # the request failed; the response says why
         stream.__exit__(None, None, None)
-    t.OutgoingBody.finish(outgoing_body, None)
+    try:
+        t.OutgoingBody.finish(outgoing_body, None)
+    except Err:
+        pass  # a body cut short because the request failed (the host refused it): the response says why
 
     # Resources are dropped children first (stream, body, headers, response,
     # future): wasi:http traps on a parent dropped before its children, which
