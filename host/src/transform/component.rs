@@ -50,17 +50,11 @@ impl Component {
     /// (not opened: `serve` describes an upload before any pipeline has a
     /// config for it).
     pub async fn describe(&self) -> Result<TransformInfo, PluginError> {
-        let (mut sandbox, instance) = Sandbox::instantiate(&self.shared).await?;
-        let bindings = bindings::Transformer::new(&mut sandbox.store, &instance).map_err(|e| sandbox.link_error(e))?;
-        let bounds = sandbox.bounds();
-        sandbox.begin("describe")?;
-        let call = bindings.bizon_destination_transform().call_describe(&mut sandbox.store);
-        let result = bounded(&bounds, call).await;
-        sandbox.end("describe", result)
+        Ok(self.described().await?.2)
     }
 
-    /// A new instance, described and opened with the transform's config.
-    pub async fn instantiate(&self) -> Result<Instance, OpenError> {
+    /// A new instance, its bindings, and what its `describe` answered.
+    async fn described(&self) -> Result<(Sandbox, bindings::Transformer, TransformInfo), PluginError> {
         let (mut sandbox, instance) = Sandbox::instantiate(&self.shared).await?;
         let bindings = bindings::Transformer::new(&mut sandbox.store, &instance).map_err(|e| sandbox.link_error(e))?;
         let bounds = sandbox.bounds();
@@ -68,6 +62,13 @@ impl Component {
         let call = bindings.bizon_destination_transform().call_describe(&mut sandbox.store);
         let result = bounded(&bounds, call).await;
         let info = sandbox.end("describe", result)?;
+        Ok((sandbox, bindings, info))
+    }
+
+    /// A new instance, described and opened with the transform's config.
+    pub async fn instantiate(&self) -> Result<Instance, OpenError> {
+        let (mut sandbox, bindings, info) = self.described().await?;
+        let bounds = sandbox.bounds();
         sandbox.begin("open")?;
         let config = self.shared_config();
         let call = bindings
