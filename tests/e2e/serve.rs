@@ -827,17 +827,27 @@ fn an_upload_compiles_in_a_child_paced_by_the_uploaders_cpu_share() {
 }
 
 #[test]
-fn a_stop_behind_a_stuck_write_ends_after_its_grace_leaving_the_rest_unacknowledged() {
+fn a_stuck_pipeline_reads_ahead_only_its_tenants_share_and_a_stop_ends_after_its_grace() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), "");
-    let a = serve.tenant("acme", json!({}));
+    let a = serve.tenant("acme", json!({"read_ahead_mb": 1}));
     serve.ok("PUT", "/v1/plugins/hostile", &a, Some(plugin("hostile")));
-    // Each write sleeps ten minutes; the call timeout is 30 s, retried.
+    // Each write sleeps ten minutes; the call timeout is 30 s, retried. The
+    // 100,000 records (about 11 MB) fit the pipeline's own 64 MiB budget:
+    // only the tenant's 1 MiB share stops it reading them all.
     let yaml_text = "name: s\nsource:\n  name: dummy\n  total_records: 100000\n  page_size: 100\ndestination:\n  \
                      name: wasm\n  config:\n    plugin: hostile\n    buffer_size: 0\n    plugin_config: {mode: sleep-write}\n";
     serve.ok("PUT", "/v1/pipelines/s", &a, yaml(yaml_text));
     serve.ok("POST", "/v1/pipelines/s/start", &a, None);
     serve.wait_for(&a, "s", "records read", |s| s["records_read"].as_u64() > Some(0));
+    std::thread::sleep(Duration::from_secs(2));
+    let tenant = serve.ok("GET", "/v1/tenants/acme", ADMIN, None);
+    let held = tenant["read_ahead_bytes"].as_u64().unwrap();
+    assert!(held > 0 && held <= (1 << 20) + 100_000, "{tenant}");
+    let read = serve.ok("GET", "/v1/pipelines/s", &a, None)["records_read"]
+        .as_u64()
+        .unwrap();
+    assert!(read < 20_000, "{read} records read ahead of a stuck write");
     let asked = std::time::Instant::now();
     serve.ok("POST", "/v1/pipelines/s/stop", &a, None);
     let took = asked.elapsed();
@@ -850,4 +860,6 @@ fn a_stop_behind_a_stuck_write_ends_after_its_grace_leaving_the_rest_unacknowled
     );
     // The 10 s grace, not the write's 30 s timeout and its retries.
     assert!(took < Duration::from_secs(25), "the stop took {took:?}");
+    let tenant = serve.ok("GET", "/v1/tenants/acme", ADMIN, None);
+    assert_eq!(tenant["read_ahead_bytes"], 0, "given back at the stop: {tenant}");
 }

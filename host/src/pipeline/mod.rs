@@ -8,6 +8,7 @@
 //! writes complete. A page is acknowledged to the source only once every one
 //! of its records was written.
 
+pub mod read_ahead;
 mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -21,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+pub use read_ahead::ReadAheadPool;
 pub use report::{Progress, RejectedRecord, RunReport, RunStatus};
 
 use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
@@ -113,23 +115,35 @@ pub async fn run_with_dead_letters(
     shutdown: impl Future<Output = ()>,
     progress: watch::Sender<Progress>,
 ) -> RunReport {
-    let abandon = std::future::pending();
-    run_until(pipeline, source, destination, dead_letters, shutdown, abandon, progress).await
+    let bounds = Bounds {
+        abandon: std::future::pending(),
+        read_ahead: None,
+    };
+    run_bounded(pipeline, source, destination, dead_letters, shutdown, progress, bounds).await
 }
 
-/// [`run_with_dead_letters`], where `abandon` ends a stopped run's final
-/// writes: what was read and not yet written is then left unacknowledged
-/// (a Kafka source reads it again at the next run), and the writes under way
-/// are dropped. `serve` abandons after a grace period, so that a stop
-/// behind a slow plugin and megabytes of read records ends.
-pub async fn run_until(
+/// What bounds a run beside others in one process (`serve`).
+pub struct Bounds<A> {
+    /// Ends a stopped run's final writes: what was read and not yet written
+    /// is then left unacknowledged (a Kafka source reads it again at the
+    /// next run), and the writes under way are dropped. `serve` abandons
+    /// after a grace period, so that a stop behind a slow plugin and
+    /// megabytes of read records ends.
+    pub abandon: A,
+    /// The pool the run's records read and not yet written count against,
+    /// besides its own budget.
+    pub read_ahead: Option<Arc<ReadAheadPool>>,
+}
+
+/// [`run_with_dead_letters`] within `bounds`.
+pub async fn run_bounded(
     pipeline: &Pipeline,
     source: Box<dyn SourceTask>,
     destination: SharedDestination,
     dead_letters: Option<Arc<DeadLetters>>,
     shutdown: impl Future<Output = ()>,
-    abandon: impl Future<Output = ()>,
     progress: watch::Sender<Progress>,
+    bounds: Bounds<impl Future<Output = ()>>,
 ) -> RunReport {
     let started = StdInstant::now();
     // The signal is watched for the whole run, the final flush and
@@ -137,6 +151,8 @@ pub async fn run_until(
     let (stop, stopping) = watch::channel(false);
     let mut run = Run::new(pipeline, destination, progress, stopping);
     run.dead_letters = dead_letters;
+    run.read_ahead = bounds.read_ahead.map(read_ahead::Charge::new);
+    let abandon = bounds.abandon;
     let mut handle = source::spawn(source, SOURCE_QUEUE_PAGES);
     run.source_stats = Some(handle.stats.clone());
     let outcome = {
@@ -185,6 +201,7 @@ struct Run {
     stopping: watch::Receiver<bool>,
     dead_letters: Option<Arc<DeadLetters>>,
     source_stats: Option<Arc<source::SourceStats>>,
+    read_ahead: Option<read_ahead::Charge>,
 }
 
 struct WriteDone {
@@ -247,6 +264,7 @@ impl Run {
             stopping,
             dead_letters: None,
             source_stats: None,
+            read_ahead: None,
         }
     }
 
@@ -308,7 +326,15 @@ impl Run {
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.buffers.next_deadline();
-            let room = self.memory() < self.budget;
+            let memory = self.memory();
+            let pooled = match &mut self.read_ahead {
+                Some(charge) => {
+                    charge.set(memory);
+                    charge.allows_reading()
+                }
+                None => true,
+            };
+            let room = memory < self.budget && pooled;
             if !room && self.writes.is_empty() {
                 // Over budget with nothing being written: write the largest buffer.
                 if let Some(id) = self.buffers.largest() {

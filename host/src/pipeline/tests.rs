@@ -249,6 +249,48 @@ async fn memory_stays_under_budget_by_flushing_the_largest_buffer_early() {
     );
 }
 
+#[tokio::test]
+async fn runs_sharing_a_read_ahead_pool_hold_no_more_than_it_together() {
+    // Alone, each run would hold all its 27 MB (under its 64 MB budget, and
+    // no buffer reaching its 1 MB size); sharing a 4 MiB pool, they must
+    // write early and each stay near it.
+    let p = pipeline("    buffer_size: 1\n    buffer_flush_timeout: 0\n");
+    let pool = ReadAheadPool::new(4);
+    let page_bytes = 100_000;
+    let one = |pool: Arc<ReadAheadPool>| {
+        let p = p.clone();
+        async move {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let pad = "x".repeat(page_bytes);
+            for k in 0..270u64 {
+                let id = format!("d{}", k % 30);
+                let mut page = records(k..k + 1, Some(&id));
+                page[0].data = format!("{{\"pad\":\"{pad}\"}}");
+                tx.send(Some(page)).unwrap();
+            }
+            tx.send(None).unwrap();
+            let dest = Arc::new(Memory {
+                write_delay: Some(Duration::from_millis(2)),
+                ..Memory::default()
+            });
+            let (progress, _rx) = watch::channel(Progress::default());
+            let bounds = Bounds {
+                abandon: std::future::pending(),
+                read_ahead: Some(pool),
+            };
+            let source: Box<dyn SourceTask> = Box::new(Box::new(Scripted(rx)) as Box<dyn Source>);
+            run_bounded(&p, source, dest, None, std::future::pending(), progress, bounds).await
+        }
+    };
+    let (a, b) = tokio::join!(one(pool.clone()), one(pool.clone()));
+    for report in [&a, &b] {
+        assert_eq!(report.records_written, 270);
+        let peak = report.peak_buffered_bytes;
+        assert!(peak <= (4 << 20) + 3 * page_bytes, "peak {peak} over the pool");
+    }
+    assert_eq!(pool.in_use(), 0, "the runs gave back what they held");
+}
+
 /// Refuses the rows whose source_record_id is odd, writes the others.
 struct RejectsOdd;
 

@@ -234,11 +234,14 @@ pub fn global() -> Arc<MemoryBudget> {
 }
 
 fn default_budget_mib() -> u64 {
-    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-        line.split_whitespace().nth(1)?.parse::<u64>().ok()
-    });
-    total_kib.map_or(FALLBACK_BUDGET_MB, |kib| kib / 1024 / DEFAULT_SHARE_OF_RAM)
+    machine_memory_mib().map_or(FALLBACK_BUDGET_MB, |mib| mib / DEFAULT_SHARE_OF_RAM)
+}
+
+/// The machine's memory, if `/proc/meminfo` says.
+pub fn machine_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
 }
 
 #[cfg(test)]

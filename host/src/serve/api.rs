@@ -139,6 +139,7 @@ fn tenant_json(state: &State, name: &str) -> Result<Value, ApiError> {
         "tenant": name,
         "limits": tenant.limits,
         "memory_in_use_bytes": tenant.budget.in_use(),
+        "read_ahead_bytes": tenant.read_ahead.in_use(),
         "pipelines": pipelines,
     }))
 }
@@ -372,7 +373,7 @@ async fn prometheus(Extract(state): Extract<AppState>, headers: HeaderMap) -> Ap
     state.supervisor.publish_metrics();
     for row in state.registry.tenants()? {
         if let Some(t) = state.tenants.get(&state.registry, &row.name)? {
-            metrics::set_memory(&t.name, t.budget.in_use());
+            metrics::set_memory(&t.name, t.budget.in_use(), t.read_ahead.in_use());
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()).into_response())

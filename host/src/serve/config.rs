@@ -35,6 +35,10 @@ pub struct ServeConfig {
     /// (default: the process-wide budget, half the machine's memory).
     #[serde(default)]
     pub plugin_memory_budget_mb: Option<u64>,
+    /// Memory all tenants' pipelines may hold in records read and not yet
+    /// written, in MiB (default: an eighth of the machine's memory).
+    #[serde(default)]
+    pub read_ahead_budget_mb: Option<u64>,
     /// Plugin instances alive at once across all tenants (the engine's
     /// pool; each running pipeline holds at least one).
     #[serde(default = "default_live_instances")]
@@ -176,6 +180,9 @@ pub struct TenantLimits {
     /// Cores its plugins' code may use together (0.5: half of one); over
     /// it, its calls wait.
     pub cpu_cores: f64,
+    /// Records read and not yet written, all its pipelines together, in
+    /// MiB; over it, they read no more until their writes give it back.
+    pub read_ahead_mb: u64,
 }
 
 impl Default for TenantLimits {
@@ -190,6 +197,7 @@ impl Default for TenantLimits {
             call_timeout_ms: 30_000,
             log_lines_per_s: 50,
             cpu_cores: 1.0,
+            read_ahead_mb: 64,
         }
     }
 }
@@ -216,6 +224,8 @@ pub struct LimitOverrides {
     pub log_lines_per_s: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_cores: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ahead_mb: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -230,6 +240,7 @@ impl LimitOverrides {
             call_timeout_ms: self.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
             log_lines_per_s: self.log_lines_per_s.unwrap_or(defaults.log_lines_per_s),
             cpu_cores: self.cpu_cores.unwrap_or(defaults.cpu_cores),
+            read_ahead_mb: self.read_ahead_mb.unwrap_or(defaults.read_ahead_mb),
         }
     }
 }

@@ -23,6 +23,7 @@ struct Series {
     write_seconds: HistogramVec,
     traps: IntCounterVec,
     memory: IntGaugeVec,
+    read_ahead: IntGaugeVec,
     compile_seconds: HistogramVec,
     compile_cpu: CounterVec,
 }
@@ -79,6 +80,11 @@ fn series() -> &'static Series {
             memory: gauge(
                 "plugin_memory_bytes",
                 "Memory reserved by the tenant's live plugin instances",
+                &["tenant"],
+            ),
+            read_ahead: gauge(
+                "read_ahead_bytes",
+                "Records the tenant's pipelines read and have not yet written",
                 &["tenant"],
             ),
             compile_seconds: histogram(
@@ -170,8 +176,10 @@ pub fn set_progress(tenant: &str, pipeline: &str, progress: &Progress, running: 
     s.running.with_label_values(labels).set(running as i64);
 }
 
-pub fn set_memory(tenant: &str, bytes: u64) {
-    series().memory.with_label_values(&[tenant]).set(bytes as i64);
+pub fn set_memory(tenant: &str, plugins: u64, read_ahead: usize) {
+    let s = series();
+    s.memory.with_label_values(&[tenant]).set(plugins as i64);
+    s.read_ahead.with_label_values(&[tenant]).set(read_ahead as i64);
 }
 
 /// Gauges are set again from the live state at every scrape: a pipeline
@@ -185,6 +193,7 @@ pub fn reset_gauges() {
         &s.lag,
         &s.running,
         &s.memory,
+        &s.read_ahead,
     ] {
         g.reset();
     }

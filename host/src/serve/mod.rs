@@ -34,6 +34,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::pipeline::ReadAheadPool;
 use config::ServeConfig;
 use error::ApiError;
 use hosts::Hosts;
@@ -148,7 +149,8 @@ pub async fn run(
         Some(mib) => crate::plugin::budget::MemoryBudget::new(mib),
         None => crate::plugin::budget::global(),
     };
-    let tenants = Tenants::new(&data_dir, config.limits.clone(), host_budget);
+    let read_ahead = ReadAheadPool::new(config.read_ahead_budget_mb.unwrap_or_else(default_read_ahead_mib));
+    let tenants = Tenants::new(&data_dir, config.limits.clone(), host_budget, read_ahead);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -221,4 +223,10 @@ async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
         }
     }
     Ok(())
+}
+
+/// An eighth of the machine's memory: with the plugins' half, what the
+/// tenants can hold together stays well inside it.
+fn default_read_ahead_mib() -> u64 {
+    crate::plugin::budget::machine_memory_mib().map_or(512, |mib| mib / 8)
 }

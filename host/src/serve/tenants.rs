@@ -1,6 +1,7 @@
 //! Tenants as the server holds them: their limits (the serve config's
-//! defaults under their own), their share of the host's plugin memory
-//! budget, and their files directory, `<data-dir>/tenants/<name>/files/`.
+//! defaults under their own), their shares of the host's plugin memory and
+//! read-ahead budgets, and their files directory,
+//! `<data-dir>/tenants/<name>/files/`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config::TenantLimits;
 use super::registry::{Registry, RegistryError};
+use crate::pipeline::ReadAheadPool;
 use crate::plugin::budget::MemoryBudget;
 use crate::plugin::cpu::CpuShare;
 
@@ -18,6 +20,8 @@ pub struct Tenant {
     pub budget: Arc<MemoryBudget>,
     /// All the tenant's plugin calls together.
     pub cpu: Arc<CpuShare>,
+    /// All the tenant's pipelines' records read and not yet written.
+    pub read_ahead: Arc<ReadAheadPool>,
     pub files: PathBuf,
 }
 
@@ -25,15 +29,22 @@ pub struct Tenants {
     data_dir: PathBuf,
     defaults: TenantLimits,
     host_budget: Arc<MemoryBudget>,
+    host_read_ahead: Arc<ReadAheadPool>,
     loaded: Mutex<HashMap<String, Arc<Tenant>>>,
 }
 
 impl Tenants {
-    pub fn new(data_dir: &Path, defaults: TenantLimits, host_budget: Arc<MemoryBudget>) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        defaults: TenantLimits,
+        host_budget: Arc<MemoryBudget>,
+        host_read_ahead: Arc<ReadAheadPool>,
+    ) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
             defaults,
             host_budget,
+            host_read_ahead,
             loaded: Mutex::new(HashMap::new()),
         }
     }
@@ -69,6 +80,7 @@ impl Tenants {
             ),
             files: self.dir(name).join("files"),
             cpu: Arc::new(CpuShare::new(limits.cpu_cores)),
+            read_ahead: ReadAheadPool::share(limits.read_ahead_mb, self.host_read_ahead.clone()),
             limits,
         });
         std::fs::create_dir_all(&tenant.files).map_err(|e| RegistryError::Corrupt {
@@ -92,10 +104,12 @@ impl Tenants {
         let limits = row.limits.over(&self.defaults);
         old.budget.resize(limits.memory_mb, limits.instances as u64);
         old.cpu.set_cores(limits.cpu_cores);
+        old.read_ahead.resize(limits.read_ahead_mb);
         let tenant = Arc::new(Tenant {
             name: name.to_string(),
             budget: old.budget.clone(),
             cpu: old.cpu.clone(),
+            read_ahead: old.read_ahead.clone(),
             files: old.files.clone(),
             limits,
         });

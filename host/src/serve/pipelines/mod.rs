@@ -313,6 +313,7 @@ impl Supervisor {
         let state = state.clone();
         let yaml = yaml.to_string();
         let task_span = span.clone();
+        let read_ahead = tenant.read_ahead.clone();
         super::runtime::pipelines().spawn(
             async move {
                 tracing::info!(plugin = ?plugin, "pipeline started");
@@ -321,19 +322,22 @@ impl Supervisor {
                 let shutdown = async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 };
-                let abandon = async move {
-                    let _ = abandon_rx.wait_for(|s| *s).await;
-                    tokio::time::sleep(STOP_GRACE).await;
+                let bounds = pipeline::Bounds {
+                    abandon: async move {
+                        let _ = abandon_rx.wait_for(|s| *s).await;
+                        tokio::time::sleep(STOP_GRACE).await;
+                    },
+                    read_ahead: Some(read_ahead),
                 };
                 let destination: SharedDestination = swap.clone();
-                let report = pipeline::run_until(
+                let report = pipeline::run_bounded(
                     &prepared.pipeline,
                     source,
                     destination,
                     dead_letters,
                     shutdown,
-                    abandon,
                     progress_tx.clone(),
+                    bounds,
                 )
                 .await;
                 let final_state = match report.status {
