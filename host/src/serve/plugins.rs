@@ -16,7 +16,7 @@ use super::auth::hex;
 use super::error::ApiError;
 use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
-use crate::plugin::cache::CacheStatus;
+use crate::plugin::cache::{self, CacheStatus};
 use crate::plugin::capabilities::Export;
 use crate::plugin::{InputFormat, Limits, LoadReport, Plugin, PluginError, PluginSettings};
 use crate::transform::component::Component;
@@ -29,6 +29,20 @@ pub struct PluginStore {
 }
 
 impl PluginStore {
+    /// Whether the compile cache holds these bytes' code for this host's
+    /// engine.
+    async fn compiled_before(&self, staged: &Path) -> Result<bool, ApiError> {
+        let (file, dir) = (staged.to_path_buf(), self.cache_dir.clone());
+        let look = move || -> std::io::Result<bool> {
+            let wasm = std::fs::read(file)?;
+            Ok(cache::artifact_path(&dir, &crate::plugin::engine::shared().engine, &wasm).exists())
+        };
+        tokio::task::spawn_blocking(look)
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+
     pub fn open(data_dir: &Path, compile_concurrency: usize) -> std::io::Result<Self> {
         let dir = data_dir.join("plugins");
         let incoming = data_dir.join("incoming");
@@ -114,9 +128,13 @@ impl PluginStore {
         let _permit = self.compile.acquire().await.expect("the pool is never closed");
         let started = Instant::now();
         // The compile itself, in a child paced by the tenant's CPU share;
-        // then the host loads what it put in the cache.
-        if let Err(refused) = super::compile::in_child(tenant, name, staged, &self.cache_dir).await? {
-            return Err(ApiError::invalid(refused));
+        // then the host loads what it put in the cache. Bytes compiled
+        // before (by any tenant: many upload the same SDK build) are loaded
+        // at once: a process per upload was most of an upload's time.
+        if !self.compiled_before(staged).await? {
+            if let Err(refused) = super::compile::in_child(tenant, name, staged, &self.cache_dir).await? {
+                return Err(ApiError::invalid(refused));
+            }
         }
         let path = staged.to_path_buf();
         let loaded = tokio::task::spawn_blocking(move || Uploaded::load(&path, settings))
