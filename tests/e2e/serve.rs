@@ -679,6 +679,44 @@ fn a_broker_advertising_an_address_outside_the_tenants_ceiling_is_never_connecte
 }
 
 #[test]
+fn a_broker_that_advertises_an_address_outside_the_ceiling_mid_run_ends_the_run() {
+    let trap = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let advertised = trap.local_addr().unwrap().to_string();
+    let Some(broker) = kafka::broker_of_its_own() else {
+        return;
+    };
+    let topic = kafka::unique("serve-readvertised");
+    broker.create_topic(&topic, 1);
+    let producer = broker.producer();
+    for i in 0..10 {
+        producer.send(&topic, 0, None, Some(format!("{{\"id\":{i}}}").as_bytes()), &[]);
+    }
+    producer.flush();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    let a = serve.tenant("acme", json!({"egress": [format!("tcp://{}", broker.servers)]}));
+    serve.ok("PUT", "/v1/plugins/mine", &a, Some(plugin("my_dest")));
+    let pipeline = format!(
+        "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: g\n  topic: {topic}\n  \
+         message_encoding: utf-8\ndestination:\n  name: wasm\n  config:\n    plugin: mine\n    buffer_size: 0\n    \
+         plugin_config: {{path: /out/records.jsonl}}\n    allow:\n      dirs:\n        \
+         - {{host: out, guest: /out, writable: true, max_mb: 10}}\n",
+        broker.servers
+    );
+    serve.ok("PUT", "/v1/pipelines/k", &a, yaml(&pipeline));
+    serve.ok("POST", "/v1/pipelines/k/start", &a, None);
+    serve.wait_for(&a, "k", "10 records written", |s| s["records_written"] == 10);
+    // The same broker (its address and node id), now advertising the trap.
+    broker.restart_advertising(&advertised);
+    let failed = serve.wait_for(&a, "k", "failed", |s| s["state"] == "failed");
+    let error = failed["last_error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("advertised {advertised} mid-run")) && error.contains("egress ceiling"),
+        "{failed}"
+    );
+}
+
+#[test]
 fn a_tenants_transforms_run_as_its_own_and_are_held_to_its_limits() {
     let Some(broker) = kafka::broker() else { return };
     guests::python_runtime();

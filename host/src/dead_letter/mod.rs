@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
     #[serde(default)]
@@ -37,6 +37,11 @@ pub struct DeadLetterConfig {
     pub max_dead_letters: Option<u64>,
     #[serde(default)]
     pub max_dead_letter_ratio: Option<f64>,
+    /// For `topic`: the addresses its brokers may advertise (`serve`: the
+    /// tenant's egress ceiling). Set by the host, never read from a file.
+    #[cfg(feature = "kafka")]
+    #[serde(skip)]
+    pub advertised_within: Option<crate::source::kafka::config::BrokerGate>,
 }
 
 /// The ratio bound is checked once this many records were read, so that the
@@ -164,6 +169,7 @@ impl DeadLetters {
                 topic,
                 config.bootstrap_servers.as_deref(),
                 kafka,
+                config.advertised_within.clone(),
             )?),
             _ => return Err(DeadLetterError::Target),
         };
@@ -237,10 +243,8 @@ mod tests {
         let path = dir.path().join("dl.jsonl");
         let config = DeadLetterConfig {
             path: Some(path.clone()),
-            topic: None,
-            bootstrap_servers: None,
             max_dead_letters: Some(2),
-            max_dead_letter_ratio: None,
+            ..DeadLetterConfig::default()
         };
         let dl = DeadLetters::open(&config, None).unwrap();
         dl.send(&[rejected(1), rejected(2)]).unwrap();
@@ -260,10 +264,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = DeadLetterConfig {
             path: Some(dir.path().join("dl.jsonl")),
-            topic: None,
-            bootstrap_servers: None,
-            max_dead_letters: None,
             max_dead_letter_ratio: Some(0.05),
+            ..DeadLetterConfig::default()
         };
         let dl = DeadLetters::open(&config, None).unwrap();
         dl.saw(10);

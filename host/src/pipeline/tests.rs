@@ -330,10 +330,7 @@ async fn rejected_rows_go_to_the_dead_letter_with_their_data_and_the_run_goes_on
     let path = dir.path().join("dl.jsonl");
     let config = crate::dead_letter::DeadLetterConfig {
         path: Some(path.clone()),
-        topic: None,
-        bootstrap_servers: None,
-        max_dead_letters: None,
-        max_dead_letter_ratio: None,
+        ..Default::default()
     };
     let dead_letters = Arc::new(DeadLetters::open(&config, None).unwrap());
     let p = pipeline("    buffer_size: 0\n");

@@ -48,7 +48,21 @@ pub fn broker_advertising(advertised: &str) -> Option<Broker> {
     launch(Some(advertised))
 }
 
+/// A broker of its own, which [`Broker::restart_advertising`] can make
+/// advertise another address mid-run; None as for [`broker_advertising`].
+pub fn broker_of_its_own() -> Option<Broker> {
+    if std::env::var_os("BIZON_TEST_KAFKA_BROKERS").is_some() {
+        return None;
+    }
+    launch(None)
+}
+
 fn launch(advertised: Option<&str>) -> Option<Broker> {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    launch_on(port, advertised)
+}
+
+fn launch_on(port: u16, advertised: Option<&str>) -> Option<Broker> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let tansu = std::env::var_os("TANSU")
         .map(PathBuf::from)
@@ -61,7 +75,6 @@ fn launch(advertised: Option<&str>) -> Option<Broker> {
         eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
         return None;
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("tcp://127.0.0.1:{port}");
     let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
     let log = std::env::temp_dir().join(format!("bizon-kafka-e2e-{}-{port}.log", std::process::id()));
@@ -128,6 +141,31 @@ pub fn unique(prefix: &str) -> String {
 }
 
 impl Broker {
+    /// Stops this broker (one of [`broker_of_its_own`]) and starts another
+    /// on its port that advertises `advertised` (HOST:PORT), with empty
+    /// storage: to its clients, a broker that changed its address.
+    pub fn restart_advertising(&self, advertised: &str) {
+        let url = format!("tcp://{}", self.servers);
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let tansu = args.first().is_some_and(|a| a.ends_with(b"tansu"));
+            if tansu && args.contains(&url.as_bytes()) {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                Command::new("kill").args(["-9", &pid]).status().unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&self.servers).is_ok() {
+            assert!(Instant::now() < deadline, "tansu on {} did not stop", self.servers);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let port = self.servers.rsplit_once(':').unwrap().1.parse().unwrap();
+        launch_on(port, Some(advertised)).unwrap();
+    }
+
     fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.servers);

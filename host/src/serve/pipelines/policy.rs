@@ -99,13 +99,14 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
         };
         disk_mb += check_sandbox(cx, &file, &field, size, &mut spec.limits, &mut spec.allow)?;
     }
-    if let Some(dead_letter) = &pipeline.dead_letter {
+    if let Some(dead_letter) = &mut pipeline.dead_letter {
         if dead_letter.path.is_some() {
             return refuse("dead_letter.path: a file on the host is not offered; use dead_letter.topic".into());
         }
         if let Some(servers) = &dead_letter.bootstrap_servers {
             check_brokers(cx, &file, "dead_letter.bootstrap_servers", servers)?;
         }
+        dead_letter.advertised_within = Some(broker_gate(cx));
     }
     let plugin = match &mut pipeline.destination {
         DestinationConfig::Wasm(wasm) => {
@@ -334,13 +335,16 @@ fn check_source(cx: &Context<'_>, file: &str, source: &mut SourceConfig) -> Resu
             }
             // Tenants on one broker cannot join (and steal from) each other's groups.
             kafka.group_id = format!("{}{}.{}", GROUP_PREFIX, cx.tenant.name, kafka.group_id);
-            let egress = cx.tenant.limits.egress.clone();
-            kafka.advertised_within = Some(BrokerGate::new(ceiling(&egress), move |host, port| {
-                within(&egress, host, port)
-            }));
+            kafka.advertised_within = Some(broker_gate(cx));
             Ok(())
         }
     }
+}
+
+/// The addresses the tenant's brokers may advertise: its egress ceiling.
+fn broker_gate(cx: &Context<'_>) -> BrokerGate {
+    let egress = cx.tenant.limits.egress.clone();
+    BrokerGate::new(ceiling(&egress), move |host, port| within(&egress, host, port))
 }
 
 /// The prefix of every consumer group a tenant's pipeline joins:

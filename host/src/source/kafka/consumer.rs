@@ -17,6 +17,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+use super::config::BrokerGate;
 use super::offsets::{Offsets, Tp};
 use crate::source::{PartitionLag, SourceEvent, SourceStats};
 
@@ -33,6 +34,8 @@ pub struct Shared {
     pub acks_closed: bool,
     /// High watermarks from the last statistics.
     high: HashMap<Tp, i64>,
+    /// A broker learned outside the gate: the run ends with this.
+    pub outside: Option<String>,
 }
 
 pub struct Context {
@@ -40,6 +43,7 @@ pub struct Context {
     pub stats: Arc<SourceStats>,
     /// How long a revoke waits for the partition's in-flight records to be written.
     drain_timeout: Duration,
+    gate: Option<BrokerGate>,
 }
 
 impl Context {
@@ -48,6 +52,7 @@ impl Context {
         events: mpsc::Sender<SourceEvent>,
         stats: Arc<SourceStats>,
         drain_timeout: Duration,
+        gate: Option<BrokerGate>,
     ) -> Self {
         Self {
             shared: Mutex::new(Shared {
@@ -58,9 +63,11 @@ impl Context {
                 paused: false,
                 acks_closed: false,
                 high: HashMap::new(),
+                outside: None,
             }),
             stats,
             drain_timeout,
+            gate,
         }
     }
 
@@ -228,6 +235,11 @@ impl ClientContext for Context {
 
     fn stats(&self, statistics: Statistics) {
         let mut s = self.shared();
+        if let Some(gate) = &self.gate {
+            if let Some(outside) = super::advertised::learned_outside(gate, &statistics) {
+                s.outside.get_or_insert(outside);
+            }
+        }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 let tp: Tp = (Arc::from(topic.as_str()), *partition);

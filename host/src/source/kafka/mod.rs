@@ -8,6 +8,7 @@
 //! the partition's records to be written and commits them; at the end it
 //! commits, then closes the consumer so the group rebalances at once.
 
+pub mod advertised;
 pub mod avro;
 pub mod config;
 mod consumer;
@@ -34,26 +35,6 @@ use super::{Page, SourceError, SourceEvent, SourceLink, SourceTask};
 use crate::dead_letter::DeadLetters;
 use crate::record::now_us;
 
-/// Refuses brokers that advertise an address outside `gate`.
-fn advertised_within(
-    gate: &self::config::BrokerGate,
-    metadata: &rdkafka::metadata::Metadata,
-) -> Result<(), SourceError> {
-    for broker in metadata.brokers() {
-        let port = u16::try_from(broker.port()).unwrap_or(0);
-        if !gate.allows(broker.host(), port) {
-            return Err(SourceError::Kafka(format!(
-                "broker {} advertises {}:{}, outside the egress ceiling ({}); nothing was read",
-                broker.id(),
-                broker.host(),
-                broker.port(),
-                gate.ceiling()
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// How long one poll waits, which bounds how late a stop or an
 /// acknowledgement is seen.
 const POLL: Duration = Duration::from_millis(100);
@@ -77,9 +58,14 @@ impl KafkaSource {
             // even when the last offsets are transaction markers.
             settings.insert("enable.partition.eof".into(), "true".into());
         }
-        settings
-            .entry("statistics.interval.ms".into())
-            .or_insert_with(|| "5000".into());
+        if config.advertised_within.is_some() {
+            // The brokers it learns are read from these.
+            settings.insert("statistics.interval.ms".into(), advertised::STATISTICS_EVERY_MS.into());
+        } else {
+            settings
+                .entry("statistics.interval.ms".into())
+                .or_insert_with(|| "5000".into());
+        }
         let avro = match config.message_encoding {
             MessageEncoding::Utf8 => None,
             MessageEncoding::Avro => {
@@ -126,23 +112,9 @@ impl KafkaSource {
     fn connect(&self, context: Context) -> Result<(KafkaConsumer, Option<Ends>), SourceError> {
         let timeout = Duration::from_secs(self.config.consumer_timeout.max(1));
         if let Some(gate) = &self.config.advertised_within {
-            // Asked by a client without a group, which connects to nothing
-            // but the bootstrap servers: a group consumer looks up its
-            // coordinator, at an advertised address, as soon as it exists.
-            let mut client = ClientConfig::new();
-            for (k, v) in self.settings.iter().filter(|(k, _)| k.as_str() != "group.id") {
-                client.set(k, v);
-            }
-            let probe: rdkafka::consumer::BaseConsumer = client
-                .create()
-                .map_err(|e| SourceError::Kafka(format!("cannot create the consumer: {e}")))?;
-            let metadata = probe.fetch_metadata(None, timeout).map_err(|e| {
-                SourceError::Kafka(format!(
-                    "cannot reach the brokers {}: {e}",
-                    self.config.bootstrap_servers
-                ))
-            })?;
-            advertised_within(gate, &metadata)?;
+            // A group consumer looks up its coordinator, at an advertised
+            // address, as soon as it exists.
+            advertised::check_before_connecting(&self.settings, gate, timeout).map_err(SourceError::Kafka)?;
         }
         let mut client = ClientConfig::new();
         for (k, v) in &self.settings {
@@ -160,7 +132,7 @@ impl KafkaSource {
         })?;
         if let Some(gate) = &self.config.advertised_within {
             // Again: a broker may answer differently the second time.
-            advertised_within(gate, &metadata)?;
+            advertised::within(gate, &metadata).map_err(SourceError::Kafka)?;
         }
         let mut partitions: Vec<Tp> = Vec::new();
         for topic in self.decoder.topics.keys() {
@@ -240,7 +212,8 @@ impl SourceTask for KafkaSource {
             stats,
             published,
         } = link;
-        let context = Context::new(acks, events.clone(), stats.clone(), DRAIN_TIMEOUT);
+        let gate = self.config.advertised_within.clone();
+        let context = Context::new(acks, events.clone(), stats.clone(), DRAIN_TIMEOUT, gate);
         let (consumer, ends) = match self.connect(context) {
             Ok(c) => c,
             Err(e) => {
@@ -323,6 +296,9 @@ impl Reader<'_> {
             self.housekeeping();
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(false);
+            }
+            if let Some(outside) = self.context().shared().outside.take() {
+                return Err(SourceError::Kafka(outside));
             }
             if self.ends.as_ref().is_some_and(|e| e.0.is_empty()) {
                 return Ok(true);

@@ -1,0 +1,115 @@
+//! Keeping a Kafka client to the brokers a [`BrokerGate`] allows.
+//!
+//! A client connects to the addresses the brokers advertise, not only to
+//! its bootstrap servers, so a broker a tenant controls could point the host
+//! anywhere. Before a client that would connect to advertised addresses is
+//! made, a client without a group (which connects to the bootstrap servers
+//! only) asks for them: one outside the gate fails the run before anything
+//! connects there. A broker may advertise a new address later (librdkafka
+//! reads metadata again every few minutes and after errors); librdkafka
+//! offers no hook that rust-rdkafka exposes to refuse a connection, so the
+//! brokers a client learned are read from its statistics every second and
+//! one outside the gate ends the run. That bounds, not prevents, what such a
+//! broker gets: librdkafka may have connected to it within that second.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::Metadata;
+use rdkafka::statistics::Statistics;
+
+use super::config::BrokerGate;
+
+/// How often a gated client's statistics (and so the brokers it knows) are
+/// read; a client without a gate keeps librdkafka's or the user's.
+pub const STATISTICS_EVERY_MS: &str = "1000";
+
+/// Asks the bootstrap servers in `settings` (without a group) for the
+/// brokers, and refuses any that advertises an address outside `gate`.
+pub fn check_before_connecting(
+    settings: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+    gate: &BrokerGate,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut client = ClientConfig::new();
+    for (k, v) in settings {
+        if k.as_ref() != "group.id" {
+            client.set(k.as_ref(), v.as_ref());
+        }
+    }
+    let probe: BaseConsumer = client
+        .create()
+        .map_err(|e| format!("cannot create a client to ask for the brokers: {e}"))?;
+    let metadata = probe.fetch_metadata(None, timeout).map_err(|e| {
+        format!(
+            "cannot reach the brokers {}: {e}",
+            client.get("bootstrap.servers").unwrap_or_default()
+        )
+    })?;
+    within(gate, &metadata)
+}
+
+/// Refuses brokers in `metadata` that advertise an address outside `gate`.
+pub fn within(gate: &BrokerGate, metadata: &Metadata) -> Result<(), String> {
+    for broker in metadata.brokers() {
+        let port = u16::try_from(broker.port()).unwrap_or(0);
+        if !gate.allows(broker.host(), port) {
+            return Err(format!(
+                "broker {} advertises {}:{}, outside the egress ceiling ({}); nothing was read",
+                broker.id(),
+                broker.host(),
+                broker.port(),
+                gate.ceiling()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first broker a client learned (in its `statistics`) whose address is
+/// outside `gate`, as the error that ends the run says it.
+pub fn learned_outside(gate: &BrokerGate, statistics: &Statistics) -> Option<String> {
+    statistics.brokers.values().find_map(|broker| {
+        let (host, port) = broker.nodename.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse().unwrap_or(0);
+        (!gate.allows(host, port)).then(|| {
+            format!(
+                "broker {} advertised {host}:{port} mid-run, outside the egress ceiling ({}); the run was stopped",
+                broker.nodeid,
+                gate.ceiling()
+            )
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_learned_broker_outside_the_gate_is_named() {
+        let gate = BrokerGate::new("tcp://10.0.0.5:9092".into(), |host, port| {
+            host == "10.0.0.5" && port == 9092
+        });
+        let stats = |nodename: &str| Statistics {
+            brokers: [(
+                "b".to_string(),
+                rdkafka::statistics::Broker {
+                    nodeid: 2,
+                    nodename: nodename.into(),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(learned_outside(&gate, &stats("10.0.0.5:9092")), None);
+        let error = learned_outside(&gate, &stats("169.254.169.254:80")).unwrap();
+        assert!(
+            error.contains("broker 2 advertised 169.254.169.254:80 mid-run"),
+            "{error}"
+        );
+    }
+}
