@@ -177,8 +177,8 @@ pub struct TenantLimits {
     pub call_timeout_ms: u64,
     /// Log lines per second kept for its pipelines.
     pub log_lines_per_s: u32,
-    /// Cores its plugins' code may use together (0.5: half of one); over
-    /// it, its calls wait.
+    /// Cores its plugin calls and pipelines may use together (0.5: half of
+    /// one); over it, they wait.
     pub cpu_cores: f64,
     /// Records read and not yet written, all its pipelines together, in
     /// MiB; over it, they read no more until their writes give it back.

@@ -37,22 +37,21 @@ pub fn pipelines() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Builds the plugin engine from a thread at the pipelines' priority, so
-/// that its epoch thread (which inherits it) ticks when the pipelines get
-/// the CPU. A tick charges every call in flight to its tenant's CPU share
-/// (plugin/cpu.rs) whether or not its thread ran: a ticker above the
-/// pipelines, punctual on saturated cores, charged 50 tenants' queued calls
-/// for time they spent waiting and cut their throughput 13-fold (1.69 M to
-/// 131 k records/s in the density bench). Otherwise the first upload's
-/// compile thread (nice 10) or a resumed pipeline's start (the API's
-/// priority) would decide.
+/// Builds the plugin engine from a thread at the process's own priority, so
+/// that its epoch thread (which inherits it) ticks on time when the cores
+/// are saturated: guest code yields its worker only at a tick, so a late
+/// tick is a neighbour's spinning call holding the worker that long. At the
+/// pipelines' nice 5, one hostile tenant spinning at a quarter core cost
+/// another 20% of its throughput and doubled its p99 write (`cargo bench
+/// --bench serve -- isolation spin`). (The ticker ran at nice 5 while a
+/// tick charged every call in flight to its tenant's CPU share; shares now
+/// charge the thread CPU time calls really use, plugin/cpu.rs, which a
+/// punctual ticker does not change.) Otherwise the first upload's compile
+/// or a resumed pipeline's start would decide.
 pub fn start_engine() {
-    std::thread::spawn(|| {
-        set_nice(PIPELINE_NICE);
-        crate::plugin::engine::shared();
-    })
-    .join()
-    .expect("building the plugin engine");
+    std::thread::spawn(crate::plugin::engine::shared)
+        .join()
+        .expect("building the plugin engine");
 }
 
 /// Lowers the calling thread's priority to `nice`, never raising it: a

@@ -27,6 +27,7 @@ use crate::dead_letter::DeadLetters;
 use crate::destination::wasm::WasmDestination;
 use crate::destination::SharedDestination;
 use crate::pipeline::{self, Progress, RunStatus};
+use crate::plugin::cpu::Metered;
 use crate::plugin::PluginSettings;
 use crate::source::SourceTask;
 use backoff::Backoff;
@@ -314,6 +315,7 @@ impl Supervisor {
         let yaml = yaml.to_string();
         let task_span = span.clone();
         let read_ahead = tenant.read_ahead.clone();
+        let cpu = tenant.cpu.clone();
         super::runtime::pipelines().spawn(
             async move {
                 tracing::info!(plugin = ?plugin, "pipeline started");
@@ -330,7 +332,7 @@ impl Supervisor {
                     read_ahead: Some(read_ahead),
                 };
                 let destination: SharedDestination = swap.clone();
-                let report = pipeline::run_bounded(
+                let run = pipeline::run_bounded(
                     &prepared.pipeline,
                     source,
                     destination,
@@ -338,8 +340,11 @@ impl Supervisor {
                     shutdown,
                     progress_tx.clone(),
                     bounds,
-                )
-                .await;
+                );
+                // The run's own work (pages into buffers, batches out) is
+                // the tenant's like its plugin calls, which run as tasks of
+                // their own and are charged there.
+                let report = Metered::new(run, cpu).await;
                 let final_state = match report.status {
                     RunStatus::Success => "completed",
                     RunStatus::Interrupted => "stopped",
