@@ -665,11 +665,28 @@ fn a_broker_advertising_an_address_outside_the_tenants_ceiling_is_never_connecte
     // The bootstrap server is inside the ceiling: stored and started.
     serve.ok("PUT", "/v1/pipelines/k", &a, yaml(&pipeline));
     serve.ok("POST", "/v1/pipelines/k/start", &a, None);
-    let failed = serve.wait_for(&a, "k", "failed", |s| s["state"] == "failed");
+    // A broker just started may drop the first connection (the run then
+    // fails on that, and starts again after its backoff).
+    let refused = format!("advertises {advertised}");
+    let failed = serve.wait_for(&a, "k", "refused", |s| {
+        s["state"] == "failed" && s["last_error"].as_str().is_some_and(|e| e.contains(&refused))
+    });
     let error = failed["last_error"].as_str().unwrap();
+    assert!(error.contains("egress ceiling"), "{failed}");
+    // A dead-letter topic's producer on that broker is refused the same way.
+    let dead_lettered = format!(
+        "name: d\nsource:\n  name: dummy\n  total_records: 10\ndestination:\n  name: wasm\n  config:\n    \
+         plugin: mine\n    plugin_config: {{path: /out/records.jsonl}}\n    allow:\n      dirs:\n        \
+         - {{host: out, guest: /out, writable: true, max_mb: 10}}\ndead_letter:\n  topic: dlq\n  \
+         bootstrap_servers: {}\n",
+        broker.servers
+    );
+    serve.ok("PUT", "/v1/pipelines/d", &a, yaml(&dead_lettered));
+    let (status, body) = serve.call("POST", "/v1/pipelines/d/start", &a, None);
+    let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        error.contains(&format!("advertises {advertised}")) && error.contains("egress ceiling"),
-        "{failed}"
+        status == 422 && message.contains(&format!("advertises {advertised}")),
+        "{status} {body}"
     );
     std::thread::sleep(Duration::from_millis(500));
     match trap.accept() {

@@ -283,7 +283,12 @@ impl Supervisor {
             prepared.plugin.as_ref().map_or(0, |p| p.1),
             series,
         ));
-        let dead_letters = crate::cli::open_dead_letters(&prepared.pipeline)
+        // Off the API's threads: a dead-letter topic's brokers are asked for
+        // their addresses first, which can take its whole timeout.
+        let pipeline = prepared.pipeline.clone();
+        let dead_letters = tokio::task::spawn_blocking(move || crate::cli::open_dead_letters(&pipeline))
+            .await
+            .map_err(ApiError::internal)?
             .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: {e}")))?;
         let source = crate::source::build_with(&prepared.pipeline.source, dead_letters.clone())
             .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: source: {e}")))?;

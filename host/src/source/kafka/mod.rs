@@ -13,6 +13,7 @@ pub mod avro;
 pub mod config;
 mod consumer;
 pub mod message;
+mod metadata_request;
 mod offsets;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
