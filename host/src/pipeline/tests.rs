@@ -224,20 +224,27 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_the_run() {
     assert!(!dest.finalized.load(Ordering::SeqCst), "a failed run must not publish");
 }
 
-#[tokio::test]
-async fn memory_stays_under_budget_by_flushing_the_largest_buffer_early() {
-    // 100 destination_ids of 0.9 MB each: no buffer reaches its 1 MB size, but
-    // together they pass the 64 MB budget, which must force early writes.
-    let p = pipeline("    buffer_size: 1\n    buffer_flush_timeout: 0\n");
+/// `pages` pages of one record of about `bytes` each, spread over `ids`
+/// destination_ids, then the end.
+fn padded_pages(pages: u64, ids: u64, bytes: usize) -> std::sync::mpsc::Receiver<Option<Vec<SourceRecord>>> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let pad = "x".repeat(100_000);
-    for k in 0..900u64 {
-        let id = format!("d{}", k % 100);
+    let pad = "x".repeat(bytes);
+    for k in 0..pages {
+        let id = format!("d{}", k % ids);
         let mut page = records(k..k + 1, Some(&id));
         page[0].data = format!("{{\"pad\":\"{pad}\"}}");
         tx.send(Some(page)).unwrap();
     }
     tx.send(None).unwrap();
+    rx
+}
+
+#[tokio::test]
+async fn memory_stays_under_budget_by_flushing_the_largest_buffer_early() {
+    // 100 destination_ids of 0.9 MB each: no buffer reaches its 1 MB size, but
+    // together they pass the 64 MB budget, which must force early writes.
+    let p = pipeline("    buffer_size: 1\n    buffer_flush_timeout: 0\n");
+    let rx = padded_pages(900, 100, 100_000);
     let dest = Arc::new(Memory::default());
     let report = run_with(&p, Box::new(Scripted(rx)), dest.clone()).await;
     assert_eq!(report.records_written, 900);
@@ -260,15 +267,7 @@ async fn runs_sharing_a_read_ahead_pool_hold_no_more_than_it_together() {
     let one = |pool: Arc<ReadAheadPool>| {
         let p = p.clone();
         async move {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let pad = "x".repeat(page_bytes);
-            for k in 0..270u64 {
-                let id = format!("d{}", k % 30);
-                let mut page = records(k..k + 1, Some(&id));
-                page[0].data = format!("{{\"pad\":\"{pad}\"}}");
-                tx.send(Some(page)).unwrap();
-            }
-            tx.send(None).unwrap();
+            let rx = padded_pages(270, 30, page_bytes);
             let dest = Arc::new(Memory {
                 write_delay: Some(Duration::from_millis(2)),
                 ..Memory::default()

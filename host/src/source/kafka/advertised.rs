@@ -3,9 +3,12 @@
 //! A client connects to the addresses the brokers advertise, not only to
 //! its bootstrap servers, so a broker a tenant controls could point the host
 //! anywhere. Before a client that would connect to advertised addresses is
-//! made, a client without a group (which connects to the bootstrap servers
-//! only) asks for them: one outside the gate fails the run before anything
-//! connects there. A broker may advertise a new address later (librdkafka
+//! made, the brokers are asked for them (see [`check_before_connecting`]):
+//! one outside the gate fails the run before anything connects there. The
+//! client made next asks again, and is checked again, but it may already
+//! have connected to what that second answer says: a broker that answers
+//! the two differently is caught as one that changes mid-run. A broker may
+//! advertise a new address later (librdkafka
 //! reads metadata again every few minutes and after errors); librdkafka
 //! offers no hook that rust-rdkafka exposes to refuse a connection, so the
 //! brokers a client learned are read from its statistics every 5 s and one

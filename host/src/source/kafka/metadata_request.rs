@@ -20,11 +20,14 @@ const MAX_RESPONSE: usize = 1 << 20;
 /// (`host:port,host:port`) that answers within `timeout`.
 pub fn brokers(servers: &str, timeout: Duration) -> Result<Vec<(i32, String, i32)>, String> {
     let deadline = Instant::now() + timeout;
-    let mut last = format!("no bootstrap server in `{servers}`");
-    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let servers: Vec<&str> = servers.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let mut last = "no bootstrap server".to_string();
+    for server in &servers {
         match ask(server, deadline) {
             Ok(brokers) => return Ok(brokers),
-            Err(e) => last = format!("{server}: {e}"),
+            // The caller names the servers; which one failed, when several.
+            Err(e) if servers.len() > 1 => last = format!("{server}: {e}"),
+            Err(e) => last = e,
         }
     }
     Err(last)
