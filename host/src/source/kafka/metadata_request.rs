@@ -5,7 +5,7 @@
 //! crate would be a dependency for one request.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// Metadata's API key, and the version asked: v1 is the first where an
@@ -40,25 +40,61 @@ fn ask(server: &str, deadline: Instant) -> Result<Vec<(i32, String, i32)>, Strin
             .filter(|d| !d.is_zero())
             .ok_or_else(|| "timed out".to_string())
     };
-    let addr = server
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
+    let addr = resolve(server, left()?)?;
     let mut stream = TcpStream::connect_timeout(&addr, left()?).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(left()?)).map_err(|e| e.to_string())?;
     stream.write_all(&request()).map_err(|e| e.to_string())?;
     let mut size = [0u8; 4];
-    stream.set_read_timeout(Some(left()?)).map_err(|e| e.to_string())?;
-    stream.read_exact(&mut size).map_err(|e| e.to_string())?;
+    read_by(&mut stream, &mut size, deadline)?;
     let size = usize::try_from(i32::from_be_bytes(size)).map_err(|_| "a negative response size")?;
     if size > MAX_RESPONSE {
         return Err(format!("a {size}-byte metadata response"));
     }
     let mut body = vec![0u8; size];
-    stream.set_read_timeout(Some(left()?)).map_err(|e| e.to_string())?;
-    stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+    read_by(&mut stream, &mut body, deadline)?;
     parse(&body)
+}
+
+/// The first address of `server`, looked up on a thread of its own: the
+/// system resolver takes no timeout, and a name server that never answers
+/// must not hold a pipeline's start (or the API thread that checks a
+/// dead-letter topic) past the deadline. A lookup given up on ends on its
+/// own, answering nobody.
+fn resolve(server: &str, within: Duration) -> Result<SocketAddr, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = server.to_string();
+    std::thread::Builder::new()
+        .name("kafka-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(|mut a| a.next()));
+        })
+        .map_err(|e| e.to_string())?;
+    match rx.recv_timeout(within) {
+        Ok(Ok(Some(addr))) => Ok(addr),
+        Ok(Ok(None)) => Err("no address".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out looking up its address".into()),
+    }
+}
+
+/// Fills `buf` by `deadline`: a read timeout holds for one read, so a
+/// broker sending a byte at a time would otherwise stretch it per byte.
+fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), String> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or("timed out")?;
+        stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Err("the connection closed mid-response".into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 fn request() -> Vec<u8> {
@@ -145,5 +181,28 @@ mod tests {
             vec![(0, "10.0.0.5".into(), 9092), (1, "169.254.169.254".into(), 80)]
         );
         assert!(parse(&body[..body.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn a_broker_answering_a_byte_at_a_time_is_given_up_on_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            let mut answer = 200i32.to_be_bytes().to_vec();
+            answer.extend([0u8; 200]);
+            for byte in answer {
+                if peer.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = Instant::now();
+        let error = brokers(&server, Duration::from_millis(400)).unwrap_err();
+        // Each byte comes well within the timeout; the whole answer would
+        // take ten seconds.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(error.contains("timed out"), "{error}");
     }
 }
