@@ -853,6 +853,55 @@ fn compile_cpu_s(serve: &Serve, tenant: &str) -> f64 {
         .map_or(0.0, |v| v.parse().unwrap())
 }
 
+/// `bizon_serve_cpu_seconds_total{tenant, work}`.
+fn cpu_s(serve: &Serve, tenant: &str, work: &str) -> f64 {
+    let Value::String(metrics) = serve.ok("GET", "/metrics", ADMIN, None) else {
+        panic!("metrics are text")
+    };
+    let series = format!("bizon_serve_cpu_seconds_total{{tenant=\"{tenant}\",work=\"{work}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[test]
+fn a_tenants_pipeline_work_and_plugin_calls_are_charged_to_its_cpu_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "");
+    // A fiftieth of a core: 5 ms of CPU at once (the bucket's quarter
+    // second of share), then 20 ms per second.
+    let cores = 0.02;
+    let small = serve.tenant("small", json!({"cpu_cores": cores}));
+    // Compiled by another tenant first: at a fiftieth of a core its own
+    // compile would take a minute; this upload is a cache hit.
+    let big = serve.tenant("big", json!({}));
+    serve.ok("PUT", "/v1/plugins/sum", &big, Some(plugin("bench_sum")));
+    serve.ok("PUT", "/v1/plugins/sum", &small, Some(plugin("bench_sum")));
+    let run = "name: s\nsource:\n  name: dummy\n  total_records: 100000\n  page_size: 1000\ndestination:\n  \
+               name: wasm\n  config:\n    plugin: sum\n    buffer_size: 0\n";
+    serve.ok("PUT", "/v1/pipelines/s", &small, yaml(run));
+    let started = std::time::Instant::now();
+    serve.ok("POST", "/v1/pipelines/s/start", &small, None);
+    let status = serve.wait_for(&small, "s", "completed", |s| s["state"] != "running");
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(status["records_written"], 100_000, "{status}");
+    let (plugin_s, pipeline_s) = (cpu_s(&serve, "small", "plugin"), cpu_s(&serve, "small", "pipeline"));
+    // Pages into buffers and batches into Arrow IPC, on the host: charged
+    // as the plugin's calls are.
+    assert!(
+        pipeline_s > 0.005,
+        "the pipeline's own work was charged: {pipeline_s} s"
+    );
+    assert!(plugin_s > 0.0, "the plugin's calls were charged: {plugin_s} s");
+    let paced = (plugin_s + pipeline_s - cores * 0.25) / cores;
+    assert!(
+        took > paced * 0.8,
+        "{:.3} s of CPU at {cores} cores took {took:.1} s, not about {paced:.1} s",
+        plugin_s + pipeline_s
+    );
+}
+
 #[test]
 fn an_upload_compiles_in_a_child_paced_by_the_uploaders_cpu_share() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,7 +25,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,6 +54,17 @@ pub struct CpuShare {
     /// come back, after a resize took more than were free).
     permits: Mutex<(usize, usize)>,
     held_back: AtomicUsize,
+    /// CPU time charged through [`Metered`], in nanoseconds, by [`Work`].
+    used: [AtomicU64; 2],
+}
+
+/// What a metered future is, for the CPU time a group is shown to have used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Plugin calls and instantiations.
+    Plugin,
+    /// A pipeline's own work on the host: pages into buffers, batches out.
+    Pipeline,
 }
 
 impl CpuShare {
@@ -66,7 +77,13 @@ impl CpuShare {
             threads: Arc::new(Semaphore::new(threads)),
             permits: Mutex::new((threads, 0)),
             held_back: AtomicUsize::new(0),
+            used: [AtomicU64::new(0), AtomicU64::new(0)],
         }
+    }
+
+    /// The CPU time charged for `work` since the share was made.
+    pub fn used(&self, work: Work) -> Duration {
+        Duration::from_nanos(self.used[work as usize].load(Ordering::Relaxed))
     }
 
     fn floor(cores: f64) -> f64 {
@@ -178,15 +195,17 @@ type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio:
 pub struct Metered<F> {
     inner: Pin<Box<F>>,
     share: Arc<CpuShare>,
+    work: Work,
     nap: Option<Pin<Box<tokio::time::Sleep>>>,
     acquiring: Option<Acquiring>,
 }
 
 impl<F> Metered<F> {
-    pub fn new(inner: F, share: Arc<CpuShare>) -> Self {
+    pub fn new(inner: F, share: Arc<CpuShare>, work: Work) -> Self {
         Self {
             inner: Box::pin(inner),
             share,
+            work,
             nap: None,
             acquiring: None,
         }
@@ -221,7 +240,9 @@ impl<F: Future> Future for Metered<F> {
         let caller = ON_THREAD.with(|on| on.replace(share));
         let started = thread_cpu();
         let polled = self.inner.as_mut().poll(cx);
-        let wait = self.share.charge(thread_cpu().saturating_sub(started));
+        let spent = thread_cpu().saturating_sub(started);
+        let wait = self.share.charge(spent);
+        self.share.used[self.work as usize].fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
         ON_THREAD.with(|on| on.set(caller));
         if let Some(permit) = permit {
             self.share.release(permit);
@@ -332,7 +353,7 @@ mod tests {
             }
         };
         let started = Instant::now();
-        Metered::new(spin, share).await;
+        Metered::new(spin, share, Work::Plugin).await;
         assert!(
             started.elapsed() > Duration::from_millis(120),
             "{:?}",
@@ -361,7 +382,7 @@ mod tests {
                             tokio::task::yield_now().await;
                         }
                     };
-                    tokio::spawn(Metered::new(work, share.clone()))
+                    tokio::spawn(Metered::new(work, share.clone(), Work::Plugin))
                 })
                 .collect();
             for handle in handles {
@@ -386,8 +407,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_metered_future_inside_another_of_its_group_does_not_wait_for_its_callers_permit() {
         let share = Arc::new(CpuShare::new(0.5));
-        let inner = Metered::new(async { 7 }, share.clone());
-        let outer = Metered::new(inner, share);
+        let inner = Metered::new(async { 7 }, share.clone(), Work::Plugin);
+        let outer = Metered::new(inner, share, Work::Pipeline);
         let answer = tokio::time::timeout(Duration::from_secs(5), outer).await;
         assert_eq!(answer.ok(), Some(7));
     }

@@ -23,7 +23,7 @@ use super::bindings::bizon::destination::types::LogLevel;
 use super::bindings::bizon::destination::types::{BatchInfo, PluginInfo, RejectedRow, WriteError};
 use super::bindings::{bizon, Plugin as Bindings};
 use super::budget::Reservation;
-use super::cpu::{CpuShare, Metered};
+use super::cpu::{CpuShare, Metered, Work};
 use super::egress::Egress;
 use super::files::Quotas;
 use super::limits::MemoryLimiter;
@@ -365,7 +365,7 @@ pub(crate) async fn bounded<R>(
     match &bounds.cpu {
         // Waiting for the share counts against the call's time: a tenant
         // over its share sees its calls time out, not the host stall.
-        Some(share) => tokio::time::timeout(bounds.timeout, Metered::new(call, share.clone())).await,
+        Some(share) => tokio::time::timeout(bounds.timeout, Metered::new(call, share.clone(), Work::Plugin)).await,
         None => tokio::time::timeout(bounds.timeout, call).await,
     }
 }

@@ -20,6 +20,7 @@ use super::config::LimitOverrides;
 use super::error::ApiError;
 use super::pipelines::Supervisor;
 use super::{logs, metrics, retention, State};
+use crate::plugin::cpu::Work;
 
 type AppState = Arc<State>;
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -374,6 +375,7 @@ async fn prometheus(Extract(state): Extract<AppState>, headers: HeaderMap) -> Ap
     for row in state.registry.tenants()? {
         if let Some(t) = state.tenants.get(&state.registry, &row.name)? {
             metrics::set_memory(&t.name, t.budget.in_use(), t.read_ahead.in_use());
+            metrics::set_cpu(&t.name, t.cpu.used(Work::Plugin), t.cpu.used(Work::Pipeline));
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()).into_response())

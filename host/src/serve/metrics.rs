@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::destination::DestinationError;
@@ -26,6 +26,7 @@ struct Series {
     read_ahead: IntGaugeVec,
     compile_seconds: HistogramVec,
     compile_cpu: CounterVec,
+    cpu: GaugeVec,
 }
 
 fn series() -> &'static Series {
@@ -60,6 +61,17 @@ fn series() -> &'static Series {
         registry
             .register(Box::new(compile_cpu.clone()))
             .expect("registered once");
+        // Read from the tenant's share at every scrape, like the counts
+        // (and from zero again after a restart, as a counter may).
+        let cpu = GaugeVec::new(
+            Opts::new(
+                "cpu_seconds_total",
+                "CPU time charged to the tenant's share, by work: plugin (calls, instantiations) or pipeline (its own work on the host)",
+            ),
+            &["tenant", "work"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(cpu.clone())).expect("registered once");
         Series {
             records_read: gauge("records_read_total", "Records read from the source", tp),
             records_written: gauge("records_written_total", "Records written by the destination", tp),
@@ -95,6 +107,7 @@ fn series() -> &'static Series {
             ),
             traps,
             compile_cpu,
+            cpu,
             registry,
         }
     })
@@ -182,6 +195,14 @@ pub fn set_memory(tenant: &str, plugins: u64, read_ahead: usize) {
     s.read_ahead.with_label_values(&[tenant]).set(read_ahead as i64);
 }
 
+pub fn set_cpu(tenant: &str, plugin: Duration, pipeline: Duration) {
+    let s = series();
+    s.cpu.with_label_values(&[tenant, "plugin"]).set(plugin.as_secs_f64());
+    s.cpu
+        .with_label_values(&[tenant, "pipeline"])
+        .set(pipeline.as_secs_f64());
+}
+
 /// Gauges are set again from the live state at every scrape: a pipeline
 /// or tenant gone is gone from them.
 pub fn reset_gauges() {
@@ -197,6 +218,7 @@ pub fn reset_gauges() {
     ] {
         g.reset();
     }
+    s.cpu.reset();
 }
 
 /// Drops the histograms and counters of a deleted pipeline.

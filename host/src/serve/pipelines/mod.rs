@@ -27,7 +27,7 @@ use crate::dead_letter::DeadLetters;
 use crate::destination::wasm::WasmDestination;
 use crate::destination::SharedDestination;
 use crate::pipeline::{self, Progress, RunStatus};
-use crate::plugin::cpu::Metered;
+use crate::plugin::cpu::{Metered, Work};
 use crate::plugin::PluginSettings;
 use crate::source::SourceTask;
 use backoff::Backoff;
@@ -349,7 +349,7 @@ impl Supervisor {
                 // The run's own work (pages into buffers, batches out) is
                 // the tenant's like its plugin calls, which run as tasks of
                 // their own and are charged there.
-                let report = Metered::new(run, cpu).await;
+                let report = Metered::new(run, cpu, Work::Pipeline).await;
                 let final_state = match report.status {
                     RunStatus::Success => "completed",
                     RunStatus::Interrupted => "stopped",
