@@ -91,6 +91,10 @@ fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<
             Ok(0) => return Err("the connection closed mid-response".into()),
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A read timeout is EAGAIN on Linux: say what it means.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err("timed out".into())
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
