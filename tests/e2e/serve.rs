@@ -841,28 +841,30 @@ fn a_tenants_transforms_run_as_its_own_and_are_held_to_its_limits() {
     assert!(code == 422 && error.contains("live instance"), "{code} {body}");
 }
 
-/// `bizon_serve_plugin_compile_cpu_seconds_total` of `tenant`.
-fn compile_cpu_s(serve: &Serve, tenant: &str) -> f64 {
+/// The value of one series in `/metrics` (`name{labels}`), 0 when absent.
+fn metric(serve: &Serve, series: &str) -> f64 {
     let Value::String(metrics) = serve.ok("GET", "/metrics", ADMIN, None) else {
         panic!("metrics are text")
     };
-    let series = format!("bizon_serve_plugin_compile_cpu_seconds_total{{tenant=\"{tenant}\"}} ");
+    let series = format!("bizon_serve_{series} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&series))
         .map_or(0.0, |v| v.parse().unwrap())
 }
 
-/// `bizon_serve_cpu_seconds_total{tenant, work}`.
+fn compile_cpu_s(serve: &Serve, tenant: &str) -> f64 {
+    metric(
+        serve,
+        &format!("plugin_compile_cpu_seconds_total{{tenant=\"{tenant}\"}}"),
+    )
+}
+
 fn cpu_s(serve: &Serve, tenant: &str, work: &str) -> f64 {
-    let Value::String(metrics) = serve.ok("GET", "/metrics", ADMIN, None) else {
-        panic!("metrics are text")
-    };
-    let series = format!("bizon_serve_cpu_seconds_total{{tenant=\"{tenant}\",work=\"{work}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0.0, |v| v.parse().unwrap())
+    metric(
+        serve,
+        &format!("cpu_seconds_total{{tenant=\"{tenant}\",work=\"{work}\"}}"),
+    )
 }
 
 #[test]

@@ -50,9 +50,10 @@ pub struct CpuShare {
     state: Mutex<(f64, f64, Instant)>,
     /// A permit per thread the group may run on at once.
     threads: Arc<Semaphore>,
-    /// (permits there should be, permits held back: ones to forget as they
-    /// come back, after a resize took more than were free).
-    permits: Mutex<(usize, usize)>,
+    /// How many permits there should be.
+    permits: Mutex<usize>,
+    /// Permits to forget as they come back, after a resize took more than
+    /// were free.
     held_back: AtomicUsize,
     /// CPU time charged through [`Metered`], in nanoseconds, by [`Work`].
     used: [AtomicU64; 2],
@@ -75,7 +76,7 @@ impl CpuShare {
         Self {
             state: Mutex::new((cores, cores * BURST, Instant::now())),
             threads: Arc::new(Semaphore::new(threads)),
-            permits: Mutex::new((threads, 0)),
+            permits: Mutex::new(threads),
             held_back: AtomicUsize::new(0),
             used: [AtomicU64::new(0), AtomicU64::new(0)],
         }
@@ -103,16 +104,16 @@ impl CpuShare {
         let wanted = Self::threads_for(state.0);
         drop(state);
         let mut permits = self.permits.lock().unwrap_or_else(|e| e.into_inner());
-        if wanted > permits.0 {
+        if wanted > *permits {
             // Permits still held back are cancelled before any is added.
-            let cancelled = self.take_held_back(wanted - permits.0);
-            self.threads.add_permits(wanted - permits.0 - cancelled);
+            let cancelled = self.take_held_back(wanted - *permits);
+            self.threads.add_permits(wanted - *permits - cancelled);
         } else {
-            let fewer = permits.0 - wanted;
+            let fewer = *permits - wanted;
             let forgotten = self.threads.forget_permits(fewer);
             self.held_back.fetch_add(fewer - forgotten, Ordering::AcqRel);
         }
-        permits.0 = wanted;
+        *permits = wanted;
     }
 
     /// Takes up to `n` held-back permits off the debt; how many it took.
@@ -185,6 +186,32 @@ thread_local! {
     static ON_THREAD: Cell<*const CpuShare> = const { Cell::new(std::ptr::null()) };
 }
 
+/// This thread in a poll of `share`'s group: marks it (see [`ON_THREAD`])
+/// and holds the permit, until dropped, even if the poll panics (tokio
+/// catches a task's panic and the worker goes on: a mark left behind would
+/// let the group's next poll on this thread skip its permit).
+struct OnThread<'a> {
+    share: &'a CpuShare,
+    permit: Option<OwnedSemaphorePermit>,
+    caller: *const CpuShare,
+}
+
+impl<'a> OnThread<'a> {
+    fn enter(share: &'a Arc<CpuShare>, permit: Option<OwnedSemaphorePermit>) -> Self {
+        let caller = ON_THREAD.with(|on| on.replace(Arc::as_ptr(share)));
+        Self { share, permit, caller }
+    }
+}
+
+impl Drop for OnThread<'_> {
+    fn drop(&mut self) {
+        ON_THREAD.with(|on| on.set(self.caller));
+        if let Some(permit) = self.permit.take() {
+            self.share.release(permit);
+        }
+    }
+}
+
 type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
 
 /// `inner`, charging the CPU time of each of its polls to `share` and,
@@ -237,16 +264,14 @@ impl<F: Future> Future for Metered<F> {
                 Poll::Pending => return Poll::Pending,
             },
         };
-        let caller = ON_THREAD.with(|on| on.replace(share));
+        let this = &mut *self;
+        let on_thread = OnThread::enter(&this.share, permit);
         let started = thread_cpu();
-        let polled = self.inner.as_mut().poll(cx);
+        let polled = this.inner.as_mut().poll(cx);
         let spent = thread_cpu().saturating_sub(started);
+        drop(on_thread);
         let wait = self.share.charge(spent);
         self.share.used[self.work as usize].fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
-        ON_THREAD.with(|on| on.set(caller));
-        if let Some(permit) = permit {
-            self.share.release(permit);
-        }
         if polled.is_pending() && !wait.is_zero() {
             // Over its share: this call waits; the waker of the inner
             // poll may fire first, and then finds the nap pending.
@@ -411,5 +436,27 @@ mod tests {
         let outer = Metered::new(inner, share, Work::Pipeline);
         let answer = tokio::time::timeout(Duration::from_secs(5), outer).await;
         assert_eq!(answer.ok(), Some(7));
+    }
+
+    #[test]
+    fn a_poll_that_panics_leaves_no_mark_and_gives_its_permit_back() {
+        let share = Arc::new(CpuShare::new(0.25));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let boom = Metered::new(
+            async {
+                if std::hint::black_box(true) {
+                    panic!("a host bug in a pipeline's poll");
+                }
+            },
+            share.clone(),
+            Work::Pipeline,
+        );
+        // On this thread: a current-thread runtime polls its tasks here.
+        assert!(runtime.block_on(async { tokio::spawn(boom).await }).is_err());
+        assert!(
+            ON_THREAD.with(|on| on.get().is_null()),
+            "the group's mark was left on the thread"
+        );
+        assert_eq!(share.threads.available_permits(), 1);
     }
 }

@@ -33,16 +33,20 @@ pub fn brokers(servers: &str, timeout: Duration) -> Result<Vec<(i32, String, i32
     Err(last)
 }
 
+/// The time left before `deadline`, or the error that says it passed.
+fn left(deadline: Instant) -> Result<Duration, String> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "timed out".to_string())
+}
+
 fn ask(server: &str, deadline: Instant) -> Result<Vec<(i32, String, i32)>, String> {
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| "timed out".to_string())
-    };
-    let addr = resolve(server, left()?)?;
-    let mut stream = TcpStream::connect_timeout(&addr, left()?).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(left()?)).map_err(|e| e.to_string())?;
+    let addr = resolve(server, left(deadline)?)?;
+    let mut stream = TcpStream::connect_timeout(&addr, left(deadline)?).map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(left(deadline)?))
+        .map_err(|e| e.to_string())?;
     stream.write_all(&request()).map_err(|e| e.to_string())?;
     let mut size = [0u8; 4];
     read_by(&mut stream, &mut size, deadline)?;
@@ -82,11 +86,9 @@ fn resolve(server: &str, within: Duration) -> Result<SocketAddr, String> {
 fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), String> {
     let mut filled = 0;
     while filled < buf.len() {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or("timed out")?;
-        stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(left(deadline)?))
+            .map_err(|e| e.to_string())?;
         match stream.read(&mut buf[filled..]) {
             Ok(0) => return Err("the connection closed mid-response".into()),
             Ok(n) => filled += n,
