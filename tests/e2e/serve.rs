@@ -896,9 +896,11 @@ fn a_tenants_pipeline_work_and_plugin_calls_are_charged_to_its_cpu_share() {
         "the pipeline's own work was charged: {pipeline_s} s"
     );
     assert!(plugin_s > 0.0, "the plugin's calls were charged: {plugin_s} s");
+    // Half of it at least: what the last polls charged is owed after the
+    // run ended, and is never waited for (unpaced, the run takes 0.1 s).
     let paced = (plugin_s + pipeline_s - cores * 0.25) / cores;
     assert!(
-        took > paced * 0.8,
+        took > paced * 0.5,
         "{:.3} s of CPU at {cores} cores took {took:.1} s, not about {paced:.1} s",
         plugin_s + pipeline_s
     );
