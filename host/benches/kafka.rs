@@ -25,6 +25,7 @@ mod run;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bizon_host::pipeline::{Assembled, Bounds, Environment};
 use bizon_host::record::SourceRecord;
 use bizon_host::source::kafka::message::{Decoded, Decoder};
 use bizon_host::source::{Source, SourceError};
@@ -133,7 +134,7 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
         dir.path().display(),
         transforms(flatten)
     );
-    let pipeline = bizon_host::config::parse(&yaml, "bench.yaml", |_| None).unwrap();
+    let pipeline = bizon_host::pipeline::parse(&yaml, "bench.yaml", |_| None).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let source = InMemory {
         messages: messages.into_iter(),
@@ -147,12 +148,27 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
     };
     let started = Instant::now();
     let report = rt.block_on(async {
-        let destination = bizon_host::destination::build(&pipeline.destination).await.unwrap();
-        let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-        let source = bizon_host::transform::wrap(&pipeline, Box::new(Box::new(source) as Box<dyn Source>), None)
+        let env = Environment::for_run();
+        let destination = bizon_host::destination::build(&pipeline.destination, &env.destination)
             .await
             .unwrap();
-        bizon_host::pipeline::run(&pipeline, source, destination, std::future::pending(), tx).await
+        let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+        let source = bizon_host::transform::wrap(
+            &pipeline.transforms,
+            Box::new(Box::new(source) as Box<dyn Source>),
+            &env.transforms,
+            env.transform_workers,
+            false,
+            pipeline.destination.options().default_destination_id(),
+        )
+        .await
+        .unwrap();
+        let run = Assembled {
+            destination,
+            dead_letters: None,
+            source,
+        };
+        bizon_host::pipeline::run(&pipeline, run, std::future::pending(), tx, Bounds::none()).await
     });
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(report.records_written, records);

@@ -19,6 +19,7 @@ use arrow_ipc::reader::StreamDecoder;
 use bizon_host::config::DestinationOptions;
 use bizon_host::destination::wasm::{WasmConfig, WasmDestination};
 use bizon_host::destination::{Batch, Destination};
+use bizon_host::pipeline::{Assembled, Bounds};
 use bizon_host::plugin::{ipc, Grants, InputFormat, Limits, Plugin, PluginSettings};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 
@@ -194,7 +195,7 @@ fn main() {
         .map(|_| {
             runtime.block_on(async {
                 let t = Instant::now();
-                let dest = WasmDestination::new(&config).await.unwrap();
+                let dest = WasmDestination::new(&config, &PluginSettings::for_run()).await.unwrap();
                 dest.write(&one[0]).await.unwrap();
                 t.elapsed()
             })
@@ -219,7 +220,9 @@ fn main() {
     let mut plugin_rates = Vec::new();
     let mut native_rates = Vec::new();
     for _ in 0..3 {
-        let dest = runtime.block_on(WasmDestination::new(&config)).unwrap();
+        let dest = runtime
+            .block_on(WasmDestination::new(&config, &PluginSettings::for_run()))
+            .unwrap();
         let t = Instant::now();
         runtime.block_on(async {
             for b in work.iter() {
@@ -296,17 +299,22 @@ fn end_to_end(runtime: &tokio::runtime::Runtime, config: &WasmConfig, records: u
     let yaml = format!(
         "name: e2e\nsource:\n  name: dummy\n  total_records: {records}\ndestination:\n  name: logger\n  config:\n    buffer_size: 10\n"
     );
-    let pipeline = bizon_host::config::parse(&yaml, "bench.yaml", |_| None).unwrap();
-    let source = || bizon_host::source::build(&pipeline.source).unwrap();
+    let pipeline = bizon_host::pipeline::parse(&yaml, "bench.yaml", |_| None).unwrap();
+    let source = || bizon_host::source::build(&pipeline.source, false).unwrap();
     let run = |destination: Arc<dyn Destination>| {
         let t = Instant::now();
         let (progress, _) = tokio::sync::watch::channel(Default::default());
+        let run = Assembled {
+            destination,
+            dead_letters: None,
+            source: source(),
+        };
         let report = runtime.block_on(bizon_host::pipeline::run(
             &pipeline,
-            source(),
-            destination,
+            run,
             std::future::pending(),
             progress,
+            Bounds::none(),
         ));
         assert_eq!(report.records_written, records as u64);
         records as f64 / t.elapsed().as_secs_f64()
@@ -314,7 +322,11 @@ fn end_to_end(runtime: &tokio::runtime::Runtime, config: &WasmConfig, records: u
     let mut plugin = Vec::new();
     let mut native = Vec::new();
     for _ in 0..3 {
-        let wasm: Arc<dyn Destination> = Arc::new(runtime.block_on(WasmDestination::new(config)).unwrap());
+        let wasm: Arc<dyn Destination> = Arc::new(
+            runtime
+                .block_on(WasmDestination::new(config, &PluginSettings::for_run()))
+                .unwrap(),
+        );
         plugin.push(run(wasm));
         native.push(run(Arc::new(NativeSum)));
     }

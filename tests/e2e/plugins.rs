@@ -8,9 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
-use bizon_host::config::{self, DestinationConfig};
 use bizon_host::destination::wasm::WasmDestination;
+use bizon_host::destination::DestinationConfig;
 use bizon_host::destination::{Batch, Destination, DestinationError};
+use bizon_host::pipeline;
 use bizon_host::plugin::{Plugin, PluginSettings};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 
@@ -87,11 +88,11 @@ async fn destination(plugin: &str, config_yaml: &str) -> Result<WasmDestination,
         wasm(plugin).display(),
         config_yaml.lines().map(|l| format!("    {l}\n")).collect::<String>()
     );
-    let pipeline = config::parse(&yaml, "test.yaml", |_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let pipeline = pipeline::parse(&yaml, "test.yaml", |_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let DestinationConfig::Wasm(config) = pipeline.destination else {
         panic!("not a wasm destination")
     };
-    WasmDestination::new(&config).await
+    WasmDestination::new(&config, &bizon_host::plugin::PluginSettings::for_run()).await
 }
 
 async fn hostile(mode: &str, extra: &str) -> Result<WasmDestination, DestinationError> {
@@ -300,7 +301,7 @@ async fn flaky_writes_are_retried_and_every_row_is_written_once() {
     )
     .await
     .unwrap();
-    let policy = bizon_host::destination::retry::RetryPolicy {
+    let policy = bizon_host::config::RetryPolicy {
         max_attempts: 3,
         initial_backoff_ms: 1,
         max_backoff_ms: 5,
@@ -309,14 +310,14 @@ async fn flaky_writes_are_retried_and_every_row_is_written_once() {
     for sequence in 0..4 {
         let b = batch("flaky", sequence, 10);
         let mut attempts = 0;
-        written += policy
-            .run(
-                || dest.write(&b),
-                |_, _, _| attempts += 1,
-                tokio::sync::watch::channel(false).1,
-            )
-            .await
-            .unwrap();
+        written += bizon_host::destination::retry::run(
+            &policy,
+            || dest.write(&b),
+            |_, _, _| attempts += 1,
+            tokio::sync::watch::channel(false).1,
+        )
+        .await
+        .unwrap();
         assert_eq!(attempts, 1, "one retry per batch");
     }
     assert_eq!(written, 40);

@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::config::{DestinationConfig, DestinationOptions, JsonlSourceConfig, Pipeline, SourceConfig};
+use crate::config::DestinationOptions;
 use crate::destination::wasm::WasmConfig;
+use crate::destination::DestinationConfig;
+use crate::pipeline::Pipeline;
 use crate::plugin::egress::HostRule;
 use crate::plugin::{
     cache, capabilities, ipc, BatchInfo, DirGrant, Grants, Instance, Limits, Plugin, PluginError, PluginSettings,
     WriteError,
 };
 use crate::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
+use crate::source::{JsonlSourceConfig, SourceConfig};
 
 /// Flags of `run` that send the records to a WebAssembly plugin.
 #[derive(Debug, Clone, Default, clap::Args)]

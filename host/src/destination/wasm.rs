@@ -22,7 +22,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{Batch, Destination, DestinationError, RejectedRow, SharedDestination};
 use crate::plugin::{
-    cache, ipc, BatchInfo, Grants, Instance, Limits, Plugin, PluginError, PluginSettings, TrapCause, WriteError,
+    ipc, BatchInfo, Grants, Instance, Limits, Plugin, PluginError, PluginSettings, TrapCause, WriteError,
 };
 
 crate::destination_config! {
@@ -41,7 +41,9 @@ crate::destination_config! {
 }
 
 impl WasmConfig {
-    pub fn settings(&self) -> Result<PluginSettings, DestinationError> {
+    /// What the pipeline asks for (limits, grants, the plugin's config) over
+    /// what the host decides (`host`: cache, budget, CPU share, label).
+    pub fn settings(&self, host: &PluginSettings) -> Result<PluginSettings, DestinationError> {
         let config_json = match &self.plugin_config {
             None | Some(serde_json::Value::Null) => "{}".to_string(),
             Some(value @ serde_json::Value::Object(_)) => value.to_string(),
@@ -56,14 +58,13 @@ impl WasmConfig {
             limits: self.limits,
             grants: self.allow.clone(),
             config_json,
-            cache_dir: cache::default_dir(),
-            ..PluginSettings::default()
+            ..host.clone()
         })
     }
 }
 
-pub async fn build(config: &WasmConfig) -> Result<SharedDestination, DestinationError> {
-    Ok(Arc::new(WasmDestination::new(config).await?))
+pub async fn build(config: &WasmConfig, host: &PluginSettings) -> Result<SharedDestination, DestinationError> {
+    Ok(Arc::new(WasmDestination::new(config, host).await?))
 }
 
 /// An instance slot and the buffer its batches are encoded into.
@@ -83,13 +84,10 @@ pub struct WasmDestination {
 impl WasmDestination {
     /// Loads the plugin and opens a first instance, so a broken plugin or a
     /// config it refuses stops the pipeline before any record is read.
-    pub async fn new(config: &WasmConfig) -> Result<Self, DestinationError> {
-        Self::with_settings(config, config.settings()?).await
-    }
-
-    /// [`Self::new`] with settings the caller adjusted (`serve`: the
-    /// tenant's memory budget and compile cache).
-    pub async fn with_settings(config: &WasmConfig, settings: PluginSettings) -> Result<Self, DestinationError> {
+    /// `host` is what the host decides (`bizon-host run`: the default cache
+    /// and budget; `serve`: the tenant's budget, CPU share and label).
+    pub async fn new(config: &WasmConfig, host: &PluginSettings) -> Result<Self, DestinationError> {
+        let settings = config.settings(host)?;
         let path = config.plugin.clone();
         // Compiling is CPU work of up to seconds: off the async workers.
         let plugin = match tokio::task::spawn_blocking(move || Plugin::load(&path, settings)).await {

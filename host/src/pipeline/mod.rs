@@ -8,8 +8,11 @@
 //! writes complete. A page is acknowledged to the source only once every one
 //! of its records was written.
 
+pub mod assemble;
 pub mod read_ahead;
 mod report;
+pub mod spec;
+mod streams;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -22,17 +25,19 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+pub use assemble::{assemble, AssembleError, Assembled, Environment};
 pub use read_ahead::ReadAheadPool;
 pub use report::{Progress, RejectedRecord, RunReport, RunStatus};
+pub use spec::{load, parse, Pipeline};
 
 use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
-use crate::config::{DestinationOptions, Pipeline};
-use crate::dead_letter::{DeadLetterError, DeadLetters, Letter};
-use crate::destination::retry::{RetryError, RetryPolicy};
+use crate::config::{DestinationOptions, RetryPolicy};
+use crate::dead_letter::{DeadLetterError, DeadLetters};
+use crate::destination::retry::{self, RetryError};
 use crate::destination::{Batch, DestinationError, SharedDestination};
-use crate::record::now_us;
 use crate::record::unnest::Unnester;
-use crate::source::{self, SourceEvent, SourceHandle, SourceTask};
+use crate::record::{now_us, Letter};
+use crate::source::{self, SourceEvent, SourceHandle};
 
 /// The least memory a run may use for records, whatever `buffer_size` says.
 const MIN_MEMORY_BUDGET: usize = 64 << 20;
@@ -73,56 +78,14 @@ pub enum PipelineError {
 
 fn source_message(error: &source::SourceError) -> String {
     match error {
-        #[cfg(feature = "wasm")]
+        // A transform's error names the transform itself.
         source::SourceError::Transform(e) => format!("transform: {e}"),
         e => format!("source: {e}"),
     }
 }
 
-/// Where records go when neither the source nor the config names a
-/// destination_id: `<source>_<stream>`, the base of Bizon's table names.
-pub fn default_destination_id(pipeline: &Pipeline) -> String {
-    if let Some(id) = &pipeline.destination.options().destination_id {
-        return id.clone();
-    }
-    match pipeline.source.name_and_stream() {
-        (name, Some(stream)) => format!("{name}_{stream}"),
-        (name, None) => name.to_string(),
-    }
-}
-
-/// Runs `source` into `destination` with `pipeline`'s options until the
-/// source ends, a write fails for good, or `shutdown` resolves. Progress is
-/// published on `progress`.
-pub async fn run(
-    pipeline: &Pipeline,
-    source: Box<dyn SourceTask>,
-    destination: SharedDestination,
-    shutdown: impl Future<Output = ()>,
-    progress: watch::Sender<Progress>,
-) -> RunReport {
-    run_with_dead_letters(pipeline, source, destination, None, shutdown, progress).await
-}
-
-/// [`run`], with rows the destination rejects going to `dead_letters`
-/// (the same sink the source sends undecodable messages to) instead of
-/// stopping the run.
-pub async fn run_with_dead_letters(
-    pipeline: &Pipeline,
-    source: Box<dyn SourceTask>,
-    destination: SharedDestination,
-    dead_letters: Option<Arc<DeadLetters>>,
-    shutdown: impl Future<Output = ()>,
-    progress: watch::Sender<Progress>,
-) -> RunReport {
-    let bounds = Bounds {
-        abandon: std::future::pending(),
-        read_ahead: None,
-    };
-    run_bounded(pipeline, source, destination, dead_letters, shutdown, progress, bounds).await
-}
-
-/// What bounds a run beside others in one process (`serve`).
+/// What bounds a run beside others in one process (`serve`);
+/// [`Bounds::none`] for a run alone (`bizon-host run`).
 pub struct Bounds<A> {
     /// Ends a stopped run's final writes: what was read and not yet written
     /// is then left unacknowledged (a Kafka source reads it again at the
@@ -135,17 +98,34 @@ pub struct Bounds<A> {
     pub read_ahead: Option<Arc<ReadAheadPool>>,
 }
 
-/// [`run_with_dead_letters`] within `bounds`.
-pub async fn run_bounded(
+impl Bounds<std::future::Pending<()>> {
+    /// Nothing bounds the run but its own memory budget.
+    pub fn none() -> Self {
+        Self {
+            abandon: std::future::pending(),
+            read_ahead: None,
+        }
+    }
+}
+
+/// Runs an [`Assembled`] run of `pipeline` with its options until the
+/// source ends, a write fails for good, or `shutdown` resolves, within
+/// `bounds`. Progress is published on `progress`. Rows the destination
+/// rejects go to the run's dead letters, when it has some, instead of
+/// stopping the run.
+pub async fn run(
     pipeline: &Pipeline,
-    source: Box<dyn SourceTask>,
-    destination: SharedDestination,
-    dead_letters: Option<Arc<DeadLetters>>,
+    assembled: Assembled,
     shutdown: impl Future<Output = ()>,
     progress: watch::Sender<Progress>,
     bounds: Bounds<impl Future<Output = ()>>,
 ) -> RunReport {
     let started = StdInstant::now();
+    let Assembled {
+        destination,
+        dead_letters,
+        source,
+    } = assembled;
     // The signal is watched for the whole run, the final flush and
     // finalize included: a stop there still ends retries at once.
     let (stop, stopping) = watch::channel(false);
@@ -242,7 +222,7 @@ impl Run {
             capacity_bytes: capacity,
             timeout: (!options.buffer_flush_timeout.is_zero()).then_some(options.buffer_flush_timeout),
         };
-        let default_id: Arc<str> = default_destination_id(pipeline).into();
+        let default_id: Arc<str> = options.default_destination_id().into();
         Self {
             destination,
             destination_name: pipeline.destination.name(),
@@ -362,9 +342,12 @@ impl Run {
                     }
                 }
                 event = handle.events.recv(), if room => match event {
-                    Some(SourceEvent::Page(page)) => {
+                    Some(SourceEvent::Page(mut page)) => {
                         self.pages_read = page.sequence + 1;
                         self.stats.records_read += page.records.len() as u64;
+                        if let Err(e) = self.dead_letter_page(page.records.len(), std::mem::take(&mut page.letters)) {
+                            return Outcome::Failed(e);
+                        }
                         let due = self.buffers.append(page.sequence, page.extracted_at_us, &page.records, Instant::now());
                         drop(page);
                         self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.memory());
@@ -552,6 +535,25 @@ impl Run {
         Ok(())
     }
 
+    /// What a page could not turn into records goes to the dead letters
+    /// before the page can be acknowledged; `records` more were read (the
+    /// ratio bound's denominator).
+    fn dead_letter_page(&mut self, records: usize, letters: Vec<Letter>) -> Result<(), PipelineError> {
+        let Some(dead_letters) = &self.dead_letters else {
+            debug_assert!(letters.is_empty(), "letters come only when there is a dead letter sink");
+            return Ok(());
+        };
+        dead_letters.saw((records + letters.len()) as u64);
+        if letters.is_empty() {
+            return Ok(());
+        }
+        if let Some(stats) = &self.source_stats {
+            stats.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        }
+        dead_letters.send(&letters)?;
+        Ok(())
+    }
+
     /// Writes that already started are waited for (and counted) when a run fails.
     async fn drain_in_flight(&mut self, handle: &SourceHandle) {
         self.queued.clear();
@@ -611,7 +613,7 @@ async fn write(
     destination: SharedDestination,
     unnester: Option<Arc<Unnester>>,
     mut batch: Batch,
-    retry: RetryPolicy,
+    policy: RetryPolicy,
     stopping: watch::Receiver<bool>,
 ) -> Result<Written, PipelineError> {
     let original = batch.records.clone();
@@ -622,19 +624,19 @@ async fn write(
             .expect("unnest does not panic")?;
     }
     let id = batch.destination_id.clone();
-    let result = retry
-        .run(
-            || destination.write(&batch),
-            |attempt, error, wait| {
-                tracing::warn!(
-                    destination_id = &*id,
-                    attempt,
-                    "write failed, retrying in {wait:?}: {error}"
-                );
-            },
-            stopping,
-        )
-        .await;
+    let result = retry::run(
+        &policy,
+        || destination.write(&batch),
+        |attempt, error, wait| {
+            tracing::warn!(
+                destination_id = &*id,
+                attempt,
+                "write failed, retrying in {wait:?}: {error}"
+            );
+        },
+        stopping,
+    )
+    .await;
     match result {
         Ok(rows) => Ok(Written {
             rows,

@@ -101,6 +101,17 @@ impl Default for PluginSettings {
     }
 }
 
+impl PluginSettings {
+    /// What `bizon-host run` gives every plugin: the default settings and
+    /// the compile cache in its default place.
+    pub fn for_run() -> Self {
+        Self {
+            cache_dir: cache::default_dir(),
+            ..Self::default()
+        }
+    }
+}
+
 static MAX_COMPONENT_MB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
 /// Sets the process-wide component size limit (`--max-component-mb`); only

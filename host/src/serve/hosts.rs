@@ -30,7 +30,7 @@ use super::pipelines::{Status, Supervisor};
 use super::registry::{Cluster, HostStatus};
 use super::{logs, metrics, retention, State};
 #[cfg(feature = "kafka")]
-use crate::config::SourceConfig;
+use crate::source::SourceConfig;
 
 pub struct Hosts {
     /// This host's name in leases and statuses.
@@ -183,7 +183,7 @@ fn merged(me: &str, local: &Status, reported: Vec<HostStatus>) -> Value {
 /// but Kafka, whose group shares the partitions. A file that does not parse
 /// is held to the stricter rule (it will not start anyway).
 pub fn needs_lease(yaml: &str) -> bool {
-    match crate::config::parse(yaml, "pipeline", |_| None) {
+    match crate::pipeline::parse(yaml, "pipeline", |_| None) {
         #[cfg(feature = "kafka")]
         Ok(p) if matches!(p.source, SourceConfig::Kafka(_)) => false,
         _ => true,

@@ -32,8 +32,7 @@ pub use config::{Location, TransformKind, TransformSpec};
 pub use stage::Transformed;
 
 use crate::config::ConfigError;
-use crate::dead_letter::DeadLetterError;
-use crate::plugin::{cache, PluginError, PluginSettings, TrapCause};
+use crate::plugin::{PluginError, PluginSettings, TrapCause};
 use component::{Component, OpenError};
 
 /// Why a run stopped in its transforms.
@@ -51,8 +50,6 @@ pub enum TransformError {
     },
     #[error("transform {labels}: {message}")]
     Batch { labels: String, message: String },
-    #[error("{0}")]
-    DeadLetter(#[from] DeadLetterError),
 }
 
 /// One call per page: a Python step runs several Bizon transforms.
@@ -284,62 +281,34 @@ impl Chain {
     }
 }
 
-/// `source` with the pipeline's transforms applied to its pages, with the
-/// components loaded and a worker's instances opened now; `source` itself
-/// when the pipeline has no transforms.
+/// `source` with `specs` applied to its pages, with the components loaded
+/// and a worker's instances opened now; `source` itself when there are no
+/// transforms. `base` holds the settings every transform shares, `workers`
+/// how many instances of each run at once; with `dead_letter`, records a
+/// transform fails on become their page's letters; `default_destination_id`
+/// names where such a record was going.
 pub async fn wrap(
-    pipeline: &crate::config::Pipeline,
+    specs: &[TransformSpec],
     source: Box<dyn crate::source::SourceTask>,
-    dead_letters: Option<Arc<crate::dead_letter::DeadLetters>>,
-) -> Result<Box<dyn crate::source::SourceTask>, ConfigError> {
-    wrap_with(
-        pipeline,
-        source,
-        dead_letters,
-        &run_settings(),
-        stage::default_workers(),
-    )
-    .await
-}
-
-/// [`wrap`] with the settings every transform shares and the number of
-/// workers (each one instance of every transform) chosen by the caller.
-pub async fn wrap_with(
-    pipeline: &crate::config::Pipeline,
-    source: Box<dyn crate::source::SourceTask>,
-    dead_letters: Option<Arc<crate::dead_letter::DeadLetters>>,
     base: &PluginSettings,
     workers: usize,
+    dead_letter: bool,
+    default_destination_id: &str,
 ) -> Result<Box<dyn crate::source::SourceTask>, ConfigError> {
-    let Some(chain) = Chain::load(&pipeline.transforms, base).await? else {
+    let Some(chain) = Chain::load(specs, base).await? else {
         return Ok(source);
     };
-    let staged = Transformed::new(
-        source,
-        chain,
-        workers,
-        dead_letters,
-        crate::pipeline::default_destination_id(pipeline),
-    )
-    .await?;
+    let staged = Transformed::new(source, chain, workers, dead_letter, default_destination_id.to_string()).await?;
     Ok(Box::new(staged))
 }
 
 /// For `check`: loads the transforms and opens one instance of each, which
 /// compiles the Python code. Returns how many transforms there are.
-pub async fn check(pipeline: &crate::config::Pipeline) -> Result<usize, ConfigError> {
-    if let Some(chain) = Chain::load(&pipeline.transforms, &run_settings()).await? {
+pub async fn check(specs: &[TransformSpec]) -> Result<usize, ConfigError> {
+    if let Some(chain) = Chain::load(specs, &PluginSettings::for_run()).await? {
         chain.worker().await?;
     }
-    Ok(pipeline.transforms.len())
-}
-
-/// What `bizon-host run` gives every transform: the compile cache.
-fn run_settings() -> PluginSettings {
-    PluginSettings {
-        cache_dir: cache::default_dir(),
-        ..PluginSettings::default()
-    }
+    Ok(specs.len())
 }
 
 /// A transform's error text (a traceback), bounded, each line escaped as a

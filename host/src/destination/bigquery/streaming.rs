@@ -29,7 +29,7 @@ use super::rest::Rest;
 use super::schema::{SourceDataType, TableRef};
 use super::tables::{Tables, DEFAULT_ENDPOINT};
 use super::target::Target;
-use crate::destination::retry::RetryPolicy;
+use crate::config::RetryPolicy;
 use crate::destination::{Batch, Destination, DestinationError, RejectedRow};
 use crate::record::ndjson::write_json_string;
 use crate::record::time::write_iso8601_us;

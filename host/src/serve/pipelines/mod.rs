@@ -22,14 +22,9 @@ use super::logs;
 use super::metrics::{self, PipelineSeries};
 use super::tenants::Tenant;
 use super::State;
-use crate::config::DestinationConfig;
-use crate::dead_letter::DeadLetters;
-use crate::destination::wasm::WasmDestination;
-use crate::destination::SharedDestination;
 use crate::pipeline::{self, Progress, RunStatus};
 use crate::plugin::cpu::{Metered, Work};
 use crate::plugin::PluginSettings;
-use crate::source::SourceTask;
 use backoff::Backoff;
 use policy::Prepared;
 use swap::Swappable;
@@ -274,28 +269,24 @@ impl Supervisor {
         logs::ring(&tenant.name, name, limits.log_lines_per_s);
         let span = tracing::info_span!(logs::SPAN, tenant = %tenant.name, pipeline = %name);
         let series = PipelineSeries::new(&tenant.name, name);
-        let built = build_destination(state, tenant, &prepared)
-            .instrument(span.clone())
-            .await;
-        let destination = built.map_err(|e| ApiError::invalid(format!("pipeline `{name}`: {e}")))?;
-        let swap = Arc::new(Swappable::new(
-            destination,
-            prepared.plugin.as_ref().map_or(0, |p| p.1),
-            series,
-        ));
-        // Off the API's threads: a dead-letter topic's brokers are asked for
-        // their addresses first, which can take its whole timeout.
+        // On the pipelines' runtime, which runs the transforms' calls.
+        let env = environment(state, tenant, &prepared);
         let pipeline = prepared.pipeline.clone();
-        let dead_letters = tokio::task::spawn_blocking(move || crate::cli::open_dead_letters(&pipeline))
+        let assemble = async move { pipeline::assemble(&pipeline, &env).await };
+        let assembled = super::runtime::pipelines()
+            .spawn(assemble.instrument(span.clone()))
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: {e}")))?;
-        let source = crate::source::build_with(&prepared.pipeline.source, dead_letters.clone())
-            .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: source: {e}")))?;
-        let source = with_transforms(state, tenant, &prepared, source, dead_letters.clone())
-            .instrument(span.clone())
-            .await
-            .map_err(|e| ApiError::invalid(format!("pipeline `{name}`: {e}")))?;
+        let swap = Arc::new(Swappable::new(
+            assembled.destination.clone(),
+            prepared.plugin.as_ref().map_or(0, |p| p.1),
+            series,
+        ));
+        let assembled = pipeline::Assembled {
+            destination: swap.clone(),
+            ..assembled
+        };
         let (stop, mut stop_rx) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (done_tx, done) = watch::channel(false);
@@ -336,16 +327,7 @@ impl Supervisor {
                     },
                     read_ahead: Some(read_ahead),
                 };
-                let destination: SharedDestination = swap.clone();
-                let run = pipeline::run_bounded(
-                    &prepared.pipeline,
-                    source,
-                    destination,
-                    dead_letters,
-                    shutdown,
-                    progress_tx.clone(),
-                    bounds,
-                );
+                let run = pipeline::run(&prepared.pipeline, assembled, shutdown, progress_tx.clone(), bounds);
                 // The run's own work (pages into buffers, batches out) is
                 // the tenant's like its plugin calls, which run as tasks of
                 // their own and are charged there.
@@ -453,8 +435,9 @@ impl Supervisor {
         };
         let Some(swap) = swap else { return Ok(false) };
         let span = tracing::info_span!(logs::SPAN, tenant = %tenant.name, pipeline = %name);
+        let host = environment(state, tenant, prepared).destination;
         let destination = async {
-            let d = build_destination(state, tenant, prepared).await?;
+            let d = crate::destination::build(&prepared.pipeline.destination, &host).await?;
             d.check_connection().await?;
             Ok::<_, crate::destination::DestinationError>(d)
         }
@@ -538,58 +521,34 @@ fn status(
     }
 }
 
-/// The source with the pipeline's transforms applied. Their instances are
-/// the tenant's like its destination's: they count against its memory
-/// budget and instance limit, and their calls against its CPU share. The
-/// stage is made on the pipelines' runtime, which runs its calls.
-async fn with_transforms(
-    state: &State,
-    tenant: &Tenant,
-    prepared: &Prepared,
-    source: Box<dyn SourceTask>,
-    dead_letters: Option<Arc<DeadLetters>>,
-) -> Result<Box<dyn SourceTask>, String> {
-    if prepared.pipeline.transforms.is_empty() {
-        return Ok(source);
-    }
+/// What the host decides for a tenant's run: its plugins and transforms
+/// count against the tenant's memory budget and instance limit, their calls
+/// against its CPU share, and messages name a plugin `NAME@VERSION`, never
+/// where the host keeps it.
+fn environment(state: &State, tenant: &Tenant, prepared: &Prepared) -> pipeline::Environment {
     let base = PluginSettings {
         cache_dir: Some(state.store.cache_dir.clone()),
         budget: tenant.budget.clone(),
         cpu: Some(tenant.cpu.clone()),
-        // Named for the tenant, not by where the host keeps it.
-        label: Some("python-transform".into()),
         ..PluginSettings::default()
     };
-    // More workers than the cores its share buys would only take turns.
-    let workers = (tenant.limits.cpu_cores.ceil() as usize).clamp(1, crate::transform::stage::default_workers());
-    let pipeline = prepared.pipeline.clone();
-    let wrap = async move { crate::transform::wrap_with(&pipeline, source, dead_letters, &base, workers).await };
-    match super::runtime::pipelines().spawn(wrap.in_current_span()).await {
-        Ok(wrapped) => wrapped.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("opening the transforms crashed: {e}")),
-    }
-}
-
-/// The pipeline's destination: a wasm plugin under the tenant's memory
-/// budget and the server's compile cache, or an offered native one.
-async fn build_destination(
-    state: &State,
-    tenant: &Tenant,
-    prepared: &Prepared,
-) -> Result<SharedDestination, crate::destination::DestinationError> {
-    match &prepared.pipeline.destination {
-        DestinationConfig::Wasm(config) => {
-            let mut settings = config.settings()?;
-            settings.budget = tenant.budget.clone();
-            settings.cpu = Some(tenant.cpu.clone());
-            settings.cache_dir = Some(state.store.cache_dir.clone());
-            settings.max_component_mb = tenant.limits.plugin_mb;
-            settings.label = prepared
-                .plugin
-                .as_ref()
-                .map(|(name, version)| format!("{name}@{version}"));
-            Ok(Arc::new(WasmDestination::with_settings(config, settings).await?))
-        }
-        other => crate::destination::build(other).await,
+    pipeline::Environment {
+        destination: crate::destination::Host {
+            plugins: PluginSettings {
+                max_component_mb: tenant.limits.plugin_mb,
+                label: prepared
+                    .plugin
+                    .as_ref()
+                    .map(|(name, version)| format!("{name}@{version}")),
+                ..base.clone()
+            },
+        },
+        transforms: PluginSettings {
+            label: Some("python-transform".into()),
+            ..base
+        },
+        // More workers than the cores its share buys would only take turns.
+        transform_workers: (tenant.limits.cpu_cores.ceil() as usize)
+            .clamp(1, crate::transform::stage::default_workers()),
     }
 }

@@ -7,7 +7,8 @@
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{ColumnSpec, ConfigError, RecordSchemaConfig, SourceConfig};
+use crate::config::{ColumnSpec, ConfigError, RecordSchemaConfig};
+use crate::source::config::SourceConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,8 +73,8 @@ pub fn apply(
     match source {
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(kafka) => {
-            use crate::source::kafka::config::{SyncMode, TopicConfig};
-            if kafka.sync_mode != SyncMode::Stream {
+            use crate::source::kafka::config::TopicConfig;
+            if kafka.sync_mode != crate::config::SyncMode::Stream {
                 let first = &streams.first().expect("streams is not empty").name;
                 return Err(ConfigError::spanned(
                     file,
@@ -112,7 +113,7 @@ pub fn apply(
 
 #[cfg(all(test, feature = "kafka", feature = "bigquery"))]
 mod tests {
-    use crate::config::SourceConfig;
+    use crate::source::config::SourceConfig;
     use crate::source::kafka::config::TopicConfig;
 
     #[test]
@@ -122,7 +123,7 @@ mod tests {
             "/../tests/fixtures/bizon/kafka_streams.example.yml"
         );
         let text = std::fs::read_to_string(path).unwrap();
-        let p = crate::config::parse(&text, "kafka_streams.example.yml", |_| None).unwrap();
+        let p = crate::pipeline::parse(&text, "kafka_streams.example.yml", |_| None).unwrap();
         let SourceConfig::Kafka(kafka) = &p.source else {
             panic!("a kafka source")
         };

@@ -1,19 +1,31 @@
-//! The `source` section, typed by its `name`.
-
-use std::path::PathBuf;
+//! The `source` section of a pipeline file, typed by its `name`: the one
+//! place that registers sources (name -> typed config; [`super::build`]
+//! turns a config into a running source). Each source's config struct lives
+//! beside the source.
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{from_yaml, ConfigError, PipelineFile};
+use super::dummy::{DummySourceConfig, DUMMY_KEYS};
+use super::jsonl::{JsonlSourceConfig, JSONL_KEYS};
+#[cfg(feature = "kafka")]
+use super::kafka::config::{KafkaSourceConfig, KAFKA_IGNORED_KEYS, KAFKA_KEYS};
+use crate::config::{from_yaml, ConfigError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     Dummy(DummySourceConfig),
     Jsonl(JsonlSourceConfig),
     #[cfg(feature = "kafka")]
-    Kafka(crate::source::kafka::config::KafkaSourceConfig),
+    Kafka(KafkaSourceConfig),
+}
+
+/// A pipeline file's `source` section typed as `S`; the other sections are
+/// skipped here (`pipeline::spec` checks the file's keys).
+#[derive(Deserialize)]
+struct InFile<S> {
+    source: S,
 }
 
 const SOURCES: &[&str] = &[
@@ -35,35 +47,6 @@ impl SourceConfig {
     }
 }
 
-/// Deterministic records for trying pipelines out and for benchmarks.
-///
-/// Source sections accept unknown keys with a warning, as Bizon does.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct DummySourceConfig {
-    pub name: String,
-    /// Records to generate; without it, Bizon's five fixed dummy records.
-    #[serde(default)]
-    pub total_records: Option<u64>,
-    #[serde(default = "default_page_size")]
-    pub page_size: usize,
-    /// Spreads records round-robin over these destination_ids.
-    #[serde(default)]
-    pub destination_ids: Vec<String>,
-    /// Fields of Bizon's own source config, accepted so its files run unchanged.
-    #[serde(default)]
-    pub stream: Option<String>,
-    #[serde(default)]
-    pub sync_mode: Option<String>,
-    #[serde(default)]
-    pub force_ignore_checkpoint: Option<bool>,
-    #[serde(default)]
-    pub max_iterations: Option<u64>,
-    #[serde(default)]
-    pub authentication: Option<IgnoredAny2>,
-    #[serde(default)]
-    pub sleep: Option<f64>,
-}
-
 /// Keys of Bizon's base SourceConfig (bizon/source/config.py), valid on every source.
 const BIZON_SOURCE_KEYS: &[&str] = &[
     "name",
@@ -79,66 +62,20 @@ const BIZON_SOURCE_KEYS: &[&str] = &[
     "http",
     "init_pipeline",
 ];
-const DUMMY_KEYS: &[&str] = &["total_records", "page_size", "destination_ids", "sleep"];
-const JSONL_KEYS: &[&str] = &[
-    "path",
-    "id_field",
-    "timestamp_field",
-    "destination_id_field",
-    "skip_invalid",
-    "page_size",
-];
-
-/// Newline-delimited JSON from a file or standard input.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct JsonlSourceConfig {
-    pub name: String,
-    /// A file, or "-" for standard input.
-    pub path: PathBuf,
-    /// Field holding the record's id; the line number when absent.
-    #[serde(default)]
-    pub id_field: Option<String>,
-    /// Field holding the record's time (RFC 3339 text or epoch seconds/millis/micros).
-    #[serde(default)]
-    pub timestamp_field: Option<String>,
-    /// Field naming the record's destination_id.
-    #[serde(default)]
-    pub destination_id_field: Option<String>,
-    /// Count and log lines that are not JSON instead of stopping.
-    #[serde(default)]
-    pub skip_invalid: bool,
-    #[serde(default = "default_page_size")]
-    pub page_size: usize,
-    #[serde(default)]
-    pub stream: Option<String>,
-    #[serde(default)]
-    pub sync_mode: Option<String>,
-}
-
-/// A value of any shape, accepted and ignored (with `PartialEq` for configs).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(from = "IgnoredAny")]
-pub struct IgnoredAny2;
-
-impl From<IgnoredAny> for IgnoredAny2 {
-    fn from(_: IgnoredAny) -> Self {
-        IgnoredAny2
-    }
-}
-
-fn default_page_size() -> usize {
+/// Bizon's page size where a source has one.
+pub(super) fn default_page_size() -> usize {
     1000
 }
 
 /// Parses the source section; keys it does not know become `warnings`.
-pub(super) fn parse(
+pub fn parse(
     text: &str,
     file: &str,
     name: &Spanned<String>,
     warnings: &mut Vec<String>,
 ) -> Result<SourceConfig, ConfigError> {
     fn typed<S: DeserializeOwned>(text: &str, file: &str) -> Result<S, ConfigError> {
-        let parsed: PipelineFile<S, IgnoredAny> = from_yaml(text, file)?;
+        let parsed: InFile<S> = from_yaml(text, file)?;
         Ok(parsed.source)
     }
     let config = match name.value.as_str() {
@@ -161,14 +98,12 @@ pub(super) fn parse(
         SourceConfig::Dummy(_) => DUMMY_KEYS,
         SourceConfig::Jsonl(_) => JSONL_KEYS,
         #[cfg(feature = "kafka")]
-        SourceConfig::Kafka(_) => crate::source::kafka::config::KAFKA_KEYS,
+        SourceConfig::Kafka(_) => KAFKA_KEYS,
     };
-    let keys: PipelineFile<std::collections::BTreeMap<String, IgnoredAny>, IgnoredAny> = from_yaml(text, file)?;
+    let keys: InFile<std::collections::BTreeMap<String, IgnoredAny>> = from_yaml(text, file)?;
     for key in keys.source.keys() {
         #[cfg(feature = "kafka")]
-        if matches!(config, SourceConfig::Kafka(_))
-            && crate::source::kafka::config::KAFKA_IGNORED_KEYS.contains(&key.as_str())
-        {
+        if matches!(config, SourceConfig::Kafka(_)) && KAFKA_IGNORED_KEYS.contains(&key.as_str()) {
             warnings.push(format!(
                 "{file}: source.{key}: Bizon 0.6.4 no longer reads this key (the schema id width \
                  is detected from each message); ignored"
@@ -196,7 +131,7 @@ pub(super) fn parse(
 
 /// Checks what needs the whole file (a Kafka source's topics may come from
 /// `streams:`); errors point at the source's `name`.
-pub(super) fn check(config: &SourceConfig, file: &str, name: &Spanned<String>) -> Result<(), ConfigError> {
+pub fn check(config: &SourceConfig, file: &str, name: &Spanned<String>) -> Result<(), ConfigError> {
     match config {
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(c) => {
