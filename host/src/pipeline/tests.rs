@@ -1,12 +1,15 @@
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use async_trait::async_trait;
 
 use super::*;
-use crate::destination::{Destination, DestinationError};
+use crate::destination::{Batch, Destination, DestinationError};
 use crate::record::SourceRecord;
 use crate::source::{Source, SourceError, SourceTask};
 
