@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bizon_host::destination::bigquery::schema::table_batch;
-use bizon_host::destination::bigquery::{batch, streaming, streaming_v2};
+use bizon_host::destination::bigquery::{load, streaming, streaming_v2};
 use bizon_host::destination::Batch;
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 use emulators::{emulators, BUCKET, PROJECT};
@@ -112,7 +112,7 @@ fn encoding(rows: u64, runs: usize) {
     );
     report(
         "Parquet file (snappy)",
-        time(runs, || batch::parquet_bytes(&shaped).expect("parquet").len()),
+        time(runs, || load::parquet_bytes(&shaped).expect("parquet").len()),
     );
 }
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::SOURCE_STATS_EVERY;
 use super::{Outcome, PipelineError, Run, RunReport, RunStatus, SourceEvent, SourceHandle};
 use crate::buffer::FlushReason;
+use crate::destination::retry;
 use crate::record::now_us;
 
 impl Run {
@@ -19,7 +20,15 @@ impl Run {
     }
 
     pub(super) async fn drive(&mut self, handle: &mut SourceHandle) -> Outcome {
-        if let Err(e) = self.destination.check_connection().await {
+        // A service that is briefly away is waited for as a write would be.
+        let checked = retry::run(
+            &self.options.retry,
+            || self.destination.check_connection(),
+            |attempt, error, wait| tracing::warn!(attempt, "check_connection failed, retrying in {wait:?}: {error}"),
+            self.stopping.clone(),
+        )
+        .await;
+        if let Err(e) = checked {
             return Outcome::Failed(PipelineError::Connection {
                 destination: self.destination_name,
                 message: e.to_string(),

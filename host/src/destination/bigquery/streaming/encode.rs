@@ -1,36 +1,18 @@
-//! `bigquery_streaming`: the legacy `tabledata.insertAll` API, one JSON POST
-//! per request.
-//!
-//! Bizon drops the per-row `insertErrors` that come back with HTTP 200, so
-//! those rows are lost. Here a row BigQuery could not write for a passing
-//! reason (`backendError`, `internalError`, or `stopped`: held back because
-//! another row of its request was invalid) is sent again on its own, with
-//! backoff; a row BigQuery refuses is reported by its index in the batch with
-//! BigQuery's reason and column.
+//! insertAll requests of a batch: rows as `{"insertId":..,"json":{..}}`
+//! objects, at most `bq_max_rows_per_request` rows and [`REQUEST_BUDGET`]
+//! bytes a request, handed over as each request fills so that memory holds
+//! a few requests, not a whole batch as JSON.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use async_trait::async_trait;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
-use reqwest::Method;
-use serde_json::Value;
 
-use super::auth;
-use super::config::{BigQueryStreamingConfig, MAX_ROWS_PER_REQUEST};
-use super::identity;
-use super::rest::Rest;
-use super::schema::{SourceDataType, TableRef};
-use super::tables::{Tables, DEFAULT_ENDPOINT};
-use super::target::Target;
-use crate::config::RetryPolicy;
-use crate::destination::{Batch, Destination, DestinationError, RejectedRow};
+use super::super::identity;
+use crate::destination::{Batch, DestinationError, RejectedRow};
 use crate::record::ndjson::write_json_string;
 use crate::record::time::write_iso8601_us;
 use crate::record::{BIZON_EXTRACTED_AT, BIZON_ID, BIZON_LOADED_AT, SOURCE_DATA, SOURCE_RECORD_ID, SOURCE_TIMESTAMP};
@@ -38,15 +20,9 @@ use crate::record::{BIZON_EXTRACTED_AT, BIZON_ID, BIZON_LOADED_AT, SOURCE_DATA, 
 /// insertAll refuses requests over 10 MB; the envelope and HTTP framing ride along.
 pub const REQUEST_BUDGET: usize = 9_000_000;
 
-/// Row error reasons that say nothing about the row itself.
-const RETRYABLE_REASONS: [&str; 3] = ["backendError", "internalError", "stopped"];
-
 /// Rows encoded at a time before they are cut into requests: a batch is
 /// never held as JSON all at once, only the requests in flight are.
 const ROWS_PER_SLICE: usize = 1024;
-
-/// The longest `Retry-After` obeyed (Bizon's `retry_after_max`).
-const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// One request's rows: their indexes in the batch and their encoded
 /// `{"insertId":..,"json":{..}}` objects, as ranges of `buf`.
@@ -318,227 +294,10 @@ fn encode_unnested(
     Ok(())
 }
 
-pub struct Streaming {
-    target: Target,
-    rest: Rest,
-    endpoint: String,
-    max_rows: usize,
-    in_flight: usize,
-    retry: RetryPolicy,
-    /// Requests sent again (HTTP errors and retryable row errors), for the logs.
-    resent: AtomicU64,
-    insert_ids: InsertIds,
-}
-
-pub async fn build(c: &BigQueryStreamingConfig) -> Result<Streaming, DestinationError> {
-    if c.bq_max_rows_per_request == 0 || c.bq_max_rows_per_request > MAX_ROWS_PER_REQUEST {
-        return Err(DestinationError::Fatal(format!(
-            "bq_max_rows_per_request must be between 1 and {MAX_ROWS_PER_REQUEST}"
-        )));
-    }
-    let credentials = auth::credentials(c.authentication.as_ref(), c.endpoint.is_some())?;
-    // Bizon's streaming destinations create a missing dataset in check_connection.
-    let tables = Tables::new(c.endpoint.as_deref(), credentials.clone(), &c.dataset_location, true).await?;
-    let target = Target::new(
-        c.options.clone(),
-        c.project_id.clone(),
-        c.dataset_id.clone(),
-        c.time_partitioning.clone(),
-        SourceDataType::Json,
-        tables,
-        c.table_prefix.clone(),
-    )?;
-    Ok(Streaming {
-        target,
-        rest: Rest::new(credentials)?,
-        endpoint: c
-            .endpoint
-            .as_deref()
-            .unwrap_or(DEFAULT_ENDPOINT)
-            .trim_end_matches('/')
-            .to_string(),
-        max_rows: c.bq_max_rows_per_request,
-        in_flight: c.options.max_concurrent_threads.max(1),
-        retry: c.options.retry.clone(),
-        resent: AtomicU64::new(0),
-        insert_ids: match c.options.source_identity {
-            true => InsertIds::SourceIdentity,
-            false => InsertIds::BizonId,
-        },
-    })
-}
-
-/// `insertErrors[k]` as text: each error's reason, column and message.
-fn describe_row_error(table: &TableRef, entry: &Value) -> String {
-    let parts: Vec<String> = entry["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let mut s = e["reason"].as_str().unwrap_or("unknown").to_string();
-            if let Some(location) = e["location"].as_str().filter(|l| !l.is_empty()) {
-                s.push_str(&format!(" at `{location}`"));
-            }
-            if let Some(message) = e["message"].as_str().filter(|m| !m.is_empty()) {
-                s.push_str(&format!(": {message}"));
-            }
-            s
-        })
-        .collect();
-    format!("{table}: {}", parts.join("; "))
-}
-
-fn row_error_is_retryable(entry: &Value) -> bool {
-    let errors = entry["errors"].as_array();
-    errors.is_some_and(|e| {
-        !e.is_empty()
-            && e.iter()
-                .all(|e| RETRYABLE_REASONS.contains(&e["reason"].as_str().unwrap_or_default()))
-    })
-}
-
-impl Streaming {
-    /// One request until every row is written or refused. Only the rows that
-    /// still need it are sent again, with the same insertIds.
-    async fn send(&self, table: &TableRef, url: &str, request: Request) -> Result<Vec<RejectedRow>, DestinationError> {
-        let mut pending: Vec<usize> = (0..request.rows.len()).collect();
-        let mut rejected = Vec::new();
-        let mut attempt = 1u32;
-        loop {
-            let body = request.body(&pending);
-            let mut asked = None;
-            let why = match self.rest.call(Method::POST, url, Some(body), None).await {
-                Ok(answer) => {
-                    let mut again = Vec::new();
-                    for entry in answer["insertErrors"].as_array().into_iter().flatten() {
-                        let Some(&position) = entry["index"].as_u64().and_then(|i| pending.get(i as usize)) else {
-                            return Err(DestinationError::Fatal(format!(
-                                "insertAll into {table}: an insertErrors entry without a valid index: {entry}"
-                            )));
-                        };
-                        if row_error_is_retryable(entry) {
-                            again.push(position);
-                        } else {
-                            rejected.push(RejectedRow {
-                                row: request.rows[position] as u64,
-                                reason: describe_row_error(table, entry),
-                            });
-                        }
-                    }
-                    if again.is_empty() {
-                        return Ok(rejected);
-                    }
-                    let why = format!("{} row(s) not written for a passing reason", again.len());
-                    pending = again;
-                    why
-                }
-                Err(e) if e.is_transient() => {
-                    asked = e.retry_after();
-                    e.to_string()
-                }
-                Err(e) => return Err(e.into_destination(&format!("insertAll into {table}"))),
-            };
-            if attempt >= self.retry.max_attempts {
-                // The batch retry sends everything again; insertIds keep BigQuery from doubling rows.
-                return Err(DestinationError::Retryable(format!(
-                    "insertAll into {table}: {why} after {attempt} attempt(s)"
-                )));
-            }
-            let ceiling = self
-                .retry
-                .initial_backoff_ms
-                .saturating_mul(1 << (attempt - 1).min(30))
-                .min(self.retry.max_backoff_ms);
-            // A server that says when to come back is believed (up to a bound).
-            let wait = match asked {
-                Some(after) => after.min(MAX_RETRY_AFTER),
-                None => std::time::Duration::from_millis(ceiling).mul_f64(fastrand::f64()),
-            };
-            self.resent.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%table, attempt, rows = pending.len(), "insertAll: {why}; sending again in {wait:?}");
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
-    }
-}
-
-#[async_trait]
-impl Destination for Streaming {
-    async fn check_connection(&self) -> Result<(), DestinationError> {
-        self.target.check_connection().await
-    }
-
-    async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
-        let total = batch.records.num_rows();
-        if total == 0 {
-            return Ok(0);
-        }
-        let (table, _) = self.target.ensure(&batch.destination_id).await?;
-        let unnest = self.target.options.unnest;
-        let url = format!(
-            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
-            self.endpoint, table.project, table.dataset, table.table
-        );
-        // Requests are encoded on a blocking thread and sent as they come, at
-        // most `in_flight` sending and as many waiting: memory holds those,
-        // not the whole batch as JSON.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Request>(self.in_flight);
-        let (max_rows, records, ids) = (self.max_rows, batch.clone(), self.insert_ids);
-        let producer = tokio::task::spawn_blocking(move || {
-            encode_each(&records, unnest, ids, max_rows, REQUEST_BUDGET, |r| {
-                tx.blocking_send(r).is_ok()
-            })
-        });
-        let mut running = FuturesUnordered::new();
-        let mut rejected: Vec<RejectedRow> = Vec::new();
-        let mut open = true;
-        let sent: Result<(), DestinationError> = async {
-            loop {
-                if open && running.len() < self.in_flight {
-                    tokio::select! {
-                        next = rx.recv() => match next {
-                            Some(request) => running.push(self.send(&table, &url, request)),
-                            None => open = false,
-                        },
-                        Some(done) = running.next(), if !running.is_empty() => rejected.extend(done?),
-                    }
-                } else if let Some(done) = running.next().await {
-                    rejected.extend(done?);
-                } else {
-                    return Ok(());
-                }
-            }
-        }
-        .await;
-        // A failed send stops the encoder: its next hand-over finds no receiver.
-        drop(rx);
-        let too_large = producer
-            .await
-            .map_err(|e| DestinationError::Fatal(format!("encoding rows: {e}")))??;
-        sent?;
-        let too_large = too_large.into_iter().map(|r| RejectedRow {
-            reason: format!("{table}: {}", r.reason),
-            ..r
-        });
-        rejected.extend(too_large);
-        if rejected.is_empty() {
-            return Ok(total as u64);
-        }
-        rejected.sort_by_key(|r| r.row);
-        Err(DestinationError::Rejected(rejected))
-    }
-
-    async fn finalize(&self) -> Result<(), DestinationError> {
-        let resent = self.resent.load(Ordering::Relaxed);
-        if resent > 0 {
-            tracing::info!(resent, "insertAll requests sent again during the run");
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 
@@ -682,18 +441,5 @@ mod tests {
         assert_ne!(rows[0]["insertId"], rows[1]["insertId"]);
         assert_eq!(rows[0]["json"]["at"], "2023-11-14T22:13:20.000001+00:00");
         assert_eq!(rows[1]["json"], serde_json::json!({"id": 2}));
-    }
-
-    #[test]
-    fn only_passing_row_errors_are_sent_again() {
-        let stopped = serde_json::json!({"index": 0, "errors": [{"reason": "stopped"}]});
-        let invalid =
-            serde_json::json!({"index": 1, "errors": [{"reason": "invalid", "location": "n", "message": "bad"}]});
-        let mixed = serde_json::json!({"index": 2, "errors": [{"reason": "backendError"}, {"reason": "invalid"}]});
-        assert!(row_error_is_retryable(&stopped));
-        assert!(!row_error_is_retryable(&invalid));
-        assert!(!row_error_is_retryable(&mixed));
-        let table = TableRef::resolve("t", "p", "d").unwrap();
-        assert_eq!(describe_row_error(&table, &invalid), "p.d.t: invalid at `n`: bad");
     }
 }
