@@ -114,7 +114,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     #[cfg(feature = "wasm")]
     {
         if let Some(mib) = cli.plugin_memory_budget_mb {
-            crate::plugin::budget::set_global(mib);
+            crate::quota::budget::set_global(mib);
         }
         if let Some(mib) = cli.max_component_mb {
             crate::plugin::set_max_component_mb(mib);

@@ -8,7 +8,6 @@
 //! writes complete. A page is acknowledged to the source only once every one
 //! of its records was written.
 
-pub mod read_ahead;
 mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -22,7 +21,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-pub use read_ahead::ReadAheadPool;
 pub use report::{Progress, RejectedRecord, RunReport, RunStatus};
 
 use crate::buffer::{BufferPolicy, Buffers, FlushReason, Flushed};
@@ -30,6 +28,7 @@ use crate::config::{DestinationOptions, Pipeline};
 use crate::dead_letter::{DeadLetterError, DeadLetters, Letter};
 use crate::destination::retry::{RetryError, RetryPolicy};
 use crate::destination::{Batch, DestinationError, SharedDestination};
+use crate::quota::read_ahead::{self, ReadAheadPool};
 use crate::record::now_us;
 use crate::record::unnest::Unnester;
 use crate::source::{self, SourceEvent, SourceHandle, SourceTask};

@@ -22,8 +22,6 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use super::bindings::bizon::destination::types::LogLevel;
 use super::bindings::bizon::destination::types::{BatchInfo, PluginInfo, RejectedRow, WriteError};
 use super::bindings::{bizon, Plugin as Bindings};
-use super::budget::Reservation;
-use super::cpu::{CpuShare, Metered, Work};
 use super::egress::Egress;
 use super::files::Quotas;
 use super::limits::MemoryLimiter;
@@ -31,6 +29,8 @@ use super::log::{PluginLog, MAX_LINE_BYTES};
 use super::stdio::Captured;
 use super::text::sanitize;
 use super::{capabilities, PluginError, Shared, TrapCause};
+use crate::quota::budget::Reservation;
+use crate::quota::cpu::{CpuShare, Metered, Work};
 
 /// Longest error text kept from a plugin; a plugin could return megabytes.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;

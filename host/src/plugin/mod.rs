@@ -16,10 +16,8 @@
 //!   bounded and escaped.
 //! - [`ipc`]: a batch encoded the way the plugin asked.
 
-pub mod budget;
 pub mod cache;
 pub mod capabilities;
-pub mod cpu;
 pub mod egress;
 pub mod engine;
 pub mod files;
@@ -37,6 +35,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
+
+use crate::quota::{budget, cpu};
 
 pub use cache::CacheStatus;
 pub use capabilities::{DirGrant, Grants};
