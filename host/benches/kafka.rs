@@ -149,9 +149,16 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
     let report = rt.block_on(async {
         let destination = bizon_host::destination::build(&pipeline.destination).await.unwrap();
         let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-        let source = bizon_host::transform::wrap(&pipeline, Box::new(Box::new(source) as Box<dyn Source>), None)
-            .await
-            .unwrap();
+        let source = bizon_host::transform::wrap(
+            &pipeline.transforms,
+            Box::new(Box::new(source) as Box<dyn Source>),
+            None,
+            bizon_host::pipeline::default_destination_id(&pipeline).into(),
+            &bizon_host::plugin::HostPolicy::for_run(),
+            bizon_host::transform::stage::default_workers(),
+        )
+        .await
+        .unwrap();
         bizon_host::pipeline::run(&pipeline, source, destination, std::future::pending(), tx).await
     });
     let seconds = started.elapsed().as_secs_f64();

@@ -221,7 +221,16 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(e) => return refuse(format!("source: {e}")),
     };
     #[cfg(feature = "wasm")]
-    let source = match crate::transform::wrap(&pipeline, source, dead_letters.clone()).await {
+    let source = match crate::transform::wrap(
+        &pipeline.transforms,
+        source,
+        dead_letters.clone(),
+        crate::pipeline::default_destination_id(&pipeline).into(),
+        &crate::plugin::HostPolicy::for_run(),
+        crate::transform::stage::default_workers(),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => return refuse(e.to_string()),
     };
@@ -316,7 +325,7 @@ async fn check(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     #[cfg(feature = "wasm")]
-    if let Err(e) = crate::transform::check(&pipeline).await {
+    if let Err(e) = crate::transform::check(&pipeline.transforms, &crate::plugin::HostPolicy::for_run()).await {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

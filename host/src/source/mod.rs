@@ -44,10 +44,11 @@ pub enum SourceError {
     Kafka(String),
     #[error("{0}")]
     DeadLetter(#[from] crate::dead_letter::DeadLetterError),
-    /// A transform failed on a page (the transform stage wraps the source).
+    /// A transform failed on a page (the transform stage wraps the source;
+    /// its error type is the transform room's, which a source does not know).
     #[cfg(feature = "wasm")]
     #[error("{0}")]
-    Transform(#[from] crate::transform::TransformError),
+    Transform(Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub trait Source: Send {

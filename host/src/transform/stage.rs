@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Chain, TransformError, Worker};
+use super::chain::{Chain, Failed, TransformError, Worker};
 use crate::config::ConfigError;
 use crate::dead_letter::{DeadLetters, Letter};
 use crate::source::{Page, SourceError, SourceEvent, SourceLink, SourceStats, SourceTask};
@@ -34,7 +34,7 @@ pub struct Transformed {
     workers: Vec<Worker>,
     dead_letters: Option<Arc<DeadLetters>>,
     /// Where a dead letter says a record was going when it had no destination_id.
-    default_destination_id: String,
+    default_destination_id: Arc<str>,
     runtime: Handle,
 }
 
@@ -47,7 +47,7 @@ impl Transformed {
         chain: Arc<Chain>,
         workers: usize,
         dead_letters: Option<Arc<DeadLetters>>,
-        default_destination_id: String,
+        default_destination_id: Arc<str>,
     ) -> Result<Self, ConfigError> {
         let mut opened = Vec::with_capacity(workers.max(1));
         for _ in 0..workers.max(1) {
@@ -128,7 +128,7 @@ impl SourceTask for Transformed {
 struct Context {
     chain: Arc<Chain>,
     dead_letters: Option<Arc<DeadLetters>>,
-    default_destination_id: String,
+    default_destination_id: Arc<str>,
     stats: Arc<SourceStats>,
 }
 
@@ -223,11 +223,11 @@ async fn transform(context: Arc<Context>, mut worker: Worker, page: Page) -> (Wo
         }),
         Err(e) => Err(e),
     };
-    (worker, result.map_err(SourceError::from))
+    (worker, result.map_err(|e| SourceError::Transform(Box::new(e))))
 }
 
 /// Records a transform failed on: dead letters, or the error that stops the run.
-fn settle(context: &Context, failed: Vec<super::Failed>) -> Result<(), TransformError> {
+fn settle(context: &Context, failed: Vec<Failed>) -> Result<(), TransformError> {
     let Some(first) = failed.first() else { return Ok(()) };
     let Some(dead_letters) = &context.dead_letters else {
         return Err(TransformError::Record {

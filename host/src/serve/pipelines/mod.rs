@@ -27,7 +27,7 @@ use crate::dead_letter::DeadLetters;
 use crate::destination::wasm::WasmDestination;
 use crate::destination::SharedDestination;
 use crate::pipeline::{self, Progress, RunStatus};
-use crate::plugin::PluginSettings;
+use crate::plugin::HostPolicy;
 use crate::quota::cpu::{Metered, Work};
 use crate::source::SourceTask;
 use backoff::Backoff;
@@ -552,18 +552,21 @@ async fn with_transforms(
     if prepared.pipeline.transforms.is_empty() {
         return Ok(source);
     }
-    let base = PluginSettings {
+    let policy = HostPolicy {
         cache_dir: Some(state.store.cache_dir.clone()),
         budget: tenant.budget.clone(),
         cpu: Some(tenant.cpu.clone()),
         // Named for the tenant, not by where the host keeps it.
         label: Some("python-transform".into()),
-        ..PluginSettings::default()
+        ..HostPolicy::for_run()
     };
     // More workers than the cores its share buys would only take turns.
     let workers = (tenant.limits.cpu_cores.ceil() as usize).clamp(1, crate::transform::stage::default_workers());
     let pipeline = prepared.pipeline.clone();
-    let wrap = async move { crate::transform::wrap_with(&pipeline, source, dead_letters, &base, workers).await };
+    let default_id: Arc<str> = crate::pipeline::default_destination_id(&pipeline).into();
+    let wrap = async move {
+        crate::transform::wrap(&pipeline.transforms, source, dead_letters, default_id, &policy, workers).await
+    };
     match super::runtime::pipelines().spawn(wrap.in_current_span()).await {
         Ok(wrapped) => wrapped.map_err(|e| e.to_string()),
         Err(e) => Err(format!("opening the transforms crashed: {e}")),
@@ -579,16 +582,18 @@ async fn build_destination(
 ) -> Result<SharedDestination, crate::destination::DestinationError> {
     match &prepared.pipeline.destination {
         DestinationConfig::Wasm(config) => {
-            let mut settings = config.settings()?;
-            settings.budget = tenant.budget.clone();
-            settings.cpu = Some(tenant.cpu.clone());
-            settings.cache_dir = Some(state.store.cache_dir.clone());
-            settings.max_component_mb = tenant.limits.plugin_mb;
-            settings.label = prepared
-                .plugin
-                .as_ref()
-                .map(|(name, version)| format!("{name}@{version}"));
-            Ok(Arc::new(WasmDestination::with_settings(config, settings).await?))
+            let policy = HostPolicy {
+                budget: tenant.budget.clone(),
+                cpu: Some(tenant.cpu.clone()),
+                cache_dir: Some(state.store.cache_dir.clone()),
+                max_component_mb: tenant.limits.plugin_mb,
+                label: prepared
+                    .plugin
+                    .as_ref()
+                    .map(|(name, version)| format!("{name}@{version}")),
+                ..HostPolicy::for_run()
+            };
+            Ok(Arc::new(WasmDestination::new(config, policy).await?))
         }
         other => crate::destination::build(other).await,
     }
