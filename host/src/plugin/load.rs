@@ -1,7 +1,7 @@
 //! Loading a component: read it (bounded), compile it or take it from the
 //! cache, check what it imports and exports, and pre-link it, once per
 //! distinct component in the process. A [`Plugin`] is a loaded destination
-//! plugin; a transform is loaded the same way (`crate::transform::component`).
+//! plugin; transforms are loaded through [`load_component`] too.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

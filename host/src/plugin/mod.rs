@@ -36,22 +36,26 @@ pub mod text;
 pub mod grants;
 pub mod limits;
 
-pub mod cache;
 pub mod engine;
+
+pub mod cache;
 
 pub mod settings;
 
 pub mod log;
 pub mod stdio;
 
-pub mod egress;
 pub mod files;
+
+pub mod egress;
 
 pub mod state;
 
-pub mod capabilities;
-mod linked;
 pub mod linker;
+
+pub mod capabilities;
+
+mod linked;
 
 pub mod instance;
 pub mod load;

@@ -9,10 +9,12 @@
 //! - [`cpu`]: a CPU share (token bucket of CPU seconds) that plugin calls,
 //!   instantiations and compiles are charged to.
 
+pub mod read_ahead;
+
 #[cfg(feature = "wasm")]
 pub mod budget;
+
 #[cfg(feature = "wasm")]
 pub mod cpu;
-pub mod read_ahead;
 
 pub use read_ahead::ReadAheadPool;
