@@ -156,10 +156,10 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
         let source = bizon_host::transform::wrap(
             &pipeline.transforms,
             Box::new(Box::new(source) as Box<dyn Source>),
+            false,
+            pipeline.destination.options().default_destination_id().into(),
             &env.transforms,
             env.transform_workers,
-            false,
-            pipeline.destination.options().default_destination_id(),
         )
         .await
         .unwrap();

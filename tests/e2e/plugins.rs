@@ -12,7 +12,7 @@ use bizon_host::destination::wasm::WasmDestination;
 use bizon_host::destination::DestinationConfig;
 use bizon_host::destination::{Batch, Destination, DestinationError};
 use bizon_host::pipeline;
-use bizon_host::plugin::{Plugin, PluginSettings};
+use bizon_host::plugin::{HostPolicy, Plugin, Request};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 
 fn root() -> PathBuf {
@@ -92,7 +92,7 @@ async fn destination(plugin: &str, config_yaml: &str) -> Result<WasmDestination,
     let DestinationConfig::Wasm(config) = pipeline.destination else {
         panic!("not a wasm destination")
     };
-    WasmDestination::new(&config, &bizon_host::plugin::PluginSettings::for_run()).await
+    WasmDestination::new(&config, bizon_host::plugin::HostPolicy::for_run()).await
 }
 
 async fn hostile(mode: &str, extra: &str) -> Result<WasmDestination, DestinationError> {
@@ -358,12 +358,9 @@ async fn library_load_reports_cache_hits() {
     // The shared test cache: a fresh directory would compile again, which
     // takes minutes in an unoptimized test build.
     let path = wasm("bench_sum");
-    let settings = || PluginSettings {
-        cache_dir: bizon_host::plugin::cache::default_dir(),
-        ..Default::default()
-    };
-    Plugin::load(&path, settings()).unwrap();
-    let second = Plugin::load(&path, settings()).unwrap();
+    let policy = HostPolicy::for_run();
+    Plugin::load(&path, &Request::default(), &policy).unwrap();
+    let second = Plugin::load(&path, &Request::default(), &policy).unwrap();
     assert_eq!(second.report().cache, bizon_host::plugin::CacheStatus::Hit);
     assert!(second
         .report()
@@ -388,13 +385,12 @@ fn rss_kib() -> u64 {
 #[test]
 fn loads_of_one_component_share_its_code() {
     let path = wasm("bench_sum");
-    let settings = || PluginSettings {
-        cache_dir: bizon_host::plugin::cache::default_dir(),
-        ..Default::default()
-    };
-    let first = Plugin::load(&path, settings()).unwrap();
+    let policy = HostPolicy::for_run();
+    let first = Plugin::load(&path, &Request::default(), &policy).unwrap();
     let before = rss_kib();
-    let more: Vec<_> = (0..50).map(|_| Plugin::load(&path, settings()).unwrap()).collect();
+    let more: Vec<_> = (0..50)
+        .map(|_| Plugin::load(&path, &Request::default(), &policy).unwrap())
+        .collect();
     let grown = rss_kib().saturating_sub(before);
     // 50 copies would be 320 MiB; other tests of this binary run beside it.
     assert!(grown < 64 << 10, "50 more loads grew RSS by {} MiB", grown >> 10);

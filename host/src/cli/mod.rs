@@ -112,7 +112,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     #[cfg(feature = "wasm")]
     {
         if let Some(mib) = cli.plugin_memory_budget_mb {
-            crate::plugin::budget::set_global(mib);
+            crate::quota::budget::set_global(mib);
         }
         if let Some(mib) = cli.max_component_mb {
             crate::plugin::set_max_component_mb(mib);
@@ -279,7 +279,7 @@ async fn check(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     #[cfg(feature = "wasm")]
-    if let Err(e) = crate::transform::check(&pipeline.transforms).await {
+    if let Err(e) = crate::transform::check(&pipeline.transforms, &crate::plugin::HostPolicy::for_run()).await {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -234,14 +234,14 @@ pub type SharedDestination = Arc<dyn Destination>;
 pub struct Host {
     /// A wasm destination's compile cache, memory budget, CPU share and label.
     #[cfg(feature = "wasm")]
-    pub plugins: crate::plugin::PluginSettings,
+    pub plugins: crate::plugin::HostPolicy,
 }
 
 impl Default for Host {
     fn default() -> Self {
         Self {
             #[cfg(feature = "wasm")]
-            plugins: crate::plugin::PluginSettings::for_run(),
+            plugins: crate::plugin::HostPolicy::for_run(),
         }
     }
 }

@@ -15,14 +15,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{Batch, Destination, DestinationError, RejectedRow, SharedDestination};
 use crate::plugin::{
-    ipc, BatchInfo, Grants, Instance, Limits, Plugin, PluginError, PluginSettings, TrapCause, WriteError,
+    ipc, BatchInfo, Grants, HostPolicy, Instance, Limits, Plugin, PluginError, Request, TrapCause, WriteError,
 };
 
 crate::destination_config! {
@@ -41,9 +42,8 @@ crate::destination_config! {
 }
 
 impl WasmConfig {
-    /// What the pipeline asks for (limits, grants, the plugin's config) over
-    /// what the host decides (`host`: cache, budget, CPU share, label).
-    pub fn settings(&self, host: &PluginSettings) -> Result<PluginSettings, DestinationError> {
+    /// What this pipeline asks of its plugin: limits, grants and its config.
+    pub fn request(&self) -> Result<Request, DestinationError> {
         let config_json = match &self.plugin_config {
             None | Some(serde_json::Value::Null) => "{}".to_string(),
             Some(value @ serde_json::Value::Object(_)) => value.to_string(),
@@ -54,17 +54,17 @@ impl WasmConfig {
                 )))
             }
         };
-        Ok(PluginSettings {
+        Ok(Request {
             limits: self.limits,
             grants: self.allow.clone(),
             config_json,
-            ..host.clone()
         })
     }
 }
 
-pub async fn build(config: &WasmConfig, host: &PluginSettings) -> Result<SharedDestination, DestinationError> {
-    Ok(Arc::new(WasmDestination::new(config, host).await?))
+/// The destination under `policy`: what the host decides for the plugin.
+pub async fn build(config: &WasmConfig, policy: &HostPolicy) -> Result<SharedDestination, DestinationError> {
+    Ok(Arc::new(WasmDestination::new(config, policy.clone()).await?))
 }
 
 /// An instance slot and the buffer its batches are encoded into.
@@ -82,15 +82,15 @@ pub struct WasmDestination {
 }
 
 impl WasmDestination {
-    /// Loads the plugin and opens a first instance, so a broken plugin or a
-    /// config it refuses stops the pipeline before any record is read.
-    /// `host` is what the host decides (`bizon-host run`: the default cache
-    /// and budget; `serve`: the tenant's budget, CPU share and label).
-    pub async fn new(config: &WasmConfig, host: &PluginSettings) -> Result<Self, DestinationError> {
-        let settings = config.settings(host)?;
+    /// Loads the plugin under `policy` (`serve`'s: the tenant's memory
+    /// budget, CPU share and the server's compile cache) and opens a first
+    /// instance, so a broken plugin or a config it refuses stops the
+    /// pipeline before any record is read.
+    pub async fn new(config: &WasmConfig, policy: HostPolicy) -> Result<Self, DestinationError> {
         let path = config.plugin.clone();
+        let request = config.request()?;
         // Compiling is CPU work of up to seconds: off the async workers.
-        let plugin = match tokio::task::spawn_blocking(move || Plugin::load(&path, settings)).await {
+        let plugin = match tokio::task::spawn_blocking(move || Plugin::load(&path, &request, &policy)).await {
             Ok(loaded) => loaded?,
             Err(e) => return Err(DestinationError::Fatal(format!("loading the plugin crashed: {e}"))),
         };
@@ -111,7 +111,7 @@ impl WasmDestination {
     }
 
     fn slot_for(&self, destination_id: &Arc<str>) -> Arc<AsyncMutex<Slot>> {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.routes.lock();
         let next = routes.len() % self.slots.len();
         let index = *routes.entry(destination_id.clone()).or_insert(next);
         self.slots[index].clone()

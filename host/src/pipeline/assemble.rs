@@ -20,7 +20,7 @@ pub struct Environment {
     /// What every transform shares (cache, budget, CPU share; the label
     /// names the Python runtime in messages).
     #[cfg(feature = "wasm")]
-    pub transforms: crate::plugin::PluginSettings,
+    pub transforms: crate::plugin::HostPolicy,
     /// Instances of each transform working at once.
     #[cfg(feature = "wasm")]
     pub transform_workers: usize,
@@ -33,7 +33,7 @@ impl Environment {
         Self {
             destination: destination::Host::default(),
             #[cfg(feature = "wasm")]
-            transforms: crate::plugin::PluginSettings::for_run(),
+            transforms: crate::plugin::HostPolicy::for_run(),
             #[cfg(feature = "wasm")]
             transform_workers: crate::transform::stage::default_workers(),
         }
@@ -85,10 +85,10 @@ pub async fn assemble(pipeline: &Pipeline, env: &Environment) -> Result<Assemble
     let source = crate::transform::wrap(
         &pipeline.transforms,
         source,
+        dead_letters.is_some(),
+        pipeline.destination.options().default_destination_id().into(),
         &env.transforms,
         env.transform_workers,
-        dead_letters.is_some(),
-        pipeline.destination.options().default_destination_id(),
     )
     .await?;
     Ok(Assembled {

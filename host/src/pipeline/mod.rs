@@ -11,7 +11,6 @@
 pub mod assemble;
 mod drive;
 mod letters;
-pub mod read_ahead;
 mod report;
 pub mod spec;
 mod streams;
@@ -27,7 +26,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use assemble::{assemble, AssembleError, Assembled, Environment};
-pub use read_ahead::ReadAheadPool;
 pub use report::{Progress, RejectedRecord, RunReport, RunStatus};
 pub use spec::{load, parse, Pipeline};
 
@@ -35,6 +33,7 @@ use crate::buffer::{BufferPolicy, Buffers, Flushed};
 use crate::config::DestinationOptions;
 use crate::dead_letter::{DeadLetterError, DeadLetters};
 use crate::destination::SharedDestination;
+use crate::quota::read_ahead::{self, ReadAheadPool};
 use crate::record::unnest::Unnester;
 use crate::source::{self, SourceEvent, SourceHandle};
 use writes::WriteDone;

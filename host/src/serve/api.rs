@@ -20,7 +20,7 @@ use super::config::LimitOverrides;
 use super::error::ApiError;
 use super::pipelines::Supervisor;
 use super::{logs, metrics, retention, State};
-use crate::plugin::cpu::Work;
+use crate::quota::cpu::Work;
 
 type AppState = Arc<State>;
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;

@@ -27,7 +27,7 @@ use tokio::io::AsyncReadExt;
 use super::error::ApiError;
 use super::plugins::Uploaded;
 use super::tenants::Tenant;
-use crate::plugin::{PluginSettings, COMPILE_TIMEOUT};
+use crate::plugin::{HostPolicy, Request, COMPILE_TIMEOUT};
 
 /// How often a compile's CPU time is charged, and its share looked at, at
 /// most and at least.
@@ -147,14 +147,14 @@ pub fn child_main(args: ChildArgs) -> ExitCode {
     // a pool of one: the child instantiates nothing.
     crate::plugin::engine::set_pool_instances(1);
     crate::plugin::engine::set_serial_compilation();
-    let settings = PluginSettings {
+    let policy = HostPolicy {
         cache_dir: Some(args.cache_dir),
         max_component_mb: args.max_component_mb,
         label: Some(args.label),
         compile_timeout: CHILD_WALL_LIMIT,
-        ..PluginSettings::default()
+        ..HostPolicy::for_run()
     };
-    match Uploaded::load(&args.file, settings) {
+    match Uploaded::load(&args.file, &Request::default(), &policy) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             println!("{e}");

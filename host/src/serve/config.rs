@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::registry::Location;
-use crate::plugin::egress::HostRule;
+use crate::plugin::HostRule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::pipeline::ReadAheadPool;
+use crate::quota::ReadAheadPool;
 use config::ServeConfig;
 use error::ApiError;
 use hosts::Hosts;
@@ -146,8 +146,8 @@ pub async fn run(
     let registry = Registry::open(&config.registry, &data_dir)?;
     let store = PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?;
     let host_budget = match config.plugin_memory_budget_mb {
-        Some(mib) => crate::plugin::budget::MemoryBudget::new(mib),
-        None => crate::plugin::budget::global(),
+        Some(mib) => crate::quota::budget::MemoryBudget::new(mib),
+        None => crate::quota::budget::global(),
     };
     let read_ahead = ReadAheadPool::new(config.read_ahead_budget_mb.unwrap_or_else(default_read_ahead_mib));
     let tenants = Tenants::new(&data_dir, config.limits.clone(), host_budget, read_ahead);
@@ -228,5 +228,5 @@ async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
 /// An eighth of the machine's memory: with the plugins' half, what the
 /// tenants can hold together stays well inside it.
 fn default_read_ahead_mib() -> u64 {
-    crate::plugin::budget::machine_memory_mib().map_or(512, |mib| mib / 8)
+    crate::quota::budget::machine_memory_mib().map_or(512, |mib| mib / 8)
 }

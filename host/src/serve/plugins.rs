@@ -18,7 +18,7 @@ use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
 use crate::plugin::cache::{self, CacheStatus};
 use crate::plugin::capabilities::Export;
-use crate::plugin::{InputFormat, Limits, LoadReport, Plugin, PluginError, PluginSettings};
+use crate::plugin::{HostPolicy, InputFormat, Limits, LoadReport, Plugin, PluginError, Request};
 use crate::transform::component::Component;
 
 pub struct PluginStore {
@@ -113,17 +113,20 @@ impl PluginStore {
             .for_component(size)
             .memory_mb()
             .min(tenant.limits.memory_mb);
-        let settings = PluginSettings {
+        let request = Request {
             limits: Limits {
                 memory_mb: Some(describe_mb),
                 ..Limits::default()
             },
+            ..Request::default()
+        };
+        let policy = HostPolicy {
             max_component_mb: tenant.limits.plugin_mb,
             cache_dir: Some(self.cache_dir.clone()),
             budget: tenant.budget.clone(),
             label: Some(name.to_string()),
             cpu: Some(tenant.cpu.clone()),
-            ..PluginSettings::default()
+            ..HostPolicy::for_run()
         };
         let _permit = self.compile.acquire().await.expect("the pool is never closed");
         let started = Instant::now();
@@ -137,7 +140,7 @@ impl PluginStore {
             }
         }
         let path = staged.to_path_buf();
-        let loaded = tokio::task::spawn_blocking(move || Uploaded::load(&path, settings))
+        let loaded = tokio::task::spawn_blocking(move || Uploaded::load(&path, &request, &policy))
             .await
             .map_err(ApiError::internal)?;
         let refused = |e: PluginError| ApiError::invalid(e.to_string());
@@ -204,14 +207,14 @@ impl Uploaded {
     /// Blocking, like the loads it makes. A transform is tried once the
     /// component proves not to be a destination; its compiled code is then
     /// in the cache, so the second load does not compile again.
-    pub fn load(path: &Path, settings: PluginSettings) -> Result<Self, PluginError> {
-        match Plugin::load(path, settings.clone()) {
+    pub fn load(path: &Path, request: &Request, policy: &HostPolicy) -> Result<Self, PluginError> {
+        match Plugin::load(path, request, policy) {
             Err(PluginError::NotAPlugin { exports, .. })
                 if exports
                     .split(", ")
                     .any(|e| e.split('@').next() == Some(Export::TRANSFORM.interface)) =>
             {
-                Component::load(path, settings).map(Uploaded::Transform)
+                Component::load(path, request, policy).map(Uploaded::Transform)
             }
             loaded => loaded.map(Uploaded::Destination),
         }

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use super::config::TenantLimits;
 use super::registry::{Registry, RegistryError};
-use crate::pipeline::ReadAheadPool;
-use crate::plugin::budget::MemoryBudget;
-use crate::plugin::cpu::CpuShare;
+use crate::quota::budget::MemoryBudget;
+use crate::quota::cpu::CpuShare;
+use crate::quota::ReadAheadPool;
 
 pub struct Tenant {
     pub name: String,

@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Chain, TransformError, Worker};
+use super::chain::{Chain, Failed, TransformError, Worker};
 use crate::config::ConfigError;
 use crate::record::Letter;
 use crate::source::{Page, SourceError, SourceEvent, SourceLink, SourceTask};
@@ -36,7 +36,7 @@ pub struct Transformed {
     /// stopping the run.
     dead_letter: bool,
     /// Where a dead letter says a record was going when it had no destination_id.
-    default_destination_id: String,
+    default_destination_id: Arc<str>,
     runtime: Handle,
 }
 
@@ -49,7 +49,7 @@ impl Transformed {
         chain: Arc<Chain>,
         workers: usize,
         dead_letter: bool,
-        default_destination_id: String,
+        default_destination_id: Arc<str>,
     ) -> Result<Self, ConfigError> {
         let mut opened = Vec::with_capacity(workers.max(1));
         for _ in 0..workers.max(1) {
@@ -129,7 +129,7 @@ impl SourceTask for Transformed {
 struct Context {
     chain: Arc<Chain>,
     dead_letter: bool,
-    default_destination_id: String,
+    default_destination_id: Arc<str>,
 }
 
 type Task = JoinHandle<(Worker, Result<Page, SourceError>)>;
@@ -230,7 +230,7 @@ async fn transform(context: Arc<Context>, mut worker: Worker, page: Page) -> (Wo
 
 /// Records a transform failed on: the page's letters, or the error that
 /// stops the run.
-fn settle(context: &Context, failed: Vec<super::Failed>, letters: &mut Vec<Letter>) -> Result<(), TransformError> {
+fn settle(context: &Context, failed: Vec<Failed>, letters: &mut Vec<Letter>) -> Result<(), TransformError> {
     let Some(first) = failed.first() else { return Ok(()) };
     if !context.dead_letter {
         return Err(TransformError::Record {

@@ -23,8 +23,8 @@ use super::metrics::{self, PipelineSeries};
 use super::tenants::Tenant;
 use super::State;
 use crate::pipeline::{self, Progress, RunStatus};
-use crate::plugin::cpu::{Metered, Work};
-use crate::plugin::PluginSettings;
+use crate::plugin::HostPolicy;
+use crate::quota::cpu::{Metered, Work};
 use backoff::Backoff;
 use policy::Prepared;
 use swap::Swappable;
@@ -526,15 +526,15 @@ fn status(
 /// against its CPU share, and messages name a plugin `NAME@VERSION`, never
 /// where the host keeps it.
 fn environment(state: &State, tenant: &Tenant, prepared: &Prepared) -> pipeline::Environment {
-    let base = PluginSettings {
+    let base = HostPolicy {
         cache_dir: Some(state.store.cache_dir.clone()),
         budget: tenant.budget.clone(),
         cpu: Some(tenant.cpu.clone()),
-        ..PluginSettings::default()
+        ..HostPolicy::for_run()
     };
     pipeline::Environment {
         destination: crate::destination::Host {
-            plugins: PluginSettings {
+            plugins: HostPolicy {
                 max_component_mb: tenant.limits.plugin_mb,
                 label: prepared
                     .plugin
@@ -543,7 +543,7 @@ fn environment(state: &State, tenant: &Tenant, prepared: &Prepared) -> pipeline:
                 ..base.clone()
             },
         },
-        transforms: PluginSettings {
+        transforms: HostPolicy {
             label: Some("python-transform".into()),
             ..base
         },

@@ -23,9 +23,8 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::destination::DestinationConfig;
 use crate::pipeline::{self, Pipeline};
-use crate::plugin::egress::rules::{Host, Scheme};
-use crate::plugin::egress::HostRule;
-use crate::plugin::{DirGrant, Grants, Limits};
+use crate::plugin::grants::{Host, Scheme};
+use crate::plugin::{DirGrant, Grants, HostRule, Limits};
 #[cfg(feature = "kafka")]
 use crate::source::kafka::config::BrokerGate;
 use crate::source::SourceConfig;

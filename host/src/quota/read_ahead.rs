@@ -77,18 +77,18 @@ impl ReadAheadPool {
 
 /// One run's part of a pool, given back when the run ends.
 #[derive(Debug)]
-pub(super) struct Charge {
+pub(crate) struct Charge {
     pool: Arc<ReadAheadPool>,
     bytes: usize,
 }
 
 impl Charge {
-    pub(super) fn new(pool: Arc<ReadAheadPool>) -> Self {
+    pub(crate) fn new(pool: Arc<ReadAheadPool>) -> Self {
         Self { pool, bytes: 0 }
     }
 
     /// Makes the run's part `bytes`.
-    pub(super) fn set(&mut self, bytes: usize) {
+    pub(crate) fn set(&mut self, bytes: usize) {
         match bytes.cmp(&self.bytes) {
             std::cmp::Ordering::Greater => self.pool.add(bytes - self.bytes),
             std::cmp::Ordering::Less => self.pool.sub(self.bytes - bytes),
@@ -98,7 +98,7 @@ impl Charge {
     }
 
     /// Whether a run holding `bytes` may read another page.
-    pub(super) fn allows_reading(&self) -> bool {
+    pub(crate) fn allows_reading(&self) -> bool {
         self.bytes == 0 || !self.pool.is_full()
     }
 }

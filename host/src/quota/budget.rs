@@ -6,9 +6,10 @@
 //! dropped frees its reservation) and gives up with a clear error.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 /// Default share of the machine's memory that plugins may hold together.
@@ -103,7 +104,7 @@ impl MemoryBudget {
 
     /// Whether this budget alone (not counting its parent) has room.
     fn has_room(&self, bytes: u64) -> bool {
-        let held = self.lock();
+        let held = self.state.lock();
         held.bytes.saturating_add(bytes) <= self.limit_bytes()
             && self.max_instances().is_none_or(|m| held.instances < m)
     }
@@ -114,7 +115,7 @@ impl MemoryBudget {
         if let Some(parent) = self.parent.as_ref().filter(|_| self.has_room(bytes)) {
             return parent.exceeded(bytes, waited);
         }
-        let held = self.lock();
+        let held = self.state.lock();
         BudgetExceeded {
             wanted_mib: bytes >> 20,
             in_use_mib: held.bytes >> 20,
@@ -141,15 +142,11 @@ impl MemoryBudget {
 
     /// Bytes held by live instances.
     pub fn in_use(&self) -> u64 {
-        self.lock().bytes
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().bytes
     }
 
     fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
-        let mut held = self.lock();
+        let mut held = self.state.lock();
         if held.bytes.saturating_add(bytes) > self.limit_bytes()
             || self.max_instances().is_some_and(|m| held.instances >= m)
         {
@@ -204,7 +201,7 @@ pub struct Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         {
-            let mut held = self.budget.lock();
+            let mut held = self.budget.state.lock();
             held.bytes -= self.bytes;
             held.instances -= 1;
         }

@@ -26,10 +26,11 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How much CPU time a group may bank while idle, in seconds of its share:
@@ -98,12 +99,12 @@ impl CpuShare {
     /// A new share for a group that may be running; tokens it holds stay
     /// within the new burst, and a deficit is still owed.
     pub fn set_cores(&self, cores: f64) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         state.0 = Self::floor(cores);
         state.1 = state.1.min(state.0 * BURST);
         let wanted = Self::threads_for(state.0);
         drop(state);
-        let mut permits = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut permits = self.permits.lock();
         if wanted > *permits {
             // Permits still held back are cancelled before any is added.
             let cancelled = self.take_held_back(wanted - *permits);
@@ -139,7 +140,7 @@ impl CpuShare {
     /// Charges `spent` CPU time; how long the group must wait before it
     /// goes on.
     pub fn charge(&self, spent: Duration) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         let (cores, now) = (state.0, Instant::now());
         let refilled = state.1 + now.duration_since(state.2).as_secs_f64() * cores;
         let tokens = (refilled.min(cores * BURST) - spent.as_secs_f64()).max(-cores * MAX_WAIT);
@@ -158,7 +159,7 @@ impl CpuShare {
 
     /// The CPU time the group may use now before it must wait.
     pub fn available(&self) -> Duration {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.lock();
         let refilled = state.1 + state.2.elapsed().as_secs_f64() * state.0;
         Duration::from_secs_f64(refilled.clamp(0.0, state.0 * BURST))
     }
