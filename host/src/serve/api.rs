@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{self, check_name};
-use super::config::LimitOverrides;
 use super::error::ApiError;
+use super::limits::LimitOverrides;
 use super::pipelines::Supervisor;
-use super::{logs, metrics, retention, State};
+use super::{logs, metrics, retention, token, State};
 use crate::plugin::cpu::Work;
 
 type AppState = Arc<State>;
@@ -106,10 +106,10 @@ async fn create_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, bo
     auth::admin(&state, &headers)?;
     let new: NewTenant = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
     check_name("tenant", &new.name)?;
-    let token = auth::new_token();
+    let token = token::new_token();
     if !state
         .registry
-        .create_tenant(&new.name, &auth::hash(&token), &new.limits)?
+        .create_tenant(&new.name, &token::hash(&token), &new.limits)?
     {
         return Err(ApiError::conflict(format!("tenant `{}` exists", new.name)));
     }

@@ -3,33 +3,15 @@
 //! token is looked up by that hash, so a stolen database holds no token.
 
 use axum::http::HeaderMap;
-use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::token::hash;
 use super::State;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Admin,
     Tenant(String),
-}
-
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source");
-    format!("bzt_{}", hex(&bytes))
-}
-
-pub fn hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Compares two digests without stopping at the first difference.

@@ -25,9 +25,10 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::error::ApiError;
-use super::plugins::Uploaded;
 use super::tenants::Tenant;
-use crate::plugin::{PluginSettings, COMPILE_TIMEOUT};
+use crate::plugin::capabilities::Export;
+use crate::plugin::{LoadReport, Plugin, PluginError, PluginSettings, COMPILE_TIMEOUT};
+use crate::transform::component::Component;
 
 /// How often a compile's CPU time is charged, and its share looked at, at
 /// most and at least.
@@ -138,7 +139,7 @@ pub async fn in_child(
 /// The child's exit code for an upload it refused (the reason on stdout).
 const REFUSED: i32 = 3;
 
-/// The child's side: loads the upload as [`super::plugins`] does, which
+/// The child's side: loads the upload as the host does after it, which
 /// puts the compiled code in the cache.
 pub fn child_main(args: ChildArgs) -> ExitCode {
     super::runtime::set_nice(super::runtime::COMPILE_NICE);
@@ -159,6 +160,38 @@ pub fn child_main(args: ChildArgs) -> ExitCode {
         Err(e) => {
             println!("{e}");
             ExitCode::from(REFUSED as u8)
+        }
+    }
+}
+
+/// An upload, loaded as what it exports: a destination plugin (world
+/// `destination`) or a transform (world `transformer`).
+pub enum Uploaded {
+    Destination(Plugin),
+    Transform(Component),
+}
+
+impl Uploaded {
+    /// Blocking, like the loads it makes. A transform is tried once the
+    /// component proves not to be a destination; its compiled code is then
+    /// in the cache, so the second load does not compile again.
+    pub fn load(path: &Path, settings: PluginSettings) -> Result<Self, PluginError> {
+        match Plugin::load(path, settings.clone()) {
+            Err(PluginError::NotAPlugin { exports, .. })
+                if exports
+                    .split(", ")
+                    .any(|e| e.split('@').next() == Some(Export::TRANSFORM.interface)) =>
+            {
+                Component::load(path, settings).map(Uploaded::Transform)
+            }
+            loaded => loaded.map(Uploaded::Destination),
+        }
+    }
+
+    pub fn report(&self) -> &LoadReport {
+        match self {
+            Uploaded::Destination(plugin) => plugin.report(),
+            Uploaded::Transform(component) => component.report(),
         }
     }
 }

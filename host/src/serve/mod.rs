@@ -20,6 +20,7 @@ pub mod compile;
 pub mod config;
 pub mod error;
 pub mod hosts;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod pipelines;
@@ -28,6 +29,7 @@ pub mod registry;
 pub mod retention;
 pub mod runtime;
 pub mod tenants;
+pub mod token;
 mod ui;
 
 use std::net::SocketAddr;
@@ -133,7 +135,7 @@ pub async fn run(
     if let Some(id) = args.host_id {
         config.host_id = Some(id);
     }
-    let admin_hash = auth::hash(&config.admin_token()?);
+    let admin_hash = token::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
     runtime::start_engine();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::config::TenantLimits;
+use super::limits::TenantLimits;
 use super::registry::{Registry, RegistryError};
 use crate::pipeline::ReadAheadPool;
 use crate::plugin::budget::MemoryBudget;

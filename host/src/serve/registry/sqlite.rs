@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use super::super::config::LimitOverrides;
-use super::{now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
+use super::super::limits::LimitOverrides;
+use super::store::{now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
