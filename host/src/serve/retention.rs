@@ -13,7 +13,9 @@
 //! and running it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::error::ApiError;
 use super::tenants::Tenant;
@@ -26,7 +28,7 @@ pub struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 /// The tenant's turn.
 pub async fn lock(state: &State, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
     let lock = {
-        let mut locks = state.retention.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = state.retention.0.lock();
         locks.entry(tenant.to_string()).or_default().clone()
     };
     lock.lock_owned().await

@@ -10,7 +10,9 @@ pub mod policy;
 pub mod swap;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -103,12 +105,12 @@ fn key(tenant: &str, name: &str) -> Key {
 }
 
 impl Supervisor {
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn running(&self) -> parking_lot::MutexGuard<'_, HashMap<Key, Running>> {
+        self.running.lock()
     }
 
-    fn finished(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Finished>> {
-        self.finished.lock().unwrap_or_else(|e| e.into_inner())
+    fn finished(&self) -> parking_lot::MutexGuard<'_, HashMap<Key, Finished>> {
+        self.finished.lock()
     }
 
     pub fn is_running(&self, tenant: &str, name: &str) -> bool {
@@ -118,7 +120,7 @@ impl Supervisor {
     /// Whether the pipeline is being started or runs here.
     pub fn is_active(&self, tenant: &str, name: &str) -> bool {
         let k = key(tenant, name);
-        self.running().contains_key(&k) || self.starting.lock().unwrap_or_else(|e| e.into_inner()).contains(&k)
+        self.running().contains_key(&k) || self.starting.lock().contains(&k)
     }
 
     /// (tenant, pipeline) of every pipeline running here.
@@ -489,7 +491,7 @@ struct Starting<'a> {
 
 impl<'a> Starting<'a> {
     fn claim(supervisor: &'a Supervisor, key: Key) -> Option<Self> {
-        let mut starting = supervisor.starting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut starting = supervisor.starting.lock();
         if supervisor.running().contains_key(&key) || !starting.insert(key.clone()) {
             return None;
         }
@@ -499,11 +501,7 @@ impl<'a> Starting<'a> {
 
 impl Drop for Starting<'_> {
     fn drop(&mut self) {
-        self.supervisor
-            .starting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        self.supervisor.starting.lock().remove(&self.key);
     }
 }
 
