@@ -16,10 +16,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod error;
-pub mod hosts;
+pub mod lease;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod plugins;
 pub mod registry;
 pub mod retention;
 pub mod runtime;
+pub mod state;
 pub mod tenants;
 pub mod token;
 mod ui;
@@ -38,13 +40,12 @@ use std::sync::Arc;
 
 use crate::pipeline::ReadAheadPool;
 use config::ServeConfig;
-use error::ApiError;
-use hosts::Hosts;
-use pipelines::policy::{self, Prepared};
+use lease::Leases;
 use pipelines::Supervisor;
 use plugins::PluginStore;
 use registry::{Location, Registry};
-use tenants::{Tenant, Tenants};
+use state::State;
+use tenants::Tenants;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -56,37 +57,6 @@ pub enum ServeError {
     DataDir { dir: String, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-}
-
-/// Everything the routes share.
-pub struct State {
-    pub config: ServeConfig,
-    pub registry: Registry,
-    pub tenants: Tenants,
-    pub store: PluginStore,
-    pub supervisor: Supervisor,
-    pub retention: retention::Locks,
-    /// With a shared registry: this host among the others.
-    pub hosts: Option<Hosts>,
-    admin_hash: String,
-}
-
-impl State {
-    pub fn tenant(&self, name: &str) -> Result<Arc<Tenant>, ApiError> {
-        self.tenants
-            .get(&self.registry, name)?
-            .ok_or_else(|| ApiError::not_found("tenant", name))
-    }
-
-    pub fn prepare(&self, tenant: &Tenant, name: &str, yaml: &str) -> Result<Prepared, ApiError> {
-        let cx = policy::Context {
-            tenant,
-            registry: &self.registry,
-            blobs: &self.store,
-            native_destinations: &self.config.native_destinations,
-        };
-        policy::prepare(&cx, name, yaml)
-    }
 }
 
 /// Command-line overrides of the serve config.
@@ -145,8 +115,8 @@ pub async fn run(
         source,
     };
     std::fs::create_dir_all(&data_dir).map_err(io)?;
-    let registry = Registry::open(&config.registry, &data_dir)?;
-    let store = PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?;
+    let registry = Arc::new(Registry::open(&config.registry, &data_dir)?);
+    let store = Arc::new(PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?);
     let host_budget = match config.plugin_memory_budget_mb {
         Some(mib) => crate::plugin::budget::MemoryBudget::new(mib),
         None => crate::plugin::budget::global(),
@@ -159,25 +129,34 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    let hosts = registry
-        .cluster()
-        .map(|_| Hosts::new(config.host_id.clone(), config.listen, config.reconcile_interval_ms));
+    let leases = registry.cluster().map(|_| {
+        Leases::new(
+            config.host_id.clone(),
+            config.listen,
+            config.reconcile_interval_ms,
+            registry.clone(),
+        )
+    });
+    let supervisor = Supervisor::new(
+        registry.clone(),
+        store.clone(),
+        config.native_destinations.clone(),
+        leases,
+    );
     let state = Arc::new(State {
         config,
-        hosts,
         registry,
         tenants,
         store,
-        supervisor: Supervisor::default(),
-        retention: retention::Locks::default(),
+        supervisor: Arc::new(supervisor),
         admin_hash,
     });
     resume(&state).await?;
     let addr = listener.local_addr().map_err(io)?;
-    match &state.hosts {
-        Some(hosts) => {
-            tracing::info!(%addr, data_dir = %data_dir.display(), host = %hosts.id, "serving, with a shared registry");
-            Hosts::spawn(state.clone());
+    match state.supervisor.leases() {
+        Some(leases) => {
+            tracing::info!(%addr, data_dir = %data_dir.display(), host = %leases.host, "serving, with a shared registry");
+            cluster::spawn(state.clone());
         }
         None => tracing::info!(%addr, data_dir = %data_dir.display(), "serving"),
     }
@@ -193,7 +172,7 @@ pub async fn run(
 /// shared registry the reconcile loop starts them instead: a failure here
 /// must not mark stopped a pipeline other hosts run.
 async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
-    let running = match state.hosts {
+    let running = match state.supervisor.leases() {
         Some(_) => Vec::new(),
         None => state
             .registry
@@ -204,7 +183,7 @@ async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
     };
     for row in running {
         let started = match state.tenant(&row.tenant) {
-            Ok(tenant) => Supervisor::start(state, &tenant, &row.name, &row.yaml).await,
+            Ok(tenant) => state.supervisor.start(&tenant, &row.name, &row.yaml).await,
             Err(e) => Err(e),
         };
         match started {

@@ -6,7 +6,6 @@
 //! the bytes are kept there too; this directory is then the host's cache.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -217,5 +216,3 @@ pub fn too_large(size: u64, limit_mb: u64) -> ApiError {
         size as f64 / (1 << 20) as f64
     ))
 }
-
-pub type SharedStore = Arc<PluginStore>;

@@ -33,6 +33,8 @@ pub struct Tenants {
     host_budget: Arc<MemoryBudget>,
     host_read_ahead: Arc<ReadAheadPool>,
     loaded: Mutex<HashMap<String, Arc<Tenant>>>,
+    /// One lock a tenant, kept across reloads: see [`Tenants::turn`].
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Tenants {
@@ -48,6 +50,7 @@ impl Tenants {
             host_budget,
             host_read_ahead,
             loaded: Mutex::new(HashMap::new()),
+            turns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +134,15 @@ impl Tenants {
 
     pub fn forget(&self, name: &str) {
         self.lock().remove(name);
+    }
+
+    /// The tenant's turn: its plugin version changes, pipeline starts and
+    /// the collection of unused versions (`super::retention`) take turns,
+    /// so a version cannot be removed between a pipeline choosing it and
+    /// running it.
+    pub async fn turn(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = self.turns.lock().entry(name.to_string()).or_default().clone();
+        turn.lock_owned().await
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Arc<Tenant>>> {

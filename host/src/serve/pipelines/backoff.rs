@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::Key;
+use super::runs::Key;
 
 /// The wait after the first failure.
 pub const FIRST: Duration = Duration::from_secs(1);

@@ -5,7 +5,6 @@
 //! puts the new one in place and finalizes the old. A batch goes to one
 //! version exactly once, so nothing is lost or written twice.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -60,5 +59,3 @@ impl Destination for Swappable {
         self.current.read().await.0.finalize().await
     }
 }
-
-pub type SharedSwappable = Arc<Swappable>;
