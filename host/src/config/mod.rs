@@ -317,7 +317,7 @@ fn parse_destination(text: &str, file: &str, name: &Spanned<String>) -> Result<D
 
 /// Deserializes YAML text, turning the parser's error into a located one
 /// that also names the field by its path (`destination.config.buffer_size`).
-fn from_yaml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
+pub fn from_yaml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
     let mut path = String::new();
     serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {

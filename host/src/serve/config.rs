@@ -9,11 +9,14 @@ use serde::Deserialize;
 
 use super::limits::TenantLimits;
 use super::registry::Location;
+use crate::config::from_yaml;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: {message}")]
-    File { file: String, message: String },
+    /// Located like a pipeline file's errors: file:line:column and the
+    /// field's path.
+    #[error("{0}")]
+    File(#[from] crate::config::ConfigError),
     #[error("no admin token: set BIZON_HOST_ADMIN_TOKEN or name a file with `admin_token_file` in the serve config")]
     NoAdminToken,
     #[error("admin token ({origin}): {message}")]
@@ -94,32 +97,25 @@ fn one() -> usize {
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        serde_saphyr::from_str("{}").expect("every field has a default")
+        from_yaml("{}", "serve.yaml").expect("every field has a default")
     }
 }
 
 impl ServeConfig {
+    /// Reads the serve config through the pipeline files' loader.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
-        let config: ServeConfig = serde_saphyr::from_str(&text).map_err(|e| ConfigError::File {
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
+        let unplaced = |message: String| crate::config::ConfigError::at(&file, 0, 0, message);
+        let text = std::fs::read_to_string(path).map_err(|e| unplaced(e.to_string()))?;
+        let config: ServeConfig = from_yaml(&text, &file)?;
         if config.reconcile_interval_ms < 100 {
-            return Err(ConfigError::File {
-                file,
-                message: "reconcile_interval_ms: at least 100".into(),
-            });
+            return Err(unplaced("reconcile_interval_ms: at least 100".into()).into());
         }
         if let Some(bad) = config.native_destinations.iter().find(|d| *d != "logger") {
-            return Err(ConfigError::File {
-                file,
-                message: format!("native_destinations: `{bad}` cannot be offered to tenants (only `logger`)"),
-            });
+            return Err(unplaced(format!(
+                "native_destinations: `{bad}` cannot be offered to tenants (only `logger`)"
+            ))
+            .into());
         }
         Ok(config)
     }
@@ -151,5 +147,45 @@ impl ServeConfig {
             });
         }
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_field_is_named_with_its_path_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:8700
+limits:
+  memory_mb: lots
+",
+        )
+        .unwrap();
+        let message = ServeConfig::load(&path).unwrap_err().to_string();
+        let at = format!("{}:3:", path.display());
+        assert!(message.starts_with(&at), "{message}");
+        assert!(message.contains("limits.memory_mb"), "{message}");
+    }
+
+    #[test]
+    fn checks_after_parsing_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "reconcile_interval_ms: 10
+",
+        )
+        .unwrap();
+        let message = ServeConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!("{}: reconcile_interval_ms: at least 100", path.display())
+        );
     }
 }
