@@ -19,7 +19,8 @@ use super::auth::{Admin, TenantAuth, TenantName};
 use super::error::ApiError;
 use super::limits::LimitOverrides;
 use super::state::State;
-use super::{cluster, logs, metrics, retention, token};
+use super::{cluster, logs, retention, token};
+use crate::metrics::serve as metrics;
 use crate::plugin::cpu::Work;
 
 type AppState = Arc<State>;
@@ -382,7 +383,7 @@ async fn prometheus(Extract(state): Extract<AppState>, _: Admin) -> ApiResult<Re
             metrics::set_cpu(&t.name, t.cpu.used(Work::Plugin), t.cpu.used(Work::Pipeline));
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()).into_response())
+    Ok(crate::metrics::http::exposition(metrics::render()))
 }
 
 async fn ui(Extract(state): Extract<AppState>, _: Admin) -> ApiResult<Html<String>> {

@@ -26,10 +26,11 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::lease::Leases;
+use super::logs;
 use super::pipelines::Status;
 use super::registry::HostStatus;
 use super::state::State;
-use super::{logs, metrics};
+use crate::metrics::serve as metrics;
 
 /// Reconciles now and then every interval, until the process ends.
 pub fn spawn(state: Arc<State>) {

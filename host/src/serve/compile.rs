@@ -26,6 +26,7 @@ use tokio::io::AsyncReadExt;
 
 use super::error::ApiError;
 use super::tenants::Tenant;
+use crate::metrics::serve as metrics;
 use crate::plugin::capabilities::Export;
 use crate::plugin::{LoadReport, Plugin, PluginError, PluginSettings, COMPILE_TIMEOUT};
 use crate::transform::component::Component;
@@ -107,7 +108,7 @@ pub async fn in_child(
         charged = charged.max(used);
         if used > COMPILE_TIMEOUT {
             let _ = child.kill().await;
-            super::metrics::compile_cpu(&tenant.name, charged);
+            metrics::compile_cpu(&tenant.name, charged);
             return Ok(Err(format!(
                 "plugin {label} did not compile within {} s of CPU time",
                 COMPILE_TIMEOUT.as_secs()
@@ -127,7 +128,7 @@ pub async fn in_child(
             false => tenant.cpu.available().clamp(MIN_CHARGE_EVERY, CHARGE_EVERY),
         };
     };
-    super::metrics::compile_cpu(&tenant.name, charged);
+    metrics::compile_cpu(&tenant.name, charged);
     let said = said.await.unwrap_or_default();
     match status.code() {
         Some(0) => Ok(Ok(())),

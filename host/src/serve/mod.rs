@@ -23,7 +23,6 @@ pub mod error;
 pub mod lease;
 pub mod limits;
 pub mod logs;
-pub mod metrics;
 pub mod pipelines;
 pub mod plugins;
 pub mod registry;

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
 use super::token::{hex, new_token};
+use crate::metrics::serve as metrics;
 use crate::plugin::cache::{self, CacheStatus};
 use crate::plugin::{InputFormat, Limits, PluginError, PluginSettings};
 
@@ -160,7 +161,7 @@ impl PluginStore {
             InputFormat::ArrowIpc => "arrow-ipc",
             InputFormat::Ndjson => "ndjson",
         };
-        super::metrics::compile_time(&tenant.name, started.elapsed());
+        metrics::compile_time(&tenant.name, started.elapsed());
         Ok(PluginRow {
             name: name.to_string(),
             version: 0,

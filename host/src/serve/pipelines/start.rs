@@ -13,13 +13,14 @@ use tracing::Instrument;
 
 use super::super::error::ApiError;
 use super::super::tenants::Tenant;
-use super::super::{logs, metrics, runtime};
+use super::super::{logs, runtime};
 use super::assemble::{assemble, Assembled};
 use super::backoff;
 use super::runs::{key, Running};
 use super::supervisor::Supervisor;
 use super::swap::Swappable;
 use crate::destination::SharedDestination;
+use crate::metrics::serve as metrics;
 use crate::pipeline::{self, Progress};
 use crate::plugin::cpu::{Metered, Work};
 

@@ -10,15 +10,16 @@ use tracing::Instrument;
 
 use super::super::error::ApiError;
 use super::super::lease::Leases;
+use super::super::logs;
 use super::super::plugins::PluginStore;
 use super::super::registry::Registry;
 use super::super::tenants::Tenant;
-use super::super::{logs, metrics};
 use super::assemble::build_destination;
 use super::backoff::Backoff;
 use super::policy::{self, Prepared};
 use super::runs::{key, Key, Runs};
 use super::status::{RunState, Seen, Status};
+use crate::metrics::serve as metrics;
 use crate::pipeline::Progress;
 
 pub struct Supervisor {

@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 
 use crate::destination::{Batch, Destination, DestinationError, SharedDestination};
-
-use super::super::metrics::PipelineSeries;
+use crate::metrics::serve::PipelineSeries;
 
 pub struct Swappable {
     current: RwLock<(SharedDestination, u32)>,
