@@ -9,7 +9,7 @@ use std::time::Duration;
 use prometheus::{IntGauge, IntGaugeVec};
 use tokio::sync::watch;
 
-use super::Registry;
+use super::registry::Registry;
 use crate::pipeline::Progress;
 
 /// How often the gauges follow the progress when nothing is published

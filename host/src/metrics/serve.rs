@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prometheus::{CounterVec, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
-use super::Registry;
+use super::registry::Registry;
 use crate::destination::DestinationError;
 use crate::pipeline::Progress;
 

@@ -1,7 +1,8 @@
 //! The HTTP API (docs/serve.md; the OpenAPI document is
-//! `GET /v1/openapi.json`). Routes authenticate first, then look names up
-//! only among the caller's own: another tenant's plugin or pipeline is
-//! "not found", exactly like a name nobody has.
+//! `GET /v1/openapi.json`). Each route takes who it answers as an argument
+//! ([`super::auth`]), so it is checked before the body is read, then looks
+//! names up only among the caller's own: another tenant's plugin or
+//! pipeline is "not found", exactly like a name nobody has.
 
 use std::sync::Arc;
 
@@ -16,10 +17,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Admin, TenantAuth, TenantName};
+use super::cluster;
 use super::error::ApiError;
 use super::limits::LimitOverrides;
+use super::logs;
+use super::retention;
 use super::state::State;
-use super::{cluster, logs, retention, token};
+use super::token;
 use crate::metrics::serve as metrics;
 use crate::plugin::cpu::Work;
 

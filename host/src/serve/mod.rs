@@ -1,18 +1,31 @@
 //! `bizon-host serve`: many tenants' plugins and pipelines in one process,
-//! behind an HTTP API.
+//! behind an HTTP API. Its modules in data-flow order; each imports only
+//! modules above it:
 //!
-//! - [`config`]: `serve.yaml`, the admin token, tenants' default limits.
+//! - [`limits`]: what a tenant may use: the defaults and its own overrides.
 //! - [`registry`]: tenants, plugin versions and pipelines, in SQLite or in a
 //!   PostgreSQL database several hosts share.
-//! - [`hosts`]: with a shared registry, what each host runs follows it.
-//! - [`tenants`]: a tenant's limits, memory budget share and files directory.
-//! - [`plugins`]: uploads checked, compiled in a bounded pool, content-addressed.
-//! - [`retention`]: plugin versions no pipeline needs are removed.
-//! - [`pipelines`]: what a tenant's pipeline may ask for, and the supervisor
-//!   that runs, stops, resumes and upgrades them.
-//! - [`auth`], [`api`], [`error`]: tokens, routes, `{error: {code, message}}`.
-//! - [`logs`], [`metrics`]: per-pipeline log rings and Prometheus series.
+//! - [`config`]: `serve.yaml`, the admin token, tenants' default limits.
+//! - [`error`]: API errors, `{error: {code, message}}` with their status.
+//! - [`token`]: tokens and the digests the registry keeps of them.
+//! - [`tenants`]: a tenant's limits, memory, CPU and read-ahead shares,
+//!   files directory and turn (version changes and collections take turns).
+//! - [`logs`]: per-pipeline log rings, rate-limited per tenant.
 //! - [`runtime`]: pipelines on their own runtime, below the API's priority.
+//! - [`compile`]: an upload compiled in a child process paced by its
+//!   tenant's CPU share.
+//! - [`plugins`]: uploads checked, compiled in a bounded pool, content-addressed.
+//! - [`lease`]: with a shared registry, a pipeline read by one host at a
+//!   time runs on the holder of its lease.
+//! - [`pipelines`]: what a tenant's pipeline may ask for, what its run is
+//!   built from, and the supervisor that runs, stops, resumes and upgrades them.
+//! - [`state`]: what the routes share.
+//! - [`retention`]: plugin versions no pipeline needs are removed.
+//! - [`cluster`]: with a shared registry, what each host runs follows it.
+//! - [`auth`]: who calls, as extractors the routes take.
+//! - [`api`] and the page at `/ui`: the routes.
+//!
+//! Its Prometheus series are [`crate::metrics::serve`].
 
 pub mod api;
 pub mod auth;

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::super::error::ApiError;
+use super::super::logs;
+use super::super::runtime;
 use super::super::tenants::Tenant;
-use super::super::{logs, runtime};
 use super::assemble::{assemble, Assembled};
 use super::backoff;
 use super::runs::{key, Running};
