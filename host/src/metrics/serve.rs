@@ -1,15 +1,15 @@
-//! `GET /metrics`: Prometheus series per tenant and pipeline. Counts come
-//! from each run's published progress when scraped; write latency and traps
-//! are observed by the pipeline's destination wrapper; compile time by the
-//! plugin store.
+//! `serve`'s series (its `GET /metrics`): `bizon_serve_*` per tenant and
+//! pipeline. Counts come from each run's published progress when scraped;
+//! write latency and traps are observed by the pipeline's destination
+//! wrapper; compile time by the plugin store.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::{
-    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{CounterVec, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
+use super::registry::Registry;
 use crate::destination::DestinationError;
 use crate::pipeline::Progress;
 
@@ -32,46 +32,38 @@ struct Series {
 fn series() -> &'static Series {
     static SERIES: OnceLock<Series> = OnceLock::new();
     SERIES.get_or_init(|| {
-        let registry = Registry::new_custom(Some("bizon_serve".into()), None).expect("a valid prefix");
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("registered once");
-            g
-        };
-        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("registered once");
-            h
-        };
+        let registry = Registry::new("bizon_serve", HashMap::new());
+        let gauge = |name: &str, help: &str, labels: &[&str]| registry.int_gauge_vec(name, help, labels);
         let tp = &["tenant", "pipeline"];
-        let traps = IntCounterVec::new(
-            Opts::new("plugin_traps_total", "Plugin calls that trapped, by cause"),
-            &["tenant", "pipeline", "cause"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(traps.clone())).expect("registered once");
-        let compile_cpu = CounterVec::new(
-            Opts::new(
-                "plugin_compile_cpu_seconds_total",
-                "CPU time the tenant's upload compiles used, charged to its CPU share",
-            ),
-            &["tenant"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(compile_cpu.clone()))
-            .expect("registered once");
+        let traps = registry.register(
+            IntCounterVec::new(
+                Opts::new("plugin_traps_total", "Plugin calls that trapped, by cause"),
+                &["tenant", "pipeline", "cause"],
+            )
+            .expect("valid metric"),
+        );
+        let compile_cpu = registry.register(
+            CounterVec::new(
+                Opts::new(
+                    "plugin_compile_cpu_seconds_total",
+                    "CPU time the tenant's upload compiles used, charged to its CPU share",
+                ),
+                &["tenant"],
+            )
+            .expect("valid metric"),
+        );
         // Read from the tenant's share at every scrape, like the counts
         // (and from zero again after a restart, as a counter may).
-        let cpu = GaugeVec::new(
-            Opts::new(
-                "cpu_seconds_total",
-                "CPU time charged to the tenant's share, by work: plugin (calls, instantiations) or pipeline (its own work on the host)",
-            ),
-            &["tenant", "work"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(cpu.clone())).expect("registered once");
+        let cpu = registry.register(
+            GaugeVec::new(
+                Opts::new(
+                    "cpu_seconds_total",
+                    "CPU time charged to the tenant's share, by work: plugin (calls, instantiations) or pipeline (its own work on the host)",
+                ),
+                &["tenant", "work"],
+            )
+            .expect("valid metric"),
+        );
         Series {
             records_read: gauge("records_read_total", "Records read from the source", tp),
             records_written: gauge("records_written_total", "Records written by the destination", tp),
@@ -82,7 +74,7 @@ fn series() -> &'static Series {
                 tp,
             ),
             running: gauge("pipeline_running", "1 while the pipeline runs", tp),
-            write_seconds: histogram(
+            write_seconds: registry.histogram_vec(
                 "write_seconds",
                 "Time of one batch write (for wasm: encoding and the plugin call)",
                 tp,
@@ -99,7 +91,7 @@ fn series() -> &'static Series {
                 "Records the tenant's pipelines read and have not yet written",
                 &["tenant"],
             ),
-            compile_seconds: histogram(
+            compile_seconds: registry.histogram_vec(
                 "plugin_compile_seconds",
                 "Time to check and compile an uploaded plugin",
                 &["tenant"],
@@ -235,12 +227,9 @@ pub fn forget_tenant(tenant: &str) {
     let _ = series().compile_cpu.remove_label_values(&[tenant]);
 }
 
+/// The text exposition of every serve series.
 pub fn render() -> String {
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&series().registry.gather(), &mut out)
-        .expect("text encoding does not fail");
-    String::from_utf8(out).expect("the text format is UTF-8")
+    series().registry.render()
 }
 
 #[cfg(test)]

@@ -1,23 +1,15 @@
-//! The Prometheus registry of a run and its `/metrics` endpoint
-//! (`run --metrics-addr HOST:PORT`). Values are read from the run's
-//! published progress, so nothing on the data path knows about Prometheus;
-//! the server mode can hand its own progress channels to [`Metrics`].
+//! One run's series (`run --metrics-addr HOST:PORT`): `bizon_*`, each
+//! with the pipeline's name as its `pipeline` label, set from the run's
+//! published progress.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{header, Response};
-use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
-use tokio::net::TcpListener;
+use prometheus::{IntGauge, IntGaugeVec};
 use tokio::sync::watch;
 
+use super::registry::Registry;
 use crate::pipeline::Progress;
 
 /// How often the gauges follow the progress when nothing is published
@@ -40,21 +32,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(pipeline: &str) -> Self {
-        let registry = Registry::new_custom(
-            Some("bizon".into()),
-            Some([("pipeline".to_string(), pipeline.to_string())].into()),
-        )
-        .expect("a valid prefix");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("registered once");
-            g
-        };
-        let vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("registered once");
-            g
-        };
+        let registry = Registry::new("bizon", [("pipeline".to_string(), pipeline.to_string())].into());
+        let gauge = |name: &str, help: &str| registry.int_gauge(name, help);
+        let vec = |name: &str, help: &str, labels: &[&str]| registry.int_gauge_vec(name, help, labels);
         Self {
             records_read: gauge("records_read_total", "Records read from the source"),
             records_written: vec(
@@ -110,12 +90,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into memory");
-        out
+    pub fn render(&self) -> String {
+        self.registry.render()
     }
 
     /// Keeps the values following `progress` until it closes.
@@ -131,37 +107,9 @@ impl Metrics {
         })
     }
 
-    /// Serves `GET` (any path) with the metrics on `addr`.
+    /// Serves the metrics on `addr` (any path).
     pub async fn serve(self: Arc<Self>, addr: SocketAddr) -> std::io::Result<tokio::task::JoinHandle<()>> {
-        let listener = TcpListener::bind(addr).await?;
-        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-        Ok(tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let metrics = self.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |_request| {
-                        let body = metrics.render();
-                        async move {
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .expect("a valid response"),
-                            )
-                        }
-                    });
-                    if let Err(e) = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                    {
-                        tracing::debug!("metrics connection: {e}");
-                    }
-                });
-            }
-        }))
+        super::http::serve(addr, move || self.render()).await
     }
 }
 
@@ -193,7 +141,7 @@ mod tests {
         );
         p.source = Some(source);
         m.observe(&p);
-        let text = String::from_utf8(m.render()).unwrap();
+        let text = m.render();
         assert!(text.contains("bizon_records_read_total{pipeline=\"p\"} 10"), "{text}");
         assert!(
             text.contains("bizon_records_written_total{destination_id=\"users\",pipeline=\"p\"} 7"),
