@@ -12,7 +12,8 @@
 //!   load files.
 //!
 //! A test run without what it needs fails saying what to set. Each run works
-//! in a fresh dataset `bizon_host_test_<random>` and deletes it.
+//! in a fresh dataset `bizon_host_test_<random>` and deletes it. (docs/bigquery.md,
+//! "Against real BigQuery", says the same.)
 
 use serde_json::Value;
 
