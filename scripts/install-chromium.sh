@@ -12,7 +12,8 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
-if ! chromium --version >/dev/null; then
-    echo "install-chromium.sh: chromium is installed but does not run" >&2
+# (Debian's wrapper script may print a warning of its own: kept quiet unless it fails.)
+if ! out=$(chromium --version 2>&1); then
+    echo "install-chromium.sh: chromium is installed but does not run: $out" >&2
     exit 1
 fi
