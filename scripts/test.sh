@@ -21,5 +21,9 @@ PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 .venv/bin/python -m pytest -q -p no:cacheprovid
 # The JavaScript SDK's own tests, in Node.
 node --test sdk/js/test/
 # Release: wasmtime compiles plugins many times faster optimized, and the
-# end-to-end tests start the binary hundreds of times.
+# end-to-end tests start the binary hundreds of times. Four tests at a time
+# on 2 cores: most of them wait (on brokers, emulators, timeouts, child
+# processes); the e2e binary took 188 s so, 314 s at the default of 2, on
+# the same machine under other load (caches warm, load average 6-10).
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 cargo test --release --workspace "$@"
