@@ -150,11 +150,12 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
 
     // A dummy pipeline (no offsets to share) runs on one host only. It must
     // still be running when the test looks, however slow the machine: a
-    // transform paces it to at most 100 records (~15 kB of csv) a second,
-    // so its 50 MiB grant lasts an hour. (Unpaced, it filled the grant and
-    // failed before a loaded machine's test looked.)
+    // transform paces it (93 records/s measured, under 40 kB/s of csv), so
+    // its 50 MiB grant lasts over 20 minutes. (Unpaced, it filled the grant
+    // and failed before a loaded machine's test looked; `sleep:` of Bizon's
+    // dummy source is read but not acted on by bizon-host.)
     let dummy_yaml = "name: d\nsource:\n  name: dummy\n  stream: s\n  total_records: 1000000\n  page_size: 10\n\
-                      transforms:\n  - label: pace\n    python: |\n      import time\n      time.sleep(0.01)\n\
+                      transforms:\n  - label: pace\n    python: |\n      import time\n      time.sleep(0.02)\n\
                       destination:\n  name: wasm\n  config:\n    plugin: csv\n    buffer_size: 0\n    \
                       buffer_flush_timeout: 0\n    plugin_config: {dir: /dout}\n    allow:\n      dirs:\n        \
                       - {host: dout, guest: /dout, writable: true, max_mb: 50}\n";
