@@ -17,6 +17,9 @@
 //! BENCH_LOG=debug shows the end-to-end runs' logs (support/run.rs).
 
 #[allow(dead_code)]
+#[path = "../../tests/e2e/support/common.rs"]
+mod common;
+#[allow(dead_code)]
 #[path = "../../tests/e2e/support/kafka.rs"]
 mod kafka;
 #[path = "support/run.rs"]
@@ -183,11 +186,16 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
 /// Produces the topic once, then reads it whole once per variant (each in a
 /// group of its own); the run's own seconds for each.
 fn end_to_end(records: u64, partitions: i32, variants: &[Option<&std::path::Path>]) -> Option<Vec<f64>> {
-    let b = kafka::broker()?;
+    let b = kafka::broker();
     let topic = kafka::unique("bench");
     b.create_topic(&topic, partitions);
     let started = Instant::now();
-    let producer = b.bulk_producer();
+    // Batches as a real producer does.
+    let producer = b.producer_with(&[
+        ("linger.ms", "20"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "1000000"),
+    ]);
     let last = records - partitions as u64;
     for i in 0..last {
         let (k, v) = (key(i), value(i));

@@ -1,18 +1,14 @@
 //! Bizon parity of the BigQuery destinations (issue 9), against the
 //! emulators through the binary: sync_mode, table_prefix,
 //! enforce_partitioning, schema evolution, insertAll's Retry-After.
-//! A module of tests/e2e/bigquery.rs: one test binary, one pair of emulators.
 
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::emulators::{Emulators, PROJECT};
-use super::fault::{self, Reply};
-use super::{
-    assert_success, batch_config, dataset, dummy_pipeline, emulators, indent, query, run_binary, serial,
-    streaming_config,
-};
+use super::{assert_success, batch_config, dataset, dummy_pipeline, indent, query, run_binary, streaming_config};
+use crate::support::emulators::{hold, Emulators, PROJECT};
+use crate::support::fault::{self, Reply};
 
 /// `dummy_pipeline` with `source.sync_mode`.
 fn pipeline_in_mode(mode: &str, total: u64, destination: &str, config: &str) -> String {
@@ -63,26 +59,24 @@ async fn count(e: &Emulators, table: &str) -> String {
     query(e, &format!("SELECT COUNT(*) FROM {table}")).await[0].clone()
 }
 
-/// The three destinations' configs, with what each needs.
-fn destinations(e: &Emulators, ds: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("bigquery", batch_config(e, ds, "buffer_size: 0\n")),
-        ("bigquery_streaming_v2", v2_yaml(e, ds, "buffer_size: 0\n")),
-        ("bigquery_streaming", streaming_config(&e.rest, ds, "buffer_size: 0\n")),
-    ]
+/// The three destinations; the first two stage and publish by sync_mode.
+const DESTINATIONS: [&str; 3] = ["bigquery", "bigquery_streaming_v2", "bigquery_streaming"];
+
+/// The config of `destination` writing into dataset `ds`, with what it needs.
+fn config(e: &Emulators, destination: &str, ds: &str) -> String {
+    match destination {
+        "bigquery" => batch_config(e, ds, "buffer_size: 0\n"),
+        "bigquery_streaming_v2" => v2_yaml(e, ds, "buffer_size: 0\n"),
+        _ => streaming_config(&e.rest, ds, "buffer_size: 0\n"),
+    }
 }
 
 #[tokio::test]
 async fn full_refresh_replaces_and_incremental_appends_in_the_staging_destinations() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
-    for (destination, _) in destinations(e, "unused").into_iter().take(2) {
+    let (e, _held) = hold().await;
+    for destination in &DESTINATIONS[..2] {
         let ds = dataset(&format!("modes_{destination}"));
-        let config = &destinations(e, &ds)
-            .into_iter()
-            .find(|(d, _)| *d == destination)
-            .unwrap()
-            .1;
+        let config = &config(e, destination, &ds);
         let run = |mode: &'static str, total: u64| {
             let yaml = pipeline_in_mode(mode, total, destination, config);
             async move {
@@ -122,15 +116,10 @@ async fn full_refresh_replaces_and_incremental_appends_in_the_staging_destinatio
 
 #[tokio::test]
 async fn table_prefix_applies_to_generated_names_unless_a_legacy_table_exists() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
-    for (destination, _) in destinations(e, "unused") {
+    let (e, _held) = hold().await;
+    for destination in DESTINATIONS {
         let ds = dataset(&format!("prefix_{destination}"));
-        let config = &destinations(e, &ds)
-            .into_iter()
-            .find(|(d, _)| *d == destination)
-            .unwrap()
-            .1;
+        let config = &config(e, destination, &ds);
         // No destination_id anywhere: Bizon's generated name `<source>_<stream>`.
         let generated = |extra: &str| {
             format!(
@@ -180,15 +169,10 @@ record_schemas:
 
 #[tokio::test]
 async fn an_existing_table_gains_columns_is_relaxed_or_is_refused_naming_the_change() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
-    for (destination, _) in destinations(e, "unused") {
+    let (e, _held) = hold().await;
+    for destination in DESTINATIONS {
         let ds = dataset(&format!("evolve_{destination}"));
-        let config = destinations(e, &ds)
-            .into_iter()
-            .find(|(d, _)| *d == destination)
-            .unwrap()
-            .1;
+        let config = config(e, destination, &ds);
         // An older table: `id` REQUIRED, no `name`. (No column of its own: a
         // full refresh through a copy job replaces the schema, and bqemulator
         // copies by position.)
@@ -225,11 +209,7 @@ async fn an_existing_table_gains_columns_is_relaxed_or_is_refused_naming_the_cha
 
         // A type BigQuery cannot change: refused before any row, naming all of it.
         let bad = dataset(&format!("evolve_bad_{destination}"));
-        let config = destinations(e, &bad)
-            .into_iter()
-            .find(|(d, _)| *d == destination)
-            .unwrap()
-            .1;
+        let config = self::config(e, destination, &bad);
         create_table(e, &bad, "t", json!([{"name": "id", "type": "STRING"}]), Value::Null).await;
         let yaml = dummy_pipeline(5, 5, &["t"], destination, &format!("{config}{EVOLVING}"));
         let (status, stderr, result) = run_binary(yaml).await;
@@ -246,18 +226,13 @@ async fn an_existing_table_gains_columns_is_relaxed_or_is_refused_naming_the_cha
 
 #[tokio::test]
 async fn enforce_partitioning_rebuilds_a_table_on_a_full_refresh_only_when_asked() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
-    for destination in ["bigquery", "bigquery_streaming_v2"] {
+    let (e, _held) = hold().await;
+    for destination in &DESTINATIONS[..2] {
         for enforce in [false, true] {
             let ds = dataset(&format!("enforce_{destination}_{enforce}"));
-            let config = destinations(e, &ds)
-                .into_iter()
-                .find(|(d, _)| *d == destination)
-                .unwrap()
-                .1;
+            let config = config(e, destination, &ds);
             // A legacy, unpartitioned table with Bizon's raw columns.
-            let data = if destination == "bigquery" { "STRING" } else { "JSON" };
+            let data = if *destination == "bigquery" { "STRING" } else { "JSON" };
             let fields = json!([
                 {"name": "_source_record_id", "type": "STRING"}, {"name": "_source_timestamp", "type": "TIMESTAMP"},
                 {"name": "_source_data", "type": data}, {"name": "_bizon_extracted_at", "type": "TIMESTAMP"},
@@ -285,8 +260,7 @@ async fn enforce_partitioning_rebuilds_a_table_on_a_full_refresh_only_when_asked
 
 #[tokio::test]
 async fn insert_all_waits_as_long_as_retry_after_says() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("retry_after");
     let server = fault::start(
         &e.rest,

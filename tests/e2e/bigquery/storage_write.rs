@@ -2,15 +2,12 @@
 //! AppendRows connection per table, `write_stream` on its first request only),
 //! through the binary against the Storage Write stand-in
 //! (support/storage_write.rs); datasets and tables against bqemulator's REST.
-//! A module of tests/e2e/bigquery.rs: one test binary, one pair of emulators.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::emulators::PROJECT;
-use super::storage_write::{self, Faults, StandIn};
-use super::{dataset, emulators, indent, run_binary, serial};
+use super::{dataset, indent, run_binary};
+use crate::support::emulators::{hold, Emulators, PROJECT};
+use crate::support::storage_write::{self, Faults, StandIn};
 
 const TOTAL: u64 = 1200;
 
@@ -49,23 +46,26 @@ fn by_connection(standin: &StandIn) -> BTreeMap<usize, Vec<storage_write::Seen>>
     out
 }
 
-fn assert_ok(status: std::process::ExitStatus, stderr: &str, result: &Value) {
+/// A run of [`pipeline`] in `write_mode`, into dataset `name`, against a
+/// fresh stand-in with `faults`: it succeeds, each record once in its
+/// table. The stand-in, to look at what it was sent.
+async fn run_ok(e: &Emulators, faults: Faults, name: &str, write_mode: &str) -> StandIn {
+    let standin = storage_write::start(faults);
+    let ds = dataset(name);
+    let yaml = pipeline(&e.rest, &standin, &ds, &format!("write_mode: {write_mode}"));
+    let (status, stderr, result) = run_binary(yaml).await;
     assert!(status.success(), "bizon-host failed: {stderr}\n{result}");
     assert_eq!(result["records_written"], TOTAL, "{result}");
+    assert_each_once(&standin, &format!("{PROJECT}.{ds}.a"), 0);
+    assert_each_once(&standin, &format!("{PROJECT}.{ds}.b"), 1);
+    standin
 }
 
 #[tokio::test]
 async fn storage_write_keeps_one_connection_per_table_with_write_stream_on_its_first_request_only() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     for mode in ["default", "exactly_once"] {
-        let standin = storage_write::start(Faults::default());
-        let ds = dataset(&format!("sw_long_{mode}"));
-        let yaml = pipeline(&e.rest, &standin, &ds, &format!("write_mode: {mode}"));
-        let (status, stderr, result) = run_binary(yaml).await;
-        assert_ok(status, &stderr, &result);
-        assert_each_once(&standin, &format!("{PROJECT}.{ds}.a"), 0);
-        assert_each_once(&standin, &format!("{PROJECT}.{ds}.b"), 1);
+        let standin = run_ok(e, Faults::default(), &format!("sw_long_{mode}"), mode).await;
         let connections = by_connection(&standin);
         // One long-lived connection per table, not one per append.
         assert_eq!(connections.len(), 2, "{mode}: connections {connections:?}");
@@ -102,19 +102,14 @@ async fn storage_write_keeps_one_connection_per_table_with_write_stream_on_its_f
 
 #[tokio::test]
 async fn storage_write_connection_dropped_mid_append_is_resumed_without_loss_or_duplicates() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     // Default stream: every connection closed at its 4th append, unwritten;
     // the client opens a new one and sends the append again.
-    let standin = storage_write::start(Faults {
+    let faults = Faults {
         close_after: Some((3, false)),
         lose: None,
-    });
-    let ds = dataset("sw_drop_default");
-    let (status, stderr, result) = run_binary(pipeline(&e.rest, &standin, &ds, "write_mode: default")).await;
-    assert_ok(status, &stderr, &result);
-    assert_each_once(&standin, &format!("{PROJECT}.{ds}.a"), 0);
-    assert_each_once(&standin, &format!("{PROJECT}.{ds}.b"), 1);
+    };
+    let standin = run_ok(e, faults, "sw_drop_default", "default").await;
     let seen = standin.seen();
     assert!(seen.iter().filter(|s| s.answer == "closed").count() >= 2, "{seen:?}");
     assert!(by_connection(&standin).len() > 2);
@@ -123,15 +118,11 @@ async fn storage_write_connection_dropped_mid_append_is_resumed_without_loss_or_
     // connection closes without an answer. The host attaches to the stream
     // again and resends the batch at the same offsets: what landed answers
     // ALREADY_EXISTS and counts as written, the rest is appended.
-    let standin = storage_write::start(Faults {
+    let faults = Faults {
         close_after: Some((3, true)),
         lose: None,
-    });
-    let ds = dataset("sw_drop_exactly_once");
-    let (status, stderr, result) = run_binary(pipeline(&e.rest, &standin, &ds, "write_mode: exactly_once")).await;
-    assert_ok(status, &stderr, &result);
-    assert_each_once(&standin, &format!("{PROJECT}.{ds}.a"), 0);
-    assert_each_once(&standin, &format!("{PROJECT}.{ds}.b"), 1);
+    };
+    let standin = run_ok(e, faults, "sw_drop_exactly_once", "exactly_once").await;
     let seen = standin.seen();
     assert!(seen.iter().any(|s| s.answer == "closed"), "{seen:?}");
     assert!(seen.iter().any(|s| s.answer == "ALREADY_EXISTS"), "{seen:?}");
@@ -148,8 +139,7 @@ async fn storage_write_connection_dropped_mid_append_is_resumed_without_loss_or_
 
 #[tokio::test]
 async fn storage_write_gap_in_a_committed_stream_stops_the_run_with_out_of_range_named() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     // The 2nd append of each stream (the end of its first batch) is
     // acknowledged but lost: the next batch's offsets are past the stream's
     // end, however often it is retried. Nothing may be skipped to get past it.

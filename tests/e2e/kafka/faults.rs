@@ -3,30 +3,33 @@
 //! commits that fail, and the broker going down and coming back. The
 //! `bizon-host` binary connects to it like to any broker. Each test asserts
 //! that no offset is missing and counts the duplicates.
-//! A module of tests/e2e/kafka.rs.
 
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-use super::kafka::{unique, Broker};
-use super::{assert_all_present, pipeline, positions, produce_json, rows, signal, start, wait_until, write};
+use super::{
+    assert_all_present, interrupt, log_of, positions, positions_in, produce_json, rows, start_streaming,
+    wait_for_commits,
+};
+use crate::support::kafka::{unique, Broker};
+use crate::support::wait_until;
 
 const PARTITIONS: i32 = 3;
 
-/// A one-broker mock cluster with a fresh topic of `PARTITIONS` partitions.
-fn cluster() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    Broker,
-    String,
-) {
+type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+/// A one-broker mock cluster with a fresh topic of `PARTITIONS` partitions
+/// holding `messages` JSON messages.
+fn cluster(messages: usize) -> (Mock, Broker, String) {
     let mock = MockCluster::new(1).unwrap();
     let topic = unique("t");
     mock.create_topic(&topic, PARTITIONS, 1).unwrap();
     let b = Broker {
         servers: mock.bootstrap_servers(),
     };
+    produce_json(&b, &topic, PARTITIONS, messages, 0);
     (mock, b, topic)
 }
 
@@ -35,8 +38,7 @@ const QUICK_COMMITS: &str = "    auto.commit.interval.ms: 300\n";
 
 #[test]
 fn commit_errors_are_retried_at_the_next_commit_and_nothing_is_lost() {
-    let (mock, b, topic) = cluster();
-    produce_json(&b, &topic, PARTITIONS, 150, 0);
+    let (mock, b, topic) = cluster(150);
     // The coordinator refuses the next commits; later ones go through.
     mock.request_errors(
         RDKafkaApiKey::OffsetCommit,
@@ -44,31 +46,18 @@ fn commit_errors_are_retried_at_the_next_commit_and_nothing_is_lost() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (group, out) = (unique("g"), dir.path().join("out"));
-    let yaml = write(
-        dir.path(),
-        "p.yaml",
-        &pipeline(&b, &group, &[(&topic, "t")], "stream", &out, QUICK_COMMITS),
-    );
-    let log = dir.path().join("log");
-    let mut child = start(&yaml, &log);
-    wait_until("150 rows", Duration::from_secs(60), || rows(&out).len() >= 150);
-    let highs = b.high_watermarks(&topic, PARTITIONS);
-    wait_until(
-        "the offsets committed after the refusals",
-        Duration::from_secs(30),
-        || b.committed(&group, &topic, PARTITIONS) == highs,
-    );
-    signal(&child, "-TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    let log = std::fs::read_to_string(&log).unwrap();
+    let mut child = start_streaming(&b, &group, &topic, &out, QUICK_COMMITS, &[]);
+    wait_until("150 rows", || rows(&out).len() >= 150);
+    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS);
+    interrupt(&mut child, &out);
+    let log = log_of(&out);
     assert!(log.contains("commit failed, retried at the next one"), "{log}");
     assert_eq!(assert_all_present(&positions(&rows(&out)), &topic, &highs), 0);
 }
 
 #[test]
 fn commits_refused_until_the_end_leave_the_offsets_to_be_read_again_and_nothing_is_lost() {
-    let (mock, b, topic) = cluster();
-    produce_json(&b, &topic, PARTITIONS, 150, 0);
+    let (mock, b, topic) = cluster(150);
     mock.request_errors(
         RDKafkaApiKey::OffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 1000],
@@ -76,38 +65,22 @@ fn commits_refused_until_the_end_leave_the_offsets_to_be_read_again_and_nothing_
     let dir = tempfile::tempdir().unwrap();
     let group = unique("g");
     let first = dir.path().join("first");
-    let yaml = write(
-        dir.path(),
-        "p.yaml",
-        &pipeline(&b, &group, &[(&topic, "t")], "stream", &first, QUICK_COMMITS),
-    );
-    let mut child = start(&yaml, &dir.path().join("log"));
-    wait_until("150 rows", Duration::from_secs(60), || rows(&first).len() >= 150);
+    let mut child = start_streaming(&b, &group, &topic, &first, QUICK_COMMITS, &[]);
+    wait_until("150 rows", || rows(&first).len() >= 150);
+    // Time for commits to be tried (and refused) after the last write.
     std::thread::sleep(Duration::from_secs(1));
-    signal(&child, "-TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(130));
+    interrupt(&mut child, &first);
     assert_eq!(b.committed(&group, &topic, PARTITIONS), vec![-1; PARTITIONS as usize]);
 
     // The coordinator takes commits again: the next run reads it all again.
     mock.clear_request_errors(RDKafkaApiKey::OffsetCommit);
     let second = dir.path().join("second");
-    let yaml = write(
-        dir.path(),
-        "p2.yaml",
-        &pipeline(&b, &group, &[(&topic, "t")], "stream", &second, QUICK_COMMITS),
-    );
-    let mut child = start(&yaml, &dir.path().join("log2"));
-    wait_until("150 rows again", Duration::from_secs(60), || rows(&second).len() >= 150);
-    let highs = b.high_watermarks(&topic, PARTITIONS);
-    wait_until("the offsets committed", Duration::from_secs(30), || {
-        b.committed(&group, &topic, PARTITIONS) == highs
-    });
-    signal(&child, "-TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    let mut all = positions(&rows(&first));
-    all.extend(positions(&rows(&second)));
+    let mut child = start_streaming(&b, &group, &topic, &second, QUICK_COMMITS, &[]);
+    wait_until("150 rows again", || rows(&second).len() >= 150);
+    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS);
+    interrupt(&mut child, &second);
     assert_eq!(
-        assert_all_present(&all, &topic, &highs),
+        assert_all_present(&positions_in(&[&first, &second]), &topic, &highs),
         150,
         "everything of the first run is read again, once"
     );
@@ -115,22 +88,12 @@ fn commits_refused_until_the_end_leave_the_offsets_to_be_read_again_and_nothing_
 
 #[test]
 fn broker_down_and_up_mid_run_loses_nothing() {
-    let (mock, b, topic) = cluster();
-    produce_json(&b, &topic, PARTITIONS, 90, 0);
+    let (mock, b, topic) = cluster(90);
     let dir = tempfile::tempdir().unwrap();
     let (group, out) = (unique("g"), dir.path().join("out"));
-    let yaml = write(
-        dir.path(),
-        "p.yaml",
-        &pipeline(&b, &group, &[(&topic, "t")], "stream", &out, QUICK_COMMITS),
-    );
-    let log = dir.path().join("log");
-    let mut child = start(&yaml, &log);
-    wait_until("90 rows", Duration::from_secs(60), || rows(&out).len() >= 90);
-    let committed = b.high_watermarks(&topic, PARTITIONS);
-    wait_until("the first 90 committed", Duration::from_secs(30), || {
-        b.committed(&group, &topic, PARTITIONS) == committed
-    });
+    let mut child = start_streaming(&b, &group, &topic, &out, QUICK_COMMITS, &[]);
+    wait_until("90 rows", || rows(&out).len() >= 90);
+    let committed = wait_for_commits(&b, &group, &topic, PARTITIONS);
     // Down for 4 s (fetches, heartbeats and commits fail), then back; what
     // was produced meanwhile waits in the producer.
     mock.broker_down(1).unwrap();
@@ -149,19 +112,14 @@ fn broker_down_and_up_mid_run_loses_nothing() {
         );
     }
     producer.flush();
-    wait_until("180 rows", Duration::from_secs(90), || rows(&out).len() >= 180);
-    let highs = b.high_watermarks(&topic, PARTITIONS);
-    wait_until("the offsets committed", Duration::from_secs(60), || {
-        b.committed(&group, &topic, PARTITIONS) == highs
-    });
-    signal(&child, "-TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(130));
+    wait_until("180 rows", || rows(&out).len() >= 180);
+    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS);
+    interrupt(&mut child, &out);
     let found = positions(&rows(&out));
     let duplicates = assert_all_present(&found, &topic, &highs);
     eprintln!("broker down/up: {duplicates} duplicates");
     // What was committed before the outage is never read again; if the
     // outage cost the membership, what came after may be (at least once).
     let before: Vec<_> = found.iter().filter(|(_, p, o)| *o < committed[*p as usize]).collect();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(before.len(), 90, "committed offsets read again\n{log}");
+    assert_eq!(before.len(), 90, "committed offsets read again\n{}", log_of(&out));
 }
