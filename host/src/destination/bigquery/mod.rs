@@ -10,6 +10,7 @@ mod identity;
 mod jobs;
 pub mod load;
 mod partitioning;
+mod replays;
 mod rest;
 pub mod schema;
 pub mod streaming;

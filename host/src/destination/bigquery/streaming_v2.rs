@@ -37,6 +37,7 @@ use super::auth;
 use super::config::{AppendConnections, BigQueryStreamingV2Config, WriteMode, MAX_ROWS_PER_REQUEST};
 use super::errors::{classify, describe, is_code};
 use super::partitioning;
+use super::replays::Replays;
 use super::schema::TableSpec;
 use super::schema::{table_batch, SourceDataType, TableRef};
 use super::tables::Tables;
@@ -61,6 +62,11 @@ pub struct StreamingV2 {
     staging: Mutex<HashMap<TableRef, Arc<OnceCell<Staged>>>>,
     /// Names this run's publish jobs apart from any other run's.
     run: String,
+    /// Rows a crashed run wrote after its last commit, recognised when read again.
+    replays: Replays,
+    /// The source resumes from commits (Kafka): an incremental stage left
+    /// by a crashed run holds records not committed, read again now.
+    resumed: std::sync::atomic::AtomicBool,
     /// Default-stream batches a write left unfinished, by destination_id and
     /// sequence: the chunks that landed, and the rows refused in them.
     landed: Mutex<HashMap<(Arc<str>, u64), Landed>>,
@@ -151,6 +157,8 @@ pub async fn build(c: &BigQueryStreamingV2Config) -> Result<StreamingV2, Destina
         staging: Mutex::default(),
         run: format!("{:08x}", fastrand::u32(..)),
         landed: Mutex::default(),
+        replays: Replays::default(),
+        resumed: Default::default(),
         connection_per_append: match c.append_connections {
             Some(AppendConnections::PerAppend) => true,
             Some(AppendConnections::PerTable) => false,
@@ -242,7 +250,9 @@ impl StreamingV2 {
     /// The table a destination_id's rows are appended to this run, ready:
     /// on a full refresh a crashed run's temp table is dropped first (its
     /// rows are never published); an incremental stage is kept (its rows were
-    /// acknowledged to the source). Created or evolved once per run.
+    /// acknowledged to the source) unless the source resumes from commits
+    /// (Kafka commits only once published: a crashed run's stage is read
+    /// again). Created or evolved once per run.
     async fn stage(&self, destination_id: &str) -> Result<Staged, DestinationError> {
         let (main, spec) = self.target.resolve(destination_id).await?;
         let cell = self
@@ -260,7 +270,8 @@ impl StreamingV2 {
             };
             let tables = &self.target.tables;
             tables.ensure_dataset(&rows_to.project, &rows_to.dataset).await?;
-            if self.sync_mode == SyncMode::FullRefresh {
+            let resumed = self.resumed.load(std::sync::atomic::Ordering::Relaxed);
+            if self.sync_mode == SyncMode::FullRefresh || (self.sync_mode == SyncMode::Incremental && resumed) {
                 tables.drop_table(&rows_to).await?;
             }
             tables.ensure_table(&rows_to, &spec).await?;
@@ -458,6 +469,23 @@ impl StreamingV2 {
         }
     }
 
+    /// One batch (less what a crashed run wrote already) into `table`.
+    async fn append(&self, table: &TableRef, batch: &Batch) -> Result<u64, DestinationError> {
+        let shaped = table_batch(&batch.records, self.target.options.unnest)?;
+        let chunks = chunks(&shaped, self.max_rows, REQUEST_BUDGET)?;
+        let cell = self.writer(table, &shaped).await?;
+        match cell.get().expect("initialised above") {
+            TableWriter::Default(w, schema) => {
+                let key = (batch.destination_id.clone(), batch.sequence);
+                self.write_default(key, table, w, schema, &shaped, chunks).await
+            }
+            TableWriter::Committed(c) => {
+                self.write_committed(table, c, batch.sequence, chunks, shaped.num_rows())
+                    .await
+            }
+        }
+    }
+
     /// Committed stream: each chunk at its offset. A retry of the same batch
     /// reuses the offsets, so chunks that landed answer ALREADY_EXISTS.
     async fn write_committed(
@@ -549,23 +577,42 @@ impl Destination for StreamingV2 {
     }
 
     async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
-        if batch.records.num_rows() == 0 {
+        let total = batch.records.num_rows() as u64;
+        if total == 0 {
             return Ok(0);
         }
-        let table = self.stage(&batch.destination_id).await?.rows_to;
-        let shaped = table_batch(&batch.records, self.target.options.unnest)?;
-        let chunks = chunks(&shaped, self.max_rows, REQUEST_BUDGET)?;
-        let cell = self.writer(&table, &shaped).await?;
-        match cell.get().expect("initialised above") {
-            TableWriter::Default(w, schema) => {
-                let key = (batch.destination_id.clone(), batch.sequence);
-                self.write_default(key, &table, w, schema, &shaped, chunks).await
+        let staged = self.stage(&batch.destination_id).await?;
+        let kept = self.replays.filter(batch)?;
+        let written = match &kept {
+            Some(kept) if kept.batch.records.num_rows() == 0 => Ok(0),
+            Some(kept) => self.append(&staged.rows_to, &kept.batch).await,
+            None => self.append(&staged.rows_to, batch).await,
+        };
+        match (written, &kept) {
+            (Ok(_), _) => {
+                self.replays
+                    .written(&batch.destination_id, &staged.main, &batch.records);
+                Ok(total)
             }
-            TableWriter::Committed(c) => {
-                self.write_committed(&table, c, batch.sequence, chunks, shaped.num_rows())
-                    .await
-            }
+            (Err(DestinationError::Rejected(rows)), Some(kept)) => Err(DestinationError::Rejected(
+                rows.into_iter().map(|r| kept.original(r)).collect(),
+            )),
+            (Err(e), _) => Err(e),
         }
+    }
+
+    fn position(&self, destination_id: &str) -> Option<String> {
+        self.replays.position(destination_id)
+    }
+
+    async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
+        self.resumed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
+        self.replays.load(&self.target.tables, positions, table_of).await
+    }
+
+    fn replayed(&self) -> u64 {
+        self.replays.replayed()
     }
 
     async fn finalize(&self) -> Result<(), DestinationError> {
