@@ -12,6 +12,7 @@ pub mod advertised;
 pub mod avro;
 pub mod config;
 mod consumer;
+mod json;
 pub mod message;
 mod metadata_request;
 mod offsets;
