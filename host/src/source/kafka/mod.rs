@@ -17,7 +17,7 @@ pub mod message;
 mod metadata_request;
 mod offsets;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,7 +172,7 @@ impl KafkaSource {
         } else {
             None
         };
-        let mut ends = HashMap::new();
+        let mut ends = Ends::new(now_us() / 1000);
         let mut assignment = TopicPartitionList::new();
         for (topic, partition) in &partitions {
             let (low, high) = consumer
@@ -188,7 +188,7 @@ impl KafkaSource {
             if start >= high {
                 continue;
             }
-            ends.insert((topic.clone(), *partition), high);
+            ends.push((topic.clone(), *partition), high);
             assignment
                 .add_partition_offset(topic, *partition, Offset::Offset(start))
                 .map_err(|e| fail(e.to_string()))?;
@@ -196,14 +196,106 @@ impl KafkaSource {
         consumer
             .assign(&assignment)
             .map_err(|e| fail(format!("cannot assign the partitions: {e}")))?;
-        consumer.context().shared().assigned = ends.keys().cloned().collect();
-        Ok((consumer, Some(Ends(ends))))
+        consumer.context().shared().assigned = ends.parts.iter().map(|e| e.tp.clone()).collect();
+        Ok((consumer, Some(ends)))
     }
 }
 
-/// Partitions of a full refresh or incremental run not read to their end
-/// yet, with the high watermark seen at start.
-struct Ends(HashMap<Tp, i64>);
+/// The partitions of a full refresh or incremental run, each with the high
+/// watermark seen at start (ListOffsets) and whether it was read to it.
+struct Ends {
+    parts: Vec<End>,
+    /// Partitions not read to their end yet.
+    open: usize,
+    /// The partition of the last message: messages come in runs of one.
+    last: usize,
+    /// When the watermarks were asked for, ms since the epoch.
+    listed_at_ms: i64,
+}
+
+struct End {
+    tp: Tp,
+    high: i64,
+    done: bool,
+    /// A message past the end looked older than the run.
+    noticed: bool,
+}
+
+/// How much older than the ListOffsets request a message past the end must
+/// look before the broker is said to have answered short: producers' clocks
+/// are not ours.
+const CLOCK_SLACK_MS: i64 = 1000;
+
+impl Ends {
+    fn new(listed_at_ms: i64) -> Self {
+        Self {
+            parts: Vec::new(),
+            open: 0,
+            last: 0,
+            listed_at_ms,
+        }
+    }
+
+    fn push(&mut self, tp: Tp, high: i64) {
+        self.parts.push(End {
+            tp,
+            high,
+            done: false,
+            noticed: false,
+        });
+        self.open += 1;
+    }
+
+    fn find(&mut self, topic: &str, partition: i32) -> Option<&mut End> {
+        let matches = |e: &End| e.tp.1 == partition && &*e.tp.0 == topic;
+        if !self.parts.get(self.last).is_some_and(matches) {
+            self.last = self.parts.iter().position(matches)?;
+        }
+        Some(&mut self.parts[self.last])
+    }
+
+    fn finish(&mut self, at: usize) {
+        if !self.parts[at].done {
+            self.parts[at].done = true;
+            self.open -= 1;
+        }
+    }
+
+    /// Whether the message at `offset` is this run's (below the end seen at
+    /// start); the partition is done with its last one.
+    ///
+    /// A message past the end that is older than the ListOffsets request
+    /// means the broker answered short (tansu answers the last record
+    /// batch's base offset + 1): the run still stops at the end it was
+    /// given, as a full refresh must stop somewhere, but says so once per
+    /// partition, with the offset it stopped at.
+    fn admit(&mut self, topic: &str, partition: i32, offset: i64, timestamp_ms: Option<i64>) -> bool {
+        let listed_at_ms = self.listed_at_ms;
+        let Some(end) = self.find(topic, partition) else {
+            return false;
+        };
+        if offset < end.high && !end.done {
+            if offset + 1 >= end.high {
+                self.finish(self.last);
+            }
+            return true;
+        }
+        if !end.noticed && timestamp_ms.is_some_and(|t| t < listed_at_ms - CLOCK_SLACK_MS) {
+            end.noticed = true;
+            tracing::warn!(
+                "kafka: {topic}/{partition}: the broker gave {} as the end of the partition, but offset {offset} \
+                 was written before this run asked (its timestamp is {} ms earlier); this run stops at {} and \
+                 leaves the rest for the next one. The broker answers ListOffsets short (tansu answers the last \
+                 record batch's first offset + 1)",
+                end.high,
+                listed_at_ms - timestamp_ms.unwrap_or_default(),
+                end.high
+            );
+        }
+        self.finish(self.last);
+        false
+    }
+}
 
 impl SourceTask for KafkaSource {
     fn run(self: Box<Self>, link: SourceLink) {
@@ -241,6 +333,7 @@ impl SourceTask for KafkaSource {
             stop: &stop,
             ends,
             stash: VecDeque::new(),
+            topics: Vec::new(),
             sequence: 0,
             skipped: 0,
             last_commit: Instant::now(),
@@ -270,6 +363,17 @@ impl SourceTask for KafkaSource {
     }
 }
 
+/// A page being filled.
+struct PageParts {
+    read_at: i64,
+    records: Vec<crate::record::SourceRecord>,
+    /// Next offset of each partition the page reached.
+    next: Vec<(Tp, i64)>,
+    letters: Vec<crate::dead_letter::Letter>,
+    /// Messages of this run taken (records, skips and letters).
+    seen: u64,
+}
+
 struct Reader<'a> {
     source: &'a KafkaSource,
     consumer: &'a KafkaConsumer,
@@ -278,6 +382,8 @@ struct Reader<'a> {
     ends: Option<Ends>,
     /// Messages polled while the partitions were being paused.
     stash: VecDeque<OwnedMessage>,
+    /// Topic names as the offsets bookkeeping holds them, made once.
+    topics: Vec<Arc<str>>,
     sequence: u64,
     skipped: u64,
     last_commit: Instant,
@@ -302,7 +408,7 @@ impl Reader<'_> {
             if let Some(outside) = self.context().shared().outside.take() {
                 return Err(SourceError::Kafka(outside));
             }
-            if self.ends.as_ref().is_some_and(|e| e.0.is_empty()) {
+            if self.ends.as_ref().is_some_and(|e| e.open == 0) {
                 return Ok(true);
             }
             let Some(page) = self.next_page()? else { continue };
@@ -322,21 +428,25 @@ impl Reader<'_> {
     }
 
     /// One page of up to `batch_size` messages: waits up to one poll for
-    /// the first, then takes what is already fetched.
+    /// the first, then takes what is already fetched. Messages are decoded
+    /// where librdkafka holds them, never copied out first.
     fn next_page(&mut self) -> Result<Option<Page>, SourceError> {
-        let batch = self.source.config.batch_size;
-        let read_at = now_us();
-        let mut records = Vec::new();
-        let mut next: HashMap<Tp, i64> = HashMap::new();
-        let mut letters = Vec::new();
-        let mut seen = 0u64;
+        let batch = self.source.config.batch_size as u64;
+        let mut page = PageParts {
+            read_at: now_us(),
+            records: Vec::with_capacity(batch.min(10_000) as usize),
+            next: Vec::new(),
+            letters: Vec::new(),
+            seen: 0,
+        };
         let mut wait = POLL;
-        while seen < batch as u64 {
-            let message = match self.stash.pop_front() {
-                Some(m) => m,
-                None => match self.consumer.poll(wait) {
+        while page.seen < batch {
+            if let Some(m) = self.stash.pop_front() {
+                self.take(&m, &mut page)?;
+            } else {
+                match self.consumer.poll(wait) {
                     None => break,
-                    Some(Ok(m)) => m.detach(),
+                    Some(Ok(m)) => self.take(&m, &mut page)?,
                     Some(Err(KafkaError::PartitionEOF(partition))) => {
                         self.partition_eof(partition);
                         continue;
@@ -345,80 +455,82 @@ impl Reader<'_> {
                         tracing::warn!("kafka: {e}");
                         continue;
                     }
-                },
-            };
+                }
+            }
             wait = Duration::ZERO;
-            let tp: Tp = (Arc::from(message.topic()), message.partition());
-            if let Some(ends) = &mut self.ends {
-                match ends.0.get(&tp) {
-                    // Past the high watermark seen at start: not this run's.
-                    None => continue,
-                    Some(&high) if message.offset() >= high => {
-                        ends.0.remove(&tp);
-                        continue;
-                    }
-                    Some(&high) => {
-                        if message.offset() + 1 >= high {
-                            ends.0.remove(&tp);
-                        }
-                    }
-                }
-            }
-            seen += 1;
-            next.insert(tp, message.offset() + 1);
-            match self.source.decoder.decode(&message, read_at) {
-                Decoded::Record(r) => records.push(r),
-                Decoded::Skipped(why) => {
-                    tracing::debug!(why, "kafka: skipped a message");
-                    self.skipped += 1;
-                }
-                Decoded::Failed(error) => {
-                    return Err(SourceError::Kafka(format!(
-                        "topic {} partition {} offset {}: {error}",
-                        message.topic(),
-                        message.partition(),
-                        message.offset()
-                    )))
-                }
-                Decoded::Bad(error) => match &self.source.dead_letters {
-                    Some(_) => letters.push(message::letter(&message, error)),
-                    None => {
-                        return Err(SourceError::Kafka(format!(
-                            "topic {} partition {} offset {}: {error} (set skip_message_on_decode_error \
-                             or a dead_letter to go on)",
-                            message.topic(),
-                            message.partition(),
-                            message.offset()
-                        )))
-                    }
-                },
-            }
         }
-        if seen == 0 {
+        if page.seen == 0 {
             return Ok(None);
         }
         if let Some(dl) = &self.source.dead_letters {
-            dl.saw(seen);
-            if !letters.is_empty() {
-                let n = letters.len() as u64;
+            dl.saw(page.seen);
+            if !page.letters.is_empty() {
+                let n = page.letters.len() as u64;
                 // Written before the page goes out, so that the offsets it
                 // lets commit are covered.
-                let sent = dl.send(&letters);
+                let sent = dl.send(&page.letters);
                 self.context().stats.dead_letters.fetch_add(n, Ordering::Relaxed);
                 sent?;
             }
         }
         let sequence = self.sequence;
         self.sequence += 1;
-        self.context()
-            .shared()
-            .offsets
-            .page(sequence, next.into_iter().collect());
+        self.context().shared().offsets.page(sequence, page.next);
         Ok(Some(Page {
             sequence,
-            extracted_at_us: read_at,
-            records,
+            extracted_at_us: page.read_at,
+            records: page.records,
         }))
+    }
+
+    /// Adds one message to the page: a record, a skip or a dead letter.
+    fn take<M: Message>(&mut self, message: &M, page: &mut PageParts) -> Result<(), SourceError> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if let Some(ends) = &mut self.ends {
+            if !ends.admit(topic, partition, offset, message.timestamp().to_millis()) {
+                return Ok(());
+            }
+        }
+        page.seen += 1;
+        match page
+            .next
+            .iter_mut()
+            .find(|(tp, _)| tp.1 == partition && &*tp.0 == topic)
+        {
+            Some((_, next)) => *next = offset + 1,
+            None => {
+                let topic = match self.topics.iter().find(|t| &***t == topic) {
+                    Some(t) => t.clone(),
+                    None => {
+                        self.topics.push(Arc::from(topic));
+                        self.topics[self.topics.len() - 1].clone()
+                    }
+                };
+                page.next.push(((topic, partition), offset + 1));
+            }
+        }
+        match self.source.decoder.decode(message, page.read_at) {
+            Decoded::Record(r) => page.records.push(r),
+            Decoded::Skipped(why) => {
+                tracing::debug!(why, "kafka: skipped a message");
+                self.skipped += 1;
+            }
+            Decoded::Failed(error) => {
+                return Err(SourceError::Kafka(format!(
+                    "topic {topic} partition {partition} offset {offset}: {error}"
+                )))
+            }
+            Decoded::Bad(error) => match &self.source.dead_letters {
+                Some(_) => page.letters.push(message::letter(message, error)),
+                None => {
+                    return Err(SourceError::Kafka(format!(
+                        "topic {topic} partition {partition} offset {offset}: {error} (set \
+                         skip_message_on_decode_error or a dead_letter to go on)"
+                    )))
+                }
+            },
+        }
+        Ok(())
     }
 
     /// End of a partition in a full refresh: done if its position reached
@@ -429,16 +541,19 @@ impl Reader<'_> {
         let Ok(positions) = self.consumer.position() else {
             return;
         };
-        ends.0.retain(|(topic, p), high| {
-            if *p != partition {
-                return true;
+        for at in 0..ends.parts.len() {
+            let end = &ends.parts[at];
+            if end.tp.1 != partition || end.done {
+                continue;
             }
             let position = positions
-                .find_partition(topic, *p)
+                .find_partition(&end.tp.0, partition)
                 .and_then(|e| e.offset().to_raw())
                 .unwrap_or(-1);
-            position < *high
-        });
+            if position >= end.high {
+                ends.finish(at);
+            }
+        }
     }
 
     /// Hands `event` to the pipeline. While the pipeline has no room the
