@@ -35,7 +35,10 @@
 //! BENCH_BATCH (the source's batch_size, 1000), BENCH_ONLY (a comma list of
 //! `host,file,flatten,wasm,bigquery_streaming_v2`; all that can run by
 //! default), BIZON_HOST (another binary to measure, e.g. an older build),
-//! BENCH_LOG=debug (the runs' logs).
+//! BENCH_LOG=debug (the runs' logs), BENCH_TOPIC (read this topic if the
+//! broker has it, else create and fill it under that name: with a broker
+//! left running, BIZON_TEST_KAFKA_BROKERS=127.0.0.1:PORT, later runs and
+//! `perf record` of a single bizon-host run skip the minute of producing).
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/support/emulators.rs"]
@@ -320,15 +323,47 @@ fn end_to_end(records: u64, partitions: i32, targets: &[Target]) {
         println!("(end to end skipped: no broker)");
         return;
     };
-    let topic = kafka::unique("bench");
-    b.create_topic(&topic, partitions);
+    let topic = match std::env::var("BENCH_TOPIC") {
+        Ok(topic) if exists(&b.servers, &topic) => {
+            println!("reading {topic} as it is (BENCH_TOPIC)");
+            topic
+        }
+        named => {
+            let topic = named.unwrap_or_else(|_| kafka::unique("bench"));
+            produce(b, &topic, records, partitions);
+            topic
+        }
+    };
+    rounds(b, &topic, records, partitions, targets);
+}
+
+/// Whether the broker has `topic`.
+fn exists(servers: &str, topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .expect("a client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+}
+
+/// The topic's messages, producer-batched, the last of each partition in a
+/// batch of its own.
+fn produce(b: &kafka::Broker, topic: &str, records: u64, partitions: i32) {
+    b.create_topic(topic, partitions);
     let started = Instant::now();
     let producer = b.bulk_producer();
     let last = records - partitions as u64;
     let send = |i: u64| {
         let (k, v) = (key(i), value(i));
         producer.send(
-            &topic,
+            topic,
             (i % partitions as u64) as i32,
             Some(k.as_bytes()),
             Some(v.as_bytes()),
@@ -343,9 +378,13 @@ fn end_to_end(records: u64, partitions: i32, targets: &[Target]) {
         producer.flush();
     }
     println!(
-        "produced {records} messages in {partitions} partitions in {:.1} s",
+        "produced {records} messages in {partitions} partitions of {topic} in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Bare consumer and bizon-host, alternately, for every target.
+fn rounds(b: &kafka::Broker, topic: &str, records: u64, partitions: i32, targets: &[Target]) {
     let rounds: usize = env_or("BENCH_ROUNDS", 2);
     let batch: usize = env_or("BENCH_BATCH", 1000);
     let binary = std::env::var_os("BIZON_HOST")
