@@ -17,7 +17,8 @@
 //!   with them and drops them instead of publishing them twice.
 //! - `stream`: every flush appends to `{id}.json` directly.
 //!
-//! Each flush ends with an fsync, and a flush writes whole lines only. Every
+//! A flush writes whole lines only and, in `incremental` and `stream`, ends
+//! with an fsync (a full refresh's temp file is fsynced once, when published). Every
 //! path is opened without following links (see `nofollow`): the directory may
 //! be shared with a plugin that can plant them.
 
@@ -267,6 +268,13 @@ impl OutputFile {
                     file.write_all(&self.scratch)
                         .map_err(|e| io_error(&path, "cannot write", e))?;
                     start_writeback(file);
+                }
+                // A full refresh's temp file is published (fsynced, then
+                // renamed) at the end and its offsets committed after that;
+                // a crashed run's file is thrown away, so an fsync per flush
+                // would only make the writer wait for the disk meanwhile.
+                if self.mode == SyncMode::FullRefresh {
+                    return Ok(());
                 }
                 file.sync_data().map_err(|e| io_error(&path, "cannot sync", e))
             }

@@ -10,6 +10,7 @@
 
 pub mod advertised;
 pub mod avro;
+mod batch;
 pub mod config;
 mod consumer;
 mod json;
@@ -29,6 +30,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::error::TrySendError;
 
+use self::batch::Batches;
 use self::config::{KafkaSourceConfig, MessageEncoding, SyncMode};
 use self::consumer::{Context, KafkaConsumer};
 use self::message::{Decoded, Decoder};
@@ -111,7 +113,9 @@ impl KafkaSource {
         })
     }
 
-    fn connect(&self, context: Context) -> Result<(KafkaConsumer, Option<Ends>), SourceError> {
+    /// The consumer, subscribed in stream mode; otherwise with the
+    /// partitions to assign (not assigned yet) and where each ends.
+    fn connect(&self, context: Context) -> Result<Connected, SourceError> {
         let timeout = Duration::from_secs(self.config.consumer_timeout.max(1));
         if let Some(gate) = &self.config.advertised_within {
             // A group consumer looks up its coordinator, at an advertised
@@ -193,13 +197,29 @@ impl KafkaSource {
                 .add_partition_offset(topic, *partition, Offset::Offset(start))
                 .map_err(|e| fail(e.to_string()))?;
         }
+        Ok((consumer, Some((ends, assignment))))
+    }
+
+    /// Assigns the partitions of a full refresh or incremental run, read in
+    /// batches (see `batch`): their queues are forwarded before the assign
+    /// starts fetching.
+    fn assign<'c>(
+        &self,
+        consumer: &'c KafkaConsumer,
+        ends: &Ends,
+        assignment: &TopicPartitionList,
+    ) -> Result<Batches<'c>, SourceError> {
+        let partitions: Vec<Tp> = ends.parts.iter().map(|e| e.tp.clone()).collect();
+        let batches = Batches::new(consumer, &partitions, self.config.batch_size).map_err(SourceError::Kafka)?;
         consumer
-            .assign(&assignment)
-            .map_err(|e| fail(format!("cannot assign the partitions: {e}")))?;
-        consumer.context().shared().assigned = ends.parts.iter().map(|e| e.tp.clone()).collect();
-        Ok((consumer, Some(ends)))
+            .assign(assignment)
+            .map_err(|e| SourceError::Kafka(format!("cannot assign the partitions: {e}")))?;
+        consumer.context().shared().assigned = partitions.into_iter().collect();
+        Ok(batches)
     }
 }
+
+type Connected = (KafkaConsumer, Option<(Ends, TopicPartitionList)>);
 
 /// The partitions of a full refresh or incremental run, each with the high
 /// watermark seen at start (ListOffsets) and whether it was read to it.
@@ -308,12 +328,22 @@ impl SourceTask for KafkaSource {
         } = link;
         let gate = self.config.advertised_within.clone();
         let context = Context::new(acks, events.clone(), stats.clone(), DRAIN_TIMEOUT, gate);
-        let (consumer, ends) = match self.connect(context) {
+        let (consumer, assigned) = match self.connect(context) {
             Ok(c) => c,
             Err(e) => {
                 let _ = events.blocking_send(SourceEvent::Failed(e));
                 return;
             }
+        };
+        let (ends, batches) = match assigned {
+            None => (None, None),
+            Some((ends, assignment)) => match self.assign(&consumer, &ends, &assignment) {
+                Ok(batches) => (Some(ends), Some(batches)),
+                Err(e) => {
+                    let _ = events.blocking_send(SourceEvent::Failed(e));
+                    return;
+                }
+            },
         };
         // Outside stream mode destinations stage (a temp file or table) and
         // publish at the end: offsets are committed then, once published.
@@ -332,6 +362,7 @@ impl SourceTask for KafkaSource {
             events,
             stop: &stop,
             ends,
+            batches,
             stash: VecDeque::new(),
             topics: Vec::new(),
             sequence: 0,
@@ -352,6 +383,7 @@ impl SourceTask for KafkaSource {
             reader.deliver(event);
         }
         reader.wind_down();
+        drop(reader);
         // Leaves the group now (librdkafka's close), rather than after the
         // session timeout: the others take the partitions at once.
         drop(consumer);
@@ -380,6 +412,8 @@ struct Reader<'a> {
     events: tokio::sync::mpsc::Sender<SourceEvent>,
     stop: &'a std::sync::atomic::AtomicBool,
     ends: Option<Ends>,
+    /// Outside stream mode, where the messages are read from.
+    batches: Option<Batches<'a>>,
     /// Messages polled while the partitions were being paused.
     stash: VecDeque<OwnedMessage>,
     /// Topic names as the offsets bookkeeping holds them, made once.
@@ -418,8 +452,20 @@ impl Reader<'_> {
         }
     }
 
-    /// Takes acknowledgements and commits every `commit_every`.
+    /// Takes acknowledgements and commits every `commit_every`; when the
+    /// messages come in batches, serves the consumer queue's events
+    /// (statistics, errors), which `poll` otherwise serves with them.
     fn housekeeping(&mut self) {
+        if self.batches.is_some() {
+            while let Some(event) = self.consumer.poll(Duration::ZERO) {
+                match event {
+                    // None is forwarded there; kept in order if one were.
+                    Ok(m) => self.stash.push_back(m.detach()),
+                    Err(KafkaError::PartitionEOF(p)) => self.partition_eof(p),
+                    Err(e) => tracing::warn!("kafka: {e}"),
+                }
+            }
+        }
         self.context().take_acks();
         if self.last_commit.elapsed() >= self.commit_every {
             self.context().commit(self.consumer, None);
@@ -443,6 +489,12 @@ impl Reader<'_> {
         while page.seen < batch {
             if let Some(m) = self.stash.pop_front() {
                 self.take(&m, &mut page)?;
+            } else if let Some(mut batches) = self.batches.take() {
+                let read = self.take_batch(&mut batches, wait, batch - page.seen, &mut page);
+                self.batches = Some(batches);
+                if !read? {
+                    break;
+                }
             } else {
                 match self.consumer.poll(wait) {
                     None => break,
@@ -481,6 +533,28 @@ impl Reader<'_> {
             extracted_at_us: page.read_at,
             records: page.records,
         }))
+    }
+
+    /// Takes one read of up to `most` messages into the page; false when
+    /// none came within `wait`.
+    fn take_batch(
+        &mut self,
+        batches: &mut Batches<'_>,
+        wait: Duration,
+        most: u64,
+        page: &mut PageParts,
+    ) -> Result<bool, SourceError> {
+        let mut read = batches.read(wait, most as usize);
+        let mut any = false;
+        while let Some(message) = read.next() {
+            any = true;
+            match message {
+                Ok(m) => self.take(&m, page)?,
+                Err(KafkaError::PartitionEOF(partition)) => self.partition_eof(partition),
+                Err(e) => tracing::warn!("kafka: {e}"),
+            }
+        }
+        Ok(any)
     }
 
     /// Adds one message to the page: a record, a skip or a dead letter.
