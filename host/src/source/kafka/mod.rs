@@ -729,3 +729,28 @@ impl Reader<'_> {
         self.context().commit(self.consumer, None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_ends_at_the_watermark_seen_at_start_and_a_short_answer_is_noticed() {
+        let mut ends = Ends::new(1_000_000);
+        ends.push((Arc::from("t"), 0), 3);
+        ends.push((Arc::from("t"), 1), 1);
+        assert!(ends.admit("t", 0, 0, Some(10)));
+        assert!(ends.admit("t", 1, 0, Some(10)));
+        assert_eq!(ends.open, 1, "partition 1 ended with its last offset");
+        assert!(!ends.admit("u", 0, 0, Some(10)), "not a partition of this run");
+        assert!(ends.admit("t", 0, 2, Some(10)));
+        assert_eq!(ends.open, 0);
+        // Past the end: newer than the request (produced since), then older
+        // (there when the broker answered: it answered short).
+        assert!(!ends.admit("t", 0, 3, Some(1_000_000)));
+        assert!(!ends.parts[0].noticed);
+        assert!(!ends.admit("t", 0, 4, Some(1_000_000 - CLOCK_SLACK_MS - 1)));
+        assert!(ends.parts[0].noticed);
+        assert!(!ends.parts[1].noticed);
+    }
+}
