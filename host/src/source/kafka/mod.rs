@@ -660,7 +660,11 @@ impl Reader<'_> {
             // partitions and fetches it again after the resume, a broker
             // round trip (measured: a transform pipeline from tansu ran
             // 2.9x slower than without, mostly idle, before this wait).
-            if !paused && full_since.elapsed() < PATIENCE {
+            // Read in batches, nothing is read while waiting (the consumer
+            // queue carries events only), so the partitions are never
+            // paused: librdkafka stops fetching once its prefetch bound is
+            // reached and keeps what it holds.
+            if !paused && (self.batches.is_some() || full_since.elapsed() < PATIENCE) {
                 self.housekeeping();
                 std::thread::sleep(nap);
                 nap = (nap * 2).min(Duration::from_millis(5));
