@@ -41,6 +41,9 @@
 //! `perf record` of a single bizon-host run skip the minute of producing).
 
 #[allow(dead_code)]
+#[path = "../../tests/e2e/support/common.rs"]
+mod common;
+#[allow(dead_code)]
 #[path = "../../tests/e2e/support/emulators.rs"]
 mod emulators;
 #[allow(dead_code)]
@@ -55,6 +58,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bizon_host::pipeline::{Assembled, Bounds, Environment};
 use bizon_host::record::SourceRecord;
 use bizon_host::source::kafka::message::{Decoded, Decoder};
 use bizon_host::source::{Source, SourceError};
@@ -114,13 +118,10 @@ fn main() {
         destinations.push(Target::Wasm(sum));
     }
     if wanted("bigquery_streaming_v2") {
-        match emulators::emulators() {
-            Some(e) => destinations.push(Target::StorageWrite {
-                rest: e.rest.clone(),
-                standin: storage_write::start(Default::default()),
-            }),
-            None => println!("(bigquery_streaming_v2 skipped: run scripts/install-emulators.sh)"),
-        }
+        destinations.push(Target::StorageWrite {
+            rest: emulators::emulators().rest.clone(),
+            standin: storage_write::start(Default::default()),
+        });
     }
     if !destinations.is_empty() {
         end_to_end(records, partitions, &destinations);
@@ -172,7 +173,7 @@ fn host_side(records: u64, partitions: i32) {
         "name: bench\nsource:\n  name: dummy\n  stream: bench\ndestination:\n  name: file\n  config:\n    path: {}\n    destination_id: bench\n",
         dir.path().display(),
     );
-    let pipeline = bizon_host::config::parse(&yaml, "bench.yaml", |_| None).unwrap();
+    let pipeline = bizon_host::pipeline::parse(&yaml, "bench.yaml", |_| None).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let source = InMemory {
         messages: messages.into_iter(),
@@ -186,10 +187,17 @@ fn host_side(records: u64, partitions: i32) {
     };
     let started = Instant::now();
     let report = rt.block_on(async {
-        let destination = bizon_host::destination::build(&pipeline.destination).await.unwrap();
+        let env = Environment::for_run();
+        let destination = bizon_host::destination::build(&pipeline.destination, &env.destination)
+            .await
+            .unwrap();
         let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-        let source = Box::new(Box::new(source) as Box<dyn Source>);
-        bizon_host::pipeline::run(&pipeline, source, destination, std::future::pending(), tx).await
+        let run = Assembled {
+            destination,
+            dead_letters: None,
+            source: Box::new(Box::new(source) as Box<dyn Source>),
+        };
+        bizon_host::pipeline::run(&pipeline, run, std::future::pending(), tx, Bounds::none()).await
     });
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(report.records_written, records);
@@ -319,10 +327,7 @@ fn measure(mut command: Command) -> Usage {
 
 /// Produces the topic once, then the rounds.
 fn end_to_end(records: u64, partitions: i32, targets: &[Target]) {
-    let Some(b) = kafka::broker() else {
-        println!("(end to end skipped: no broker)");
-        return;
-    };
+    let b = kafka::broker();
     let topic = match std::env::var("BENCH_TOPIC") {
         Ok(topic) if exists(&b.servers, &topic) => {
             println!("reading {topic} as it is (BENCH_TOPIC)");
@@ -358,7 +363,12 @@ fn exists(servers: &str, topic: &str) -> bool {
 fn produce(b: &kafka::Broker, topic: &str, records: u64, partitions: i32) {
     b.create_topic(topic, partitions);
     let started = Instant::now();
-    let producer = b.bulk_producer();
+    // Batches as a real producer does.
+    let producer = b.producer_with(&[
+        ("linger.ms", "20"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "1000000"),
+    ]);
     let last = records - partitions as u64;
     let send = |i: u64| {
         let (k, v) = (key(i), value(i));

@@ -16,8 +16,8 @@ use rdkafka::message::{Headers, Message};
 
 use super::avro::{AvroDecoder, AvroError};
 use super::json;
-use crate::dead_letter::Letter;
 use crate::record::ndjson::push_json_string;
+use crate::record::Letter;
 use crate::record::SourceRecord;
 
 pub enum Decoded {

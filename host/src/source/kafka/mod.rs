@@ -31,12 +31,12 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::error::TrySendError;
 
 use self::batch::Batches;
-use self::config::{KafkaSourceConfig, MessageEncoding, SyncMode};
+use self::config::{KafkaSourceConfig, MessageEncoding};
 use self::consumer::{Context, KafkaConsumer};
 use self::message::{Decoded, Decoder};
 use self::offsets::Tp;
 use super::{Page, SourceError, SourceEvent, SourceLink, SourceTask};
-use crate::dead_letter::DeadLetters;
+use crate::config::SyncMode;
 use crate::record::now_us;
 
 /// How long one poll waits, which bounds how late a stop or an
@@ -53,11 +53,12 @@ pub struct KafkaSource {
     config: KafkaSourceConfig,
     settings: BTreeMap<String, String>,
     decoder: Decoder,
-    dead_letters: Option<Arc<DeadLetters>>,
+    /// Undecodable messages go to the page's letters rather than stopping the run.
+    dead_letter: bool,
 }
 
 impl KafkaSource {
-    pub fn new(config: &KafkaSourceConfig, dead_letters: Option<Arc<DeadLetters>>) -> Result<Self, SourceError> {
+    pub fn new(config: &KafkaSourceConfig, dead_letter: bool) -> Result<Self, SourceError> {
         let mut settings = config.client_settings().map_err(SourceError::Kafka)?;
         if config.sync_mode != SyncMode::Stream {
             // A partition read to its end says so, which ends a full refresh
@@ -117,7 +118,7 @@ impl KafkaSource {
             },
             config: config.clone(),
             settings,
-            dead_letters,
+            dead_letter,
         })
     }
 
@@ -409,7 +410,7 @@ struct PageParts {
     records: Vec<crate::record::SourceRecord>,
     /// Next offset of each partition the page reached.
     next: Vec<(Tp, i64)>,
-    letters: Vec<crate::dead_letter::Letter>,
+    letters: Vec<crate::record::Letter>,
     /// Messages of this run taken (records, skips and letters).
     seen: u64,
 }
@@ -522,17 +523,6 @@ impl Reader<'_> {
         if page.seen == 0 {
             return Ok(None);
         }
-        if let Some(dl) = &self.source.dead_letters {
-            dl.saw(page.seen);
-            if !page.letters.is_empty() {
-                let n = page.letters.len() as u64;
-                // Written before the page goes out, so that the offsets it
-                // lets commit are covered.
-                let sent = dl.send(&page.letters);
-                self.context().stats.dead_letters.fetch_add(n, Ordering::Relaxed);
-                sent?;
-            }
-        }
         let sequence = self.sequence;
         self.sequence += 1;
         self.context().shared().offsets.page(sequence, page.next);
@@ -540,6 +530,7 @@ impl Reader<'_> {
             sequence,
             extracted_at_us: page.read_at,
             records: page.records,
+            letters: page.letters,
         }))
     }
 
@@ -602,9 +593,9 @@ impl Reader<'_> {
                     "topic {topic} partition {partition} offset {offset}: {error}"
                 )))
             }
-            Decoded::Bad(error) => match &self.source.dead_letters {
-                Some(_) => page.letters.push(message::letter(message, error)),
-                None => {
+            Decoded::Bad(error) => match self.source.dead_letter {
+                true => page.letters.push(message::letter(message, error)),
+                false => {
                     return Err(SourceError::Kafka(format!(
                         "topic {topic} partition {partition} offset {offset}: {error} (set \
                          skip_message_on_decode_error or a dead_letter to go on)"
