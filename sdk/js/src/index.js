@@ -1,6 +1,6 @@
 // @bizon/plugin: a bizon-host destination or transform in JavaScript.
 //
-//   import { defineDestination, files, log, Retryable, Rejected } from '@bizon/plugin';
+//   import { defineDestination, files, log, Retryable, Rejected, checkResponse } from '@bizon/plugin';
 //   export const destination = defineDestination({ open, checkConnection, writeRecords, finalize });
 //
 //   import { defineTransform } from '@bizon/plugin';
@@ -13,7 +13,7 @@ import { makeDestination, makeLog } from './core.js';
 import { makeFiles } from './files.js';
 import { makeTransform } from './transform.js';
 
-export { Batch, Rejected, Retryable, Row } from './core.js';
+export { Batch, checkResponse, HttpStatusError, Rejected, Retryable, Row } from './core.js';
 
 export { FileError } from './files.js';
 
