@@ -1,6 +1,7 @@
 // What runs the same in Node (the SDK's tests) and in the component: the
 // batch view, the errors an author throws, and the rules that turn what
 // their functions return or throw into what the host understands.
+import { PASSING_CODES } from './fetch.js';
 
 export class Retryable extends Error {
   // A passing failure: the host retries the whole batch with backoff.
@@ -140,14 +141,13 @@ export class Batch {
 // The default input: NDJSON rows, decoded by the SDK.
 export const ndjson = Object.freeze({ format: 'ndjson', decode: (bytes, info) => Batch.fromNdjson(bytes, info) });
 
-// A failure with no response behind it, other than a refusal by the host:
-// fetch's TypeError ("timed out", "connection refused"), an AbortSignal's
-// TimeoutError. A 429 or 5xx is a Response: the plugin decides (see
-// docs/sdk-js.md, Retries).
+// A failure with no response behind it that may pass on a retry: the SDK
+// fetch's TypeError for a connection refused, cut or timed out (its `code`),
+// an AbortSignal's TimeoutError. A host the pipeline does not grant is not
+// passing; a 429 or 5xx is a Response: checkResponse decides.
 export function passing(error) {
-  if (!(error instanceof Error)) return false;
-  if (/egress denied/.test(error.message)) return false;
-  return error.name === 'TimeoutError' || (error instanceof TypeError && /fetch|network|connect|timed? ?out/i.test(error.message));
+  if (!(error instanceof Error) || error.denied) return false;
+  return error.name === 'TimeoutError' || (error instanceof TypeError && PASSING_CODES.has(error.code));
 }
 
 export function describe(error) {
