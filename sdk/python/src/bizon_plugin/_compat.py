@@ -10,6 +10,8 @@ layer each library lets a platform replace.
 - requests: rides on urllib3; only its CA-bundle check is replaced (the host
   verifies TLS with its own roots; `verify` cannot turn that off).
 - urllib.request: the http and https handlers of every opener.
+- httpx: the default transport of `httpx.Client` (httpx's own HTTPTransport
+  needs the ssl module, which the component's CPython does not have).
 
 `building()` runs around the import of the plugin module while
 componentize-py snapshots it: any socket created then would leave wasi-libc
@@ -66,6 +68,8 @@ def install():
         _install_requests()
     if "urllib.request" in sys.modules:
         _install_urllib()
+    if "httpx" in sys.modules:
+        _install_httpx()
 
 
 # --- the body of a response as a file, for urllib3 and urllib ---------------
@@ -166,6 +170,10 @@ def _install_urllib3():
             self._connect_timeout = None
             self._incoming = None
             self._closed = True
+
+        def __repr__(self):
+            # urllib3 puts the connection in its errors' messages.
+            return f"<wasi:http connection to {self.scheme}://{self.host}:{self.port}>"
 
         def set_tunnel(self, host, port=None, headers=None, scheme="http"):
             raise exceptions.ProxyError(
@@ -342,3 +350,66 @@ def _install_urllib():
     urllib.request.HTTPHandler.https_request = urllib.request.AbstractHTTPHandler.do_request_
     urllib.request.HTTPSHandler = HTTPSHandler
     urllib.request.install_opener(None)
+
+
+# --- httpx ---------------------------------------------------------------------
+
+
+def _install_httpx():
+    import httpx
+    import httpx._client
+
+    class _Stream(httpx.SyncByteStream):
+        def __init__(self, incoming, request):
+            self._incoming = incoming
+            self._request = request
+
+        def __iter__(self):
+            while True:
+                try:
+                    chunk = self._incoming.read()
+                except HttpError as e:
+                    if e.kind == "timeout":
+                        raise httpx.ReadTimeout(str(e), request=self._request) from None
+                    raise httpx.RemoteProtocolError(str(e), request=self._request) from None
+                if not chunk:
+                    return
+                yield chunk
+
+        def close(self):
+            self._incoming.close()
+
+    class WasiTransport(httpx.BaseTransport):
+        """httpx's transport over wasi:http: the host connects (and verifies
+        TLS) per request; `verify`, `cert` and pool limits do not apply."""
+
+        def __init__(self, *_args, proxy=None, **_kwargs):
+            if proxy is not None:
+                raise ValueError("a proxy cannot be used from a plugin: the host makes the connection itself")
+
+        def handle_request(self, request):
+            timeouts = request.extensions.get("timeout", {})
+            connect, read = timeouts.get("connect"), timeouts.get("read")
+            waits = [t for t in (connect, read) if t is not None]
+            try:
+                pending = _wasi_http.start(request.method, str(request.url), request.headers.raw, request.stream, read)
+                incoming = pending.wait(sum(waits) if waits else None)
+            except HttpError as e:
+                if e.kind == "timeout":
+                    raise (httpx.ConnectTimeout if e.phase == "connect" else httpx.ReadTimeout)(str(e), request=request)
+                if e.kind in ("denied", "connect"):
+                    raise httpx.ConnectError(str(e), request=request) from None
+                if e.kind == "request":
+                    raise httpx.UnsupportedProtocol(str(e), request=request) from None
+                raise httpx.RemoteProtocolError(str(e), request=request) from None
+            incoming.timeout = read
+            return httpx.Response(
+                incoming.status,
+                headers=incoming.headers,
+                stream=_Stream(incoming, request),
+                request=request,
+                extensions={"http_version": b"HTTP/1.1"},
+            )
+
+    httpx.HTTPTransport = WasiTransport
+    httpx._client.HTTPTransport = WasiTransport

@@ -92,6 +92,8 @@ def _error(code, url):
 def _fields(headers):
     fields = t.Fields()
     for name, value in headers:
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
         if name.lower() in _DROPPED:
             continue
         try:
@@ -119,7 +121,9 @@ def start(method, url, headers=(), body=None, timeout=None):
     headers = list(headers)
     if isinstance(body, str):
         body = body.encode("utf-8")
-    if isinstance(body, (bytes, bytearray, memoryview)) and not any(k.lower() == "content-length" for k, _ in headers):
+    if isinstance(body, (bytes, bytearray, memoryview)) and not any(
+        (k.decode("latin-1") if isinstance(k, bytes) else k).lower() == "content-length" for k, _ in headers
+    ):
         # The body is known whole: say its length rather than stream it chunked.
         headers.append(("content-length", str(len(body))))
     outgoing = t.OutgoingRequest(_fields(headers))

@@ -1,0 +1,265 @@
+//! Plugins that keep their HTTP libraries, run by the binary against a local
+//! server: Python destinations written with `requests`, `urllib3` and
+//! `urllib.request` (tests/plugins/python-http, plugins/python-webhook) and
+//! JavaScript ones with `fetch` (tests/plugins/js-http, plugins/js-webhook),
+//! every request sent by the host over wasi:http through its egress
+//! chokepoint; and name lookups through wasi:sockets, which come back to the
+//! guest as error codes, never as traps (tests/plugins/lookup). The
+//! components are built by scripts/build-plugins.sh.
+
+#[path = "support/guests.rs"]
+mod guests;
+
+#[allow(dead_code)]
+#[path = "support/http_server.rs"]
+mod http_server;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use guests::{root, text, wasm};
+use http_server::{HttpServer, Reply, Seen};
+use serde_json::{json, Value};
+
+fn python_wasm(name: &str) -> PathBuf {
+    // Builds every guest, the Python and JavaScript ones included, once per test binary.
+    wasm("bench_sum");
+    root().join("target/wasm/python").join(format!("{name}.wasm"))
+}
+
+fn js_wasm(name: &str) -> PathBuf {
+    wasm("bench_sum");
+    root().join("target/wasm/js").join(format!("{name}.wasm"))
+}
+
+/// Runs `total` dummy records into `plugin` with these grants; `extra` is
+/// more of the destination's config (YAML lines, indented).
+fn run(plugin: &Path, total: u64, plugin_config: Value, allow: Value, extra: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    // YAML reads JSON: the nested values go in as they are.
+    let yaml = format!(
+        "name: http\nsource:\n  name: dummy\n  total_records: {total}\n  page_size: 1000\n\
+         destination:\n  name: wasm\n  config:\n    plugin: {}\n    plugin_config: {plugin_config}\n    \
+         allow: {allow}\n{extra}",
+        plugin.display()
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
+        .args(["run", "pipeline.yaml", "--no-progress"])
+        .output()
+        .unwrap()
+}
+
+/// The line the plugin logged for step `name` (`tour NAME: ...`, `lookup NAME ...`).
+fn logged<'a>(log: &'a str, prefix: &str) -> &'a str {
+    let line = log
+        .lines()
+        .find(|l| l.contains(prefix))
+        .unwrap_or_else(|| panic!("no line with {prefix:?} in:\n{log}"));
+    let text = &line[line.find(prefix).unwrap() + prefix.len()..];
+    // The host's log adds the plugin as a field after the message.
+    text.split(" plugin=\"").next().unwrap().trim()
+}
+
+/// The `id`s of the records the server accepted (`status(n)` of its n-th
+/// answer is 2xx), once per idempotency key: what a receiver that drops
+/// duplicates keeps.
+fn accepted(server: &HttpServer, status: &dyn Fn(usize) -> u16) -> Vec<u64> {
+    let mut keys = BTreeSet::new();
+    let mut ids = Vec::new();
+    for (n, seen) in server.seen().iter().enumerate() {
+        if status(n) >= 300 || !keys.insert(seen.header("idempotency-key").unwrap_or("").to_string()) {
+            continue;
+        }
+        let rows: Vec<Value> = serde_json::from_slice(&seen.body).unwrap();
+        ids.extend(rows.iter().map(|r| r["id"].as_u64().unwrap()));
+    }
+    ids.sort_unstable();
+    ids
+}
+
+/// What tests/plugins/python-http's and js-http's tours call.
+fn tour_server() -> HttpServer {
+    // "hello gzip", gzip-compressed (mtime 0).
+    const GZIP: [u8; 30] = [
+        31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 87, 72, 175, 202, 44, 0, 0, 25, 106, 210, 223, 10,
+        0, 0, 0,
+    ];
+    let flaky = AtomicUsize::new(0);
+    HttpServer::start(move |_, seen| match seen.path.split('?').next().unwrap() {
+        "/get" => Reply::ok(&format!("got {}", seen.path))
+            .header("content-type", "text/plain")
+            .header("set-cookie", "session=abc; Path=/"),
+        "/json" => Reply::ok(&String::from_utf8_lossy(&seen.body)).header("content-type", "application/json"),
+        "/form" | "/put" => Reply::status(201, ""),
+        "/delete" => Reply::status(204, ""),
+        "/big" => Reply::ok(&"x".repeat(300_000)),
+        "/gzip" => Reply {
+            body: GZIP.to_vec(),
+            ..Reply::ok("")
+        }
+        .header("content-encoding", "gzip"),
+        "/redirect" => Reply::status(302, "").header("location", "/get?from=redirect"),
+        "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) == 0 => {
+            Reply::status(503, "busy").header("retry-after", "1")
+        }
+        "/flaky" => Reply::ok("steady"),
+        "/slow" => Reply::ok("late").after(Duration::from_secs(2)),
+        _ => Reply::status(404, "no such page"),
+    })
+}
+
+/// The first request the server saw for `method` `path` (without its query).
+fn request<'a>(seen: &'a [Seen], method: &str, path: &str) -> &'a Seen {
+    seen.iter()
+        .find(|s| s.method == method && s.path.split('?').next() == Some(path))
+        .unwrap_or_else(|| panic!("no {method} {path} among {:?}", seen.iter().map(|s| &s.path).collect::<Vec<_>>()))
+}
+
+fn body(seen: &Seen) -> String {
+    String::from_utf8_lossy(&seen.body).into_owned()
+}
+
+/// tests/plugins/python-http walks requests (a Session with headers, auth,
+/// params and cookies; each method; json=, data=, files=; streaming;
+/// gzip; a redirect; raise_for_status; a timeout; urllib3's Retry with
+/// Retry-After), urllib.request, urllib3 and httpx, against a granted local
+/// server; a host not granted raises each library's connection error with
+/// the host's reason, and a name lookup comes back as an error, not a trap.
+#[test]
+fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
+    let server = tour_server();
+    let base = server.url();
+    let output = run(&python_wasm("python_http"), 1, json!({"tour": base}), json!({"hosts": [base]}), "");
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let step = |name: &str| logged(&log, &format!("tour {name}: ")).to_string();
+    let seen = server.seen();
+
+    assert_eq!(step("get"), "got /get?v=1&q=a+b");
+    let get = request(&seen, "GET", "/get");
+    assert_eq!(get.header("x-team"), Some("data"), "the session's headers");
+    assert_eq!(get.header("authorization"), Some("Basic YWRhOnMzY3JldA=="), "the session's auth");
+    assert_eq!(step("json"), "{'n': 1}");
+    let posted = request(&seen, "POST", "/json");
+    assert_eq!((body(posted).as_str(), posted.path.as_str()), (r#"{"n": 1}"#, "/json?v=1"));
+    assert_eq!(posted.header("content-type"), Some("application/json"));
+    assert_eq!(posted.header("cookie"), Some("session=abc"), "the cookie /get set");
+    assert_eq!(step("form"), "201");
+    let form = &seen.iter().filter(|s| s.path.starts_with("/form")).collect::<Vec<_>>();
+    assert_eq!(body(form[0]), "k=v+w");
+    assert_eq!(form[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(step("upload"), "201");
+    assert!(
+        body(form[1]).contains("file body") && form[1].header("content-type").unwrap().starts_with("multipart/form-data"),
+        "{:?}",
+        form[1]
+    );
+    assert_eq!(step("put"), "201");
+    assert_eq!(body(request(&seen, "PUT", "/put")), "raw bytes");
+    assert_eq!(step("delete"), "204");
+    request(&seen, "DELETE", "/delete");
+    assert_eq!(step("stream"), "300000", "iter_content over 300 kB");
+    assert_eq!(step("gzip"), "hello gzip", "content-encoding decoded");
+    assert_eq!(step("redirect"), format!("{base}/get?from=redirect after [302]"));
+    assert!(step("not-found").starts_with("raised requests.exceptions.HTTPError: 404 Client Error: Not Found"));
+    assert!(step("timeout").starts_with("raised requests.exceptions.ReadTimeout:"), "{}", step("timeout"));
+    assert_eq!(step("retry"), "steady");
+    let flaky: Vec<&Seen> = seen.iter().filter(|s| s.path == "/flaky").collect();
+    assert!(
+        flaky.len() == 2 && flaky[1].at - flaky[0].at >= Duration::from_millis(950),
+        "urllib3's Retry waits for Retry-After: 1"
+    );
+    let denied = step("denied");
+    assert!(
+        denied.starts_with("raised requests.exceptions.ConnectionError:")
+            && denied.contains("egress denied: http://127.0.0.1:9: no rule in allow.hosts"),
+        "{denied}"
+    );
+    assert_eq!(step("urllib"), "got /get?via=urllib");
+    assert_eq!(step("urllib-404"), "raised urllib.error.HTTPError: HTTP Error 404: Not Found");
+    assert_eq!(step("urllib3"), "got /get?via=urllib3");
+    assert_eq!(step("httpx"), "got /get?via=httpx");
+    assert_eq!(step("httpx-json"), "{'h': 2}");
+    assert!(step("httpx-timeout").starts_with("raised httpx.ReadTimeout:"), "{}", step("httpx-timeout"));
+    assert!(
+        step("httpx-denied").starts_with("raised httpx.ConnectError: egress denied: http://127.0.0.1:9"),
+        "{}",
+        step("httpx-denied")
+    );
+    // urllib3 binds a socket when it is imported; the build refuses sockets
+    // then, so wasi-libc holds no network handle that the instance lacks.
+    assert!(step("lookup").starts_with("raised builtins.PermissionError"), "{}", step("lookup"));
+    assert!(log.contains("egress denied: name lookup of \"example.com\""), "{log}");
+}
+
+/// tests/plugins/js-http walks fetch: Request, Headers, JSON and text
+/// bodies, PUT and DELETE, a 300 kB body, a redirect, checkResponse,
+/// AbortSignal.timeout, and a host not granted (a TypeError with the
+/// host's reason).
+#[test]
+fn javascript_plugins_keep_fetch() {
+    let server = tour_server();
+    let base = server.url();
+    let output = run(&js_wasm("js_http"), 1, json!({"tour": base}), json!({"hosts": [base]}), "");
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let step = |name: &str| logged(&log, &format!("tour {name}: ")).to_string();
+    let seen = server.seen();
+
+    assert_eq!(step("get"), "got /get?q=a%20b");
+    assert_eq!(request(&seen, "GET", "/get").header("x-team"), Some("data"));
+    assert_eq!(step("json"), r#"{"n":1}"#);
+    let posted = request(&seen, "POST", "/json");
+    assert_eq!(body(posted), r#"{"n":1}"#);
+    assert_eq!(posted.header("content-type"), Some("application/json"));
+    assert_eq!(step("put"), "201");
+    assert_eq!(body(request(&seen, "PUT", "/put")), "raw text");
+    assert_eq!(step("delete"), "204");
+    assert_eq!(step("headers"), "text/plain true OK");
+    assert_eq!(step("big"), "300000");
+    assert_eq!(step("redirect"), format!("200 {base}/get?from=redirect true"));
+    assert_eq!(
+        step("not-found"),
+        format!("rejected HttpStatusError: HTTP 404 Not Found from {base}/missing")
+    );
+    assert!(step("timeout").starts_with("rejected TimeoutError"), "{}", step("timeout"));
+    assert_eq!(
+        step("denied"),
+        format!("rejected TypeError: egress denied: http://127.0.0.1:9: no rule in allow.hosts [\"{base}\"] allows it")
+    );
+}
+
+/// tests/plugins/lookup resolves names through wasi:sockets and through
+/// wasi-libc's getaddrinfo: an address written out and a name a `tcp://`
+/// rule gives come back as addresses, a name no rule gives as
+/// access-denied, a granted name that does not exist as name-unresolvable;
+/// the instance lives on (a trap would fail the run).
+#[test]
+fn name_lookups_come_back_as_addresses_or_error_codes_never_traps() {
+    let output = run(
+        &wasm("hostile_lookup"),
+        1,
+        json!({"names": ["127.0.0.1", "localhost", "example.com", "no-such-name.invalid"]}),
+        json!({"hosts": ["tcp://localhost:5432", "tcp://no-such-name.invalid:80"]}),
+        "",
+    );
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let lookup = |name: &str, via: &str| logged(&log, &format!("lookup {name} via {via}: ")).to_string();
+    for via in ["wasi", "libc"] {
+        assert_eq!(lookup("127.0.0.1", via), r#"ok ["127.0.0.1"]"#);
+        assert!(lookup("localhost", via).contains("127.0.0.1"), "{}", lookup("localhost", via));
+    }
+    assert!(lookup("example.com", "wasi").contains("access-denied"), "{log}");
+    assert!(lookup("example.com", "libc").starts_with("failed"), "{log}");
+    assert!(lookup("no-such-name.invalid", "wasi").contains("name-unresolvable"), "{log}");
+    assert!(lookup("no-such-name.invalid", "libc").starts_with("failed"), "{log}");
+    assert!(log.contains("egress denied: name lookup of \"example.com\""), "{log}");
+}
