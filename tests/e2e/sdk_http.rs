@@ -88,8 +88,8 @@ fn accepted(server: &HttpServer, status: &dyn Fn(usize) -> u16) -> Vec<u64> {
 fn tour_server() -> HttpServer {
     // "hello gzip", gzip-compressed (mtime 0).
     const GZIP: [u8; 30] = [
-        31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 87, 72, 175, 202, 44, 0, 0, 25, 106, 210, 223, 10,
-        0, 0, 0,
+        31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 87, 72, 175, 202, 44, 0, 0, 25, 106, 210, 223, 10, 0,
+        0, 0,
     ];
     let flaky = AtomicUsize::new(0);
     HttpServer::start(move |_, seen| match seen.path.split('?').next().unwrap() {
@@ -106,9 +106,7 @@ fn tour_server() -> HttpServer {
         }
         .header("content-encoding", "gzip"),
         "/redirect" => Reply::status(302, "").header("location", "/get?from=redirect"),
-        "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) == 0 => {
-            Reply::status(503, "busy").header("retry-after", "1")
-        }
+        "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) == 0 => Reply::status(503, "busy").header("retry-after", "1"),
         "/flaky" => Reply::ok("steady"),
         "/slow" => Reply::ok("late").after(Duration::from_secs(2)),
         _ => Reply::status(404, "no such page"),
@@ -119,7 +117,12 @@ fn tour_server() -> HttpServer {
 fn request<'a>(seen: &'a [Seen], method: &str, path: &str) -> &'a Seen {
     seen.iter()
         .find(|s| s.method == method && s.path.split('?').next() == Some(path))
-        .unwrap_or_else(|| panic!("no {method} {path} among {:?}", seen.iter().map(|s| &s.path).collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {method} {path} among {:?}",
+                seen.iter().map(|s| &s.path).collect::<Vec<_>>()
+            )
+        })
 }
 
 fn body(seen: &Seen) -> String {
@@ -136,7 +139,13 @@ fn body(seen: &Seen) -> String {
 fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
     let server = tour_server();
     let base = server.url();
-    let output = run(&python_wasm("python_http"), 1, json!({"tour": base}), json!({"hosts": [base]}), "");
+    let output = run(
+        &python_wasm("python_http"),
+        1,
+        json!({"tour": base}),
+        json!({"hosts": [base]}),
+        "",
+    );
     let log = text(&output);
     assert!(output.status.success(), "{log}");
     let step = |name: &str| logged(&log, &format!("tour {name}: ")).to_string();
@@ -145,19 +154,33 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
     assert_eq!(step("get"), "got /get?v=1&q=a+b");
     let get = request(&seen, "GET", "/get");
     assert_eq!(get.header("x-team"), Some("data"), "the session's headers");
-    assert_eq!(get.header("authorization"), Some("Basic YWRhOnMzY3JldA=="), "the session's auth");
+    assert_eq!(
+        get.header("authorization"),
+        Some("Basic YWRhOnMzY3JldA=="),
+        "the session's auth"
+    );
     assert_eq!(step("json"), "{'n': 1}");
     let posted = request(&seen, "POST", "/json");
-    assert_eq!((body(posted).as_str(), posted.path.as_str()), (r#"{"n": 1}"#, "/json?v=1"));
+    assert_eq!(
+        (body(posted).as_str(), posted.path.as_str()),
+        (r#"{"n": 1}"#, "/json?v=1")
+    );
     assert_eq!(posted.header("content-type"), Some("application/json"));
     assert_eq!(posted.header("cookie"), Some("session=abc"), "the cookie /get set");
     assert_eq!(step("form"), "201");
     let form = &seen.iter().filter(|s| s.path.starts_with("/form")).collect::<Vec<_>>();
     assert_eq!(body(form[0]), "k=v+w");
-    assert_eq!(form[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        form[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
     assert_eq!(step("upload"), "201");
     assert!(
-        body(form[1]).contains("file body") && form[1].header("content-type").unwrap().starts_with("multipart/form-data"),
+        body(form[1]).contains("file body")
+            && form[1]
+                .header("content-type")
+                .unwrap()
+                .starts_with("multipart/form-data"),
         "{:?}",
         form[1]
     );
@@ -169,7 +192,11 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
     assert_eq!(step("gzip"), "hello gzip", "content-encoding decoded");
     assert_eq!(step("redirect"), format!("{base}/get?from=redirect after [302]"));
     assert!(step("not-found").starts_with("raised requests.exceptions.HTTPError: 404 Client Error: Not Found"));
-    assert!(step("timeout").starts_with("raised requests.exceptions.ReadTimeout:"), "{}", step("timeout"));
+    assert!(
+        step("timeout").starts_with("raised requests.exceptions.ReadTimeout:"),
+        "{}",
+        step("timeout")
+    );
     assert_eq!(step("retry"), "steady");
     let flaky: Vec<&Seen> = seen.iter().filter(|s| s.path == "/flaky").collect();
     assert!(
@@ -183,11 +210,18 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
         "{denied}"
     );
     assert_eq!(step("urllib"), "got /get?via=urllib");
-    assert_eq!(step("urllib-404"), "raised urllib.error.HTTPError: HTTP Error 404: Not Found");
+    assert_eq!(
+        step("urllib-404"),
+        "raised urllib.error.HTTPError: HTTP Error 404: Not Found"
+    );
     assert_eq!(step("urllib3"), "got /get?via=urllib3");
     assert_eq!(step("httpx"), "got /get?via=httpx");
     assert_eq!(step("httpx-json"), "{'h': 2}");
-    assert!(step("httpx-timeout").starts_with("raised httpx.ReadTimeout:"), "{}", step("httpx-timeout"));
+    assert!(
+        step("httpx-timeout").starts_with("raised httpx.ReadTimeout:"),
+        "{}",
+        step("httpx-timeout")
+    );
     assert!(
         step("httpx-denied").starts_with("raised httpx.ConnectError: egress denied: http://127.0.0.1:9"),
         "{}",
@@ -195,7 +229,11 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
     );
     // urllib3 binds a socket when it is imported; the build refuses sockets
     // then, so wasi-libc holds no network handle that the instance lacks.
-    assert!(step("lookup").starts_with("raised builtins.PermissionError"), "{}", step("lookup"));
+    assert!(
+        step("lookup").starts_with("raised builtins.PermissionError"),
+        "{}",
+        step("lookup")
+    );
     assert!(log.contains("egress denied: name lookup of \"example.com\""), "{log}");
 }
 
@@ -207,7 +245,13 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
 fn javascript_plugins_keep_fetch() {
     let server = tour_server();
     let base = server.url();
-    let output = run(&js_wasm("js_http"), 1, json!({"tour": base}), json!({"hosts": [base]}), "");
+    let output = run(
+        &js_wasm("js_http"),
+        1,
+        json!({"tour": base}),
+        json!({"hosts": [base]}),
+        "",
+    );
     let log = text(&output);
     assert!(output.status.success(), "{log}");
     let step = |name: &str| logged(&log, &format!("tour {name}: ")).to_string();
@@ -229,7 +273,11 @@ fn javascript_plugins_keep_fetch() {
         step("not-found"),
         format!("rejected HttpStatusError: HTTP 404 Not Found from {base}/missing")
     );
-    assert!(step("timeout").starts_with("rejected TimeoutError"), "{}", step("timeout"));
+    assert!(
+        step("timeout").starts_with("rejected TimeoutError"),
+        "{}",
+        step("timeout")
+    );
     assert_eq!(
         step("denied"),
         format!("rejected TypeError: egress denied: http://127.0.0.1:9: no rule in allow.hosts [\"{base}\"] allows it")
@@ -255,11 +303,173 @@ fn name_lookups_come_back_as_addresses_or_error_codes_never_traps() {
     let lookup = |name: &str, via: &str| logged(&log, &format!("lookup {name} via {via}: ")).to_string();
     for via in ["wasi", "libc"] {
         assert_eq!(lookup("127.0.0.1", via), r#"ok ["127.0.0.1"]"#);
-        assert!(lookup("localhost", via).contains("127.0.0.1"), "{}", lookup("localhost", via));
+        assert!(
+            lookup("localhost", via).contains("127.0.0.1"),
+            "{}",
+            lookup("localhost", via)
+        );
     }
     assert!(lookup("example.com", "wasi").contains("access-denied"), "{log}");
     assert!(lookup("example.com", "libc").starts_with("failed"), "{log}");
-    assert!(lookup("no-such-name.invalid", "wasi").contains("name-unresolvable"), "{log}");
+    assert!(
+        lookup("no-such-name.invalid", "wasi").contains("name-unresolvable"),
+        "{log}"
+    );
     assert!(lookup("no-such-name.invalid", "libc").starts_with("failed"), "{log}");
     assert!(log.contains("egress denied: name lookup of \"example.com\""), "{log}");
+}
+
+// Delivery: each batch POSTed as one JSON array, by each library, through
+// the failures a real service produces.
+
+/// 429 asking for 1 s, then 503, then an answer 2 s late (past the
+/// plugin's 500 ms timeout), then 200s.
+fn storm(n: usize) -> u16 {
+    match n {
+        0 => 429,
+        1 => 503,
+        _ => 200,
+    }
+}
+
+fn storm_server() -> HttpServer {
+    HttpServer::start(|n, _| match n {
+        0 => Reply::status(429, "slow down").header("retry-after", "1"),
+        1 => Reply::status(503, "unavailable"),
+        2 => Reply::ok("late").after(Duration::from_secs(2)),
+        _ => Reply::ok("ok"),
+    })
+}
+
+/// One write at a time, so request n+1 is request n's retry; the host's own
+/// backoff is short, so a wait of a second is Retry-After's.
+const ONE_AT_A_TIME: &str =
+    "    buffer_size: 0\n    max_concurrent_threads: 1\n    retry: {max_attempts: 6, initial_backoff_ms: 10, max_backoff_ms: 50}\n";
+
+fn rides_out_the_storm(plugin: &Path, config: Value) {
+    let server = storm_server();
+    let url = format!("{}/in", server.url());
+    let mut config = config;
+    config["url"] = json!(url);
+    let output = run(plugin, 3000, config, json!({"hosts": [server.url()]}), ONE_AT_A_TIME);
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let seen = server.seen();
+    assert!(
+        seen[1].at - seen[0].at >= Duration::from_millis(950),
+        "Retry-After: 1 was not waited for ({:?})",
+        seen[1].at - seen[0].at
+    );
+    assert_eq!(
+        seen[0].header("idempotency-key"),
+        seen[3].header("idempotency-key"),
+        "one batch, four tries"
+    );
+    assert_eq!(seen.len(), 6, "3 batches, the first tried 4 times");
+    assert!(
+        log.contains("429") && log.contains("503"),
+        "the retries are logged: {log}"
+    );
+    assert_eq!(accepted(&server, &storm), (0..3000).collect::<Vec<u64>>());
+}
+
+#[test]
+fn requests_rides_out_429_503_and_a_timeout() {
+    rides_out_the_storm(
+        &python_wasm("python_http"),
+        json!({"client": "requests", "timeout": 0.5}),
+    );
+}
+
+#[test]
+fn urllib3_and_urllib_ride_out_429_503_and_a_timeout() {
+    rides_out_the_storm(
+        &python_wasm("python_http"),
+        json!({"client": "urllib3", "timeout": 0.5}),
+    );
+    rides_out_the_storm(&python_wasm("python_http"), json!({"client": "urllib", "timeout": 0.5}));
+}
+
+#[test]
+fn fetch_rides_out_429_503_and_a_timeout() {
+    rides_out_the_storm(&js_wasm("js_http"), json!({"timeout_ms": 500}));
+}
+
+/// The granted server redirects to one that is not granted: the library
+/// follows, the host refuses the second hop, and the run stops with the
+/// host's reason; the other server sees nothing.
+fn a_redirect_to_a_host_not_granted_stops_the_run(plugin: &Path, error: &str) {
+    let other = HttpServer::start(|_, _| Reply::ok("other"));
+    let target = format!("{}/elsewhere", other.url());
+    let server = HttpServer::start(move |_, _| Reply::status(307, "").header("location", &target));
+    let config = json!({"url": format!("{}/in", server.url()), "timeout": 5});
+    let output = run(plugin, 10, config, json!({"hosts": [server.url()]}), ONE_AT_A_TIME);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    let refusal = format!("egress denied: {}: no rule in allow.hosts", other.url());
+    assert!(log.contains(error) && log.contains(&refusal), "{log}");
+    assert_eq!(server.seen().len(), 1, "a refused host is not retried");
+    assert!(other.seen().is_empty(), "the host not granted was reached");
+}
+
+#[test]
+fn requests_follows_a_redirect_only_to_a_granted_host() {
+    a_redirect_to_a_host_not_granted_stops_the_run(&python_wasm("python_http"), "requests.exceptions.ConnectionError");
+}
+
+#[test]
+fn fetch_follows_a_redirect_only_to_a_granted_host() {
+    a_redirect_to_a_host_not_granted_stops_the_run(&js_wasm("js_http"), "TypeError: egress denied");
+}
+
+/// plugins/python-webhook and plugins/js-webhook, the docs' examples:
+/// 20,000 records reach the server with the grant, once each; without it
+/// the run fails naming the refusal, and the server sees nothing.
+fn the_webhook_delivers_everything_with_the_grant_and_nothing_without(plugin: &Path, extra: &str, error: &str) {
+    let server = HttpServer::start(|_, _| Reply::ok(""));
+    let url = format!("{}/in", server.url());
+    let output = run(
+        plugin,
+        20_000,
+        json!({"url": url}),
+        json!({"hosts": [server.url()]}),
+        extra,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let seen = server.seen();
+    assert!(
+        seen.len() >= 20,
+        "1,000 records a request at most: {} requests",
+        seen.len()
+    );
+    assert_eq!(accepted(&server, &|_| 200), (0..20_000).collect::<Vec<u64>>());
+
+    let server = HttpServer::start(|_, _| Reply::ok(""));
+    let url = format!("{}/in", server.url());
+    let output = run(plugin, 20_000, json!({"url": url}), json!({}), extra);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(error) && log.contains("egress denied") && log.contains("allow.hosts is empty"),
+        "{log}"
+    );
+    assert!(server.seen().is_empty(), "the server was reached without the grant");
+}
+
+#[test]
+fn the_python_webhook_delivers_20000_records_with_the_grant_and_none_without() {
+    the_webhook_delivers_everything_with_the_grant_and_nothing_without(
+        &python_wasm("python_webhook"),
+        "",
+        "requests.exceptions.ConnectionError",
+    );
+}
+
+#[test]
+fn the_js_webhook_delivers_20000_records_with_the_grant_and_none_without() {
+    the_webhook_delivers_everything_with_the_grant_and_nothing_without(
+        &js_wasm("js_webhook"),
+        "    buffer_size: 10\n",
+        "TypeError: egress denied",
+    );
 }
