@@ -1,11 +1,13 @@
 // The end-to-end tests' JavaScript destination over `fetch`, sent by the
 // host over wasi:http. plugin_config:
-// - {url, timeout_ms}: POSTs each batch's records to `url` as one JSON array
-//   and checks the response (408, 429, 5xx retried after Retry-After).
+// - {url, timeout_ms, native}: POSTs each batch's records to `url` as JSON
+//   arrays of up to 1,000 records and checks each response (408, 429, 5xx
+//   retried after Retry-After); `native: true` sends with StarlingMonkey's
+//   own fetch instead of the SDK's (bench/sdk-http.sh compares them).
 // - {tour: BASE}: walks fetch's surface against BASE (Request, Headers, JSON
 //   and text bodies, AbortSignal.timeout, redirects, a refused host) and logs
 //   one line per step, `tour NAME: ...`.
-import { checkResponse, defineDestination, log } from '@bizon/plugin';
+import { checkResponse, defineDestination, log, nativeFetch } from '@bizon/plugin';
 
 let config;
 
@@ -49,13 +51,17 @@ export const destination = defineDestination({
   },
   async writeRecords(batch) {
     if (config.tour) return tour(config.tour);
-    const response = await fetch(config.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': `${batch.destinationId}-${batch.sequence}` },
-      body: `[${batch.column('source_data').join(',')}]`,
-      signal: AbortSignal.timeout(config.timeout_ms ?? 10000),
-    });
-    checkResponse(response);
-    await response.text();
+    const send = config.native ? nativeFetch : fetch;
+    const records = batch.column('source_data');
+    for (let start = 0, part = 0; start < records.length; start += 1000, part++) {
+      const response = await send(config.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': `${batch.destinationId}-${batch.sequence}-${part}` },
+        body: `[${records.slice(start, start + 1000).join(',')}]`,
+        signal: AbortSignal.timeout(config.timeout_ms ?? 10000),
+      });
+      checkResponse(response);
+      await response.text();
+    }
   },
 });
