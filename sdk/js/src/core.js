@@ -181,26 +181,36 @@ export function makeDestination(spec, { name = spec.name || 'js-plugin', version
     throw new TypeError(`defineDestination: input ${JSON.stringify(input)} is not an input: leave it out for NDJSON, or import { arrow } from '@bizon/plugin/arrow' and pass input: arrow`);
   }
   let opened = false;
-  const step = (label, fn) => {
-    try {
-      const result = fn();
-      if (result === false) throw `${label} returned false`;
-    } catch (error) {
+  // Runs open, checkConnection or finalize; an async one is returned as a
+  // promise, which componentize-js settles before the call returns.
+  const step = (label, fn, then = () => {}) => {
+    const fail = (error) => {
       if (typeof error === 'string') throw error;
       throw `${label}: ${describe(error)}`;
+    };
+    const check = (result) => {
+      if (result === false) throw `${label} returned false`;
+      then();
+    };
+    let result;
+    try {
+      result = fn();
+    } catch (error) {
+      fail(error);
     }
+    if (result && typeof result.then === 'function') return result.then(check, fail);
+    return check(result);
   };
   return {
     describe() {
       return { name, version, inputFormat: input.format };
     },
     open(config) {
-      step('open', () => spec.open && spec.open(JSON.parse(config)));
-      opened = true;
+      return step('open', () => spec.open && spec.open(JSON.parse(config)), () => (opened = true));
     },
     checkConnection() {
       if (!opened) throw 'checkConnection called before open succeeded';
-      step('checkConnection', () => spec.checkConnection && spec.checkConnection());
+      return step('checkConnection', () => spec.checkConnection && spec.checkConnection());
     },
     writeRecords(info, bytes) {
       if (!opened) throw { tag: 'fatal', val: 'writeRecords called before open succeeded' };
@@ -244,7 +254,7 @@ export function makeDestination(spec, { name = spec.name || 'js-plugin', version
       return written(result);
     },
     finalize() {
-      step('finalize', () => spec.finalize && spec.finalize());
+      return step('finalize', () => spec.finalize && spec.finalize());
     },
   };
 }

@@ -221,3 +221,13 @@ test('a Retryable asking to wait is handed back after the wait, at most MAX_WAIT
   assert.equal(retryAfterSeconds('soon'), null);
   assert.ok(Math.abs(retryAfterSeconds(new Date(Date.now() + 5000).toUTCString()) - 5) <= 1);
 });
+
+test('async open, checkConnection and finalize are awaited; a false or a rejection fails them', async () => {
+  const d = makeDestination({ writeRecords() {}, open: async () => {}, checkConnection: async () => false, finalize: async () => { throw new Error('gone'); } });
+  await d.open('{}');
+  await assert.rejects(d.checkConnection(), (e) => e === 'checkConnection returned false');
+  await assert.rejects(d.finalize(), (e) => typeof e === 'string' && /^finalize: Error: gone/.test(e));
+  const late = makeDestination({ writeRecords() {}, open: async () => { throw new Error('no'); } });
+  await assert.rejects(late.open('{}'), (e) => /^open: Error: no/.test(e));
+  assert.equal(thrown(() => late.writeRecords(info(0), ndjson([]))).tag, 'fatal', 'not opened');
+});
