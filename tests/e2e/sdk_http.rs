@@ -139,11 +139,12 @@ fn body(seen: &Seen) -> String {
 fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
     let server = tour_server();
     let base = server.url();
+    let https = base.replace("http://", "https://");
     let output = run(
         &python_wasm("python_http"),
         1,
         json!({"tour": base}),
-        json!({"hosts": [base]}),
+        json!({"hosts": [base, https]}),
         "",
     );
     let log = text(&output);
@@ -209,6 +210,13 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
             && denied.contains("egress denied: http://127.0.0.1:9: no rule in allow.hosts"),
         "{denied}"
     );
+    // https goes to the host, which makes the TLS connection (here to a
+    // plain-HTTP server): requests needs no ssl module nor CA bundle.
+    let tls = step("https");
+    assert!(
+        tls.starts_with("raised requests.exceptions.SSLError:") && tls.contains("Tls"),
+        "{tls}"
+    );
     assert_eq!(step("urllib"), "got /get?via=urllib");
     assert_eq!(
         step("urllib-404"),
@@ -245,11 +253,12 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
 fn javascript_plugins_keep_fetch() {
     let server = tour_server();
     let base = server.url();
+    let https = base.replace("http://", "https://");
     let output = run(
         &js_wasm("js_http"),
         1,
         json!({"tour": base}),
-        json!({"hosts": [base]}),
+        json!({"hosts": [base, https]}),
         "",
     );
     let log = text(&output);
@@ -280,8 +289,16 @@ fn javascript_plugins_keep_fetch() {
     );
     assert_eq!(
         step("denied"),
-        format!("rejected TypeError: egress denied: http://127.0.0.1:9: no rule in allow.hosts [\"{base}\"] allows it")
+        format!(
+            "rejected TypeError: egress denied: http://127.0.0.1:9: no rule in allow.hosts [\"{base}\", \"{https}\"] allows it"
+        )
     );
+    assert!(
+        step("https").starts_with("rejected TypeError: fetch https://"),
+        "{}",
+        step("https")
+    );
+    assert!(step("https").contains("TLS"), "{}", step("https"));
 }
 
 /// tests/plugins/lookup resolves names through wasi:sockets and through
@@ -472,4 +489,70 @@ fn the_js_webhook_delivers_20000_records_with_the_grant_and_none_without() {
         "    buffer_size: 10\n",
         "TypeError: egress denied",
     );
+}
+
+/// Transforms call APIs too: tests/plugins/python-enrich (`requests`) and
+/// js-enrich (an async transform awaiting `fetch`) look each record up on a
+/// granted server; without the grant each record fails with the host's
+/// refusal, and the server sees nothing.
+fn a_transform_looks_each_record_up(plugin: &Path, error: &str) {
+    let server = HttpServer::start(|_, seen| Reply::ok(&format!("name of {}", &seen.path[1..])));
+    let pipeline = |allow: Value| {
+        format!(
+            "name: enrich\nsource:\n  name: dummy\n  total_records: 20\n  page_size: 10\ndestination:\n  name: file\n  \
+             config:\n    destination_id: out\ntransforms:\n  - label: enrich\n    wasm: {}\n    config: {}\n    allow: {allow}\n",
+            plugin.display(),
+            json!({"url": server.url()}),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |yaml: String| {
+        std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
+            .args(["run", "pipeline.yaml", "--no-progress"])
+            .output()
+            .unwrap()
+    };
+    let output = run(pipeline(json!({"hosts": [server.url()]})));
+    assert!(output.status.success(), "{}", text(&output));
+    let written = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
+    let mut looked_up: Vec<(u64, String)> = written
+        .lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let data: Value = match &row["source_data"] {
+                Value::String(text) => serde_json::from_str(text).unwrap(),
+                other => other.clone(),
+            };
+            (
+                data["id"].as_u64().unwrap(),
+                data["looked_up"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    looked_up.sort();
+    assert_eq!(
+        looked_up,
+        (0..20).map(|i| (i, format!("name of {i}"))).collect::<Vec<_>>()
+    );
+    assert_eq!(server.seen().len(), 20);
+
+    let output = run(pipeline(json!({})));
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains(error) && log.contains("egress denied"), "{log}");
+    assert_eq!(server.seen().len(), 20, "the server was reached without the grant");
+}
+
+#[test]
+fn a_python_transform_looks_records_up_with_requests() {
+    a_transform_looks_each_record_up(&python_wasm("python_enrich"), "requests.exceptions.ConnectionError");
+}
+
+#[test]
+fn a_javascript_transform_awaits_fetch() {
+    a_transform_looks_each_record_up(&js_wasm("js_enrich"), "TypeError: egress denied");
 }

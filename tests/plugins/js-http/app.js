@@ -42,6 +42,8 @@ async function tour(base) {
   await step('not-found', async () => checkResponse(await fetch(`${base}/missing`)));
   await step('timeout', async () => (await fetch(`${base}/slow`, { signal: AbortSignal.timeout(300) })).text());
   await step('denied', async () => (await fetch('http://127.0.0.1:9/')).status);
+  // The server speaks plain HTTP: the host's TLS handshake fails.
+  await step('https', async () => (await fetch(`${base.replace('http://', 'https://')}/get`)).status);
 }
 
 export const destination = defineDestination({

@@ -78,6 +78,8 @@ class Http(Destination):
         step("not-found", lambda: requests.get(f"{base}/missing").raise_for_status())
         step("timeout", lambda: requests.get(f"{base}/slow", timeout=0.3).text)
         step("denied", lambda: requests.get("http://127.0.0.1:9/").text)
+        # The server speaks plain HTTP: the host's TLS handshake fails.
+        step("https", lambda: requests.get(base.replace("http://", "https://") + "/get", timeout=5).text)
         retrying = requests.Session()
         retrying.mount("http://", HTTPAdapter(max_retries=Retry(total=2, status_forcelist=[503], backoff_factor=0)))
         step("retry", lambda: retrying.get(f"{base}/flaky").text)

@@ -248,6 +248,8 @@ def _install_urllib3():
                 return exceptions.ConnectTimeoutError(self, f"{error} (connect timeout={self._connect_timeout})")
             if error.kind in ("denied", "connect"):
                 return exceptions.NewConnectionError(self, f"Failed to establish a new connection: {error}")
+            if error.kind == "tls":
+                return exceptions.SSLError(f"the host's TLS connection failed: {error}")
             if error.kind == "request":
                 return ValueError(str(error))  # a bad URL or header: not worth a retry
             return exceptions.ProtocolError(str(error), error)
@@ -397,7 +399,7 @@ def _install_httpx():
             except HttpError as e:
                 if e.kind == "timeout":
                     raise (httpx.ConnectTimeout if e.phase == "connect" else httpx.ReadTimeout)(str(e), request=request)
-                if e.kind in ("denied", "connect"):
+                if e.kind in ("denied", "connect", "tls"):
                     raise httpx.ConnectError(str(e), request=request) from None
                 if e.kind == "request":
                     raise httpx.UnsupportedProtocol(str(e), request=request) from None

@@ -35,8 +35,9 @@ _TIMEOUTS = ("ConnectionTimeout", "ConnectionReadTimeout", "ConnectionWriteTimeo
 
 class HttpError(Exception):
     """`kind` is "denied" (allow.hosts refused it; the message is the host's
-    reason), "request" (bad URL or header), "connect", "timeout" (`phase` is
-    "connect" or "read"), "status" (raise_for_status) or "protocol"."""
+    reason), "request" (bad URL or header), "connect", "tls" (the host's TLS
+    handshake failed), "timeout" (`phase` is "connect" or "read"), "status"
+    (raise_for_status) or "protocol"."""
 
     def __init__(self, kind, message, status=None, phase=None):
         super().__init__(message)
@@ -82,7 +83,9 @@ def _error(code, url):
     if name in _TIMEOUTS:
         phase = "connect" if name in ("ConnectionTimeout", "DnsTimeout") else "read"
         return HttpError("timeout", f"{url}: {name}", phase=phase)
-    if name.startswith(("Connection", "Dns", "Destination", "Tls")):
+    if name.startswith("Tls"):
+        return HttpError("tls", f"{url}: {name}" + (f" ({detail})" if detail else ""))
+    if name.startswith(("Connection", "Dns", "Destination")):
         return HttpError("connect", f"{url}: {name}" + (f" ({detail})" if detail else ""))
     if name.startswith("HttpRequest"):
         return HttpError("request", f"{url}: {name}")
