@@ -4,36 +4,20 @@
 //! JavaScript ones with `fetch` (tests/plugins/js-http, plugins/js-webhook),
 //! every request sent by the host over wasi:http through its egress
 //! chokepoint; and name lookups through wasi:sockets, which come back to the
-//! guest as error codes, never as traps (tests/plugins/lookup). The
+//! guest as error codes, never as traps (tests/plugins/lookup); transforms
+//! that look records up (tests/plugins/python-enrich, js-enrich). The
 //! components are built by scripts/build-plugins.sh.
 
-#[path = "support/guests.rs"]
-mod guests;
-
-#[allow(dead_code)]
-#[path = "support/http_server.rs"]
-mod http_server;
-
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use guests::{root, text, wasm};
-use http_server::{HttpServer, Reply, Seen};
 use serde_json::{json, Value};
 
-fn python_wasm(name: &str) -> PathBuf {
-    // Builds every guest, the Python and JavaScript ones included, once per test binary.
-    wasm("bench_sum");
-    root().join("target/wasm/python").join(format!("{name}.wasm"))
-}
-
-fn js_wasm(name: &str) -> PathBuf {
-    wasm("bench_sum");
-    root().join("target/wasm/js").join(format!("{name}.wasm"))
-}
+use crate::support::http_server::{HttpServer, Reply, Seen};
+use crate::support::{js_wasm, python_wasm, run_in, text, wasm};
 
 /// Runs `total` dummy records into `plugin` with these grants; `extra` is
 /// more of the destination's config (YAML lines, indented).
@@ -46,14 +30,7 @@ fn run(plugin: &Path, total: u64, plugin_config: Value, allow: Value, extra: &st
          allow: {allow}\n{extra}",
         plugin.display()
     );
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .args(["run", "pipeline.yaml", "--no-progress"])
-        .output()
-        .unwrap()
+    run_in(dir.path(), &yaml)
 }
 
 /// The line the plugin logged for step `name` (`tour NAME: ...`, `lookup NAME ...`).
@@ -506,17 +483,7 @@ fn a_transform_looks_each_record_up(plugin: &Path, error: &str) {
         )
     };
     let dir = tempfile::tempdir().unwrap();
-    let run = |yaml: String| {
-        std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-            .args(["run", "pipeline.yaml", "--no-progress"])
-            .output()
-            .unwrap()
-    };
-    let output = run(pipeline(json!({"hosts": [server.url()]})));
+    let output = run_in(dir.path(), &pipeline(json!({"hosts": [server.url()]})));
     assert!(output.status.success(), "{}", text(&output));
     let written = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
     let mut looked_up: Vec<(u64, String)> = written
@@ -540,7 +507,7 @@ fn a_transform_looks_each_record_up(plugin: &Path, error: &str) {
     );
     assert_eq!(server.seen().len(), 20);
 
-    let output = run(pipeline(json!({})));
+    let output = run_in(dir.path(), &pipeline(json!({})));
     let log = text(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains(error) && log.contains("egress denied"), "{log}");
