@@ -166,6 +166,7 @@ fn python_plugins_keep_requests_urllib3_urllib_and_httpx() {
     assert_eq!(body(request(&seen, "PUT", "/put")), "raw bytes");
     assert_eq!(step("delete"), "204");
     request(&seen, "DELETE", "/delete");
+    assert_eq!(step("head"), "200 text/plain b''");
     assert_eq!(step("stream"), "300000", "iter_content over 300 kB");
     assert_eq!(step("gzip"), "hello gzip", "content-encoding decoded");
     assert_eq!(step("redirect"), format!("{base}/get?from=redirect after [302]"));

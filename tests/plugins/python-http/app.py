@@ -72,6 +72,7 @@ class Http(Destination):
         step("upload", lambda: s.post(f"{base}/form", files={"f": ("a.txt", b"file body")}).status_code)
         step("put", lambda: s.put(f"{base}/put", data=b"raw bytes").status_code)
         step("delete", lambda: requests.delete(f"{base}/delete").status_code)
+        step("head", lambda: (lambda r: f"{r.status_code} {r.headers['content-type']} {r.content!r}")(s.head(f"{base}/get")))
         step("stream", lambda: sum(len(c) for c in s.get(f"{base}/big", stream=True).iter_content(1000)))
         step("gzip", lambda: s.get(f"{base}/gzip").text)
         step("redirect", lambda: (lambda r: f"{r.url} after {[h.status_code for h in r.history]}")(s.get(f"{base}/redirect")))

@@ -133,8 +133,9 @@ def _install_urllib3():
         """What urllib3 and requests read of http.client's response: the
         headers as a message (cookies), whether it is closed."""
 
-        def __init__(self, headers, body):
+        def __init__(self, method, headers, body):
             self.msg = _message(headers)
+            self._method = method  # urllib3 reads it to tell a response to HEAD
             self._body = body
 
         def isclosed(self):
@@ -237,7 +238,7 @@ def _install_urllib3():
                 reason=_reason(incoming.status),
                 preload_content=preload_content,
                 decode_content=decode_content,
-                original_response=_Original(incoming.headers, body),
+                original_response=_Original(method, incoming.headers, body),
                 enforce_content_length=enforce_content_length,
                 request_method=method,
                 request_url=url,
