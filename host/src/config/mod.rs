@@ -58,6 +58,11 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Bizon's page size, where a source has one: records handed over at once.
+pub fn default_page_size() -> usize {
+    1000
+}
+
 /// A value of any shape, accepted and ignored (with `PartialEq` and `Clone`
 /// for configs, which serde's `IgnoredAny` lacks): Bizon's keys that
 /// bizon-host reads but does not act on.

@@ -223,6 +223,31 @@ pub trait Destination: Send + Sync {
 
     /// Called once after the last batch of every destination_id was written.
     async fn finalize(&self) -> Result<(), DestinationError>;
+
+    /// Where the destination stands for `destination_id` after its last
+    /// completed write (or its finalize): a file's length, a stream and its
+    /// offset. The source records it in the same commit as the offsets that
+    /// produced those writes, and hands it back to [`resume`](Self::resume)
+    /// after a restart. `None`: nothing to record (the destination makes
+    /// its writes idempotent otherwise, or cannot).
+    fn position(&self, _destination_id: &str) -> Option<String> {
+        None
+    }
+
+    /// Before any write: the positions recorded with the source's last
+    /// commit, so that what was written after it (and will be read again)
+    /// is not written twice. A destination takes the ones that are its own
+    /// (its file, its stream) and ignores the rest.
+    async fn resume(&self, _positions: &crate::source::Positions) -> Result<(), DestinationError> {
+        Ok(())
+    }
+
+    /// Records written before a crash and after the last commit, found at
+    /// the restart (cut from a file, already in a stream) and so written
+    /// once rather than twice.
+    fn replayed(&self) -> u64 {
+        0
+    }
 }
 
 pub type SharedDestination = Arc<dyn Destination>;

@@ -61,10 +61,21 @@ pub struct StreamingV2 {
     staging: Mutex<HashMap<TableRef, Arc<OnceCell<Staged>>>>,
     /// Names this run's publish jobs apart from any other run's.
     run: String,
+    /// Default-stream batches a write left unfinished, by destination_id and
+    /// sequence: the chunks that landed, and the rows refused in them.
+    landed: Mutex<HashMap<(Arc<str>, u64), Landed>>,
     /// The crate sends `write_stream` only on a connection's first request;
     /// bqemulator 1.4 needs it on every one ("Stream not found"), so against
     /// it each append gets its own connection. BigQuery keeps one per table.
     connection_per_append: bool,
+}
+
+/// What a default-stream batch's earlier attempts did.
+#[derive(Default)]
+struct Landed {
+    /// The chunks (by first row) that landed.
+    chunks: std::collections::HashSet<usize>,
+    rejected: Vec<RejectedRow>,
 }
 
 /// Where a main table's rows go this run, and its definition.
@@ -139,6 +150,7 @@ pub async fn build(c: &BigQueryStreamingV2Config) -> Result<StreamingV2, Destina
         enforce_partitioning: c.enforce_partitioning,
         staging: Mutex::default(),
         run: format!("{:08x}", fastrand::u32(..)),
+        landed: Mutex::default(),
         connection_per_append: match c.append_connections {
             Some(AppendConnections::PerAppend) => true,
             Some(AppendConnections::PerTable) => false,
@@ -346,65 +358,104 @@ impl StreamingV2 {
     /// without them (BigQuery wrote none of it) and the bad rows are reported.
     async fn write_default(
         &self,
+        key: (Arc<str>, u64),
         table: &TableRef,
         shared: &DefaultWriter<Arrow>,
         schema: &ArrowSchema,
         shaped: &RecordBatch,
         chunks: Vec<Chunk>,
     ) -> Result<u64, DestinationError> {
-        let rejected: Vec<Vec<RejectedRow>> = futures::stream::iter(chunks)
+        // The default stream does not take offsets: a retry of this batch
+        // (the pipeline's retry loop) sends only the chunks that did not land.
+        let mut landed = self.landed.lock().expect("poisoned").remove(&key).unwrap_or_default();
+        let pending: Vec<Chunk> = chunks
+            .into_iter()
+            .filter(|c| !landed.chunks.contains(&c.start))
+            .collect();
+        let outcomes: Vec<(usize, Result<Vec<RejectedRow>, DestinationError>)> = futures::stream::iter(pending)
             .map(|chunk| async move {
-                let own;
-                let writer = if self.connection_per_append {
-                    own = self
-                        .write
-                        .open_default_stream(table.path())
-                        .with_retry_policy(NeverRetry)
-                        .build_arrow(schema.clone())
-                        .await
-                        .map_err(|e| builder_error(&format!("opening the default stream on {table}"), e))?;
-                    &own
-                } else {
-                    shared
-                };
-                let result = writer.append(rows_message(chunk.bytes)).send().await;
-                match result {
-                    Ok(_) => Ok(Vec::new()),
-                    Err(AppendError::RowErrors { row_errors, .. }) => {
-                        let bad: Vec<RejectedRow> = row_errors
-                            .iter()
-                            .map(|r| RejectedRow {
-                                row: (chunk.start as i64 + r.index) as u64,
-                                reason: format!("{table}: {} ({:?})", r.message, r.code),
-                            })
-                            .collect();
-                        let keep: BooleanArray = (0..chunk.rows)
-                            .map(|i| Some(!row_errors.iter().any(|r| r.index == i as i64)))
-                            .collect();
-                        let rest =
-                            arrow_select::filter::filter_record_batch(&shaped.slice(chunk.start, chunk.rows), &keep)
-                                .map_err(|e| DestinationError::Fatal(format!("dropping rejected rows: {e}")))?;
-                        if rest.num_rows() > 0 {
-                            writer
-                                .append(rows_message(batch_bytes(&rest)?))
-                                .send()
-                                .await
-                                .map_err(|e| append_error(table, e))?;
-                        }
-                        Ok(bad)
-                    }
-                    Err(e) => Err(append_error(table, e)),
-                }
+                let start = chunk.start;
+                (start, self.append_default(table, shared, schema, shaped, chunk).await)
             })
             .buffer_unordered(self.in_flight)
-            .try_collect()
-            .await?;
-        let mut rejected: Vec<RejectedRow> = rejected.into_iter().flatten().collect();
+            .collect()
+            .await;
+        let mut failed = None;
+        for (start, outcome) in outcomes {
+            match outcome {
+                Ok(rejected) => {
+                    landed.chunks.insert(start);
+                    landed.rejected.extend(rejected);
+                }
+                // A fatal error wins over a passing one: retrying cannot help then.
+                Err(e) => {
+                    if failed.as_ref().is_none_or(DestinationError::is_retryable) {
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            self.landed.lock().expect("poisoned").insert(key, landed);
+            return Err(e);
+        }
+        let mut rejected = landed.rejected;
         if rejected.is_empty() {
             return Ok(shaped.num_rows() as u64);
         }
         rejected.sort_by_key(|r| r.row);
         Err(DestinationError::Rejected(rejected))
+    }
+
+    /// One chunk to the default stream; rows BigQuery refuses are taken out
+    /// and the rest sent again.
+    async fn append_default(
+        &self,
+        table: &TableRef,
+        shared: &DefaultWriter<Arrow>,
+        schema: &ArrowSchema,
+        shaped: &RecordBatch,
+        chunk: Chunk,
+    ) -> Result<Vec<RejectedRow>, DestinationError> {
+        let own;
+        let writer = if self.connection_per_append {
+            own = self
+                .write
+                .open_default_stream(table.path())
+                .with_retry_policy(NeverRetry)
+                .build_arrow(schema.clone())
+                .await
+                .map_err(|e| builder_error(&format!("opening the default stream on {table}"), e))?;
+            &own
+        } else {
+            shared
+        };
+        match writer.append(rows_message(chunk.bytes)).send().await {
+            Ok(_) => Ok(Vec::new()),
+            Err(AppendError::RowErrors { row_errors, .. }) => {
+                let bad: Vec<RejectedRow> = row_errors
+                    .iter()
+                    .map(|r| RejectedRow {
+                        row: (chunk.start as i64 + r.index) as u64,
+                        reason: format!("{table}: {} ({:?})", r.message, r.code),
+                    })
+                    .collect();
+                let keep: BooleanArray = (0..chunk.rows)
+                    .map(|i| Some(!row_errors.iter().any(|r| r.index == i as i64)))
+                    .collect();
+                let rest = arrow_select::filter::filter_record_batch(&shaped.slice(chunk.start, chunk.rows), &keep)
+                    .map_err(|e| DestinationError::Fatal(format!("dropping rejected rows: {e}")))?;
+                if rest.num_rows() > 0 {
+                    writer
+                        .append(rows_message(batch_bytes(&rest)?))
+                        .send()
+                        .await
+                        .map_err(|e| append_error(table, e))?;
+                }
+                Ok(bad)
+            }
+            Err(e) => Err(append_error(table, e)),
+        }
     }
 
     /// Committed stream: each chunk at its offset. A retry of the same batch
@@ -506,7 +557,10 @@ impl Destination for StreamingV2 {
         let chunks = chunks(&shaped, self.max_rows, REQUEST_BUDGET)?;
         let cell = self.writer(&table, &shaped).await?;
         match cell.get().expect("initialised above") {
-            TableWriter::Default(w, schema) => self.write_default(&table, w, schema, &shaped, chunks).await,
+            TableWriter::Default(w, schema) => {
+                let key = (batch.destination_id.clone(), batch.sequence);
+                self.write_default(key, &table, w, schema, &shaped, chunks).await
+            }
             TableWriter::Committed(c) => {
                 self.write_committed(&table, c, batch.sequence, chunks, shaped.num_rows())
                     .await

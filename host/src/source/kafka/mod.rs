@@ -15,6 +15,7 @@ mod consumer;
 pub mod message;
 mod metadata_request;
 mod offsets;
+mod position;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -31,8 +32,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use self::config::{KafkaSourceConfig, MessageEncoding};
 use self::consumer::{Context, KafkaConsumer};
 use self::message::{Decoded, Decoder};
-use self::offsets::Tp;
-use super::{Page, SourceError, SourceEvent, SourceLink, SourceTask};
+use self::offsets::{Offsets, Tp};
+use super::{Page, Positions, SourceError, SourceEvent, SourceLink, SourceTask};
 use crate::config::SyncMode;
 use crate::record::now_us;
 
@@ -43,6 +44,11 @@ const POLL: Duration = Duration::from_millis(100);
 const PATIENCE: Duration = Duration::from_millis(500);
 /// Default of the revoke drain bound, below librdkafka's rebalance timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often written offsets are committed in stream mode, at most, unless
+/// `consumer_config: auto.commit.interval.ms` says otherwise: a process
+/// killed a quarter second after a write has committed it, and a commit
+/// (asynchronous) costs the read loop nothing.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 pub struct KafkaSource {
     config: KafkaSourceConfig,
@@ -111,7 +117,11 @@ impl KafkaSource {
         })
     }
 
-    fn connect(&self, context: Context) -> Result<(KafkaConsumer, Option<Ends>), SourceError> {
+    /// Connects and subscribes (stream) or assigns (full refresh,
+    /// incremental). Returns the consumer, the partitions' ends outside
+    /// stream mode, and, where the group's commits carry on from one run to
+    /// the next (stream, incremental), the positions recorded with them.
+    fn connect(&self, context: Context) -> Result<(KafkaConsumer, Option<Ends>, Option<Positions>), SourceError> {
         let timeout = Duration::from_secs(self.config.consumer_timeout.max(1));
         if let Some(gate) = &self.config.advertised_within {
             // A group consumer looks up its coordinator, at an advertised
@@ -150,28 +160,45 @@ impl KafkaSource {
                 }
             }
         }
+        // Every partition's commit, with what was recorded with it, before
+        // anything is read: the destination resumes from it. (All
+        // partitions, not only this consumer's: another may have held them.)
+        let committed = match self.config.sync_mode {
+            SyncMode::FullRefresh => None,
+            SyncMode::Stream | SyncMode::Incremental => {
+                let mut tpl = TopicPartitionList::new();
+                for (t, p) in &partitions {
+                    tpl.add_partition(t, *p);
+                }
+                Some(
+                    consumer
+                        .committed_offsets(tpl, timeout)
+                        .map_err(|e| fail(format!("cannot read the group's committed offsets: {e}")))?,
+                )
+            }
+        };
+        let positions = match &committed {
+            None => None,
+            Some(tpl) => {
+                let elements = tpl.elements();
+                let committed = elements.iter().map(|e| {
+                    let offset = e.offset().to_raw().unwrap_or(-1);
+                    (e.topic(), e.partition(), offset, e.metadata())
+                });
+                let topics = &self.decoder.topics;
+                let gathered = position::gather(committed, |topic| topics.get(topic).cloned());
+                Some(gathered.map_err(fail)?)
+            }
+        };
         if self.config.sync_mode == SyncMode::Stream {
             let names: Vec<&str> = self.decoder.topics.keys().map(String::as_str).collect();
             consumer
                 .subscribe(&names)
                 .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
-            return Ok((consumer, None));
+            return Ok((consumer, None, positions));
         }
         // Full refresh and incremental: every partition, from the low
         // watermark (or the group's commit) to the high watermark now.
-        let committed = if self.config.sync_mode == SyncMode::Incremental {
-            let mut tpl = TopicPartitionList::new();
-            for (t, p) in &partitions {
-                tpl.add_partition(t, *p);
-            }
-            Some(
-                consumer
-                    .committed_offsets(tpl, timeout)
-                    .map_err(|e| fail(format!("cannot read the group's committed offsets: {e}")))?,
-            )
-        } else {
-            None
-        };
         let mut ends = HashMap::new();
         let mut assignment = TopicPartitionList::new();
         for (topic, partition) in &partitions {
@@ -197,7 +224,7 @@ impl KafkaSource {
             .assign(&assignment)
             .map_err(|e| fail(format!("cannot assign the partitions: {e}")))?;
         consumer.context().shared().assigned = ends.keys().cloned().collect();
-        Ok((consumer, Some(Ends(ends))))
+        Ok((consumer, Some(Ends(ends)), positions))
     }
 }
 
@@ -215,14 +242,32 @@ impl SourceTask for KafkaSource {
             published,
         } = link;
         let gate = self.config.advertised_within.clone();
-        let context = Context::new(acks, events.clone(), stats.clone(), DRAIN_TIMEOUT, gate);
-        let (consumer, ends) = match self.connect(context) {
+        let destinations = self
+            .decoder
+            .topics
+            .iter()
+            .map(|(topic, destination_id)| (Arc::from(topic.as_str()), destination_id.clone()))
+            .collect();
+        let context = Context::new(
+            Offsets::new(destinations),
+            acks,
+            events.clone(),
+            stats.clone(),
+            DRAIN_TIMEOUT,
+            gate,
+        );
+        let (consumer, ends, positions) = match self.connect(context) {
             Ok(c) => c,
             Err(e) => {
                 let _ = events.blocking_send(SourceEvent::Failed(e));
                 return;
             }
         };
+        if let Some(positions) = positions {
+            if events.blocking_send(SourceEvent::Resume(positions)).is_err() {
+                return;
+            }
+        }
         // Outside stream mode destinations stage (a temp file or table) and
         // publish at the end: offsets are committed then, once published.
         let staged = self.config.sync_mode != SyncMode::Stream;
@@ -232,7 +277,7 @@ impl SourceTask for KafkaSource {
                 .settings
                 .get("auto.commit.interval.ms")
                 .and_then(|v| v.parse().ok())
-                .map_or(Duration::from_secs(5), Duration::from_millis),
+                .map_or(COMMIT_EVERY, Duration::from_millis),
         };
         let mut reader = Reader {
             source: &self,
@@ -316,7 +361,7 @@ impl Reader<'_> {
     fn housekeeping(&mut self) {
         self.context().take_acks();
         if self.last_commit.elapsed() >= self.commit_every {
-            self.context().commit(self.consumer, None);
+            self.context().commit(self.consumer, None, CommitMode::Async);
             self.last_commit = Instant::now();
         }
     }
@@ -507,7 +552,7 @@ impl Reader<'_> {
             {
                 let mut s = self.context().shared();
                 match s.acks.recv_timeout(POLL) {
-                    Ok(seq) => s.offsets.acknowledge(seq),
+                    Ok(ack) => s.offsets.acknowledge(ack),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                         s.acks_closed = true;
@@ -518,7 +563,7 @@ impl Reader<'_> {
             // Serves rebalances and heartbeats; messages are not read any more.
             let _ = self.consumer.poll(Duration::ZERO);
             if self.last_commit.elapsed() >= self.commit_every {
-                self.context().commit(self.consumer, None);
+                self.context().commit(self.consumer, None, CommitMode::Async);
                 self.last_commit = Instant::now();
             }
         }
@@ -527,6 +572,7 @@ impl Reader<'_> {
             tracing::warn!("kafka: the destination did not publish; nothing committed");
             return;
         }
-        self.context().commit(self.consumer, None);
+        // The last one waits for the broker's answer: the process may exit next.
+        self.context().commit(self.consumer, None, CommitMode::Sync);
     }
 }
