@@ -26,6 +26,7 @@ mod pipeline;
 mod plugin_cli;
 mod plugins;
 mod sandbox;
+mod sdk_http;
 mod sdk_js;
 mod sdk_python;
 mod serve;
