@@ -188,7 +188,10 @@ struct Spawner {
 }
 
 impl Spawner {
-    fn metered<F: Future<Output = ()> + Send + 'static>(&self, f: F) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn metered<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        f: F,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
         match &self.cpu {
             Some(cpu) => Box::pin(Metered::new(f, cpu.clone(), Work::Pipeline)),
             None => Box::pin(f),
@@ -367,7 +370,11 @@ impl Connection {
         Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
+            .body(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
             .expect("a valid response")
     }
 }
@@ -385,11 +392,17 @@ mod tests {
     #[test]
     fn endpoints_parse_with_their_default_ports_and_paths() {
         let up = parse("https://bigquery.googleapis.com").unwrap();
-        assert_eq!((up.port, up.authority.as_str(), up.base.as_str()), (443, "bigquery.googleapis.com", ""));
+        assert_eq!(
+            (up.port, up.authority.as_str(), up.base.as_str()),
+            (443, "bigquery.googleapis.com", "")
+        );
         let up = parse("http://127.0.0.1:9050/base/").unwrap();
         assert_eq!((up.scheme, up.port, up.base.as_str()), (Scheme::Http, 9050, "/base"));
         assert!(parse("ftp://x.test").unwrap_err().reason.contains("http"));
-        assert!(parse("https://u:p@x.test").unwrap_err().reason.contains("user information"));
+        assert!(parse("https://u:p@x.test")
+            .unwrap_err()
+            .reason
+            .contains("user information"));
     }
 
     #[tokio::test]
@@ -431,7 +444,9 @@ mod tests {
     async fn reqwest_like_get(url: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let uri: Uri = url.parse().unwrap();
-        let mut s = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
+            .await
+            .unwrap();
         let request = format!(
             "GET {} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
             uri.path_and_query().unwrap(),

@@ -85,7 +85,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t"), "from-file\n").unwrap();
         let from = format!("file:{}", dir.path().join("t").display());
-        assert_eq!(Secret::load("tok", &grant(&from), &none).unwrap().value, "Bearer from-file");
+        assert_eq!(
+            Secret::load("tok", &grant(&from), &none).unwrap().value,
+            "Bearer from-file"
+        );
         let err = Secret::load("tok", &grant("env:BIZON_EGRESS_NOT_SET_ANYWHERE"), &none).unwrap_err();
         assert!(
             err.contains("allow.secrets.tok") && err.contains("BIZON_EGRESS_NOT_SET_ANYWHERE"),
