@@ -31,5 +31,6 @@ mod sdk_js;
 mod sdk_python;
 mod serve;
 mod serve_hosts;
+mod serve_tenants;
 mod support;
 mod transforms;

@@ -1,4 +1,4 @@
-//! `bizon-host tenant|plugin|pipeline ...`: a client of `serve`'s API, so
+//! `bizon-host tenant|plugin|pipeline|secret ...`: a client of `serve`'s API, so
 //! operators and tenants need no curl. The URL and token come from flags or
 //! BIZON_HOST_URL / BIZON_HOST_TOKEN; the answer is printed as JSON, and an
 //! API error exits 1 with its message.
@@ -73,6 +73,33 @@ pub enum PipelineCommand {
     },
 }
 
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SecretCommand {
+    /// Store NAME's value (a new one replaces the old; running pipelines
+    /// take it at their next start). The value is read from a file or an
+    /// environment variable, never from the command line, which others can
+    /// see in the process list.
+    Put {
+        name: String,
+        /// The value is this file's content (one trailing newline dropped).
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "from_env",
+            required_unless_present = "from_env"
+        )]
+        from_file: Option<PathBuf>,
+        /// The value is this environment variable's.
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// The tenant's secrets: names and times, never values.
+    List,
+    Delete {
+        name: String,
+    },
+}
+
 /// The client side of `plugin` (push, list, versions).
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RemotePluginCommand {
@@ -110,7 +137,10 @@ async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option
         .with_context(|| format!("reading the answer of {url}"))?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if ok {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        // 204 (a secret's value replaced) has no body to print.
+        if value != Value::String(String::new()) {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         let message = value["error"]["message"]
@@ -158,6 +188,34 @@ pub async fn pipeline(cmd: PipelineCommand, remote: &Remote) -> anyhow::Result<E
         PipelineCommand::List => call(remote, Method::GET, "/v1/pipelines", None).await,
         PipelineCommand::Logs { name } => call(remote, Method::GET, &path(&name, "/logs"), None).await,
         PipelineCommand::Delete { name } => call(remote, Method::DELETE, &path(&name, ""), None).await,
+    }
+}
+
+pub async fn secret(cmd: SecretCommand, remote: &Remote) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match cmd {
+        SecretCommand::Put {
+            name,
+            from_file,
+            from_env,
+        } => {
+            let value = match (from_file, from_env) {
+                (Some(file), _) => {
+                    let text =
+                        std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    zeroize::Zeroizing::new(text.strip_suffix('\r').unwrap_or(text).to_string())
+                }
+                (None, Some(var)) => zeroize::Zeroizing::new(
+                    std::env::var(&var).with_context(|| format!("the environment variable {var} is not set"))?,
+                ),
+                (None, None) => anyhow::bail!("give --from-file FILE or --from-env VAR"),
+            };
+            let body = zeroize::Zeroizing::new(json!({ "value": value.as_str() }).to_string().into_bytes());
+            call(remote, Method::PUT, &format!("/v1/secrets/{name}"), Some(body.to_vec())).await
+        }
+        SecretCommand::List => call(remote, Method::GET, "/v1/secrets", None).await,
+        SecretCommand::Delete { name } => call(remote, Method::DELETE, &format!("/v1/secrets/{name}"), None).await,
     }
 }
 

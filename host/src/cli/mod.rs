@@ -86,6 +86,14 @@ pub enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
+    /// Store, list or delete a tenant's secrets on a `serve` (values are never shown).
+    #[cfg(feature = "serve")]
+    Secret {
+        #[command(subcommand)]
+        command: client::SecretCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,6 +133,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Tenant { command, remote } => client_exit(client::tenant(command, &remote).await),
         #[cfg(feature = "serve")]
         Command::Pipeline { command, remote } => client_exit(client::pipeline(command, &remote).await),
+        #[cfg(feature = "serve")]
+        Command::Secret { command, remote } => client_exit(client::secret(command, &remote).await),
         #[cfg(feature = "serve")]
         Command::ServeCompile(args) => crate::serve::compile::child_main(args),
         #[cfg(feature = "serve")]
