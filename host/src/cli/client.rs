@@ -1,7 +1,12 @@
 //! `bizon-host tenant|plugin|pipeline|secret ...`: a client of `serve`'s API, so
-//! operators and tenants need no curl. The URL and token come from flags or
-//! BIZON_HOST_URL / BIZON_HOST_TOKEN; the answer is printed as JSON, and an
-//! API error exits 1 with its message.
+//! operators and tenants need no curl. The URL and token come from flags
+//! (anywhere after the command) or BIZON_HOST_URL / BIZON_HOST_TOKEN; the
+//! answer is printed as JSON.
+//!
+//! Exit status: 0 the API answered with success; 1 the API answered with an
+//! error (its message is printed); 2 the command could not ask (bad
+//! arguments or JSON, no token, a file it cannot read, a server it cannot
+//! reach).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,16 +14,21 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-/// Where the server is and who calls.
+use super::out::say;
+
+/// Where the server is and who calls. Global: `--token` works after the
+/// nested subcommand (`tenant create acme --token T`) as well as before it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Remote {
     /// The server's URL.
-    #[arg(long, env = "BIZON_HOST_URL", default_value = "http://127.0.0.1:8700")]
+    #[arg(long, global = true, env = "BIZON_HOST_URL", default_value = "http://127.0.0.1:8700")]
     pub url: String,
     /// The admin token (tenant commands) or a tenant's token (plugin and
     /// pipeline commands).
-    #[arg(long, env = "BIZON_HOST_TOKEN", hide_env_values = true)]
-    pub token: String,
+    // Optional to clap (a global argument cannot be required); `call` says
+    // what is missing.
+    #[arg(long, global = true, env = "BIZON_HOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -30,7 +40,9 @@ pub enum TenantCommand {
         #[arg(long, value_name = "JSON")]
         limits: Option<String>,
     },
+    /// Every tenant: its limits, memory and read-ahead in use, pipelines' status.
     List,
+    /// One tenant: its limits, memory and read-ahead in use, pipelines' status.
     Show {
         name: String,
     },
@@ -55,19 +67,25 @@ pub enum PipelineCommand {
         name: String,
         file: PathBuf,
     },
+    /// Start a stored pipeline.
     Start {
         name: String,
     },
+    /// Stop a pipeline: what was read is written and finalized (up to 10 s).
     Stop {
         name: String,
     },
+    /// A pipeline's state, records, records/s, lag and last error.
     Status {
         name: String,
     },
+    /// Every pipeline of the tenant, with its status.
     List,
+    /// The last 1,000 log lines of a pipeline's run and its plugin.
     Logs {
         name: String,
     },
+    /// Stop a pipeline and remove it.
     Delete {
         name: String,
     },
@@ -125,7 +143,10 @@ pub enum RemotePluginCommand {
 
 async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<ExitCode> {
     let url = format!("{}{path}", remote.url.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url).bearer_auth(&remote.token);
+    let Some(token) = &remote.token else {
+        anyhow::bail!("no token: give --token TOKEN or set BIZON_HOST_TOKEN");
+    };
+    let mut request = reqwest::Client::new().request(method, &url).bearer_auth(token);
     if let Some(body) = body {
         request = request.body(body);
     }
@@ -139,7 +160,7 @@ async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option
     if ok {
         // 204 (a secret's value replaced) has no body to print.
         if value != Value::String(String::new()) {
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            say!("{}", serde_json::to_string_pretty(&value)?);
         }
         Ok(ExitCode::SUCCESS)
     } else {
