@@ -123,7 +123,11 @@ impl Context {
                 elem.set_metadata(super::position::metadata(destination_id, position.as_deref()));
             }
         }
-        match consumer.commit(&tpl, mode) {
+        let sent = match mode {
+            CommitMode::Async => commit_async(consumer, &tpl),
+            CommitMode::Sync => consumer.commit(&tpl, mode),
+        };
+        match sent {
             Ok(()) => {
                 s.offsets.mark_committed(&due);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +216,37 @@ impl Context {
             }
         }
         tracing::info!(partitions = tpl.count(), "kafka: partitions assigned");
+    }
+}
+
+/// An asynchronous commit whose result comes back to
+/// [`commit_callback`](ConsumerContext::commit_callback). rdkafka's
+/// `commit(.., Async)` gives librdkafka no reply queue, and a consumer on
+/// the event API configures no `offset_commit_cb`: librdkafka 2.12 then only
+/// logs a failed commit (COMMITFAIL, `rd_kafka_cgrp_propagate_commit_result`)
+/// and the offsets stayed marked committed, never sent again. With the
+/// consumer queue as reply queue the result is an OFFSET_COMMIT event that
+/// `poll` hands to the callback.
+fn commit_async(consumer: &KafkaConsumer, tpl: &TopicPartitionList) -> KafkaResult<()> {
+    use rdkafka::bindings as rd;
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` lives as long as `consumer`; the queue handle is a
+    // new reference (the commit's reply keeps its own) released here, and
+    // librdkafka copies `tpl`.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(client);
+        if queue.is_null() {
+            // No group: a null queue would make librdkafka wait for the result.
+            return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownGroup));
+        }
+        let err = rd::rd_kafka_commit_queue(client, tpl.ptr(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(KafkaError::ConsumerCommit(err.into()))
     }
 }
 
