@@ -68,7 +68,12 @@ fn run_ok(yaml: &Path) -> Value {
 /// Starts `bizon-host run` on `yaml` with `args`, its log into `log`.
 fn start(yaml: &Path, log: &Path, args: &[&str]) -> Child {
     bizon_host()
-        .args(["run", "--no-progress", "--log-level", &std::env::var("BIZON_TEST_LOG").unwrap_or("info".into())])
+        .args([
+            "run",
+            "--no-progress",
+            "--log-level",
+            &std::env::var("BIZON_TEST_LOG").unwrap_or("info".into()),
+        ])
         .args(args)
         .arg(yaml)
         .stdout(Stdio::null())

@@ -47,7 +47,10 @@ fn commit_errors_are_retried_at_the_next_commit_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (group, out) = (unique("g"), dir.path().join("out"));
     let mut child = start_streaming(&b, &group, &topic, &out, QUICK_COMMITS, &[]);
-    poll(|| format!("150 rows: {}", log_of(&out)), || (rows(&out).len() >= 150).then_some(()));
+    poll(
+        || format!("150 rows: {}", log_of(&out)),
+        || (rows(&out).len() >= 150).then_some(()),
+    );
     let highs = wait_for_commits(&b, &group, &topic, PARTITIONS, &out);
     interrupt(&mut child, &out);
     let log = log_of(&out);

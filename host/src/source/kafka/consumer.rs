@@ -17,6 +17,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+use super::checkpoint::Checkpoint;
 use super::config::BrokerGate;
 use super::offsets::{Offsets, Tp};
 use crate::source::{Ack, PartitionLag, SourceEvent, SourceStats};
@@ -36,6 +37,8 @@ pub struct Shared {
     high: HashMap<Tp, i64>,
     /// A broker learned outside the gate: the run ends with this.
     pub outside: Option<String>,
+    /// The local copy of the commits, for brokers that drop their metadata.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 pub struct Context {
@@ -54,6 +57,7 @@ impl Context {
         stats: Arc<SourceStats>,
         drain_timeout: Duration,
         gate: Option<BrokerGate>,
+        checkpoint: Option<Checkpoint>,
     ) -> Self {
         Self {
             shared: Mutex::new(Shared {
@@ -65,6 +69,7 @@ impl Context {
                 acks_closed: false,
                 high: HashMap::new(),
                 outside: None,
+                checkpoint,
             }),
             stats,
             drain_timeout,
@@ -111,6 +116,7 @@ impl Context {
             return;
         }
         let mut tpl = TopicPartitionList::new();
+        let mut recorded = Vec::with_capacity(due.len());
         for (tp, (offset, position)) in &due {
             let (topic, partition) = tp;
             if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
@@ -120,8 +126,15 @@ impl Context {
             if let (Some(destination_id), Some(mut elem)) =
                 (s.offsets.destination_of(tp), tpl.find_partition(topic, *partition))
             {
-                elem.set_metadata(super::position::metadata(destination_id, position.as_deref()));
+                let metadata = super::position::metadata(destination_id, position.as_deref());
+                elem.set_metadata(&metadata);
+                recorded.push((&**topic, *partition, *offset, metadata));
             }
+        }
+        // The copy first: a commit that lands has its copy, whatever
+        // happens after.
+        if let Some(checkpoint) = &mut s.checkpoint {
+            checkpoint.record(recorded);
         }
         let sent = match mode {
             CommitMode::Async => commit_async(consumer, &tpl),
