@@ -94,7 +94,7 @@ pub enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
-    /// Store, list or delete a tenant's secrets on a `serve` (values are never shown).
+    /// Put, list or delete a tenant's secrets on a `serve` (values are never shown).
     #[cfg(feature = "serve")]
     Secret {
         #[command(subcommand)]
