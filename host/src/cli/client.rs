@@ -97,9 +97,7 @@ pub enum SecretCommand {
     /// The tenant's secrets: names and times, never values.
     List,
     /// Remove a secret; pipelines that use it fail at their next start.
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 /// The client side of `plugin` (push, list, versions).
