@@ -320,6 +320,11 @@ fn check_source(cx: &Context<'_>, file: &str, source: &mut SourceConfig) -> Resu
         SourceConfig::Jsonl(_) => Err(ApiError::invalid(format!(
             "{file}: source.name: `jsonl` reads a host path, which is not offered; use `kafka` or `dummy`"
         ))),
+        SourceConfig::Bridge(bridge) => Err(ApiError::invalid(format!(
+            "{file}: source.name: `{}` would run Bizon's Python source (native code with network access) \
+             in a child process, which this host does not offer to tenants (docs/bridge.md)",
+            bridge.name
+        ))),
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(kafka) => {
             check_brokers(cx, file, "source.bootstrap_servers", &kafka.bootstrap_servers)?;

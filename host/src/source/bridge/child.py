@@ -26,12 +26,18 @@ What user code prints goes to stderr (the host's log), never into the frames: th
 a private duplicate of stdout, and fd 1 is pointed at stderr before anything else runs.
 """
 
+import sys
+
+# `python -c` puts the working directory first on sys.path, where a stray json.py would shadow
+# the standard library; Bizon's own `bizon` script does not have it there.
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+
 import faulthandler
 import json
 import os
 import signal
 import struct
-import sys
 import threading
 import traceback
 
