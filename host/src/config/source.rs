@@ -139,7 +139,9 @@ pub(super) fn parse(
         Ok(parsed.source)
     }
     // Bizon runs a `source_file_path` whatever the name says.
-    let custom = typed::<crate::source::bridge::CustomSource>(text, file)?.source_file_path.is_some();
+    let custom = typed::<crate::source::bridge::CustomSource>(text, file)?
+        .source_file_path
+        .is_some();
     let config = match name.value.as_str() {
         "dummy" if !custom => SourceConfig::Dummy(typed(text, file)?),
         "jsonl" if !custom => SourceConfig::Jsonl(typed(text, file)?),

@@ -35,6 +35,7 @@ if sys.path and sys.path[0] == "":
 
 import faulthandler
 import json
+import logging
 import os
 import signal
 import struct
@@ -44,6 +45,7 @@ import traceback
 PROTOCOL = 1
 LENGTH = struct.Struct("<I")
 SEQUENCE = struct.Struct("<Q")
+MEMORY_HINT = "raise source.bridge.memory_mb (the child's address space in MiB, default 4096)"
 
 _frames = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
 os.dup2(2, 1)
@@ -112,8 +114,11 @@ def main():
         return 2
     init = json.loads(payload)
     try:
-        import bizon  # noqa: F401
         from importlib.metadata import version
+
+        bizon_version = version("bizon")
+        # `bizon` is a namespace package: a stray `bizon` folder imports too; this does not.
+        import bizon.source.discover  # noqa: F401
     except ImportError as e:
         fail(
             f"bizon is not installed in {sys.executable}: {e}",
@@ -122,12 +127,14 @@ def main():
         return 1
     send_json(
         b"H",
-        {"protocol": PROTOCOL, "bizon": version("bizon"), "python": sys.version.split()[0]},
+        {"protocol": PROTOCOL, "bizon": bizon_version, "python": sys.version.split()[0]},
     )
     try:
         return run(init)
     except Failure as e:
         fail(str(e), hint=e.hint, tb=traceback.format_exc())
+    except MemoryError:
+        fail("MemoryError: the source used all the memory the host allows it", hint=MEMORY_HINT, tb=traceback.format_exc())
     except Exception as e:
         fail(f"{type(e).__name__}: {e}", tb=traceback.format_exc())
     return 1
@@ -160,14 +167,19 @@ def make_source(section):
             source_name=name, stream_name=stream, source_config=section
         )
     except ImportError as e:
+        missing = e.name or str(e)
         if section.get("source_file_path"):
             raise Failure(
-                f"{section['source_file_path']} imports {e.name or e}, which is not installed in {sys.executable}",
-                hint=f"pip install the package that provides `{e.name}` into that environment",
+                f"{section['source_file_path']} imports `{missing}`, which is not installed in {sys.executable}",
+                hint=f"pip install the package that provides `{missing}` into that environment",
             ) from e
+        from importlib.metadata import metadata
+
+        extras = metadata("bizon").get_all("Provides-Extra") or []
+        install = f'"bizon[{name}]=={metadata("bizon")["Version"]}"' if name in extras else f"the package providing `{missing}`"
         raise Failure(
-            f"source `{name}` needs packages not installed in {sys.executable}: {e}",
-            hint=f'pip install "bizon[{name}]==0.6.4" into that environment',
+            f"source `{name}` needs `{missing}`, which is not installed in {sys.executable}",
+            hint=f"pip install {install} into that environment",
         ) from e
 
 
@@ -176,6 +188,11 @@ def run(init):
 
     logger.remove()
     logger.add(sys.stderr, level=init.get("log_level") or "INFO")
+    # Libraries' warnings too (urllib3's retries name the host they cannot reach), in loguru's
+    # layout so that the host keeps their level.
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s | %(levelname)s | %(name)s - %(message)s"
+    )
     section = source_section(init)
     source = make_source(section)
     ok, error = source.check_connection()
@@ -263,7 +280,10 @@ def produce(source, init):
         except Failure:
             raise
         except Exception as e:
-            raise Failure(f"Error while fetching data from source at iteration {iteration}: {type(e).__name__}: {e}") from e
+            raise Failure(
+                f"Error while fetching data from source at iteration {iteration}: {type(e).__name__}: {e}",
+                hint=MEMORY_HINT if isinstance(e, MemoryError) else None,
+            ) from e
         if page.next_state is not None:
             next_state = page.next_state
         items = page.records

@@ -39,6 +39,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// How long a hung child is given to print its threads' stacks (SIGUSR1).
 const DUMP_WAIT: Duration = Duration::from_secs(1);
+/// How long `bizon-host check` waits for check_connection(): HubSpot's
+/// session retries an unreachable host 50 times, for over an hour.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Bizon this bridge was written against and tested with.
 const BIZON_VERSION: &str = "0.6.4";
 
@@ -70,13 +73,11 @@ pub enum BridgeError {
         how: String,
         stderr: String,
     },
-    #[error(
-        "{label}: no answer from the source within {timeout_s} s (source.bridge.page_timeout_s); the child \
-         was killed{}", block("its threads were at", .stack)
-    )]
+    #[error("{label}: {waited}; the child was killed{}", block("its last words (stderr, then where its threads were)", .stack))]
     Hung {
         label: String,
-        timeout_s: u64,
+        /// What did not come in time.
+        waited: String,
         stack: String,
     },
     #[error("{label}: the child wrote something that is not the bridge protocol: {what}{}", block("its stderr ended with", .stderr))]
@@ -158,7 +159,7 @@ impl BridgeSource {
     /// Makes the source as a run would and calls its check_connection().
     pub fn check(&self) -> Result<(), BridgeError> {
         let mut child = self.start("check", &iso8601(now_us()))?;
-        let timeout = Duration::from_secs(self.config.bridge.page_timeout_s.max(1));
+        let timeout = Duration::from_secs(self.config.bridge.page_timeout_s.max(1)).min(CHECK_TIMEOUT);
         let until = Instant::now() + timeout;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -178,7 +179,10 @@ impl BridgeSource {
                 Ok(Err(ReadError::Eof)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(exited(&mut child))
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err(hung(&mut child, timeout)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let waited = format!("check_connection() gave no answer within {} s", timeout.as_secs());
+                    return Err(hung(&mut child, waited));
+                }
             }
         }
     }
@@ -286,7 +290,11 @@ impl SourceTask for BridgeSource {
                     };
                     if overdue {
                         if phase == Phase::Running {
-                            let error = hung(running, timeout);
+                            let waited = format!(
+                                "no answer from the source within {} s (source.bridge.page_timeout_s)",
+                                timeout.as_secs()
+                            );
+                            let error = hung(running, waited);
                             fail(&mut phase, error);
                         }
                         running.kill();
@@ -307,8 +315,12 @@ impl SourceTask for BridgeSource {
                         (Some(previous), true) => format!("; incremental, after {}", previous.last_run),
                         _ => String::new(),
                     };
-                    let total = started.total_records.map(|n| format!("; {n} records")).unwrap_or_default();
+                    let total = started
+                        .total_records
+                        .map(|n| format!("; {n} records"))
+                        .unwrap_or_default();
                     tracing::info!("source {}: {}{total}{since}", running.label, started.source_class);
+                    extracted_at_us = now_us();
                 }
                 Ok(Incoming::Page(records)) => {
                     if phase == Phase::Running {
@@ -437,13 +449,13 @@ fn garbage(child: &mut Child, what: String) -> BridgeError {
 
 /// Asks the hung child where its threads are (faulthandler prints them on
 /// SIGUSR1), then kills it.
-fn hung(child: &mut Child, timeout: Duration) -> BridgeError {
+fn hung(child: &mut Child, waited: String) -> BridgeError {
     child.signal(libc::SIGUSR1);
     std::thread::sleep(DUMP_WAIT);
     child.kill();
     BridgeError::Hung {
         label: child.label.clone(),
-        timeout_s: timeout.as_secs(),
+        waited,
         stack: child.stderr_tail(Duration::from_secs(1)),
     }
 }

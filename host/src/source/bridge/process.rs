@@ -87,11 +87,7 @@ pub struct Child {
 }
 
 impl Child {
-    pub fn spawn(
-        python: &Python,
-        settings: &BridgeSettings,
-        label: &str,
-    ) -> Result<Self, BridgeError> {
+    pub fn spawn(python: &Python, settings: &BridgeSettings, label: &str) -> Result<Self, BridgeError> {
         let mut command = Command::new(&python.path);
         command
             .arg("-c")
@@ -133,7 +129,7 @@ impl Child {
         std::thread::Builder::new()
             .name("bizon-bridge-read".into())
             .spawn(move || {
-                let mut reader = FrameReader::new(BufReader::with_capacity(1 << 16, stdout));
+                let mut reader = FrameReader::new(stdout);
                 loop {
                     let frame = reader.next();
                     let last = frame.is_err();
@@ -309,13 +305,19 @@ fn relay_stderr(stderr: impl Read, label: &str, tail: &Mutex<VecDeque<String>>) 
         }
         tokens -= 1.0;
         if dropped > 0 {
-            tracing::warn!(source = label, "{dropped} line(s) of the source's stderr not shown (at most {LINES_PER_S} a second)");
+            tracing::warn!(
+                source = label,
+                "{dropped} line(s) of the source's stderr not shown (at most {LINES_PER_S} a second)"
+            );
             dropped = 0;
         }
         log_line(label, &text);
     }
     if dropped > 0 {
-        tracing::warn!(source = label, "{dropped} line(s) of the source's stderr not shown (at most {LINES_PER_S} a second)");
+        tracing::warn!(
+            source = label,
+            "{dropped} line(s) of the source's stderr not shown (at most {LINES_PER_S} a second)"
+        );
     }
 }
 
@@ -362,7 +364,10 @@ mod tests {
 
     #[test]
     fn stderr_lines_are_escaped_and_cut() {
-        assert_eq!(escape(b"\x1b[31mred\x1b[0m\tok\r", false), "\\u{1b}[31mred\\u{1b}[0m\tok");
+        assert_eq!(
+            escape(b"\x1b[31mred\x1b[0m\tok\r", false),
+            "\\u{1b}[31mred\\u{1b}[0m\tok"
+        );
         assert_eq!(escape(b"caf\xc3\xa9 \xff", true), "café \u{fffd} [line cut]");
         let mut line = Vec::new();
         let mut cut = false;

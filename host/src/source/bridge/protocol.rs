@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -95,7 +95,7 @@ struct PageColumns<'a>(
 );
 
 pub struct FrameReader<R> {
-    inner: R,
+    inner: BufReader<R>,
     frames: u64,
     buf: Vec<u8>,
     /// destination_ids seen, shared between the records naming them.
@@ -105,7 +105,7 @@ pub struct FrameReader<R> {
 impl<R: Read> FrameReader<R> {
     pub fn new(inner: R) -> Self {
         Self {
-            inner,
+            inner: BufReader::with_capacity(1 << 16, inner),
             frames: 0,
             buf: Vec::new(),
             destinations: HashMap::new(),
@@ -117,7 +117,11 @@ impl<R: Read> FrameReader<R> {
         read_all(&mut self.inner, &mut head, true)?;
         let length = u32::from_le_bytes(head) as usize;
         if length == 0 || length > MAX_FRAME {
-            return Err(self.garbage(&head, format!("a frame length of {length} bytes")));
+            // What came with it (already read, so this cannot block) shows what it was.
+            let mut shown = head.to_vec();
+            let more = self.inner.buffer();
+            shown.extend_from_slice(&more[..more.len().min(60)]);
+            return Err(self.garbage(&shown, format!("a frame length of {length} bytes")));
         }
         self.buf.resize(length, 0);
         read_all(&mut self.inner, &mut self.buf, false)?;
@@ -164,7 +168,7 @@ fn kind_name(kind: u8) -> &'static str {
 
 /// Fills `buf`; an end of stream before the first byte of a frame
 /// (`at_start`) is `Eof`, inside one it is garbage.
-fn read_all(inner: &mut impl Read, buf: &mut [u8], at_start: bool) -> Result<(), ReadError> {
+fn read_all(inner: &mut impl BufRead, buf: &mut [u8], at_start: bool) -> Result<(), ReadError> {
     let mut filled = 0;
     while filled < buf.len() {
         match inner.read(&mut buf[filled..]) {
@@ -200,7 +204,8 @@ fn page(payload: &[u8], destinations: &mut HashMap<String, Arc<str>>) -> Result<
     let mut dests = dests.map(Vec::into_iter);
     let mut records = Vec::with_capacity(n);
     for ((id, data), time) in ids.into_iter().zip(data).zip(times) {
-        let timestamp_us = timestamp_us(&time).ok_or_else(|| format!("record `{id}`: timestamp `{time}` not understood"))?;
+        let timestamp_us =
+            timestamp_us(&time).ok_or_else(|| format!("record `{id}`: timestamp `{time}` not understood"))?;
         let destination_id = dests.as_mut().and_then(|d| d.next().flatten()).map(|name| {
             destinations
                 .entry(name.into_owned())
@@ -256,7 +261,10 @@ fn timestamp_us(text: &str) -> Option<i64> {
             if !digits.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            let minutes = i64::from(h1 - b'0') * 600 + i64::from(h2 - b'0') * 60 + i64::from(m1 - b'0') * 10 + i64::from(m2 - b'0');
+            let minutes = i64::from(h1 - b'0') * 600
+                + i64::from(h2 - b'0') * 60
+                + i64::from(m1 - b'0') * 10
+                + i64::from(m2 - b'0');
             if *sign == b'+' {
                 minutes * 60
             } else {
@@ -352,6 +360,9 @@ mod tests {
         let Err(ReadError::Garbage(message)) = reader.next() else {
             panic!("garbage")
         };
-        assert!(message.contains("frame 1 (page): columns of different lengths"), "{message}");
+        assert!(
+            message.contains("frame 1 (page): columns of different lengths"),
+            "{message}"
+        );
     }
 }
