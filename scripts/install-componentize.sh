@@ -8,14 +8,17 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
-if [ ! -x "$venv/bin/componentize-py" ]; then
+# Another version than the pin is replaced by it.
+if [ "$("$venv/bin/componentize-py" --version 2>/dev/null)" != "componentize-py 0.25.1" ]; then
   [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check componentize-py==0.25.1
 fi
-"$venv/bin/componentize-py" --version >/dev/null
+[ "$("$venv/bin/componentize-py" --version)" = "componentize-py 0.25.1" ] ||
+  { echo "install-componentize.sh: .venv/bin/componentize-py is not 0.25.1 after the install" >&2; exit 1; }
 
 js="$root/.tools/js"
-if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
+js_version() { node -p "require('$js/node_modules/@bytecodealliance/componentize-js/package.json').version" 2>/dev/null; }
+if [ "$(js_version)" != 0.23.0 ]; then
   mkdir -p "$js"
   # jco componentize 1.35 cannot read a WIT path; componentize-js is called
   # directly, and it needs this exact preview2-shim.
@@ -24,3 +27,5 @@ if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
       @bytecodealliance/componentize-js@0.23.0 \
       @bytecodealliance/preview2-shim@0.25.0 >/dev/null)
 fi
+[ "$(js_version)" = 0.23.0 ] ||
+  { echo "install-componentize.sh: .tools/js has no componentize-js 0.23.0 after the install" >&2; exit 1; }

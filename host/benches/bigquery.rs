@@ -7,20 +7,22 @@
 //!     cargo bench -p bizon-host --no-default-features --features bigquery --bench bigquery
 //!
 //! BENCH_ROWS (default 1,000,000) sizes (a); BENCH_RECORDS (default 200,000)
-//! sizes (b), which is skipped when the emulators are not installed
-//! (scripts/install-emulators.sh). Each figure is the median of BENCH_RUNS
+//! sizes (b), which needs the emulators (scripts/install-emulators.sh). Each figure is the median of BENCH_RUNS
 //! (default 3) runs; BENCH_ONLY=bigquery,bigquery_streaming picks destinations.
 
-#[path = "../../tests/e2e/support/emulators.rs"]
-// The tests' one-at-a-time guard (`serial`) is not needed by the bench.
+// The tests' support, of which the bench uses a part.
 #[allow(dead_code)]
+#[path = "../../tests/e2e/support/common.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/support/emulators.rs"]
 mod emulators;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bizon_host::destination::bigquery::schema::table_batch;
-use bizon_host::destination::bigquery::{batch, streaming, streaming_v2};
+use bizon_host::destination::bigquery::{load, streaming, streaming_v2};
 use bizon_host::destination::Batch;
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 use emulators::{emulators, BUCKET, PROJECT};
@@ -112,15 +114,12 @@ fn encoding(rows: u64, runs: usize) {
     );
     report(
         "Parquet file (snappy)",
-        time(runs, || batch::parquet_bytes(&shaped).expect("parquet").len()),
+        time(runs, || load::parquet_bytes(&shaped).expect("parquet").len()),
     );
 }
 
 fn end_to_end(records: u64, runs: usize) {
-    let Some(e) = emulators() else {
-        println!("(b) skipped: the emulators are not installed (scripts/install-emulators.sh)");
-        return;
-    };
+    let e = emulators();
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     println!("(b) dummy -> bizon-host -> emulators, {records} records, median of {runs}:");
     println!("{:<24} {:>12} {:>10}", "destination", "records/s", "seconds");

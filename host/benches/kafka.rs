@@ -17,6 +17,9 @@
 //! BENCH_LOG=debug shows the end-to-end runs' logs (support/run.rs).
 
 #[allow(dead_code)]
+#[path = "../../tests/e2e/support/common.rs"]
+mod common;
+#[allow(dead_code)]
 #[path = "../../tests/e2e/support/kafka.rs"]
 mod kafka;
 #[path = "support/run.rs"]
@@ -25,6 +28,7 @@ mod run;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bizon_host::pipeline::{Assembled, Bounds, Environment};
 use bizon_host::record::SourceRecord;
 use bizon_host::source::kafka::message::{Decoded, Decoder};
 use bizon_host::source::{Source, SourceError};
@@ -133,7 +137,7 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
         dir.path().display(),
         transforms(flatten)
     );
-    let pipeline = bizon_host::config::parse(&yaml, "bench.yaml", |_| None).unwrap();
+    let pipeline = bizon_host::pipeline::parse(&yaml, "bench.yaml", |_| None).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let source = InMemory {
         messages: messages.into_iter(),
@@ -147,12 +151,27 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
     };
     let started = Instant::now();
     let report = rt.block_on(async {
-        let destination = bizon_host::destination::build(&pipeline.destination).await.unwrap();
-        let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-        let source = bizon_host::transform::wrap(&pipeline, Box::new(Box::new(source) as Box<dyn Source>), None)
+        let env = Environment::for_run();
+        let destination = bizon_host::destination::build(&pipeline.destination, &env.destination)
             .await
             .unwrap();
-        bizon_host::pipeline::run(&pipeline, source, destination, std::future::pending(), tx).await
+        let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+        let source = bizon_host::transform::wrap(
+            &pipeline.transforms,
+            Box::new(Box::new(source) as Box<dyn Source>),
+            false,
+            pipeline.destination.options().default_destination_id().into(),
+            &env.transforms,
+            env.transform_workers,
+        )
+        .await
+        .unwrap();
+        let run = Assembled {
+            destination,
+            dead_letters: None,
+            source,
+        };
+        bizon_host::pipeline::run(&pipeline, run, std::future::pending(), tx, Bounds::none()).await
     });
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(report.records_written, records);
@@ -167,11 +186,16 @@ fn host_side(records: u64, partitions: i32, flatten: Option<&std::path::Path>) -
 /// Produces the topic once, then reads it whole once per variant (each in a
 /// group of its own); the run's own seconds for each.
 fn end_to_end(records: u64, partitions: i32, variants: &[Option<&std::path::Path>]) -> Option<Vec<f64>> {
-    let b = kafka::broker()?;
+    let b = kafka::broker();
     let topic = kafka::unique("bench");
     b.create_topic(&topic, partitions);
     let started = Instant::now();
-    let producer = b.bulk_producer();
+    // Batches as a real producer does.
+    let producer = b.producer_with(&[
+        ("linger.ms", "20"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "1000000"),
+    ]);
     let last = records - partitions as u64;
     for i in 0..last {
         let (k, v) = (key(i), value(i));

@@ -19,7 +19,8 @@ use arrow_ipc::reader::StreamDecoder;
 use bizon_host::config::DestinationOptions;
 use bizon_host::destination::wasm::{WasmConfig, WasmDestination};
 use bizon_host::destination::{Batch, Destination};
-use bizon_host::plugin::{ipc, Grants, InputFormat, Limits, Plugin, PluginSettings};
+use bizon_host::pipeline::{Assembled, Bounds};
+use bizon_host::plugin::{ipc, Grants, HostPolicy, InputFormat, Limits, Plugin, Request};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -87,10 +88,10 @@ fn main() {
     );
     let cache = root.join("target/wasm-cache-bench");
     std::env::set_var("BIZON_HOST_CACHE_DIR", &cache);
-    let settings = || PluginSettings {
+    let request = Request::default();
+    let policy = HostPolicy {
         cache_dir: Some(cache.clone()),
-        config_json: "{}".into(),
-        ..Default::default()
+        ..HostPolicy::for_run()
     };
 
     println!(
@@ -101,7 +102,7 @@ fn main() {
 
     // Cold: compile and store (or a hit when a previous run stored it).
     let started = Instant::now();
-    let plugin = Plugin::load(&sum_wasm, settings()).unwrap();
+    let plugin = Plugin::load(&sum_wasm, &request, &policy).unwrap();
     println!(
         "first load ({}): {:.1} ms, of which compiling {:.1} ms",
         plugin.report().cache,
@@ -113,7 +114,7 @@ fn main() {
     let loads: Vec<_> = (0..50)
         .map(|_| {
             let t = Instant::now();
-            let p = Plugin::load(&sum_wasm, settings()).unwrap();
+            let p = Plugin::load(&sum_wasm, &request, &policy).unwrap();
             let d = t.elapsed();
             assert_eq!(p.report().cache, bizon_host::plugin::CacheStatus::Hit);
             d
@@ -194,7 +195,7 @@ fn main() {
         .map(|_| {
             runtime.block_on(async {
                 let t = Instant::now();
-                let dest = WasmDestination::new(&config).await.unwrap();
+                let dest = WasmDestination::new(&config, HostPolicy::for_run()).await.unwrap();
                 dest.write(&one[0]).await.unwrap();
                 t.elapsed()
             })
@@ -219,7 +220,9 @@ fn main() {
     let mut plugin_rates = Vec::new();
     let mut native_rates = Vec::new();
     for _ in 0..3 {
-        let dest = runtime.block_on(WasmDestination::new(&config)).unwrap();
+        let dest = runtime
+            .block_on(WasmDestination::new(&config, HostPolicy::for_run()))
+            .unwrap();
         let t = Instant::now();
         runtime.block_on(async {
             for b in work.iter() {
@@ -296,17 +299,22 @@ fn end_to_end(runtime: &tokio::runtime::Runtime, config: &WasmConfig, records: u
     let yaml = format!(
         "name: e2e\nsource:\n  name: dummy\n  total_records: {records}\ndestination:\n  name: logger\n  config:\n    buffer_size: 10\n"
     );
-    let pipeline = bizon_host::config::parse(&yaml, "bench.yaml", |_| None).unwrap();
-    let source = || bizon_host::source::build(&pipeline.source).unwrap();
+    let pipeline = bizon_host::pipeline::parse(&yaml, "bench.yaml", |_| None).unwrap();
+    let source = || bizon_host::source::build(&pipeline.source, false).unwrap();
     let run = |destination: Arc<dyn Destination>| {
         let t = Instant::now();
         let (progress, _) = tokio::sync::watch::channel(Default::default());
+        let run = Assembled {
+            destination,
+            dead_letters: None,
+            source: source(),
+        };
         let report = runtime.block_on(bizon_host::pipeline::run(
             &pipeline,
-            source(),
-            destination,
+            run,
             std::future::pending(),
             progress,
+            Bounds::none(),
         ));
         assert_eq!(report.records_written, records as u64);
         records as f64 / t.elapsed().as_secs_f64()
@@ -314,7 +322,11 @@ fn end_to_end(runtime: &tokio::runtime::Runtime, config: &WasmConfig, records: u
     let mut plugin = Vec::new();
     let mut native = Vec::new();
     for _ in 0..3 {
-        let wasm: Arc<dyn Destination> = Arc::new(runtime.block_on(WasmDestination::new(config)).unwrap());
+        let wasm: Arc<dyn Destination> = Arc::new(
+            runtime
+                .block_on(WasmDestination::new(config, HostPolicy::for_run()))
+                .unwrap(),
+        );
         plugin.push(run(wasm));
         native.push(run(Arc::new(NativeSum)));
     }

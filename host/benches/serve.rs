@@ -16,6 +16,9 @@
 //! (scripts/build-plugins.sh) and, for density, tansu (scripts/install-kafka.sh).
 
 #[allow(dead_code)]
+#[path = "../../tests/e2e/support/common.rs"]
+mod common;
+#[allow(dead_code)]
 #[path = "../../tests/e2e/support/guests.rs"]
 mod guests;
 #[allow(dead_code)]
@@ -481,9 +484,7 @@ fn isolation(only: &[String]) {
 }
 
 fn density() {
-    let Some(broker) = kafka::broker() else {
-        panic!("density needs tansu: scripts/install-kafka.sh")
-    };
+    let broker = kafka::broker();
     let tenants: usize = std::env::var("BIZON_BENCH_TENANTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pipeline;
 #[cfg(feature = "wasm")]
 pub mod plugin;
+pub mod quota;
 pub mod record;
 #[cfg(feature = "serve")]
 pub mod serve;

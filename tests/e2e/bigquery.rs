@@ -1,16 +1,8 @@
 //! The three BigQuery destinations against bqemulator and gcp-storage-emulator,
 //! read back through the emulator's REST API.
 
-#[path = "support/emulators.rs"]
-mod emulators;
-#[path = "support/fault.rs"]
-mod fault;
-#[path = "bigquery_parity.rs"]
 mod parity;
-#[path = "support/storage_write.rs"]
 mod storage_write;
-#[path = "bigquery_storage_write.rs"]
-mod storage_write_path;
 
 use std::sync::Arc;
 
@@ -21,9 +13,11 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use bizon_host::destination::bigquery::{self, BigQueryConfig, BigQueryStreamingV2Config};
 use bizon_host::destination::{Batch, SharedDestination};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
-use emulators::{emulators, serial, Emulators, BUCKET, PROJECT};
-use fault::Reply;
 use serde_json::Value;
+
+use crate::support::emulators::{hold, Emulators, BUCKET, PROJECT};
+use crate::support::fault::{self, Reply};
+use crate::support::{bizon_host, text};
 
 /// A unique dataset per test: the tests share one emulator.
 fn dataset(name: &str) -> String {
@@ -135,6 +129,16 @@ fn v2_config(e: &Emulators, dataset: &str, extra: &str) -> BigQueryStreamingV2Co
     config
 }
 
+/// The first row of the answer `body` to the query `sql`, as strings.
+pub fn first_row(sql: &str, body: &Value) -> Vec<String> {
+    body["rows"][0]["f"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{sql}: {body}"))
+        .iter()
+        .map(|c| c["v"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 /// One row of a query's answer as strings.
 async fn query(e: &Emulators, sql: &str) -> Vec<String> {
     let url = format!("{}/bigquery/v2/projects/{PROJECT}/queries", e.rest);
@@ -144,13 +148,19 @@ async fn query(e: &Emulators, sql: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    let body: Value = response.json().await.unwrap();
-    body["rows"][0]["f"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{sql}: {body}"))
-        .iter()
-        .map(|c| c["v"].as_str().unwrap_or("").to_string())
-        .collect()
+    first_row(sql, &response.json().await.unwrap())
+}
+
+/// Batches of `per_batch` records 0.. (three of them) into table `events`,
+/// the first and the last written twice with the same sequence, as the
+/// pipeline retries a batch whose answer it did not get: each record lands once.
+async fn write_three_batches_retrying_two(e: &Emulators, dest: &SharedDestination, ds: &str, per_batch: u64) {
+    let batches = raw_batches("events", 0, 3 * per_batch, per_batch);
+    for b in [0, 0, 1, 2, 2] {
+        dest.write(&batches[b]).await.unwrap();
+    }
+    dest.finalize().await.unwrap();
+    assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..3 * per_batch).await;
 }
 
 /// Every id in `range` present exactly once: as many rows and distinct ids
@@ -176,8 +186,7 @@ async fn assert_each_once(e: &Emulators, table: &str, column: &str, range: std::
 
 #[tokio::test]
 async fn streaming_v2_raw_layout_routes_destination_ids_to_tables() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("v2_raw");
     // Small requests so each batch is split into several appends.
     let config = v2_config(e, &ds, "bq_max_rows_per_request: 300\nmax_concurrent_threads: 2\n");
@@ -274,8 +283,7 @@ async fn check_typed_table(e: &Emulators, ds: &str, n: i64) {
 
 #[tokio::test]
 async fn streaming_v2_unnest_writes_typed_columns() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("v2_unnest");
     let dest = bigquery::build_streaming_v2(&v2_config(e, &ds, RECORD_SCHEMA))
         .await
@@ -287,8 +295,7 @@ async fn streaming_v2_unnest_writes_typed_columns() {
 
 #[tokio::test]
 async fn streaming_v2_exactly_once_does_not_duplicate_a_retried_batch() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("v2_once");
     let dest = bigquery::build_streaming_v2(&v2_config(
         e,
@@ -297,15 +304,7 @@ async fn streaming_v2_exactly_once_does_not_duplicate_a_retried_batch() {
     ))
     .await
     .unwrap();
-    let batches = raw_batches("events", 0, 3000, 1000);
-    dest.write(&batches[0]).await.unwrap();
-    // The pipeline retries a batch whose answer it did not get: same sequence.
-    dest.write(&batches[0]).await.unwrap();
-    dest.write(&batches[1]).await.unwrap();
-    dest.write(&batches[2]).await.unwrap();
-    dest.write(&batches[2]).await.unwrap();
-    dest.finalize().await.unwrap();
-    assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..3000).await;
+    write_three_batches_retrying_two(e, &dest, &ds, 1000).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -314,40 +313,24 @@ async fn streaming_v2_exactly_once_does_not_duplicate_a_retried_batch() {
 /// `bizon-host run` on `yaml` in a fresh directory: exit status, stderr and the result JSON.
 async fn run_binary(yaml: String) -> (std::process::ExitStatus, String, Value) {
     tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-            .args(["run", "pipeline.yaml", "--no-progress", "--result-json", "result.json"])
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let result = std::fs::read(dir.path().join("result.json"))
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .unwrap_or_else(|e| panic!("no result JSON ({e}); stderr:\n{stderr}\n{yaml}"));
-        (output.status, stderr, result)
+        let run = crate::support::run(&yaml);
+        (run.output.status, run.stderr(), run.result())
     })
     .await
     .unwrap()
 }
 
+/// `bizon-host check` on `yaml`: exit status and output.
 async fn check_binary(yaml: String) -> (i32, String) {
     tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+        let output = bizon_host()
             .args(["check", "pipeline.yaml"])
             .current_dir(dir.path())
-            .env_remove("RUST_LOG")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.code().unwrap_or(-1), text)
+        (output.status.code().unwrap_or(-1), text(&output))
     })
     .await
     .unwrap()
@@ -423,8 +406,7 @@ async fn column_types(e: &Emulators, ds: &str, t: &str) -> Vec<(String, String)>
 
 #[tokio::test]
 async fn streaming_insert_all_writes_each_record_once_into_each_destination_table() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("ia_raw");
     let config = streaming_config(
         &e.rest,
@@ -479,8 +461,7 @@ fn typed_pipeline(file: &std::path::Path, destination: &str, config: &str) -> St
 
 #[tokio::test]
 async fn streaming_insert_all_unnest_writes_typed_columns() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("ia_unnest");
     let file = typed_jsonl(450);
     let config = streaming_config(&e.rest, &ds, "bq_max_rows_per_request: 100\nbuffer_size: 0\n");
@@ -491,8 +472,7 @@ async fn streaming_insert_all_unnest_writes_typed_columns() {
 
 #[tokio::test]
 async fn batch_loads_each_record_once_and_never_publishes_a_crashed_runs_temp_table() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("batch_raw");
     // A crashed run left orders_temp behind with rows of its own.
     let base = format!("{}/bigquery/v2/projects/{PROJECT}", e.rest);
@@ -562,8 +542,7 @@ async fn batch_loads_each_record_once_and_never_publishes_a_crashed_runs_temp_ta
 
 #[tokio::test]
 async fn batch_async_load_with_unnest_writes_typed_columns() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("batch_unnest");
     let file = typed_jsonl(1000);
     // 10 files, 3 per job, at most 2 jobs in flight: 4 load jobs, the last at finalize.
@@ -588,8 +567,7 @@ fn fault_pipeline(server: &fault::FaultServer, ds: &str, total: u64) -> String {
 
 #[tokio::test]
 async fn streaming_insert_all_retries_503_and_429_and_writes_each_row_once() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     for (code, ds) in [(503u16, dataset("ia_503")), (429, dataset("ia_429"))] {
         let server = fault::start(
             &e.rest,
@@ -619,8 +597,7 @@ async fn streaming_insert_all_retries_503_and_429_and_writes_each_row_once() {
 
 #[tokio::test]
 async fn streaming_insert_all_reports_invalid_rows_and_resends_stopped_ones() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("ia_rows");
     // The first request: rows 3 and 7 invalid, every other row `stopped` because of them.
     let server = fault::start(
@@ -661,8 +638,7 @@ async fn streaming_insert_all_reports_invalid_rows_and_resends_stopped_ones() {
 
 #[tokio::test]
 async fn check_exits_0_against_the_emulator_and_2_with_a_clear_message_when_wrong() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("check");
     let streaming = dummy_pipeline(1, 1, &["t"], "bigquery_streaming", &streaming_config(&e.rest, &ds, ""));
     let (code, text) = check_binary(streaming).await;
@@ -702,8 +678,7 @@ async fn check_exits_0_against_the_emulator_and_2_with_a_clear_message_when_wron
 
 #[tokio::test]
 async fn batch_retried_batch_whose_load_landed_is_not_loaded_twice() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     for (name, extra) in [
         ("batch_retry", ""),
         ("batch_retry_async", "async_load: true\nload_files_per_job: 1\n"),
@@ -712,22 +687,13 @@ async fn batch_retried_batch_whose_load_landed_is_not_loaded_twice() {
         let config: BigQueryConfig = serde_saphyr::from_str(&batch_config(e, &ds, extra)).unwrap();
         let dest = bigquery::build_batch(&config).await.unwrap();
         dest.check_connection().await.unwrap();
-        let batches = raw_batches("events", 0, 1500, 500);
-        dest.write(&batches[0]).await.unwrap();
-        // The pipeline retries a batch whose answer it did not get: same sequence.
-        dest.write(&batches[0]).await.unwrap();
-        dest.write(&batches[1]).await.unwrap();
-        dest.write(&batches[2]).await.unwrap();
-        dest.write(&batches[2]).await.unwrap();
-        dest.finalize().await.unwrap();
-        assert_each_once(e, &format!("{ds}.events"), "_source_record_id", 0..1500).await;
+        write_three_batches_retrying_two(e, &dest, &ds, 500).await;
     }
 }
 
 #[tokio::test]
 async fn batch_two_destination_ids_naming_one_table_share_its_temp_table() {
-    let _serial = serial();
-    let Some(e) = emulators() else { return };
+    let (e, _held) = hold().await;
     let ds = dataset("batch_shared");
     let config: BigQueryConfig = serde_saphyr::from_str(&batch_config(e, &ds, "")).unwrap();
     let dest = bigquery::build_batch(&config).await.unwrap();

@@ -1,26 +1,53 @@
 //! The three BigQuery destinations against real BigQuery, for whoever has
-//! access. Set `BIZON_TEST_BQ_PROJECT` (a project where the caller may create
-//! datasets) and application default credentials (`gcloud auth
-//! application-default login`); `BIZON_TEST_GCS_BUCKET` adds the batch
-//! destination. Without them the test says it was skipped and passes.
+//! access. `#[ignore]`d: they need a Google Cloud project and credentials,
+//! which CI does not have. Run them with
 //!
-//!     BIZON_TEST_BQ_PROJECT=my-project cargo test --release -p bizon-host --test bigquery_real -- --nocapture
+//!     BIZON_TEST_BQ_PROJECT=my-project BIZON_TEST_GCS_BUCKET=my-bucket \
+//!         cargo test --release --test e2e bigquery_real:: -- --ignored --nocapture
 //!
-//! Each run works in a fresh dataset `bizon_host_test_<random>` and deletes it.
+//! - `BIZON_TEST_BQ_PROJECT`: a project where the caller may create datasets;
+//! - application default credentials (`gcloud auth application-default login`,
+//!   or `GOOGLE_APPLICATION_CREDENTIALS` naming a service account key);
+//! - `BIZON_TEST_GCS_BUCKET` (the batch destination only): a bucket for its
+//!   load files.
+//!
+//! A test run without what it needs fails saying what to set. Each run works
+//! in a fresh dataset `bizon_host_test_<random>` and deletes it. (docs/bigquery.md,
+//! "Against real BigQuery", says the same.)
 
 use serde_json::Value;
 
+use super::bigquery::first_row;
+
 const API: &str = "https://bigquery.googleapis.com/bigquery/v2";
 
+/// The variable `name`; fails the test, saying what it is for, when unset.
+fn required(name: &str, what: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "set {name} ({what}) and application default credentials to run this test; see tests/e2e/bigquery_real.rs"
+        )
+    })
+}
+
+fn project() -> String {
+    required(
+        "BIZON_TEST_BQ_PROJECT",
+        "a Google Cloud project where the caller may create datasets",
+    )
+}
+
 async fn token() -> String {
-    google_cloud_auth::credentials::Builder::default()
+    let credentials = google_cloud_auth::credentials::Builder::default()
         .with_scopes(["https://www.googleapis.com/auth/bigquery"])
         .build_access_token_credentials()
-        .expect("application default credentials")
-        .access_token()
-        .await
-        .expect("an access token")
-        .token
+        .unwrap_or_else(|e| {
+            panic!(
+                "no application default credentials ({e}): run `gcloud auth application-default login` \
+                 or set GOOGLE_APPLICATION_CREDENTIALS"
+            )
+        });
+    credentials.access_token().await.expect("an access token").token
 }
 
 /// The first row of a query's answer, as strings.
@@ -35,12 +62,7 @@ async fn query(project: &str, sql: &str) -> Vec<String> {
         .json()
         .await
         .unwrap();
-    body["rows"][0]["f"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{sql}: {body}"))
-        .iter()
-        .map(|c| c["v"].as_str().unwrap_or("").to_string())
-        .collect()
+    first_row(sql, &body)
 }
 
 /// Deletes the test dataset however the test ends.
@@ -70,42 +92,15 @@ impl Drop for Dataset {
     }
 }
 
-fn run_binary(yaml: &str) -> (bool, String, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .args(["run", "pipeline.yaml", "--no-progress", "--result-json", "result.json"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let result = std::fs::read(dir.path().join("result.json"))
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap_or(Value::Null);
-    (output.status.success(), stderr, result)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_destination_writes_each_record_once_into_each_table_of_real_bigquery() {
-    let Ok(project) = std::env::var("BIZON_TEST_BQ_PROJECT") else {
-        eprintln!("skipped: set BIZON_TEST_BQ_PROJECT (and application default credentials) to run against BigQuery");
-        return;
-    };
+/// Runs each of `destinations` (its name, more of its config) on 3000 dummy
+/// records over two destination_ids into a fresh dataset: each record lands
+/// once, in its table.
+async fn writes_each_record_once(destinations: &[(&str, String)]) {
+    let project = project();
     let dataset = Dataset {
         project: project.clone(),
         name: format!("bizon_host_test_{:016x}", fastrand::u64(..)),
     };
-    let mut destinations = vec![
-        ("bigquery_streaming_v2", String::new()),
-        ("bigquery_streaming", String::new()),
-    ];
-    match std::env::var("BIZON_TEST_GCS_BUCKET") {
-        Ok(bucket) => destinations.push((
-            "bigquery",
-            format!("    create_dataset: true\n    gcs_buffer_bucket: {bucket}\n"),
-        )),
-        Err(_) => eprintln!("bigquery (batch) skipped: set BIZON_TEST_GCS_BUCKET"),
-    }
     let total = 3000;
     for (destination, extra) in destinations {
         let short = destination.replace("bigquery", "bq");
@@ -113,8 +108,11 @@ async fn every_destination_writes_each_record_once_into_each_table_of_real_bigqu
             "name: real\nsource:\n  name: dummy\n  total_records: {total}\n  page_size: 500\n  destination_ids: [{short}_a, {short}_b]\ndestination:\n  name: {destination}\n  config:\n    project_id: {project}\n    dataset_id: {}\n    buffer_size: 1\n{extra}",
             dataset.name
         );
-        let (ok, stderr, result) = tokio::task::spawn_blocking(move || run_binary(&yaml)).await.unwrap();
-        assert!(ok, "{destination}: {stderr}\n{result}");
+        let run = tokio::task::spawn_blocking(move || crate::support::run(&yaml))
+            .await
+            .unwrap();
+        run.assert_ok();
+        let result = run.result();
         assert_eq!(result["records_written"], total, "{destination}: {result}");
         for (table, rest) in [(format!("{short}_a"), 0), (format!("{short}_b"), 1)] {
             let sql = format!(
@@ -130,4 +128,22 @@ async fn every_destination_writes_each_record_once_into_each_table_of_real_bigqu
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs BIZON_TEST_BQ_PROJECT and Google credentials (see the top of this file)"]
+async fn the_streaming_destinations_write_each_record_once_into_each_table_of_real_bigquery() {
+    writes_each_record_once(&[
+        ("bigquery_streaming_v2", String::new()),
+        ("bigquery_streaming", String::new()),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs BIZON_TEST_BQ_PROJECT, BIZON_TEST_GCS_BUCKET and Google credentials (see the top of this file)"]
+async fn the_batch_destination_loads_each_record_once_into_each_table_of_real_bigquery() {
+    let bucket = required("BIZON_TEST_GCS_BUCKET", "a Cloud Storage bucket for the load files");
+    let extra = format!("    create_dataset: true\n    gcs_buffer_bucket: {bucket}\n");
+    writes_each_record_once(&[("bigquery", extra)]).await;
 }

@@ -11,19 +11,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::{bizon_host, require_tool, root, signal, stderr, wait_until};
+
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    root().join(path)
 }
 
 /// The Python with Bizon 0.6.4; a test without it fails, saying how to get it.
 fn bizon_python() -> PathBuf {
-    let python = repo(".venv-bizon/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-bizon.sh (Bizon 0.6.4 into .venv-bizon)",
-        python.display()
-    );
-    python
+    require_tool(
+        "Bizon 0.6.4's Python",
+        &[repo(".venv-bizon/bin/python")],
+        "bash scripts/install-bizon.sh",
+    )
 }
 
 /// A directory holding the shop source (tests/fixtures/bridge) and a pipeline.
@@ -58,9 +58,8 @@ impl Work {
     }
 
     fn host(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
+        let mut command = bizon_host();
         command
-            .env_remove("RUST_LOG")
             .env_remove("VIRTUAL_ENV")
             .env_remove("BIZON_HOST_PYTHON")
             .arg("--python")
@@ -86,10 +85,6 @@ impl Work {
         }
         records
     }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn ok(output: &Output) {
@@ -275,19 +270,16 @@ fn sigterm_reaches_the_child_and_stops_the_run() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
     // Records flowing: the stream destination appends them straight away.
-    while !(w.path("child.pid").exists() && std::fs::metadata(w.path("shop_items.json")).is_ok_and(|m| m.len() > 0)) {
-        assert!(Instant::now() < until, "the run never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("records written by the endless source", || {
+        w.path("child.pid").exists() && std::fs::metadata(w.path("shop_items.json")).is_ok_and(|m| m.len() > 0)
+    });
     let child: i32 = std::fs::read_to_string(w.path("child.pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    // SAFETY: kill(2) on the host this test started and has not reaped.
-    unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
+    signal(host.id(), libc::SIGTERM);
     let status = host.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(host.stderr.as_mut().unwrap(), &mut err).unwrap();

@@ -2,35 +2,14 @@
 //! every record arrives once, in its destination_id's table, created from
 //! the record_schema.
 
-#[path = "support/guests.rs"]
-mod guests;
-
-#[path = "support/clickhouse.rs"]
-mod clickhouse;
-
-use guests::{root, text, wasm};
-use std::path::Path;
-use std::process::{Command, Output};
-
-use clickhouse::ClickHouse;
-
-fn run(dir: &Path, yaml: &str) -> Output {
-    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .args(["run", "pipeline.yaml", "--no-progress", "--result-json", "result.json"])
-        .output()
-        .unwrap()
-}
+use crate::support::clickhouse::ClickHouse;
+use crate::support::{run, wasm};
 
 const SCHEMA: &str = "[{name: id, type: INTEGER, mode: REQUIRED}, {name: name, type: STRING}, {name: age, type: INTEGER}, {name: active, type: BOOLEAN}, {name: score, type: FLOAT}, {name: tags, type: STRING, mode: REPEATED}]";
 
 #[test]
 fn a_million_records_over_three_destination_ids_arrive_exactly_once() {
-    let Some(server) = ClickHouse::start() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouse::start();
     let ids = ["users", "orders", "events"];
     let schemas: Vec<String> = ids
         .iter()
@@ -43,8 +22,7 @@ fn a_million_records_over_three_destination_ids_arrive_exactly_once() {
         server.url(),
         schemas.concat()
     );
-    let output = run(dir.path(), &yaml);
-    assert!(output.status.success(), "{}", text(&output));
+    run(&yaml).assert_ok();
     for (k, id) in ids.iter().enumerate() {
         // dummy sends record i to destination_ids[i % 3].
         let expected: Vec<u64> = (0..1_000_000u64).filter(|i| i % 3 == k as u64).collect();
@@ -69,8 +47,7 @@ fn a_million_records_over_three_destination_ids_arrive_exactly_once() {
 
 #[test]
 fn bizon_columns_by_default_and_a_bad_table_is_fatal() {
-    let Some(server) = ClickHouse::start() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouse::start();
     let yaml = |id: &str| {
         format!(
             "name: ch\nsource:\n  name: dummy\n  total_records: 1000\ndestination:\n  name: wasm\n  config:\n    destination_id: {id}\n    plugin: {}\n    plugin_config: {{url: \"{}\"}}\n    allow:\n      hosts: [\"{}\"]\n    retry: {{max_attempts: 2, initial_backoff_ms: 10}}\n",
@@ -79,19 +56,18 @@ fn bizon_columns_by_default_and_a_bad_table_is_fatal() {
             server.url()
         )
     };
-    let output = run(dir.path(), &yaml("raw"));
-    assert!(output.status.success(), "{}", text(&output));
+    run(&yaml("raw")).assert_ok();
     let got = server.query("SELECT count(), uniqExact(bizon_id), min(length(source_data)) > 10 FROM raw FORMAT TSV");
     assert_eq!(got.trim(), "1000\t1000\t1");
 
     // A table that exists with other columns: ClickHouse refuses the rows,
     // and that is not worth retrying.
     server.query("CREATE TABLE clash (x UInt8) ENGINE = Memory");
-    let output = run(dir.path(), &yaml("clash"));
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let clash = run(&yaml("clash"));
+    clash.assert_code(1);
     assert!(
-        text(&output).contains("HTTP 500") && text(&output).contains("Code:"),
+        clash.text().contains("HTTP 500") && clash.text().contains("Code:"),
         "{}",
-        text(&output)
+        clash.text()
     );
 }

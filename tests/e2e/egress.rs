@@ -4,21 +4,14 @@
 //! an error that names the address and the rule, in the plugin and in the
 //! host's log.
 
-#[path = "support/guests.rs"]
-mod guests;
-
-#[path = "support/http_server.rs"]
-mod http_server;
-
-use guests::{root, text, wasm};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use http_server::{HttpServer, Reply};
 use serde_json::json;
+
+use crate::support::http_server::{HttpServer, Reply};
+use crate::support::{bizon_host, output_with_stdin, run, run_in_with, text, wasm, Run};
 
 /// Runs the egress guest on one record with these probes and grants.
 fn probe(probes: &[(&str, &str, String)], allow: serde_json::Value, env: &[(&str, &str)]) -> String {
@@ -34,16 +27,9 @@ fn probe(probes: &[(&str, &str, String)], allow: serde_json::Value, env: &[(&str
         json!({ "probes": probes }),
         allow
     );
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
-    cmd.current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .args(["run", "pipeline.yaml", "--no-progress"]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let output = cmd.output().unwrap();
+    let output = run_in_with(dir.path(), &yaml, |cmd| {
+        cmd.envs(env.iter().copied());
+    });
     assert!(output.status.success(), "{}", text(&output));
     text(&output)
 }
@@ -258,44 +244,31 @@ fn a_secret_is_added_by_the_host_to_its_host_only() {
 
 #[test]
 fn a_missing_secret_stops_the_run_before_any_record_moves() {
-    let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "name: egress\nsource:\n  name: dummy\n  total_records: 1\ndestination:\n  name: wasm\n  config:\n    plugin: {}\n    plugin_config: {{probes: []}}\n    allow:\n      hosts: [\"https://api.example.com\"]\n      secrets:\n        token: {{from: \"env:EGRESS_TEST_UNSET_VARIABLE\", host: \"https://api.example.com\"}}\n",
         wasm("hostile_egress").display()
     );
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .current_dir(dir.path())
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .args(["run", "pipeline.yaml"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
+    let run = run(&yaml);
+    assert!(!run.output.status.success(), "{}", run.text());
     assert!(
-        text(&output).contains("allow.secrets.token") && text(&output).contains("EGRESS_TEST_UNSET_VARIABLE"),
+        run.text().contains("allow.secrets.token") && run.text().contains("EGRESS_TEST_UNSET_VARIABLE"),
         "{}",
-        text(&output)
+        run.text()
     );
 }
 
 #[test]
 fn a_bad_rule_is_an_error_naming_the_line() {
-    let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "name: egress\nsource:\n  name: dummy\n  total_records: 1\ndestination:\n  name: wasm\n  config:\n    plugin: {}\n    allow:\n      hosts: [\"tcp://db.internal\"]\n",
         wasm("hostile_egress").display()
     );
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .current_dir(dir.path())
-        .args(["run", "pipeline.yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let run = run(&yaml);
+    run.assert_code(2);
     assert!(
-        text(&output).contains("pipeline.yaml:10") && text(&output).contains("needs a port"),
+        run.text().contains("pipeline.yaml:10") && run.text().contains("needs a port"),
         "{}",
-        text(&output)
+        run.text()
     );
 }
 
@@ -324,21 +297,19 @@ fn responses_are_bounded_in_size_and_time() {
 
 // plugins/http, the first-party HTTP destination, against the local server.
 
-fn http_pipeline(dir: &Path, url: &str, plugin_config: serde_json::Value, extra: &str) -> Output {
-    let yaml = format!(
-        "name: http\nsource:\n  name: dummy\n  total_records: 3000\n  page_size: 250\n  destination_ids: [a, b, c]\ndestination:\n  name: wasm\n  config:\n    buffer_size: 0\n    plugin: {}\n    plugin_config: {}\n    allow: {}\n{extra}",
+/// plugins/http on 3000 dummy records over destination_ids a, b and c in
+/// pages of `page`, with `allow` its grants; `extra` is more of the
+/// destination's config.
+fn http_pipeline(page: u64, plugin_config: serde_json::Value, allow: serde_json::Value, extra: &str) -> Run {
+    run(&format!(
+        "name: http\nsource:\n  name: dummy\n  total_records: 3000\n  page_size: {page}\n  destination_ids: [a, b, c]\ndestination:\n  name: wasm\n  config:\n    buffer_size: 0\n    plugin: {}\n    plugin_config: {plugin_config}\n    allow: {allow}\n{extra}",
         wasm("bizon_http").display(),
-        plugin_config,
-        json!({"hosts": [url]})
-    );
-    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .args(["run", "pipeline.yaml", "--no-progress"])
-        .output()
-        .unwrap()
+    ))
+}
+
+/// [`http_pipeline`] in pages of 250, granted `url`.
+fn http_run(url: &str, plugin_config: serde_json::Value, extra: &str) -> Run {
+    http_pipeline(250, plugin_config, json!({"hosts": [url]}), extra)
 }
 
 /// The records the server accepted (answered 2xx), as `source_record_id`s,
@@ -368,11 +339,9 @@ fn accepted(server: &HttpServer, statuses: &dyn Fn(usize) -> u16) -> Vec<u64> {
 #[test]
 fn the_http_plugin_posts_every_record_once_in_requests_under_the_cap() {
     let server = HttpServer::start(|_, _| Reply::ok(""));
-    let dir = tempfile::tempdir().unwrap();
     let config =
         json!({"url": format!("{}/ingest", server.url()), "max_request_bytes": 20000, "headers": {"x-team": "data"}});
-    let output = http_pipeline(dir.path(), &server.url(), config, "");
-    assert!(output.status.success(), "{}", text(&output));
+    http_run(&server.url(), config, "").assert_ok();
     let seen = server.seen();
     assert!(
         seen.len() > 12,
@@ -401,15 +370,13 @@ fn the_http_plugin_rides_out_a_429_and_503_storm_honouring_retry_after() {
         503 => Reply::status(503, "unavailable"),
         _ => Reply::ok(""),
     });
-    let dir = tempfile::tempdir().unwrap();
     let config = json!({
         "url": server.url(), "encoding": "json_array", "max_retries": 3,
         "initial_backoff_ms": 10, "max_backoff_ms": 2000
     });
     // One write at a time, so request 1 is request 0's retry.
     let extra = "    max_concurrent_threads: 1\n    retry: {max_attempts: 10, initial_backoff_ms: 10}\n";
-    let output = http_pipeline(dir.path(), &server.url(), config, extra);
-    assert!(output.status.success(), "{}", text(&output));
+    http_run(&server.url(), config, extra).assert_ok();
     let seen = server.seen();
     assert!(
         seen[1].at - seen[0].at >= Duration::from_millis(950),
@@ -429,29 +396,15 @@ fn the_http_plugin_waits_for_a_slow_server_and_retries_one_past_the_timeout() {
     // Requests 0 and 1 answer after 2 s, past the 500 ms first-byte limit;
     // the rest after 200 ms, within it.
     let server = HttpServer::start(|n, _| Reply::ok("").after(Duration::from_millis(if n < 2 { 2000 } else { 200 })));
-    let dir = tempfile::tempdir().unwrap();
-    let yaml_extra = "    max_concurrent_threads: 3\n";
     let config = json!({"url": server.url(), "initial_backoff_ms": 10});
     // The first-byte timeout is a grant setting: put it next to the host.
-    let output = {
-        let yaml = format!(
-            "name: http\nsource:\n  name: dummy\n  total_records: 3000\n  page_size: 1000\n  destination_ids: [a, b, c]\ndestination:\n  name: wasm\n  config:\n    buffer_size: 0\n    plugin: {}\n    plugin_config: {config}\n    allow: {}\n{yaml_extra}",
-            wasm("bizon_http").display(),
-            json!({"hosts": [server.url()], "network": {"first_byte_timeout_ms": 500}})
-        );
-        std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-            .current_dir(dir.path())
-            .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-            .args(["run", "pipeline.yaml", "--no-progress"])
-            .output()
-            .unwrap()
-    };
-    assert!(output.status.success(), "{}", text(&output));
+    let allow = json!({"hosts": [server.url()], "network": {"first_byte_timeout_ms": 500}});
+    let run = http_pipeline(1000, config, allow, "    max_concurrent_threads: 3\n");
+    run.assert_ok();
     assert!(
-        text(&output).contains("timed out"),
+        run.text().contains("timed out"),
         "the slow answers were not cut: {}",
-        text(&output)
+        run.text()
     );
     let on_time = |n: usize| if n < 2 { 504 } else { 200 };
     assert_eq!(accepted(&server, &on_time), (0..3000).collect::<Vec<u64>>());
@@ -460,10 +413,9 @@ fn the_http_plugin_waits_for_a_slow_server_and_retries_one_past_the_timeout() {
 #[test]
 fn the_http_plugin_stops_on_a_client_error() {
     let server = HttpServer::start(|_, _| Reply::status(400, "bad field"));
-    let dir = tempfile::tempdir().unwrap();
-    let output = http_pipeline(dir.path(), &server.url(), json!({"url": server.url()}), "");
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    assert!(text(&output).contains("HTTP 400: bad field"), "{}", text(&output));
+    let run = http_run(&server.url(), json!({"url": server.url()}), "");
+    run.assert_code(1);
+    assert!(run.text().contains("HTTP 400: bad field"), "{}", run.text());
     // Writes of a, b and c were in flight at once; none was sent again.
     let mut keys: Vec<String> = server
         .seen()
@@ -482,9 +434,8 @@ fn the_webhook_example_of_docs_sdk_md_posts_with_allow_host_and_is_denied_withou
     let dir = tempfile::tempdir().unwrap();
     let records: String = (0..100).map(|i| format!("{{\"n\":{i}}}\n")).collect();
     let run = |grant: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
+        let mut cmd = bizon_host();
         cmd.current_dir(dir.path())
-            .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
             .args(["run", "--no-progress", "--plugin"])
             .arg(wasm("webhook"))
             .args([
@@ -494,14 +445,7 @@ fn the_webhook_example_of_docs_sdk_md_posts_with_allow_host_and_is_denied_withou
         if grant {
             cmd.args(["--allow-host", &server.url()]);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(records.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        output_with_stdin(cmd, records.clone().into_bytes())
     };
     let output = run(true);
     assert!(output.status.success(), "{}", text(&output));

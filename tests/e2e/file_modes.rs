@@ -4,9 +4,11 @@
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
+
+use crate::support::{run_in, stderr, text};
 
 /// A working directory holding the pipeline file, with the output in `out/`
 /// and files outside the output directory next to it.
@@ -36,13 +38,7 @@ impl Work {
              page_size: 7\n  destination_ids: [users]\ndestination:\n  name: file\n  config:\n    path: out\n    \
              buffer_size: 0\n{extra}"
         );
-        std::fs::write(self.path("pipeline.yaml"), yaml).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-            .env_remove("RUST_LOG")
-            .args(["run", "pipeline.yaml"])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+        run_in(self.dir.path(), &yaml)
     }
 
     fn leftovers(&self) -> Vec<String> {
@@ -57,7 +53,7 @@ impl Work {
 }
 
 fn ok(output: &Output) {
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{}", text(output));
 }
 
 /// The records' ids, line by line.
@@ -128,27 +124,29 @@ fn incremental_publishes_a_crashed_runs_staged_lines_once_without_a_torn_line() 
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
+/// A run that failed (with exit status `code`, when given) saying `expected`.
+fn refused(output: &Output, code: Option<i32>, expected: &str) {
+    match code {
+        Some(code) => assert_eq!(output.status.code(), Some(code), "{}", text(output)),
+        None => assert!(!output.status.success(), "{}", text(output)),
+    }
+    let err = stderr(output);
+    assert!(err.contains(expected), "expected `{expected}` in: {err}");
+}
+
 #[test]
 fn parquet_is_refused_outside_full_refresh() {
-    let w = Work::new();
-    let output = w.run(3, "incremental", "    format: parquet\n");
-    assert!(!output.status.success());
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        err.contains("format: parquet supports sync_mode full_refresh only"),
-        "{err}"
-    );
+    let output = Work::new().run(3, "incremental", "    format: parquet\n");
+    refused(&output, None, "format: parquet supports sync_mode full_refresh only");
 }
 
 #[test]
 fn an_unknown_sync_mode_is_a_located_config_error() {
-    let w = Work::new();
-    let output = w.run(3, "sometimes", "");
-    assert_eq!(output.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        err.contains("pipeline.yaml:5:14: source.sync_mode: unknown sync mode `sometimes`"),
-        "{err}"
+    let output = Work::new().run(3, "sometimes", "");
+    refused(
+        &output,
+        Some(2),
+        "pipeline.yaml:5:14: source.sync_mode: unknown sync mode `sometimes`",
     );
 }
 
@@ -180,7 +178,7 @@ fn links_planted_in_the_directory_are_never_written_through() {
     for mode in ["incremental", "stream"] {
         let output = w.run(2, mode, "");
         assert!(!output.status.success(), "{mode}");
-        let err = String::from_utf8_lossy(&output.stderr);
+        let err = stderr(&output);
         assert!(err.contains("is a symbolic link"), "{mode}: {err}");
         assert_eq!(
             std::fs::read_to_string(w.path("victim.txt")).unwrap(),

@@ -3,33 +3,19 @@
 //! destination. Each test uses fresh topics and group ids, short session
 //! timeouts, and asserts what reached the files and what the group committed.
 
-// Shared with benches/kafka.rs, which uses what the tests do not.
-#[path = "kafka_faults.rs"]
 mod faults;
-// bigquery_streaming fed by Kafka: the insertIds a second read sends.
-#[allow(dead_code)]
-#[path = "support/emulators.rs"]
-mod emulators;
-#[allow(dead_code)]
-#[path = "support/fault.rs"]
-mod fault;
-#[allow(dead_code)]
-#[path = "support/kafka.rs"]
-mod kafka;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka::{broker, unique, Broker};
 use serde_json::Value;
 
-fn bizon_host() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
+use crate::support::emulators::{self, hold_blocking};
+use crate::support::fault;
+use crate::support::kafka::{broker, unique, Broker};
+use crate::support::{bizon_host, free_port, metrics, poll, signal, stderr, wait_until};
 
 /// librdkafka settings that make a group form and notice a departure in
 /// seconds rather than the production minute.
@@ -54,7 +40,10 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn run_to_end(dir: &Path, yaml: &Path) -> (Output, Value) {
+/// `bizon-host run` on the pipeline file `yaml` to its end, and its result
+/// (`NAME.result.json` beside it; null when there is none).
+fn run_to_end(yaml: &Path) -> (Output, Value) {
+    let dir = yaml.parent().unwrap();
     let result = dir.join(format!("{}.result.json", yaml.file_stem().unwrap().to_string_lossy()));
     let output = bizon_host()
         .args(["run", "--no-progress", "--result-json"])
@@ -68,11 +57,15 @@ fn run_to_end(dir: &Path, yaml: &Path) -> (Output, Value) {
     (output, json)
 }
 
-fn start(yaml: &Path, log: &Path) -> Child {
-    start_with(yaml, log, &[])
+/// [`run_to_end`], which must succeed; its result.
+fn run_ok(yaml: &Path) -> Value {
+    let (output, result) = run_to_end(yaml);
+    assert!(output.status.success(), "{}", stderr(&output));
+    result
 }
 
-fn start_with(yaml: &Path, log: &Path, args: &[&str]) -> Child {
+/// Starts `bizon-host run` on `yaml` with `args`, its log into `log`.
+fn start(yaml: &Path, log: &Path, args: &[&str]) -> Child {
     bizon_host()
         .args(["run", "--no-progress", "--log-level", "info"])
         .args(args)
@@ -83,28 +76,24 @@ fn start_with(yaml: &Path, log: &Path, args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+/// Starts a `stream` run of `topic` (destination_id `t`) for `group` into
+/// `out`, with `extra` source keys and `args`; its pipeline file and log
+/// are `out.yaml` and `out.log`.
+fn start_streaming(b: &Broker, group: &str, topic: &str, out: &Path, extra: &str, args: &[&str]) -> Child {
+    let yaml = out.with_extension("yaml");
+    std::fs::write(&yaml, pipeline(b, group, &[(topic, "t")], "stream", out, extra)).unwrap();
+    start(&yaml, &out.with_extension("log"), args)
 }
 
-/// The body of `GET /metrics` at `addr`, or "" when it does not answer.
-fn http_get(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
+/// The log of the run started by [`start_streaming`] into `out`.
+fn log_of(out: &Path) -> String {
+    std::fs::read_to_string(out.with_extension("log")).unwrap_or_default()
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+/// SIGTERM to the run into `out`: it exits 130, an interrupted run.
+fn interrupt(child: &mut Child, out: &Path) {
+    signal(child.id(), libc::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{}", log_of(out));
 }
 
 /// Rows of every `*.json` file under `dir` (final and temp files alike),
@@ -143,6 +132,16 @@ fn positions(rows: &[(String, Value)]) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
+/// [`positions`] of the rows under each of `outs`, all together.
+fn positions_in(outs: &[&Path]) -> Vec<(String, i64, i64)> {
+    outs.iter().flat_map(|out| positions(&rows(out))).collect()
+}
+
+/// How many distinct messages the runs into `outs` wrote.
+fn distinct(outs: &[&Path]) -> usize {
+    positions_in(outs).into_iter().collect::<BTreeSet<_>>().len()
+}
+
 /// Every offset below the high watermarks is present; returns the duplicates.
 fn assert_all_present(found: &[(String, i64, i64)], topic: &str, highs: &[i64]) -> usize {
     let mut seen = BTreeSet::new();
@@ -161,14 +160,17 @@ fn assert_all_present(found: &[(String, i64, i64)], topic: &str, highs: &[i64]) 
     duplicates
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits until the group has committed every partition's high watermark.
+fn wait_for_commits(b: &Broker, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let highs = b.high_watermarks(topic, partitions);
+    wait_until("the offsets committed", || {
+        b.committed(group, topic, partitions) == highs
+    });
+    highs
 }
 
+/// Sends `n` JSON messages (ids `from..from + n`, keyed by id) round-robin
+/// over the partitions.
 fn produce_json(b: &Broker, topic: &str, partitions: i32, n: usize, from: usize) {
     let p = b.producer();
     for i in from..from + n {
@@ -187,7 +189,7 @@ fn produce_json(b: &Broker, topic: &str, partitions: i32, n: usize, from: usize)
 
 #[test]
 fn full_refresh_writes_every_message_once_in_bizons_shape_and_commits_the_high_watermarks() {
-    let Some(b) = broker() else { return };
+    let b = broker();
     let (users, orders) = (unique("users"), unique("orders"));
     b.create_topic(&users, 3);
     b.create_topic(&orders, 2);
@@ -217,7 +219,7 @@ fn full_refresh_writes_every_message_once_in_bizons_shape_and_commits_the_high_w
             "",
         ),
     );
-    let (output, result) = run_to_end(dir.path(), &yaml);
+    let (output, result) = run_to_end(&yaml);
     assert!(output.status.success(), "{}", stderr(&output));
     // The end of each partition, which ends the run, is not an error.
     assert!(!stderr(&output).contains("ERROR"), "{}", stderr(&output));
@@ -274,8 +276,7 @@ fn full_refresh_writes_every_message_once_in_bizons_shape_and_commits_the_high_w
         "again.yaml",
         &pipeline(b, &group, &[(&users, "users")], "full_refresh", &again, ""),
     );
-    let (output, result) = run_to_end(dir.path(), &yaml);
-    assert!(output.status.success(), "{}", stderr(&output));
+    let result = run_ok(&yaml);
     assert_eq!(result["records_written"], 300);
     // Incremental from the group's commits: nothing new, nothing read.
     let yaml = write(
@@ -291,8 +292,7 @@ fn full_refresh_writes_every_message_once_in_bizons_shape_and_commits_the_high_w
         ),
     );
     produce_json(b, &users, 3, 6, 1000);
-    let (output, result) = run_to_end(dir.path(), &yaml);
-    assert!(output.status.success(), "{}", stderr(&output));
+    let result = run_ok(&yaml);
     assert_eq!(
         result["records_written"], 6,
         "incremental reads only what came after the commit"
@@ -301,7 +301,7 @@ fn full_refresh_writes_every_message_once_in_bizons_shape_and_commits_the_high_w
 
 #[test]
 fn streams_section_routes_topics_to_table_ids_as_bizon_injects_them() {
-    let Some(b) = broker() else { return };
+    let b = broker();
     let (a, c) = (unique("cdc.users"), unique("cdc.orders"));
     b.create_topic(&a, 2);
     b.create_topic(&c, 1);
@@ -316,17 +316,11 @@ fn streams_section_routes_topics_to_table_ids_as_bizon_injects_them() {
         b.servers,
         out.display()
     );
-    let yaml = write(dir.path(), "streams.yaml", &yaml);
-    let log = dir.path().join("log");
-    let mut child = start(&yaml, &log);
+    let mut child = start(&write(dir.path(), "out.yaml", &yaml), &out.with_extension("log"), &[]);
     let count = |f: &str| rows(&out).iter().filter(|(n, _)| n.starts_with(f)).count();
-    wait_until("30 rows", Duration::from_secs(60), || {
-        count("p.d.users") == 20 && count("p.d.orders") == 10
-    });
-    signal(&child, "-TERM");
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{}", std::fs::read_to_string(&log).unwrap());
-    let log = std::fs::read_to_string(&log).unwrap();
+    wait_until("30 rows", || count("p.d.users") == 20 && count("p.d.orders") == 10);
+    interrupt(&mut child, &out);
+    let log = log_of(&out);
     assert!(
         log.contains("nb_bytes_schema_id: Bizon 0.6.4 no longer reads this key"),
         "{log}"
@@ -344,61 +338,41 @@ fn streams_section_routes_topics_to_table_ids_as_bizon_injects_them() {
 
 #[test]
 fn sigterm_drains_commits_and_leaves_the_group_promptly() {
-    let Some(b) = broker() else { return };
+    let b = broker();
     let topic = unique("t");
     b.create_topic(&topic, 4);
     produce_json(b, &topic, 4, 200, 0);
     let dir = tempfile::tempdir().unwrap();
     let group = unique("g");
     let out = dir.path().join("out");
-    let yaml = write(
-        dir.path(),
-        "p.yaml",
-        &pipeline(b, &group, &[(&topic, "t")], "stream", &out, ""),
-    );
-    let log = dir.path().join("log");
-    let metrics_addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
-    let mut child = start_with(&yaml, &log, &["--metrics-addr", &metrics_addr]);
-    wait_until("200 rows", Duration::from_secs(60), || rows(&out).len() >= 200);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut child = start_streaming(b, &group, &topic, &out, "", &["--metrics-addr", &metrics_addr]);
+    wait_until("200 rows", || rows(&out).len() >= 200);
     // More arrives while it runs.
     produce_json(b, &topic, 4, 40, 200);
-    wait_until("240 rows", Duration::from_secs(30), || rows(&out).len() >= 240);
+    wait_until("240 rows", || rows(&out).len() >= 240);
     // The metrics endpoint shows the rows and, once committed and fetched, no lag.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = http_get(&metrics_addr);
-        let lag_zero = |p: i32| {
-            text.contains(&format!(
-                "bizon_kafka_lag{{partition=\"{p}\",topic=\"{topic}\",pipeline=\"kafka e2e\"}} 0"
-            ))
-        };
-        if text.contains("bizon_records_written_total{destination_id=\"t\",pipeline=\"kafka e2e\"} 240")
-            && (0..4).all(lag_zero)
-            && text.contains(&format!(
-                "bizon_kafka_high_watermark{{partition=\"0\",topic=\"{topic}\",pipeline=\"kafka e2e\"}} 60"
-            ))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never showed 240 rows at zero lag:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(
+        || format!("metrics to show 240 rows at zero lag:\n{}", metrics(&metrics_addr)),
+        || {
+            let text = metrics(&metrics_addr);
+            let lag_zero = |p: i32| {
+                text.contains(&format!(
+                    "bizon_kafka_lag{{partition=\"{p}\",topic=\"{topic}\",pipeline=\"kafka e2e\"}} 0"
+                ))
+            };
+            let done = text.contains("bizon_records_written_total{destination_id=\"t\",pipeline=\"kafka e2e\"} 240")
+                && (0..4).all(lag_zero)
+                && text.contains(&format!(
+                    "bizon_kafka_high_watermark{{partition=\"0\",topic=\"{topic}\",pipeline=\"kafka e2e\"}} 60"
+                ));
+            done.then_some(())
+        },
+    );
     let asked = Instant::now();
-    signal(&child, "-TERM");
-    let status = child.wait().unwrap();
+    interrupt(&mut child, &out);
     let took = asked.elapsed();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(130), "{log}");
+    let log = log_of(&out);
     assert!(took < Duration::from_secs(10), "took {took:?} to stop:\n{log}");
     assert!(log.contains("kafka: consumer closed"), "{log}");
     let highs = b.high_watermarks(&topic, 4);
@@ -409,24 +383,18 @@ fn sigterm_drains_commits_and_leaves_the_group_promptly() {
     // left the group instead of timing out) and finds nothing to redo.
     produce_json(b, &topic, 4, 8, 1000);
     let out2 = dir.path().join("out2");
-    let yaml = write(
-        dir.path(),
-        "p2.yaml",
-        &pipeline(b, &group, &[(&topic, "t")], "stream", &out2, ""),
-    );
-    let log2 = dir.path().join("log2");
-    let mut child = start(&yaml, &log2);
-    wait_until("8 new rows", Duration::from_secs(30), || rows(&out2).len() >= 8);
+    let mut child = start_streaming(b, &group, &topic, &out2, "", &[]);
+    wait_until("8 new rows", || rows(&out2).len() >= 8);
+    // Time for a message read again, if any were, to be written too.
     std::thread::sleep(Duration::from_millis(500));
-    signal(&child, "-TERM");
-    child.wait().unwrap();
+    interrupt(&mut child, &out2);
     let second = positions(&rows(&out2));
     assert_eq!(second.len(), 8, "only the new messages are read again: {second:?}");
 }
 
 #[test]
 fn kill_9_after_the_write_before_the_commit_loses_nothing() {
-    let Some(b) = broker() else { return };
+    let b = broker();
     let topic = unique("t");
     b.create_topic(&topic, 3);
     produce_json(b, &topic, 3, 150, 0);
@@ -435,15 +403,9 @@ fn kill_9_after_the_write_before_the_commit_loses_nothing() {
     // Commits only every 10 minutes: the kill lands after the writes, before any commit.
     let slow_commit = "    auto.commit.interval.ms: 600000\n";
     let first = dir.path().join("first");
-    let yaml = write(
-        dir.path(),
-        "p.yaml",
-        &pipeline(b, &group, &[(&topic, "t")], "stream", &first, slow_commit),
-    );
-    let log = dir.path().join("log");
-    let mut child = start(&yaml, &log);
-    wait_until("150 rows", Duration::from_secs(60), || rows(&first).len() >= 150);
-    signal(&child, "-KILL");
+    let mut child = start_streaming(b, &group, &topic, &first, slow_commit, &[]);
+    wait_until("150 rows", || rows(&first).len() >= 150);
+    signal(child.id(), libc::SIGKILL);
     child.wait().unwrap();
     assert_eq!(
         b.committed(&group, &topic, 3),
@@ -452,20 +414,11 @@ fn kill_9_after_the_write_before_the_commit_loses_nothing() {
     );
 
     let second = dir.path().join("second");
-    let yaml = write(
-        dir.path(),
-        "p2.yaml",
-        &pipeline(b, &group, &[(&topic, "t")], "stream", &second, ""),
-    );
-    let log2 = dir.path().join("log2");
-    let mut child = start(&yaml, &log2);
-    wait_until("150 rows again", Duration::from_secs(60), || rows(&second).len() >= 150);
-    signal(&child, "-TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    let mut all = positions(&rows(&first));
-    all.extend(positions(&rows(&second)));
+    let mut child = start_streaming(b, &group, &topic, &second, "", &[]);
+    wait_until("150 rows again", || rows(&second).len() >= 150);
+    interrupt(&mut child, &second);
     let highs = b.high_watermarks(&topic, 3);
-    let duplicates = assert_all_present(&all, &topic, &highs);
+    let duplicates = assert_all_present(&positions_in(&[&first, &second]), &topic, &highs);
     assert_eq!(
         duplicates, 150,
         "everything written before the kill is read again, once"
@@ -475,60 +428,35 @@ fn kill_9_after_the_write_before_the_commit_loses_nothing() {
 
 #[test]
 fn a_second_process_joining_mid_run_shares_the_partitions_and_nothing_is_lost() {
-    let Some(b) = broker() else { return };
+    let b = broker();
     let topic = unique("t");
     b.create_topic(&topic, 6);
     produce_json(b, &topic, 6, 300, 0);
     let dir = tempfile::tempdir().unwrap();
     let group = unique("g");
     let (out_a, out_b) = (dir.path().join("a"), dir.path().join("b"));
-    let yaml_a = write(
-        dir.path(),
-        "a.yaml",
-        &pipeline(b, &group, &[(&topic, "t")], "stream", &out_a, ""),
-    );
-    let yaml_b = write(
-        dir.path(),
-        "b.yaml",
-        &pipeline(b, &group, &[(&topic, "t")], "stream", &out_b, ""),
-    );
-    let (log_a, log_b) = (dir.path().join("log_a"), dir.path().join("log_b"));
-    let mut a = start(&yaml_a, &log_a);
-    wait_until("first rows", Duration::from_secs(60), || !rows(&out_a).is_empty());
-    let mut second = start(&yaml_b, &log_b);
+    let both = [out_a.as_path(), out_b.as_path()];
+    let mut a = start_streaming(b, &group, &topic, &out_a, "", &[]);
+    wait_until("first rows", || !rows(&out_a).is_empty());
+    let mut second = start_streaming(b, &group, &topic, &out_b, "", &[]);
     // Keep producing while the group rebalances.
     for round in 0..10 {
         produce_json(b, &topic, 6, 30, 1000 + round * 30);
         std::thread::sleep(Duration::from_millis(300));
     }
-    let total: i64 = 600;
-    wait_until("600 rows", Duration::from_secs(60), || {
-        let mut all = positions(&rows(&out_a));
-        all.extend(positions(&rows(&out_b)));
-        all.iter().collect::<BTreeSet<_>>().len() as i64 >= total
-    });
-    let log_b_text = || std::fs::read_to_string(&log_b).unwrap();
-    wait_until("b to get partitions", Duration::from_secs(30), || {
-        log_b_text().contains("partitions assigned")
-    });
+    let total = 600;
+    wait_until("600 rows", || distinct(&both) >= total);
+    wait_until("b to get partitions", || log_of(&out_b).contains("partitions assigned"));
     produce_json(b, &topic, 6, 60, 5000);
-    wait_until("660 rows", Duration::from_secs(60), || {
-        let mut all = positions(&rows(&out_a));
-        all.extend(positions(&rows(&out_b)));
-        all.iter().collect::<BTreeSet<_>>().len() as i64 >= total + 60
-    });
-    signal(&a, "-TERM");
-    signal(&second, "-TERM");
-    assert_eq!(a.wait().unwrap().code(), Some(130));
-    assert_eq!(second.wait().unwrap().code(), Some(130));
-    let (rows_a, rows_b) = (positions(&rows(&out_a)), positions(&rows(&out_b)));
+    wait_until("660 rows", || distinct(&both) >= total + 60);
+    interrupt(&mut a, &out_a);
+    interrupt(&mut second, &out_b);
     assert!(
-        !rows_b.is_empty(),
+        !positions(&rows(&out_b)).is_empty(),
         "the second process got no partition:\n{}",
-        log_b_text()
+        log_of(&out_b)
     );
-    let mut all = rows_a.clone();
-    all.extend(rows_b);
+    let all = positions_in(&both);
     let highs = b.high_watermarks(&topic, 6);
     let duplicates = assert_all_present(&all, &topic, &highs);
     eprintln!(
@@ -541,7 +469,7 @@ fn a_second_process_joining_mid_run_shares_the_partitions_and_nothing_is_lost() 
 
 #[test]
 fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_them() {
-    let Some(b) = broker() else { return };
+    let b = broker();
     let topic = unique("t");
     b.create_topic(&topic, 2);
     let p = b.producer();
@@ -566,7 +494,7 @@ fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_th
             "",
         ),
     );
-    let (output, _) = run_to_end(dir.path(), &yaml);
+    let (output, _) = run_to_end(&yaml);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     // Whichever partition is fetched first holds the first bad message.
     let text = stderr(&output);
@@ -581,8 +509,7 @@ fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_th
     let group = unique("g");
     let text = pipeline(b, &group, &[(&topic, "t")], "full_refresh", &dir.path().join("out"), "")
         + &format!("dead_letter:\n  path: {}\n", dl.display());
-    let (output, result) = run_to_end(dir.path(), &write(dir.path(), "file.yaml", &text));
-    assert!(output.status.success(), "{}", stderr(&output));
+    let result = run_ok(&write(dir.path(), "file.yaml", &text));
     assert_eq!(result["records_written"], 2);
     assert_eq!(result["source"]["dead_letters"], 3, "{result}");
     let letters: Vec<Value> = std::fs::read_to_string(&dl)
@@ -616,8 +543,7 @@ fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_th
         &dir.path().join("out2"),
         "",
     ) + &format!("dead_letter:\n  topic: {dead_topic}\n");
-    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "topic.yaml", &text));
-    assert!(output.status.success(), "{}", stderr(&output));
+    run_ok(&write(dir.path(), "topic.yaml", &text));
     let dead = b.read_all(&dead_topic, 1, 3);
     assert_eq!(dead.len(), 3);
     let bad = dead
@@ -640,7 +566,7 @@ fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_th
         "dead_letter:\n  path: {}\n  max_dead_letters: 1\n",
         dir.path().join("dl3.jsonl").display()
     );
-    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "bound.yaml", &text));
+    let (output, _) = run_to_end(&write(dir.path(), "bound.yaml", &text));
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("passed max_dead_letters (1)"),
@@ -653,7 +579,7 @@ fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_th
 fn unsafe_consumer_config_and_missing_topics_are_refused_before_reading() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "name: x\nsource:\n  name: kafka\n  stream: topic\n  bootstrap_servers: 127.0.0.1:1\n  message_encoding: utf-8\n  topics:\n    - name: t\n      destination_id: t\n  consumer_config:\n    enable.auto.offset.store: true\ndestination:\n  name: logger\n";
-    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "unsafe.yaml", yaml));
+    let (output, _) = run_to_end(&write(dir.path(), "unsafe.yaml", yaml));
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(
@@ -661,7 +587,7 @@ fn unsafe_consumer_config_and_missing_topics_are_refused_before_reading() {
         "{err}"
     );
     let yaml = "name: x\nsource:\n  name: kafka\n  stream: topic\n  bootstrap_servers: 127.0.0.1:1\ndestination:\n  name: logger\n";
-    let (output, _) = run_to_end(dir.path(), &write(dir.path(), "none.yaml", yaml));
+    let (output, _) = run_to_end(&write(dir.path(), "none.yaml", yaml));
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("source.topics: no topics"),
@@ -672,55 +598,37 @@ fn unsafe_consumer_config_and_missing_topics_are_refused_before_reading() {
 
 #[test]
 fn scale_out_three_processes_six_partitions_one_killed_mid_run_loses_nothing() {
-    let Some(b) = broker() else { return };
+    let b = broker();
     let topic = unique("t");
     b.create_topic(&topic, 6);
     let dir = tempfile::tempdir().unwrap();
     let group = unique("g");
     let outs: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("out{i}"))).collect();
+    let all: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
     let mut children: Vec<Child> = outs
         .iter()
-        .enumerate()
-        .map(|(i, out)| {
-            let yaml = write(
-                dir.path(),
-                &format!("p{i}.yaml"),
-                &pipeline(b, &group, &[(&topic, "t")], "stream", out, ""),
-            );
-            start(&yaml, &dir.path().join(format!("log{i}")))
-        })
+        .map(|out| start_streaming(b, &group, &topic, out, "", &[]))
         .collect();
-    let distinct = || {
-        let mut all = Vec::new();
-        for out in &outs {
-            all.extend(positions(&rows(out)));
-        }
-        all.into_iter().collect::<BTreeSet<_>>().len()
-    };
     produce_json(b, &topic, 6, 300, 0);
-    wait_until("the first 300 rows", Duration::from_secs(60), || distinct() >= 300);
+    wait_until("the first 300 rows", || distinct(&all) >= 300);
     // One member dies without a word; the others take its partitions from
     // the last commit once its session times out.
-    signal(&children[1], "-KILL");
+    signal(children[1].id(), libc::SIGKILL);
     children[1].wait().unwrap();
     for round in 0..6 {
         produce_json(b, &topic, 6, 50, 1000 + round * 50);
         std::thread::sleep(Duration::from_millis(200));
     }
-    wait_until("all 600 rows", Duration::from_secs(90), || distinct() >= 600);
+    wait_until("all 600 rows", || distinct(&all) >= 600);
     for i in [0, 2] {
-        signal(&children[i], "-TERM");
-        assert_eq!(children[i].wait().unwrap().code(), Some(130));
+        interrupt(&mut children[i], &outs[i]);
     }
-    let mut all = Vec::new();
-    for out in &outs {
-        all.extend(positions(&rows(out)));
-    }
+    let found = positions_in(&all);
     let highs = b.high_watermarks(&topic, 6);
-    let duplicates = assert_all_present(&all, &topic, &highs);
+    let duplicates = assert_all_present(&found, &topic, &highs);
     eprintln!(
         "scale-out: {} rows for 600 messages ({duplicates} duplicates)",
-        all.len()
+        found.len()
     );
     assert_eq!(b.committed(&group, &topic, 6), highs);
 }
@@ -764,7 +672,7 @@ fn schema_registry(schemas: Vec<(i64, String)>) -> String {
 #[test]
 fn avro_messages_decode_with_schemas_from_the_registry_and_unknown_ids_go_to_the_dead_letter() {
     use apache_avro::types::Value as Avro;
-    let Some(b) = broker() else { return };
+    let b = broker();
     let schema_text = r#"{"type": "record", "name": "users", "namespace": "cdc", "fields": [{"name": "id", "type": "long"}, {"name": "email", "type": ["null", "string"]}, {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#;
     let schema = apache_avro::Schema::parse_str(schema_text).unwrap();
     let url = schema_registry(vec![(1, schema_text.to_string()), (2, schema_text.to_string())]);
@@ -808,8 +716,7 @@ fn avro_messages_decode_with_schemas_from_the_registry_and_unknown_ids_go_to_the
         dir.path().join("out").display(),
         dl.display()
     );
-    let (output, result) = run_to_end(dir.path(), &write(dir.path(), "avro.yaml", &yaml));
-    assert!(output.status.success(), "{}", stderr(&output));
+    let result = run_ok(&write(dir.path(), "avro.yaml", &yaml));
     assert_eq!(result["records_written"], 2, "{result}");
     let all = rows(&dir.path().join("out"));
     let data: Vec<String> = all
@@ -827,34 +734,70 @@ fn avro_messages_decode_with_schemas_from_the_registry_and_unknown_ids_go_to_the
     assert!(letters.contains("schema id 99 not found in the registry"), "{letters}");
 }
 
-#[test]
-fn bigquery_streaming_insert_ids_name_the_message_so_reading_it_again_sends_the_same_ids() {
-    let Some(b) = broker() else { return };
-    let Some(e) = emulators::emulators() else { return };
-    let (users, orders) = (unique("users"), unique("orders"));
-    b.create_topic(&users, 2);
-    b.create_topic(&orders, 2);
-    produce_json(b, &users, 2, 20, 0);
-    produce_json(b, &orders, 2, 20, 0);
-    // The proxy records the insertIds of every insertAll and forwards it.
-    let proxy = fault::start(&e.rest, Box::new(|_, _| fault::Reply::Forward));
-    let dataset = format!("kafka_ids_{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let run = |name: &str| {
-        // Both topics into one table: the same partition and offset in two
-        // topics are two rows, and must not share an id.
+/// What both Kafka-to-BigQuery tests read from (their topics) and write
+/// through: a proxy in front of the emulator that records what reaches it.
+struct ToBigQuery {
+    dir: tempfile::TempDir,
+    proxy: fault::FaultServer,
+    dataset: String,
+}
+
+impl ToBigQuery {
+    /// `topics` with `partitions` each and `count` messages in each.
+    fn new(e: &emulators::Emulators, topics: &[&str], partitions: i32, count: usize, dataset: &str) -> ToBigQuery {
+        let b = broker();
+        for topic in topics {
+            b.create_topic(topic, partitions);
+            produce_json(b, topic, partitions, count, 0);
+        }
+        ToBigQuery {
+            dir: tempfile::tempdir().unwrap(),
+            // Forwards everything; answers a job id seen before with 409, as BigQuery does.
+            proxy: fault::start(&e.rest, Box::new(|_, _| fault::Reply::Forward)),
+            dataset: format!("{dataset}_{}", std::process::id()),
+        }
+    }
+
+    /// One run in a group of its own reading `topics` in `sync_mode` into
+    /// table `events` of `destination` (`extra`: more of its config); it
+    /// must write `written` records.
+    fn run(&self, name: &str, sync_mode: &str, topics: &[&str], destination: &str, extra: &str, written: u64) {
+        let topics: String = topics
+            .iter()
+            .map(|t| format!("    - name: {t}\n      destination_id: events\n"))
+            .collect();
         let yaml = format!(
-            "name: kafka to bq\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n    - name: {users}\n      destination_id: events\n    - name: {orders}\n      destination_id: events\ndestination:\n  name: bigquery_streaming\n  config:\n    project_id: {}\n    dataset_id: {dataset}\n    endpoint: {}\n    buffer_size: 0\n",
-            b.servers,
+            "name: kafka to bq\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: {sync_mode}\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n{topics}destination:\n  name: {destination}\n  config:\n    project_id: {}\n    dataset_id: {}\n    endpoint: {}\n{extra}",
+            broker().servers,
             unique("g"),
             emulators::PROJECT,
-            proxy.url
+            self.dataset,
+            self.proxy.url
         );
-        let (output, result) = run_to_end(dir.path(), &write(dir.path(), name, &yaml));
-        assert!(output.status.success(), "{}", stderr(&output));
-        assert_eq!(result["records_written"], 40, "{result}");
+        let result = run_ok(&write(self.dir.path(), name, &yaml));
+        assert_eq!(result["records_written"], written, "{result}");
+    }
+}
+
+#[test]
+fn bigquery_streaming_insert_ids_name_the_message_so_reading_it_again_sends_the_same_ids() {
+    let (e, _held) = hold_blocking();
+    let (users, orders) = (unique("users"), unique("orders"));
+    let bq = ToBigQuery::new(e, &[users.as_str(), orders.as_str()], 2, 20, "kafka_ids");
+    // Both topics into one table: the same partition and offset in two
+    // topics are two rows, and must not share an id.
+    let run = |name: &str| {
+        let topics = [users.as_str(), orders.as_str()];
+        bq.run(
+            name,
+            "full_refresh",
+            &topics,
+            "bigquery_streaming",
+            "    buffer_size: 0\n",
+            40,
+        )
     };
-    let ids = || -> BTreeSet<String> { proxy.seen().into_iter().flat_map(|s| s.insert_ids).collect() };
+    let ids = || -> BTreeSet<String> { bq.proxy.seen().into_iter().flat_map(|s| s.insert_ids).collect() };
     run("first.yaml");
     let first = ids();
     assert_eq!(first.len(), 40, "one id per message, the two topics apart");
@@ -862,37 +805,23 @@ fn bigquery_streaming_insert_ids_name_the_message_so_reading_it_again_sends_the_
     // too): BigQuery gets the same ids and drops the repeats.
     run("second.yaml");
     assert_eq!(ids(), first, "the second read sent the ids of the first");
-    assert_eq!(proxy.seen().iter().map(|s| s.insert_ids.len()).sum::<usize>(), 80);
+    assert_eq!(bq.proxy.seen().iter().map(|s| s.insert_ids.len()).sum::<usize>(), 80);
 }
 
 #[test]
 fn bigquery_load_job_ids_name_the_messages_so_loading_them_again_is_a_no_op() {
-    let Some(b) = broker() else { return };
-    let Some(e) = emulators::emulators() else { return };
+    let (e, _held) = hold_blocking();
     let topic = unique("t");
-    b.create_topic(&topic, 2);
-    produce_json(b, &topic, 2, 30, 0);
-    // The proxy answers a job id seen before with 409, as BigQuery does.
-    let proxy = fault::start(&e.rest, Box::new(|_, _| fault::Reply::Forward));
-    let dataset = format!("kafka_jobs_{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
+    let bq = ToBigQuery::new(e, &[topic.as_str()], 2, 30, "kafka_jobs");
     // Two groups read the same messages, as a run after a crash before the
     // commit does; incremental loads into the kept `_incremental` stage.
-    let run = |name: &str| {
-        let yaml = format!(
-            "name: kafka to bq\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: incremental\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n    - name: {topic}\n      destination_id: events\ndestination:\n  name: bigquery\n  config:\n    project_id: {}\n    dataset_id: {dataset}\n    create_dataset: true\n    endpoint: {}\n    gcs_endpoint: http://127.0.0.1:80\n    gcs_buffer_bucket: {}\n",
-            b.servers,
-            unique("g"),
-            emulators::PROJECT,
-            proxy.url,
-            emulators::BUCKET
-        );
-        let (output, result) = run_to_end(dir.path(), &write(dir.path(), name, &yaml));
-        assert!(output.status.success(), "{}", stderr(&output));
-        assert_eq!(result["records_written"], 30, "{result}");
-    };
+    let staging = format!(
+        "    create_dataset: true\n    gcs_endpoint: http://127.0.0.1:80\n    gcs_buffer_bucket: {}\n",
+        emulators::BUCKET
+    );
+    let run = |name: &str| bq.run(name, "incremental", &[topic.as_str()], "bigquery", &staging, 30);
     let loads = || -> Vec<(String, bool)> {
-        let jobs = proxy.jobs.lock().unwrap();
+        let jobs = bq.proxy.jobs.lock().unwrap();
         jobs.iter()
             .filter(|(id, _)| id.starts_with("bizon_load_"))
             .cloned()
@@ -905,7 +834,7 @@ fn bigquery_load_job_ids_name_the_messages_so_loading_them_again_is_a_no_op() {
     let all = loads();
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1], (first[0].0.clone(), true), "the same job id, answered 409");
-    let sql = format!("SELECT COUNT(*) FROM `{}.{dataset}.events`", emulators::PROJECT);
+    let sql = format!("SELECT COUNT(*) FROM `{}.{}.events`", emulators::PROJECT, bq.dataset);
     let answer: Value = reqwest::blocking::Client::new()
         .post(format!(
             "{}/bigquery/v2/projects/{}/queries",

@@ -1,40 +1,15 @@
 //! End-to-end: the `bizon-host` binary on pipeline files, and what it wrote.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
-fn bizon_host() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// Runs `bizon-host run` on `yaml` inside a fresh directory.
-fn run(yaml: &str) -> (tempfile::TempDir, Output, Option<Value>) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let output = bizon_host()
-        .args(["run", "pipeline.yaml", "--result-json", "result.json"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let result = std::fs::read(dir.path().join("result.json"))
-        .ok()
-        .map(|b| serde_json::from_slice(&b).unwrap());
-    (dir, output, result)
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::support::{
+    bizon_host, free_port, lines, metrics, output_with_stdin, poll, root, run, run_command, run_in, run_in_with,
+    signal, stderr, text, try_result, Run,
+};
 
 /// The top-level keys of a JSON object line, in the order they are written.
 fn keys_in_order(line: &str) -> Vec<String> {
@@ -61,35 +36,30 @@ fn keys_in_order(line: &str) -> Vec<String> {
     serde_json::from_str::<Keys>(line).unwrap().0
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 #[test]
 fn dummy_to_file_writes_every_record_once_routed_by_destination_id_in_bizons_format() {
-    let (dir, output, result) = run(
+    let run = run(
         "name: e2e\nsource:\n  name: dummy\n  stream: s\n  total_records: 10000\n  page_size: 333\n  destination_ids: [users, orders, events]\ndestination:\n  name: file\n  config:\n    buffer_size: 1\n",
     );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let result = result.unwrap();
+    run.assert_ok();
+    let result = run.result();
     assert_eq!(result["status"], "success");
     assert_eq!(result["records_read"], 10000);
     assert_eq!(result["records_written"], 10000);
 
     // The keys, in order, of a line Bizon 0.6.4 wrote.
-    let sample = std::fs::read_to_string(repo("tests/fixtures/bizon/file_destination_sample.json")).unwrap();
+    let sample = std::fs::read_to_string(root().join("tests/fixtures/bizon/file_destination_sample.json")).unwrap();
     let bizon_keys = keys_in_order(sample.lines().next().unwrap());
 
     let mut seen = HashSet::new();
     for (k, id) in ["users", "orders", "events"].iter().enumerate() {
-        let text = std::fs::read_to_string(dir.path().join(format!("{id}.json"))).unwrap();
+        let text = std::fs::read_to_string(run.path(&format!("{id}.json"))).unwrap();
         assert_eq!(
             keys_in_order(text.lines().next().unwrap()),
             bizon_keys,
             "line layout differs from Bizon's"
         );
-        let rows = lines(&dir.path().join(format!("{id}.json")));
+        let rows = lines(&run.path(&format!("{id}.json")));
         assert_eq!(result["by_destination_id"][id], rows.len());
         for row in &rows {
             assert_eq!(row.as_object().unwrap().len(), bizon_keys.len());
@@ -102,21 +72,24 @@ fn dummy_to_file_writes_every_record_once_routed_by_destination_id_in_bizons_for
             assert!(row["bizon_loaded_at"].as_str().unwrap().ends_with("+00:00"));
             assert!(seen.insert(record_id), "record {record_id} written twice");
         }
-        assert!(
-            !dir.path().join(format!("{id}_temp.json")).exists(),
-            "temp file left behind"
-        );
+        assert!(!run.path(&format!("{id}_temp.json")).exists(), "temp file left behind");
     }
     assert_eq!(seen.len(), 10000);
 }
 
+/// Bizon's example pipeline file of this name, run unchanged.
+fn bizons_example(name: &str) -> Run {
+    let yaml = std::fs::read_to_string(root().join("tests/fixtures/bizon").join(name)).unwrap();
+    let run = run(&yaml);
+    run.assert_ok();
+    run
+}
+
 #[test]
 fn bizons_own_dummy_pipeline_runs_unchanged_with_the_same_records() {
-    let yaml = std::fs::read_to_string(repo("tests/fixtures/bizon/dummy_to_file.yml")).unwrap();
-    let (dir, output, _) = run(&yaml);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let ours = lines(&dir.path().join("dummy_plants.json"));
-    let bizons = lines(&repo("tests/fixtures/bizon/dummy_file_destination_output.json"));
+    let run = bizons_example("dummy_to_file.yml");
+    let ours = lines(&run.path("dummy_plants.json"));
+    let bizons = lines(&root().join("tests/fixtures/bizon/dummy_file_destination_output.json"));
     let data = |rows: &[Value]| rows.iter().map(|r| r["source_data"].clone()).collect::<Vec<_>>();
     assert_eq!(data(&ours), data(&bizons));
     let ids = |rows: &[Value]| rows.iter().map(|r| r["source_record_id"].clone()).collect::<Vec<_>>();
@@ -125,10 +98,7 @@ fn bizons_own_dummy_pipeline_runs_unchanged_with_the_same_records() {
 
 #[test]
 fn logger_prints_one_line_per_record_with_its_source_data() {
-    let yaml = std::fs::read_to_string(repo("tests/fixtures/bizon/dummy_to_logger.yml")).unwrap();
-    let (_dir, output, _) = run(&yaml);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let log = stderr(&output);
+    let log = bizons_example("dummy_to_logger.yml").stderr();
     for data in [
         r#"{"id":9898,"name":"bizon","age":26}"#,
         r#"{"id":56565,"name":"poulpo","age":26}"#,
@@ -137,24 +107,29 @@ fn logger_prints_one_line_per_record_with_its_source_data() {
     }
 }
 
+/// A pipeline from a JSON-lines file of `input` to the file destination
+/// with `destination` (its config's keys).
+fn from_jsonl(input: &str, source: &str, destination: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    std::fs::write(&path, input).unwrap();
+    run(&format!(
+        "name: unnest\nsource:\n  name: jsonl\n  path: {}\n{source}destination:\n  name: file\n  config:\n{destination}",
+        path.display()
+    ))
+}
+
 #[test]
 fn jsonl_with_unnest_writes_the_typed_record_schema_columns() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    std::fs::write(
-        &input,
+    let run = from_jsonl(
         "{\"id\": 1, \"name\": \"a\", \"score\": 1.5, \"at\": \"2024-05-01T12:30:00Z\", \"kind\": \"users\"}\n\
          {\"id\": 2, \"name\": \"b\", \"score\": 2, \"at\": \"2024-05-01T12:31:00Z\", \"kind\": \"users\"}\n",
-    )
-    .unwrap();
-    let yaml = format!(
-        "name: unnest\nsource:\n  name: jsonl\n  path: {}\n  id_field: id\n  destination_id_field: kind\ndestination:\n  name: file\n  config:\n    unnest: true\n    record_schemas:\n      - destination_id: users\n        record_schema:\n          - {{name: id, type: INTEGER, mode: REQUIRED}}\n          - {{name: name, type: STRING}}\n          - {{name: score, type: FLOAT}}\n          - {{name: at, type: TIMESTAMP}}\n",
-        input.display()
+        "  id_field: id\n  destination_id_field: kind\n",
+        "    unnest: true\n    record_schemas:\n      - destination_id: users\n        record_schema:\n          - {name: id, type: INTEGER, mode: REQUIRED}\n          - {name: name, type: STRING}\n          - {name: score, type: FLOAT}\n          - {name: at, type: TIMESTAMP}\n",
     );
-    let (out, output, result) = run(&yaml);
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(result.unwrap()["records_written"], 2);
-    let rows = lines(&out.path().join("users.json"));
+    run.assert_ok();
+    assert_eq!(run.result()["records_written"], 2);
+    let rows = lines(&run.path("users.json"));
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["id"], 2);
     assert_eq!(rows[1]["score"], 2.0);
@@ -169,28 +144,25 @@ fn jsonl_with_unnest_writes_the_typed_record_schema_columns() {
 
 #[test]
 fn a_record_that_does_not_fit_its_record_schema_fails_naming_record_and_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, "{\"id\": 1}\n{\"id\": \"seven\"}\n").unwrap();
-    let yaml = format!(
-        "name: unnest\nsource:\n  name: jsonl\n  path: {}\ndestination:\n  name: file\n  config:\n    destination_id: t\n    unnest: true\n    record_schemas:\n      - destination_id: t\n        record_schema:\n          - {{name: id, type: INTEGER}}\n",
-        input.display()
+    let run = from_jsonl(
+        "{\"id\": 1}\n{\"id\": \"seven\"}\n",
+        "",
+        "    destination_id: t\n    unnest: true\n    record_schemas:\n      - destination_id: t\n        record_schema:\n          - {name: id, type: INTEGER}\n",
     );
-    let (out, output, result) = run(&yaml);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let err = stderr(&output);
+    run.assert_code(1);
+    let err = run.stderr();
     assert!(err.contains("record 2") && err.contains("id"), "{err}");
-    assert_eq!(result.unwrap()["records_unwritten"], 2);
-    assert!(!out.path().join("t.json").exists(), "a failed run must not publish");
+    assert_eq!(run.result()["records_unwritten"], 2);
+    assert!(!run.path("t.json").exists(), "a failed run must not publish");
 }
 
 #[test]
 fn parquet_format_holds_every_row() {
-    let (dir, output, _) = run(
+    let run = run(
         "name: pq\nsource:\n  name: dummy\n  total_records: 5000\ndestination:\n  name: file\n  config:\n    format: parquet\n    destination_id: t\n    buffer_size: 0\n",
     );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let file = std::fs::File::open(dir.path().join("t.parquet")).unwrap();
+    run.assert_ok();
+    let file = std::fs::File::open(run.path("t.parquet")).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
         .build()
@@ -207,17 +179,11 @@ fn a_crashed_runs_temp_file_is_not_published_by_the_next_run() {
         "{\"left\":\"by a crashed run\"}\n{\"half\": ",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
+    let output = run_in(
+        dir.path(),
         "name: c\nsource:\n  name: dummy\n  total_records: 100\ndestination:\n  name: file\n  config:\n    destination_id: t\n",
-    )
-    .unwrap();
-    let output = bizon_host()
-        .args(["run", "pipeline.yaml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    );
+    assert!(output.status.success(), "{}", text(&output));
     let rows = lines(&dir.path().join("t.json"));
     assert_eq!(rows.len(), 100);
 }
@@ -249,20 +215,20 @@ fn broken_configs_exit_2_naming_the_line_and_field() {
         ("name: x\nsource:\n  name: dummy\n  token: ${env://BIZON_HOST_TEST_UNSET}\n", "pipeline.yaml:4:10: environment variable `BIZON_HOST_TEST_UNSET` is not set"),
     ];
     for (yaml, expected) in cases {
-        let (dir, output, result) = run(yaml);
-        assert_eq!(output.status.code(), Some(2), "{yaml}\n{}", stderr(&output));
+        let run = run(yaml);
+        assert_eq!(run.code(), Some(2), "{yaml}\n{}", run.stderr());
         assert!(
-            stderr(&output).contains(expected),
+            run.stderr().contains(expected),
             "expected `{expected}` in:\n{}",
-            stderr(&output)
+            run.stderr()
         );
         // The result file says why, and that nothing moved.
-        let result = result.expect("exit 2 still writes --result-json");
+        let result = try_result(run.dir.path()).expect("exit 2 still writes --result-json");
         assert_eq!(result["status"], "failed");
         assert_eq!(result["records_read"], 0, "no record may move on a broken config");
         assert!(result["error"].as_str().unwrap().contains(expected), "{result}");
         assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
+            std::fs::read_dir(run.dir.path()).unwrap().count(),
             2,
             "only the pipeline file and the result"
         );
@@ -272,33 +238,28 @@ fn broken_configs_exit_2_naming_the_line_and_field() {
 #[test]
 fn environment_references_are_resolved_as_bizon_does() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
+    let output = run_in_with(
+        dir.path(),
         "name: env\nsource:\n  name: dummy\n  total_records: env://BIZON_HOST_TEST_N\ndestination:\n  name: file\n  config:\n    destination_id: \"out-${env://BIZON_HOST_TEST_ID}\"\n",
-    )
-    .unwrap();
-    let output = bizon_host()
-        .args(["run", "pipeline.yaml"])
-        .env("BIZON_HOST_TEST_N", "7")
-        .env("BIZON_HOST_TEST_ID", "x")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+        |cmd| {
+            cmd.env("BIZON_HOST_TEST_N", "7").env("BIZON_HOST_TEST_ID", "x");
+        },
+    );
+    assert!(output.status.success(), "{}", text(&output));
     assert_eq!(lines(&dir.path().join("out-x.json")).len(), 7);
 }
 
 #[test]
 fn a_write_that_fails_for_good_exits_1_naming_the_destination_id() {
-    let (_dir, output, result) =
+    let run =
         run("name: f\nsource:\n  name: dummy\n  total_records: 10\ndestination:\n  name: file\n  config:\n    destination_id: a/b\n");
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    run.assert_code(1);
+    let err = run.stderr();
     assert!(
         err.contains("destination_id `a/b`") && err.contains("cannot name a file"),
         "{err}"
     );
-    let result = result.unwrap();
+    let result = run.result();
     assert_eq!(result["status"], "failed");
     assert_eq!(result["records_written"], 0);
 }
@@ -306,28 +267,22 @@ fn a_write_that_fails_for_good_exits_1_naming_the_destination_id() {
 #[test]
 fn check_validates_and_reaches_the_destination() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ok.yaml"),
-        "name: c\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    path: out\n",
-    )
-    .unwrap();
-    let output = bizon_host()
-        .args(["check", "ok.yaml"])
-        .current_dir(dir.path())
-        .output()
+    let check = |name: &str, path: &str| {
+        std::fs::write(
+            dir.path().join(name),
+            format!("name: c\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    path: {path}\n"),
+        )
         .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+        bizon_host()
+            .args(["check", name])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = check("ok.yaml", "out");
+    assert!(output.status.success(), "{}", text(&output));
     std::fs::write(dir.path().join("blocker"), "a file where a directory should be").unwrap();
-    std::fs::write(
-        dir.path().join("bad.yaml"),
-        "name: c\nsource:\n  name: dummy\ndestination:\n  name: file\n  config:\n    path: blocker/out\n",
-    )
-    .unwrap();
-    let output = bizon_host()
-        .args(["check", "bad.yaml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let output = check("bad.yaml", "blocker/out");
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("blocker/out"), "{}", stderr(&output));
 }
@@ -337,38 +292,36 @@ fn check_validates_and_reaches_the_destination() {
 #[test]
 fn sigterm_flushes_what_was_read_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut child = run_command(
+        dir.path(),
         "name: s\nsource:\n  name: jsonl\n  path: \"-\"\n  page_size: 1\ndestination:\n  name: file\n  config:\n    destination_id: t\n",
     )
+    .args(["--metrics-addr", &metrics_addr])
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
     .unwrap();
-    let mut child = bizon_host()
-        .args(["run", "pipeline.yaml", "--result-json", "result.json"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..25 {
         writeln!(stdin, "{{\"i\": {i}}}").unwrap();
     }
     stdin.flush().unwrap();
-    // Standard input stays open: only the signal can end this run.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let progress = dir.path().join("t_temp.json");
-    while std::time::Instant::now() < deadline && !progress.exists() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    // Standard input stays open: only the signal can end this run. It comes
+    // once the run has read all 25, however long that takes.
+    poll(
+        || format!("25 records read; metrics:\n{}", metrics(&metrics_addr)),
+        || {
+            metrics(&metrics_addr)
+                .contains("bizon_records_read_total{pipeline=\"s\"} 25")
+                .then_some(())
+        },
+    );
+    signal(child.id(), libc::SIGTERM);
     let output = child.wait_with_output().unwrap();
     drop(stdin);
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    let result: Value = serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+    let result = try_result(dir.path()).unwrap();
     assert_eq!(result["status"], "interrupted");
     assert_eq!(result["records_read"], 25);
     assert_eq!(result["records_written"], 25);
@@ -379,23 +332,9 @@ fn sigterm_flushes_what_was_read_and_exits_130() {
 fn stdin_jsonl_with_invalid_lines_names_the_line_or_skips_when_asked() {
     let feed = |yaml: &str| {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-        let mut child = bizon_host()
-            .args(["run", "pipeline.yaml", "--result-json", "result.json"])
-            .current_dir(dir.path())
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"{\"a\":1}\n{\"a\":2}\n{oops\n{\"a\":4}\n")
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        let result: BTreeMap<String, Value> =
-            serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+        let input = b"{\"a\":1}\n{\"a\":2}\n{oops\n{\"a\":4}\n".to_vec();
+        let output = output_with_stdin(run_command(dir.path(), yaml), input);
+        let result = try_result(dir.path()).unwrap();
         (dir, output, result)
     };
     let base = "name: j\nsource:\n  name: jsonl\n  path: \"-\"\n";

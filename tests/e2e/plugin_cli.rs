@@ -1,20 +1,24 @@
 //! `bizon-host run --plugin` and `bizon-host plugin ...` through the binary,
 //! with the first-party plugins built from plugins/ and tests/plugins/.
 
-#[path = "support/guests.rs"]
-mod guests;
-
-use guests::{root, text, wasm};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output};
 
-fn bizon_host(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"));
+use crate::support::guests::unknown_import;
+use crate::support::{bizon_host, output_with_stdin, result, text, wasm};
+
+/// `bizon-host ARGS` in `dir`.
+fn host_in(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = bizon_host();
+    cmd.current_dir(dir).args(args);
     cmd
+}
+
+/// `bizon-host plugin COMMAND` on a guest, with `extra` arguments.
+fn plugin_command(command: &str, guest: &Path, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = host_in(dir.path(), &["plugin", command]);
+    cmd.arg(guest).args(extra).output().unwrap()
 }
 
 #[test]
@@ -26,8 +30,7 @@ fn a_pipeline_through_the_csv_plugin_writes_every_record_per_destination_id() {
         "name: csv\nsource:\n  name: dummy\n  total_records: 3000\n  page_size: 250\n  destination_ids: [a, b, c]\ndestination:\n  name: logger\n  config:\n    buffer_size: 0\n",
     )
     .unwrap();
-    let output = bizon_host(dir.path())
-        .args(["run", "pipeline.yaml", "--plugin"])
+    let output = host_in(dir.path(), &["run", "pipeline.yaml", "--plugin"])
         .arg(wasm("bizon_csv"))
         .args(["--allow-dir", "out:/out:rw", "--result-json", "result.json"])
         .output()
@@ -58,7 +61,7 @@ fn a_wasm_destination_in_a_pipeline_file_gets_only_what_it_was_granted() {
         wasm("bizon_csv").display()
     );
     std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
-    let output = bizon_host(dir.path()).args(["run", "pipeline.yaml"]).output().unwrap();
+    let output = host_in(dir.path(), &["run", "pipeline.yaml"]).output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out/t.csv"))
@@ -77,9 +80,16 @@ fn a_wasm_destination_in_a_pipeline_file_gets_only_what_it_was_granted() {
         ),
     )
     .unwrap();
-    let output = bizon_host(dir.path()).args(["run", "nogrant.yaml"]).output().unwrap();
+    let output = host_in(dir.path(), &["run", "nogrant.yaml"]).output().unwrap();
     assert_ne!(output.status.code(), Some(0));
     assert!(text(&output).contains("/data"), "{}", text(&output));
+}
+
+/// `bizon-host run --plugin GUEST ARGS` in `dir` on `input` from standard input.
+fn run_plugin_on_stdin(dir: &Path, guest: &str, args: &[&str], input: &str) -> Output {
+    let mut cmd = host_in(dir, &["run", "--plugin"]);
+    cmd.arg(wasm(guest)).args(args);
+    output_with_stdin(cmd, input.as_bytes().to_vec())
 }
 
 #[test]
@@ -89,21 +99,8 @@ fn ndjson_from_stdin_reaches_the_plugin_record_for_record() {
         .map(|i| format!("{{\"n\":{i},\"s\":\"caf\u{e9} {i}\"}}"))
         .collect();
     let expected_sum: usize = records.iter().map(String::len).sum();
-    let mut child = bizon_host(dir.path())
-        .args(["run", "--plugin"])
-        .arg(wasm("bench_sum"))
-        .args(["--result-json", "result.json"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all((records.join("\n") + "\n").as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let input = records.join("\n") + "\n";
+    let output = run_plugin_on_stdin(dir.path(), "bench_sum", &["--result-json", "result.json"], &input);
     assert!(output.status.success(), "{}", text(&output));
     // bench_sum sums the bytes of source_data when it has no column to sum.
     assert!(
@@ -111,24 +108,18 @@ fn ndjson_from_stdin_reaches_the_plugin_record_for_record() {
         "{}",
         text(&output)
     );
-    let result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
-    assert_eq!(result["records_written"], 5000);
+    assert_eq!(result(dir.path())["records_written"], 5000);
 }
 
 #[test]
 fn a_plugin_that_panics_stops_the_run_naming_the_plugin_and_the_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = bizon_host(dir.path())
-        .args(["run", "--plugin"])
-        .arg(wasm("hostile"))
-        .args(["--plugin-config", r#"{"mode": "panic-write"}"#])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"{\"a\":1}\n").unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_plugin_on_stdin(
+        dir.path(),
+        "hostile",
+        &["--plugin-config", r#"{"mode": "panic-write"}"#],
+        "{\"a\":1}\n",
+    );
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let message = text(&output);
     assert!(
@@ -140,22 +131,13 @@ fn a_plugin_that_panics_stops_the_run_naming_the_plugin_and_the_panic() {
 
 #[test]
 fn plugin_test_passes_good_plugins_and_fails_a_panicking_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = bizon_host(dir.path())
-        .args(["plugin", "test"])
-        .arg(wasm("bizon_stats"))
-        .output()
-        .unwrap();
+    let output = plugin_command("test", &wasm("bizon_stats"), &[]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("PASS"), "{}", text(&output));
     assert!(!text(&output).contains("FAIL"), "{}", text(&output));
 
-    let output = bizon_host(dir.path())
-        .args(["plugin", "test"])
-        .arg(wasm("hostile"))
-        .args(["--plugin-config", r#"{"mode": "panic-write"}"#])
-        .output()
-        .unwrap();
+    let panics = ["--plugin-config", r#"{"mode": "panic-write"}"#];
+    let output = plugin_command("test", &wasm("hostile"), &panics);
     assert!(!output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("FAIL"), "{}", text(&output));
 }
@@ -163,44 +145,26 @@ fn plugin_test_passes_good_plugins_and_fails_a_panicking_one() {
 #[test]
 fn plugin_inspect_shows_the_contract_and_refuses_an_unknown_import() {
     let dir = tempfile::tempdir().unwrap();
-    let output = bizon_host(dir.path())
-        .args(["plugin", "inspect"])
-        .arg(wasm("bizon_csv"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("bizon:destination@0.1.0"), "{}", text(&output));
-
-    let output = bizon_host(dir.path())
-        .args(["plugin", "inspect"])
-        .arg(wasm("unknown_import"))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("bizon:destination/escape"), "{}", text(&output));
-
-    // Sockets are linked for every plugin: one that imports them loads.
-    let output = bizon_host(dir.path())
-        .args(["plugin", "inspect"])
-        .arg(wasm("hostile_socket"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("wasi:sockets/tcp"), "{}", text(&output));
+    // (guest, exit status, what the output names)
+    for (guest, code, named) in [
+        (wasm("bizon_csv"), 0, "bizon:destination@0.1.0"),
+        (unknown_import(dir.path()), 2, "bizon:destination/escape"),
+        // Sockets are linked for every plugin: one that imports them loads.
+        (wasm("hostile_socket"), 0, "wasi:sockets/tcp"),
+    ] {
+        let output = plugin_command("inspect", &guest, &[]);
+        let shown = guest.display();
+        assert_eq!(output.status.code(), Some(code), "{shown}: {}", text(&output));
+        assert!(text(&output).contains(named), "{shown}: {}", text(&output));
+    }
 }
 
 #[test]
 fn a_file_that_is_not_webassembly_gets_a_one_line_error_before_any_record_moves() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.wasm"), "just text").unwrap();
-    let mut child = bizon_host(dir.path())
-        .args(["run", "--plugin", "notes.wasm"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"{\"a\":1}\n").unwrap();
-    let output = child.wait_with_output().unwrap();
+    let cmd = host_in(dir.path(), &["run", "--plugin", "notes.wasm"]);
+    let output = output_with_stdin(cmd, b"{\"a\":1}\n".to_vec());
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let errors: Vec<_> = text(&output)
         .lines()

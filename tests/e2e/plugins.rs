@@ -1,44 +1,31 @@
-//! WebAssembly destinations end to end: the guest plugins of tests/plugins
-//! and plugins/ run in the host's sandbox, misbehave, and the host goes on.
-//!
-//! The guests are built once per test binary by scripts/build-plugins.sh
-//! (cargo makes that a no-op when they are fresh).
+//! WebAssembly destinations end to end, in this process through the
+//! library: the guest plugins of tests/plugins and plugins/ run in the
+//! host's sandbox, misbehave, and the host goes on.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
-use bizon_host::config::{self, DestinationConfig};
 use bizon_host::destination::wasm::WasmDestination;
+use bizon_host::destination::DestinationConfig;
 use bizon_host::destination::{Batch, Destination, DestinationError};
-use bizon_host::plugin::{Plugin, PluginSettings};
+use bizon_host::pipeline;
+use bizon_host::plugin::{HostPolicy, Plugin, Request};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use crate::support::guests::{unknown_import, wrong_version};
+use crate::support::{cache_dir, in_a_process_of_its_own, wasm};
 
-/// Builds the guests, points the compile cache into target/, and captures
-/// the host's log so tests can count what plugins wrote to it.
-fn setup() {
+/// Captures the host's log (its own events only: those of the HTTP and gRPC
+/// crates other tests of this process use would pile up), so that tests
+/// can count what plugins wrote to it.
+fn capture_the_log() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let root = root();
-        let status = std::process::Command::new("bash")
-            .arg(root.join("scripts/build-plugins.sh"))
-            .current_dir(&root)
-            .status()
-            .expect("cannot run bash scripts/build-plugins.sh");
-        assert!(
-            status.success(),
-            "scripts/build-plugins.sh failed; is the wasm32-wasip2 target installed? \
-             (`rustup target add wasm32-wasip2`)"
-        );
-        std::env::set_var("BIZON_HOST_CACHE_DIR", root.join("target/wasm-cache-tests"));
         tracing_subscriber::fmt()
             .with_writer(|| LogCapture)
             .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("bizon_host=trace"))
             .init();
     });
 }
@@ -72,26 +59,33 @@ fn logged(needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn wasm(name: &str) -> PathBuf {
-    setup();
-    root()
-        .join("target/wasm/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
+/// The settings of a load with the tests' compile cache.
+fn cached() -> HostPolicy {
+    HostPolicy {
+        cache_dir: Some(cache_dir()),
+        ..HostPolicy::for_run()
+    }
 }
 
-/// A `wasm` destination parsed from pipeline YAML, so the tests go through
-/// the same config path as users.
+/// A `wasm` destination of the guest `plugin` parsed from pipeline YAML,
+/// so the tests go through the same config path as users.
 async fn destination(plugin: &str, config_yaml: &str) -> Result<WasmDestination, DestinationError> {
+    destination_of(&wasm(plugin), config_yaml).await
+}
+
+/// [`destination`] of the component at `path`.
+async fn destination_of(path: &Path, config_yaml: &str) -> Result<WasmDestination, DestinationError> {
     let yaml = format!(
         "name: t\nsource: {{name: dummy}}\ndestination:\n  name: wasm\n  config:\n    plugin: {}\n{}",
-        wasm(plugin).display(),
+        path.display(),
         config_yaml.lines().map(|l| format!("    {l}\n")).collect::<String>()
     );
-    let pipeline = config::parse(&yaml, "test.yaml", |_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let pipeline = pipeline::parse(&yaml, "test.yaml", |_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let DestinationConfig::Wasm(config) = pipeline.destination else {
         panic!("not a wasm destination")
     };
-    WasmDestination::new(&config).await
+    capture_the_log();
+    WasmDestination::new(&config, cached()).await
 }
 
 async fn hostile(mode: &str, extra: &str) -> Result<WasmDestination, DestinationError> {
@@ -221,7 +215,8 @@ async fn a_socket_plugin_loads_and_is_denied_at_use_without_a_grant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_import_the_host_does_not_implement_is_refused_at_load() {
-    let err = destination("unknown_import", "")
+    let dir = tempfile::tempdir().unwrap();
+    let err = destination_of(&unknown_import(dir.path()), "")
         .await
         .err()
         .expect("refused")
@@ -234,7 +229,8 @@ async fn an_import_the_host_does_not_implement_is_refused_at_load() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_contract_version_is_refused_naming_both() {
-    let err = destination("wrong_version", "")
+    let dir = tempfile::tempdir().unwrap();
+    let err = destination_of(&wrong_version(dir.path()), "")
         .await
         .err()
         .expect("refused")
@@ -266,13 +262,11 @@ async fn environment_is_empty_unless_granted() {
         .to_string()
         .contains("env vars: 0"));
 
-    std::env::set_var("BIZON_PLUGIN_TEST_GRANTED", "yes");
-    let dest = hostile(
-        "env",
-        "allow: {env: [BIZON_PLUGIN_TEST_GRANTED, BIZON_PLUGIN_TEST_UNSET]}",
-    )
-    .await
-    .unwrap();
+    // PATH is set in every test process (changing the environment of a
+    // process whose other threads read it is not safe).
+    let dest = hostile("env", "allow: {env: [PATH, BIZON_PLUGIN_TEST_UNSET]}")
+        .await
+        .unwrap();
     let err = dest.write(&batch("t", 0, 1)).await.unwrap_err().to_string();
     assert!(err.contains("env vars: 1"), "{err}");
 }
@@ -300,7 +294,7 @@ async fn flaky_writes_are_retried_and_every_row_is_written_once() {
     )
     .await
     .unwrap();
-    let policy = bizon_host::destination::retry::RetryPolicy {
+    let policy = bizon_host::config::RetryPolicy {
         max_attempts: 3,
         initial_backoff_ms: 1,
         max_backoff_ms: 5,
@@ -309,14 +303,14 @@ async fn flaky_writes_are_retried_and_every_row_is_written_once() {
     for sequence in 0..4 {
         let b = batch("flaky", sequence, 10);
         let mut attempts = 0;
-        written += policy
-            .run(
-                || dest.write(&b),
-                |_, _, _| attempts += 1,
-                tokio::sync::watch::channel(false).1,
-            )
-            .await
-            .unwrap();
+        written += bizon_host::destination::retry::run(
+            &policy,
+            || dest.write(&b),
+            |_, _, _| attempts += 1,
+            tokio::sync::watch::channel(false).1,
+        )
+        .await
+        .unwrap();
         assert_eq!(attempts, 1, "one retry per batch");
     }
     assert_eq!(written, 40);
@@ -357,12 +351,8 @@ async fn library_load_reports_cache_hits() {
     // The shared test cache: a fresh directory would compile again, which
     // takes minutes in an unoptimized test build.
     let path = wasm("bench_sum");
-    let settings = || PluginSettings {
-        cache_dir: bizon_host::plugin::cache::default_dir(),
-        ..Default::default()
-    };
-    Plugin::load(&path, settings()).unwrap();
-    let second = Plugin::load(&path, settings()).unwrap();
+    Plugin::load(&path, &Request::default(), &cached()).unwrap();
+    let second = Plugin::load(&path, &Request::default(), &cached()).unwrap();
     assert_eq!(second.report().cache, bizon_host::plugin::CacheStatus::Hit);
     assert!(second
         .report()
@@ -382,20 +372,22 @@ fn rss_kib() -> u64 {
 
 /// `serve` loads a plugin per pipeline: loads of the same component share
 /// one copy of its compiled code (each load cost 6.4 MiB of bench_sum's
-/// code and links before).
+/// code and links before). It measures this process's memory, so it runs
+/// in a process of its own, where no other test grows it meanwhile.
 #[cfg(target_os = "linux")]
 #[test]
 fn loads_of_one_component_share_its_code() {
+    if !in_a_process_of_its_own("plugins::loads_of_one_component_share_its_code") {
+        return;
+    }
     let path = wasm("bench_sum");
-    let settings = || PluginSettings {
-        cache_dir: bizon_host::plugin::cache::default_dir(),
-        ..Default::default()
-    };
-    let first = Plugin::load(&path, settings()).unwrap();
+    let first = Plugin::load(&path, &Request::default(), &cached()).unwrap();
     let before = rss_kib();
-    let more: Vec<_> = (0..50).map(|_| Plugin::load(&path, settings()).unwrap()).collect();
+    let more: Vec<_> = (0..50)
+        .map(|_| Plugin::load(&path, &Request::default(), &cached()).unwrap())
+        .collect();
     let grown = rss_kib().saturating_sub(before);
-    // 50 copies would be 320 MiB; other tests of this binary run beside it.
+    // 50 copies would be 320 MiB.
     assert!(grown < 64 << 10, "50 more loads grew RSS by {} MiB", grown >> 10);
     drop((first, more));
 }

@@ -8,61 +8,33 @@
 //! shapes Rust cannot produce (many core instances, loops in describe or in
 //! a start function).
 
-#[path = "support/guests.rs"]
-mod guests;
-
-use guests::{root, text, wasm};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-/// tests/plugins/wat/destination.wat with its @EXTRA@ and @DESCRIBE@ holes
-/// filled, compiled to a component file in `dir`.
-fn wat_plugin(dir: &Path, name: &str, extra: &str, describe: &str) -> PathBuf {
-    let template = std::fs::read_to_string(root().join("tests/plugins/wat/destination.wat")).unwrap();
-    let text = template.replace("@EXTRA@", extra).replace("@DESCRIBE@", describe);
-    let bytes = wat::parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.join(format!("{name}.wasm"));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
+use crate::support::{bizon_host, result, run_command, signal, text, wait_until, wasm, wat_plugin};
 
-fn bizon_host(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .stdin(Stdio::null());
+/// `bizon-host ARGS` in `dir`.
+fn host_in(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = bizon_host();
+    cmd.current_dir(dir).args(args);
     cmd
 }
 
-fn result(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json")).unwrap()
+/// `bizon-host run` in `dir` with `plugin` and these flags, on `yaml`.
+fn plugin_run(dir: &Path, yaml: &str, plugin: &Path, flags: &[&str]) -> Command {
+    let mut cmd = run_command(dir, yaml);
+    cmd.arg("--plugin").arg(plugin).args(flags);
+    cmd
 }
 
 /// `records` dummy records in one batch to `plugin` with these flags.
 fn run_plugin(dir: &Path, plugin: &Path, records: u64, flags: &[&str]) -> (Output, Duration) {
-    std::fs::write(
-        dir.join("pipeline.yaml"),
-        format!(
-            "name: hostile\nsource:\n  name: dummy\n  total_records: {records}\ndestination:\n  name: logger\n  config:\n    destination_id: t\n    retry: {{max_attempts: 2, initial_backoff_ms: 1, max_backoff_ms: 1}}\n"
-        ),
-    )
-    .unwrap();
+    let yaml = format!(
+        "name: hostile\nsource:\n  name: dummy\n  total_records: {records}\ndestination:\n  name: logger\n  config:\n    destination_id: t\n    retry: {{max_attempts: 2, initial_backoff_ms: 1, max_backoff_ms: 1}}\n"
+    );
     let started = Instant::now();
-    let output = bizon_host(dir)
-        .args([
-            "run",
-            "pipeline.yaml",
-            "--no-progress",
-            "--result-json",
-            "result.json",
-            "--plugin",
-        ])
-        .arg(plugin)
-        .args(flags)
-        .output()
-        .unwrap();
+    let output = plugin_run(dir, &yaml, plugin, flags).output().unwrap();
     (output, started.elapsed())
 }
 
@@ -109,19 +81,15 @@ fn the_memory_cap_covers_every_memory_of_an_instance() {
 #[test]
 fn the_host_wide_budget_bounds_all_instances_together() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
-        "name: budget\nsource:\n  name: dummy\n  total_records: 1000\n  page_size: 10\n  destination_ids: [a, b, c, d, e, f]\ndestination:\n  name: logger\n  config:\n    buffer_size: 0\n    max_concurrent_threads: 6\n",
-    )
-    .unwrap();
     let run = |budget: &str, memory: &str| {
-        bizon_host(dir.path())
-            .args(["run", "pipeline.yaml", "--no-progress", "--plugin"])
-            .arg(wasm("bench_sum"))
-            .args(["--memory-mb", memory, "--call-timeout-ms", "1000"])
-            .args(["--plugin-memory-budget-mb", budget])
-            .output()
-            .unwrap()
+        plugin_run(
+            dir.path(),
+            "name: budget\nsource:\n  name: dummy\n  total_records: 1000\n  page_size: 10\n  destination_ids: [a, b, c, d, e, f]\ndestination:\n  name: logger\n  config:\n    buffer_size: 0\n    max_concurrent_threads: 6\n",
+            &wasm("bench_sum"),
+            &["--memory-mb", memory, "--call-timeout-ms", "1000", "--plugin-memory-budget-mb", budget],
+        )
+        .output()
+        .unwrap()
     };
     // Six instances of 200 MiB do not fit in 1000 MiB: the sixth waits for
     // room (none is freed: each keeps its destination_id) and fails clearly.
@@ -174,7 +142,7 @@ fn check_and_inspect_are_bounded_too() {
     )
     .unwrap();
     let started = Instant::now();
-    let output = bizon_host(dir.path()).args(["check", "check.yaml"]).output().unwrap();
+    let output = host_in(dir.path(), &["check", "check.yaml"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(
         text(&output).contains("call timeout of 1000 ms (in check-connection)"),
@@ -186,8 +154,7 @@ fn check_and_inspect_are_bounded_too() {
     // `plugin inspect` calls describe only, under a short deadline of its own.
     let looping = wat_plugin(dir.path(), "describe-loop", "", "(loop $spin (br $spin))");
     let started = Instant::now();
-    let output = bizon_host(dir.path())
-        .args(["plugin", "inspect"])
+    let output = host_in(dir.path(), &["plugin", "inspect"])
         .arg(&looping)
         .output()
         .unwrap();
@@ -209,35 +176,26 @@ fn check_and_inspect_are_bounded_too() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
-fn sleeping_run(dir: &Path) -> std::process::Child {
-    std::fs::write(
-        dir.join("pipeline.yaml"),
+/// A run whose writes sleep past their 2 s call timeout, retried a
+/// thousand times (its log in `dir/log`), once the first write has timed
+/// out and is tried again: the run is surely inside a write by then.
+fn sleeping_run(dir: &Path) -> Child {
+    let log = dir.join("log");
+    let child = plugin_run(
+        dir,
         "name: s\nsource:\n  name: dummy\n  total_records: 10\ndestination:\n  name: logger\n  config:\n    retry: {max_attempts: 1000, initial_backoff_ms: 1, max_backoff_ms: 1}\n",
+        &wasm("hostile"),
+        &["--plugin-config", r#"{"mode": "sleep-write"}"#, "--call-timeout-ms", "2000"],
     )
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
     .unwrap();
-    bizon_host(dir)
-        .args([
-            "run",
-            "pipeline.yaml",
-            "--no-progress",
-            "--result-json",
-            "result.json",
-            "--plugin",
-        ])
-        .arg(wasm("hostile"))
-        .args([
-            "--plugin-config",
-            r#"{"mode": "sleep-write"}"#,
-            "--call-timeout-ms",
-            "2000",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &std::process::Child, signal: i32) {
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    wait_until("the first write to time out and be retried", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("write failed, retrying")
+    });
+    child
 }
 
 /// A write that keeps timing out would be retried a thousand times; SIGTERM
@@ -246,13 +204,13 @@ fn signal(child: &std::process::Child, signal: i32) {
 #[test]
 fn sigterm_stops_retries_and_exits_130_within_the_call_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let child = sleeping_run(dir.path());
-    std::thread::sleep(Duration::from_millis(2500));
+    let mut child = sleeping_run(dir.path());
     let signalled = Instant::now();
-    signal(&child, libc::SIGTERM);
-    let output = child.wait_with_output().unwrap();
+    signal(child.id(), libc::SIGTERM);
+    let status = child.wait().unwrap();
     let took = signalled.elapsed();
-    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
     assert!(took < Duration::from_millis(2000 + 3000), "{took:?}");
     let report = result(dir.path());
     assert_eq!(report["status"], "interrupted");
@@ -262,14 +220,14 @@ fn sigterm_stops_retries_and_exits_130_within_the_call_timeout() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let child = sleeping_run(dir.path());
-    std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, libc::SIGINT);
+    let mut child = sleeping_run(dir.path());
+    signal(child.id(), libc::SIGINT);
     std::thread::sleep(Duration::from_millis(200));
     let signalled = Instant::now();
-    signal(&child, libc::SIGINT);
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    signal(child.id(), libc::SIGINT);
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
     assert!(
         signalled.elapsed() < Duration::from_millis(1000),
         "{:?}",
@@ -385,9 +343,8 @@ fn a_swapped_cache_entry_is_refused_and_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let compile = |name: &str| {
-        let output = bizon_host(dir.path())
+        let output = host_in(dir.path(), &["plugin", "compile"])
             .env("BIZON_HOST_CACHE_DIR", &cache)
-            .args(["plugin", "compile"])
             .arg(wasm(name))
             .output()
             .unwrap();
@@ -399,18 +356,15 @@ fn a_swapped_cache_entry_is_refused_and_recompiled() {
     std::fs::copy(&other, &honest).unwrap();
 
     std::fs::create_dir(dir.path().join("out")).unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
+    let output = plugin_run(
+        dir.path(),
         "name: csv\nsource:\n  name: dummy\n  total_records: 5\ndestination:\n  name: logger\n  config:\n    destination_id: t\n",
+        &wasm("bizon_csv"),
+        &["--allow-dir", "out:/out:rw"],
     )
+    .env("BIZON_HOST_CACHE_DIR", &cache)
+    .output()
     .unwrap();
-    let output = bizon_host(dir.path())
-        .env("BIZON_HOST_CACHE_DIR", &cache)
-        .args(["run", "pipeline.yaml", "--no-progress", "--plugin"])
-        .arg(wasm("bizon_csv"))
-        .args(["--allow-dir", "out:/out:rw"])
-        .output()
-        .unwrap();
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("fails its integrity check"), "{}", text(&output));
     assert!(
@@ -473,8 +427,7 @@ fn rejected_rows_are_counted_exactly_and_listed() {
 fn a_config_error_still_writes_the_result_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.yaml"), "name: x\nsource: {name: nope}\n").unwrap();
-    let output = bizon_host(dir.path())
-        .args(["run", "bad.yaml", "--result-json", "result.json"])
+    let output = host_in(dir.path(), &["run", "bad.yaml", "--result-json", "result.json"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));

@@ -4,102 +4,47 @@
 //! example, ported), and `bizon-plugin build` itself. The components are
 //! built by scripts/build-sdk-plugins.sh (called by build-plugins.sh).
 
-#[path = "support/guests.rs"]
-mod guests;
+use crate::support::http_server::{HttpServer, Reply};
+use crate::support::sdk::{
+    assert_each_batch_retried_once, assert_every_record_once_per_id, assert_ids_ending_in_7_rejected, typed,
+    typed_columns, BATCH_PER_PAGE_RETRIED,
+};
+use crate::support::{cache_dir, lines, python_wasm, result, run_in, text, venv_tool, BIZON_HOST};
 
-use guests::{root, text};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+/// `out/` of the run's directory, granted to the plugin at /out.
+const OUT: &str = "    allow:\n      dirs: [{host: out, guest: /out, writable: true}]\n";
 
-fn python_wasm(name: &str) -> PathBuf {
-    // Builds every guest, the Python ones included, once per test binary.
-    guests::wasm("bench_sum");
-    root().join("target/wasm/python").join(format!("{name}.wasm"))
-}
-
-fn run(dir: &Path, yaml: &str) -> Output {
-    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_bizon-host"))
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .args(["run", "pipeline.yaml", "--result-json", "result.json", "--no-progress"])
-        .output()
-        .unwrap()
-}
-
-fn result(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap()
-}
-
-/// A pipeline from `total` dummy records to a Python plugin with `out/`
-/// granted at /out; `extra` is more of the destination's config.
+/// A pipeline of `total` dummy records into the Python plugin `plugin`,
+/// with `out/` granted at /out; `extra` is more of the destination's config.
 fn pipeline(plugin: &str, total: u64, ids: &str, plugin_config: &str, extra: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("out")).unwrap();
-    let yaml = format!(
-        "name: py\nsource:\n  name: dummy\n  total_records: {total}\n  page_size: 100\n  destination_ids: [{ids}]\n\
-         destination:\n  name: wasm\n  config:\n    plugin: {}\n    plugin_config: {plugin_config}\n    \
-         allow:\n      dirs: [{{host: out, guest: /out, writable: true}}]\n{extra}",
-        python_wasm(plugin).display()
-    );
-    (dir, yaml)
-}
-
-fn lines(path: PathBuf) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let wasm = python_wasm(plugin);
+    crate::support::sdk::pipeline(&wasm, total, ids, plugin_config, &format!("{OUT}{extra}"))
 }
 
 #[test]
 fn every_record_reaches_a_python_destination_once_per_destination_id() {
     let (dir, yaml) = pipeline("python_jsonl", 3000, "a, b, c", "{dir: /out}", "");
-    let output = run(dir.path(), &yaml);
+    let output = run_in(dir.path(), &yaml);
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(result(dir.path())["records_written"], 3000);
-    for (k, id) in ["a", "b", "c"].iter().enumerate() {
-        let records = lines(dir.path().join(format!("out/{id}.jsonl")));
-        let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
-        ids.sort_unstable();
-        let expected: Vec<u64> = (0..3000).filter(|i| i % 3 == k as u64).collect();
-        assert_eq!(ids, expected, "{id}: every record once");
-        let five = records.iter().find(|r| r["id"] == 3 * 5 + k as u64).unwrap();
-        assert_eq!(
-            five["name"],
-            format!("bizon-{}", 15 + k),
-            "{id}: the record as the source sent it"
-        );
-    }
+    assert_every_record_once_per_id(&dir.path().join("out"), 3000);
 }
 
 #[test]
 fn unnested_typed_columns_reach_python_as_typed_values() {
-    let schema = "[{name: id, type: INTEGER, mode: REQUIRED}, {name: name, type: STRING}, \
-                  {name: active, type: BOOLEAN}, {name: score, type: FLOAT}, {name: tags, type: STRING, mode: REPEATED}]";
-    let schemas: String = ["a", "b", "c"]
-        .iter()
-        .map(|id| format!("      - {{destination_id: {id}, record_schema: {schema}}}\n"))
-        .collect();
     let (dir, yaml) = pipeline(
         "python_jsonl",
         900,
         "a, b, c",
         "{dir: /out}",
-        &format!("    unnest: true\n    record_schemas:\n{schemas}"),
+        &typed_columns(&["a", "b", "c"]),
     );
-    let output = run(dir.path(), &yaml);
+    let output = run_in(dir.path(), &yaml);
     assert!(output.status.success(), "{}", text(&output));
-    let records = lines(dir.path().join("out/b.jsonl"));
+    let records = lines(&dir.path().join("out/b.jsonl"));
     assert_eq!(records.len(), 300);
     for r in &records {
-        let i = r["id"].as_u64().unwrap();
-        let expected = serde_json::json!({
-            "id": i, "name": format!("bizon-{i}"), "active": i % 2 == 0, "score": i as f64 * 0.5, "tags": ["a", "b"],
-        });
-        assert_eq!(r, &expected);
+        assert_eq!(r, &typed(r["id"].as_u64().unwrap()));
     }
 }
 
@@ -110,16 +55,15 @@ fn a_raised_retryable_is_retried_and_nothing_is_lost_or_doubled() {
         1000,
         "t",
         "{dir: /out, fail: retry_once}",
-        "    buffer_size: 0\n    retry: {max_attempts: 3, initial_backoff_ms: 1, max_backoff_ms: 5}\n",
+        BATCH_PER_PAGE_RETRIED,
     );
-    let output = run(dir.path(), &yaml);
+    let output = run_in(dir.path(), &yaml);
     let log = text(&output);
     assert!(output.status.success(), "{log}");
     // buffer_size 0: one batch per page of 100 records, each failed once.
-    assert_eq!(log.matches("write failed, retrying").count(), 10, "{log}");
-    assert!(log.contains("busy on batch 0, try again"), "{log}");
+    assert_each_batch_retried_once(&log);
     assert_eq!(log.matches("second attempt at batch").count(), 10, "{log}");
-    let mut ids: Vec<u64> = lines(dir.path().join("out/out.jsonl"))
+    let mut ids: Vec<u64> = lines(&dir.path().join("out/out.jsonl"))
         .iter()
         .map(|r| r["id"].as_u64().unwrap())
         .collect();
@@ -136,27 +80,10 @@ fn rejected_rows_are_reported_by_row_and_the_others_written() {
         "{dir: /out, fail: reject}",
         "    buffer_size: 0\n",
     );
-    let output = run(dir.path(), &yaml);
+    let output = run_in(dir.path(), &yaml);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    let result = result(dir.path());
-    assert_eq!(result["records_rejected"], 10);
-    let mut rejected: Vec<(String, String)> = result["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["source_record_id"].as_str().unwrap().to_string(),
-                r["reason"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    rejected.sort_by_key(|(id, _)| id.parse::<u64>().unwrap());
-    let expected: Vec<(String, String)> = (0..10)
-        .map(|k| (format!("{}", 10 * k + 7), format!("id {} ends in 7", 10 * k + 7)))
-        .collect();
-    assert_eq!(rejected, expected);
-    let written = lines(dir.path().join("out/out.jsonl"));
+    assert_ids_ending_in_7_rejected(&result(dir.path()));
+    let written = lines(&dir.path().join("out/out.jsonl"));
     assert_eq!(written.len(), 90);
     assert!(written.iter().all(|r| r["id"].as_u64().unwrap() % 10 != 7));
 }
@@ -164,7 +91,7 @@ fn rejected_rows_are_reported_by_row_and_the_others_written() {
 #[test]
 fn an_uncaught_exception_stops_the_run_with_the_python_traceback() {
     let (dir, yaml) = pipeline("python_faults", 100, "t", "{dir: /out, fail: crash}", "");
-    let output = run(dir.path(), &yaml);
+    let output = run_in(dir.path(), &yaml);
     let log = text(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");
     for expected in [
@@ -186,7 +113,7 @@ fn an_uncaught_exception_stops_the_run_with_the_python_traceback() {
 #[test]
 fn bizon_documented_destination_ported_runs_unchanged_in_body() {
     let (dir, yaml) = pipeline("python_mydest", 2500, "a, b, c", "{}", "    buffer_size: 0\n");
-    let output = run(dir.path(), &yaml);
+    let output = run_in(dir.path(), &yaml);
     let log = text(&output);
     assert!(output.status.success(), "{log}");
     // Its logger.info goes to the host's log, tagged with the plugin.
@@ -215,17 +142,10 @@ fn bizon_plugin_build_makes_a_component_that_passes_plugin_test() {
     )
     .unwrap();
     let build = |extra: &[&str]| {
-        Command::new(root().join(".venv/bin/bizon-plugin"))
+        std::process::Command::new(venv_tool("bizon-plugin"))
             .current_dir(dir.path())
-            .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-            .args([
-                "build",
-                "shout.py",
-                "-o",
-                "shout.wasm",
-                "--bizon-host",
-                env!("CARGO_BIN_EXE_bizon-host"),
-            ])
+            .env("BIZON_HOST_CACHE_DIR", cache_dir())
+            .args(["build", "shout.py", "-o", "shout.wasm", "--bizon-host", BIZON_HOST])
             .args(extra)
             .output()
             .unwrap()
@@ -246,17 +166,11 @@ fn bizon_plugin_build_makes_a_component_that_passes_plugin_test() {
     assert!(text(&output).contains("FAIL"), "{}", text(&output));
 }
 
-// Shared with egress.rs, which uses the parts this file does not.
-#[allow(dead_code)]
-#[path = "support/http_server.rs"]
-mod http_server;
-
 /// plugins/python-webhook over `bizon_plugin.http`: a 503 is retried, every
 /// record arrives once, the idempotency key is the same on the retry; and
 /// without `allow.hosts` the host refuses the request and the run says so.
 #[test]
 fn a_python_webhook_posts_every_batch_through_the_host_and_a_503_is_retried() {
-    use http_server::{HttpServer, Reply};
     let server = HttpServer::start(|n, _| {
         if n == 0 {
             Reply::status(503, "busy")
@@ -265,23 +179,19 @@ fn a_python_webhook_posts_every_batch_through_the_host_and_a_503_is_retried() {
         }
     });
     let url = format!("{}/in", server.url());
-    let (dir, yaml) = pipeline(
-        "python_webhook",
-        1000,
-        "t",
-        &format!("{{url: \"{url}\"}}"),
-        &format!(
-            "    buffer_size: 0\n    retry: {{max_attempts: 3, initial_backoff_ms: 1, max_backoff_ms: 5}}\n    \
-             allow:\n      hosts: [\"{}\"]\n",
-            server.url()
-        ),
-    );
-    // The granted dir of pipeline() is not needed here; its allow: is replaced.
-    let yaml = yaml.replace(
-        "    allow:\n      dirs: [{host: out, guest: /out, writable: true}]\n",
-        "",
-    );
-    let output = run(dir.path(), &yaml);
+    let wasm = python_wasm("python_webhook");
+    let allowed = format!("    allow:\n      hosts: [\"{}\"]\n", server.url());
+    let webhook = |allow: &str| {
+        crate::support::sdk::pipeline(
+            &wasm,
+            1000,
+            "t",
+            &format!("{{url: \"{url}\"}}"),
+            &format!("{BATCH_PER_PAGE_RETRIED}{allow}"),
+        )
+    };
+    let (dir, yaml) = webhook(&allowed);
+    let output = run_in(dir.path(), &yaml);
     assert!(output.status.success(), "{}", text(&output));
     let seen = server.seen();
     assert_eq!(seen.len(), 11, "10 batches, the first one twice");
@@ -306,8 +216,8 @@ fn a_python_webhook_posts_every_batch_through_the_host_and_a_503_is_retried() {
     ids.sort_unstable();
     assert_eq!(ids, (0..1000).collect::<Vec<_>>());
 
-    let denied = yaml.replace(&format!("    allow:\n      hosts: [\"{}\"]\n", server.url()), "");
-    let output = run(dir.path(), &denied);
+    let (dir, denied) = webhook("");
+    let output = run_in(dir.path(), &denied);
     let log = text(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains("HttpError") && log.contains("egress denied"), "{log}");

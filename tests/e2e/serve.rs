@@ -4,36 +4,25 @@
 //! things nor grant itself what its ceiling does not hold; a plugin upgrade
 //! mid-run and a restart of the server lose and duplicate nothing.
 
-#[allow(dead_code)]
-#[path = "support/guests.rs"]
-mod guests;
-#[allow(dead_code)]
-#[path = "support/kafka.rs"]
-mod kafka;
-#[allow(dead_code)]
-#[path = "support/serve.rs"]
-mod serve;
-
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use serve::{Serve, ADMIN};
+use crate::support::guests::wrong_version;
+use crate::support::kafka::{broker, broker_advertising, broker_of_its_own, unique};
+use crate::support::serve::{body as yaml, csv_files, kafka_positions, Serve, ADMIN};
+use crate::support::{bizon_host, on_path, python_runtime, require_tool, text, wasm};
 
+/// A guest's bytes, for an upload.
 fn plugin(name: &str) -> Vec<u8> {
-    std::fs::read(guests::wasm(name)).unwrap()
-}
-
-fn yaml(s: &str) -> Option<Vec<u8>> {
-    Some(s.as_bytes().to_vec())
+    std::fs::read(wasm(name)).unwrap()
 }
 
 /// A dummy source into the csv plugin, writing under the tenant's `out`.
-fn dummy_to_csv(records: u64, plugin: &str, sleep: f64) -> String {
+fn dummy_to_csv(records: u64, plugin: &str) -> String {
     format!(
-        "name: e2e\nsource:\n  name: dummy\n  stream: s\n  total_records: {records}\n  page_size: 100\n  sleep: {sleep}\n  \
+        "name: e2e\nsource:\n  name: dummy\n  stream: s\n  total_records: {records}\n  page_size: 100\n  \
          destination_ids: [users, orders]\ndestination:\n  name: wasm\n  config:\n    plugin: {plugin}\n    \
          buffer_size: 0\n    buffer_flush_timeout: 0\n    plugin_config: {{dir: /out}}\n    allow:\n      dirs:\n        \
          - {{host: out, guest: /out, writable: true, max_mb: 50}}\n"
@@ -47,21 +36,6 @@ fn dummy_to_my_dest(records: u64) -> String {
          plugin: mine\n    plugin_config: {{path: /out/records.jsonl}}\n    allow:\n      dirs:\n        \
          - {{host: out, guest: /out, writable: true, max_mb: 10}}\n"
     )
-}
-
-/// Data rows of every csv file under `dir` (headers left out), by file.
-fn csv_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let rows = text
-            .lines()
-            .filter(|l| !l.starts_with("bizon_id"))
-            .map(str::to_string)
-            .collect();
-        out.insert(entry.file_name().to_string_lossy().into_owned(), rows);
-    }
-    out
 }
 
 #[test]
@@ -117,15 +91,16 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
     // Not a component, not a plugin of this contract.
     let (status, err) = serve.call("PUT", "/v1/plugins/junk", &a, Some(b"\0asm junk".to_vec()));
     assert_eq!(status, 422, "{err}");
-    let (status, err) = serve.call("PUT", "/v1/plugins/old", &a, Some(plugin("wrong_version")));
+    let wrong_version = std::fs::read(wrong_version(dir.path())).unwrap();
+    let (status, err) = serve.call("PUT", "/v1/plugins/old", &a, Some(wrong_version));
     assert!(
         status == 422 && err["error"]["message"].as_str().unwrap().contains("bizon:destination@"),
         "{err}"
     );
 
     // Both run a pipeline named `p`.
-    serve.ok("PUT", "/v1/pipelines/p", &a, yaml(&dummy_to_csv(3000, "csv", 0.0)));
-    serve.ok("PUT", "/v1/pipelines/secret", &a, yaml(&dummy_to_csv(10, "csv@1", 0.0)));
+    serve.ok("PUT", "/v1/pipelines/p", &a, yaml(&dummy_to_csv(3000, "csv")));
+    serve.ok("PUT", "/v1/pipelines/secret", &a, yaml(&dummy_to_csv(10, "csv@1")));
     let b_yaml = dummy_to_my_dest(2000);
     serve.ok("PUT", "/v1/pipelines/p", &b, yaml(&b_yaml));
     serve.ok("POST", "/v1/pipelines/p/start", &a, None);
@@ -138,7 +113,7 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
     );
     assert_eq!(done_b["records_written"], 2000);
     // Every record once, in acme's own directory.
-    let rows = csv_rows(&serve.data.join("tenants/acme/files/out"));
+    let rows = csv_files(&serve.data.join("tenants/acme/files/out"));
     assert_eq!(rows.keys().collect::<Vec<_>>(), ["orders.csv", "users.csv"]);
     let mut ids: Vec<String> = rows
         .values()
@@ -154,25 +129,17 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
 
     // bravo cannot list, read, start, stop, replace or delete acme's things:
     // each answers exactly what a name nobody has answers.
-    let missing = serve.call("GET", "/v1/pipelines/nobody", &b, None).1;
-    for (method, path) in [
-        ("GET", "/v1/pipelines/secret"),
-        ("POST", "/v1/pipelines/secret/start"),
-        ("POST", "/v1/pipelines/secret/stop"),
-        ("GET", "/v1/pipelines/secret/logs"),
-        ("DELETE", "/v1/pipelines/secret"),
-    ] {
-        let (status, body) = serve.call(method, path, &b, None);
-        assert_eq!(status, 404, "{method} {path}: {body}");
-        assert_eq!(
-            body["error"]["message"],
-            missing["error"]["message"]
-                .as_str()
-                .unwrap()
-                .replace("nobody", "secret")
-        );
-    }
-    assert_eq!(serve.call("GET", "/v1/plugins/csv", &b, None).0, 404);
+    serve.assert_not_found(
+        &b,
+        &[
+            ("GET", "/v1/pipelines/secret"),
+            ("POST", "/v1/pipelines/secret/start"),
+            ("POST", "/v1/pipelines/secret/stop"),
+            ("GET", "/v1/pipelines/secret/logs"),
+            ("DELETE", "/v1/pipelines/secret"),
+            ("GET", "/v1/plugins/csv"),
+        ],
+    );
     let listed = serve.ok("GET", "/v1/pipelines", &b, None);
     assert_eq!(listed["pipelines"].as_array().unwrap().len(), 1);
     assert_eq!(
@@ -183,7 +150,7 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
         1
     );
     // A pipeline of bravo's naming acme's plugin finds none.
-    let (status, err) = serve.call("PUT", "/v1/pipelines/steal", &b, yaml(&dummy_to_csv(10, "csv", 0.0)));
+    let (status, err) = serve.call("PUT", "/v1/pipelines/steal", &b, yaml(&dummy_to_csv(10, "csv")));
     assert!(
         status == 422 && err["error"]["message"].as_str().unwrap().contains("no plugin `csv`"),
         "{err}"
@@ -307,8 +274,8 @@ fn two_tenants_run_pipelines_side_by_side_and_neither_can_reach_the_other() {
 
 #[test]
 fn a_kafka_pipeline_survives_a_plugin_upgrade_mid_run_and_a_restart_without_loss_or_duplicates() {
-    let Some(broker) = kafka::broker() else { return };
-    let topic = kafka::unique("serve");
+    let broker = broker();
+    let topic = unique("serve");
     broker.create_topic(&topic, 2);
     let produce = |from: usize, n: usize, pause: Duration| {
         let p = broker.producer();
@@ -367,15 +334,7 @@ fn a_kafka_pipeline_survives_a_plugin_upgrade_mid_run_and_a_restart_without_loss
         (json!("running"), json!(2))
     );
 
-    let rows = csv_rows(&data.join("tenants/acme/files/out"));
-    let mut positions: Vec<String> = rows
-        .values()
-        .flatten()
-        .map(|r| {
-            let at = r.find("partition_").expect("a kafka record id");
-            r[at..].split(',').next().unwrap().to_string()
-        })
-        .collect();
+    let mut positions = kafka_positions(&[&data]);
     assert_eq!(positions.len(), 1000, "rows written");
     positions.sort();
     positions.dedup();
@@ -391,7 +350,7 @@ fn the_client_subcommands_drive_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), "");
     let client = |token: &str, args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+        let output = bizon_host()
             .args(args)
             .env("BIZON_HOST_URL", &serve.url)
             .env("BIZON_HOST_TOKEN", token)
@@ -408,7 +367,7 @@ fn the_client_subcommands_drive_the_api() {
     assert_eq!(code, Some(0), "{err}");
     let token = created["token"].as_str().unwrap().to_string();
     assert_eq!(created["limits"]["pipelines"], 1);
-    let wasm = guests::wasm("my_dest");
+    let wasm = wasm("my_dest");
     let (code, pushed, err) = client(&token, &["plugin", "push", "mine", wasm.to_str().unwrap()]);
     assert_eq!((code, pushed["version"].clone()), (Some(0), json!(1)), "{err}");
     let file = dir.path().join("p.yaml");
@@ -542,18 +501,11 @@ fn ui_proxy(serve_url: String) -> String {
 
 #[test]
 fn the_operator_page_shows_tenants_and_pipelines_in_headless_chromium() {
-    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        std::process::Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(chromium) = chromium else {
-        let message = "chromium missing: run scripts/install-chromium.sh";
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
-        return;
-    };
+    let candidates: Vec<_> = ["chromium", "chromium-browser"]
+        .iter()
+        .flat_map(|c| on_path(c))
+        .collect();
+    let chromium = require_tool("chromium", &candidates, "bash scripts/install-chromium.sh");
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), "");
     let a = serve.tenant("acme", json!({}));
@@ -582,7 +534,7 @@ fn the_operator_page_shows_tenants_and_pipelines_in_headless_chromium() {
     let _ = std::fs::remove_file(&screenshot);
     let profile = dir.path().join("chromium");
     let headless = |extra: &[String]| {
-        std::process::Command::new(chromium)
+        std::process::Command::new(&chromium)
             .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1100,500"])
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
@@ -599,7 +551,7 @@ fn the_operator_page_shows_tenants_and_pipelines_in_headless_chromium() {
     );
     assert!(dom.contains("refused its configuration"), "{dom}");
     let shot = headless(&[format!("--screenshot={}", screenshot.display())]);
-    let png = std::fs::read(&screenshot).unwrap_or_else(|e| panic!("no screenshot ({e}): {}", guests::text(&shot)));
+    let png = std::fs::read(&screenshot).unwrap_or_else(|e| panic!("no screenshot ({e}): {}", text(&shot)));
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{} bytes", png.len());
     eprintln!("screenshot: {}", screenshot.display());
 }
@@ -648,9 +600,7 @@ fn a_broker_advertising_an_address_outside_the_tenants_ceiling_is_never_connecte
     let trap = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     trap.set_nonblocking(true).unwrap();
     let advertised = trap.local_addr().unwrap().to_string();
-    let Some(broker) = kafka::broker_advertising(&advertised) else {
-        return;
-    };
+    let broker = broker_advertising(&advertised);
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), "");
     let a = serve.tenant("acme", json!({"egress": [format!("tcp://{}", broker.servers)]}));
@@ -699,10 +649,8 @@ fn a_broker_advertising_an_address_outside_the_tenants_ceiling_is_never_connecte
 fn a_broker_that_advertises_an_address_outside_the_ceiling_mid_run_ends_the_run() {
     let trap = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let advertised = trap.local_addr().unwrap().to_string();
-    let Some(broker) = kafka::broker_of_its_own() else {
-        return;
-    };
-    let topic = kafka::unique("serve-readvertised");
+    let broker = broker_of_its_own();
+    let topic = unique("serve-readvertised");
     broker.create_topic(&topic, 1);
     let producer = broker.producer();
     for i in 0..10 {
@@ -735,9 +683,9 @@ fn a_broker_that_advertises_an_address_outside_the_ceiling_mid_run_ends_the_run(
 
 #[test]
 fn a_tenants_transforms_run_as_its_own_and_are_held_to_its_limits() {
-    let Some(broker) = kafka::broker() else { return };
-    guests::python_runtime();
-    let topic = kafka::unique("serve-transforms");
+    let broker = broker();
+    python_runtime();
+    let topic = unique("serve-transforms");
     broker.create_topic(&topic, 2);
     let producer = broker.producer();
     for i in 0..200 {

@@ -4,48 +4,39 @@
 //! dead letters, code that does not compile, and the sandbox (time, memory,
 //! files, network, environment).
 
-#[path = "support/guests.rs"]
-mod guests;
-// Shared with the kafka tests; this file uses part of it.
-#[allow(dead_code)]
-#[path = "support/kafka.rs"]
-mod kafka;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use guests::{python_runtime, root, text, wasm};
 use serde_json::Value;
 
-fn bizon_host(dir: &Path) -> Command {
+use crate::support::kafka::{broker, unique};
+use crate::support::{bizon_host, js_wasm, lines, python_runtime, python_wasm, result, root, text, wasm};
+
+/// `bizon-host ARGS` in `dir`, with the Python transform runtime built.
+fn host_in(dir: &Path, args: &[&str]) -> Command {
     python_runtime();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bizon-host"));
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("BIZON_HOST_PYTHON_TRANSFORM")
-        .env("BIZON_HOST_CACHE_DIR", root().join("target/wasm-cache-tests"))
-        .stdin(Stdio::null());
+    let mut cmd = bizon_host();
+    cmd.current_dir(dir).args(args);
     cmd
 }
 
-/// Writes `yaml` as pipeline.yaml in a fresh directory and runs it.
+/// `bizon-host run` on `yaml` in a fresh directory.
 fn run(yaml: &str) -> (tempfile::TempDir, Output) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let output = bizon_host(dir.path())
-        .args(["run", "pipeline.yaml", "--no-progress", "--result-json", "result.json"])
-        .output()
-        .unwrap();
-    (dir, output)
+    python_runtime();
+    let run = crate::support::run(yaml);
+    (run.dir, run.output)
 }
 
-fn result(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json")).unwrap()
+/// The error in the result file of a run that exited `code`.
+fn error_of(dir: &Path, output: &Output, code: i32) -> String {
+    assert_eq!(output.status.code(), Some(code), "{}", text(output));
+    result(dir)["error"].as_str().unwrap().to_string()
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "`{needle}` missing from: {text}");
+    }
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -89,18 +80,18 @@ const RAISES_ON_3: &str =
 #[test]
 fn a_raising_transform_stops_the_run_naming_label_record_and_traceback() {
     let (dir, output) = run(&dummy_pipeline(10, RAISES_ON_3, ""));
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    let error = result(dir.path())["error"].as_str().unwrap().to_string();
-    for needle in [
-        "transform: source_record_id `3`",
-        "transform `boom` raised",
-        "Traceback (most recent call last)",
-        "File \"boom\", line 2",
-        "data['x'] = 1 / 0",
-        "ZeroDivisionError: division by zero",
-    ] {
-        assert!(error.contains(needle), "`{needle}` missing from: {error}");
-    }
+    let error = error_of(dir.path(), &output, 1);
+    assert_contains_all(
+        &error,
+        &[
+            "transform: source_record_id `3`",
+            "transform `boom` raised",
+            "Traceback (most recent call last)",
+            "File \"boom\", line 2",
+            "data['x'] = 1 / 0",
+            "ZeroDivisionError: division by zero",
+        ],
+    );
     assert!(text(&output).contains("ZeroDivisionError"), "{}", text(&output));
 }
 
@@ -108,17 +99,17 @@ fn a_raising_transform_stops_the_run_naming_label_record_and_traceback() {
 fn importing_what_the_sandbox_lacks_names_the_module_and_what_is_there() {
     let imports = "transforms:\n  - label: polars\n    python: |\n      import polars\n";
     let (dir, output) = run(&dummy_pipeline(3, imports, ""));
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    let error = result(dir.path())["error"].as_str().unwrap().to_string();
-    for needle in [
-        "transform `polars` raised",
-        "No module named 'polars'",
-        "what it holds:",
-        "zoneinfo",
-        "dateutil",
-    ] {
-        assert!(error.contains(needle), "`{needle}` missing from: {error}");
-    }
+    let error = error_of(dir.path(), &output, 1);
+    assert_contains_all(
+        &error,
+        &[
+            "transform `polars` raised",
+            "No module named 'polars'",
+            "what it holds:",
+            "zoneinfo",
+            "dateutil",
+        ],
+    );
 }
 
 #[test]
@@ -194,10 +185,7 @@ fn code_that_does_not_compile_is_a_config_error_at_its_line() {
     std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
     let broken_line = yaml.lines().position(|l| l.contains("if x")).unwrap() + 1;
     for command in ["check", "run"] {
-        let output = bizon_host(dir.path())
-            .args([command, "pipeline.yaml"])
-            .output()
-            .unwrap();
+        let output = host_in(dir.path(), &[command, "pipeline.yaml"]).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{command}: {}", text(&output));
         let want = format!("pipeline.yaml:{broken_line}:");
         assert!(
@@ -219,20 +207,19 @@ fn an_endless_loop_is_stopped_by_the_call_timeout_and_named() {
     let transforms = "transforms:\n  - label: spin\n    limits: {call_timeout_ms: 1500}\n    python: |\n      while True:\n          pass\n";
     let started = std::time::Instant::now();
     let (dir, output) = run(&dummy_pipeline(10, transforms, ""));
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let error = error_of(dir.path(), &output, 1);
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
-    let error = result(dir.path())["error"].as_str().unwrap().to_string();
-    assert!(error.contains("transform `spin`"), "{error}");
-    assert!(error.contains("call timeout of 1500 ms"), "{error}");
-    assert!(error.contains("source_record_id 0 to 9"), "{error}");
+    assert_contains_all(
+        &error,
+        &["transform `spin`", "call timeout of 1500 ms", "source_record_id 0 to 9"],
+    );
 }
 
 #[test]
 fn an_unbounded_allocation_is_stopped_by_the_memory_limit_and_named() {
     let transforms = "transforms:\n  - label: hog\n    limits: {memory_mb: 96}\n    python: |\n      hoard = []\n      while True:\n          hoard.append(bytearray(1 << 20))\n";
     let (dir, output) = run(&dummy_pipeline(10, transforms, ""));
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    let error = result(dir.path())["error"].as_str().unwrap().to_string();
+    let error = error_of(dir.path(), &output, 1);
     assert!(error.contains("`hog`"), "{error}");
     assert!(
         error.contains("MemoryError") || error.contains("memory limit of 96 MiB"),
@@ -253,9 +240,8 @@ fn files_sockets_and_the_environment_are_out_of_reach() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.yaml"), dummy_pipeline(3, &transforms, "")).unwrap();
-    let output = bizon_host(dir.path())
+    let output = host_in(dir.path(), &["run", "pipeline.yaml", "--no-progress"])
         .env("SNOOP_SECRET", "do-not-leak")
-        .args(["run", "pipeline.yaml", "--no-progress"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
@@ -280,9 +266,8 @@ fn without_the_runtime_python_transforms_say_how_to_build_it_and_others_never_ne
     let yaml = dummy_pipeline(5, RAISES_ON_3, "");
     std::fs::write(dir.path().join("pipeline.yaml"), &yaml).unwrap();
     let code_line = yaml.lines().position(|l| l.contains("if data['id']")).unwrap() + 1;
-    let output = bizon_host(dir.path())
+    let output = host_in(dir.path(), &["run", "pipeline.yaml"])
         .env("BIZON_HOST_PYTHON_TRANSFORM", dir.path().join("missing.wasm"))
-        .args(["run", "pipeline.yaml"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
@@ -292,9 +277,8 @@ fn without_the_runtime_python_transforms_say_how_to_build_it_and_others_never_ne
     assert!(out.contains("missing.wasm"), "{out}");
 
     std::fs::write(dir.path().join("plain.yaml"), dummy_pipeline(5, "", "")).unwrap();
-    let output = bizon_host(dir.path())
+    let output = host_in(dir.path(), &["run", "plain.yaml"])
         .env("BIZON_HOST_PYTHON_TRANSFORM", dir.path().join("missing.wasm"))
-        .args(["run", "plain.yaml"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
@@ -304,8 +288,8 @@ fn without_the_runtime_python_transforms_say_how_to_build_it_and_others_never_ne
 /// a flatten transform makes the value's fields the record, so that `unnest`
 /// writes them as typed columns.
 fn kafka_flatten_then_unnest(transform: &str) {
-    let Some(broker) = kafka::broker() else { return };
-    let topic = kafka::unique("transform");
+    let broker = broker();
+    let topic = unique("transform");
     broker.create_topic(&topic, 2);
     let producer = broker.producer();
     for i in 0..20 {
@@ -316,17 +300,12 @@ fn kafka_flatten_then_unnest(transform: &str) {
         producer.send(&topic, i % 2, None, Some(value.as_bytes()), &[]);
     }
     producer.flush();
-    let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "name: kafka flatten\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  topics:\n    - name: {topic}\n      destination_id: users\n{transform}destination:\n  name: file\n  config:\n    unnest: true\n    record_schemas:\n      - destination_id: users\n        record_schema:\n          - {{name: user_id, type: INTEGER, mode: REQUIRED}}\n          - {{name: email, type: STRING}}\n          - {{name: score, type: FLOAT}}\n          - {{name: __kafka_offset, type: INTEGER, mode: REQUIRED}}\n          - {{name: __kafka_partition, type: INTEGER}}\n",
         broker.servers,
-        kafka::unique("group"),
+        unique("group"),
     );
-    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let output = bizon_host(dir.path())
-        .args(["run", "pipeline.yaml", "--no-progress"])
-        .output()
-        .unwrap();
+    let (dir, output) = run(&yaml);
     assert!(output.status.success(), "{}", text(&output));
     let mut rows = lines(&dir.path().join("users.json"));
     rows.sort_by_key(|r| r["user_id"].as_i64().unwrap());
@@ -347,13 +326,17 @@ fn kafka_records_flattened_in_python_unnest_into_typed_columns() {
     );
 }
 
-#[test]
-fn kafka_records_flattened_by_the_rust_component_unnest_into_typed_columns() {
-    let flatten = wasm("bizon_kafka_flatten");
+/// [`kafka_flatten_then_unnest`] through a flatten component.
+fn kafka_flattened_by(component: &Path) {
     kafka_flatten_then_unnest(&format!(
         "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offset, partition]}}\n",
-        flatten.display()
+        component.display()
     ));
+}
+
+#[test]
+fn kafka_records_flattened_by_the_rust_component_unnest_into_typed_columns() {
+    kafka_flattened_by(&wasm("bizon_kafka_flatten"));
 }
 
 #[test]
@@ -362,8 +345,7 @@ fn a_component_transform_names_the_records_it_refuses_and_its_config_errors() {
     // dummy records are not Kafka records: every one is refused, by name.
     let transforms = format!("transforms:\n  - label: flatten\n    wasm: {}\n", flatten.display());
     let (dir, output) = run(&dummy_pipeline(5, &transforms, ""));
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    let error = result(dir.path())["error"].as_str().unwrap().to_string();
+    let error = error_of(dir.path(), &output, 1);
     assert!(
         error.contains("source_record_id `0`: transform `flatten`: source_data has no `value`"),
         "{error}"
@@ -387,12 +369,10 @@ fn a_component_transform_names_the_records_it_refuses_and_its_config_errors() {
 /// plugins/python-flatten and plugins/js-flatten, built by
 /// scripts/build-plugins.sh (the last two through build-sdk-plugins.sh).
 fn flattens() -> [(&'static str, PathBuf); 3] {
-    let rust = wasm("bizon_kafka_flatten");
-    let dir = root().join("target/wasm");
     [
-        ("rust", rust),
-        ("python", dir.join("python/python_flatten.wasm")),
-        ("js", dir.join("js/js_flatten.wasm")),
+        ("rust", wasm("bizon_kafka_flatten")),
+        ("python", python_wasm("python_flatten")),
+        ("js", js_wasm("js_flatten")),
     ]
 }
 
@@ -526,8 +506,7 @@ fn a_record_an_sdk_transform_refuses_is_named_and_dead_lettered() {
         // Without one, the run stops naming the record; the tombstone
         // (line 5, tombstones: error by default) would be next.
         let (dir, output) = flatten_run(&wasm, &input, "{}", "");
-        assert_eq!(output.status.code(), Some(1), "{sdk}: {}", text(&output));
-        let error = result(dir.path())["error"].as_str().unwrap().to_string();
+        let error = error_of(dir.path(), &output, 1);
         assert!(
             error.contains("source_record_id `3`: transform `flatten`:") && error.contains("not a JSON object"),
             "{sdk}: {error}"
@@ -551,18 +530,10 @@ fn a_record_an_sdk_transform_refuses_is_named_and_dead_lettered() {
 
 #[test]
 fn kafka_records_flattened_by_the_python_sdk_component_unnest_into_typed_columns() {
-    let [_, (_, python), _] = flattens();
-    kafka_flatten_then_unnest(&format!(
-        "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offset, partition]}}\n",
-        python.display()
-    ));
+    kafka_flattened_by(&python_wasm("python_flatten"));
 }
 
 #[test]
 fn kafka_records_flattened_by_the_js_sdk_component_unnest_into_typed_columns() {
-    let [_, _, (_, js)] = flattens();
-    kafka_flatten_then_unnest(&format!(
-        "transforms:\n  - label: flatten\n    wasm: {}\n    config: {{fields: [offset, partition]}}\n",
-        js.display()
-    ));
+    kafka_flattened_by(&js_wasm("js_flatten"));
 }

@@ -18,10 +18,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::{self, Pipeline};
-use crate::dead_letter::{DeadLetterError, DeadLetters};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Progress, RunReport, RunStatus};
+use crate::pipeline::{self, Bounds, Environment, Pipeline, Progress, RunReport, RunStatus};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -119,7 +117,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     #[cfg(feature = "wasm")]
     {
         if let Some(mib) = cli.plugin_memory_budget_mb {
-            crate::plugin::budget::set_global(mib);
+            crate::quota::budget::set_global(mib);
         }
         if let Some(mib) = cli.max_component_mb {
             crate::plugin::set_max_component_mb(mib);
@@ -163,7 +161,7 @@ fn client_exit(result: anyhow::Result<ExitCode>) -> ExitCode {
 
 /// A pipeline file read and checked, its warnings told.
 fn load(path: &Path) -> Result<Pipeline, ExitCode> {
-    let pipeline = config::load(path).map_err(|e| {
+    let pipeline = pipeline::load(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })?;
@@ -199,7 +197,7 @@ async fn run(args: RunArgs) -> ExitCode {
         ExitCode::from(2)
     };
     let pipeline = match &args.pipeline {
-        Some(path) => match config::load(path) {
+        Some(path) => match pipeline::load(path) {
             Ok(p) => {
                 tell_warnings(path, &p);
                 Some(p)
@@ -216,21 +214,8 @@ async fn run(args: RunArgs) -> ExitCode {
     let Some(pipeline) = pipeline else {
         return refuse("give a pipeline file (bizon-host run PIPELINE.yaml) or a plugin (--plugin FILE.wasm)".into());
     };
-    let destination = match crate::destination::build(&pipeline.destination).await {
-        Ok(d) => d,
-        Err(e) => return refuse(format!("destination `{}`: {e}", pipeline.destination.name())),
-    };
-    let dead_letters = match open_dead_letters(&pipeline) {
-        Ok(d) => d,
-        Err(e) => return refuse(e.to_string()),
-    };
-    let source = match crate::source::build_with(&pipeline.source, dead_letters.clone()) {
-        Ok(s) => s,
-        Err(e) => return refuse(format!("source: {e}")),
-    };
-    #[cfg(feature = "wasm")]
-    let source = match crate::transform::wrap(&pipeline, source, dead_letters.clone()).await {
-        Ok(s) => s,
+    let assembled = match pipeline::assemble(&pipeline, &Environment::for_run()).await {
+        Ok(a) => a,
         Err(e) => return refuse(e.to_string()),
     };
     tracing::info!(pipeline = %pipeline.name, destination = pipeline.destination.name(), "starting");
@@ -244,31 +229,9 @@ async fn run(args: RunArgs) -> ExitCode {
         metrics.follow(progress_rx.clone());
     }
     let display = progress::spawn(progress_rx, !args.no_progress);
-    let report = pipeline::run_with_dead_letters(
-        &pipeline,
-        source,
-        destination,
-        dead_letters,
-        shutdown_signal(),
-        progress_tx,
-    )
-    .await;
+    let report = pipeline::run(&pipeline, assembled, shutdown_signal(), progress_tx, Bounds::none()).await;
     display.finish().await;
     finish(&report, args.result_json.as_deref())
-}
-
-/// The pipeline's `dead_letter` sink; a topic there reuses a kafka source's
-/// brokers and credentials.
-pub(crate) fn open_dead_letters(pipeline: &Pipeline) -> Result<Option<Arc<DeadLetters>>, DeadLetterError> {
-    let Some(config) = &pipeline.dead_letter else {
-        return Ok(None);
-    };
-    let kafka = match &pipeline.source {
-        #[cfg(feature = "kafka")]
-        config::SourceConfig::Kafka(c) => c.client_settings().ok(),
-        _ => None,
-    };
-    DeadLetters::open(config, kafka.as_ref()).map(|d| Some(Arc::new(d)))
 }
 
 fn write_result(report: &RunReport, path: &Path) {
@@ -324,7 +287,7 @@ async fn check(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     #[cfg(feature = "wasm")]
-    if let Err(e) = crate::transform::check(&pipeline).await {
+    if let Err(e) = crate::transform::check(&pipeline.transforms, &crate::plugin::HostPolicy::for_run()).await {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -333,7 +296,7 @@ async fn check(path: &Path) -> ExitCode {
         return ExitCode::from(2);
     }
     let name = pipeline.destination.name();
-    let outcome = match crate::destination::build(&pipeline.destination).await {
+    let outcome = match crate::destination::build(&pipeline.destination, &Default::default()).await {
         Ok(d) => d.check_connection().await,
         Err(e) => Err(e),
     };

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::config::{DestinationConfig, DestinationOptions, JsonlSourceConfig, Pipeline, SourceConfig};
+use crate::config::DestinationOptions;
 use crate::destination::wasm::WasmConfig;
-use crate::plugin::egress::HostRule;
+use crate::destination::DestinationConfig;
+use crate::pipeline::Pipeline;
 use crate::plugin::{
-    cache, capabilities, ipc, BatchInfo, DirGrant, Grants, Instance, Limits, Plugin, PluginError, PluginSettings,
-    WriteError,
+    capabilities, ipc, BatchInfo, DirGrant, Grants, HostPolicy, HostRule, Instance, Limits, Plugin, PluginError,
+    Request, WriteError,
 };
 use crate::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
+use crate::source::{JsonlSourceConfig, SourceConfig};
 
 /// Flags of `run` that send the records to a WebAssembly plugin.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -149,7 +151,8 @@ impl SandboxArgs {
         }
     }
 
-    fn settings(&self) -> anyhow::Result<PluginSettings> {
+    /// What the flags ask for the plugin.
+    fn request(&self) -> anyhow::Result<Request> {
         let config_json = match &self.plugin_config {
             Some(text) => parse_plugin_config(text)?.to_string(),
             None => "{}".into(),
@@ -160,12 +163,10 @@ impl SandboxArgs {
             hosts: self.allow_host.clone(),
             ..Grants::default()
         };
-        Ok(PluginSettings {
+        Ok(Request {
             limits: self.limits(Limits::default()),
             grants,
             config_json,
-            cache_dir: cache::default_dir(),
-            ..PluginSettings::default()
         })
     }
 
@@ -225,10 +226,11 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Compiling is CPU work of up to seconds: off the async workers.
-async fn load(file: &Path, settings: PluginSettings) -> Result<Plugin, PluginError> {
+/// Loads under what `bizon-host run` gives a plugin. Compiling is CPU work
+/// of up to seconds: off the async workers.
+async fn load(file: &Path, request: Request) -> Result<Plugin, PluginError> {
     let file = file.to_path_buf();
-    tokio::task::spawn_blocking(move || Plugin::load(&file, settings))
+    tokio::task::spawn_blocking(move || Plugin::load(&file, &request, &HostPolicy::for_run()))
         .await
         .expect("loading a plugin does not panic")
 }
@@ -238,15 +240,14 @@ async fn load(file: &Path, settings: PluginSettings) -> Result<Plugin, PluginErr
 const INSPECT_TIMEOUT_MS: u64 = 5_000;
 
 async fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
-    let settings = PluginSettings {
-        cache_dir: cache::default_dir(),
+    let request = Request {
         limits: Limits {
             call_timeout_ms: INSPECT_TIMEOUT_MS,
             ..Limits::default()
         },
-        ..Default::default()
+        ..Request::default()
     };
-    let plugin = load(file, settings).await?;
+    let plugin = load(file, request).await?;
     let report = plugin.report();
     let info = plugin.describe().await?;
     let contract = report
@@ -277,14 +278,7 @@ fn artifact_text(artifact: Option<&Path>) -> String {
 }
 
 async fn compile(file: &Path) -> anyhow::Result<ExitCode> {
-    let plugin = load(
-        file,
-        PluginSettings {
-            cache_dir: cache::default_dir(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let plugin = load(file, Request::default()).await?;
     let report = plugin.report();
     match &report.artifact {
         Some(path) => println!("{}", path.display()),
@@ -344,7 +338,7 @@ async fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
         }
         result.is_ok()
     };
-    let plugin = match load(file, sandbox.settings()?).await {
+    let plugin = match load(file, sandbox.request()?).await {
         Ok(p) => p,
         Err(e) => {
             step("load", Err(e.to_string()));

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, RecordSchemaConfig, SyncMode};
-use crate::destination::retry::RetryPolicy;
+use super::{ConfigError, RecordSchemaConfig, RetryPolicy, SyncMode};
 
 /// Bizon's defaults.
 pub const DEFAULT_BUFFER_SIZE_MB: f64 = 50.0;
@@ -60,6 +59,16 @@ impl DestinationOptions {
     /// Buffer capacity in bytes; 0 means write each page at once.
     pub fn buffer_bytes(&self) -> usize {
         (self.buffer_size_mb * 1024.0 * 1024.0) as usize
+    }
+
+    /// Where records go when their source does not name a destination_id:
+    /// `destination_id`, else Bizon's auto-generated `<source>_<stream>`
+    /// (set when the pipeline file is parsed).
+    pub fn default_destination_id(&self) -> &str {
+        self.destination_id
+            .as_deref()
+            .or(self.generated_destination_id.as_deref())
+            .unwrap_or_default()
     }
 
     pub fn record_schema(&self, destination_id: &str) -> Option<&RecordSchemaConfig> {
@@ -127,7 +136,7 @@ macro_rules! destination_config {
                 #[serde(default)]
                 destination_id: Option<String>,
                 #[serde(default)]
-                retry: Option<$crate::destination::retry::RetryPolicy>,
+                retry: Option<$crate::config::RetryPolicy>,
                 $( $(#[$fmeta])* $field: $ty, )*
             }
 

@@ -7,8 +7,11 @@ use serde_saphyr::Spanned;
 
 use super::ConfigError;
 
-/// Bizon's `SourceSyncModes`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Bizon's `SourceSyncModes`: what a source reads (a Kafka full refresh reads
+/// every partition from its low watermark, incremental from the group's
+/// commit, stream until stopped) and what a destination does with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// Each run replaces the destination's data (staged, then swapped in).
     #[default]
@@ -31,7 +34,7 @@ impl SyncMode {
 
 /// The keys of the source section that shape what a destination does.
 #[derive(Deserialize)]
-pub(super) struct SourceRun {
+pub struct SourceRun {
     name: String,
     #[serde(default)]
     stream: Option<String>,
@@ -45,7 +48,7 @@ impl SourceRun {
     /// The sync mode the destination sees. As in Bizon
     /// (`SyncMetadata.from_bizon_config`), `reset: true` turns an incremental
     /// run into a full refresh, which `bigquery_streaming` cannot do.
-    pub(super) fn sync_mode(&self, file: &str, destination: &str) -> Result<SyncMode, ConfigError> {
+    pub fn sync_mode(&self, file: &str, destination: &str) -> Result<SyncMode, ConfigError> {
         let Some(written) = &self.sync_mode else {
             return Ok(SyncMode::FullRefresh);
         };
@@ -75,7 +78,7 @@ impl SourceRun {
 
     /// Bizon's auto-generated name, `<source>_<stream>`: the base of a
     /// BigQuery table name that `table_prefix` applies to.
-    pub(super) fn generated_destination_id(&self) -> String {
+    pub fn generated_destination_id(&self) -> String {
         match &self.stream {
             Some(stream) => format!("{}_{stream}", self.name),
             None => self.name.clone(),

@@ -6,7 +6,7 @@ use arrow_array::Array;
 use async_trait::async_trait;
 
 use super::{Batch, Destination, DestinationError};
-use crate::config::source::IgnoredAny2;
+use crate::config::IgnoredAny2;
 
 crate::destination_config! {
     /// `destination: {name: logger, config: ...}`

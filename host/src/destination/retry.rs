@@ -1,78 +1,59 @@
-//! Retries with exponential backoff and full jitter.
+//! The one retry loop: every write of every destination (native or wasm) is
+//! retried here, with the destination's `retry:` policy
+//! ([`crate::config::RetryPolicy`]), exponential backoff with full jitter,
+//! a server's `Retry-After` obeyed, and a shutdown ending the waiting at once.
 
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::DestinationError;
+use crate::config::RetryPolicy;
 
-/// How failed writes are retried (`retry:` in a destination's config).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first one included.
-    pub max_attempts: u32,
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-}
+/// The longest `Retry-After` obeyed (Bizon's `retry_after_max`, 120 s): a
+/// server asking for longer is asked again sooner rather than stalling a run.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            initial_backoff_ms: 200,
-            max_backoff_ms: 30_000,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The longest wait before attempt `attempt + 1` (attempt counts from 1).
-    fn ceiling(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial_backoff_ms
-            .saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
-        Duration::from_millis(exp.min(self.max_backoff_ms))
-    }
-
-    /// Runs `op` until it succeeds, fails with a non-retryable error, the
-    /// attempts run out, or `stop` turns true (a shutdown: the last error is
-    /// returned rather than waiting out the backoff); `on_retry` hears about
-    /// each failure that is retried.
-    pub async fn run<T, F, Fut>(
-        &self,
-        mut op: F,
-        mut on_retry: impl FnMut(u32, &DestinationError, Duration),
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<T, RetryError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, DestinationError>>,
-    {
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt < self.max_attempts && !*stop.borrow() => {
+/// Runs `op` until it succeeds, fails with a non-retryable error, the
+/// attempts of `policy` run out, or `stop` turns true (a shutdown: the last
+/// error is returned rather than waiting out the backoff); `on_retry` hears
+/// about each failure that is retried and how long the wait is.
+pub async fn run<T, F, Fut>(
+    policy: &RetryPolicy,
+    mut op: F,
+    mut on_retry: impl FnMut(u32, &DestinationError, Duration),
+    mut stop: watch::Receiver<bool>,
+) -> Result<T, RetryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DestinationError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && attempt < policy.max_attempts && !*stop.borrow() => {
+                let wait = match e.retry_after() {
+                    // A server that says when to come back is believed (up to a bound).
+                    Some(after) => after.min(MAX_RETRY_AFTER),
                     // Full jitter: many writers failing together do not retry together.
-                    let wait = self.ceiling(attempt).mul_f64(fastrand::f64());
-                    on_retry(attempt, &e, wait);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stopped(&mut stop) => {
-                            return Err(RetryError { attempts: attempt, error: e });
-                        }
+                    None => policy.ceiling(attempt).mul_f64(fastrand::f64()),
+                };
+                on_retry(attempt, &e, wait);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped(&mut stop) => {
+                        return Err(RetryError { attempts: attempt, error: e });
                     }
-                    attempt += 1;
                 }
-                Err(error) => {
-                    return Err(RetryError {
-                        attempts: attempt,
-                        error,
-                    })
-                }
+                attempt += 1;
+            }
+            Err(error) => {
+                return Err(RetryError {
+                    attempts: attempt,
+                    error,
+                })
             }
         }
     }
@@ -106,20 +87,20 @@ mod tests {
             max_backoff_ms: 100,
         };
         let mut retried = 0;
-        let out = policy
-            .run(
-                || async {
-                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                        Err(DestinationError::Retryable("503".into()))
-                    } else {
-                        Ok(7)
-                    }
-                },
-                |_, _, _| retried += 1,
-                watch::channel(false).1,
-            )
-            .await
-            .unwrap();
+        let out = run(
+            &policy,
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(DestinationError::Retryable("503".into()))
+                } else {
+                    Ok(7)
+                }
+            },
+            |_, _, _| retried += 1,
+            watch::channel(false).1,
+        )
+        .await
+        .unwrap();
         assert_eq!(out, 7);
         assert_eq!(retried, 2);
     }
@@ -132,32 +113,32 @@ mod tests {
             max_backoff_ms: 100,
         };
         let calls = AtomicU32::new(0);
-        let err = policy
-            .run(
-                || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Err::<(), _>(DestinationError::Retryable("timeout".into()))
-                },
-                |_, _, _| {},
-                watch::channel(false).1,
-            )
-            .await
-            .unwrap_err();
+        let err = run(
+            &policy,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(DestinationError::Retryable("timeout".into()))
+            },
+            |_, _, _| {},
+            watch::channel(false).1,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.attempts, 3);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         calls.store(0, Ordering::SeqCst);
-        let err = policy
-            .run(
-                || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Err::<(), _>(DestinationError::Fatal("no such table".into()))
-                },
-                |_, _, _| {},
-                watch::channel(false).1,
-            )
-            .await
-            .unwrap_err();
+        let err = run(
+            &policy,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(DestinationError::Fatal("no such table".into()))
+            },
+            |_, _, _| {},
+            watch::channel(false).1,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.attempts, 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -171,7 +152,8 @@ mod tests {
         };
         let (stop, stopped) = watch::channel(false);
         let calls = AtomicU32::new(0);
-        let run = policy.run(
+        let run = run(
+            &policy,
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(DestinationError::Retryable("timeout".into()))
@@ -187,17 +169,5 @@ mod tests {
         let err = err.unwrap_err();
         assert!(calls.load(Ordering::SeqCst) < 3, "{}", calls.load(Ordering::SeqCst));
         assert!(err.error.is_retryable());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 1000,
-        };
-        assert_eq!(p.ceiling(1), Duration::from_millis(100));
-        assert_eq!(p.ceiling(2), Duration::from_millis(200));
-        assert_eq!(p.ceiling(9), Duration::from_millis(1000));
     }
 }

@@ -15,14 +15,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{Batch, Destination, DestinationError, RejectedRow, SharedDestination};
 use crate::plugin::{
-    cache, ipc, BatchInfo, Grants, Instance, Limits, Plugin, PluginError, PluginSettings, TrapCause, WriteError,
+    ipc, BatchInfo, Grants, HostPolicy, Instance, Limits, Plugin, PluginError, Request, TrapCause, WriteError,
 };
 
 crate::destination_config! {
@@ -41,7 +42,8 @@ crate::destination_config! {
 }
 
 impl WasmConfig {
-    pub fn settings(&self) -> Result<PluginSettings, DestinationError> {
+    /// What this pipeline asks of its plugin: limits, grants and its config.
+    pub fn request(&self) -> Result<Request, DestinationError> {
         let config_json = match &self.plugin_config {
             None | Some(serde_json::Value::Null) => "{}".to_string(),
             Some(value @ serde_json::Value::Object(_)) => value.to_string(),
@@ -52,18 +54,17 @@ impl WasmConfig {
                 )))
             }
         };
-        Ok(PluginSettings {
+        Ok(Request {
             limits: self.limits,
             grants: self.allow.clone(),
             config_json,
-            cache_dir: cache::default_dir(),
-            ..PluginSettings::default()
         })
     }
 }
 
-pub async fn build(config: &WasmConfig) -> Result<SharedDestination, DestinationError> {
-    Ok(Arc::new(WasmDestination::new(config).await?))
+/// The destination under `policy`: what the host decides for the plugin.
+pub async fn build(config: &WasmConfig, policy: &HostPolicy) -> Result<SharedDestination, DestinationError> {
+    Ok(Arc::new(WasmDestination::new(config, policy.clone()).await?))
 }
 
 /// An instance slot and the buffer its batches are encoded into.
@@ -81,18 +82,15 @@ pub struct WasmDestination {
 }
 
 impl WasmDestination {
-    /// Loads the plugin and opens a first instance, so a broken plugin or a
-    /// config it refuses stops the pipeline before any record is read.
-    pub async fn new(config: &WasmConfig) -> Result<Self, DestinationError> {
-        Self::with_settings(config, config.settings()?).await
-    }
-
-    /// [`Self::new`] with settings the caller adjusted (`serve`: the
-    /// tenant's memory budget and compile cache).
-    pub async fn with_settings(config: &WasmConfig, settings: PluginSettings) -> Result<Self, DestinationError> {
+    /// Loads the plugin under `policy` (`serve`'s: the tenant's memory
+    /// budget, CPU share and the server's compile cache) and opens a first
+    /// instance, so a broken plugin or a config it refuses stops the
+    /// pipeline before any record is read.
+    pub async fn new(config: &WasmConfig, policy: HostPolicy) -> Result<Self, DestinationError> {
         let path = config.plugin.clone();
+        let request = config.request()?;
         // Compiling is CPU work of up to seconds: off the async workers.
-        let plugin = match tokio::task::spawn_blocking(move || Plugin::load(&path, settings)).await {
+        let plugin = match tokio::task::spawn_blocking(move || Plugin::load(&path, &request, &policy)).await {
             Ok(loaded) => loaded?,
             Err(e) => return Err(DestinationError::Fatal(format!("loading the plugin crashed: {e}"))),
         };
@@ -113,7 +111,7 @@ impl WasmDestination {
     }
 
     fn slot_for(&self, destination_id: &Arc<str>) -> Arc<AsyncMutex<Slot>> {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.routes.lock();
         let next = routes.len() % self.slots.len();
         let index = *routes.entry(destination_id.clone()).or_insert(next);
         self.slots[index].clone()

@@ -1,14 +1,17 @@
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use async_trait::async_trait;
 
 use super::*;
-use crate::destination::{Destination, DestinationError};
+use crate::destination::{Batch, Destination, DestinationError};
 use crate::record::SourceRecord;
-use crate::source::{Source, SourceError};
+use crate::source::{Source, SourceError, SourceTask};
 
 /// Keeps what it is given; can fail the first `fail` writes, and tracks
 /// how many writes overlap.
@@ -81,12 +84,32 @@ fn pipeline(destination_config: &str) -> Pipeline {
     let text = format!(
         "name: t\nsource:\n  name: dummy\n  stream: s\ndestination:\n  name: logger\n  config:\n{destination_config}"
     );
-    crate::config::parse(&text, "t.yml", |_| None).unwrap()
+    parse(&text, "t.yml", |_| None).unwrap()
+}
+
+/// A run of `source` into `destination`, as `assemble` would build it.
+fn assembled(
+    source: Box<dyn Source>,
+    destination: SharedDestination,
+    dead_letters: Option<Arc<DeadLetters>>,
+) -> Assembled {
+    Assembled {
+        destination,
+        dead_letters,
+        source: Box::new(source) as Box<dyn SourceTask>,
+    }
 }
 
 async fn run_with(p: &Pipeline, source: Box<dyn Source>, dest: Arc<Memory>) -> RunReport {
     let (tx, _rx) = watch::channel(Progress::default());
-    run(p, Box::new(source), dest, std::future::pending(), tx).await
+    run(
+        p,
+        assembled(source, dest, None),
+        std::future::pending(),
+        tx,
+        Bounds::none(),
+    )
+    .await
 }
 
 fn all_ids(dest: &Memory, destination_id: &str) -> Vec<String> {
@@ -128,10 +151,10 @@ async fn an_idle_source_still_gets_its_records_flushed_by_age() {
         async move {
             run(
                 &p,
-                Box::new(Box::new(Scripted(rx)) as Box<dyn Source>),
-                dest,
+                assembled(Box::new(Scripted(rx)), dest, None),
                 std::future::pending(),
                 progress,
+                Bounds::none(),
             )
             .await
         }
@@ -277,8 +300,8 @@ async fn runs_sharing_a_read_ahead_pool_hold_no_more_than_it_together() {
                 abandon: std::future::pending(),
                 read_ahead: Some(pool),
             };
-            let source: Box<dyn SourceTask> = Box::new(Box::new(Scripted(rx)) as Box<dyn Source>);
-            run_bounded(&p, source, dest, None, std::future::pending(), progress, bounds).await
+            let run_ = assembled(Box::new(Scripted(rx)), dest, None);
+            run(&p, run_, std::future::pending(), progress, bounds).await
         }
     };
     let (a, b) = tokio::join!(one(pool.clone()), one(pool.clone()));
@@ -337,13 +360,12 @@ async fn rejected_rows_go_to_the_dead_letter_with_their_data_and_the_run_goes_on
     tx.send(Some(records(0..6, None))).unwrap();
     tx.send(None).unwrap();
     let (progress, _rx) = watch::channel(Progress::default());
-    let report = run_with_dead_letters(
+    let report = run(
         &p,
-        Box::new(Box::new(Scripted(rx)) as Box<dyn Source>),
-        Arc::new(RejectsOdd),
-        Some(dead_letters),
+        assembled(Box::new(Scripted(rx)), Arc::new(RejectsOdd), Some(dead_letters)),
         std::future::pending(),
         progress,
+        Bounds::none(),
     )
     .await;
     assert_eq!(report.status, RunStatus::Success, "{:?}", report.error);

@@ -255,7 +255,9 @@ fn secret(dir: &Path) -> std::io::Result<Vec<u8>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = vec![0u8; 32];
-            getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+            // As text: getrandom's error is a std error only with its `std`
+            // feature, which only other crates turn on.
+            getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
             let (temp, mut file) = tempfile_in(dir)?;
             file.write_all(&key)?;
             file.sync_all()?;

@@ -1,99 +1,15 @@
-//! What a plugin may touch. By default: nothing outside its own memory but
-//! clocks, randomness and a log. Grants add preopened directories (through
-//! the host's filesystem layer, [`super::files`]: no symlinks, a byte quota),
-//! named environment variables and outbound hosts. Sockets and HTTP are
-//! linked for every plugin and denied at use unless granted (see
-//! [`super::egress`]); anything else is not linked, and a component that
-//! imports it is refused at load time.
+//! What a component must export and may import to be loaded: the
+//! contract's interface at a version this host supports, and no import the
+//! linker ([`super::linker`]) does not give. By default a plugin gets nothing
+//! outside its own memory but clocks, randomness and a log; its grants
+//! ([`super::grants`]) add directories, environment variables and hosts.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use serde::Deserialize;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::Component;
 use wasmtime::Engine;
-use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
-use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder};
 
-use super::egress::{self, Egress, HostRule, NetworkLimits, SecretGrant};
-use super::instance::State;
-use super::stdio::Captured;
-use super::PluginError;
-
-/// `allow:` in a `wasm` destination's config.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    #[serde(default)]
-    pub dirs: Vec<DirGrant>,
-    /// Environment variables copied from the host's environment, by name.
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// Outbound hosts (`https://api.example.com`, `tcp://db:5432`, ...);
-    /// empty: no network.
-    #[serde(default)]
-    pub hosts: Vec<HostRule>,
-    /// Credentials the host adds to requests, by name.
-    #[serde(default)]
-    pub secrets: BTreeMap<String, SecretGrant>,
-    #[serde(default)]
-    pub network: NetworkLimits,
-}
-
-/// A host directory the plugin sees at `guest`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirGrant {
-    /// Relative paths are relative to the working directory.
-    pub host: PathBuf,
-    /// Where the plugin sees it; the host path when left out.
-    #[serde(default)]
-    pub guest: Option<String>,
-    #[serde(default)]
-    pub writable: bool,
-    /// Bytes the plugin may keep under a writable grant, in MiB; see
-    /// [`super::files::DEFAULT_MAX_MB`].
-    #[serde(default)]
-    pub max_mb: Option<u64>,
-}
-
-impl DirGrant {
-    pub fn guest_path(&self) -> String {
-        self.guest.clone().unwrap_or_else(|| self.host.display().to_string())
-    }
-}
-
-/// Interfaces the host links, without versions: what a plugin built with
-/// Rust's std for wasm32-wasip2 imports, and the plugin contract.
-const LINKED: &[&str] = &[
-    "bizon:destination/host",
-    "bizon:destination/types",
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:clocks/wall-clock",
-    "wasi:clocks/monotonic-clock",
-    "wasi:random/random",
-    "wasi:random/insecure",
-    "wasi:random/insecure-seed",
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    // Linked always: without a granted directory there is nothing to open.
-    "wasi:filesystem/types",
-    "wasi:filesystem/preopens",
-];
+use super::error::PluginError;
+use super::linker;
 
 /// The package and interface a plugin must export.
 pub const DESTINATION_EXPORT: &str = "bizon:destination/destination";
@@ -179,8 +95,7 @@ pub fn check_component(
         .imports(engine)
         .filter(|(name, item)| {
             let name = unversioned(name);
-            !(LINKED.contains(&name) || egress::LINKED.contains(&name))
-                || !matches!(item.ty, ComponentItem::ComponentInstance(_))
+            !linker::links(name) || !matches!(item.ty, ComponentItem::ComponentInstance(_))
         })
         .map(|(name, _)| name.to_string())
         .collect();
@@ -191,71 +106,6 @@ pub fn check_component(
         });
     }
     Ok(())
-}
-
-/// The linker every instance of a plugin is built against: the contract's
-/// `host` plus the WASI interfaces of [`LINKED`] (their async variants: calls
-/// are futures), the filesystem behind the host's own checks, sockets and
-/// HTTP behind [`egress`] ([`egress::LINKED`]), and nothing else.
-pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
-    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
-    let mut linker = Linker::new(engine);
-    let l = &mut linker;
-    super::bindings::Plugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)?;
-    io::error::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
-    io::poll::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
-    io::streams::add_to_linker::<State, HasTable>(l, |s| &mut s.table)?;
-    clocks::wall_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<State, WasiClocks>(l, State::clocks)?;
-    random::random::add_to_linker::<State, WasiRandom>(l, State::random)?;
-    random::insecure::add_to_linker::<State, WasiRandom>(l, State::random)?;
-    random::insecure_seed::add_to_linker::<State, WasiRandom>(l, State::random)?;
-    cli::environment::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::exit::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::stdin::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::stdout::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::stderr::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::terminal_input::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::terminal_output::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::terminal_stdin::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::terminal_stdout::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    cli::terminal_stderr::add_to_linker::<State, WasiCli>(l, State::cli)?;
-    filesystem::types::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
-    filesystem::preopens::add_to_linker::<State, WasiFilesystem>(l, State::filesystem)?;
-    super::files::add_to_linker(l)?;
-    egress::add_to_linker(l)?;
-    Ok(linker)
-}
-
-struct HasTable;
-
-impl wasmtime::component::HasData for HasTable {
-    type Data<'a> = &'a mut ResourceTable;
-}
-
-/// The WASI context of one instance: the grants, and stdout/stderr captured.
-pub fn wasi_ctx(grants: &Grants, captured: &Captured, egress: &Egress) -> Result<WasiCtx, String> {
-    let mut builder = WasiCtxBuilder::new();
-    egress.configure(&mut builder);
-    builder.stdout(captured.clone()).stderr(captured.clone());
-    for dir in &grants.dirs {
-        let perms = if dir.writable {
-            FsPerms::ReadWrite
-        } else {
-            FsPerms::ReadOnly
-        };
-        builder
-            .preopened_dir(&dir.host, dir.guest_path(), perms)
-            .map_err(|e| format!("cannot grant the directory {} (allow.dirs): {e:#}", dir.host.display()))?;
-    }
-    for name in &grants.env {
-        // A granted variable that is unset is simply absent, as it would be
-        // for a native program.
-        if let Ok(value) = std::env::var(name) {
-            builder.env(name, value);
-        }
-    }
-    Ok(builder.build())
 }
 
 #[cfg(test)]
@@ -285,23 +135,5 @@ mod tests {
         let err = check_component("empty.wasm", &component, &engine, Export::DESTINATION).unwrap_err();
         assert!(err.to_string().contains("not a bizon destination plugin"), "{err}");
         assert!(err.to_string().contains("exports nothing"), "{err}");
-    }
-
-    #[test]
-    fn unset_granted_env_is_absent_and_missing_dir_is_an_error() {
-        let grants = Grants {
-            dirs: vec![DirGrant {
-                host: "/definitely/not/here".into(),
-                guest: None,
-                writable: false,
-                max_mb: None,
-            }],
-            ..Grants::default()
-        };
-        let egress = Egress::new("t.wasm", &grants).unwrap();
-        let Err(err) = wasi_ctx(&grants, &Captured::default(), &egress) else {
-            panic!("granted a missing directory")
-        };
-        assert!(err.contains("/definitely/not/here"), "{err}");
     }
 }

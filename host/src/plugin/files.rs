@@ -7,32 +7,33 @@
 //!   that directory later: the native `file` destination, an operator's
 //!   script. `symlink-at` is refused outright.
 //! - **A byte quota per writable grant** (`allow.dirs[].max_mb`, default
-//!   [`DEFAULT_MAX_MB`]). Every way a plugin can make a file bigger (`write`,
-//!   `set-size`, the write and append streams) is charged against its grant
-//!   before it happens; past the quota the plugin gets "no space left", not
-//!   the host's disk. A sparse 1 TiB file is 1 TiB here.
+//!   [`DEFAULT_MAX_MB`](super::grants::DEFAULT_MAX_MB)). Every way a plugin
+//!   can make a file bigger (`write`, `set-size`, the write and append
+//!   streams) is charged against its grant before it happens; past the
+//!   quota the plugin gets "no space left", not the host's disk. A sparse
+//!   1 TiB file is 1 TiB here.
 //!
 //! Both are done by shadowing those functions of `wasi:filesystem/types` in
 //! the linker and delegating to wasmtime-wasi's own implementation once the
-//! check passes, so everything else about files stays wasmtime-wasi's.
+//! check passes, so everything else about files stays wasmtime-wasi's. The
+//! Store's data gives this layer what it needs through [`FilesView`], as it
+//! gives wasmtime-wasi its filesystem context.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, Host as _, HostDescriptor as _};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 
 use super::bindings::bizon::destination::types::LogLevel;
-use super::capabilities::DirGrant;
-use super::instance::State;
-
-/// Quota of a writable grant that does not set `max_mb`, in MiB.
-pub const DEFAULT_MAX_MB: u64 = 1024;
+use super::grants::DirGrant;
+use super::log::PluginLog;
 
 /// The WASI filesystem interface whose functions are shadowed; the version
 /// wasmtime-wasi implements (plugins built against an older 0.2.x link to it).
@@ -69,7 +70,7 @@ impl Quota {
         if bytes == 0 || self.try_charge(bytes) {
             return true;
         }
-        let _measuring = self.rescan.lock().unwrap_or_else(|e| e.into_inner());
+        let _measuring = self.rescan.lock();
         self.used.store(disk_usage(&self.dir), Ordering::SeqCst);
         self.try_charge(bytes)
     }
@@ -117,7 +118,7 @@ impl Quotas {
                 .filter(|d| d.writable)
                 .filter_map(|d| {
                     let dir = std::fs::canonicalize(&d.host).ok()?;
-                    Some(Arc::new(Quota::new(dir, d.max_mb.unwrap_or(DEFAULT_MAX_MB))))
+                    Some(Arc::new(Quota::new(dir, d.quota_mb())))
                 })
                 .collect(),
         )
@@ -135,10 +136,18 @@ impl Quotas {
     }
 }
 
+/// What a Store's data gives this layer: wasmtime-wasi's filesystem view
+/// (whose functions it delegates to), the quotas of the plugin's grants, and
+/// the log a refusal is told in.
+pub trait FilesView: WasiFilesystemView {
+    fn quotas(&self) -> &Arc<Quotas>;
+    fn plugin_log(&self) -> &Arc<PluginLog>;
+}
+
 /// Shadows the file-growing and link-making functions of
 /// `wasi:filesystem/types` with checked ones. Call after wasmtime-wasi's
 /// own `add_to_linker`.
-pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: FilesView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut types = linker.instance(TYPES)?;
 
@@ -241,7 +250,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
 /// when the descriptor is not a writable file (wasmtime-wasi then answers
 /// with its own error). A writable file whose grant cannot be told is
 /// refused: an unaccounted write would be a way around the quota.
-fn file_of(state: &mut State, fd: &Resource<Descriptor>) -> Result<Option<(Arc<Quota>, u64)>, ErrorCode> {
+fn file_of(state: &mut impl FilesView, fd: &Resource<Descriptor>) -> Result<Option<(Arc<Quota>, u64)>, ErrorCode> {
     let quotas = state.quotas().clone();
     let view = state.filesystem();
     let Ok(Descriptor::File(file)) = view.table.get(fd) else {
@@ -259,7 +268,7 @@ fn file_of(state: &mut State, fd: &Resource<Descriptor>) -> Result<Option<(Arc<Q
 /// size); `Ok(None)` when the descriptor is not a writable file (wasmtime-wasi
 /// then answers with its own error).
 fn charge_growth(
-    state: &mut State,
+    state: &mut impl FilesView,
     fd: &Resource<Descriptor>,
     growth: impl FnOnce(u64) -> u64,
 ) -> Result<Option<(Arc<Quota>, u64)>, ErrorCode> {
@@ -275,7 +284,7 @@ fn charge_growth(
 
 /// A failed write gives back what it was charged.
 fn settle<T>(
-    state: &mut State,
+    state: &mut impl FilesView,
     charged: Option<(Arc<Quota>, u64)>,
     result: wasmtime_wasi::p2::FsResult<T>,
 ) -> wasmtime::Result<Result<T, ErrorCode>> {
@@ -290,7 +299,7 @@ fn settle<T>(
     }
 }
 
-fn refuse(state: &State, quota: &Quota) -> ErrorCode {
+fn refuse(state: &impl FilesView, quota: &Quota) -> ErrorCode {
     state.plugin_log().log(
         LogLevel::Warn,
         &format!(
@@ -304,7 +313,7 @@ fn refuse(state: &State, quota: &Quota) -> ErrorCode {
 
 /// Puts a quota-checking stream in place of wasmtime-wasi's file stream.
 fn wrap(
-    state: &mut State,
+    state: &mut impl FilesView,
     stream: Resource<DynOutputStream>,
     quota: Option<(Arc<Quota>, u64)>,
     offset: Option<u64>,
@@ -326,7 +335,7 @@ fn wrap(
 struct QuotaStream {
     inner: DynOutputStream,
     quota: Arc<Quota>,
-    log: Arc<super::log::PluginLog>,
+    log: Arc<PluginLog>,
     /// Where the next byte goes; `None` for an append stream.
     position: Option<u64>,
     /// The file's end as far as this stream knows.

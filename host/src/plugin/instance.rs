@@ -13,24 +13,26 @@
 //! spinning plugin cannot hold a thread that other work needs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap, UpdateDeadline};
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
 
-use super::bindings::bizon::destination::types::LogLevel;
-use super::bindings::bizon::destination::types::{BatchInfo, PluginInfo, RejectedRow, WriteError};
-use super::bindings::{bizon, Plugin as Bindings};
-use super::budget::Reservation;
-use super::cpu::{CpuShare, Metered, Work};
-use super::egress::Egress;
+use super::bindings::bizon::destination::types::{
+    BatchInfo, InputFormat, LogLevel, PluginInfo, RejectedRow, WriteError,
+};
+use super::bindings::Plugin as Bindings;
+use super::error::{PluginError, TrapCause};
 use super::files::Quotas;
-use super::limits::MemoryLimiter;
+use super::grants::Grants;
+use super::limits::Limits;
+use super::linked::Linked;
 use super::log::{PluginLog, MAX_LINE_BYTES};
+use super::state::State;
 use super::stdio::Captured;
 use super::text::sanitize;
-use super::{capabilities, PluginError, Shared, TrapCause};
+use crate::quota::budget::{MemoryBudget, Reservation};
+use crate::quota::cpu::{CpuShare, Metered, Work};
 
 /// Longest error text kept from a plugin; a plugin could return megabytes.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;
@@ -40,44 +42,27 @@ pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// covers the rest.
 pub const GRACE: Duration = Duration::from_millis(100);
 
-/// The data of one instance's Store.
-pub struct State {
-    wasi: WasiCtx,
-    pub(super) table: ResourceTable,
-    limiter: MemoryLimiter,
-    log: Arc<PluginLog>,
-    quotas: Arc<Quotas>,
-    /// When the call under way must end; read at each epoch tick.
-    deadline: Instant,
-    pub(super) egress: Egress,
+/// What every instance of a plugin shares: its code, linked, what its
+/// pipeline asked for, and what the host decided.
+pub(crate) struct Shared {
+    pub(super) label: String,
+    pub(super) engine: Engine,
+    pub(super) linked: Arc<Linked>,
+    pub(super) limits: Limits,
+    pub(super) grants: Grants,
+    pub(super) config_json: String,
+    pub(super) log: Arc<PluginLog>,
+    pub(super) quotas: Arc<Quotas>,
+    pub(super) budget: Arc<MemoryBudget>,
+    pub(super) cpu: Option<Arc<CpuShare>>,
 }
 
-impl State {
-    pub(super) fn plugin_log(&self) -> &Arc<PluginLog> {
-        &self.log
-    }
-
-    pub(super) fn quotas(&self) -> &Arc<Quotas> {
-        &self.quotas
+impl Shared {
+    /// The component's `open` argument.
+    pub(crate) fn config_json(&self) -> &str {
+        &self.config_json
     }
 }
-
-impl WasiView for State {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl bizon::destination::host::Host for State {
-    fn log(&mut self, level: LogLevel, message: String) {
-        self.log.log(level, &message);
-    }
-}
-
-impl bizon::destination::types::Host for State {}
 
 /// One Store with its limits, instantiated from a pre-linked component of
 /// either world (a destination plugin or a transform), and the state every
@@ -106,25 +91,22 @@ impl Sandbox {
                 message: e.to_string(),
             })?;
         let captured = Captured::default();
-        let grant_error = |message| PluginError::Grant {
+        let state = State::new(
+            &shared.label,
+            &shared.grants,
+            &shared.limits,
+            &captured,
+            shared.log.clone(),
+            shared.quotas.clone(),
+        )
+        .map_err(|message| PluginError::Grant {
             plugin: shared.label.clone(),
             message,
-        };
-        let egress = Egress::new(&shared.label, &shared.grants).map_err(grant_error)?;
-        let wasi = capabilities::wasi_ctx(&shared.grants, &captured, &egress).map_err(grant_error)?;
-        let state = State {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(&shared.limits),
-            log: shared.log.clone(),
-            quotas: shared.quotas.clone(),
-            deadline: deadline(&shared.limits),
-            egress,
-        };
+        })?;
         let mut store = Store::new(&shared.engine, state);
-        store.limiter(|s| &mut s.limiter);
+        store.limiter(|s| s.limiter());
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+            if ctx.data().past_deadline() {
                 return Ok(UpdateDeadline::Interrupt);
             }
             // Let the runtime run other tasks (and this call's timer) once
@@ -146,7 +128,7 @@ impl Sandbox {
                 instance,
             )),
             other => {
-                let hit = store.data_mut().limiter.take_hit();
+                let hit = store.data_mut().limiter().take_hit();
                 let (output, _) = captured.take();
                 let error = match other {
                     Ok(Err(e)) => Some(e),
@@ -186,14 +168,14 @@ impl Sandbox {
                 function,
             });
         }
-        self.store.data_mut().deadline = deadline(&self.shared.limits);
+        self.store.data_mut().arm(&self.shared.limits);
         Ok(())
     }
 
     /// Forwards what the guest printed to the log and turns a trap or a
     /// dropped call into an error that says why.
     pub(crate) fn end<R>(&mut self, function: &'static str, result: Bounded<R>) -> Result<R, PluginError> {
-        let hit = self.store.data_mut().limiter.take_hit();
+        let hit = self.store.data_mut().limiter().take_hit();
         let (output, discarded) = self.captured.take();
         let error = match result {
             Ok(Ok(r)) => {
@@ -264,7 +246,7 @@ impl Instance {
         let placeholder = PluginInfo {
             name: String::new(),
             version: String::new(),
-            input_format: super::InputFormat::ArrowIpc,
+            input_format: InputFormat::ArrowIpc,
         };
         let mut instance = Instance {
             sandbox,
@@ -368,10 +350,6 @@ pub(crate) async fn bounded<R>(
         Some(share) => tokio::time::timeout(bounds.timeout, Metered::new(call, share.clone(), Work::Plugin)).await,
         None => tokio::time::timeout(bounds.timeout, call).await,
     }
-}
-
-fn deadline(limits: &super::Limits) -> Instant {
-    Instant::now() + limits.call_timeout()
 }
 
 pub(crate) fn cap_error(message: String) -> String {

@@ -6,7 +6,7 @@ use arrow_array::RecordBatch;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::ArrowError;
 
-use super::InputFormat;
+use super::bindings::bizon::destination::types::InputFormat;
 
 /// Replaces `out`'s content with `batch` as an Arrow IPC stream (schema,
 /// batch, end marker) or as newline-delimited JSON objects.

@@ -6,14 +6,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use wasmtime::component::InstancePre;
 
 use super::cache::CacheStatus;
-use super::instance::State;
-use super::PluginError;
+use super::error::PluginError;
+use super::state::State;
 
 /// A checked component, linked against the host's imports.
 pub(crate) struct Linked {
@@ -29,12 +30,9 @@ pub(crate) struct Linked {
 /// (cache key: the wasm's digest and the engine's, the export required).
 type Key = (String, &'static str);
 
-fn loaded() -> std::sync::MutexGuard<'static, HashMap<Key, Weak<Linked>>> {
+fn loaded() -> MutexGuard<'static, HashMap<Key, Weak<Linked>>> {
     static LOADED: OnceLock<Mutex<HashMap<Key, Weak<Linked>>>> = OnceLock::new();
-    LOADED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    LOADED.get_or_init(Default::default).lock()
 }
 
 /// The linked component for `key`: one a live plugin holds, else what

@@ -3,8 +3,9 @@
 //! forge it: lines are capped in size and in rate, control characters are
 //! escaped (see [`super::text`]), and what is dropped is counted and said.
 
-use std::sync::Mutex;
 use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use super::bindings::bizon::destination::types::LogLevel;
 use super::text::sanitize;
@@ -42,7 +43,7 @@ impl PluginLog {
 
     pub fn log(&self, level: LogLevel, message: &str) {
         let dropped = {
-            let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let mut bucket = self.bucket.lock();
             let now = Instant::now();
             let earned = now.duration_since(bucket.refilled).as_secs_f64() * LINES_PER_SECOND;
             bucket.tokens = (bucket.tokens + earned).min(BURST_LINES);
@@ -63,7 +64,7 @@ impl PluginLog {
     /// Reports lines dropped since the last line that got through; called
     /// when the plugin finishes so a flood's tail is not silently lost.
     pub fn flush_dropped(&self) {
-        let dropped = std::mem::take(&mut self.bucket.lock().unwrap_or_else(|e| e.into_inner()).dropped);
+        let dropped = std::mem::take(&mut self.bucket.lock().dropped);
         if dropped > 0 {
             self.note_dropped(dropped);
         }
@@ -97,7 +98,7 @@ mod tests {
         for _ in 0..(BURST_LINES as usize + 500) {
             log.log(LogLevel::Trace, "x");
         }
-        let bucket = log.bucket.lock().unwrap();
+        let bucket = log.bucket.lock();
         // A few tokens come back while the loop runs; most of the 500 do not.
         assert!(bucket.dropped > 400, "dropped {}", bucket.dropped);
     }

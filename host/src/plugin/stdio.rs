@@ -7,10 +7,11 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -31,7 +32,7 @@ struct Tail {
 
 impl Captured {
     fn push(&self, mut data: &[u8]) {
-        let mut tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = self.0.lock();
         // Writing never fails: a guest whose write errors may panic while
         // printing its panic, and lose the message we want.
         let room = HEAD_BYTES - tail.head.len();
@@ -56,7 +57,7 @@ impl Captured {
     /// saying how many bytes were dropped in between, the tail), and how
     /// many bytes were dropped.
     pub fn take(&self) -> (String, usize) {
-        let mut tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = self.0.lock();
         let head = std::mem::take(&mut tail.head);
         let rest: Vec<u8> = tail.bytes.drain(..).collect();
         let discarded = std::mem::take(&mut tail.discarded);

@@ -6,6 +6,7 @@
 
 mod builder;
 mod id;
+mod letter;
 pub mod ndjson;
 pub mod time;
 pub mod unnest;
@@ -16,6 +17,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 pub use builder::RecordBuilder;
 pub use id::BizonIdGenerator;
+pub use letter::Letter;
 
 pub const BIZON_ID: &str = "bizon_id";
 pub const BIZON_EXTRACTED_AT: &str = "bizon_extracted_at";

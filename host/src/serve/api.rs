@@ -1,7 +1,8 @@
 //! The HTTP API (docs/serve.md; the OpenAPI document is
-//! `GET /v1/openapi.json`). Routes authenticate first, then look names up
-//! only among the caller's own: another tenant's plugin or pipeline is
-//! "not found", exactly like a name nobody has.
+//! `GET /v1/openapi.json`). Each route takes who it answers as an argument
+//! ([`super::auth`]), so it is checked before the body is read, then looks
+//! names up only among the caller's own: another tenant's plugin or
+//! pipeline is "not found", exactly like a name nobody has.
 
 use std::sync::Arc;
 
@@ -15,12 +16,16 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{self, check_name};
-use super::config::LimitOverrides;
+use super::auth::{Admin, TenantAuth, TenantName};
+use super::cluster;
 use super::error::ApiError;
-use super::pipelines::Supervisor;
-use super::{logs, metrics, retention, State};
-use crate::plugin::cpu::Work;
+use super::limits::LimitOverrides;
+use super::logs;
+use super::retention;
+use super::state::State;
+use super::token;
+use crate::metrics::serve as metrics;
+use crate::quota::cpu::Work;
 
 type AppState = Arc<State>;
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -102,14 +107,13 @@ struct NewTenant {
     limits: LimitOverrides,
 }
 
-async fn create_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    auth::admin(&state, &headers)?;
+async fn create_tenant(Extract(state): Extract<AppState>, _: Admin, body: Body) -> ApiResult<Response> {
     let new: NewTenant = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
     check_name("tenant", &new.name)?;
-    let token = auth::new_token();
+    let token = token::new_token();
     if !state
         .registry
-        .create_tenant(&new.name, &auth::hash(&token), &new.limits)?
+        .create_tenant(&new.name, &token::hash(&token), &new.limits)?
     {
         return Err(ApiError::conflict(format!("tenant `{}` exists", new.name)));
     }
@@ -119,8 +123,7 @@ async fn create_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, bo
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn list_tenants(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
-    auth::admin(&state, &headers)?;
+async fn list_tenants(Extract(state): Extract<AppState>, _: Admin) -> ApiResult {
     let mut out = Vec::new();
     for row in state.registry.tenants()? {
         out.push(tenant_json(&state, &row.name)?);
@@ -145,8 +148,7 @@ fn tenant_json(state: &State, name: &str) -> Result<Value, ApiError> {
     }))
 }
 
-async fn get_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    auth::admin(&state, &headers)?;
+async fn get_tenant(Extract(state): Extract<AppState>, Path(name): Path<String>, _: Admin) -> ApiResult {
     Ok(Json(tenant_json(&state, &name)?))
 }
 
@@ -157,13 +159,7 @@ struct TenantPatch {
 }
 
 /// Changes the keys the body names; `null` returns one to the default.
-async fn patch_tenant(
-    Extract(state): Extract<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Body,
-) -> ApiResult {
-    auth::admin(&state, &headers)?;
+async fn patch_tenant(Extract(state): Extract<AppState>, Path(name): Path<String>, _: Admin, body: Body) -> ApiResult {
     let patch: TenantPatch = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
     let row = state
         .registry
@@ -188,8 +184,7 @@ async fn patch_tenant(
     tenant_json(&state, &name).map(Json)
 }
 
-async fn delete_tenant(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    auth::admin(&state, &headers)?;
+async fn delete_tenant(Extract(state): Extract<AppState>, Path(name): Path<String>, _: Admin) -> ApiResult {
     state.tenant(&name)?;
     let pipelines = state.registry.pipelines(Some(&name))?;
     for p in &pipelines {
@@ -214,9 +209,9 @@ async fn put_plugin(
     Extract(state): Extract<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    TenantAuth(tenant): TenantAuth,
     body: Body,
 ) -> ApiResult<Response> {
-    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
     check_name("plugin", &name)?;
     let limit = tenant.limits.plugin_mb.saturating_mul(1 << 20);
     if let Some(length) = headers
@@ -231,7 +226,7 @@ async fn put_plugin(
     let plugin_mb = tenant.limits.plugin_mb;
     let bytes = read_body(body, limit, |size| super::plugins::too_large(size, plugin_mb)).await?;
     let (mut row, staged) = state.store.check(&tenant, &name, &bytes).await?;
-    let _turn = retention::lock(&state, &tenant.name).await;
+    let _turn = state.tenants.turn(&tenant.name).await;
     row.version = state.registry.add_plugin(&tenant.name, &row, &bytes)?;
     state.store.keep(&staged, &row.digest).await?;
     retention::collect(&state, &tenant)?;
@@ -239,13 +234,15 @@ async fn put_plugin(
     Ok((StatusCode::CREATED, Json(json!(row))).into_response())
 }
 
-async fn list_plugins(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
+async fn list_plugins(Extract(state): Extract<AppState>, TenantName(tenant): TenantName) -> ApiResult {
     Ok(Json(json!({ "plugins": state.registry.plugins(&tenant, None)? })))
 }
 
-async fn get_plugin(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
+async fn get_plugin(
+    Extract(state): Extract<AppState>,
+    Path(name): Path<String>,
+    TenantName(tenant): TenantName,
+) -> ApiResult {
     let versions = state.registry.plugins(&tenant, Some(&name))?;
     if versions.is_empty() {
         return Err(ApiError::not_found("plugin", &name));
@@ -255,16 +252,15 @@ async fn get_plugin(Extract(state): Extract<AppState>, headers: HeaderMap, Path(
 
 async fn put_pipeline(
     Extract(state): Extract<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
+    TenantAuth(tenant): TenantAuth,
     body: Body,
 ) -> ApiResult<Response> {
-    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
     check_name("pipeline", &name)?;
     let body = read_body(body, MAX_BODY_BYTES as u64, too_long).await?;
     let yaml = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the pipeline file is not UTF-8"))?;
-    let _turn = retention::lock(&state, &tenant.name).await;
-    let prepared = state.prepare(&tenant, &name, yaml)?;
+    let _turn = state.tenants.turn(&tenant.name).await;
+    let prepared = state.supervisor.prepare(&tenant, &name, yaml)?;
     let existed = state.registry.pipeline(&tenant.name, &name)?.is_some();
     if !existed && state.registry.count_pipelines(&tenant.name)? >= tenant.limits.pipelines {
         return Err(ApiError::limit(format!(
@@ -272,7 +268,7 @@ async fn put_pipeline(
             tenant.limits.pipelines
         )));
     }
-    let swapped = Supervisor::swap(&state, &tenant, &name, &prepared).await?;
+    let swapped = state.supervisor.swap(&tenant, &name, &prepared).await?;
     state.registry.put_pipeline(&tenant.name, &name, yaml)?;
     state.supervisor.set_applied_yaml(&tenant.name, &name, yaml);
     retention::collect(&state, &tenant)?;
@@ -289,16 +285,15 @@ async fn put_pipeline(
     Ok((status, Json(body)).into_response())
 }
 
-async fn list_pipelines(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
+async fn list_pipelines(Extract(state): Extract<AppState>, TenantName(tenant): TenantName) -> ApiResult {
     let pipelines: Vec<_> = state
         .registry
         .pipelines(Some(&tenant))?
         .iter()
         .map(|p| state.supervisor.status(&tenant, &p.name))
         .collect();
-    let pipelines = match &state.hosts {
-        Some(hosts) => json!(hosts.merge_all(&state, &tenant, &pipelines)?),
+    let pipelines = match state.supervisor.leases() {
+        Some(leases) => json!(cluster::merge_all(leases, &tenant, &pipelines)?),
         None => json!(pipelines),
     };
     Ok(Json(json!({ "pipelines": pipelines })))
@@ -312,22 +307,28 @@ fn own_pipeline(state: &State, tenant: &str, name: &str) -> Result<super::regist
         .ok_or_else(|| ApiError::not_found("pipeline", name))
 }
 
-async fn get_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
+async fn get_pipeline(
+    Extract(state): Extract<AppState>,
+    Path(name): Path<String>,
+    TenantName(tenant): TenantName,
+) -> ApiResult {
     let row = own_pipeline(&state, &tenant, &name)?;
     let local = state.supervisor.status(&tenant, &name);
-    let mut status = match &state.hosts {
-        Some(hosts) => hosts.merge(&state, &tenant, &local)?,
+    let mut status = match state.supervisor.leases() {
+        Some(leases) => cluster::merge(leases, &tenant, &local)?,
         None => json!(local),
     };
     status["yaml"] = json!(row.yaml);
     Ok(Json(status))
 }
 
-async fn delete_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+async fn delete_pipeline(
+    Extract(state): Extract<AppState>,
+    Path(name): Path<String>,
+    TenantAuth(tenant): TenantAuth,
+) -> ApiResult {
     own_pipeline(&state, &tenant.name, &name)?;
-    let _turn = retention::lock(&state, &tenant.name).await;
+    let _turn = state.tenants.turn(&tenant.name).await;
     state.supervisor.stop(&tenant.name, &name).await;
     state.registry.delete_pipeline(&tenant.name, &name)?;
     state.supervisor.forget(&tenant.name, Some(&name));
@@ -337,28 +338,37 @@ async fn delete_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, 
     Ok(Json(json!({"name": name, "deleted": true})))
 }
 
-async fn start_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+async fn start_pipeline(
+    Extract(state): Extract<AppState>,
+    Path(name): Path<String>,
+    TenantAuth(tenant): TenantAuth,
+) -> ApiResult {
     let row = own_pipeline(&state, &tenant.name, &name)?;
     // Between resolving `plugin: NAME` and running it, an upload must not
     // collect the version the start chose.
-    let _turn = retention::lock(&state, &tenant.name).await;
-    Supervisor::start(&state, &tenant, &name, &row.yaml).await?;
+    let _turn = state.tenants.turn(&tenant.name).await;
+    state.supervisor.start(&tenant, &name, &row.yaml).await?;
     Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
 }
 
-async fn stop_pipeline(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = state.tenant(&auth::tenant(&state, &headers)?)?;
+async fn stop_pipeline(
+    Extract(state): Extract<AppState>,
+    Path(name): Path<String>,
+    TenantAuth(tenant): TenantAuth,
+) -> ApiResult {
     own_pipeline(&state, &tenant.name, &name)?;
-    let _turn = retention::lock(&state, &tenant.name).await;
+    let _turn = state.tenants.turn(&tenant.name).await;
     state.registry.set_running(&tenant.name, &name, false)?;
     state.supervisor.stop(&tenant.name, &name).await;
     retention::collect(&state, &tenant)?;
     Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
 }
 
-async fn pipeline_logs(Extract(state): Extract<AppState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let tenant = auth::tenant(&state, &headers)?;
+async fn pipeline_logs(
+    Extract(state): Extract<AppState>,
+    Path(name): Path<String>,
+    TenantName(tenant): TenantName,
+) -> ApiResult {
     own_pipeline(&state, &tenant, &name)?;
     let ring = logs::existing(&tenant, &name);
     Ok(Json(json!({
@@ -368,8 +378,7 @@ async fn pipeline_logs(Extract(state): Extract<AppState>, headers: HeaderMap, Pa
     })))
 }
 
-async fn prometheus(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    auth::admin(&state, &headers)?;
+async fn prometheus(Extract(state): Extract<AppState>, _: Admin) -> ApiResult<Response> {
     metrics::reset_gauges();
     state.supervisor.publish_metrics();
     for row in state.registry.tenants()? {
@@ -378,14 +387,33 @@ async fn prometheus(Extract(state): Extract<AppState>, headers: HeaderMap) -> Ap
             metrics::set_cpu(&t.name, t.cpu.used(Work::Plugin), t.cpu.used(Work::Pipeline));
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()).into_response())
+    Ok(crate::metrics::http::exposition(metrics::render()))
 }
 
-async fn ui(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult<Html<String>> {
-    auth::admin(&state, &headers)?;
+async fn ui(Extract(state): Extract<AppState>, _: Admin) -> ApiResult<Html<String>> {
     let mut tenants = Vec::new();
     for row in state.registry.tenants()? {
         tenants.push(tenant_json(&state, &row.name)?);
     }
     Ok(Html(super::ui::page(&tenants)))
+}
+
+/// Tenant, plugin and pipeline names: what can go in a path, a label and a
+/// log line without escaping.
+pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "{kind} name {name:?}: use 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or digit"
+        )))
+    }
 }

@@ -1,35 +1,33 @@
-//! Who calls: the operator (the admin token) or a tenant (its own token).
-//! Tokens are 256 random bits; the registry keeps only their SHA-256, and a
-//! token is looked up by that hash, so a stolen database holds no token.
+//! Who calls: the operator (the admin token) or a tenant (its own token),
+//! as extractors. A handler that takes [`Admin`] answers only the admin
+//! token; one that takes [`TenantName`] or [`TenantAuth`] only a tenant's
+//! token, and acts for that tenant. A route cannot forget to check: what it
+//! acts for is an argument it cannot get otherwise. Tokens are looked up by
+//! their SHA-256 ([`super::token`]), so a stolen database holds no token.
 
-use axum::http::HeaderMap;
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
-use super::State;
+use super::state::State;
+use super::tenants::Tenant;
+use super::token::hash;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
+/// A call with the admin token.
+pub struct Admin;
+
+/// A call with a tenant's token: the tenant's name.
+pub struct TenantName(pub String);
+
+/// A call with a tenant's token: the tenant, loaded.
+pub struct TenantAuth(pub Arc<Tenant>);
+
+enum Caller {
     Admin,
     Tenant(String),
-}
-
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source");
-    format!("bzt_{}", hex(&bytes))
-}
-
-pub fn hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Compares two digests without stopping at the first difference.
@@ -46,7 +44,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-pub fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     let digest = hash(token);
     if same(&digest, &state.admin_hash) {
@@ -58,42 +56,39 @@ pub fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
     }
 }
 
-pub fn admin(state: &State, headers: &HeaderMap) -> Result<(), ApiError> {
-    match caller(state, headers)? {
-        Caller::Admin => Ok(()),
-        Caller::Tenant(_) => Err(ApiError::forbidden()),
+impl FromRequestParts<Arc<State>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        match caller(state, &parts.headers)? {
+            Caller::Admin => Ok(Admin),
+            Caller::Tenant(_) => Err(ApiError::forbidden()),
+        }
     }
 }
 
-/// The tenant a call acts for. The admin token does not act as a tenant:
-/// a tenant's plugins and pipelines are its own.
-pub fn tenant(state: &State, headers: &HeaderMap) -> Result<String, ApiError> {
-    match caller(state, headers)? {
-        Caller::Tenant(t) => Ok(t),
-        Caller::Admin => Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            "plugins and pipelines are a tenant's: use the tenant's token",
-        )),
+/// The admin token does not act as a tenant: a tenant's plugins and
+/// pipelines are its own.
+impl FromRequestParts<Arc<State>> for TenantName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        match caller(state, &parts.headers)? {
+            Caller::Tenant(t) => Ok(TenantName(t)),
+            Caller::Admin => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "plugins and pipelines are a tenant's: use the tenant's token",
+            )),
+        }
     }
 }
 
-/// Tenant, plugin and pipeline names: what can go in a path, a label and a
-/// log line without escaping.
-pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
-    let ok = (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "{kind} name {name:?}: use 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or digit"
-        )))
+impl FromRequestParts<Arc<State>> for TenantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        let TenantName(name) = TenantName::from_request_parts(parts, state).await?;
+        state.tenant(&name).map(TenantAuth)
     }
 }

@@ -25,9 +25,11 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::error::ApiError;
-use super::plugins::Uploaded;
 use super::tenants::Tenant;
-use crate::plugin::{PluginSettings, COMPILE_TIMEOUT};
+use crate::metrics::serve as metrics;
+use crate::plugin::capabilities::Export;
+use crate::plugin::{HostPolicy, LoadReport, Plugin, PluginError, Request, COMPILE_TIMEOUT};
+use crate::transform::component::Component;
 
 /// How often a compile's CPU time is charged, and its share looked at, at
 /// most and at least.
@@ -106,7 +108,7 @@ pub async fn in_child(
         charged = charged.max(used);
         if used > COMPILE_TIMEOUT {
             let _ = child.kill().await;
-            super::metrics::compile_cpu(&tenant.name, charged);
+            metrics::compile_cpu(&tenant.name, charged);
             return Ok(Err(format!(
                 "plugin {label} did not compile within {} s of CPU time",
                 COMPILE_TIMEOUT.as_secs()
@@ -126,7 +128,7 @@ pub async fn in_child(
             false => tenant.cpu.available().clamp(MIN_CHARGE_EVERY, CHARGE_EVERY),
         };
     };
-    super::metrics::compile_cpu(&tenant.name, charged);
+    metrics::compile_cpu(&tenant.name, charged);
     let said = said.await.unwrap_or_default();
     match status.code() {
         Some(0) => Ok(Ok(())),
@@ -138,7 +140,7 @@ pub async fn in_child(
 /// The child's exit code for an upload it refused (the reason on stdout).
 const REFUSED: i32 = 3;
 
-/// The child's side: loads the upload as [`super::plugins`] does, which
+/// The child's side: loads the upload as the host does after it, which
 /// puts the compiled code in the cache.
 pub fn child_main(args: ChildArgs) -> ExitCode {
     super::runtime::set_nice(super::runtime::COMPILE_NICE);
@@ -147,18 +149,50 @@ pub fn child_main(args: ChildArgs) -> ExitCode {
     // a pool of one: the child instantiates nothing.
     crate::plugin::engine::set_pool_instances(1);
     crate::plugin::engine::set_serial_compilation();
-    let settings = PluginSettings {
+    let policy = HostPolicy {
         cache_dir: Some(args.cache_dir),
         max_component_mb: args.max_component_mb,
         label: Some(args.label),
         compile_timeout: CHILD_WALL_LIMIT,
-        ..PluginSettings::default()
+        ..HostPolicy::for_run()
     };
-    match Uploaded::load(&args.file, settings) {
+    match Uploaded::load(&args.file, &Request::default(), &policy) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             println!("{e}");
             ExitCode::from(REFUSED as u8)
+        }
+    }
+}
+
+/// An upload, loaded as what it exports: a destination plugin (world
+/// `destination`) or a transform (world `transformer`).
+pub enum Uploaded {
+    Destination(Plugin),
+    Transform(Component),
+}
+
+impl Uploaded {
+    /// Blocking, like the loads it makes. A transform is tried once the
+    /// component proves not to be a destination; its compiled code is then
+    /// in the cache, so the second load does not compile again.
+    pub fn load(path: &Path, request: &Request, policy: &HostPolicy) -> Result<Self, PluginError> {
+        match Plugin::load(path, request, policy) {
+            Err(PluginError::NotAPlugin { exports, .. })
+                if exports
+                    .split(", ")
+                    .any(|e| e.split('@').next() == Some(Export::TRANSFORM.interface)) =>
+            {
+                Component::load(path, request, policy).map(Uploaded::Transform)
+            }
+            loaded => loaded.map(Uploaded::Destination),
+        }
+    }
+
+    pub fn report(&self) -> &LoadReport {
+        match self {
+            Uploaded::Destination(plugin) => plugin.report(),
+            Uploaded::Transform(component) => component.report(),
         }
     }
 }

@@ -5,15 +5,18 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use super::limits::TenantLimits;
 use super::registry::Location;
-use crate::plugin::egress::HostRule;
+use crate::config::from_yaml;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: {message}")]
-    File { file: String, message: String },
+    /// Located like a pipeline file's errors: file:line:column and the
+    /// field's path.
+    #[error("{0}")]
+    File(#[from] crate::config::ConfigError),
     #[error("no admin token: set BIZON_HOST_ADMIN_TOKEN or name a file with `admin_token_file` in the serve config")]
     NoAdminToken,
     #[error("admin token ({origin}): {message}")]
@@ -94,32 +97,25 @@ fn one() -> usize {
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        serde_saphyr::from_str("{}").expect("every field has a default")
+        from_yaml("{}", "serve.yaml").expect("every field has a default")
     }
 }
 
 impl ServeConfig {
+    /// Reads the serve config through the pipeline files' loader.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
-        let config: ServeConfig = serde_saphyr::from_str(&text).map_err(|e| ConfigError::File {
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
+        let unplaced = |message: String| crate::config::ConfigError::at(&file, 0, 0, message);
+        let text = std::fs::read_to_string(path).map_err(|e| unplaced(e.to_string()))?;
+        let config: ServeConfig = from_yaml(&text, &file)?;
         if config.reconcile_interval_ms < 100 {
-            return Err(ConfigError::File {
-                file,
-                message: "reconcile_interval_ms: at least 100".into(),
-            });
+            return Err(unplaced("reconcile_interval_ms: at least 100".into()).into());
         }
         if let Some(bad) = config.native_destinations.iter().find(|d| *d != "logger") {
-            return Err(ConfigError::File {
-                file,
-                message: format!("native_destinations: `{bad}` cannot be offered to tenants (only `logger`)"),
-            });
+            return Err(unplaced(format!(
+                "native_destinations: `{bad}` cannot be offered to tenants (only `logger`)"
+            ))
+            .into());
         }
         Ok(config)
     }
@@ -154,93 +150,42 @@ impl ServeConfig {
     }
 }
 
-/// What one tenant may use. Each field left out of a tenant's own limits
-/// takes the serve config's value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TenantLimits {
-    /// Memory all the tenant's plugin instances hold together, in MiB.
-    pub memory_mb: u64,
-    /// Live plugin instances at once, all its pipelines together.
-    pub instances: usize,
-    /// Pipelines stored.
-    pub pipelines: usize,
-    /// Largest plugin upload, in MiB.
-    pub plugin_mb: u64,
-    /// Bytes its plugins may write under its files directory, in MiB (the
-    /// sum of the `max_mb` of its running pipelines' writable grants).
-    pub disk_mb: u64,
-    /// The hosts its pipelines may grant (`allow.hosts`) and its Kafka
-    /// brokers may be: each must be inside one of these. Empty: none.
-    pub egress: Vec<HostRule>,
-    /// Longest a plugin call may take, in milliseconds.
-    pub call_timeout_ms: u64,
-    /// Log lines per second kept for its pipelines.
-    pub log_lines_per_s: u32,
-    /// Cores its plugin calls and pipelines may use together (0.5: half of
-    /// one); over it, they wait.
-    pub cpu_cores: f64,
-    /// Records read and not yet written, all its pipelines together, in
-    /// MiB; over it, they read no more until their writes give it back.
-    pub read_ahead_mb: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Default for TenantLimits {
-    fn default() -> Self {
-        Self {
-            memory_mb: 512,
-            instances: 8,
-            pipelines: 20,
-            plugin_mb: 16,
-            disk_mb: 1024,
-            egress: Vec::new(),
-            call_timeout_ms: 30_000,
-            log_lines_per_s: 50,
-            cpu_cores: 1.0,
-            read_ahead_mb: 64,
-        }
+    #[test]
+    fn a_wrong_field_is_named_with_its_path_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:8700
+limits:
+  memory_mb: lots
+",
+        )
+        .unwrap();
+        let message = ServeConfig::load(&path).unwrap_err().to_string();
+        let at = format!("{}:3:", path.display());
+        assert!(message.starts_with(&at), "{message}");
+        assert!(message.contains("limits.memory_mb"), "{message}");
     }
-}
 
-/// A tenant's own limits: only what differs from the defaults.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitOverrides {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instances: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipelines: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress: Option<Vec<HostRule>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_lines_per_s: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_cores: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_ahead_mb: Option<u64>,
-}
-
-impl LimitOverrides {
-    pub fn over(&self, defaults: &TenantLimits) -> TenantLimits {
-        TenantLimits {
-            memory_mb: self.memory_mb.unwrap_or(defaults.memory_mb),
-            instances: self.instances.unwrap_or(defaults.instances),
-            pipelines: self.pipelines.unwrap_or(defaults.pipelines),
-            plugin_mb: self.plugin_mb.unwrap_or(defaults.plugin_mb),
-            disk_mb: self.disk_mb.unwrap_or(defaults.disk_mb),
-            egress: self.egress.clone().unwrap_or_else(|| defaults.egress.clone()),
-            call_timeout_ms: self.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
-            log_lines_per_s: self.log_lines_per_s.unwrap_or(defaults.log_lines_per_s),
-            cpu_cores: self.cpu_cores.unwrap_or(defaults.cpu_cores),
-            read_ahead_mb: self.read_ahead_mb.unwrap_or(defaults.read_ahead_mb),
-        }
+    #[test]
+    fn checks_after_parsing_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "reconcile_interval_ms: 10
+",
+        )
+        .unwrap();
+        let message = ServeConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!("{}: reconcile_interval_ms: at least 100", path.display())
+        );
     }
 }

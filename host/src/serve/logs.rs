@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -42,7 +44,7 @@ pub struct Bucket {
 
 impl Bucket {
     fn take(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         let now = Instant::now();
         let (tokens, last) = *state;
         let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate.max(1.0));
@@ -58,12 +60,7 @@ impl Bucket {
 
 impl Ring {
     pub fn lines(&self) -> Vec<Line> {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.lines.lock().iter().cloned().collect()
     }
 
     pub fn dropped(&self) -> u64 {
@@ -74,7 +71,7 @@ impl Ring {
         if !self.bucket.take() {
             return;
         }
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = self.lines.lock();
         if lines.len() == RING_LINES {
             lines.pop_front();
         }
@@ -93,8 +90,8 @@ fn rings() -> &'static Mutex<Rings> {
     RINGS.get_or_init(Default::default)
 }
 
-fn lock() -> std::sync::MutexGuard<'static, Rings> {
-    rings().lock().unwrap_or_else(|e| e.into_inner())
+fn lock() -> parking_lot::MutexGuard<'static, Rings> {
+    rings().lock()
 }
 
 /// The pipeline's ring, made on first use; `lines_per_s` is the tenant's rate.

@@ -1,48 +1,63 @@
 //! `bizon-host serve`: many tenants' plugins and pipelines in one process,
-//! behind an HTTP API.
+//! behind an HTTP API. Its modules in data-flow order; each imports only
+//! modules above it:
 //!
-//! - [`config`]: `serve.yaml`, the admin token, tenants' default limits.
+//! - [`limits`]: what a tenant may use: the defaults and its own overrides.
 //! - [`registry`]: tenants, plugin versions and pipelines, in SQLite or in a
 //!   PostgreSQL database several hosts share.
-//! - [`hosts`]: with a shared registry, what each host runs follows it.
-//! - [`tenants`]: a tenant's limits, memory budget share and files directory.
-//! - [`plugins`]: uploads checked, compiled in a bounded pool, content-addressed.
-//! - [`retention`]: plugin versions no pipeline needs are removed.
-//! - [`pipelines`]: what a tenant's pipeline may ask for, and the supervisor
-//!   that runs, stops, resumes and upgrades them.
-//! - [`auth`], [`api`], [`error`]: tokens, routes, `{error: {code, message}}`.
-//! - [`logs`], [`metrics`]: per-pipeline log rings and Prometheus series.
+//! - [`config`]: `serve.yaml`, the admin token, tenants' default limits.
+//! - [`error`]: API errors, `{error: {code, message}}` with their status.
+//! - [`token`]: tokens and the digests the registry keeps of them.
+//! - [`tenants`]: a tenant's limits, memory, CPU and read-ahead shares,
+//!   files directory and turn (version changes and collections take turns).
+//! - [`logs`]: per-pipeline log rings, rate-limited per tenant.
 //! - [`runtime`]: pipelines on their own runtime, below the API's priority.
+//! - [`compile`]: an upload compiled in a child process paced by its
+//!   tenant's CPU share.
+//! - [`plugins`]: uploads checked, compiled in a bounded pool, content-addressed.
+//! - [`lease`]: with a shared registry, a pipeline read by one host at a
+//!   time runs on the holder of its lease.
+//! - [`pipelines`]: what a tenant's pipeline may ask for, what its run is
+//!   built from, and the supervisor that runs, stops, resumes and upgrades them.
+//! - [`state`]: what the routes share.
+//! - [`retention`]: plugin versions no pipeline needs are removed.
+//! - [`cluster`]: with a shared registry, what each host runs follows it.
+//! - [`auth`]: who calls, as extractors the routes take.
+//! - [`api`] and the page at `/ui`: the routes.
+//!
+//! Its Prometheus series are [`crate::metrics::serve`].
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod error;
-pub mod hosts;
+pub mod lease;
+pub mod limits;
 pub mod logs;
-pub mod metrics;
 pub mod pipelines;
 pub mod plugins;
 pub mod registry;
 pub mod retention;
 pub mod runtime;
+pub mod state;
 pub mod tenants;
+pub mod token;
 mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::pipeline::ReadAheadPool;
+use crate::quota::ReadAheadPool;
 use config::ServeConfig;
-use error::ApiError;
-use hosts::Hosts;
-use pipelines::policy::{self, Prepared};
+use lease::Leases;
 use pipelines::Supervisor;
 use plugins::PluginStore;
 use registry::{Location, Registry};
-use tenants::{Tenant, Tenants};
+use state::State;
+use tenants::Tenants;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -54,37 +69,6 @@ pub enum ServeError {
     DataDir { dir: String, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-}
-
-/// Everything the routes share.
-pub struct State {
-    pub config: ServeConfig,
-    pub registry: Registry,
-    pub tenants: Tenants,
-    pub store: PluginStore,
-    pub supervisor: Supervisor,
-    pub retention: retention::Locks,
-    /// With a shared registry: this host among the others.
-    pub hosts: Option<Hosts>,
-    admin_hash: String,
-}
-
-impl State {
-    pub fn tenant(&self, name: &str) -> Result<Arc<Tenant>, ApiError> {
-        self.tenants
-            .get(&self.registry, name)?
-            .ok_or_else(|| ApiError::not_found("tenant", name))
-    }
-
-    pub fn prepare(&self, tenant: &Tenant, name: &str, yaml: &str) -> Result<Prepared, ApiError> {
-        let cx = policy::Context {
-            tenant,
-            registry: &self.registry,
-            blobs: &self.store,
-            native_destinations: &self.config.native_destinations,
-        };
-        policy::prepare(&cx, name, yaml)
-    }
 }
 
 /// Command-line overrides of the serve config.
@@ -133,7 +117,7 @@ pub async fn run(
     if let Some(id) = args.host_id {
         config.host_id = Some(id);
     }
-    let admin_hash = auth::hash(&config.admin_token()?);
+    let admin_hash = token::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
     runtime::start_engine();
@@ -143,11 +127,11 @@ pub async fn run(
         source,
     };
     std::fs::create_dir_all(&data_dir).map_err(io)?;
-    let registry = Registry::open(&config.registry, &data_dir)?;
-    let store = PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?;
+    let registry = Arc::new(Registry::open(&config.registry, &data_dir)?);
+    let store = Arc::new(PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?);
     let host_budget = match config.plugin_memory_budget_mb {
-        Some(mib) => crate::plugin::budget::MemoryBudget::new(mib),
-        None => crate::plugin::budget::global(),
+        Some(mib) => crate::quota::budget::MemoryBudget::new(mib),
+        None => crate::quota::budget::global(),
     };
     let read_ahead = ReadAheadPool::new(config.read_ahead_budget_mb.unwrap_or_else(default_read_ahead_mib));
     let tenants = Tenants::new(&data_dir, config.limits.clone(), host_budget, read_ahead);
@@ -157,25 +141,34 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    let hosts = registry
-        .cluster()
-        .map(|_| Hosts::new(config.host_id.clone(), config.listen, config.reconcile_interval_ms));
+    let leases = registry.cluster().map(|_| {
+        Leases::new(
+            config.host_id.clone(),
+            config.listen,
+            config.reconcile_interval_ms,
+            registry.clone(),
+        )
+    });
+    let supervisor = Supervisor::new(
+        registry.clone(),
+        store.clone(),
+        config.native_destinations.clone(),
+        leases,
+    );
     let state = Arc::new(State {
         config,
-        hosts,
         registry,
         tenants,
         store,
-        supervisor: Supervisor::default(),
-        retention: retention::Locks::default(),
+        supervisor: Arc::new(supervisor),
         admin_hash,
     });
     resume(&state).await?;
     let addr = listener.local_addr().map_err(io)?;
-    match &state.hosts {
-        Some(hosts) => {
-            tracing::info!(%addr, data_dir = %data_dir.display(), host = %hosts.id, "serving, with a shared registry");
-            Hosts::spawn(state.clone());
+    match state.supervisor.leases() {
+        Some(leases) => {
+            tracing::info!(%addr, data_dir = %data_dir.display(), host = %leases.host, "serving, with a shared registry");
+            cluster::spawn(state.clone());
         }
         None => tracing::info!(%addr, data_dir = %data_dir.display(), "serving"),
     }
@@ -191,7 +184,7 @@ pub async fn run(
 /// shared registry the reconcile loop starts them instead: a failure here
 /// must not mark stopped a pipeline other hosts run.
 async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
-    let running = match state.hosts {
+    let running = match state.supervisor.leases() {
         Some(_) => Vec::new(),
         None => state
             .registry
@@ -202,7 +195,7 @@ async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
     };
     for row in running {
         let started = match state.tenant(&row.tenant) {
-            Ok(tenant) => Supervisor::start(state, &tenant, &row.name, &row.yaml).await,
+            Ok(tenant) => state.supervisor.start(&tenant, &row.name, &row.yaml).await,
             Err(e) => Err(e),
         };
         match started {
@@ -228,5 +221,5 @@ async fn resume(state: &Arc<State>) -> Result<(), ServeError> {
 /// An eighth of the machine's memory: with the plugins' half, what the
 /// tenants can hold together stays well inside it.
 fn default_read_ahead_mib() -> u64 {
-    crate::plugin::budget::machine_memory_mib().map_or(512, |mib| mib / 8)
+    crate::quota::budget::machine_memory_mib().map_or(512, |mib| mib / 8)
 }

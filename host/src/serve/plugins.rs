@@ -6,20 +6,19 @@
 //! the bytes are kept there too; this directory is then the host's cache.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use super::auth::hex;
+use super::compile::{self, Uploaded};
 use super::error::ApiError;
 use super::registry::{Cluster, PluginRow};
 use super::tenants::Tenant;
+use super::token::{hex, new_token};
+use crate::metrics::serve as metrics;
 use crate::plugin::cache::{self, CacheStatus};
-use crate::plugin::capabilities::Export;
-use crate::plugin::{InputFormat, Limits, LoadReport, Plugin, PluginError, PluginSettings};
-use crate::transform::component::Component;
+use crate::plugin::{HostPolicy, InputFormat, Limits, PluginError, Request};
 
 pub struct PluginStore {
     dir: PathBuf,
@@ -75,9 +74,7 @@ impl PluginStore {
             return Err(too_large(bytes.len() as u64, tenant.limits.plugin_mb));
         }
         let digest = hex(&Sha256::digest(bytes));
-        let staged = self
-            .incoming
-            .join(format!("{}-{digest}.wasm", super::auth::new_token()));
+        let staged = self.incoming.join(format!("{}-{digest}.wasm", new_token()));
         tokio::fs::write(&staged, bytes).await.map_err(ApiError::internal)?;
         match self.compile(tenant, name, &staged, bytes.len() as u64, digest).await {
             Ok(row) => Ok((row, staged)),
@@ -113,17 +110,20 @@ impl PluginStore {
             .for_component(size)
             .memory_mb()
             .min(tenant.limits.memory_mb);
-        let settings = PluginSettings {
+        let request = Request {
             limits: Limits {
                 memory_mb: Some(describe_mb),
                 ..Limits::default()
             },
+            ..Request::default()
+        };
+        let policy = HostPolicy {
             max_component_mb: tenant.limits.plugin_mb,
             cache_dir: Some(self.cache_dir.clone()),
             budget: tenant.budget.clone(),
             label: Some(name.to_string()),
             cpu: Some(tenant.cpu.clone()),
-            ..PluginSettings::default()
+            ..HostPolicy::for_run()
         };
         let _permit = self.compile.acquire().await.expect("the pool is never closed");
         let started = Instant::now();
@@ -132,12 +132,12 @@ impl PluginStore {
         // before (by any tenant: many upload the same SDK build) are loaded
         // at once: a process per upload was most of an upload's time.
         if !self.compiled_before(staged).await? {
-            if let Err(refused) = super::compile::in_child(tenant, name, staged, &self.cache_dir).await? {
+            if let Err(refused) = compile::in_child(tenant, name, staged, &self.cache_dir).await? {
                 return Err(ApiError::invalid(refused));
             }
         }
         let path = staged.to_path_buf();
-        let loaded = tokio::task::spawn_blocking(move || Uploaded::load(&path, settings))
+        let loaded = tokio::task::spawn_blocking(move || Uploaded::load(&path, &request, &policy))
             .await
             .map_err(ApiError::internal)?;
         let refused = |e: PluginError| ApiError::invalid(e.to_string());
@@ -164,7 +164,7 @@ impl PluginStore {
             InputFormat::ArrowIpc => "arrow-ipc",
             InputFormat::Ndjson => "ndjson",
         };
-        super::metrics::compile_time(&tenant.name, started.elapsed());
+        metrics::compile_time(&tenant.name, started.elapsed());
         Ok(PluginRow {
             name: name.to_string(),
             version: 0,
@@ -193,38 +193,6 @@ impl PluginStore {
     }
 }
 
-/// An upload, loaded as what it exports: a destination plugin (world
-/// `destination`) or a transform (world `transformer`).
-pub enum Uploaded {
-    Destination(Plugin),
-    Transform(Component),
-}
-
-impl Uploaded {
-    /// Blocking, like the loads it makes. A transform is tried once the
-    /// component proves not to be a destination; its compiled code is then
-    /// in the cache, so the second load does not compile again.
-    pub fn load(path: &Path, settings: PluginSettings) -> Result<Self, PluginError> {
-        match Plugin::load(path, settings.clone()) {
-            Err(PluginError::NotAPlugin { exports, .. })
-                if exports
-                    .split(", ")
-                    .any(|e| e.split('@').next() == Some(Export::TRANSFORM.interface)) =>
-            {
-                Component::load(path, settings).map(Uploaded::Transform)
-            }
-            loaded => loaded.map(Uploaded::Destination),
-        }
-    }
-
-    fn report(&self) -> &LoadReport {
-        match self {
-            Uploaded::Destination(plugin) => plugin.report(),
-            Uploaded::Transform(component) => component.report(),
-        }
-    }
-}
-
 /// With a shared registry, the host's copy of a plugin's bytes is a cache:
 /// fetched from the registry on first need and checked against its digest.
 pub fn fetch(cluster: &dyn Cluster, path: &Path, digest: &str) -> Result<(), ApiError> {
@@ -241,7 +209,7 @@ pub fn fetch(cluster: &dyn Cluster, path: &Path, digest: &str) -> Result<(), Api
         )));
     }
     // Whole or not at all: a concurrent start may read it as it lands.
-    let staged = path.with_extension(format!("{}.part", super::auth::new_token()));
+    let staged = path.with_extension(format!("{}.part", new_token()));
     std::fs::write(&staged, &bytes).map_err(ApiError::internal)?;
     std::fs::rename(&staged, path).map_err(ApiError::internal)
 }
@@ -252,5 +220,3 @@ pub fn too_large(size: u64, limit_mb: u64) -> ApiError {
         size as f64 / (1 << 20) as f64
     ))
 }
-
-pub type SharedStore = Arc<PluginStore>;

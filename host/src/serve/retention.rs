@@ -8,37 +8,23 @@
 //!
 //! Collection runs after each change that can free a version: an upload, a
 //! pipeline stored, stopped or deleted, and when serve starts. Those
-//! changes, pipeline starts and the collection take the tenant's [`lock`]
-//! in turn, so a version cannot be removed between a pipeline choosing it
-//! and running it.
+//! changes, pipeline starts and the collection take the tenant's turn
+//! ([`super::tenants::Tenants::turn`]), so a version cannot be removed
+//! between a pipeline choosing it and running it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 
 use super::error::ApiError;
+use super::state::State;
 use super::tenants::Tenant;
-use super::State;
-
-/// One lock a tenant: its version changes and collections take turns.
-#[derive(Default)]
-pub struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-/// The tenant's turn.
-pub async fn lock(state: &State, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
-    let lock = {
-        let mut locks = state.retention.0.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(tenant.to_string()).or_default().clone()
-    };
-    lock.lock_owned().await
-}
 
 /// Removes the tenant's unneeded versions; returns them as (name, version).
-/// The caller holds the tenant's [`lock`].
+/// The caller holds the tenant's turn.
 pub fn collect(state: &State, tenant: &Tenant) -> Result<Vec<(String, u32)>, ApiError> {
     let mut keep = HashSet::new();
     for pipeline in state.registry.pipelines(Some(&tenant.name))? {
         // A stored pipeline that no longer validates pins nothing it could run.
-        if let Ok(prepared) = state.prepare(tenant, &pipeline.name, &pipeline.yaml) {
+        if let Ok(prepared) = state.supervisor.prepare(tenant, &pipeline.name, &pipeline.yaml) {
             keep.extend(prepared.plugin);
             keep.extend(prepared.transforms);
         }
@@ -51,13 +37,11 @@ pub fn collect(state: &State, tenant: &Tenant) -> Result<Vec<(String, u32)>, Api
         }
     }
     // What other hosts sharing the registry run (as of their last report).
-    if let Some(hosts) = &state.hosts {
-        let fresh = hosts.lease_ttl().as_millis() as u64;
-        if let Some(cluster) = state.registry.cluster() {
-            for (_, s) in cluster.statuses(&tenant.name, None, fresh)? {
-                if let (Some(name), Some(version)) = (s.plugin, s.plugin_version) {
-                    keep.insert((name, version));
-                }
+    if let Some(leases) = state.supervisor.leases() {
+        let fresh = leases.ttl().as_millis() as u64;
+        for (_, s) in leases.cluster().statuses(&tenant.name, None, fresh)? {
+            if let (Some(name), Some(version)) = (s.plugin, s.plugin_version) {
+                keep.insert((name, version));
             }
         }
     }

@@ -5,13 +5,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::config::TenantLimits;
+use parking_lot::Mutex;
+
+use super::limits::TenantLimits;
 use super::registry::{Registry, RegistryError};
-use crate::pipeline::ReadAheadPool;
-use crate::plugin::budget::MemoryBudget;
-use crate::plugin::cpu::CpuShare;
+use crate::quota::budget::MemoryBudget;
+use crate::quota::cpu::CpuShare;
+use crate::quota::ReadAheadPool;
 
 pub struct Tenant {
     pub name: String,
@@ -31,6 +33,8 @@ pub struct Tenants {
     host_budget: Arc<MemoryBudget>,
     host_read_ahead: Arc<ReadAheadPool>,
     loaded: Mutex<HashMap<String, Arc<Tenant>>>,
+    /// One lock a tenant, kept across reloads: see [`Tenants::turn`].
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Tenants {
@@ -46,6 +50,7 @@ impl Tenants {
             host_budget,
             host_read_ahead,
             loaded: Mutex::new(HashMap::new()),
+            turns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,7 +136,16 @@ impl Tenants {
         self.lock().remove(name);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Tenant>>> {
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    /// The tenant's turn: its plugin version changes, pipeline starts and
+    /// the collection of unused versions (`super::retention`) take turns,
+    /// so a version cannot be removed between a pipeline choosing it and
+    /// running it.
+    pub async fn turn(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = self.turns.lock().entry(name.to_string()).or_default().clone();
+        turn.lock_owned().await
+    }
+
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Arc<Tenant>>> {
+        self.loaded.lock()
     }
 }

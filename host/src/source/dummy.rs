@@ -8,9 +8,44 @@
 
 use std::sync::Arc;
 
+use super::config::default_page_size;
 use super::{Source, SourceError};
-use crate::config::DummySourceConfig;
+use serde::Deserialize;
+
+use crate::config::IgnoredAny2;
 use crate::record::{now_us, SourceRecord};
+
+/// Deterministic records for trying pipelines out and for benchmarks.
+///
+/// Source sections accept unknown keys with a warning, as Bizon does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DummySourceConfig {
+    pub name: String,
+    /// Records to generate; without it, Bizon's five fixed dummy records.
+    #[serde(default)]
+    pub total_records: Option<u64>,
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// Spreads records round-robin over these destination_ids.
+    #[serde(default)]
+    pub destination_ids: Vec<String>,
+    /// Fields of Bizon's own source config, accepted so its files run unchanged.
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub sync_mode: Option<String>,
+    #[serde(default)]
+    pub force_ignore_checkpoint: Option<bool>,
+    #[serde(default)]
+    pub max_iterations: Option<u64>,
+    #[serde(default)]
+    pub authentication: Option<IgnoredAny2>,
+    #[serde(default)]
+    pub sleep: Option<f64>,
+}
+
+/// Keys of the `dummy` section besides Bizon's base source keys.
+pub const DUMMY_KEYS: &[&str] = &["total_records", "page_size", "destination_ids", "sleep"];
 
 pub struct DummySource {
     next: u64,

@@ -5,13 +5,51 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::config::default_page_size;
 use super::{Source, SourceError};
-use crate::config::JsonlSourceConfig;
 use crate::record::{now_us, SourceRecord};
+
+/// Newline-delimited JSON from a file or standard input.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct JsonlSourceConfig {
+    pub name: String,
+    /// A file, or "-" for standard input.
+    pub path: PathBuf,
+    /// Field holding the record's id; the line number when absent.
+    #[serde(default)]
+    pub id_field: Option<String>,
+    /// Field holding the record's time (RFC 3339 text or epoch seconds/millis/micros).
+    #[serde(default)]
+    pub timestamp_field: Option<String>,
+    /// Field naming the record's destination_id.
+    #[serde(default)]
+    pub destination_id_field: Option<String>,
+    /// Count and log lines that are not JSON instead of stopping.
+    #[serde(default)]
+    pub skip_invalid: bool,
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub sync_mode: Option<String>,
+}
+
+/// Keys of the `jsonl` section besides Bizon's base source keys.
+pub const JSONL_KEYS: &[&str] = &[
+    "path",
+    "id_field",
+    "timestamp_field",
+    "destination_id_field",
+    "skip_invalid",
+    "page_size",
+];
 
 pub struct JsonlSource {
     lines: Box<dyn BufRead + Send>,

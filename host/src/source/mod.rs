@@ -6,6 +6,7 @@
 //! source down when the destinations cannot keep up.
 
 pub mod bridge;
+pub mod config;
 mod dummy;
 mod jsonl;
 #[cfg(feature = "kafka")]
@@ -18,12 +19,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::config::SourceConfig;
-use crate::dead_letter::DeadLetters;
-use crate::record::SourceRecord;
+use crate::record::{Letter, SourceRecord};
 
-pub use dummy::DummySource;
-pub use jsonl::JsonlSource;
+pub use config::SourceConfig;
+pub use dummy::{DummySource, DummySourceConfig};
+pub use jsonl::{JsonlSource, JsonlSourceConfig};
 pub use stats::{PartitionLag, SourceReport, SourceStats};
 
 /// Records read together, with the time they were read.
@@ -33,6 +33,11 @@ pub struct Page {
     pub sequence: u64,
     pub extracted_at_us: i64,
     pub records: Vec<SourceRecord>,
+    /// What the page held that could not become a record (an undecodable
+    /// message, a record a transform refused), when the pipeline has a
+    /// `dead_letter`: the pipeline writes them there before the page can
+    /// be acknowledged.
+    pub letters: Vec<Letter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +49,10 @@ pub enum SourceError {
     #[error("kafka: {0}")]
     Kafka(String),
     #[error("{0}")]
-    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
-    #[error("{0}")]
     Bridge(#[from] bridge::BridgeError),
     /// A transform failed on a page (the transform stage wraps the source).
-    #[cfg(feature = "wasm")]
-    #[error("{0}")]
-    Transform(#[from] crate::transform::TransformError),
+    #[error("transform: {0}")]
+    Transform(Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub trait Source: Send {
@@ -99,6 +101,7 @@ impl SourceTask for Box<dyn Source> {
                     sequence,
                     extracted_at_us,
                     records,
+                    letters: Vec::new(),
                 }),
                 Ok(None) => SourceEvent::Done {
                     skipped: source.skipped(),
@@ -128,22 +131,15 @@ impl SourceTask for Box<dyn SourceTask> {
     }
 }
 
-/// The source a pipeline file names. `dead_letters` receives what a source
-/// cannot decode, when the pipeline has a `dead_letter`.
-pub fn build(config: &SourceConfig) -> Result<Box<dyn SourceTask>, SourceError> {
-    build_with(config, None)
-}
-
-pub fn build_with(
-    config: &SourceConfig,
-    dead_letters: Option<Arc<DeadLetters>>,
-) -> Result<Box<dyn SourceTask>, SourceError> {
-    let _ = &dead_letters;
+/// The source a pipeline file names. With `dead_letter`, what a source
+/// cannot decode travels in its page's `letters` instead of stopping the run.
+pub fn build(config: &SourceConfig, dead_letter: bool) -> Result<Box<dyn SourceTask>, SourceError> {
+    let _ = dead_letter;
     Ok(match config {
         SourceConfig::Dummy(c) => Box::new(Box::new(DummySource::new(c)) as Box<dyn Source>),
         SourceConfig::Jsonl(c) => Box::new(Box::new(JsonlSource::open(c)?) as Box<dyn Source>),
         #[cfg(feature = "kafka")]
-        SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new(c, dead_letters)?),
+        SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new(c, dead_letter)?),
         SourceConfig::Bridge(c) => Box::new(bridge::BridgeSource::new(c)?),
     })
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::plugin::capabilities::Export;
 use crate::plugin::instance::{bounded, cap_error, MAX_ERROR_BYTES};
 use crate::plugin::text::sanitize;
-use crate::plugin::{load_component, LoadReport, PluginError, PluginSettings, Sandbox, Shared};
+use crate::plugin::{load_component, HostPolicy, LoadReport, PluginError, Request, Sandbox, Shared};
 
 /// Host bindings generated from the transform contract; the shared `types`
 /// and `host` interfaces are the destination world's.
@@ -35,10 +35,11 @@ pub struct Component {
 }
 
 impl Component {
-    /// Reads, compiles (or loads from the cache) and checks the component.
-    /// Blocking: compiling CPython takes seconds the first time.
-    pub fn load(path: &Path, settings: PluginSettings) -> Result<Self, PluginError> {
-        let (shared, report) = load_component(path, settings, Export::TRANSFORM)?;
+    /// Reads, compiles (or loads from the cache) and checks the component,
+    /// for what `request` asks under `policy`. Blocking: compiling CPython
+    /// takes seconds the first time.
+    pub fn load(path: &Path, request: &Request, policy: &HostPolicy) -> Result<Self, PluginError> {
+        let (shared, report) = load_component(path, request, policy, Export::TRANSFORM)?;
         Ok(Self { shared, report })
     }
 

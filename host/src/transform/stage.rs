@@ -22,19 +22,21 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Chain, TransformError, Worker};
+use super::chain::{Chain, Failed, TransformError, Worker};
 use crate::config::ConfigError;
-use crate::dead_letter::{DeadLetters, Letter};
-use crate::source::{Page, SourceError, SourceEvent, SourceLink, SourceStats, SourceTask};
+use crate::record::Letter;
+use crate::source::{Page, SourceError, SourceEvent, SourceLink, SourceTask};
 
 /// A source with transforms applied to its pages.
 pub struct Transformed {
     inner: Box<dyn SourceTask>,
     chain: Arc<Chain>,
     workers: Vec<Worker>,
-    dead_letters: Option<Arc<DeadLetters>>,
+    /// Records a transform failed on become the page's letters rather than
+    /// stopping the run.
+    dead_letter: bool,
     /// Where a dead letter says a record was going when it had no destination_id.
-    default_destination_id: String,
+    default_destination_id: Arc<str>,
     runtime: Handle,
 }
 
@@ -46,8 +48,8 @@ impl Transformed {
         inner: Box<dyn SourceTask>,
         chain: Arc<Chain>,
         workers: usize,
-        dead_letters: Option<Arc<DeadLetters>>,
-        default_destination_id: String,
+        dead_letter: bool,
+        default_destination_id: Arc<str>,
     ) -> Result<Self, ConfigError> {
         let mut opened = Vec::with_capacity(workers.max(1));
         for _ in 0..workers.max(1) {
@@ -57,7 +59,7 @@ impl Transformed {
             inner,
             chain,
             workers: opened,
-            dead_letters,
+            dead_letter,
             default_destination_id,
             runtime: Handle::current(),
         })
@@ -76,7 +78,7 @@ impl SourceTask for Transformed {
             inner,
             chain,
             workers,
-            dead_letters,
+            dead_letter,
             default_destination_id,
             runtime,
         } = *self;
@@ -102,9 +104,8 @@ impl SourceTask for Transformed {
             .expect("spawning the source thread");
         let context = Arc::new(Context {
             chain,
-            dead_letters,
+            dead_letter,
             default_destination_id,
-            stats,
         });
         let started = std::time::Instant::now();
         runtime.block_on(drive(rx, events, context.clone(), workers));
@@ -127,9 +128,8 @@ impl SourceTask for Transformed {
 
 struct Context {
     chain: Arc<Chain>,
-    dead_letters: Option<Arc<DeadLetters>>,
-    default_destination_id: String,
-    stats: Arc<SourceStats>,
+    dead_letter: bool,
+    default_destination_id: Arc<str>,
 }
 
 type Task = JoinHandle<(Worker, Result<Page, SourceError>)>;
@@ -214,30 +214,32 @@ async fn transform(context: Arc<Context>, mut worker: Worker, page: Page) -> (Wo
         sequence,
         extracted_at_us,
         records,
+        mut letters,
     } = page;
     let result = match context.chain.run(&mut worker, records).await {
-        Ok((records, failed)) => settle(&context, failed).map(|()| Page {
+        Ok((records, failed)) => settle(&context, failed, &mut letters).map(|()| Page {
             sequence,
             extracted_at_us,
             records,
+            letters,
         }),
         Err(e) => Err(e),
     };
-    (worker, result.map_err(SourceError::from))
+    (worker, result.map_err(|e| SourceError::Transform(Box::new(e))))
 }
 
-/// Records a transform failed on: dead letters, or the error that stops the run.
-fn settle(context: &Context, failed: Vec<super::Failed>) -> Result<(), TransformError> {
+/// Records a transform failed on: the page's letters, or the error that
+/// stops the run.
+fn settle(context: &Context, failed: Vec<Failed>, letters: &mut Vec<Letter>) -> Result<(), TransformError> {
     let Some(first) = failed.first() else { return Ok(()) };
-    let Some(dead_letters) = &context.dead_letters else {
+    if !context.dead_letter {
         return Err(TransformError::Record {
             source_record_id: first.record.id.clone(),
             reason: first.reason.clone(),
         });
-    };
-    let letters: Vec<Letter> = failed
-        .into_iter()
-        .map(|f| Letter::Rejected {
+    }
+    letters.extend(failed.into_iter().map(|f| {
+        Letter::Rejected {
             destination_id: f
                 .record
                 .destination_id
@@ -247,12 +249,7 @@ fn settle(context: &Context, failed: Vec<super::Failed>) -> Result<(), Transform
             source_record_id: f.record.id,
             reason: f.reason,
             source_data: Some(f.record.data),
-        })
-        .collect();
-    context
-        .stats
-        .dead_letters
-        .fetch_add(letters.len() as u64, Ordering::Relaxed);
-    dead_letters.send(&letters)?;
+        }
+    }));
     Ok(())
 }

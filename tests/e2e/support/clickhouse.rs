@@ -3,9 +3,11 @@
 //! temporary directory, and a minimal HTTP client for its queries.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use super::common::{free_port, poll, require_tool};
 
 pub struct ClickHouse {
     pub http_port: u16,
@@ -13,25 +15,16 @@ pub struct ClickHouse {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl ClickHouse {
-    /// `None` when clickhouse-server is not installed, except under
-    /// `CI=true`, where a missing server fails the test.
-    pub fn start() -> Option<ClickHouse> {
-        let binary = ["/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists());
-        let Some(binary) = binary else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "clickhouse-server is not installed: run bash scripts/install-clickhouse.sh"
-            );
-            eprintln!("skipped: clickhouse-server is not installed (bash scripts/install-clickhouse.sh)");
-            return None;
-        };
+    pub fn start() -> ClickHouse {
+        let binary = require_tool(
+            "clickhouse-server",
+            &[
+                PathBuf::from("/usr/bin/clickhouse-server"),
+                PathBuf::from("/usr/sbin/clickhouse-server"),
+            ],
+            "bash scripts/install-clickhouse.sh",
+        );
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let path = dir.path().display();
@@ -56,15 +49,11 @@ impl ClickHouse {
             child,
             _dir: dir,
         };
-        let started = Instant::now();
-        while server.try_query("SELECT 1").map(|r| r.trim() == "1") != Ok(true) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "clickhouse-server did not answer on port {http_port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Some(server)
+        poll(
+            || format!("clickhouse-server to answer on port {http_port}"),
+            || (server.try_query("SELECT 1").map(|r| r.trim() == "1") == Ok(true)).then_some(()),
+        );
+        server
     }
 
     pub fn url(&self) -> String {

@@ -1,11 +1,10 @@
 //! bqemulator and gcp-storage-emulator from the repo's .venv
 //! (scripts/install-emulators.sh), started once per test binary.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use super::common::{free_port, poll, require_tool, spawn_watched, venv_tool};
 
 pub const PROJECT: &str = "test-project";
 pub const BUCKET: &str = "bizon-buffer";
@@ -15,99 +14,64 @@ pub struct Emulators {
     pub grpc: String,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts `program args` under a watchdog shell that kills it once this test
-/// process is gone: statics are never dropped, so nothing else would.
-fn spawn_watched(program: &Path, args: &[String], env: &[(&str, String)], log: &Path) {
-    let quoted: Vec<String> = std::iter::once(program.display().to_string())
-        .chain(args.iter().cloned())
-        .map(|a| format!("'{a}'"))
-        .collect();
-    let script = format!(
-        "{} >'{}' 2>&1 & child=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $child",
-        quoted.join(" "),
-        log.display(),
-        std::process::id()
-    );
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawning an emulator");
-    // Reaped when the watchdog exits, so it does not linger as a zombie.
-    std::thread::spawn(move || child.wait());
-}
-
-fn wait_http(url: &str, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let ok = std::process::Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", url])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{what} did not answer at {url}; log:\n{}",
+/// Waits until `url` answers 2xx; the test fails with `log` when it does not.
+fn wait_http(url: &str, what: &str, log: &std::path::Path) {
+    poll(
+        || {
+            format!(
+                "{what} to answer at {url}; its log:\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+            )
+        },
+        || {
+            let ok = std::process::Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", url])
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(())
+        },
+    );
 }
 
-/// The emulators, or None (after a loud message) when the .venv is missing
-/// outside CI. In CI a missing emulator fails the test.
-pub fn emulators() -> Option<&'static Emulators> {
-    static EMULATORS: OnceLock<Option<Emulators>> = OnceLock::new();
-    EMULATORS.get_or_init(start).as_ref()
+/// The emulators, started by the first test that asks (a missing emulator
+/// fails the test). Tests take them with [`hold`].
+pub fn emulators() -> &'static Emulators {
+    static EMULATORS: OnceLock<Emulators> = OnceLock::new();
+    EMULATORS.get_or_init(start)
 }
 
-/// Held for a whole test: one test at a time talks to the emulators.
-/// bqemulator deadlocks when a REST call arrives while another client holds
-/// an AppendRows stream open (seen with two tests at once), which a real
-/// BigQuery does not; the runs under test never do that themselves.
-pub struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+/// One test at a time talks to the emulators: bqemulator deadlocks when a
+/// REST call arrives while another client holds an AppendRows stream open
+/// (seen with two tests at once), which a real BigQuery does not; the runs
+/// under test never do that themselves. An async lock: a test holds it
+/// across its awaits, to its end.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn serial() -> Serial {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    Serial(LOCK.lock().unwrap_or_else(|e| e.into_inner()))
+/// The emulators, for this test alone until the guard is dropped (at the
+/// end of the test).
+pub async fn hold() -> (&'static Emulators, tokio::sync::MutexGuard<'static, ()>) {
+    let held = ONE_AT_A_TIME.lock().await;
+    (emulators(), held)
 }
 
-fn start() -> Option<Emulators> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join(".venv/bin");
-    let (bq, gcs) = (bin.join("bqemulator"), bin.join("gcp-storage-emulator"));
-    if !bq.exists() || !gcs.exists() {
-        let message = format!(
-            "BigQuery emulators missing ({}): run scripts/install-emulators.sh",
-            bin.display()
-        );
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
-        return None;
-    }
+/// [`hold`] for a test that is not async.
+pub fn hold_blocking() -> (&'static Emulators, tokio::sync::MutexGuard<'static, ()>) {
+    let held = ONE_AT_A_TIME.blocking_lock();
+    (emulators(), held)
+}
+
+fn start() -> Emulators {
+    let install = "bash scripts/install-emulators.sh";
+    let bq = require_tool("bqemulator", &[venv_tool("bqemulator")], install);
+    let gcs = require_tool("gcp-storage-emulator", &[venv_tool("gcp-storage-emulator")], install);
     let dir = std::env::temp_dir().join(format!("bizon-bq-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let gcs_root = dir.join("gcs");
     std::fs::create_dir_all(&gcs_root).unwrap();
     // The Rust storage client drops the port from the Host header on resumable
     // uploads (REFERENCE section 3): GCS must be on port 80.
-    // A test binary that ran just before stops its emulators within a second
-    // or two of ending (its watchdog polls): wait for port 80 that long.
+    // A test process that ended just before stops its emulators within a
+    // second or two (its watchdog polls each second): wait for port 80 that long.
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect("127.0.0.1:80").is_ok() {
         // Another GCS emulator there would take the uploads into a directory
@@ -119,19 +83,20 @@ fn start() -> Option<Emulators> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let gcs_log = dir.join("gcs.log");
+    let gcs_dir = gcs_root.display().to_string();
     spawn_watched(
         &gcs,
         &[
-            "-d".into(),
-            gcs_root.display().to_string(),
-            "start".into(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            "80".into(),
-            "--default-bucket".into(),
-            BUCKET.into(),
-            "-q".into(),
+            "-d",
+            &gcs_dir,
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "80",
+            "--default-bucket",
+            BUCKET,
+            "-q",
         ],
         &[],
         &gcs_log,
@@ -141,26 +106,23 @@ fn start() -> Option<Emulators> {
     spawn_watched(
         &bq,
         &[
-            "start".into(),
-            "--rest-host".into(),
-            "127.0.0.1".into(),
-            "--rest-port".into(),
-            rest_port.to_string(),
-            "--grpc-host".into(),
-            "127.0.0.1".into(),
-            "--grpc-port".into(),
-            grpc_port.to_string(),
-            "--ephemeral".into(),
-            "--project".into(),
-            PROJECT.into(),
-            "--log-level".into(),
-            "warning".into(),
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            &rest_port.to_string(),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            &grpc_port.to_string(),
+            "--ephemeral",
+            "--project",
+            PROJECT,
+            "--log-level",
+            "warning",
         ],
         // Load jobs read gs://b/p from here: the GCS emulator's object store.
-        &[(
-            "BQEMU_GCS_LOCAL_ROOT",
-            gcs_root.join(".cloudstorage").display().to_string(),
-        )],
+        &[("BQEMU_GCS_LOCAL_ROOT", gcs_root.join(".cloudstorage").as_os_str())],
         &bq_log,
     );
     let rest = format!("http://127.0.0.1:{rest_port}");
@@ -170,8 +132,8 @@ fn start() -> Option<Emulators> {
         &bq_log,
     );
     wait_http("http://127.0.0.1:80/storage/v1/b", "gcp-storage-emulator", &gcs_log);
-    Some(Emulators {
+    Emulators {
         rest,
         grpc: format!("http://127.0.0.1:{grpc_port}"),
-    })
+    }
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use super::common::serve_in_background;
 
 /// What to do with the n-th insertAll request (from 0).
 pub enum Reply {
@@ -35,8 +37,6 @@ pub struct FaultServer {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Job ids submitted (`POST .../jobs`), and whether the answer was 409.
-    /// (Read by tests/e2e/kafka.rs; bigquery.rs shares this file.)
-    #[allow(dead_code)]
     pub jobs: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
@@ -46,40 +46,32 @@ impl FaultServer {
     }
 }
 
-/// Listens on a free port, in its own thread and runtime: the test blocks on
-/// the binary meanwhile.
+/// The proxy, on a free port of 127.0.0.1 until the test process ends.
 pub fn start(upstream: &str, script: Box<Script>) -> FaultServer {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let jobs: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
     let (upstream, log, script, job_log) = (upstream.to_string(), seen.clone(), Arc::new(script), jobs.clone());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = TcpListener::from_std(listener).unwrap();
-            let client = reqwest::Client::new();
-            loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                let (upstream, log, script, client, jobs) = (
-                    upstream.clone(),
-                    log.clone(),
-                    script.clone(),
-                    client.clone(),
-                    job_log.clone(),
-                );
-                tokio::spawn(async move {
-                    let _ = serve(socket, &upstream, &log, &jobs, &**script, &client).await;
-                });
-            }
-        });
+    let addr = serve_in_background(|listener| async move {
+        let client = reqwest::Client::new();
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let (upstream, log, script, client, jobs) = (
+                upstream.clone(),
+                log.clone(),
+                script.clone(),
+                client.clone(),
+                job_log.clone(),
+            );
+            tokio::spawn(async move {
+                let _ = serve(socket, &upstream, &log, &jobs, &**script, &client).await;
+            });
+        }
     });
-    FaultServer { url, seen, jobs }
+    FaultServer {
+        url: format!("http://{addr}"),
+        seen,
+        jobs,
+    }
 }
 
 async fn serve(

@@ -12,6 +12,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+use super::common::serve_in_background;
+
 /// One request as it arrived.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -73,39 +75,28 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Listens on a free port of 127.0.0.1 in its own thread and runtime;
-    /// `script(n, request)` answers the n-th request (from 0).
+    /// Listens on a free port of 127.0.0.1; `script(n, request)` answers
+    /// the n-th request (from 0).
     pub fn start(script: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static) -> HttpServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Arc<Script> = Arc::new(script);
         let recorded = seen.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (script, seen) = (script.clone(), recorded.clone());
-                    tokio::spawn(async move {
-                        let service = service_fn(move |request: hyper::Request<Incoming>| {
-                            let (script, seen) = (script.clone(), seen.clone());
-                            async move { Ok::<_, hyper::Error>(answer(request, &*script, &seen).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+        let addr = serve_in_background(|listener| async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (script, seen) = (script.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<Incoming>| {
+                        let (script, seen) = (script.clone(), seen.clone());
+                        async move { Ok::<_, hyper::Error>(answer(request, &*script, &seen).await) }
                     });
-                }
-            });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         });
         HttpServer { addr, seen }
     }

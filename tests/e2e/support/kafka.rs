@@ -1,12 +1,11 @@
 //! A Kafka broker for the tests: tansu from the repo's .venv
 //! (scripts/install-kafka.sh) on a free port with in-memory storage, started
-//! once per test binary; or a real cluster named by BIZON_TEST_KAFKA_BROKERS.
+//! once per test process; or a real cluster named by BIZON_TEST_KAFKA_BROKERS.
 //! With an rdkafka admin client, producer and committed-offset reader.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -18,63 +17,44 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
+use super::common::{free_port, require_tool, spawn_watched, venv_tool, wait_for_listener, wait_until};
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Broker {
     pub servers: String,
 }
 
-/// The broker, or None (after a loud message) when tansu is missing outside
-/// CI. In CI a missing broker fails the test.
-pub fn broker() -> Option<&'static Broker> {
-    static BROKER: OnceLock<Option<Broker>> = OnceLock::new();
-    BROKER.get_or_init(start).as_ref()
+/// The broker the tests share, started by the first test that asks (a
+/// missing tansu fails the test).
+pub fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(|| match std::env::var("BIZON_TEST_KAFKA_BROKERS") {
+        Ok(servers) => Broker { servers },
+        Err(_) => launch_on(free_port(), None),
+    })
 }
 
-fn start() -> Option<Broker> {
-    if let Ok(servers) = std::env::var("BIZON_TEST_KAFKA_BROKERS") {
-        return Some(Broker { servers });
-    }
-    launch(None)
+/// A tansu broker of its own (an outside cluster cannot do this) that tells
+/// clients to connect to `advertised` (HOST:PORT) rather than where it
+/// listens, as a hostile broker would.
+pub fn broker_advertising(advertised: &str) -> Broker {
+    launch_on(free_port(), Some(advertised))
 }
 
-/// A broker of its own that tells clients to connect to `advertised`
-/// (HOST:PORT) rather than where it listens, as a hostile broker would;
-/// None where `broker` gives None, or against an outside cluster.
-pub fn broker_advertising(advertised: &str) -> Option<Broker> {
-    if std::env::var_os("BIZON_TEST_KAFKA_BROKERS").is_some() {
-        return None;
-    }
-    launch(Some(advertised))
+/// A tansu broker of its own, which [`Broker::restart_advertising`] can make
+/// advertise another address mid-run.
+pub fn broker_of_its_own() -> Broker {
+    launch_on(free_port(), None)
 }
 
-/// A broker of its own, which [`Broker::restart_advertising`] can make
-/// advertise another address mid-run; None as for [`broker_advertising`].
-pub fn broker_of_its_own() -> Option<Broker> {
-    if std::env::var_os("BIZON_TEST_KAFKA_BROKERS").is_some() {
-        return None;
-    }
-    launch(None)
-}
-
-fn launch(advertised: Option<&str>) -> Option<Broker> {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    launch_on(port, advertised)
-}
-
-fn launch_on(port: u16, advertised: Option<&str>) -> Option<Broker> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let tansu = std::env::var_os("TANSU")
+fn launch_on(port: u16, advertised: Option<&str>) -> Broker {
+    let candidates: Vec<PathBuf> = std::env::var_os("TANSU")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv/bin/tansu"));
-    if !tansu.exists() {
-        let message = format!("tansu missing ({}): run scripts/install-kafka.sh", tansu.display());
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
-        return None;
-    }
+        .into_iter()
+        .chain([venv_tool("tansu")])
+        .collect();
+    let tansu = require_tool("tansu", &candidates, "bash scripts/install-kafka.sh");
     let url = format!("tcp://127.0.0.1:{port}");
     let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
     let log = std::env::temp_dir().join(format!("bizon-kafka-e2e-{}-{port}.log", std::process::id()));
@@ -89,44 +69,12 @@ fn launch_on(port: u16, advertised: Option<&str>) -> Option<Broker> {
             "--storage-engine",
             "memory://tansu/",
         ],
+        &[],
         &log,
     );
     let servers = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&servers).is_err() {
-        if Instant::now() > deadline {
-            panic!(
-                "tansu did not listen on {servers}; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(Broker { servers })
-}
-
-/// Starts `program args` under a watchdog shell that kills it once this test
-/// process is gone: statics are never dropped, so nothing else would.
-fn spawn_watched(program: &Path, args: &[&str], log: &Path) {
-    let quoted: Vec<String> = std::iter::once(program.display().to_string())
-        .chain(args.iter().map(|a| a.to_string()))
-        .map(|a| format!("'{a}'"))
-        .collect();
-    let script = format!(
-        "{} >'{}' 2>&1 & child=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $child",
-        quoted.join(" "),
-        log.display(),
-        std::process::id()
-    );
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning tansu");
-    std::thread::spawn(move || child.wait());
+    wait_for_listener(&servers, "tansu", &log);
+    Broker { servers }
 }
 
 /// A name no other test (or earlier run against a real cluster) uses.
@@ -157,13 +105,11 @@ impl Broker {
                 Command::new("kill").args(["-9", &pid]).status().unwrap();
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&self.servers).is_ok() {
-            assert!(Instant::now() < deadline, "tansu on {} did not stop", self.servers);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(&format!("tansu on {} to stop", self.servers), || {
+            std::net::TcpStream::connect(&self.servers).is_err()
+        });
         let port = self.servers.rsplit_once(':').unwrap().1.parse().unwrap();
-        launch_on(port, Some(advertised)).unwrap();
+        launch_on(port, Some(advertised));
     }
 
     fn client(&self) -> ClientConfig {
@@ -190,25 +136,19 @@ impl Broker {
     /// A producer that sends each record in a batch of its own (tansu
     /// fetches from inside a batch skip to the next one: REFERENCE section 5).
     pub fn producer(&self) -> TestProducer {
-        let producer = self
-            .client()
-            .set("linger.ms", "0")
-            .set("batch.num.messages", "1")
-            .create()
-            .unwrap();
-        TestProducer { producer }
+        self.producer_with(&[("linger.ms", "0"), ("batch.num.messages", "1")])
     }
 
-    /// A producer that batches as a real one does (for volume).
-    pub fn bulk_producer(&self) -> TestProducer {
-        let producer = self
-            .client()
-            .set("linger.ms", "20")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "1000000")
-            .create()
-            .unwrap();
-        TestProducer { producer }
+    /// A producer with these librdkafka settings (the benches batch as a
+    /// real producer does, for volume).
+    pub fn producer_with(&self, settings: &[(&str, &str)]) -> TestProducer {
+        let mut config = self.client();
+        for (key, value) in settings {
+            config.set(*key, *value);
+        }
+        TestProducer {
+            producer: config.create().unwrap(),
+        }
     }
 
     /// The group's committed offset of each partition (-1 for none).

@@ -1,11 +1,13 @@
 //! A `bizon-host serve` process for the tests, driven only through its API.
 
-use std::net::TcpListener;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use super::common::{bizon_host, free_port, poll, signal, wait_for_listener};
 
 pub const ADMIN: &str = "admin-token-for-the-e2e-tests";
 
@@ -20,17 +22,16 @@ pub struct Serve {
 impl Serve {
     /// Starts serve on a free port with `data` as its data dir and `config` as serve.yaml.
     pub fn start(data: &Path, config: &str) -> Serve {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let config_path = data.with_extension("serve.yaml");
         std::fs::write(&config_path, config).unwrap();
         let log = data.with_extension(format!("{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_bizon-host"))
+        let child = bizon_host()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data)
             .arg("--config")
             .arg(&config_path)
             .env("BIZON_HOST_ADMIN_TOKEN", ADMIN)
-            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -45,11 +46,7 @@ impl Serve {
                 .unwrap(),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "serve did not listen:\n{}", serve.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_listener(&format!("127.0.0.1:{port}"), "serve", &serve.log);
         serve
     }
 
@@ -108,19 +105,44 @@ impl Serve {
             .to_string()
     }
 
+    /// The pipeline's status once `done` holds for it.
     pub fn wait_for(&self, token: &str, pipeline: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let status = self.ok("GET", &format!("/v1/pipelines/{pipeline}"), token, None);
-            if done(&status) {
-                return status;
+        let path = format!("/v1/pipelines/{pipeline}");
+        let last = std::cell::RefCell::new(Value::Null);
+        poll(
+            || {
+                format!(
+                    "{pipeline}: {what}; last status {}\nserve log:\n{}",
+                    last.borrow(),
+                    self.log()
+                )
+            },
+            || {
+                let status = self.ok("GET", &path, token, None);
+                let answer = done(&status).then(|| status.clone());
+                *last.borrow_mut() = status;
+                answer
+            },
+        )
+    }
+
+    /// Each of `requests` (method, path) with `token` is answered exactly as
+    /// for a name nobody has: 404, and for a pipeline the same message but
+    /// for its name. A tenant cannot tell another's things from nothing.
+    pub fn assert_not_found(&self, token: &str, requests: &[(&str, &str)]) {
+        let missing = self.call("GET", "/v1/pipelines/nobody", token, None).1;
+        let missing = missing["error"]["message"].as_str().unwrap();
+        for (method, path) in requests {
+            let (status, body) = self.call(method, path, token, None);
+            assert_eq!(status, 404, "{method} {path}: {body}");
+            if let Some(name) = path.strip_prefix("/v1/pipelines/") {
+                let name = name.split('/').next().unwrap();
+                assert_eq!(
+                    body["error"]["message"],
+                    missing.replace("nobody", name),
+                    "{method} {path}"
+                );
             }
-            assert!(
-                Instant::now() < deadline,
-                "{pipeline}: waited for {what}; last status {status}\nserve log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -134,17 +156,21 @@ impl Serve {
 
     /// SIGTERM, then wait: pipelines are stopped (and resume at the next start).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("serve did not stop on SIGTERM:\n{}", self.log());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if self.child.is_none() {
+            return;
         }
+        signal(self.pid(), libc::SIGTERM);
+        let child = self.child.as_mut().unwrap();
+        let log = &self.log;
+        poll(
+            || {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                format!("serve to stop on SIGTERM:\n{log}")
+            },
+            || child.try_wait().unwrap(),
+        );
+        // Not before: a serve that did not stop is killed when dropped.
+        self.child = None;
     }
 }
 
@@ -155,4 +181,42 @@ impl Drop for Serve {
             let _ = child.wait();
         }
     }
+}
+
+/// A request body of text (YAML or JSON).
+pub fn body(text: &str) -> Option<Vec<u8>> {
+    Some(text.as_bytes().to_vec())
+}
+
+/// The data rows (headers left out) of each csv file under `dir`, by file name.
+pub fn csv_files(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let rows = text
+            .lines()
+            .filter(|l| !l.starts_with("bizon_id"))
+            .map(str::to_string)
+            .collect();
+        out.insert(entry.file_name().to_string_lossy().into_owned(), rows);
+    }
+    out
+}
+
+/// The data rows of every csv file under `dir`.
+pub fn csv_rows(dir: &Path) -> Vec<String> {
+    csv_files(dir).into_values().flatten().collect()
+}
+
+/// `partition_P_offset_O` of each Kafka record the csv plugin wrote under
+/// `tenants/acme/files/out` of each data dir, all together.
+pub fn kafka_positions(data_dirs: &[&Path]) -> Vec<String> {
+    data_dirs
+        .iter()
+        .flat_map(|d| csv_rows(&d.join("tenants/acme/files/out")))
+        .map(|r| {
+            let at = r.find("partition_").expect("a kafka record id");
+            r[at..].split(',').next().unwrap().to_string()
+        })
+        .collect()
 }

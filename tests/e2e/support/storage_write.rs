@@ -30,6 +30,8 @@ use tonic::body::Body;
 use tonic::server::{Grpc, StreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 
+use super::common::serve_in_background;
+
 pub mod pb {
     //! storage.proto, stream.proto, arrow.proto and google.rpc.Status: the
     //! fields the host sends or reads.
@@ -213,32 +215,23 @@ fn table_path(table: &str) -> String {
     format!("projects/{}/datasets/{}/tables/{}", parts[0], parts[1], parts[2])
 }
 
-/// Serves on a free port of 127.0.0.1, on its own thread and runtime (the
-/// test blocks on the binary meanwhile), until the test process ends.
+/// The stand-in, on a free port of 127.0.0.1 until the test process ends.
 pub fn start(faults: Faults) -> StandIn {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let state: Arc<Mutex<State>> = Arc::default();
     let service = Service {
         state: state.clone(),
         faults,
     };
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
+    let addr = serve_in_background(|listener| async move {
+        tonic::transport::Server::builder()
+            .serve_with_incoming(service, tonic::transport::server::TcpIncoming::from(listener))
+            .await
             .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            tonic::transport::Server::builder()
-                .serve_with_incoming(service, tonic::transport::server::TcpIncoming::from(listener))
-                .await
-                .unwrap();
-        });
     });
-    StandIn { url, state }
+    StandIn {
+        url: format!("http://{addr}"),
+        state,
+    }
 }
 
 #[derive(Clone)]

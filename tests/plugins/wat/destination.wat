@@ -1,8 +1,9 @@
 ;; A hand-written bizon destination component (bizon:destination@0.1.0),
 ;; the shape a Rust plugin cannot take: the end-to-end tests fill in the
-;; two holes below (more core modules and instances; the body of describe)
-;; to build hostile variants. Left as is, it is a plugin that
-;; accepts every batch.
+;; two holes below (more core modules, instances or imports; the body of
+;; describe) to build hostile variants, or change the version of the
+;; contract it exports (tests/e2e/support/guests.rs). Left as is, it is a
+;; plugin that accepts every batch.
 (component
   (core module $m
     (memory (export "memory") 1)

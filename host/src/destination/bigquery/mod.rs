@@ -3,12 +3,12 @@
 //! See docs/bigquery.md.
 
 mod auth;
-pub mod batch;
 pub mod config;
 mod errors;
 mod evolve;
 mod identity;
 mod jobs;
+pub mod load;
 mod partitioning;
 mod rest;
 pub mod schema;
@@ -24,7 +24,7 @@ pub use config::{BigQueryConfig, BigQueryStreamingConfig, BigQueryStreamingV2Con
 use super::{DestinationError, SharedDestination};
 
 pub async fn build_batch(c: &BigQueryConfig) -> Result<SharedDestination, DestinationError> {
-    Ok(Arc::new(batch::build(c).await?))
+    Ok(Arc::new(load::build(c).await?))
 }
 
 pub async fn build_streaming(c: &BigQueryStreamingConfig) -> Result<SharedDestination, DestinationError> {

@@ -1,6 +1,6 @@
 //! Authenticated JSON and upload calls for what the Google crates do not
 //! cover or cover awkwardly: `tabledata.insertAll` (no crate has it), GCS
-//! uploads (one media request; see batch.rs) and the job calls that go with
+//! uploads (one media request; see load.rs) and the job calls that go with
 //! them, so one error type describes every HTTP answer.
 
 use google_cloud_auth::credentials::{CacheableResource, Credentials};

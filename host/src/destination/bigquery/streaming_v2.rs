@@ -19,12 +19,18 @@ use arrow_ipc::writer::{write_message, DictionaryTracker, IpcDataGenerator, IpcW
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use google_cloud_bigquery::client::Write;
+// The pipeline's retry loop (destination::retry) is the one that retries a
+// write: with the client's own (up to 300 s on transient errors) a stop
+// signal would wait behind it. (Writers of application-created streams
+// take no retry policy in this client version; their appends carry offsets,
+// so a resent chunk is refused as ALREADY_EXISTS rather than doubled.)
 use google_cloud_bigquery::error::{AppendError, WriterBuilderError};
 use google_cloud_bigquery::model::{ArrowRecordBatch, ArrowSchema};
 use google_cloud_bigquery::write::format::Arrow;
 use google_cloud_bigquery::write::stream_type::CommittedStream;
 use google_cloud_bigquery::write::{CommittedWriter, DefaultWriter};
 use google_cloud_gax::error::rpc::Code;
+use google_cloud_gax::retry_policy::NeverRetry;
 use tokio::sync::OnceCell;
 
 use super::auth;
@@ -311,6 +317,7 @@ impl StreamingV2 {
                 WriteMode::Default => self
                     .write
                     .open_default_stream(table.path())
+                    .with_retry_policy(NeverRetry)
                     .build_arrow(schema.clone())
                     .await
                     .map(|w| TableWriter::Default(w, schema)),
@@ -352,6 +359,7 @@ impl StreamingV2 {
                     own = self
                         .write
                         .open_default_stream(table.path())
+                        .with_retry_policy(NeverRetry)
                         .build_arrow(schema.clone())
                         .await
                         .map_err(|e| builder_error(&format!("opening the default stream on {table}"), e))?;

@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_bigquery_v2::client::{DatasetService, TableService};
 use google_cloud_bigquery_v2::model::{Dataset, Table};
 use google_cloud_gax::error::rpc::Code;
-use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
+use google_cloud_gax::retry_policy::NeverRetry;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
@@ -48,13 +47,9 @@ impl Tables {
     ) -> Result<Self, DestinationError> {
         let endpoint = endpoint.unwrap_or(DEFAULT_ENDPOINT).trim_end_matches('/').to_string();
         // The client's own default retries a refused connection for about a
-        // minute; the pipeline already retries a failed write with backoff,
-        // and `check` should answer a wrong endpoint promptly.
-        let retry = || {
-            Aip194Strict
-                .with_attempt_limit(3)
-                .with_time_limit(Duration::from_secs(10))
-        };
+        // minute; the pipeline's retry loop (destination::retry, with the
+        // destination's `retry:` policy and the stop signal) is the one retry.
+        let retry = || NeverRetry;
         let datasets = DatasetService::builder()
             .with_endpoint(endpoint.clone())
             .with_retry_policy(retry())

@@ -36,7 +36,7 @@ use parquet::arrow::ArrowWriter;
 use serde::Deserialize;
 
 use super::{Batch, Destination, DestinationError};
-use crate::config::source::IgnoredAny2;
+use crate::config::IgnoredAny2;
 use crate::config::SyncMode;
 
 /// Output format of the `file` destination.

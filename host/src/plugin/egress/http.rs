@@ -23,7 +23,7 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::policy::{Denied, Policy};
-use super::rules::{Host, Scheme};
+use crate::plugin::grants::{Host, Scheme};
 
 type SendFuture = Box<dyn Future<Output = Result<(Response<WasiBody>, IoFuture), Error>> + Send>;
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;

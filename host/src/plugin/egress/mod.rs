@@ -3,71 +3,35 @@
 //! (Python and JavaScript components import sockets through their libc),
 //! and every connection and name lookup is checked when it is made:
 //!
-//! - [`rules`]: `allow.hosts`, the grants, as data.
 //! - [`address`]: the address classes refused unless a rule names them.
 //! - [`policy`]: rule match, resolve once, check every address.
 //! - [`http`]: `wasi:http` requests, sent by the host to checked addresses.
 //! - [`sockets`]: `wasi:sockets` connects and lookups.
 //! - [`secrets`]: credentials the host adds to requests.
+//!
+//! What a pipeline granted (`allow.hosts`, `allow.secrets`,
+//! `allow.network`) is data in [`crate::plugin::grants`]. The Store's data
+//! gives egress what it needs through [`EgressView`], as it gives
+//! wasmtime-wasi its contexts through `WasiView`: egress knows nothing of the
+//! Store's other parts.
 
 pub mod address;
 mod http;
 pub mod policy;
-pub mod rules;
 pub mod secrets;
 mod sockets;
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use policy::{Denied, Policy};
-pub use rules::HostRule;
-pub use secrets::SecretGrant;
+use secrets::Secret;
 
-use super::capabilities::Grants;
-use super::instance::State;
-
-pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
-pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 30_000;
-pub const DEFAULT_MAX_RESPONSE_MB: u64 = 16;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
-
-/// `allow.network:` bounds on each connection of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetworkLimits {
-    /// Name resolution, TCP connect and TLS handshake, together.
-    pub connect_timeout_ms: u64,
-    /// From the request sent to the response's headers, and then the
-    /// longest wait between two pieces of the body.
-    pub first_byte_timeout_ms: u64,
-    /// A response body larger than this fails.
-    pub max_response_mb: u64,
-    /// HTTP requests one instance may have open at once.
-    pub max_connections: usize,
-}
-
-impl Default for NetworkLimits {
-    fn default() -> Self {
-        Self {
-            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
-            first_byte_timeout_ms: DEFAULT_FIRST_BYTE_TIMEOUT_MS,
-            max_response_mb: DEFAULT_MAX_RESPONSE_MB,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
-
-impl NetworkLimits {
-    pub fn max_response_bytes(&self) -> u64 {
-        self.max_response_mb.saturating_mul(1024 * 1024)
-    }
-}
+use crate::plugin::grants::Grants;
 
 /// Interfaces linked here, without versions, for the import check.
 pub const LINKED: &[&str] = &[
@@ -96,7 +60,7 @@ impl Egress {
         let secrets = grants
             .secrets
             .iter()
-            .map(|(name, grant)| grant.load(name))
+            .map(|(name, grant)| Secret::load(name, grant))
             .collect::<Result<Vec<_>, _>>()?;
         let policy = Arc::new(Policy {
             plugin: plugin.to_string(),
@@ -121,29 +85,36 @@ impl Egress {
             .allow_ip_name_lookup(true)
             .socket_addr_check(move |addr, used| Box::pin(sockets::check_address(policy.clone(), addr, used)));
     }
-}
 
-impl WasiHttpView for State {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
+    /// wasmtime-wasi-http's view of this egress, over the Store's resource
+    /// table: what a Store's `WasiHttpView` returns.
+    pub fn http<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
         WasiHttpCtxView {
-            hooks: &mut self.egress.hooks,
-            table: &mut self.table,
-            ctx: &mut self.egress.http,
+            hooks: &mut self.hooks,
+            table,
+            ctx: &mut self.http,
         }
     }
 }
 
+/// What a Store's data gives egress: its WASI sockets context (whose
+/// address check [`Egress::configure`] set), its `wasi:http` view (from
+/// [`Egress::http`]), and the instance's [`Egress`] itself.
+pub trait EgressView: WasiSocketsView + WasiHttpView {
+    fn egress(&self) -> &Egress;
+}
+
 /// Links `wasi:sockets/*` and `wasi:http/*` (async variants, as the rest).
-pub fn add_to_linker(l: &mut Linker<State>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: EgressView + 'static>(l: &mut Linker<T>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::bindings::sockets as s;
-    s::tcp::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
-    s::udp::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
-    s::udp_create_socket::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
-    s::tcp_create_socket::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
-    s::instance_network::add_to_linker::<State, WasiSockets>(l, State::sockets)?;
-    s::network::add_to_linker::<State, WasiSockets>(l, &Default::default(), State::sockets)?;
-    s::ip_name_lookup::add_to_linker::<State, sockets::Lookup>(l, |s| {
-        let policy = s.egress.policy.clone();
+    s::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    s::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    s::udp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    s::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    s::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    s::network::add_to_linker::<T, WasiSockets>(l, &Default::default(), T::sockets)?;
+    s::ip_name_lookup::add_to_linker::<T, sockets::Lookup>(l, |s| {
+        let policy = s.egress().policy.clone();
         sockets::LookupView {
             sockets: s.sockets(),
             policy,

@@ -6,9 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::address;
-use super::rules::{Host, HostRule, Scheme};
 use super::secrets::Secret;
-use super::NetworkLimits;
+use crate::plugin::grants::{Host, HostRule, NetworkLimits, Scheme};
 
 /// A refused connection or lookup, as the plugin and the log see it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,11 +6,11 @@
 //! CPU share. A run that completes or is stopped, or that ran longer than
 //! the longest wait before failing, starts the count again.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::Key;
+use super::runs::Key;
 
 /// The wait after the first failure.
 pub const FIRST: Duration = Duration::from_secs(1);
@@ -38,8 +38,8 @@ pub struct Standing {
 }
 
 impl Backoff {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Key, Failures>> {
+        self.failures.lock()
     }
 
     /// A run that lasted `ran` failed (or a start failed: zero).

@@ -21,12 +21,13 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::config::{self, DestinationConfig, Pipeline, SourceConfig};
-use crate::plugin::egress::rules::{Host, Scheme};
-use crate::plugin::egress::HostRule;
-use crate::plugin::{DirGrant, Grants, Limits};
+use crate::destination::DestinationConfig;
+use crate::pipeline::{self, Pipeline};
+use crate::plugin::grants::{Host, Scheme};
+use crate::plugin::{DirGrant, Grants, HostRule, Limits};
 #[cfg(feature = "kafka")]
 use crate::source::kafka::config::BrokerGate;
+use crate::source::SourceConfig;
 use crate::transform::TransformKind;
 
 use super::super::error::ApiError;
@@ -64,7 +65,7 @@ pub struct Context<'a> {
 
 pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, ApiError> {
     let file = format!("pipelines/{name}.yaml");
-    let mut pipeline = config::parse(yaml, &file, |_| None).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let mut pipeline = pipeline::parse(yaml, &file, |_| None).map_err(|e| ApiError::invalid(e.to_string()))?;
     let limits = &cx.tenant.limits;
     let refuse = |what: String| Err(ApiError::invalid(format!("{file}: {what}")));
     let threads = &mut pipeline.destination.options_mut().max_concurrent_threads;

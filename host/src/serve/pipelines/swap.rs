@@ -5,15 +5,13 @@
 //! puts the new one in place and finalizes the old. A batch goes to one
 //! version exactly once, so nothing is lost or written twice.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio::sync::RwLock;
 
 use crate::destination::{Batch, Destination, DestinationError, SharedDestination};
-
-use super::super::metrics::PipelineSeries;
+use crate::metrics::serve::PipelineSeries;
 
 pub struct Swappable {
     current: RwLock<(SharedDestination, u32)>,
@@ -60,5 +58,3 @@ impl Destination for Swappable {
         self.current.read().await.0.finalize().await
     }
 }
-
-pub type SharedSwappable = Arc<Swappable>;

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
-use super::super::config::LimitOverrides;
-use super::{now, redact, Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, Store, StoredPlugin, TenantRow};
+use super::super::limits::LimitOverrides;
+use super::store::{now, Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, Store, StoredPlugin, TenantRow};
 
 /// Two hosts starting at once create the schema in turn (an advisory lock):
 /// concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog.
@@ -167,6 +167,20 @@ impl Postgres {
             url: self.url.clone(),
             message,
         })
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 

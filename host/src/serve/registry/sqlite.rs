@@ -3,11 +3,11 @@
 //! Every query is a few rows by primary key, done under one connection's
 //! lock.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-use super::super::config::LimitOverrides;
-use super::{now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
+use super::super::limits::LimitOverrides;
+use super::store::{now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
@@ -52,7 +52,7 @@ impl Sqlite {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        self.conn.lock()
     }
 }
 

@@ -328,6 +328,7 @@ impl SourceTask for BridgeSource {
                             sequence,
                             extracted_at_us,
                             records,
+                            letters: Vec::new(),
                         };
                         sequence += 1;
                         if link.events.blocking_send(SourceEvent::Page(page)).is_err() {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::source::IgnoredAny2;
+use crate::config::{IgnoredAny2, SyncMode};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct KafkaSourceConfig {
@@ -122,18 +122,6 @@ pub const KAFKA_KEYS: &[&str] = &[
 
 /// Keys in Bizon's example files that Bizon 0.6.4 no longer reads.
 pub const KAFKA_IGNORED_KEYS: &[&str] = &["nb_bytes_schema_id", "timestamp_ms_name"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncMode {
-    /// Every partition from its low to its high watermark at start, then exit.
-    #[default]
-    FullRefresh,
-    /// From the group's committed offsets to the high watermark at start, then exit.
-    Incremental,
-    /// Consume until stopped by a signal.
-    Stream,
-}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rdkafka::message::{Headers, Message};
 
 use super::avro::{AvroDecoder, AvroError};
-use crate::dead_letter::Letter;
+use crate::record::Letter;
 use crate::record::SourceRecord;
 
 pub enum Decoded {

@@ -28,12 +28,12 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::error::TrySendError;
 
-use self::config::{KafkaSourceConfig, MessageEncoding, SyncMode};
+use self::config::{KafkaSourceConfig, MessageEncoding};
 use self::consumer::{Context, KafkaConsumer};
 use self::message::{Decoded, Decoder};
 use self::offsets::Tp;
 use super::{Page, SourceError, SourceEvent, SourceLink, SourceTask};
-use crate::dead_letter::DeadLetters;
+use crate::config::SyncMode;
 use crate::record::now_us;
 
 /// How long one poll waits, which bounds how late a stop or an
@@ -48,11 +48,12 @@ pub struct KafkaSource {
     config: KafkaSourceConfig,
     settings: BTreeMap<String, String>,
     decoder: Decoder,
-    dead_letters: Option<Arc<DeadLetters>>,
+    /// Undecodable messages go to the page's letters rather than stopping the run.
+    dead_letter: bool,
 }
 
 impl KafkaSource {
-    pub fn new(config: &KafkaSourceConfig, dead_letters: Option<Arc<DeadLetters>>) -> Result<Self, SourceError> {
+    pub fn new(config: &KafkaSourceConfig, dead_letter: bool) -> Result<Self, SourceError> {
         let mut settings = config.client_settings().map_err(SourceError::Kafka)?;
         if config.sync_mode != SyncMode::Stream {
             // A partition read to its end says so, which ends a full refresh
@@ -106,7 +107,7 @@ impl KafkaSource {
             },
             config: config.clone(),
             settings,
-            dead_letters,
+            dead_letter,
         })
     }
 
@@ -379,9 +380,9 @@ impl Reader<'_> {
                         message.offset()
                     )))
                 }
-                Decoded::Bad(error) => match &self.source.dead_letters {
-                    Some(_) => letters.push(message::letter(&message, error)),
-                    None => {
+                Decoded::Bad(error) => match self.source.dead_letter {
+                    true => letters.push(message::letter(&message, error)),
+                    false => {
                         return Err(SourceError::Kafka(format!(
                             "topic {} partition {} offset {}: {error} (set skip_message_on_decode_error \
                              or a dead_letter to go on)",
@@ -396,17 +397,6 @@ impl Reader<'_> {
         if seen == 0 {
             return Ok(None);
         }
-        if let Some(dl) = &self.source.dead_letters {
-            dl.saw(seen);
-            if !letters.is_empty() {
-                let n = letters.len() as u64;
-                // Written before the page goes out, so that the offsets it
-                // lets commit are covered.
-                let sent = dl.send(&letters);
-                self.context().stats.dead_letters.fetch_add(n, Ordering::Relaxed);
-                sent?;
-            }
-        }
         let sequence = self.sequence;
         self.sequence += 1;
         self.context()
@@ -417,6 +407,7 @@ impl Reader<'_> {
             sequence,
             extracted_at_us: read_at,
             records,
+            letters,
         }))
     }
 
