@@ -158,6 +158,23 @@ def source_section(init):
     return source
 
 
+def faster_default_timestamp():
+    """A record made without a timestamp gets `datetime.now(tz=pytz.UTC)` in Bizon's model; pytz's
+    UTC converts in Python, a quarter of a simple source's time per record (2.5 s of a 500k-record
+    loop, 1.9 s without). The standard library's UTC gives the same instant, serialized the same
+    (`+00:00`), from C. Skipped if the model is not the one this was written against."""
+    import datetime
+    import functools
+
+    from bizon.source.models import SourceRecord
+
+    field = SourceRecord.model_fields.get("timestamp")
+    if field is None or field.default_factory is None:
+        return
+    field.default_factory = functools.partial(datetime.datetime.now, datetime.timezone.utc)
+    SourceRecord.model_rebuild(force=True)
+
+
 def make_source(section):
     from bizon.source.discover import get_source_instance_by_source_and_stream
 
@@ -194,6 +211,7 @@ def run(init):
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s | %(levelname)s | %(name)s - %(message)s"
     )
     section = source_section(init)
+    faster_default_timestamp()
     source = make_source(section)
     ok, error = source.check_connection()
     if init["mode"] == "check":
@@ -367,4 +385,7 @@ if __name__ == "__main__":
         _frames.flush()
     except BrokenPipeError:
         pass
-    sys.exit(code)
+    sys.stderr.flush()
+    # Everything is said: no interpreter teardown (a tenth of a second and more with Bizon's
+    # imports), which the host's run would wait for.
+    os._exit(code)

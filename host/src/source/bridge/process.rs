@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, ExitStatus, Stdio};
@@ -65,6 +66,8 @@ impl Python {
     }
 }
 
+/// The size asked for the pipe the pages come through.
+const PIPE_BYTES: libc::c_int = 1 << 20;
 /// Lines of the child's stderr kept for error messages: a Python traceback
 /// with chained causes runs to 40-50 lines.
 const TAIL_LINES: usize = 60;
@@ -124,6 +127,14 @@ impl Child {
         })?;
         let stdin = process.stdin.take();
         let stdout = process.stdout.take().expect("piped stdout");
+        // Room for several pages in the pipe (Linux's default is 64 KiB, half
+        // a page of 1,000 small records), so that the child fetches the next
+        // while the host decodes the last. Best effort: 1 MiB is the default
+        // ceiling for an unprivileged process (/proc/sys/fs/pipe-max-size).
+        // SAFETY: fcntl(2) on a pipe this process owns.
+        unsafe {
+            libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+        }
         let stderr = process.stderr.take().expect("piped stderr");
         let (tx, frames) = mpsc::sync_channel(1);
         std::thread::Builder::new()
