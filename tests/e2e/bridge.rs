@@ -345,3 +345,95 @@ fn check_takes_bizons_api_examples_to_the_network_call() {
         assert!(err.contains(host), "{example}: {err}");
     }
 }
+
+/// A custom source that reports what it can reach: a socket to a listener
+/// of the test's, and the host's environment.
+const PROBE_SOURCE: &str = r#"
+import json, os, socket
+from typing import List, Optional, Tuple, Type
+from pydantic import Field
+from bizon.source.config import SourceConfig
+from bizon.source.models import SourceIteration, SourceRecord
+from bizon.source.source import AbstractSource
+
+class ProbeConfig(SourceConfig):
+    port: int = Field(...)
+
+class Probe(AbstractSource):
+    @staticmethod
+    def streams() -> List[str]:
+        return ["probe"]
+    @staticmethod
+    def get_config_class() -> Type[SourceConfig]:
+        return ProbeConfig
+    def get_authenticator(self):
+        return None
+    def check_connection(self) -> Tuple[bool, Optional[str]]:
+        return True, None
+    def get_total_records_count(self) -> Optional[int]:
+        return 1
+    def get(self, pagination: dict = None) -> SourceIteration:
+        try:
+            socket.create_connection(("127.0.0.1", self.config.port), timeout=5).close()
+            reached = "connected"
+        except OSError as e:
+            reached = str(e)
+        found = {"connect": reached, "admin_token": os.environ.get("BIZON_HOST_ADMIN_TOKEN"), "cwd": os.getcwd()}
+        with open("probe.json", "w") as f:
+            json.dump(found, f)
+        return SourceIteration(next_pagination={}, records=[SourceRecord(id="1", data=found)])
+"#;
+
+#[test]
+fn under_serve_the_bridge_is_off_unless_enabled_then_runs_without_network_or_environment() {
+    use crate::support::serve::{body, Serve};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pipeline = format!(
+        "name: probe\nsource:\n  name: probe\n  stream: probe\n  source_file_path: probe.py\n  port: {port}\n\
+         destination:\n  name: logger\n"
+    );
+
+    // Off by default: refused when stored, saying who turns it on.
+    let off = Serve::start(&dir.path().join("off"), "native_destinations: [logger]\n");
+    let token = off.tenant("acme", serde_json::json!({}));
+    let (status, err) = off.call("PUT", "/v1/pipelines/probe", &token, body(&pipeline));
+    assert_eq!(status, 422, "{err}");
+    assert!(err.to_string().contains("bridge: true"), "{err}");
+    drop(off);
+
+    let serve = Serve::start(
+        &dir.path().join("on"),
+        &format!(
+            "native_destinations: [logger]\nbridge: true\nbridge_python: {}\n",
+            bizon_python().display()
+        ),
+    );
+    let token = serve.tenant("acme", serde_json::json!({}));
+    // A path outside the tenant's files is refused.
+    let outside = pipeline.replace("source_file_path: probe.py", "source_file_path: /etc/passwd.py");
+    let (status, err) = serve.call("PUT", "/v1/pipelines/probe", &token, body(&outside));
+    assert_eq!(status, 422, "{err}");
+    let files = serve.data.join("tenants/acme/files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("probe.py"), PROBE_SOURCE).unwrap();
+    serve.ok("PUT", "/v1/pipelines/probe", &token, body(&pipeline));
+    serve.ok("POST", "/v1/pipelines/probe/start", &token, None);
+    let status = serve.wait_for(&token, "probe", "completed", |s| {
+        s["state"] == "completed" || s["state"] == "failed"
+    });
+    assert_eq!(status["state"], "completed", "{status}\n{}", serve.log());
+    let found: Value = serde_json::from_slice(&std::fs::read(files.join("probe.json")).unwrap()).unwrap();
+    // Its own network namespace: not even the host's loopback.
+    assert!(found["connect"].as_str().unwrap().contains("unreachable"), "{found}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "the child reached the host");
+    assert_eq!(found["admin_token"], Value::Null, "the host's environment leaked");
+    assert_eq!(
+        found["cwd"].as_str().map(Path::new),
+        Some(files.canonicalize().unwrap().as_path())
+    );
+    // The state is kept among the tenant's files.
+    assert!(files.join("pipelines/probe.bizon-state.json").exists());
+}

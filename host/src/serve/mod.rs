@@ -118,6 +118,9 @@ pub async fn run(
         config.host_id = Some(id);
     }
     let admin_hash = token::hash(&config.admin_token()?);
+    if let Some(python) = &config.bridge_python {
+        crate::source::bridge::set_python(python.clone());
+    }
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
     runtime::start_engine();
@@ -153,6 +156,7 @@ pub async fn run(
         registry.clone(),
         store.clone(),
         config.native_destinations.clone(),
+        config.bridge,
         leases,
     );
     let state = Arc::new(State {

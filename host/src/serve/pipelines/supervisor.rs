@@ -27,6 +27,8 @@ pub struct Supervisor {
     pub(super) store: Arc<PluginStore>,
     /// Native destinations the operator offers tenants.
     native_destinations: Vec<String>,
+    /// Whether the operator offers tenants Bizon's own sources (`bridge: true`).
+    bridge: bool,
     /// With a shared registry: this host among the others.
     pub(super) leases: Option<Leases>,
     pub(super) runs: Runs,
@@ -38,12 +40,14 @@ impl Supervisor {
         registry: Arc<Registry>,
         store: Arc<PluginStore>,
         native_destinations: Vec<String>,
+        bridge: bool,
         leases: Option<Leases>,
     ) -> Self {
         Self {
             registry,
             store,
             native_destinations,
+            bridge,
             leases,
             runs: Runs::default(),
             backoff: Backoff::default(),
@@ -62,6 +66,7 @@ impl Supervisor {
             registry: &self.registry,
             blobs: &*self.store,
             native_destinations: &self.native_destinations,
+            bridge: self.bridge,
         };
         policy::prepare(&cx, name, yaml)
     }

@@ -48,6 +48,15 @@ pub struct BridgeSettings {
     /// off up to 120 s a try, hence the margin.
     #[serde(default = "default_page_timeout_s")]
     pub page_timeout_s: u64,
+    /// Set by `serve`, never read from a file: the child gets a network
+    /// namespace of its own (no network at all), an empty environment and a
+    /// lower priority (docs/bridge.md, "Under serve").
+    #[serde(skip)]
+    pub isolated: bool,
+    /// The child's working directory (relative `source_file_path`s resolve
+    /// there, as Bizon's do in its own); the host's when `None`.
+    #[serde(skip)]
+    pub workdir: Option<PathBuf>,
 }
 
 impl Default for BridgeSettings {
@@ -56,12 +65,18 @@ impl Default for BridgeSettings {
             memory_mb: default_memory_mb(),
             cpu_seconds: None,
             page_timeout_s: default_page_timeout_s(),
+            isolated: false,
+            workdir: None,
         }
     }
 }
 
+/// `memory_mb` unless given, and the most a tenant's pipeline may ask for
+/// under `serve`.
+pub const DEFAULT_MEMORY_MB: u64 = 4096;
+
 fn default_memory_mb() -> u64 {
-    4096
+    DEFAULT_MEMORY_MB
 }
 
 fn default_page_timeout_s() -> u64 {

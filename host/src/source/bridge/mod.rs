@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-pub use config::{BridgeFile, BridgeSettings, BridgeSourceConfig, CustomSource};
+pub use config::{state_path_for, BridgeFile, BridgeSettings, BridgeSourceConfig, CustomSource, DEFAULT_MEMORY_MB};
 pub use process::set_python;
 
 use self::process::{describe, Child, Python};
@@ -56,6 +56,12 @@ pub enum BridgeError {
         from: &'static str,
         source: std::io::Error,
     },
+    #[error(
+        "cannot give the child a network namespace of its own ({source}): this host cannot run tenants' \
+         Bizon sources; allow unprivileged user namespaces (user.max_user_namespaces above 0, and \
+         kernel.unprivileged_userns_clone=1 where it exists) or set `bridge: false` in the serve config"
+    )]
+    Isolation { source: std::io::Error },
     /// The source's own error, with its Python traceback.
     #[error("{label}: {message}{}{}", hint_text(.hint), block("traceback", .traceback))]
     Source {

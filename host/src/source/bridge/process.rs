@@ -66,6 +66,8 @@ impl Python {
     }
 }
 
+/// The niceness of a tenant's child under `serve`.
+const ISOLATED_NICE: libc::c_int = 10;
 /// The size asked for the pipe the pages come through.
 const PIPE_BYTES: libc::c_int = 1 << 20;
 /// Lines of the child's stderr kept for error messages: a Python traceback
@@ -103,8 +105,22 @@ impl Child {
             .process_group(0);
         let memory = settings.memory_mb.saturating_mul(1 << 20);
         let cpu = settings.cpu_seconds;
+        let isolated = settings.isolated;
+        if let Some(dir) = &settings.workdir {
+            command.current_dir(dir);
+        }
+        if isolated {
+            // Nothing of the host's environment (its credentials, tokens)
+            // reaches a tenant's code; PATH and the locale keep Python usual.
+            command.env_clear();
+            for name in ["PATH", "LANG", "LC_ALL", "TZ"] {
+                if let Some(value) = std::env::var_os(name) {
+                    command.env(name, value);
+                }
+            }
+        }
         // SAFETY: between fork and exec only async-signal-safe calls
-        // (prctl, setrlimit), no allocation.
+        // (prctl, setrlimit, unshare, setpriority), no allocation.
         unsafe {
             command.pre_exec(move || {
                 // Dies with the host, even a host killed with SIGKILL.
@@ -117,13 +133,35 @@ impl Child {
                     // SIGXCPU at the soft limit; the kernel's SIGKILL 5 s later.
                     limit(libc::RLIMIT_CPU, seconds, seconds + 5)?;
                 }
+                if isolated {
+                    // A user namespace makes a network namespace possible
+                    // without privileges; the new network namespace has only
+                    // a loopback, down: no socket reaches anything. Files
+                    // are still reached as the host's user.
+                    if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // The host's own work first.
+                    if libc::setpriority(libc::PRIO_PROCESS, 0, ISOLATED_NICE) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
-        let mut process = command.spawn().map_err(|source| BridgeError::Spawn {
-            python: python.path.display().to_string(),
-            from: python.from,
-            source,
+        let mut process = command.spawn().map_err(|source| {
+            // Isolated, anything but a missing Python is almost surely the
+            // namespace refused (EPERM or ENOSPC from unshare): the rlimits
+            // only fail above the host's own hard limits.
+            if isolated && source.kind() != io::ErrorKind::NotFound {
+                BridgeError::Isolation { source }
+            } else {
+                BridgeError::Spawn {
+                    python: python.path.display().to_string(),
+                    from: python.from,
+                    source,
+                }
+            }
         })?;
         let stdin = process.stdin.take();
         let stdout = process.stdout.take().expect("piped stdout");

@@ -64,6 +64,9 @@ pub fn save(path: &Path, state: &RunState) -> Result<(), BridgeError> {
     let fail = |what: &str, e: std::io::Error| BridgeError::state(path, format!("cannot {what}: {e}"));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temp = path.with_file_name(format!(".{name}.tmp"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail("create its directory", e))?;
+    }
     let mut file = std::fs::File::create(&temp).map_err(|e| fail("create", e))?;
     let json = serde_json::to_vec_pretty(state).expect("the state serializes");
     file.write_all(&json).map_err(|e| fail("write", e))?;
