@@ -3,6 +3,7 @@
 //! destination. Each test uses fresh topics and group ids, short session
 //! timeouts, and asserts what reached the files and what the group committed.
 
+mod chaos;
 mod faults;
 
 use std::collections::BTreeSet;

@@ -185,6 +185,11 @@ impl Buffers {
         self.buffers.values().filter_map(|b| b.first_page).min()
     }
 
+    /// Oldest page that still has rows of `id` waiting in its buffer.
+    pub fn oldest_page_of(&self, id: &str) -> Option<u64> {
+        self.buffers.get(id).and_then(|b| b.first_page)
+    }
+
     /// Empties the buffer of `id` into a batch stamped `loaded_at_us`.
     pub fn take(
         &mut self,

@@ -10,6 +10,7 @@ mod common;
 pub mod env;
 mod retry;
 mod schema;
+pub mod secret;
 mod sync_mode;
 
 use std::fmt;
@@ -56,6 +57,11 @@ impl fmt::Display for ConfigError {
             line => write!(f, "{}:{}:{}: {}", self.file, line, self.column, self.message),
         }
     }
+}
+
+/// Bizon's page size, where a source has one: records handed over at once.
+pub fn default_page_size() -> usize {
+    1000
 }
 
 /// A value of any shape, accepted and ignored (with `PartialEq` and `Clone`

@@ -21,6 +21,7 @@ pub struct Metrics {
     records_read: IntGauge,
     records_written: IntGaugeVec,
     records_skipped: IntGauge,
+    records_replayed: IntGauge,
     dead_letters: IntGauge,
     commits: IntGauge,
     rebalances: IntGauge,
@@ -43,6 +44,10 @@ impl Metrics {
                 &["destination_id"],
             ),
             records_skipped: gauge("records_skipped_total", "Records the source dropped on purpose"),
+            records_replayed: gauge(
+                "records_replayed_total",
+                "Records written after the last commit by a crashed run, recognised and written once",
+            ),
             dead_letters: gauge("dead_letters_total", "Messages and rows sent to the dead letter"),
             commits: gauge("source_commits_total", "Offset commits of the source (Kafka)"),
             rebalances: gauge("source_rebalances_total", "Consumer group rebalances seen (Kafka)"),
@@ -71,6 +76,7 @@ impl Metrics {
     pub fn observe(&self, p: &Progress) {
         self.records_read.set(p.records_read as i64);
         self.records_skipped.set(p.records_skipped as i64);
+        self.records_replayed.set(p.records_replayed as i64);
         self.buffered_bytes.set(p.peak_buffered_bytes as i64);
         for (id, n) in &p.by_destination_id {
             self.records_written.with_label_values(&[id]).set(*n as i64);

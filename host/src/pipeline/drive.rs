@@ -67,6 +67,12 @@ impl Run {
                 message: e.to_string(),
             });
         }
+        // Finalize may have moved the destination (a staged file published
+        // onto its target): the final commit records where it stands now.
+        let written: Vec<_> = self.acked_destinations.keys().cloned().collect();
+        for id in written {
+            self.acknowledge_destination(&id, handle);
+        }
         match *self.stopping.borrow() {
             true => Outcome::Interrupted(None),
             false => outcome,
@@ -99,6 +105,7 @@ impl Run {
                     continue;
                 }
             }
+            let mut resume = None;
             tokio::select! {
                 biased;
                 _ = stopping.wait_for(|stop| *stop) => return Outcome::Interrupted(None),
@@ -134,6 +141,8 @@ impl Run {
                         self.acknowledge(handle);
                         self.publish();
                     }
+                    // Awaited after the select: its output borrows the stop signal.
+                    Some(SourceEvent::Resume(positions)) => resume = Some(positions),
                     Some(SourceEvent::Drain) => {
                         for id in self.buffers.non_empty() {
                             if let Err(e) = self.flush(&id, FlushReason::Drain) {
@@ -148,6 +157,14 @@ impl Run {
                     Some(SourceEvent::Failed(e)) => return Outcome::Failed(e.into()),
                     None => return Outcome::Completed,
                 },
+            }
+            if let Some(positions) = resume {
+                if let Err(e) = self.destination.resume(&positions).await {
+                    return Outcome::Failed(PipelineError::Resume {
+                        destination: self.destination_name,
+                        message: e.to_string(),
+                    });
+                }
             }
         }
     }
@@ -169,13 +186,17 @@ impl Run {
             ?reason,
             "flush"
         );
-        *self.pending_pages.entry(flushed.first_page).or_default() += 1;
+        self.pending_pages
+            .entry(id.clone())
+            .or_default()
+            .push_back(flushed.first_page);
         self.queued_bytes += flushed.bytes;
         self.queued.entry(id.clone()).or_default().push_back(flushed);
         self.start_writes()
     }
 
     pub(super) fn publish(&mut self) {
+        self.stats.records_replayed = self.destination.replayed();
         if let Some(s) = &self.source_stats {
             self.stats.source = Some(s.snapshot()).filter(|s| !s.is_empty());
         }

@@ -17,7 +17,7 @@ mod streams;
 mod watermark;
 mod writes;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -66,6 +66,8 @@ pub enum PipelineError {
     Unnest(#[from] crate::record::unnest::UnnestError),
     #[error("{0}")]
     DeadLetter(#[from] DeadLetterError),
+    #[error("destination `{destination}`: cannot resume from the source's last commit: {message}")]
+    Resume { destination: &'static str, message: String },
     #[error("destination `{destination}`: finalize failed: {message}")]
     Finalize { destination: &'static str, message: String },
     #[error(
@@ -166,8 +168,11 @@ struct Run {
     queued_bytes: usize,
     busy: HashSet<Arc<str>>,
     in_flight_bytes: usize,
-    /// First page of each batch queued or being written (a multiset).
-    pending_pages: BTreeMap<u64, usize>,
+    /// First page of each batch queued or being written, by destination_id,
+    /// oldest first (a destination_id's batches are written in order).
+    pending_pages: HashMap<Arc<str>, VecDeque<u64>>,
+    /// What each destination_id was last acknowledged through, and where it stood.
+    acked_destinations: HashMap<Arc<str>, (u64, Option<String>)>,
     next_sequence: HashMap<Arc<str>, u64>,
     writes: JoinSet<WriteDone>,
     unnesters: HashMap<Arc<str>, Option<Arc<Unnester>>>,
@@ -216,7 +221,8 @@ impl Run {
             queued_bytes: 0,
             busy: HashSet::new(),
             in_flight_bytes: 0,
-            pending_pages: BTreeMap::new(),
+            pending_pages: HashMap::new(),
+            acked_destinations: HashMap::new(),
             next_sequence: HashMap::new(),
             writes: JoinSet::new(),
             unnesters: HashMap::new(),

@@ -61,6 +61,10 @@ pub struct Progress {
     pub records_written: u64,
     /// Lines the source dropped on purpose (`skip_invalid`).
     pub records_skipped: u64,
+    /// Records a crashed run wrote after its last commit, recognised at
+    /// this run's start (cut from a file, already in a stream): read again
+    /// and written once.
+    pub records_replayed: u64,
     pub by_destination_id: BTreeMap<String, u64>,
     /// Most bytes held at once in buffers, queued and in-flight batches.
     pub peak_buffered_bytes: usize,
@@ -98,6 +102,9 @@ pub struct RunReport {
     /// Read but not written: the rows a failed or interrupted run did not deliver.
     pub records_unwritten: u64,
     pub records_skipped: u64,
+    /// Records a crashed run wrote after its last commit, recognised and not
+    /// written twice (exactly-once; docs/kafka.md).
+    pub records_replayed: u64,
     /// Rows a destination refused; they are part of `records_unwritten`.
     pub records_rejected: u64,
     /// The refused rows (the first 1000): destination_id, source_record_id, reason.
@@ -122,6 +129,7 @@ impl RunReport {
             records_written: stats.records_written,
             records_unwritten: stats.records_read - stats.records_written,
             records_skipped: stats.records_skipped,
+            records_replayed: stats.records_replayed,
             records_rejected: stats.records_rejected,
             rejected: stats.rejected.clone(),
             by_destination_id: stats.by_destination_id.clone(),

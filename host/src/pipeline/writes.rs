@@ -114,12 +114,15 @@ impl Run {
     pub(super) fn finish_write(&mut self, done: WriteDone, handle: &SourceHandle) -> Result<(), PipelineError> {
         self.busy.remove(&done.destination_id);
         self.in_flight_bytes -= done.bytes;
-        if let Some(n) = self.pending_pages.get_mut(&done.first_page) {
-            *n -= 1;
-            if *n == 0 {
-                self.pending_pages.remove(&done.first_page);
-            }
-        }
+        let oldest = self
+            .pending_pages
+            .get_mut(&done.destination_id)
+            .and_then(VecDeque::pop_front);
+        debug_assert_eq!(
+            oldest,
+            Some(done.first_page),
+            "a destination_id's batches complete in order"
+        );
         let written = done.result?;
         debug_assert_eq!(written.rows + written.rejected.len() as u64, done.rows);
         self.stats.records_written += written.rows;
@@ -142,6 +145,7 @@ impl Run {
                 first: Box::new(first),
             });
         }
+        self.acknowledge_destination(&done.destination_id, handle);
         self.acknowledge(handle);
         self.publish();
         self.start_writes()

@@ -59,10 +59,6 @@ const BIZON_SOURCE_KEYS: &[&str] = &[
     "http",
     "init_pipeline",
 ];
-/// Bizon's page size where a source has one.
-pub(super) fn default_page_size() -> usize {
-    1000
-}
 
 /// Parses the source section; keys it does not know become `warnings`.
 pub fn parse(

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use super::config::default_page_size;
 use super::{Source, SourceError};
 use serde::Deserialize;
 
@@ -24,7 +23,7 @@ pub struct DummySourceConfig {
     /// Records to generate; without it, Bizon's five fixed dummy records.
     #[serde(default)]
     pub total_records: Option<u64>,
-    #[serde(default = "default_page_size")]
+    #[serde(default = "crate::config::default_page_size")]
     pub page_size: usize,
     /// Spreads records round-robin over these destination_ids.
     #[serde(default)]

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::config::default_page_size;
 use super::{Source, SourceError};
 use crate::record::{now_us, SourceRecord};
 
@@ -33,7 +32,7 @@ pub struct JsonlSourceConfig {
     /// Count and log lines that are not JSON instead of stopping.
     #[serde(default)]
     pub skip_invalid: bool,
-    #[serde(default = "default_page_size")]
+    #[serde(default = "crate::config::default_page_size")]
     pub page_size: usize,
     #[serde(default)]
     pub stream: Option<String>,

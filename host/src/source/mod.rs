@@ -55,6 +55,29 @@ pub enum SourceError {
     Transform(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// What the pipeline tells the source was written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ack {
+    /// Every record of the pages up to and including this one was written
+    /// (or dead-lettered).
+    Pages(u64),
+    /// Every record of `destination_id` in the pages up to and including
+    /// `through` was written, and the destination then stood at `position`
+    /// (a file's length, a stream's offset). A source that commits records
+    /// `position` in the same commit as the offsets that produced it, so
+    /// that a restart can tell a replay from new data (exactly-once).
+    Destination {
+        destination_id: Arc<str>,
+        through: u64,
+        position: Option<String>,
+    },
+}
+
+/// The positions a source recorded with its last commit, by destination_id
+/// (several when several writers, each with its own file or stream, shared
+/// the source): handed to the destination before it writes anything.
+pub type Positions = std::collections::HashMap<Arc<str>, Vec<String>>;
+
 pub trait Source: Send {
     /// The next page, or `None` once the source is exhausted.
     fn next_page(&mut self) -> Result<Option<Vec<SourceRecord>>, SourceError>;
@@ -89,8 +112,10 @@ impl SourceTask for Box<dyn Source> {
         let mut source = *self;
         let mut sequence = 0;
         loop {
-            while let Ok(done) = link.acks.try_recv() {
-                source.acknowledge(done);
+            while let Ok(ack) = link.acks.try_recv() {
+                if let Ack::Pages(done) = ack {
+                    source.acknowledge(done);
+                }
             }
             if link.stopping() {
                 break;
@@ -115,8 +140,10 @@ impl SourceTask for Box<dyn Source> {
             sequence += 1;
         }
         // Acknowledgements that arrive after the last page still count.
-        while let Ok(done) = link.acks.recv() {
-            source.acknowledge(done);
+        while let Ok(ack) = link.acks.recv() {
+            if let Ack::Pages(done) = ack {
+                source.acknowledge(done);
+            }
         }
     }
 }
@@ -167,6 +194,9 @@ pub enum SourceEvent {
     /// Write everything buffered now: the source is waiting for the
     /// acknowledgement of what it handed over (a Kafka partition revoked).
     Drain,
+    /// Before any page: what was recorded with the last commit, for the
+    /// destination to resume from (a file cut back to its committed length).
+    Resume(Positions),
     /// Exhausted; `skipped` records were dropped on purpose (`skip_invalid`).
     Done {
         skipped: u64,
@@ -176,8 +206,8 @@ pub enum SourceEvent {
 /// The source thread's ends of the channels.
 pub struct SourceLink {
     pub events: mpsc::Sender<SourceEvent>,
-    /// Every page up to this sequence was written.
-    pub acks: std::sync::mpsc::Receiver<u64>,
+    /// What was written, as the pipeline learns it.
+    pub acks: std::sync::mpsc::Receiver<Ack>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<SourceStats>,
     /// Set at the end when the destination finalized (published what it
@@ -199,7 +229,7 @@ impl SourceLink {
 /// and waits for the source to commit them and close.
 pub struct SourceHandle {
     pub events: mpsc::Receiver<SourceEvent>,
-    pub acks: std::sync::mpsc::Sender<u64>,
+    pub acks: std::sync::mpsc::Sender<Ack>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<SourceStats>,
     published: Arc<AtomicBool>,
@@ -237,7 +267,7 @@ impl SourceHandle {
 /// Starts `source` on its own thread. `depth` pages may wait in the channel.
 pub fn spawn(source: Box<dyn SourceTask>, depth: usize) -> SourceHandle {
     let (tx, events) = mpsc::channel(depth.max(1));
-    let (acks, ack_rx) = std::sync::mpsc::channel::<u64>();
+    let (acks, ack_rx) = std::sync::mpsc::channel::<Ack>();
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SourceStats::default());
     let published = Arc::new(AtomicBool::new(false));

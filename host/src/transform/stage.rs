@@ -166,7 +166,7 @@ async fn drive(
                             return;
                         }
                     }
-                    let last = !matches!(other, SourceEvent::Drain);
+                    let last = !matches!(other, SourceEvent::Drain | SourceEvent::Resume(_));
                     if events.send(other).await.is_err() || last {
                         return;
                     }

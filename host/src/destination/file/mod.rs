@@ -17,11 +17,26 @@
 //!   with them and drops them instead of publishing them twice.
 //! - `stream`: every flush appends to `{id}.json` directly.
 //!
-//! Each flush ends with an fsync, and a flush writes whole lines only. Every
+//! A flush writes whole lines only and, in `incremental` and `stream`, ends
+//! with an fsync (a full refresh's temp file is fsynced once, when published). Every
 //! path is opened without following links (see `nofollow`): the directory may
-//! be shared with a plugin that can plant them.
+//! be shared with a plugin that can plant them. The file a run writes is
+//! locked (`flock`) for the run: a second process writing the same file
+//! (two consumers of one group pointed at one directory) is refused with an
+//! error naming it, rather than interleaving lines.
+//!
+//! Exactly-once with a Kafka source (stream and incremental): after each
+//! write the destination's [position](Destination::position) is the file's
+//! identity (host and path) and its length, which the source commits with
+//! the offsets of the records that made it. At the next start the file is
+//! cut back to the length of the last commit before anything is appended
+//! (what was written after it is read again), and an incremental stage is
+//! dropped (its records were never committed). A file shorter than its
+//! committed length was cut or replaced outside bizon-host: that stops the
+//! run with an error rather than losing records silently.
 
 mod nofollow;
+mod resume;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -77,6 +92,12 @@ pub struct FileDestination {
     format: FileFormat,
     mode: SyncMode,
     files: Mutex<HashMap<Arc<str>, Arc<Mutex<OutputFile>>>>,
+    /// Set when the source resumes from commits (Kafka stream and
+    /// incremental): each destination_id's committed length of this file.
+    committed: Mutex<Option<HashMap<Arc<str>, u64>>>,
+    /// Lines cut at the start because they were written after the last
+    /// commit (they are read again and written once).
+    replayed: std::sync::atomic::AtomicU64,
 }
 
 struct OutputFile {
@@ -85,6 +106,15 @@ struct OutputFile {
     path: PathBuf,
     target: PathBuf,
     mode: SyncMode,
+    /// Bytes in `path`: what every completed write appended (a failed one
+    /// is cut off again).
+    length: u64,
+    /// The target's identity, where its length is recorded with a commit:
+    /// stream mode (the target is `path`) and incremental mode (once
+    /// published, `published` holds its length); `None` on a full refresh,
+    /// which replaces the file.
+    identity: Option<String>,
+    published: Option<u64>,
     /// `None` once finalized.
     writer: Option<Writer>,
     /// Reused line buffer: a fresh one per flush costs page faults.
@@ -116,6 +146,8 @@ impl FileDestination {
             format: config.format,
             mode,
             files: Mutex::new(HashMap::new()),
+            committed: Mutex::new(None),
+            replayed: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -133,24 +165,59 @@ impl FileDestination {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, "cannot create", e))?;
         let ext = self.format.extension();
         let target = self.dir.join(format!("{id}.{ext}"));
+        let committed = self
+            .committed
+            .lock()
+            .expect("committed lengths")
+            .as_ref()
+            .map(|c| c.get(id).copied());
+        let identity = (self.mode != SyncMode::FullRefresh).then(|| resume::identity(&target));
         let (path, file) = match self.mode {
             SyncMode::FullRefresh => {
                 let temp = self.dir.join(format!("{id}_temp.{ext}"));
                 // A crashed run's leftovers are dropped, not published.
                 let file = nofollow::create_fresh(&temp).map_err(|e| io_error(&temp, "cannot create", e))?;
+                resume::lock(&file, &temp)?;
                 (temp, file)
             }
             SyncMode::Incremental => {
                 let stage = self.dir.join(format!("{id}_incremental.{ext}"));
-                let file = recover_stage(&stage, &target).map_err(|e| io_error(&stage, "cannot open", e))?;
+                let file = match committed {
+                    // Offsets are committed only once the stage is published:
+                    // what a crashed run staged is read again, so it goes.
+                    Some(committed) => {
+                        let file =
+                            nofollow::open_append(&stage, true).map_err(|e| io_error(&stage, "cannot open", e))?;
+                        resume::lock(&file, &stage)?;
+                        file.set_len(0).map_err(|e| io_error(&stage, "cannot empty", e))?;
+                        let published =
+                            nofollow::open_append(&target, true).map_err(|e| io_error(&target, "cannot open", e))?;
+                        let cut = resume::resume(&published, &target, committed)?;
+                        self.replayed.fetch_add(cut, std::sync::atomic::Ordering::Relaxed);
+                        file
+                    }
+                    None => {
+                        let file = recover_stage(&stage, &target).map_err(|e| io_error(&stage, "cannot open", e))?;
+                        resume::lock(&file, &stage)?;
+                        file
+                    }
+                };
                 (stage, file)
             }
             SyncMode::Stream => {
                 let file = nofollow::open_append(&target, true).map_err(|e| io_error(&target, "cannot open", e))?;
-                trim_torn_line(&file).map_err(|e| io_error(&target, "cannot read", e))?;
+                resume::lock(&file, &target)?;
+                match committed {
+                    Some(committed) => {
+                        let cut = resume::resume(&file, &target, committed)?;
+                        self.replayed.fetch_add(cut, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    None => trim_torn_line(&file).map_err(|e| io_error(&target, "cannot read", e))?,
+                }
                 (target.clone(), file)
             }
         };
+        let length = file.metadata().map_err(|e| io_error(&path, "cannot read", e))?.len();
         let writer = match self.format {
             FileFormat::Json => Writer::Json(file),
             FileFormat::Parquet => Writer::Parquet(Box::new(
@@ -162,6 +229,9 @@ impl FileDestination {
             path,
             target,
             mode: self.mode,
+            length,
+            identity,
+            published: None,
             writer: Some(writer),
             scratch: Vec::new(),
         }));
@@ -257,18 +327,26 @@ impl OutputFile {
                 path.display()
             ))),
             Some(Writer::Json(file)) => {
-                // Encode a slice at a time: the text of a whole 50 MB batch
-                // would double the memory a flush needs.
-                for start in (0..records.num_rows()).step_by(ROWS_PER_WRITE) {
-                    let rows = records.slice(start, ROWS_PER_WRITE.min(records.num_rows() - start));
-                    self.scratch.clear();
-                    crate::record::ndjson::write_lines(&rows, &mut self.scratch)
-                        .map_err(|e| DestinationError::Fatal(format!("cannot encode rows as JSON: {e}")))?;
-                    file.write_all(&self.scratch)
-                        .map_err(|e| io_error(&path, "cannot write", e))?;
-                    start_writeback(file);
+                // A write that fails part way is taken back whole, so that
+                // its retry (or the next run) does not find half a batch.
+                // A full refresh's temp file is published (synced, then
+                // renamed) at the end and its offsets committed after that;
+                // a crashed run's file is thrown away, so a sync per flush
+                // would only make the writer wait for the disk meanwhile.
+                let sync = self.mode != SyncMode::FullRefresh;
+                let written = append_lines(file, &path, records, &mut self.scratch, sync);
+                match written {
+                    Ok(bytes) => {
+                        self.length += bytes;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if let Err(undo) = file.set_len(self.length) {
+                            tracing::error!("{}: cannot take back a failed write: {undo}", path.display());
+                        }
+                        Err(e)
+                    }
                 }
-                file.sync_data().map_err(|e| io_error(&path, "cannot sync", e))
             }
             Some(Writer::Parquet(writer)) => {
                 writer.write(records).map_err(|e| io_error(&path, "cannot write", e))?;
@@ -321,11 +399,40 @@ impl OutputFile {
                         .and_then(|_| published.sync_all())
                         .map_err(|e| io_error(&self.target, "cannot append to", e))?;
                 }
+                let length = std::fs::symlink_metadata(&self.target).map_or(0, |m| m.len());
+                self.published = Some(length);
                 nofollow::remove_if_present(&self.path).map_err(|e| io_error(&self.path, "cannot remove", e))?;
             }
         }
         nofollow::sync_dir(dir).map_err(|e| io_error(dir, "cannot sync", e))
     }
+}
+
+/// Appends `records` as Bizon's lines (and syncs them, when `sync`); the
+/// bytes written.
+fn append_lines(
+    file: &mut File,
+    path: &Path,
+    records: &RecordBatch,
+    scratch: &mut Vec<u8>,
+    sync: bool,
+) -> Result<u64, DestinationError> {
+    let mut bytes = 0;
+    // Encode a slice at a time: the text of a whole 50 MB batch would
+    // double the memory a flush needs.
+    for start in (0..records.num_rows()).step_by(ROWS_PER_WRITE) {
+        let rows = records.slice(start, ROWS_PER_WRITE.min(records.num_rows() - start));
+        scratch.clear();
+        crate::record::ndjson::write_lines(&rows, scratch)
+            .map_err(|e| DestinationError::Fatal(format!("cannot encode rows as JSON: {e}")))?;
+        file.write_all(scratch).map_err(|e| io_error(path, "cannot write", e))?;
+        start_writeback(file);
+        bytes += scratch.len() as u64;
+    }
+    if sync {
+        file.sync_data().map_err(|e| io_error(path, "cannot sync", e))?;
+    }
+    Ok(bytes)
 }
 
 /// Asks the kernel to start writing what was just appended, without waiting.
@@ -370,6 +477,33 @@ impl Destination for FileDestination {
             .await
             .map_err(|e| DestinationError::Fatal(format!("file write panicked: {e}")))??;
         Ok(rows)
+    }
+
+    fn position(&self, destination_id: &str) -> Option<String> {
+        let output = self.files.lock().expect("file table lock").get(destination_id)?.clone();
+        let output = output.lock().expect("output lock");
+        let length = match output.mode {
+            SyncMode::Stream => output.length,
+            SyncMode::Incremental => output.published?,
+            SyncMode::FullRefresh => return None,
+        };
+        Some(resume::Position::new(output.identity.clone()?, length).to_string())
+    }
+
+    async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
+        let mut committed = HashMap::new();
+        for (id, recorded) in positions {
+            let target = self.dir.join(format!("{id}.{}", self.format.extension()));
+            if let Some(length) = resume::committed_length(&target, recorded) {
+                committed.insert(id.clone(), length);
+            }
+        }
+        *self.committed.lock().expect("committed lengths") = Some(committed);
+        Ok(())
+    }
+
+    fn replayed(&self) -> u64 {
+        self.replayed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn finalize(&self) -> Result<(), DestinationError> {

@@ -57,4 +57,19 @@ impl Destination for Swappable {
     async fn finalize(&self) -> Result<(), DestinationError> {
         self.current.read().await.0.finalize().await
     }
+
+    /// Asked right after a write, which held the read lock: only a swap
+    /// under way (a plugin version change, and plugins record no position)
+    /// can hold the lock then.
+    fn position(&self, destination_id: &str) -> Option<String> {
+        self.current.try_read().ok()?.0.position(destination_id)
+    }
+
+    async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
+        self.current.read().await.0.resume(positions).await
+    }
+
+    fn replayed(&self) -> u64 {
+        self.current.try_read().map_or(0, |c| c.0.replayed())
+    }
 }

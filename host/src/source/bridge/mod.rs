@@ -27,7 +27,7 @@ pub use process::set_python;
 use self::process::{describe, Child, Python};
 use self::protocol::{ChildFailure, Incoming, ReadError, PROTOCOL};
 use self::state::RunState;
-use super::{Page, SourceEvent, SourceLink, SourceTask};
+use super::{Ack, Page, SourceEvent, SourceLink, SourceTask};
 use crate::record::now_us;
 
 /// How often the source thread looks at acknowledgements and the stop flag
@@ -254,7 +254,11 @@ impl SourceTask for BridgeSource {
         while acks_open {
             loop {
                 match link.acks.try_recv() {
-                    Ok(through) => {
+                    // A destination's position matters only to a source that
+                    // commits it with its own (Kafka's offsets); Bizon's state
+                    // advances with whole pages written.
+                    Ok(Ack::Destination { .. }) => {}
+                    Ok(Ack::Pages(through)) => {
                         acked = Some(through);
                         if let Some(child) = &mut child {
                             // A child gone meanwhile shows as the end of its frames.
@@ -271,7 +275,8 @@ impl SourceTask for BridgeSource {
             let Some(running) = &mut child else {
                 // Only acknowledgements are left to hear of.
                 match link.acks.recv() {
-                    Ok(through) => acked = Some(through),
+                    Ok(Ack::Pages(through)) => acked = Some(through),
+                    Ok(Ack::Destination { .. }) => {}
                     Err(_) => acks_open = false,
                 }
                 continue;

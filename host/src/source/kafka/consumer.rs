@@ -19,13 +19,13 @@ use tokio::sync::mpsc;
 
 use super::config::BrokerGate;
 use super::offsets::{Offsets, Tp};
-use crate::source::{PartitionLag, SourceEvent, SourceStats};
+use crate::source::{Ack, PartitionLag, SourceEvent, SourceStats};
 
 pub type KafkaConsumer = BaseConsumer<Context>;
 
 pub struct Shared {
     pub offsets: Offsets,
-    pub acks: std::sync::mpsc::Receiver<u64>,
+    pub acks: std::sync::mpsc::Receiver<Ack>,
     pub events: mpsc::Sender<SourceEvent>,
     pub assigned: BTreeSet<Tp>,
     /// Partitions are paused while the pipeline has no room.
@@ -48,7 +48,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(
-        acks: std::sync::mpsc::Receiver<u64>,
+        offsets: Offsets,
+        acks: std::sync::mpsc::Receiver<Ack>,
         events: mpsc::Sender<SourceEvent>,
         stats: Arc<SourceStats>,
         drain_timeout: Duration,
@@ -56,7 +57,7 @@ impl Context {
     ) -> Self {
         Self {
             shared: Mutex::new(Shared {
-                offsets: Offsets::default(),
+                offsets,
                 acks,
                 events,
                 assigned: BTreeSet::new(),
@@ -80,7 +81,7 @@ impl Context {
         let mut s = self.shared();
         loop {
             match s.acks.try_recv() {
-                Ok(seq) => s.offsets.acknowledge(seq),
+                Ok(ack) => s.offsets.acknowledge(ack),
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     s.acks_closed = true;
@@ -91,14 +92,17 @@ impl Context {
     }
 
     /// Commits what was written of the partitions `keep` accepts (all
-    /// assigned ones by default). Synchronous: it is cheap next to a write,
-    /// and a commit that failed is simply tried again next time.
-    pub fn commit(&self, consumer: &KafkaConsumer, keep: Option<&[Tp]>) {
+    /// assigned ones by default), each offset with its destination's
+    /// position as the commit's metadata. Asynchronous unless `mode` says
+    /// otherwise (a revoke, the last commit): the result comes back through
+    /// [`commit_callback`](ConsumerContext::commit_callback), and a commit
+    /// that failed is tried again at the next one.
+    pub fn commit(&self, consumer: &KafkaConsumer, keep: Option<&[Tp]>, mode: CommitMode) {
         let mut s = self.shared();
-        self.commit_locked(consumer, &mut s, keep);
+        self.commit_locked(consumer, &mut s, keep, mode);
     }
 
-    fn commit_locked(&self, consumer: &KafkaConsumer, s: &mut Shared, keep: Option<&[Tp]>) {
+    fn commit_locked(&self, consumer: &KafkaConsumer, s: &mut Shared, keep: Option<&[Tp]>, mode: CommitMode) {
         let due = s.offsets.uncommitted(|tp| match keep {
             Some(list) => list.contains(tp),
             None => s.assigned.contains(tp),
@@ -107,12 +111,19 @@ impl Context {
             return;
         }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &due {
+        for (tp, (offset, position)) in &due {
+            let (topic, partition) = tp;
             if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
                 tracing::warn!("kafka: cannot list {topic}/{partition} for commit: {e}");
+                continue;
+            }
+            if let (Some(destination_id), Some(mut elem)) =
+                (s.offsets.destination_of(tp), tpl.find_partition(topic, *partition))
+            {
+                elem.set_metadata(super::position::metadata(destination_id, position.as_deref()));
             }
         }
-        match consumer.commit(&tpl, CommitMode::Sync) {
+        match consumer.commit(&tpl, mode) {
             Ok(()) => {
                 s.offsets.mark_committed(&due);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -141,12 +152,10 @@ impl Context {
                 "kafka: assignment lost; its uncommitted records will be read again by the new owner"
             );
         } else {
-            if !s.acks_closed {
-                if let Some(needed) = s.offsets.last_unacked_page(&partitions) {
-                    self.drain(&mut s, needed);
-                }
+            if !s.acks_closed && s.offsets.last_uncovered_page(&partitions).is_some() {
+                self.drain(&mut s, &partitions);
             }
-            self.commit_locked(consumer, &mut s, Some(&partitions));
+            self.commit_locked(consumer, &mut s, Some(&partitions), CommitMode::Sync);
         }
         for tp in &partitions {
             s.assigned.remove(tp);
@@ -154,12 +163,12 @@ impl Context {
         tracing::info!(partitions = partitions.len(), "kafka: partitions revoked");
     }
 
-    /// Asks the pipeline to write what it holds and waits until page
-    /// `needed` is acknowledged or the drain timeout passes.
-    fn drain(&self, s: &mut Shared, needed: u64) {
+    /// Asks the pipeline to write what it holds and waits until every page
+    /// with records of `partitions` is covered or the drain timeout passes.
+    fn drain(&self, s: &mut Shared, partitions: &[Tp]) {
         let deadline = Instant::now() + self.drain_timeout;
         let mut asked = false;
-        while s.offsets.acked().is_none_or(|a| a < needed) {
+        while s.offsets.last_uncovered_page(partitions).is_some() {
             let now = Instant::now();
             if now >= deadline {
                 tracing::warn!(
@@ -181,7 +190,7 @@ impl Context {
                 Duration::from_millis(10)
             };
             match s.acks.recv_timeout(wait) {
-                Ok(seq) => s.offsets.acknowledge(seq),
+                Ok(ack) => s.offsets.acknowledge(ack),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     s.acks_closed = true;
@@ -268,9 +277,15 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    /// An asynchronous commit that failed is tried again: its partitions
+    /// are marked uncommitted (the next commit sends them).
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
-            tracing::debug!("kafka: commit callback: {e}");
+            tracing::warn!("kafka: commit failed, retried at the next one: {e}");
+            let mut s = self.shared();
+            for elem in offsets.elements() {
+                s.offsets.forget_commit(&(Arc::from(elem.topic()), elem.partition()));
+            }
         }
     }
 }
