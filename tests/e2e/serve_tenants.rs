@@ -27,7 +27,9 @@ fn assert_nowhere(serve: &Serve, token: &str, pipeline: &str, value: &str) {
     let seen = [
         serve.call("GET", &format!("/v1/pipelines/{pipeline}"), token, None).1,
         serve.call("GET", "/v1/pipelines", token, None).1,
-        serve.call("GET", &format!("/v1/pipelines/{pipeline}/logs"), token, None).1,
+        serve
+            .call("GET", &format!("/v1/pipelines/{pipeline}/logs"), token, None)
+            .1,
         serve.call("GET", "/v1/secrets", token, None).1,
         serve.call("GET", "/v1/tenants", ADMIN, None).1,
         serve.call("GET", "/metrics", ADMIN, None).1,
@@ -58,16 +60,27 @@ fn a_tenants_secrets_are_sealed_at_rest_listed_without_values_and_nobody_elses()
     assert_eq!(status, 204, "{replaced}");
     let listed = serve.ok("GET", "/v1/secrets", &a, None);
     assert_eq!(listed["secrets"][0]["name"], "hook-token", "{listed}");
-    assert!(listed["secrets"][0]["updated_at"].as_i64().unwrap() > 1_700_000_000, "{listed}");
+    assert!(
+        listed["secrets"][0]["updated_at"].as_i64().unwrap() > 1_700_000_000,
+        "{listed}"
+    );
     assert!(!listed.to_string().contains(VALUE));
 
     // Limits: 1 KiB a value, 2 secrets; a body that is not {"value": "..."}
     // is refused without repeating what it held.
     let (status, big) = serve.call("PUT", "/v1/secrets/big", &a, secret(&"x".repeat(1025)));
-    assert_eq!((status, big["error"]["code"].clone()), (413, json!("too_large")), "{big}");
+    assert_eq!(
+        (status, big["error"]["code"].clone()),
+        (413, json!("too_large")),
+        "{big}"
+    );
     serve.ok("PUT", "/v1/secrets/second", &a, secret("two"));
     let (status, third) = serve.call("PUT", "/v1/secrets/third", &a, secret("three"));
-    assert_eq!((status, third["error"]["code"].clone()), (422, json!("limit_exceeded")), "{third}");
+    assert_eq!(
+        (status, third["error"]["code"].clone()),
+        (422, json!("limit_exceeded")),
+        "{third}"
+    );
     let (status, typed) = serve.call("PUT", "/v1/secrets/n", &a, yaml("{\"value\": 4242424242}"));
     assert_eq!(status, 422, "{typed}");
     assert!(!typed.to_string().contains("4242424242"), "{typed}");
@@ -80,9 +93,18 @@ fn a_tenants_secrets_are_sealed_at_rest_listed_without_values_and_nobody_elses()
     assert_eq!(status, 404, "{theirs}");
     assert_eq!(
         theirs["error"]["message"].as_str().unwrap(),
-        nobodys["error"]["message"].as_str().unwrap().replace("nobody", "hook-token")
+        nobodys["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("nobody", "hook-token")
     );
-    assert_eq!(serve.ok("GET", "/v1/secrets", &a, None)["secrets"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        serve.ok("GET", "/v1/secrets", &a, None)["secrets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // At rest: not in the registry's bytes (the database, its WAL).
     for file in ["registry.sqlite", "registry.sqlite-wal", "registry.sqlite-shm"] {
@@ -140,7 +162,10 @@ fn a_tenants_secrets_are_sealed_at_rest_listed_without_values_and_nobody_elses()
     let kept = dir.path().join("kept.key");
     std::fs::rename(&key, &kept).unwrap();
     let missing = refused_start(&data, config, &[]);
-    assert!(missing.contains("secrets.key is missing") && missing.contains("restore"), "{missing}");
+    assert!(
+        missing.contains("secrets.key is missing") && missing.contains("restore"),
+        "{missing}"
+    );
     let serve = Serve::start_with(&data, config, &["--secrets-key-file", kept.to_str().unwrap()]);
     let names: Vec<Value> = serve.ok("GET", "/v1/secrets", &a, None)["secrets"]
         .as_array()
@@ -166,11 +191,19 @@ fn a_plugin_sends_its_tenants_secret_to_a_webhook_and_the_value_shows_nowhere() 
     let hook = HttpServer::start(|_, _| Reply::ok(""));
     let url = hook.url();
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(&dir.path().join("data"), "native_destinations: [logger, bigquery_streaming_v2]\n");
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        "native_destinations: [logger, bigquery_streaming_v2]\n",
+    );
     let a = serve.tenant("acme", json!({ "egress": [url] }));
     let b = serve.tenant("bravo", json!({ "egress": [url] }));
     for token in [&a, &b] {
-        serve.ok("PUT", "/v1/plugins/http", token, Some(std::fs::read(wasm("bizon_http")).unwrap()));
+        serve.ok(
+            "PUT",
+            "/v1/plugins/http",
+            token,
+            Some(std::fs::read(wasm("bizon_http")).unwrap()),
+        );
     }
     serve.ok("PUT", "/v1/secrets/hook-token", &a, secret(VALUE));
     let pipeline = http_pipeline(&url, 500, "secret:hook-token", &url);
@@ -181,7 +214,10 @@ fn a_plugin_sends_its_tenants_secret_to_a_webhook_and_the_value_shows_nowhere() 
     let seen = hook.seen();
     assert!(!seen.is_empty());
     for request in &seen {
-        assert_eq!(request.header("authorization"), Some(format!("Bearer {VALUE}").as_str()));
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {VALUE}").as_str())
+        );
     }
     assert_nowhere(&serve, &a, "hook", VALUE);
 
@@ -198,17 +234,30 @@ fn a_plugin_sends_its_tenants_secret_to_a_webhook_and_the_value_shows_nowhere() 
     assert!(theirs.contains("no secret `hook-token`"), "{theirs}");
     assert_eq!(
         theirs,
-        nobodys.1["error"]["message"].as_str().unwrap().replace("nobody", "hook-token")
+        nobodys.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("nobody", "hook-token")
     );
     // The host's environment and files are not a tenant's to name, and a
     // secret goes only toward a host inside the ceiling.
-    let (status, env) = serve.call("PUT", "/v1/pipelines/env", &a, yaml(&http_pipeline(&url, 1, "env:HOME", &url)));
+    let (status, env) = serve.call(
+        "PUT",
+        "/v1/pipelines/env",
+        &a,
+        yaml(&http_pipeline(&url, 1, "env:HOME", &url)),
+    );
     assert!(status == 422 && env.to_string().contains("env: and file:"), "{env}");
     let (status, away) = serve.call(
         "PUT",
         "/v1/pipelines/away",
         &a,
-        yaml(&http_pipeline(&url, 1, "secret:hook-token", "https://elsewhere.example")),
+        yaml(&http_pipeline(
+            &url,
+            1,
+            "secret:hook-token",
+            "https://elsewhere.example",
+        )),
     );
     assert!(
         status == 422 && away.to_string().contains("outside this tenant's egress ceiling"),
@@ -274,7 +323,10 @@ fn a_tenants_native_bigquery_streaming_v2_writes_10000_rows_with_its_own_key_ins
         .expect("a base64 line of the key")
         .to_string();
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(&dir.path().join("data"), "native_destinations: [logger, bigquery_streaming_v2]\n");
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        "native_destinations: [logger, bigquery_streaming_v2]\n",
+    );
     let a = serve.tenant("acme", json!({ "egress": [e.rest, e.grpc] }));
     serve.ok("PUT", "/v1/secrets/sa-key", &a, secret(&key));
     let ds = format!("tenant_{}", std::process::id());
@@ -283,7 +335,9 @@ fn a_tenants_native_bigquery_streaming_v2_writes_10000_rows_with_its_own_key_ins
     let config = format!("project_id: {PROJECT}\ndataset_id: {ds}\n{endpoints}{with_key}");
     serve.ok("PUT", "/v1/pipelines/bq", &a, yaml(&bigquery_pipeline(10_000, &config)));
     serve.ok("POST", "/v1/pipelines/bq/start", &a, None);
-    let done = serve.wait_for(&a, "bq", "completed", |s| s["state"] == "completed" || s["state"] == "failed");
+    let done = serve.wait_for(&a, "bq", "completed", |s| {
+        s["state"] == "completed" || s["state"] == "failed"
+    });
     assert_eq!(
         (done["state"].clone(), done["records_written"].clone()),
         (json!("completed"), json!(10_000)),
@@ -300,10 +354,12 @@ fn a_tenants_native_bigquery_streaming_v2_writes_10000_rows_with_its_own_key_ins
         panic!("metrics are text")
     };
     assert!(
-        metrics.lines().any(|l| l.starts_with("bizon_serve_destination_rows_written_total")
-            && l.contains("destination=\"bigquery_streaming_v2\"")
-            && l.contains("tenant=\"acme\"")
-            && l.ends_with(" 10000")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bizon_serve_destination_rows_written_total")
+                && l.contains("destination=\"bigquery_streaming_v2\"")
+                && l.contains("tenant=\"acme\"")
+                && l.ends_with(" 10000")),
         "{metrics}"
     );
     let Value::String(page) = serve.ok("GET", "/ui", ADMIN, None) else {
@@ -379,7 +435,10 @@ fn a_tenants_file_destination_writes_under_its_directory_within_disk_mb_and_is_d
     assert_eq!(done["records_written"], 2000, "{done}");
     let files = data.join("tenants/acme/files");
     assert_eq!(
-        std::fs::read_to_string(files.join("out/orders.json")).unwrap().lines().count(),
+        std::fs::read_to_string(files.join("out/orders.json"))
+            .unwrap()
+            .lines()
+            .count(),
         2000
     );
 
@@ -412,7 +471,11 @@ fn a_tenants_file_destination_writes_under_its_directory_within_disk_mb_and_is_d
     let (status, started) = serve.call("POST", "/v1/pipelines/linked/start", &a, None);
     assert_eq!(status, 422, "{started}");
     assert!(started.to_string().contains("never followed"), "{started}");
-    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "nothing was written through the link");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        1,
+        "nothing was written through the link"
+    );
     assert!(!started.to_string().contains(&data.display().to_string()), "{started}");
 
     // disk_mb bounds what it writes: 40,000 records are some 10 MB.
@@ -427,6 +490,9 @@ fn a_tenants_file_destination_writes_under_its_directory_within_disk_mb_and_is_d
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    assert!(held < 2 << 20, "{held} bytes under a 1 MiB disk_mb (at most a batch over)");
+    assert!(
+        held < 2 << 20,
+        "{held} bytes under a 1 MiB disk_mb (at most a batch over)"
+    );
     assert!(Path::new(&files.join("big")).is_dir());
 }

@@ -43,9 +43,7 @@ pub enum TenantCommand {
     /// Every tenant: its limits, memory and read-ahead in use, pipelines' status.
     List,
     /// One tenant: its limits, memory and read-ahead in use, pipelines' status.
-    Show {
-        name: String,
-    },
+    Show { name: String },
     /// Change a tenant's limits: the keys given, `null` for the default.
     Limits {
         name: String,
@@ -54,41 +52,26 @@ pub enum TenantCommand {
         limits: String,
     },
     /// Stop and remove everything of a tenant.
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PipelineCommand {
     /// Store a pipeline file (Bizon YAML) under NAME; on a running pipeline a
     /// new plugin version is swapped in between batches.
-    Put {
-        name: String,
-        file: PathBuf,
-    },
+    Put { name: String, file: PathBuf },
     /// Start a stored pipeline.
-    Start {
-        name: String,
-    },
+    Start { name: String },
     /// Stop a pipeline: what was read is written and finalized (up to 10 s).
-    Stop {
-        name: String,
-    },
+    Stop { name: String },
     /// A pipeline's state, records, records/s, lag and last error.
-    Status {
-        name: String,
-    },
+    Status { name: String },
     /// Every pipeline of the tenant, with its status.
     List,
     /// The last 1,000 log lines of a pipeline's run and its plugin.
-    Logs {
-        name: String,
-    },
+    Logs { name: String },
     /// Stop a pipeline and remove it.
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

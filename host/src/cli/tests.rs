@@ -21,12 +21,40 @@ fn token_and_url_work_after_any_client_subcommand() {
     };
     for args in [
         // README's serve example, as typed there.
-        &["tenant", "create", "acme", "--token", "T", "--limits", "{}", "--url", "http://h:1"][..],
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--token",
+            "T",
+            "--limits",
+            "{}",
+            "--url",
+            "http://h:1",
+        ][..],
         &["tenant", "--token", "T", "--url", "http://h:1", "list"],
-        &["tenant", "limits", "acme", "{\"cpu_cores\": 0.5}", "--token", "T", "--url", "http://h:1"],
+        &[
+            "tenant",
+            "limits",
+            "acme",
+            "{\"cpu_cores\": 0.5}",
+            "--token",
+            "T",
+            "--url",
+            "http://h:1",
+        ],
         &["pipeline", "status", "orders", "--token", "T", "--url", "http://h:1"],
         &["pipeline", "--url", "http://h:1", "logs", "orders", "--token", "T"],
-        &["plugin", "push", "csv", "csv.wasm", "--token", "T", "--url", "http://h:1"],
+        &[
+            "plugin",
+            "push",
+            "csv",
+            "csv.wasm",
+            "--token",
+            "T",
+            "--url",
+            "http://h:1",
+        ],
         &["plugin", "versions", "csv", "--url", "http://h:1", "--token", "T"],
     ] {
         let remote = remote(parse(args));
@@ -52,7 +80,10 @@ fn help_summaries_name_every_subcommand() {
                 .split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
                 .map(str::to_lowercase)
                 .collect();
-            for child in sub.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+            for child in sub
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            {
                 assert!(
                     words.iter().any(|w| w == child.get_name()),
                     "the summary of `{name}` ({about:?}) does not name its subcommand `{}`",
