@@ -7,7 +7,8 @@
 # interpreter start-up, imports, Bizon's 2 s consumer start delay for Bizon)
 # and of their CPU times (bizon-host's: the host and its Python child).
 #   bash bench/bridge.sh [N]      (default 500000)
-# BIZON_HOST: the binary (default target/release/bizon-host, built if missing).
+# BIZON_HOST: the binary (default $CARGO_TARGET_DIR/release/bizon-host, or
+# target/release/bizon-host, built if missing).
 # ROUNDS=k: k rounds, alternating which runs first; the median ratio is printed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,7 +16,7 @@ n="${1:-500000}"
 rounds="${ROUNDS:-1}"
 bash "$root/scripts/install-bizon.sh"
 python="$root/.venv-bizon/bin/python"
-host="${BIZON_HOST:-$root/target/release/bizon-host}"
+host="${BIZON_HOST:-${CARGO_TARGET_DIR:-$root/target}/release/bizon-host}"
 if [[ ! -x "$host" ]]; then
   (cd "$root" && cargo build --release --bin bizon-host)
 fi
