@@ -20,3 +20,5 @@ bash scripts/install-postgres.sh
 bash scripts/install-chromium.sh
 # componentize-py / componentize-js: Python and JavaScript plugins and transforms.
 bash scripts/install-componentize.sh
+# Bizon 0.6.4 (.venv-bizon): the bridge's tests run Bizon's own sources with it.
+bash scripts/install-bizon.sh

@@ -18,6 +18,7 @@
 
 mod bigquery;
 mod bigquery_real;
+mod bridge;
 mod clickhouse;
 mod egress;
 mod file_modes;

@@ -52,6 +52,11 @@ pub struct Cli {
     #[cfg(feature = "wasm")]
     #[arg(long, global = true, value_name = "MiB")]
     pub max_component_mb: Option<u64>,
+    /// The Python that runs Bizon's own sources (any source bizon-host has
+    /// no native version of; docs/bridge.md). Default: BIZON_HOST_PYTHON,
+    /// else the active virtualenv's, else python3.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub python: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -133,6 +138,9 @@ pub async fn main(cli: Cli) -> ExitCode {
         if let Some(mib) = cli.max_component_mb {
             crate::plugin::set_max_component_mb(mib);
         }
+    }
+    if let Some(python) = cli.python {
+        crate::source::bridge::set_python(python);
     }
     match cli.command {
         Command::Run(args) => run(args).await,
@@ -299,6 +307,10 @@ async fn check(path: &Path) -> ExitCode {
     #[cfg(feature = "wasm")]
     if let Err(e) = crate::transform::check(&pipeline.transforms, &crate::plugin::HostPolicy::for_run()).await {
         eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = crate::source::check(&pipeline.source).await {
+        eprintln!("error: source: {e}");
         return ExitCode::from(2);
     }
     let name = pipeline.destination.name();

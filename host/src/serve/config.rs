@@ -54,6 +54,17 @@ pub struct ServeConfig {
     /// ceiling, its secrets, its files directory, its shares).
     #[serde(default)]
     pub native_destinations: Vec<String>,
+    /// Whether tenants' pipelines may name Bizon's own sources (any source
+    /// bizon-host has no native version of), run by Bizon in a Python child
+    /// process: native code, which reaches files as this host's user. Each
+    /// child gets no network (a namespace of its own) and no environment
+    /// (docs/bridge.md, "Under serve"). Off unless the operator says so.
+    #[serde(default)]
+    pub bridge: bool,
+    /// The Python (with `bizon` installed) that runs them; `--python`,
+    /// BIZON_HOST_PYTHON, the active virtualenv or python3 otherwise.
+    #[serde(default)]
+    pub bridge_python: Option<PathBuf>,
     /// The key tenants' secrets are sealed with (default
     /// `<data_dir>/secrets.key`, made at the first start).
     #[serde(default)]

@@ -136,6 +136,9 @@ pub async fn run(
         config.secrets_key_file = Some(key);
     }
     let admin_hash = token::hash(&config.admin_token()?);
+    if let Some(python) = &config.bridge_python {
+        crate::source::bridge::set_python(python.clone());
+    }
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
     runtime::start_engine();
@@ -173,6 +176,7 @@ pub async fn run(
         registry.clone(),
         store.clone(),
         config.native_destinations.clone(),
+        config.bridge,
         leases,
         vault.clone(),
     );

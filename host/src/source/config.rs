@@ -19,6 +19,9 @@ pub enum SourceConfig {
     Jsonl(JsonlSourceConfig),
     #[cfg(feature = "kafka")]
     Kafka(KafkaSourceConfig),
+    /// Any other source, and any with a `source_file_path`: Bizon's own, run
+    /// by Bizon in a child process (source/bridge/).
+    Bridge(super::bridge::BridgeSourceConfig),
 }
 
 /// A pipeline file's `source` section typed as `S`; the other sections are
@@ -28,13 +31,6 @@ struct InFile<S> {
     source: S,
 }
 
-const SOURCES: &[&str] = &[
-    "dummy",
-    "jsonl",
-    #[cfg(feature = "kafka")]
-    "kafka",
-];
-
 impl SourceConfig {
     /// `name` and `stream` as written, the base of default destination_ids.
     pub fn name_and_stream(&self) -> (&str, Option<&str>) {
@@ -43,6 +39,7 @@ impl SourceConfig {
             SourceConfig::Jsonl(c) => (&c.name, c.stream.as_deref()),
             #[cfg(feature = "kafka")]
             SourceConfig::Kafka(c) => (&c.name, c.stream.as_deref()),
+            SourceConfig::Bridge(c) => (&c.name, c.stream.as_deref()),
         }
     }
 }
@@ -74,20 +71,18 @@ pub fn parse(
         let parsed: InFile<S> = from_yaml(text, file)?;
         Ok(parsed.source)
     }
+    // Bizon runs a `source_file_path` whatever the name says.
+    let custom = typed::<super::bridge::CustomSource>(text, file)?
+        .source_file_path
+        .is_some();
     let config = match name.value.as_str() {
-        "dummy" => SourceConfig::Dummy(typed(text, file)?),
-        "jsonl" => SourceConfig::Jsonl(typed(text, file)?),
+        "dummy" if !custom => SourceConfig::Dummy(typed(text, file)?),
+        "jsonl" if !custom => SourceConfig::Jsonl(typed(text, file)?),
         #[cfg(feature = "kafka")]
-        "kafka" => SourceConfig::Kafka(typed(text, file)?),
-        other => {
-            return Err(ConfigError::spanned(
-                file,
-                name,
-                format!(
-                    "source.name: unknown source `{other}`; expected one of: {}",
-                    SOURCES.join(", ")
-                ),
-            ))
+        "kafka" if !custom => SourceConfig::Kafka(typed(text, file)?),
+        _ => {
+            let bridged: super::bridge::BridgeFile = from_yaml(text, file)?;
+            SourceConfig::Bridge(bridged.into_config(text, file))
         }
     };
     let own_keys = match &config {
@@ -95,6 +90,8 @@ pub fn parse(
         SourceConfig::Jsonl(_) => JSONL_KEYS,
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(_) => KAFKA_KEYS,
+        // Its own config class judges its keys, in the child, as Bizon does.
+        SourceConfig::Bridge(_) => return Ok(config),
     };
     let keys: InFile<std::collections::BTreeMap<String, IgnoredAny>> = from_yaml(text, file)?;
     for key in keys.source.keys() {
@@ -118,6 +115,7 @@ pub fn parse(
         SourceConfig::Jsonl(c) => c.page_size,
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(c) => c.batch_size,
+        SourceConfig::Bridge(_) => unreachable!("returned with its keys"),
     };
     if page_size == 0 {
         return Err(ConfigError::spanned(file, name, "source.page_size must be at least 1"));

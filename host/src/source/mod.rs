@@ -5,6 +5,7 @@
 //! buffering and writing, and a full channel is the backpressure that slows a
 //! source down when the destinations cannot keep up.
 
+pub mod bridge;
 pub mod config;
 mod dummy;
 mod jsonl;
@@ -47,6 +48,8 @@ pub enum SourceError {
     Io { path: String, source: std::io::Error },
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error("{0}")]
+    Bridge(#[from] bridge::BridgeError),
     /// A transform failed on a page (the transform stage wraps the source).
     #[error("transform: {0}")]
     Transform(Box<dyn std::error::Error + Send + Sync>),
@@ -167,7 +170,23 @@ pub fn build(config: &SourceConfig, dead_letter: bool) -> Result<Box<dyn SourceT
         SourceConfig::Jsonl(c) => Box::new(Box::new(JsonlSource::open(c)?) as Box<dyn Source>),
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new(c, dead_letter)?),
+        SourceConfig::Bridge(c) => Box::new(bridge::BridgeSource::new(c)?),
     })
+}
+
+/// `bizon-host check`'s look at the source: a bridged one is made as a run
+/// makes it and asked check_connection(); the others are checked when they run.
+pub async fn check(config: &SourceConfig) -> Result<(), SourceError> {
+    match config {
+        SourceConfig::Bridge(c) => {
+            let source = bridge::BridgeSource::new(c)?;
+            tokio::task::spawn_blocking(move || source.check())
+                .await
+                .expect("the check thread does not panic")?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What the source thread reports besides pages.

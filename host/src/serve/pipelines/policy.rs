@@ -30,6 +30,7 @@ use crate::destination::DestinationConfig;
 use crate::pipeline::{self, Pipeline};
 use crate::plugin::grants::{Host, Scheme};
 use crate::plugin::{DirGrant, Grants, HostRule, Limits};
+use crate::source::bridge::{state_path_for, BridgeSourceConfig, DEFAULT_MEMORY_MB};
 #[cfg(feature = "kafka")]
 use crate::source::kafka::config::BrokerGate;
 use crate::source::SourceConfig;
@@ -68,6 +69,8 @@ pub struct Context<'a> {
     pub registry: &'a Registry,
     pub blobs: &'a dyn Blobs,
     pub native_destinations: &'a [String],
+    /// The operator's `bridge: true`: Bizon's own sources are offered.
+    pub bridge: bool,
 }
 
 pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, ApiError> {
@@ -477,6 +480,7 @@ fn check_source(cx: &Context<'_>, file: &str, source: &mut SourceConfig) -> Resu
         SourceConfig::Jsonl(_) => Err(ApiError::invalid(format!(
             "{file}: source.name: `jsonl` reads a host path, which is not offered; use `kafka` or `dummy`"
         ))),
+        SourceConfig::Bridge(bridge) => check_bridge(cx, file, bridge),
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(kafka) => {
             check_brokers(cx, file, "source.bootstrap_servers", &kafka.bootstrap_servers)?;
@@ -496,6 +500,33 @@ fn check_source(cx: &Context<'_>, file: &str, source: &mut SourceConfig) -> Resu
             Ok(())
         }
     }
+}
+
+/// Bizon's own source, in a child with no network and no environment, in
+/// the tenant's files directory, keeping its state there.
+fn check_bridge(cx: &Context<'_>, file: &str, bridge: &mut BridgeSourceConfig) -> Result<(), ApiError> {
+    if !cx.bridge {
+        return Err(ApiError::invalid(format!(
+            "{file}: source.name: `{}` would run Bizon's Python source (native code) in a child process, \
+             which this host does not offer to tenants (the operator's `bridge: true`; docs/bridge.md)",
+            bridge.name
+        )));
+    }
+    if let Some(path) = &bridge.source_file_path {
+        let inside = Path::new(path).components().all(|c| matches!(c, Component::Normal(_)));
+        if path.is_empty() || !inside {
+            return Err(ApiError::invalid(format!(
+                "{file}: source.source_file_path: `{path}`: give a relative path inside your files directory, \
+                 without `..`"
+            )));
+        }
+    }
+    let settings = &mut bridge.bridge;
+    settings.isolated = true;
+    settings.workdir = Some(cx.tenant.files.clone());
+    settings.memory_mb = settings.memory_mb.min(DEFAULT_MEMORY_MB);
+    bridge.state_path = Some(state_path_for(&cx.tenant.files.join(file)));
+    Ok(())
 }
 
 /// The addresses the tenant's brokers may advertise: its egress ceiling.

@@ -29,6 +29,8 @@ pub struct Supervisor {
     pub(super) store: Arc<PluginStore>,
     /// Native destinations the operator offers tenants.
     native_destinations: Vec<String>,
+    /// Whether the operator offers tenants Bizon's own sources (`bridge: true`).
+    bridge: bool,
     /// With a shared registry: this host among the others.
     pub(super) leases: Option<Leases>,
     /// Opens the secrets a run names.
@@ -42,6 +44,7 @@ impl Supervisor {
         registry: Arc<Registry>,
         store: Arc<PluginStore>,
         native_destinations: Vec<String>,
+        bridge: bool,
         leases: Option<Leases>,
         vault: Arc<Vault>,
     ) -> Self {
@@ -49,6 +52,7 @@ impl Supervisor {
             registry,
             store,
             native_destinations,
+            bridge,
             leases,
             vault,
             runs: Runs::default(),
@@ -68,6 +72,7 @@ impl Supervisor {
             registry: &self.registry,
             blobs: &*self.store,
             native_destinations: &self.native_destinations,
+            bridge: self.bridge,
         };
         policy::prepare(&cx, name, yaml)
     }
