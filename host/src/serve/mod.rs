@@ -23,7 +23,8 @@
 //! - [`retention`]: plugin versions no pipeline needs are removed.
 //! - [`cluster`]: with a shared registry, what each host runs follows it.
 //! - [`auth`]: who calls, as extractors the routes take.
-//! - [`api`] and the page at `/ui`: the routes.
+//! - [`api`]: the routes of the JSON API.
+//! - [`ui`]: the console, pages a person opens in a browser at `/ui`.
 //!
 //! Its Prometheus series are [`crate::metrics::serve`].
 
@@ -44,7 +45,7 @@ pub mod runtime;
 pub mod state;
 pub mod tenants;
 pub mod token;
-mod ui;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -172,7 +173,9 @@ pub async fn run(
         }
         None => tracing::info!(%addr, data_dir = %data_dir.display(), "serving"),
     }
-    let app = api::router(state.clone());
+    let app = api::router(state.clone()).merge(ui::router(&state));
+    // The client's address: the console counts wrong tokens by it.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     tracing::info!("stopping the pipelines (they resume at the next start)");
     state.supervisor.stop_all().await;

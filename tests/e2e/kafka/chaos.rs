@@ -30,7 +30,12 @@ pub struct Counts {
 
 /// Produces `per_round` JSON messages every 100 ms until `stop`, from id
 /// `first` on; the count so far in `sent`.
-fn keep_producing(b: &Broker, topic: &str, stop: Arc<AtomicBool>, sent: Arc<AtomicUsize>) -> std::thread::JoinHandle<()> {
+fn keep_producing(
+    b: &Broker,
+    topic: &str,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
     let (servers, topic) = (b.servers.clone(), topic.to_string());
     std::thread::spawn(move || {
         let b = Broker { servers };
@@ -72,7 +77,12 @@ pub fn kafka_to_file(kills: usize, extra: &str) -> Counts {
         let started = Instant::now();
         // Progress first: a run that cannot get its partitions fails here.
         poll(
-            || format!("run {kill} wrote nothing new (had {before} lines): {}", super::log_of(&out)),
+            || {
+                format!(
+                    "run {kill} wrote nothing new (had {before} lines): {}",
+                    super::log_of(&out)
+                )
+            },
             || (written(&out) > before).then_some(()),
         );
         std::thread::sleep(Duration::from_millis(random(200..1500)));
@@ -102,7 +112,13 @@ pub fn kafka_to_file(kills: usize, extra: &str) -> Counts {
     let total: i64 = highs.iter().sum();
     assert_eq!(total as usize, produced, "the broker holds what was produced");
     poll(
-        || format!("the drain read {} of {produced}: {}", written(&out), super::log_of(&out)),
+        || {
+            format!(
+                "the drain read {} of {produced}: {}",
+                written(&out),
+                super::log_of(&out)
+            )
+        },
         || {
             let found = positions(&rows(&out));
             let distinct: std::collections::BTreeSet<_> = found.iter().collect();
