@@ -479,8 +479,8 @@ async fn pipeline_live(state: &Arc<State>, console: &Console, tenant: &Tenant, n
     let rates = console.history.rates(&tenant.name);
     let mut out = format!(
         "<table><tr><th>state</th><th>records/s</th><th>read</th><th>written</th><th>lag</th><th>dead letters</th>\
-         <th>failures in a row</th><th>plugin</th></tr><tr><td>{}</td><td class=n>{}</td><td class=n>{}</td>\
-         <td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td>{}</td></tr></table>",
+         <th>failures in a row</th><th>plugin</th></tr><tr><td id=state>{}</td><td id=rate class=n>{}</td>\
+         <td class=n>{}</td><td id=written class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td>{}</td></tr></table>",
         state_badge(status["state"].as_str().unwrap_or("")),
         rate(&status, &rates),
         number(&status["records_read"]),
@@ -494,7 +494,11 @@ async fn pipeline_live(state: &Arc<State>, console: &Console, tenant: &Tenant, n
         },
     );
     if let Some(error) = status["last_error"].as_str() {
-        let _ = write!(out, "<p>Last error:</p><pre class=err>{}</pre>", esc(error));
+        let _ = write!(
+            out,
+            "<p>Last error:</p><pre id=last-error class=err>{}</pre>",
+            esc(error)
+        );
     }
     if let Some(ms) = status["start_allowed_in_ms"].as_u64().filter(|ms| *ms > 0) {
         let _ = write!(
@@ -508,10 +512,7 @@ async fn pipeline_live(state: &Arc<State>, console: &Console, tenant: &Tenant, n
         &Subject::Pipeline(tenant.name.clone(), name.to_string()),
     ));
     let lines = logs["lines"].as_array().cloned().unwrap_or_default();
-    let letters: Vec<&str> = lines
-        .iter()
-        .filter_map(|l| l["message"].as_str()?.strip_prefix("dead letter letter="))
-        .collect();
+    let letters = dead_letters(&lines);
     let _ = write!(
         out,
         "<h2>Dead letters</h2><p>{} in this run{}</p>",
@@ -548,6 +549,16 @@ async fn pipeline_live(state: &Arc<State>, console: &Console, tenant: &Tenant, n
     }
     out.push_str("</pre>");
     Ok(out)
+}
+
+/// The dead letters among a run's log lines: the run logs each one it
+/// writes (`dead letter letter={...}`, dead_letter/), so the last few are
+/// there while the letters themselves went to the pipeline's topic.
+fn dead_letters(lines: &[Value]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l["message"].as_str()?.strip_prefix("dead letter letter="))
+        .collect()
 }
 
 /// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
@@ -646,6 +657,17 @@ mod tests {
         );
         let (shown, _) = paged((0..10).collect::<Vec<_>>(), 9, 25, "/ui", &q);
         assert_eq!(shown.len(), 10, "past the last page: the last page");
+    }
+
+    #[test]
+    fn dead_letters_are_read_from_the_runs_log_lines() {
+        let lines = serde_json::json!([
+            {"message": "wrote 100 records"},
+            {"message": "dead letter letter={\"error\":\"<script>\"}"},
+        ]);
+        let letters = dead_letters(lines.as_array().unwrap());
+        assert_eq!(letters, ["{\"error\":\"<script>\"}"]);
+        assert_eq!(cut(letters[0], 100), "{&quot;error&quot;:&quot;&lt;script&gt;&quot;}");
     }
 
     #[test]
