@@ -4,15 +4,20 @@
 //! so a stalled group cannot pass for exactly-once); then a last run drains
 //! the topic. Every message must be in the output once.
 //!
-//! `BIZON_CHAOS_KILLS` (default 6) sets the kills; `bench/chaos.sh` runs it
-//! with 20 and prints the counts.
+//! `BIZON_CHAOS_KILLS` sets the kills (CI's short form: 6 into files, 3 per
+//! Storage Write mode); `bench/chaos.sh` runs 20 and prints the counts.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{interrupt, positions, rows, start_streaming};
+use serde_json::Value;
+
+use super::{interrupt, log_of, positions, rows, start, FAST_GROUP};
+use crate::support::emulators::{self, hold_blocking};
 use crate::support::kafka::{broker, unique, Broker};
 use crate::support::{poll, signal};
 
@@ -49,18 +54,105 @@ fn keep_producing(
     })
 }
 
-/// Lines in the output now.
-fn written(out: &Path) -> usize {
-    rows(out).len()
+/// Where a chaos run writes, and how its messages are read back as
+/// (partition, offset) per row written.
+pub trait Sink {
+    /// The pipeline's `destination:` section.
+    fn destination(&self) -> String;
+    fn landed(&self, topic: &str) -> Vec<(i64, i64)>;
 }
 
-/// The chaos run itself; `extra` goes into the source section.
-pub fn kafka_to_file(kills: usize, extra: &str) -> Counts {
+/// The `file` destination in a directory.
+pub struct Files(pub std::path::PathBuf);
+
+impl Sink for Files {
+    fn destination(&self) -> String {
+        format!(
+            "destination:\n  name: file\n  config:\n    path: {}\n    buffer_size: 0\n",
+            self.0.display()
+        )
+    }
+
+    fn landed(&self, topic: &str) -> Vec<(i64, i64)> {
+        positions(&rows(&self.0))
+            .into_iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, p, o)| (p, o))
+            .collect()
+    }
+}
+
+/// `bigquery_streaming_v2` into bqemulator (`write_mode` as given).
+pub struct StorageWrite {
+    pub dataset: String,
+    pub write_mode: &'static str,
+}
+
+impl Sink for StorageWrite {
+    fn destination(&self) -> String {
+        let e = emulators::emulators();
+        format!(
+            "destination:\n  name: bigquery_streaming_v2\n  config:\n    project_id: {}\n    dataset_id: {}\n    endpoint: {}\n    storage_write_endpoint: {}\n    write_mode: {}\n    destination_id: events\n    buffer_size: 0\n",
+            emulators::PROJECT,
+            self.dataset,
+            e.rest,
+            e.grpc,
+            self.write_mode
+        )
+    }
+
+    fn landed(&self, _topic: &str) -> Vec<(i64, i64)> {
+        let e = emulators::emulators();
+        let sql = format!(
+            "SELECT TO_JSON_STRING(_source_data) FROM `{}.{}.events`",
+            emulators::PROJECT,
+            self.dataset
+        );
+        let url = format!("{}/bigquery/v2/projects/{}/queries", e.rest, emulators::PROJECT);
+        let answer: Value = reqwest::blocking::Client::new()
+            .post(&url)
+            .json(&serde_json::json!({"query": sql, "useLegacySql": false, "maxResults": 1_000_000}))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null);
+        answer["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["f"][0]["v"].as_str())
+            .filter_map(|text| {
+                let data: Value = serde_json::from_str(text).ok()?;
+                let data: Value = match data {
+                    Value::String(inner) => serde_json::from_str(&inner).ok()?,
+                    other => other,
+                };
+                Some((data["partition"].as_i64()?, data["offset"].as_i64()?))
+            })
+            .collect()
+    }
+}
+
+/// A stream-mode run of `topic` for `group` into `sink`, its pipeline file,
+/// log and result beside `base`.
+fn start_run(b: &Broker, group: &str, topic: &str, sink: &dyn Sink, base: &Path, args: &[&str]) -> Child {
+    let yaml = base.with_extension("yaml");
+    let text = format!(
+        "name: chaos\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: stream\n  bootstrap_servers: {}\n  group_id: {group}\n  message_encoding: utf-8\n  batch_size: 50\n  topics:\n    - name: {topic}\n      destination_id: events\n  consumer_config:\n{FAST_GROUP}{}",
+        b.servers,
+        sink.destination()
+    );
+    std::fs::write(&yaml, text).unwrap();
+    start(&yaml, &base.with_extension("log"), args)
+}
+
+/// The chaos run itself.
+pub fn kafka_to(sink: &dyn Sink, kills: usize) -> Counts {
     let b = broker();
     let topic = unique("chaos");
     b.create_topic(&topic, PARTITIONS);
     let dir = tempfile::tempdir().unwrap();
     let (group, out) = (unique("g"), dir.path().join("out"));
+    let written = || sink.landed(&topic).len();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let producer = keep_producing(b, &topic, stop.clone(), sent.clone());
@@ -72,27 +164,22 @@ pub fn kafka_to_file(kills: usize, extra: &str) -> Counts {
         range.start + seed % (range.end - range.start)
     };
     for kill in 0..kills {
-        let before = written(&out);
-        let mut child = start_streaming(b, &group, &topic, &out, extra, &[]);
+        let before = written();
+        let mut child = start_run(b, &group, &topic, sink, &out, &[]);
         let started = Instant::now();
         // Progress first: a run that cannot get its partitions fails here.
         poll(
-            || {
-                format!(
-                    "run {kill} wrote nothing new (had {before} lines): {}",
-                    super::log_of(&out)
-                )
-            },
-            || (written(&out) > before).then_some(()),
+            || format!("run {kill} wrote nothing new (had {before} rows): {}", log_of(&out)),
+            || (written() > before).then_some(()),
         );
         std::thread::sleep(Duration::from_millis(random(200..1500)));
         signal(child.id(), libc::SIGKILL);
         child.wait().unwrap();
         eprintln!(
-            "chaos: kill {}/{kills} after {:.1} s, {} lines",
+            "chaos: kill {}/{kills} after {:.1} s, {} rows",
             kill + 1,
             started.elapsed().as_secs_f64(),
-            written(&out)
+            written()
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -100,38 +187,31 @@ pub fn kafka_to_file(kills: usize, extra: &str) -> Counts {
     let produced = sent.load(Ordering::Relaxed);
     // The drain: a run to the end of what was produced, stopped by SIGTERM.
     let result = out.with_extension("result.json");
-    let mut child = start_streaming(
+    let mut child = start_run(
         b,
         &group,
         &topic,
+        sink,
         &out,
-        extra,
         &["--result-json", result.to_str().unwrap()],
     );
     let highs = b.high_watermarks(&topic, PARTITIONS);
     let total: i64 = highs.iter().sum();
     assert_eq!(total as usize, produced, "the broker holds what was produced");
     poll(
+        || format!("the drain wrote {} of {produced}: {}", written(), log_of(&out)),
         || {
-            format!(
-                "the drain read {} of {produced}: {}",
-                written(&out),
-                super::log_of(&out)
-            )
-        },
-        || {
-            let found = positions(&rows(&out));
-            let distinct: std::collections::BTreeSet<_> = found.iter().collect();
+            let distinct: BTreeSet<_> = sink.landed(&topic).into_iter().collect();
             (distinct.len() >= produced).then_some(())
         },
     );
     interrupt(&mut child, &out);
-    let found = positions(&rows(&out));
-    let mut seen = std::collections::BTreeSet::new();
-    let duplicates = found.iter().filter(|p| !seen.insert((*p).clone())).count();
+    let found = sink.landed(&topic);
+    let mut seen = BTreeSet::new();
+    let duplicates = found.iter().filter(|p| !seen.insert(**p)).count();
     let lost = (0..PARTITIONS)
         .flat_map(|p| (0..highs[p as usize]).map(move |o| (p as i64, o)))
-        .filter(|(p, o)| !seen.contains(&(topic.clone(), *p, *o)))
+        .filter(|p| !seen.contains(p))
         .count();
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
     let counts = Counts {
@@ -142,23 +222,46 @@ pub fn kafka_to_file(kills: usize, extra: &str) -> Counts {
         replayed: report["records_replayed"].as_u64().unwrap_or(0),
     };
     eprintln!(
-        "chaos: Kafka -> file, {kills} kills: produced {}, published {}, duplicates {}, lost {}, replays recognised \
-         by the last run {}",
-        counts.produced, counts.published, counts.duplicates, counts.lost, counts.replayed
+        "chaos: Kafka -> {}, {kills} kills: produced {}, published {}, duplicates {}, lost {}, replays \
+         recognised by the last run {}",
+        sink.destination().lines().nth(1).unwrap_or_default().trim(),
+        counts.produced,
+        counts.published,
+        counts.duplicates,
+        counts.lost,
+        counts.replayed
     );
     counts
 }
 
-fn kills() -> usize {
+/// `BIZON_CHAOS_KILLS`, else `short` (the form CI runs: each kill costs the
+/// group's session timeout, 6 s here, before the next run gets partitions).
+fn kills(short: usize) -> usize {
     std::env::var("BIZON_CHAOS_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
-        .unwrap_or(6)
+        .unwrap_or(short)
+}
+
+fn assert_exactly_once(counts: &Counts) {
+    assert_eq!((counts.lost, counts.duplicates), (0, 0), "{counts:?}");
+    assert_eq!(counts.published, counts.produced, "{counts:?}");
 }
 
 #[test]
 fn sigkills_at_random_moments_leave_every_message_in_the_file_exactly_once() {
-    let counts = kafka_to_file(kills(), "");
-    assert_eq!((counts.lost, counts.duplicates), (0, 0), "{counts:?}");
-    assert_eq!(counts.published, counts.produced, "{counts:?}");
+    let dir = tempfile::tempdir().unwrap();
+    assert_exactly_once(&kafka_to(&Files(dir.path().join("files")), kills(6)));
+}
+
+#[test]
+fn sigkills_at_random_moments_leave_every_message_in_bigquery_exactly_once() {
+    let _held = hold_blocking();
+    for write_mode in ["exactly_once", "default"] {
+        let sink = StorageWrite {
+            dataset: format!("chaos_{write_mode}_{}", std::process::id()),
+            write_mode,
+        };
+        assert_exactly_once(&kafka_to(&sink, kills(3)));
+    }
 }

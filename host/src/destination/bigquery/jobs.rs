@@ -10,6 +10,9 @@ use super::rest::{encode_component, RestError};
 use super::tables::Tables;
 use crate::destination::DestinationError;
 
+/// Rows a query answers per page.
+const QUERY_PAGE_ROWS: u32 = 50_000;
+
 /// Job error reasons that a new job can get past.
 const RETRYABLE_JOB_REASONS: [&str; 4] = ["backendError", "internalError", "rateLimitExceeded", "jobBackendError"];
 
@@ -79,6 +82,52 @@ impl Tables {
     }
 
     /// Runs a GoogleSQL script as a query job and waits for it.
+    /// The rows a SELECT answers, every page of them, each as its cells'
+    /// text (`None` for NULL).
+    pub async fn select(
+        &self,
+        project: &str,
+        sql: &str,
+        what: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, DestinationError> {
+        let url = format!("{}/bigquery/v2/projects/{project}/queries", self.base);
+        let body = json!({
+            "query": sql,
+            "useLegacySql": false,
+            "maxResults": QUERY_PAGE_ROWS,
+            "location": self.location,
+        });
+        let fail = |e: RestError| e.into_destination(what);
+        let mut answer = self.rest.json(Method::POST, &url, &body).await.map_err(fail)?;
+        let job = answer["jobReference"]["jobId"].as_str().unwrap_or_default().to_string();
+        let mut rows = Vec::new();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            if answer["jobComplete"] == false {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            } else {
+                for row in answer["rows"].as_array().into_iter().flatten() {
+                    let cells = row["f"].as_array().into_iter().flatten();
+                    rows.push(cells.map(|c| c["v"].as_str().map(str::to_string)).collect());
+                }
+            }
+            let token = answer["pageToken"].as_str().map(str::to_string);
+            if answer["jobComplete"] != false && token.is_none() {
+                return Ok(rows);
+            }
+            let mut next = format!(
+                "{}/bigquery/v2/projects/{project}/queries/{job}?maxResults={QUERY_PAGE_ROWS}&location={}",
+                self.base,
+                encode_component(&self.location)
+            );
+            if let Some(token) = token {
+                next.push_str(&format!("&pageToken={}", encode_component(&token)));
+            }
+            answer = self.rest.json(Method::GET, &next, &Value::Null).await.map_err(fail)?;
+        }
+    }
+
     pub async fn run_query(&self, project: &str, id: &str, sql: &str, what: &str) -> Result<(), DestinationError> {
         let configuration = json!({"query": {"query": sql, "useLegacySql": false}});
         let location = self.insert_job(project, id, configuration).await?;

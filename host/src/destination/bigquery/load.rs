@@ -32,6 +32,7 @@ use super::auth;
 use super::config::{BigQueryConfig, GcsBufferFormat};
 use super::identity;
 use super::partitioning;
+use super::replays::Replays;
 use super::rest::{encode_component, Rest};
 use super::schema::{table_batch, SourceDataType, TableRef, TableSpec};
 use super::tables::Tables;
@@ -113,6 +114,12 @@ pub struct BatchLoad {
     /// By table, not destination_id: two destination_ids naming one table
     /// (`t` and `dataset.t`) must share its temp table, not drop each other's.
     staging: Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<Staging>>>>,
+    /// Rows a crashed run loaded after its last commit, recognised when read
+    /// again (loads waited for: with `async_load` a write returns before
+    /// its load, so no position is recorded).
+    replays: Replays,
+    /// The source resumes from commits (Kafka).
+    resumed: std::sync::atomic::AtomicBool,
 }
 
 /// A table name as job ids may hold it: letters, digits, `_` and `-`, at
@@ -173,6 +180,8 @@ pub async fn build(c: &BigQueryConfig) -> Result<BatchLoad, DestinationError> {
         // rows must be loaded again there, so its jobs are per run.
         idempotent_loads: c.options.source_identity && c.options.sync_mode != SyncMode::FullRefresh && !c.async_load,
         staging: Mutex::default(),
+        replays: Replays::default(),
+        resumed: Default::default(),
     })
 }
 
@@ -221,7 +230,10 @@ impl BatchLoad {
         }
         let tables = &self.target.tables;
         tables.ensure_dataset(&s.temp.project, &s.temp.dataset).await?;
-        if self.mode == SyncMode::FullRefresh {
+        // A Kafka source commits only once published: a crashed run's
+        // incremental stage is read again, so it goes too.
+        let resumed = self.resumed.load(std::sync::atomic::Ordering::Relaxed);
+        if self.mode == SyncMode::FullRefresh || (self.mode == SyncMode::Incremental && resumed) {
             tables.drop_table(&s.temp).await?;
         }
         tables.ensure_table(&s.temp, &s.spec).await?;
@@ -509,7 +521,15 @@ impl Destination for BatchLoad {
             return Ok(rows as u64);
         }
         self.prepare(&mut s).await?;
-        let (records, unnest, idempotent) = (batch.records.clone(), self.target.options.unnest, self.idempotent_loads);
+        let kept = match self.async_load {
+            true => None,
+            false => self.replays.filter(batch)?,
+        };
+        let records = kept.as_ref().map_or(&batch.records, |k| &k.batch.records).clone();
+        if records.num_rows() == 0 {
+            return Ok(rows as u64);
+        }
+        let (unnest, idempotent, loading) = (self.target.options.unnest, self.idempotent_loads, records.num_rows());
         let (bytes, rows_id) = tokio::task::spawn_blocking(move || {
             let rows_id = idempotent.then(|| identity::batch_id(&records)).flatten();
             parquet_bytes(&table_batch(&records, unnest)?).map(|b| (b, rows_id))
@@ -524,15 +544,33 @@ impl Destination for BatchLoad {
             batch.sequence
         );
         self.upload(&object, bytes).await?;
-        let object = (object, rows as u64);
+        let object = (object, loading as u64);
         if self.async_load {
             self.stage_async(&mut s, &batch.destination_id, batch.sequence, object)
                 .await?;
         } else {
             self.load_now(&mut s, &batch.destination_id, batch.sequence, object, rows_id)
                 .await?;
+            self.replays.written(&batch.destination_id, &s.main, &batch.records);
         }
         Ok(rows as u64)
+    }
+
+    fn position(&self, destination_id: &str) -> Option<String> {
+        self.replays.position(destination_id)
+    }
+
+    async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
+        self.resumed.store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.async_load {
+            return Ok(());
+        }
+        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
+        self.replays.load(&self.target.tables, positions, table_of).await
+    }
+
+    fn replayed(&self) -> u64 {
+        self.replays.replayed()
     }
 
     async fn finalize(&self) -> Result<(), DestinationError> {

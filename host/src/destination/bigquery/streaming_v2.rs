@@ -37,6 +37,7 @@ use super::auth;
 use super::config::{AppendConnections, BigQueryStreamingV2Config, WriteMode, MAX_ROWS_PER_REQUEST};
 use super::errors::{classify, describe, is_code};
 use super::partitioning;
+use super::replays::Replays;
 use super::schema::TableSpec;
 use super::schema::{table_batch, SourceDataType, TableRef};
 use super::tables::Tables;
@@ -61,10 +62,26 @@ pub struct StreamingV2 {
     staging: Mutex<HashMap<TableRef, Arc<OnceCell<Staged>>>>,
     /// Names this run's publish jobs apart from any other run's.
     run: String,
+    /// Rows a crashed run wrote after its last commit, recognised when read again.
+    replays: Replays,
+    /// The source resumes from commits (Kafka): an incremental stage left
+    /// by a crashed run holds records not committed, read again now.
+    resumed: std::sync::atomic::AtomicBool,
+    /// Default-stream batches a write left unfinished, by destination_id and
+    /// sequence: the chunks that landed, and the rows refused in them.
+    landed: Mutex<HashMap<(Arc<str>, u64), Landed>>,
     /// The crate sends `write_stream` only on a connection's first request;
     /// bqemulator 1.4 needs it on every one ("Stream not found"), so against
     /// it each append gets its own connection. BigQuery keeps one per table.
     connection_per_append: bool,
+}
+
+/// What a default-stream batch's earlier attempts did.
+#[derive(Default)]
+struct Landed {
+    /// The chunks (by first row) that landed.
+    chunks: std::collections::HashSet<usize>,
+    rejected: Vec<RejectedRow>,
 }
 
 /// Where a main table's rows go this run, and its definition.
@@ -139,6 +156,9 @@ pub async fn build(c: &BigQueryStreamingV2Config) -> Result<StreamingV2, Destina
         enforce_partitioning: c.enforce_partitioning,
         staging: Mutex::default(),
         run: format!("{:08x}", fastrand::u32(..)),
+        landed: Mutex::default(),
+        replays: Replays::default(),
+        resumed: Default::default(),
         connection_per_append: match c.append_connections {
             Some(AppendConnections::PerAppend) => true,
             Some(AppendConnections::PerTable) => false,
@@ -230,7 +250,9 @@ impl StreamingV2 {
     /// The table a destination_id's rows are appended to this run, ready:
     /// on a full refresh a crashed run's temp table is dropped first (its
     /// rows are never published); an incremental stage is kept (its rows were
-    /// acknowledged to the source). Created or evolved once per run.
+    /// acknowledged to the source) unless the source resumes from commits
+    /// (Kafka commits only once published: a crashed run's stage is read
+    /// again). Created or evolved once per run.
     async fn stage(&self, destination_id: &str) -> Result<Staged, DestinationError> {
         let (main, spec) = self.target.resolve(destination_id).await?;
         let cell = self
@@ -248,7 +270,8 @@ impl StreamingV2 {
             };
             let tables = &self.target.tables;
             tables.ensure_dataset(&rows_to.project, &rows_to.dataset).await?;
-            if self.sync_mode == SyncMode::FullRefresh {
+            let resumed = self.resumed.load(std::sync::atomic::Ordering::Relaxed);
+            if self.sync_mode == SyncMode::FullRefresh || (self.sync_mode == SyncMode::Incremental && resumed) {
                 tables.drop_table(&rows_to).await?;
             }
             tables.ensure_table(&rows_to, &spec).await?;
@@ -346,65 +369,121 @@ impl StreamingV2 {
     /// without them (BigQuery wrote none of it) and the bad rows are reported.
     async fn write_default(
         &self,
+        key: (Arc<str>, u64),
         table: &TableRef,
         shared: &DefaultWriter<Arrow>,
         schema: &ArrowSchema,
         shaped: &RecordBatch,
         chunks: Vec<Chunk>,
     ) -> Result<u64, DestinationError> {
-        let rejected: Vec<Vec<RejectedRow>> = futures::stream::iter(chunks)
+        // The default stream does not take offsets: a retry of this batch
+        // (the pipeline's retry loop) sends only the chunks that did not land.
+        let mut landed = self.landed.lock().expect("poisoned").remove(&key).unwrap_or_default();
+        let pending: Vec<Chunk> = chunks
+            .into_iter()
+            .filter(|c| !landed.chunks.contains(&c.start))
+            .collect();
+        let outcomes: Vec<(usize, Result<Vec<RejectedRow>, DestinationError>)> = futures::stream::iter(pending)
             .map(|chunk| async move {
-                let own;
-                let writer = if self.connection_per_append {
-                    own = self
-                        .write
-                        .open_default_stream(table.path())
-                        .with_retry_policy(NeverRetry)
-                        .build_arrow(schema.clone())
-                        .await
-                        .map_err(|e| builder_error(&format!("opening the default stream on {table}"), e))?;
-                    &own
-                } else {
-                    shared
-                };
-                let result = writer.append(rows_message(chunk.bytes)).send().await;
-                match result {
-                    Ok(_) => Ok(Vec::new()),
-                    Err(AppendError::RowErrors { row_errors, .. }) => {
-                        let bad: Vec<RejectedRow> = row_errors
-                            .iter()
-                            .map(|r| RejectedRow {
-                                row: (chunk.start as i64 + r.index) as u64,
-                                reason: format!("{table}: {} ({:?})", r.message, r.code),
-                            })
-                            .collect();
-                        let keep: BooleanArray = (0..chunk.rows)
-                            .map(|i| Some(!row_errors.iter().any(|r| r.index == i as i64)))
-                            .collect();
-                        let rest =
-                            arrow_select::filter::filter_record_batch(&shaped.slice(chunk.start, chunk.rows), &keep)
-                                .map_err(|e| DestinationError::Fatal(format!("dropping rejected rows: {e}")))?;
-                        if rest.num_rows() > 0 {
-                            writer
-                                .append(rows_message(batch_bytes(&rest)?))
-                                .send()
-                                .await
-                                .map_err(|e| append_error(table, e))?;
-                        }
-                        Ok(bad)
-                    }
-                    Err(e) => Err(append_error(table, e)),
-                }
+                let start = chunk.start;
+                (start, self.append_default(table, shared, schema, shaped, chunk).await)
             })
             .buffer_unordered(self.in_flight)
-            .try_collect()
-            .await?;
-        let mut rejected: Vec<RejectedRow> = rejected.into_iter().flatten().collect();
+            .collect()
+            .await;
+        let mut failed = None;
+        for (start, outcome) in outcomes {
+            match outcome {
+                Ok(rejected) => {
+                    landed.chunks.insert(start);
+                    landed.rejected.extend(rejected);
+                }
+                // A fatal error wins over a passing one: retrying cannot help then.
+                Err(e) => {
+                    if failed.as_ref().is_none_or(DestinationError::is_retryable) {
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            self.landed.lock().expect("poisoned").insert(key, landed);
+            return Err(e);
+        }
+        let mut rejected = landed.rejected;
         if rejected.is_empty() {
             return Ok(shaped.num_rows() as u64);
         }
         rejected.sort_by_key(|r| r.row);
         Err(DestinationError::Rejected(rejected))
+    }
+
+    /// One chunk to the default stream; rows BigQuery refuses are taken out
+    /// and the rest sent again.
+    async fn append_default(
+        &self,
+        table: &TableRef,
+        shared: &DefaultWriter<Arrow>,
+        schema: &ArrowSchema,
+        shaped: &RecordBatch,
+        chunk: Chunk,
+    ) -> Result<Vec<RejectedRow>, DestinationError> {
+        let own;
+        let writer = if self.connection_per_append {
+            own = self
+                .write
+                .open_default_stream(table.path())
+                .with_retry_policy(NeverRetry)
+                .build_arrow(schema.clone())
+                .await
+                .map_err(|e| builder_error(&format!("opening the default stream on {table}"), e))?;
+            &own
+        } else {
+            shared
+        };
+        match writer.append(rows_message(chunk.bytes)).send().await {
+            Ok(_) => Ok(Vec::new()),
+            Err(AppendError::RowErrors { row_errors, .. }) => {
+                let bad: Vec<RejectedRow> = row_errors
+                    .iter()
+                    .map(|r| RejectedRow {
+                        row: (chunk.start as i64 + r.index) as u64,
+                        reason: format!("{table}: {} ({:?})", r.message, r.code),
+                    })
+                    .collect();
+                let keep: BooleanArray = (0..chunk.rows)
+                    .map(|i| Some(!row_errors.iter().any(|r| r.index == i as i64)))
+                    .collect();
+                let rest = arrow_select::filter::filter_record_batch(&shaped.slice(chunk.start, chunk.rows), &keep)
+                    .map_err(|e| DestinationError::Fatal(format!("dropping rejected rows: {e}")))?;
+                if rest.num_rows() > 0 {
+                    writer
+                        .append(rows_message(batch_bytes(&rest)?))
+                        .send()
+                        .await
+                        .map_err(|e| append_error(table, e))?;
+                }
+                Ok(bad)
+            }
+            Err(e) => Err(append_error(table, e)),
+        }
+    }
+
+    /// One batch (less what a crashed run wrote already) into `table`.
+    async fn append(&self, table: &TableRef, batch: &Batch) -> Result<u64, DestinationError> {
+        let shaped = table_batch(&batch.records, self.target.options.unnest)?;
+        let chunks = chunks(&shaped, self.max_rows, REQUEST_BUDGET)?;
+        let cell = self.writer(table, &shaped).await?;
+        match cell.get().expect("initialised above") {
+            TableWriter::Default(w, schema) => {
+                let key = (batch.destination_id.clone(), batch.sequence);
+                self.write_default(key, table, w, schema, &shaped, chunks).await
+            }
+            TableWriter::Committed(c) => {
+                self.write_committed(table, c, batch.sequence, chunks, shaped.num_rows())
+                    .await
+            }
+        }
     }
 
     /// Committed stream: each chunk at its offset. A retry of the same batch
@@ -498,20 +577,42 @@ impl Destination for StreamingV2 {
     }
 
     async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
-        if batch.records.num_rows() == 0 {
+        let total = batch.records.num_rows() as u64;
+        if total == 0 {
             return Ok(0);
         }
-        let table = self.stage(&batch.destination_id).await?.rows_to;
-        let shaped = table_batch(&batch.records, self.target.options.unnest)?;
-        let chunks = chunks(&shaped, self.max_rows, REQUEST_BUDGET)?;
-        let cell = self.writer(&table, &shaped).await?;
-        match cell.get().expect("initialised above") {
-            TableWriter::Default(w, schema) => self.write_default(&table, w, schema, &shaped, chunks).await,
-            TableWriter::Committed(c) => {
-                self.write_committed(&table, c, batch.sequence, chunks, shaped.num_rows())
-                    .await
+        let staged = self.stage(&batch.destination_id).await?;
+        let kept = self.replays.filter(batch)?;
+        let written = match &kept {
+            Some(kept) if kept.batch.records.num_rows() == 0 => Ok(0),
+            Some(kept) => self.append(&staged.rows_to, &kept.batch).await,
+            None => self.append(&staged.rows_to, batch).await,
+        };
+        match (written, &kept) {
+            (Ok(_), _) => {
+                self.replays
+                    .written(&batch.destination_id, &staged.main, &batch.records);
+                Ok(total)
             }
+            (Err(DestinationError::Rejected(rows)), Some(kept)) => Err(DestinationError::Rejected(
+                rows.into_iter().map(|r| kept.original(r)).collect(),
+            )),
+            (Err(e), _) => Err(e),
         }
+    }
+
+    fn position(&self, destination_id: &str) -> Option<String> {
+        self.replays.position(destination_id)
+    }
+
+    async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
+        self.resumed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
+        self.replays.load(&self.target.tables, positions, table_of).await
+    }
+
+    fn replayed(&self) -> u64 {
+        self.replays.replayed()
     }
 
     async fn finalize(&self) -> Result<(), DestinationError> {

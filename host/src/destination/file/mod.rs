@@ -17,7 +17,8 @@
 //!   with them and drops them instead of publishing them twice.
 //! - `stream`: every flush appends to `{id}.json` directly.
 //!
-//! Each flush ends with an fsync, and a flush writes whole lines only. Every
+//! A flush writes whole lines only and, in `incremental` and `stream`, ends
+//! with an fsync (a full refresh's temp file is fsynced once, when published). Every
 //! path is opened without following links (see `nofollow`): the directory may
 //! be shared with a plugin that can plant them. The file a run writes is
 //! locked (`flock`) for the run: a second process writing the same file
@@ -328,7 +329,12 @@ impl OutputFile {
             Some(Writer::Json(file)) => {
                 // A write that fails part way is taken back whole, so that
                 // its retry (or the next run) does not find half a batch.
-                let written = append_lines(file, &path, records, &mut self.scratch);
+                // A full refresh's temp file is published (synced, then
+                // renamed) at the end and its offsets committed after that;
+                // a crashed run's file is thrown away, so a sync per flush
+                // would only make the writer wait for the disk meanwhile.
+                let sync = self.mode != SyncMode::FullRefresh;
+                let written = append_lines(file, &path, records, &mut self.scratch, sync);
                 match written {
                     Ok(bytes) => {
                         self.length += bytes;
@@ -402,12 +408,14 @@ impl OutputFile {
     }
 }
 
-/// Appends `records` as Bizon's lines and syncs; the bytes written.
+/// Appends `records` as Bizon's lines (and syncs them, when `sync`); the
+/// bytes written.
 fn append_lines(
     file: &mut File,
     path: &Path,
     records: &RecordBatch,
     scratch: &mut Vec<u8>,
+    sync: bool,
 ) -> Result<u64, DestinationError> {
     let mut bytes = 0;
     // Encode a slice at a time: the text of a whole 50 MB batch would
@@ -421,7 +429,9 @@ fn append_lines(
         start_writeback(file);
         bytes += scratch.len() as u64;
     }
-    file.sync_data().map_err(|e| io_error(path, "cannot sync", e))?;
+    if sync {
+        file.sync_data().map_err(|e| io_error(path, "cannot sync", e))?;
+    }
     Ok(bytes)
 }
 

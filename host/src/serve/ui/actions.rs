@@ -12,8 +12,9 @@ use axum::http::StatusCode;
 use axum::response::Redirect;
 use serde_json::{Map, Value};
 
-use super::super::api::{self, check_name};
+use super::super::api;
 use super::super::auth::{Admin, TenantAuth};
+use super::super::request::check_name;
 use super::super::state::State;
 use super::session::{Checked, Scoped, ScopedPipeline, Who};
 use super::UiError;

@@ -145,21 +145,34 @@ fn rate(p: &Value, rates: &HashMap<String, f32>) -> String {
     }
 }
 
-const PIPELINE_HEADS: &str = "<th>pipeline</th><th>state</th><th>records/s</th><th>written</th><th>lag</th>\
-                              <th>dead letters</th><th>last error</th>";
+const PIPELINE_HEADS: &str = "<th>pipeline</th><th>state</th><th>destination</th><th>records/s</th><th>written</th>\
+                              <th>lag</th><th>dead letters</th><th>write errors</th><th>last error</th>";
+/// Cells of a pipeline's row, for a `colspan` that spans them.
+const PIPELINE_CELLS: usize = 9;
+
+/// The destination by its name, and its plugin's version for a wasm one;
+/// never its config, so no secret can reach a page.
+fn destination(p: &Value) -> String {
+    match (&p["destination"], &p["plugin"]) {
+        (Value::String(d), Value::String(plugin)) => esc(&format!("{d} {plugin}@{}", text(&p["plugin_version"]))),
+        (d, _) => esc(&text(d)),
+    }
+}
 
 fn pipeline_cells(tenant: &str, p: &Value, rates: &HashMap<String, f32>) -> String {
     let name = p["name"].as_str().unwrap_or("");
     format!(
-        "<td><a href=\"{}\">{}</a></td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td>\
-         <td class=n>{}</td><td class=err>{}</td>",
+        "<td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td>\
+         <td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=err>{}</td>",
         url_pipeline(tenant, name),
         esc(name),
         state_badge(p["state"].as_str().unwrap_or("")),
+        destination(p),
         rate(p, rates),
         number(&p["records_written"]),
         number(&p["lag"]),
         number(&p["dead_letters"]),
+        number(&p["write_errors"]),
         cut(&text(&p["last_error"]), 300),
     )
 }
@@ -280,7 +293,9 @@ async fn overview_live(state: &Arc<State>, console: &Console, q: &ListQuery) -> 
             let _ = write!(out, "<td rowspan={span} class=n>{cell}</td>");
         }
         match pipelines.split_first() {
-            None => out.push_str("<td colspan=7 class=note>no pipelines</td></tr>"),
+            None => {
+                let _ = write!(out, "<td colspan={PIPELINE_CELLS} class=note>no pipelines</td></tr>");
+            }
             Some((first, rest)) => {
                 let _ = write!(out, "{}</tr>", pipeline_cells(&name, first, &rates));
                 for p in rest {
@@ -338,7 +353,7 @@ async fn tenant_live(state: &Arc<State>, console: &Console, tenant: &Tenant, q: 
         let _ = write!(out, "<tr>{}</tr>", pipeline_cells(&tenant.name, p, &rates));
     }
     if page.is_empty() {
-        out.push_str("<tr><td colspan=7 class=note>none</td></tr>");
+        let _ = write!(out, "<tr><td colspan={PIPELINE_CELLS} class=note>none</td></tr>");
     }
     out.push_str("</table>");
     Ok(out)
@@ -479,19 +494,18 @@ async fn pipeline_live(state: &Arc<State>, console: &Console, tenant: &Tenant, n
     let rates = console.history.rates(&tenant.name);
     let mut out = format!(
         "<table><tr><th>state</th><th>records/s</th><th>read</th><th>written</th><th>lag</th><th>dead letters</th>\
-         <th>failures in a row</th><th>plugin</th></tr><tr><td id=state>{}</td><td id=rate class=n>{}</td>\
-         <td class=n>{}</td><td id=written class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td>{}</td></tr></table>",
+         <th>write errors</th><th>failures in a row</th><th>destination</th></tr><tr><td id=state>{}</td>\
+         <td id=rate class=n>{}</td><td class=n>{}</td><td id=written class=n>{}</td><td class=n>{}</td><td class=n>{}</td>\
+         <td class=n>{}</td><td class=n>{}</td><td id=destination>{}</td></tr></table>",
         state_badge(status["state"].as_str().unwrap_or("")),
         rate(&status, &rates),
         number(&status["records_read"]),
         number(&status["records_written"]),
         number(&status["lag"]),
         number(&status["dead_letters"]),
+        number(&status["write_errors"]),
         number(&status["failures_in_a_row"]),
-        match (&status["plugin"], &status["plugin_version"]) {
-            (Value::String(p), v) => format!("{}@{}", esc(p), esc(&text(v))),
-            _ => String::new(),
-        },
+        destination(&status),
     );
     if let Some(error) = status["last_error"].as_str() {
         let _ = write!(

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use rdkafka::message::{Headers, Message};
 
 use super::avro::{AvroDecoder, AvroError};
+use super::json;
+use crate::record::ndjson::push_json_string;
 use crate::record::Letter;
 use crate::record::SourceRecord;
 
@@ -39,40 +41,19 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// `source_data` is written straight into one string: the key and the
+    /// value are checked and made compact into it (`json::append`), headers
+    /// escaped into it, with no text in between.
     pub fn decode<M: Message>(&self, message: &M, read_at_us: i64) -> Decoded {
         let value = message.payload().unwrap_or_default();
         if self.skip_empty_value && value.is_empty() {
             return Decoded::Skipped("empty value (tombstone)");
         }
-        let keys = match message.key() {
-            Some(key) if !key.is_empty() => match json_text(key) {
-                Ok(k) => k,
-                Err(e) if self.skip_invalid_keys => {
-                    tracing::debug!("skipped a message with an invalid key: {e}");
-                    return Decoded::Skipped("invalid key");
-                }
-                Err(e) => return self.bad(format!("the key is not JSON: {e}")),
-            },
-            _ => "{}".to_string(),
-        };
-        let (value, schema) = match &self.avro {
-            None => match json_text(value) {
-                Ok(v) => (v, None),
-                Err(e) => return self.bad(format!("the value is not JSON: {e}")),
-            },
-            Some(avro) => match avro.borrow_mut().decode(value) {
-                Ok((v, schema)) => (v, Some(schema)),
-                Err(AvroError::Message(e)) => return self.bad(e),
-                Err(AvroError::Registry(e)) => return Decoded::Failed(e),
-            },
-        };
-        let Some(destination_id) = self.topics.get(message.topic()) else {
-            return self.bad(format!("topic `{}` is not in the topic map", message.topic()));
-        };
+        let key = message.key().unwrap_or_default();
         let timestamp_ms = message.timestamp().to_millis();
-        let mut data = String::with_capacity(96 + keys.len() + value.len());
+        let mut data = String::with_capacity(160 + message.topic().len() + key.len() + value.len());
         data.push_str("{\"topic\":");
-        data.push_str(&serde_json::to_string(message.topic()).expect("strings serialize"));
+        push_json_string(message.topic(), &mut data);
         data.push_str(",\"offset\":");
         data.push_str(itoa::Buffer::new().format(message.offset()));
         data.push_str(",\"partition\":");
@@ -83,16 +64,45 @@ impl Decoder {
             None => data.push_str("null"),
         }
         data.push_str(",\"keys\":");
-        data.push_str(&keys);
+        if key.is_empty() {
+            data.push_str("{}");
+        } else if let Err(e) = json::append(key, &mut data) {
+            if self.skip_invalid_keys {
+                tracing::debug!("skipped a message with an invalid key: {e}");
+                return Decoded::Skipped("invalid key");
+            }
+            return self.bad(format!("the key is not JSON: {e}"));
+        }
         data.push_str(",\"headers\":");
-        data.push_str(&headers_json(message));
+        push_headers(message, &mut data);
         data.push_str(",\"value\":");
-        data.push_str(&value);
+        let schema = match &self.avro {
+            None => match json::append(value, &mut data) {
+                Ok(()) => None,
+                Err(e) => return self.bad(format!("the value is not JSON: {e}")),
+            },
+            Some(avro) => match avro.borrow_mut().decode(value) {
+                Ok((v, schema)) => {
+                    data.push_str(&v);
+                    Some(schema)
+                }
+                Err(AvroError::Message(e)) => return self.bad(e),
+                Err(AvroError::Registry(e)) => return Decoded::Failed(e),
+            },
+        };
+        let Some(destination_id) = self.topics.get(message.topic()) else {
+            return self.bad(format!("topic `{}` is not in the topic map", message.topic()));
+        };
         data.push_str(",\"schema\":");
         data.push_str(schema.as_ref().map_or("{}", |s| s.1.as_str()));
         data.push('}');
+        let mut id = String::with_capacity(40);
+        id.push_str("partition_");
+        id.push_str(itoa::Buffer::new().format(message.partition()));
+        id.push_str("_offset_");
+        id.push_str(itoa::Buffer::new().format(message.offset()));
         Decoded::Record(SourceRecord {
-            id: format!("partition_{}_offset_{}", message.partition(), message.offset()),
+            id,
             timestamp_us: timestamp_ms.map_or(read_at_us, |ms| ms.saturating_mul(1000)),
             data,
             destination_id: Some(destination_id.clone()),
@@ -133,66 +143,37 @@ pub fn letter<M: Message>(message: &M, error: String) -> Letter {
 
 /// `{name: value}`: null for a null header, text with replacement
 /// characters for bytes that are not UTF-8. A repeated name keeps its last
-/// value, as Bizon's dict comprehension does.
-fn headers_json<M: Message>(message: &M) -> String {
+/// value at its first place, as Bizon's dict comprehension does. Names are
+/// compared pairwise: a message carries a handful of headers.
+fn push_headers<M: Message>(message: &M, out: &mut String) {
     let Some(headers) = message.headers() else {
-        return "{}".into();
+        out.push_str("{}");
+        return;
     };
-    let mut map: Vec<(String, serde_json::Value)> = Vec::new();
-    for h in headers.iter() {
-        let v = match h.value {
-            None => serde_json::Value::Null,
-            Some(b) => String::from_utf8_lossy(b).into_owned().into(),
-        };
-        match map.iter_mut().find(|(k, _)| k == h.key) {
-            Some(slot) => slot.1 = v,
-            None => map.push((h.key.to_string(), v)),
+    out.push('{');
+    let mut first = true;
+    for i in 0..headers.count() {
+        let name = headers.get(i).key;
+        if (0..i).any(|j| headers.get(j).key == name) {
+            continue;
         }
-    }
-    let mut out = String::from("{");
-    for (i, (k, v)) in map.iter().enumerate() {
-        if i > 0 {
+        let last = (i..headers.count())
+            .rev()
+            .map(|j| headers.get(j))
+            .find(|h| h.key == name)
+            .expect("header i has this name");
+        if !first {
             out.push(',');
         }
-        out.push_str(&serde_json::to_string(k).expect("strings serialize"));
+        first = false;
+        push_json_string(name, out);
         out.push(':');
-        out.push_str(&v.to_string());
-    }
-    out.push('}');
-    out
-}
-
-/// Bytes holding one JSON value, checked and made compact the way Bizon's
-/// `orjson.loads`/`orjson.dumps` round trip makes it (key order and number
-/// text kept). Invalid UTF-8 becomes replacement characters, as Bizon's
-/// `decode("utf-8", errors="replace")` does.
-fn json_text(bytes: &[u8]) -> Result<String, serde_json::Error> {
-    let text = String::from_utf8_lossy(bytes);
-    serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
-    let has_space = text.bytes().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
-    if !has_space {
-        return Ok(text.into_owned());
-    }
-    let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
-            out.push(c);
+        match last.value {
+            None => out.push_str("null"),
+            Some(bytes) => push_json_string(&String::from_utf8_lossy(bytes), out),
         }
     }
-    Ok(out)
+    out.push('}');
 }
 
 #[cfg(test)]

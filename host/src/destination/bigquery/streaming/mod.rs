@@ -29,6 +29,7 @@ pub use encode::{encode, encode_each, Encoded, InsertIds, Request, REQUEST_BUDGE
 
 use super::auth;
 use super::config::{BigQueryStreamingConfig, MAX_ROWS_PER_REQUEST};
+use super::replays::Replays;
 use super::rest::Rest;
 use super::schema::{SourceDataType, TableRef};
 use super::tables::{Tables, DEFAULT_ENDPOINT};
@@ -47,6 +48,8 @@ pub struct Streaming {
     /// Requests sent again (HTTP errors and retryable row errors), for the logs.
     resent: AtomicU64,
     insert_ids: InsertIds,
+    /// Rows a crashed run wrote after its last commit, recognised when read again.
+    replays: Replays,
     /// Batches a write left unfinished (some rows still to send), by
     /// destination_id and sequence: the retry of the same batch sends only
     /// the rest.
@@ -102,6 +105,7 @@ pub async fn build(c: &BigQueryStreamingConfig) -> Result<Streaming, Destination
         in_flight: c.options.max_concurrent_threads.max(1),
         resent: AtomicU64::new(0),
         unfinished: Mutex::default(),
+        replays: Replays::default(),
         insert_ids: match c.options.source_identity {
             true => InsertIds::SourceIdentity,
             false => InsertIds::BizonId,
@@ -216,6 +220,50 @@ impl Destination for Streaming {
             return Ok(0);
         }
         let (table, _) = self.target.ensure(&batch.destination_id).await?;
+        let kept = self.replays.filter(batch)?;
+        let written = match &kept {
+            Some(kept) if kept.batch.records.num_rows() == 0 => Ok(0),
+            Some(kept) => self.insert(&table, &kept.batch).await,
+            None => self.insert(&table, batch).await,
+        };
+        match (written, &kept) {
+            (Ok(_), _) => {
+                self.replays.written(&batch.destination_id, &table, &batch.records);
+                Ok(total as u64)
+            }
+            (Err(DestinationError::Rejected(rows)), Some(kept)) => Err(DestinationError::Rejected(
+                rows.into_iter().map(|r| kept.original(r)).collect(),
+            )),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    fn position(&self, destination_id: &str) -> Option<String> {
+        self.replays.position(destination_id)
+    }
+
+    async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
+        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
+        self.replays.load(&self.target.tables, positions, table_of).await
+    }
+
+    fn replayed(&self) -> u64 {
+        self.replays.replayed()
+    }
+
+    async fn finalize(&self) -> Result<(), DestinationError> {
+        let resent = self.resent.load(Ordering::Relaxed);
+        if resent > 0 {
+            tracing::info!(resent, "insertAll requests sent again during the run");
+        }
+        Ok(())
+    }
+}
+
+impl Streaming {
+    /// One batch (less what a crashed run wrote already) into `table`.
+    async fn insert(&self, table: &TableRef, batch: &Batch) -> Result<u64, DestinationError> {
+        let total = batch.records.num_rows();
         let unnest = self.target.options.unnest;
         let url = format!(
             "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
@@ -261,7 +309,7 @@ impl Destination for Streaming {
                 if open && running.len() < self.in_flight {
                     tokio::select! {
                         next = rx.recv() => match next {
-                            Some(request) => running.push(self.send(&table, &url, request, before.clone())),
+                            Some(request) => running.push(self.send(table, &url, request, before.clone())),
                             None => open = false,
                         },
                         Some(done) = running.next(), if !running.is_empty() => settle(&mut state, done?),
@@ -304,14 +352,6 @@ impl Destination for Streaming {
         let mut refused = state.refused;
         refused.sort_by_key(|r| r.row);
         Err(DestinationError::Rejected(refused))
-    }
-
-    async fn finalize(&self) -> Result<(), DestinationError> {
-        let resent = self.resent.load(Ordering::Relaxed);
-        if resent > 0 {
-            tracing::info!(resent, "insertAll requests sent again during the run");
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,181 @@
+//! Exactly-once with a Kafka source for the three BigQuery destinations.
+//!
+//! After each completed write a destination_id's position is its table and
+//! the batch's `_bizon_loaded_at`, which the source commits with the offsets
+//! of those records. After a crash, what was written after the last commit
+//! is read again: at the restart each table is asked which rows came after
+//! the committed `_bizon_loaded_at`, and records of those (by
+//! `_source_record_id` and `_source_timestamp`) are recognised in the
+//! replayed batches and not written again. A table holds them already;
+//! BigQuery has no way to take rows back (a committed stream cannot be
+//! truncated), so recognising them is the way.
+//!
+//! Tables with `unnest: true` have no `_source_record_id` column (Bizon's
+//! layout): there, what a crashed run wrote after its last commit can be
+//! written once more (docs/kafka.md).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use serde::{Deserialize, Serialize};
+
+use super::schema::TableRef;
+use super::tables::Tables;
+use crate::destination::{Batch, DestinationError, RejectedRow};
+use crate::record::{BIZON_LOADED_AT, SOURCE_RECORD_ID, SOURCE_TIMESTAMP};
+
+/// A destination_id's position: its table, and the last written batch's
+/// `_bizon_loaded_at` (microseconds).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Position {
+    table: String,
+    loaded_at_us: i64,
+}
+
+/// A record's identity across runs: its source_record_id and timestamp.
+type Identity = (String, i64);
+
+#[derive(Default)]
+pub struct Replays {
+    /// By destination_id: the records its table got after the last commit.
+    written: Mutex<HashMap<Arc<str>, HashSet<Identity>>>,
+    /// By destination_id: its table and last written batch's loaded time.
+    last: Mutex<HashMap<Arc<str>, (String, i64)>>,
+    replayed: AtomicU64,
+}
+
+/// A batch less the records its table already has, and the original index
+/// of each row kept (to name refused rows by their place in the batch).
+pub struct Kept {
+    pub batch: Batch,
+    pub rows: Vec<usize>,
+}
+
+impl Kept {
+    /// A refused row of the kept batch, named by its place in the original.
+    pub fn original(&self, mut row: RejectedRow) -> RejectedRow {
+        row.row = self.rows[row.row as usize] as u64;
+        row
+    }
+}
+
+impl Replays {
+    /// Asks each destination_id's table which records came after its last
+    /// commit. `table_of` resolves a destination_id to the table its rows
+    /// are published to.
+    pub async fn load<F, Fut>(
+        &self,
+        tables: &Tables,
+        positions: &crate::source::Positions,
+        table_of: F,
+    ) -> Result<(), DestinationError>
+    where
+        F: Fn(Arc<str>) -> Fut,
+        Fut: std::future::Future<Output = Result<TableRef, DestinationError>>,
+    {
+        for (id, recorded) in positions {
+            let table = table_of(id.clone()).await?;
+            let name = table.to_string();
+            // Every writer of the table recorded its own time; rows after the
+            // earliest cover what any of them wrote after its commit.
+            let Some(since) = recorded
+                .iter()
+                .filter_map(|p| serde_json::from_str::<Position>(p).ok())
+                .filter(|p| p.table == name)
+                .map(|p| p.loaded_at_us)
+                .min()
+            else {
+                continue;
+            };
+            let sql = format!(
+                "SELECT _source_record_id, UNIX_MICROS(_source_timestamp) FROM `{table}` \
+                 WHERE _bizon_loaded_at > TIMESTAMP_MICROS({since})"
+            );
+            let what = format!("reading what {table} got after the last commit");
+            let rows = tables.select(&table.project, &sql, &what).await?;
+            let found: HashSet<Identity> = rows
+                .into_iter()
+                .filter_map(|r| match r.as_slice() {
+                    [Some(id), Some(at)] => Some((id.clone(), at.parse().ok()?)),
+                    _ => None,
+                })
+                .collect();
+            if !found.is_empty() {
+                tracing::info!(
+                    destination_id = &**id,
+                    rows = found.len(),
+                    "{table}: rows written after the last commit; the same records read again are not written twice"
+                );
+                self.written.lock().expect("replays").insert(id.clone(), found);
+            }
+        }
+        Ok(())
+    }
+
+    /// `batch` less the records its table has already; `None` when it keeps
+    /// every row. Deterministic: a retry of the batch keeps the same rows.
+    pub fn filter(&self, batch: &Batch) -> Result<Option<Kept>, DestinationError> {
+        let written = self.written.lock().expect("replays");
+        let Some(found) = written.get(&batch.destination_id) else {
+            return Ok(None);
+        };
+        let records = &batch.records;
+        let (Some(ids), Some(times)) = (
+            records
+                .column_by_name(SOURCE_RECORD_ID)
+                .and_then(|c| c.as_string_opt::<i32>()),
+            records
+                .column_by_name(SOURCE_TIMESTAMP)
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>()),
+        ) else {
+            return Ok(None);
+        };
+        let keep: Vec<bool> = (0..records.num_rows())
+            .map(|i| !found.contains(&(ids.value(i).to_string(), times.value(i))))
+            .collect();
+        let skipped = keep.iter().filter(|k| !**k).count();
+        if skipped == 0 {
+            return Ok(None);
+        }
+        let rows: Vec<usize> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+        let kept = arrow_select::filter::filter_record_batch(records, &BooleanArray::from(keep))
+            .map_err(|e| DestinationError::Fatal(format!("leaving out rows already written: {e}")))?;
+        self.replayed.fetch_add(skipped as u64, Ordering::Relaxed);
+        Ok(Some(Kept {
+            batch: Batch {
+                records: kept,
+                ..batch.clone()
+            },
+            rows,
+        }))
+    }
+
+    /// `records` of `destination_id` are in `table`: its position moves.
+    pub fn written(&self, destination_id: &Arc<str>, table: &TableRef, records: &RecordBatch) {
+        let loaded = records
+            .column_by_name(BIZON_LOADED_AT)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+            .filter(|c| !c.is_empty())
+            .map(|c| c.value(0));
+        if let Some(at) = loaded {
+            let mut last = self.last.lock().expect("replays");
+            let entry = last.entry(destination_id.clone()).or_insert((table.to_string(), at));
+            *entry = (table.to_string(), entry.1.max(at));
+        }
+    }
+
+    pub fn position(&self, destination_id: &str) -> Option<String> {
+        let last = self.last.lock().expect("replays");
+        let (table, loaded_at_us) = last.get(destination_id)?.clone();
+        serde_json::to_string(&Position { table, loaded_at_us }).ok()
+    }
+
+    /// Records recognised as written before and left out.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
+    }
+}
