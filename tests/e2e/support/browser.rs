@@ -15,7 +15,7 @@ use super::common::{free_port, on_path, poll, require_tool, wait_for_listener};
 
 const INSTALL: &str = "bash scripts/install-chromium.sh";
 /// The W3C name of a found element's id in its JSON.
-const ELEMENT: &str = "element-6066-11e4-a52e-4a4b4d7e8c1d";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     driver: Child,
@@ -108,7 +108,9 @@ impl Browser {
 
     fn element(&self, css: &str) -> String {
         let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
-        found[ELEMENT].as_str().unwrap().to_string()
+        let id = found[ELEMENT].as_str();
+        id.unwrap_or_else(|| panic!("WebDriver: no element id for `{css}` in {found}"))
+            .to_string()
     }
 
     /// The rendered text of the first element `css` selects.
