@@ -1,8 +1,8 @@
 //! The end-to-end tests: the `bizon-host` binary (and, for a few, the
 //! library) against real plugins built from the repository, the tansu Kafka
 //! broker, the BigQuery and GCS emulators, clickhouse-server, PostgreSQL and
-//! Chromium. One test binary, so the host is linked once; each file below is
-//! a module, which `cargo test --release --test e2e MODULE::` runs alone
+//! Chromium (driven by chromedriver). One test binary, so the host is linked
+//! once; each file below is a module, which `cargo test --release --test e2e MODULE::` runs alone
 //! (`kafka::`, `serve::`, `bigquery::parity::`, ...). What the modules share
 //! is in support/.
 //!
@@ -20,6 +20,7 @@ mod bigquery;
 mod bigquery_real;
 mod bridge;
 mod clickhouse;
+mod console;
 mod egress;
 mod file_modes;
 mod kafka;

@@ -145,6 +145,11 @@ impl MemoryBudget {
         self.state.lock().bytes
     }
 
+    /// Live instances holding a reservation.
+    pub fn instances(&self) -> u64 {
+        self.state.lock().instances
+    }
+
     fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         let mut held = self.state.lock();
         if held.bytes.saturating_add(bytes) > self.limit_bytes()

@@ -2,14 +2,15 @@
 //! `GET /v1/openapi.json`). Each route takes who it answers as an argument
 //! ([`super::auth`]), so it is checked before the body is read, then looks
 //! names up only among the caller's own: another tenant's plugin or
-//! pipeline is "not found", exactly like a name nobody has.
+//! pipeline is "not found", exactly like a name nobody has. The console
+//! ([`super::ui`]) calls the `pub(super)` handlers for its pages and buttons.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State as Extract};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -60,7 +61,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files", get(files::list))
         .route("/v1/files/{*path}", get(files::get))
         .route("/metrics", get(prometheus))
-        .route("/ui", get(ui))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         // Bodies are read by the handlers, after the caller is known, up to a limit.
@@ -152,7 +152,12 @@ struct TenantPatch {
 }
 
 /// Changes the keys the body names; `null` returns one to the default.
-async fn patch_tenant(Extract(state): Extract<AppState>, Path(name): Path<String>, _: Admin, body: Body) -> ApiResult {
+pub(super) async fn patch_tenant(
+    Extract(state): Extract<AppState>,
+    Path(name): Path<String>,
+    _: Admin,
+    body: Body,
+) -> ApiResult {
     let patch: TenantPatch = json_body(&read_body(body, MAX_BODY_BYTES as u64, too_long).await?)?;
     let row = state
         .registry
@@ -278,7 +283,7 @@ async fn put_pipeline(
     Ok((status, Json(body)).into_response())
 }
 
-async fn list_pipelines(Extract(state): Extract<AppState>, TenantName(tenant): TenantName) -> ApiResult {
+pub(super) async fn list_pipelines(Extract(state): Extract<AppState>, TenantName(tenant): TenantName) -> ApiResult {
     let pipelines: Vec<_> = state
         .registry
         .pipelines(Some(&tenant))?
@@ -300,7 +305,7 @@ fn own_pipeline(state: &State, tenant: &str, name: &str) -> Result<super::regist
         .ok_or_else(|| ApiError::not_found("pipeline", name))
 }
 
-async fn get_pipeline(
+pub(super) async fn get_pipeline(
     Extract(state): Extract<AppState>,
     Path(name): Path<String>,
     TenantName(tenant): TenantName,
@@ -315,7 +320,7 @@ async fn get_pipeline(
     Ok(Json(status))
 }
 
-async fn delete_pipeline(
+pub(super) async fn delete_pipeline(
     Extract(state): Extract<AppState>,
     Path(name): Path<String>,
     TenantAuth(tenant): TenantAuth,
@@ -331,7 +336,7 @@ async fn delete_pipeline(
     Ok(Json(json!({"name": name, "deleted": true})))
 }
 
-async fn start_pipeline(
+pub(super) async fn start_pipeline(
     Extract(state): Extract<AppState>,
     Path(name): Path<String>,
     TenantAuth(tenant): TenantAuth,
@@ -344,7 +349,7 @@ async fn start_pipeline(
     Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
 }
 
-async fn stop_pipeline(
+pub(super) async fn stop_pipeline(
     Extract(state): Extract<AppState>,
     Path(name): Path<String>,
     TenantAuth(tenant): TenantAuth,
@@ -357,7 +362,7 @@ async fn stop_pipeline(
     Ok(Json(json!(state.supervisor.status(&tenant.name, &name))))
 }
 
-async fn pipeline_logs(
+pub(super) async fn pipeline_logs(
     Extract(state): Extract<AppState>,
     Path(name): Path<String>,
     TenantName(tenant): TenantName,
@@ -381,12 +386,4 @@ async fn prometheus(Extract(state): Extract<AppState>, _: Admin) -> ApiResult<Re
         }
     }
     Ok(crate::metrics::http::exposition(metrics::render()))
-}
-
-async fn ui(Extract(state): Extract<AppState>, _: Admin) -> ApiResult<Html<String>> {
-    let mut tenants = Vec::new();
-    for row in state.registry.tenants()? {
-        tenants.push(tenant_json(&state, &row.name)?);
-    }
-    Ok(Html(super::ui::page(&tenants)))
 }

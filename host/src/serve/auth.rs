@@ -4,6 +4,11 @@
 //! token, and acts for that tenant. A route cannot forget to check: what it
 //! acts for is an argument it cannot get otherwise. Tokens are looked up by
 //! their SHA-256 ([`super::token`]), so a stolen database holds no token.
+//!
+//! These are the API's: a bearer token, which a browser never sends by
+//! itself, so no other site can make one act. The console's pages use a
+//! session cookie instead, with extractors of the same kind and a CSRF
+//! token on every form ([`super::ui::session`]).
 
 use std::sync::Arc;
 
@@ -25,13 +30,14 @@ pub struct TenantName(pub String);
 /// A call with a tenant's token: the tenant, loaded.
 pub struct TenantAuth(pub Arc<Tenant>);
 
-enum Caller {
+/// Who a token belongs to.
+pub(super) enum Caller {
     Admin,
     Tenant(String),
 }
 
 /// Compares two digests without stopping at the first difference.
-fn same(a: &str, b: &str) -> bool {
+pub(super) fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -44,16 +50,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+/// Whose token this is: the admin's, a tenant's, or nobody's (`None`).
+/// The console's login asks it too ([`super::ui`]).
+pub(super) fn who(state: &State, token: &str) -> Result<Option<Caller>, ApiError> {
     let digest = hash(token);
     if same(&digest, &state.admin_hash) {
-        return Ok(Caller::Admin);
+        return Ok(Some(Caller::Admin));
     }
-    match state.registry.tenant_by_token(&digest)? {
-        Some(tenant) => Ok(Caller::Tenant(tenant)),
-        None => Err(ApiError::unauthorized()),
-    }
+    Ok(state.registry.tenant_by_token(&digest)?.map(Caller::Tenant))
+}
+
+fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    who(state, token)?.ok_or_else(ApiError::unauthorized)
 }
 
 impl FromRequestParts<Arc<State>> for Admin {

@@ -28,7 +28,8 @@
 //! - [`request`]: bodies read up to a limit, names checked.
 //! - [`secrets_api`] and [`files`]: a tenant's secrets (stored, listed,
 //!   deleted; never shown) and the files its pipelines wrote.
-//! - [`api`] and the page at `/ui`: the routes.
+//! - [`api`]: the routes of the JSON API.
+//! - [`ui`]: the console, pages a person opens in a browser at `/ui`.
 //!
 //! Its Prometheus series are [`crate::metrics::serve`].
 
@@ -53,7 +54,7 @@ pub mod secrets_api;
 pub mod state;
 pub mod tenants;
 pub mod token;
-mod ui;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -198,7 +199,9 @@ pub async fn run(
         }
         None => tracing::info!(%addr, data_dir = %data_dir.display(), "serving"),
     }
-    let app = api::router(state.clone());
+    let app = api::router(state.clone()).merge(ui::router(&state));
+    // The client's address: the console counts wrong tokens by it.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     tracing::info!("stopping the pipelines (they resume at the next start)");
     state.supervisor.stop_all().await;

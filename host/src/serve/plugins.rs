@@ -6,6 +6,7 @@
 //! the bytes are kept there too; this directory is then the host's cache.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -25,6 +26,20 @@ pub struct PluginStore {
     incoming: PathBuf,
     pub cache_dir: PathBuf,
     compile: Semaphore,
+    /// The pool's size: `compile`'s permits when none is taken.
+    concurrency: usize,
+    /// Uploads compiling or waiting for a permit, for the console.
+    queued: AtomicUsize,
+}
+
+/// One upload counted in [`PluginStore::compile_queue`] until dropped
+/// (a cancelled upload too).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PluginStore {
@@ -58,7 +73,15 @@ impl PluginStore {
             incoming,
             cache_dir,
             compile: Semaphore::new(compile_concurrency.max(1)),
+            concurrency: compile_concurrency.max(1),
+            queued: AtomicUsize::new(0),
         })
+    }
+
+    /// Uploads being compiled now and uploads waiting for their turn.
+    pub fn compile_queue(&self) -> (usize, usize) {
+        let compiling = self.concurrency - self.compile.available_permits();
+        (compiling, self.queued.load(Ordering::Relaxed).saturating_sub(compiling))
     }
 
     pub fn blob(&self, digest: &str) -> PathBuf {
@@ -125,6 +148,8 @@ impl PluginStore {
             cpu: Some(tenant.cpu.clone()),
             ..HostPolicy::for_run()
         };
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _queued = Queued(&self.queued);
         let _permit = self.compile.acquire().await.expect("the pool is never closed");
         let started = Instant::now();
         // The compile itself, in a child paced by the tenant's CPU share;

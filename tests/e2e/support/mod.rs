@@ -2,6 +2,7 @@
 //! and the other helpers of every test are in common.rs (re-exported here);
 //! the services the tests start and talk to each have a module.
 
+pub mod browser;
 pub mod clickhouse;
 pub mod common;
 pub mod emulators;

@@ -172,6 +172,103 @@ impl Serve {
     }
 }
 
+/// What the console answered: status, body, `Location` and `Set-Cookie`.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub location: Option<String>,
+    pub set_cookie: Option<String>,
+}
+
+/// The console as a browser without a cookie store sees it, from a client
+/// address of 127/8 (its wrong tokens are counted by address).
+pub struct Console<'a> {
+    serve: &'a Serve,
+    http: reqwest::blocking::Client,
+}
+
+impl Serve {
+    /// A client of the console's from `from` (127.0.0.N), following no redirect.
+    pub fn console(&self, from: [u8; 4]) -> Console<'_> {
+        Console {
+            serve: self,
+            http: reqwest::blocking::Client::builder()
+                .local_address(std::net::IpAddr::from(from))
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+impl Console<'_> {
+    fn answer(response: reqwest::blocking::Response) -> Answer {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_string())
+        };
+        let (location, set_cookie) = (header("location"), header("set-cookie"));
+        let status = response.status().as_u16();
+        Answer {
+            status,
+            body: response.text().unwrap(),
+            location,
+            set_cookie,
+        }
+    }
+
+    /// `POST path` with a form of `fields`, and `cookie` (`name=value`) if any.
+    pub fn post(&self, cookie: Option<&str>, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let form = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.serve.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        Self::answer(request.send().unwrap())
+    }
+
+    pub fn get(&self, cookie: Option<&str>, path: &str) -> Answer {
+        let mut request = self.http.get(format!("{}{path}", self.serve.url));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        Self::answer(request.send().unwrap())
+    }
+
+    /// Logs in with `token`: the answer, and the cookie to send back (`name=value`).
+    pub fn login(&self, token: &str) -> (Answer, Option<String>) {
+        let answer = self.post(None, "/ui/login", &[("token", token)]);
+        let cookie = answer
+            .set_cookie
+            .as_deref()
+            .map(|c| c.split(';').next().unwrap().to_string());
+        (answer, cookie)
+    }
+
+    /// `GET path` of a session that must answer 200: the page.
+    pub fn page(&self, cookie: &str, path: &str) -> String {
+        let answer = self.get(Some(cookie), path);
+        assert_eq!(answer.status, 200, "GET {path}: {}\n{}", answer.body, self.serve.log());
+        answer.body
+    }
+
+    /// The session's CSRF token, from a form of the page at `path`.
+    pub fn csrf(&self, cookie: &str, path: &str) -> String {
+        let page = self.page(cookie, path);
+        let at = page.find("name=csrf value=\"").expect("a form with a CSRF token") + 17;
+        page[at..at + 64].to_string()
+    }
+}
+
 /// `bizon-host serve` on `port` with `data` as its data dir, `config` as serve.yaml.
 fn serve_command(data: &Path, config: &str, port: u16, args: &[&str]) -> std::process::Command {
     let config_path = data.with_extension("serve.yaml");

@@ -101,6 +101,11 @@ impl Supervisor {
         running || self.runs.is_starting(&k)
     }
 
+    /// The writable disk the tenant's pipelines running here were granted, in MiB.
+    pub fn disk_held(&self, tenant: &str) -> u64 {
+        self.runs.disk_held(tenant)
+    }
+
     /// (tenant, pipeline) of every pipeline running here.
     pub fn running_keys(&self) -> Vec<(String, String)> {
         self.runs.running().keys().cloned().collect()
