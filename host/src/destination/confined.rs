@@ -209,7 +209,7 @@ fn shown(config: &FileConfig, confined: &Confined, dir: &Path) -> String {
 }
 
 /// A file destination whose directory may hold `limit` bytes: a write
-/// that finds it full fails (the last write may pass it by one batch).
+/// that would fill it past the limit fails, before anything of it is written.
 struct DiskBound {
     inner: FileDestination,
     dir: PathBuf,
@@ -239,10 +239,17 @@ impl Destination for DiskBound {
 
     async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
         let used = self.used()?;
-        if used >= self.limit {
+        // What the batch will add, from its Arrow size: its lines are about
+        // as long (the same text, less the offsets). Checked before the
+        // write, or one flush of Bizon's default 50 MB buffer would pass a
+        // 1 MiB disk_mb fifty times over.
+        let adding = batch.records.get_array_memory_size() as u64;
+        if used.saturating_add(adding) > self.limit {
             return Err(DestinationError::Fatal(format!(
-                "the output directory holds {} MiB, {}'s disk_mb of {} MiB",
+                "the output directory holds {} MiB and the next write would add about {} MiB, over {}'s \
+                 disk_mb of {} MiB",
                 used >> 20,
+                adding.div_ceil(1 << 20),
                 self.owner,
                 self.limit >> 20
             )));
