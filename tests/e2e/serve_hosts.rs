@@ -31,7 +31,15 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     let broker = broker();
     python_runtime();
     let dir = tempfile::tempdir().unwrap();
-    let config = |id: &str| format!("registry: {}\nhost_id: {id}\nreconcile_interval_ms: 300\n", pg.url);
+    // One secrets key for every host of the registry (the first makes it).
+    let key = dir.path().join("secrets.key");
+    let config = |id: &str| {
+        format!(
+            "registry: {}\nhost_id: {id}\nreconcile_interval_ms: 300\nsecrets_key_file: {}\n",
+            pg.url,
+            key.display()
+        )
+    };
     let (data1, data2) = (dir.path().join("h1"), dir.path().join("h2"));
     let mut h1 = Serve::start(&data1, &config("h1"));
     let h2 = Serve::start(&data2, &config("h2"));
