@@ -556,7 +556,10 @@ fn a_broker_advertising_an_address_outside_the_tenants_ceiling_is_never_connecte
 
 #[test]
 fn a_broker_that_advertises_an_address_outside_the_ceiling_mid_run_ends_the_run() {
-    let trap = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    // 127.0.0.3, not the other trap test's 127.0.0.2: this run is meant to
+    // reach its trap before it ends, and a reconnect after this test would
+    // otherwise land on a port the other test may bind next.
+    let trap = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
     let advertised = trap.local_addr().unwrap().to_string();
     let broker = broker_of_its_own();
     let topic = unique("serve-readvertised");
