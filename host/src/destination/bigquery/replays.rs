@@ -154,6 +154,39 @@ impl Replays {
         }))
     }
 
+    /// What to send of `batch` after [`filter`](Self::filter): the kept
+    /// rows, the whole batch, or nothing when every row was written before.
+    pub fn to_send<'a>(kept: &'a Option<Kept>, batch: &'a Batch) -> Option<&'a Batch> {
+        match kept {
+            Some(kept) if kept.batch.records.num_rows() == 0 => None,
+            Some(kept) => Some(&kept.batch),
+            None => Some(batch),
+        }
+    }
+
+    /// The outcome of sending what [`to_send`](Self::to_send) gave: the
+    /// batch recorded as written to `table` (its rows, kept or recognised,
+    /// counted), or rows refused of a filtered batch named by their place
+    /// in `batch`.
+    pub fn settle(
+        &self,
+        batch: &Batch,
+        table: &TableRef,
+        kept: Option<Kept>,
+        sent: Result<(), DestinationError>,
+    ) -> Result<u64, DestinationError> {
+        match (sent, kept) {
+            (Ok(()), _) => {
+                self.written(&batch.destination_id, table, &batch.records);
+                Ok(batch.records.num_rows() as u64)
+            }
+            (Err(DestinationError::Rejected(rows)), Some(kept)) => Err(DestinationError::Rejected(
+                rows.into_iter().map(|r| kept.original(r)).collect(),
+            )),
+            (Err(e), _) => Err(e),
+        }
+    }
+
     /// `records` of `destination_id` are in `table`: its position moves.
     pub fn written(&self, destination_id: &Arc<str>, table: &TableRef, records: &RecordBatch) {
         let loaded = records

@@ -577,28 +577,16 @@ impl Destination for StreamingV2 {
     }
 
     async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
-        let total = batch.records.num_rows() as u64;
-        if total == 0 {
+        if batch.records.num_rows() == 0 {
             return Ok(0);
         }
         let staged = self.stage(&batch.destination_id).await?;
         let kept = self.replays.filter(batch)?;
-        let written = match &kept {
-            Some(kept) if kept.batch.records.num_rows() == 0 => Ok(0),
-            Some(kept) => self.append(&staged.rows_to, &kept.batch).await,
-            None => self.append(&staged.rows_to, batch).await,
+        let sent = match Replays::to_send(&kept, batch) {
+            Some(rows) => self.append(&staged.rows_to, rows).await.map(drop),
+            None => Ok(()),
         };
-        match (written, &kept) {
-            (Ok(_), _) => {
-                self.replays
-                    .written(&batch.destination_id, &staged.main, &batch.records);
-                Ok(total)
-            }
-            (Err(DestinationError::Rejected(rows)), Some(kept)) => Err(DestinationError::Rejected(
-                rows.into_iter().map(|r| kept.original(r)).collect(),
-            )),
-            (Err(e), _) => Err(e),
-        }
+        self.replays.settle(batch, &staged.main, kept, sent)
     }
 
     fn position(&self, destination_id: &str) -> Option<String> {

@@ -215,27 +215,16 @@ impl Destination for Streaming {
     }
 
     async fn write(&self, batch: &Batch) -> Result<u64, DestinationError> {
-        let total = batch.records.num_rows();
-        if total == 0 {
+        if batch.records.num_rows() == 0 {
             return Ok(0);
         }
         let (table, _) = self.target.ensure(&batch.destination_id).await?;
         let kept = self.replays.filter(batch)?;
-        let written = match &kept {
-            Some(kept) if kept.batch.records.num_rows() == 0 => Ok(0),
-            Some(kept) => self.insert(&table, &kept.batch).await,
-            None => self.insert(&table, batch).await,
+        let sent = match Replays::to_send(&kept, batch) {
+            Some(rows) => self.insert(&table, rows).await.map(drop),
+            None => Ok(()),
         };
-        match (written, &kept) {
-            (Ok(_), _) => {
-                self.replays.written(&batch.destination_id, &table, &batch.records);
-                Ok(total as u64)
-            }
-            (Err(DestinationError::Rejected(rows)), Some(kept)) => Err(DestinationError::Rejected(
-                rows.into_iter().map(|r| kept.original(r)).collect(),
-            )),
-            (Err(e), _) => Err(e),
-        }
+        self.replays.settle(batch, &table, kept, sent)
     }
 
     fn position(&self, destination_id: &str) -> Option<String> {
