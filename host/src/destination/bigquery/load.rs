@@ -523,7 +523,11 @@ impl Destination for BatchLoad {
         self.prepare(&mut s).await?;
         let kept = match self.async_load {
             true => None,
-            false => self.replays.filter(batch)?,
+            false => {
+                let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
+                self.replays.load(&self.target.tables, table_of).await?;
+                self.replays.filter(batch)?
+            }
         };
         let records = kept.as_ref().map_or(&batch.records, |k| &k.batch.records).clone();
         if records.num_rows() == 0 {
@@ -565,8 +569,8 @@ impl Destination for BatchLoad {
         if self.async_load {
             return Ok(());
         }
-        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
-        self.replays.load(&self.target.tables, positions, table_of).await
+        self.replays.resume(positions).await;
+        Ok(())
     }
 
     fn replayed(&self) -> u64 {

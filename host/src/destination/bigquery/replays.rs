@@ -10,6 +10,13 @@
 //! BigQuery has no way to take rows back (a committed stream cannot be
 //! truncated), so recognising them is the way.
 //!
+//! The table is asked at the first write after the restart, not at the
+//! restart itself: an append the killed process had sent may still land
+//! after it died (its request was on the wire; a chaos run on a loaded
+//! machine once found 33 rows twice with the table asked at the restart),
+//! and the first write comes only once the group has handed the partitions
+//! over, seconds later.
+//!
 //! Tables with `unnest: true` have no `_source_record_id` column (Bizon's
 //! layout): there, what a crashed run wrote after its last commit can be
 //! written once more (docs/kafka.md).
@@ -41,6 +48,9 @@ type Identity = (String, i64);
 
 #[derive(Default)]
 pub struct Replays {
+    /// The positions of the last commit, until the first write asks the
+    /// tables (an async lock: writes of other destination_ids wait for it).
+    deferred: tokio::sync::Mutex<Option<crate::source::Positions>>,
     /// By destination_id: the records its table got after the last commit.
     written: Mutex<HashMap<Arc<str>, HashSet<Identity>>>,
     /// By destination_id: its table and last written batch's loaded time.
@@ -64,19 +74,25 @@ impl Kept {
 }
 
 impl Replays {
-    /// Asks each destination_id's table which records came after its last
-    /// commit. `table_of` resolves a destination_id to the table its rows
-    /// are published to.
-    pub async fn load<F, Fut>(
-        &self,
-        tables: &Tables,
-        positions: &crate::source::Positions,
-        table_of: F,
-    ) -> Result<(), DestinationError>
+    /// Keeps the positions of the last commit for the first write (see the
+    /// module).
+    pub async fn resume(&self, positions: &crate::source::Positions) {
+        *self.deferred.lock().await = Some(positions.clone());
+    }
+
+    /// At the first write after [`resume`](Self::resume): asks each
+    /// destination_id's table which records came after its last commit.
+    /// `table_of` resolves a destination_id to the table its rows are
+    /// published to.
+    pub async fn load<F, Fut>(&self, tables: &Tables, table_of: F) -> Result<(), DestinationError>
     where
         F: Fn(Arc<str>) -> Fut,
         Fut: std::future::Future<Output = Result<TableRef, DestinationError>>,
     {
+        let mut deferred = self.deferred.lock().await;
+        let Some(positions) = deferred.as_ref() else {
+            return Ok(());
+        };
         for (id, recorded) in positions {
             let table = table_of(id.clone()).await?;
             let name = table.to_string();
@@ -113,6 +129,7 @@ impl Replays {
                 self.written.lock().expect("replays").insert(id.clone(), found);
             }
         }
+        *deferred = None;
         Ok(())
     }
 

@@ -581,6 +581,8 @@ impl Destination for StreamingV2 {
             return Ok(0);
         }
         let staged = self.stage(&batch.destination_id).await?;
+        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
+        self.replays.load(&self.target.tables, table_of).await?;
         let kept = self.replays.filter(batch)?;
         let sent = match Replays::to_send(&kept, batch) {
             Some(rows) => self.append(&staged.rows_to, rows).await.map(drop),
@@ -595,8 +597,8 @@ impl Destination for StreamingV2 {
 
     async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
         self.resumed.store(true, std::sync::atomic::Ordering::Relaxed);
-        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
-        self.replays.load(&self.target.tables, positions, table_of).await
+        self.replays.resume(positions).await;
+        Ok(())
     }
 
     fn replayed(&self) -> u64 {

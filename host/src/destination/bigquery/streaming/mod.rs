@@ -219,6 +219,8 @@ impl Destination for Streaming {
             return Ok(0);
         }
         let (table, _) = self.target.ensure(&batch.destination_id).await?;
+        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
+        self.replays.load(&self.target.tables, table_of).await?;
         let kept = self.replays.filter(batch)?;
         let sent = match Replays::to_send(&kept, batch) {
             Some(rows) => self.insert(&table, rows).await.map(drop),
@@ -232,8 +234,8 @@ impl Destination for Streaming {
     }
 
     async fn resume(&self, positions: &crate::source::Positions) -> Result<(), DestinationError> {
-        let table_of = |id: Arc<str>| async move { self.target.resolve(&id).await.map(|(table, _)| table) };
-        self.replays.load(&self.target.tables, positions, table_of).await
+        self.replays.resume(positions).await;
+        Ok(())
     }
 
     fn replayed(&self) -> u64 {
