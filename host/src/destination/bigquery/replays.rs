@@ -11,11 +11,13 @@
 //! truncated), so recognising them is the way.
 //!
 //! The table is asked at the first write after the restart, not at the
-//! restart itself: an append the killed process had sent may still land
-//! after it died (its request was on the wire; a chaos run on a loaded
-//! machine once found 33 rows twice with the table asked at the restart),
-//! and the first write comes only once the group has handed the partitions
-//! over, seconds later.
+//! restart itself: an append the killed process had on the wire may still
+//! land after it died, and bqemulator answers a query without the rows of
+//! an AppendRows stream still open (the dead process's too, until it
+//! notices the connection is gone): a chaos run on a loaded machine found
+//! 33 rows twice with the table asked at the restart, 0 in runs since. The
+//! first write comes only once the group has handed the partitions over,
+//! seconds later; it asks before opening its own stream.
 //!
 //! Tables with `unnest: true` have no `_source_record_id` column (Bizon's
 //! layout): there, what a crashed run wrote after its last commit can be
