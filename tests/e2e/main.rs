@@ -20,6 +20,7 @@ mod bigquery;
 mod bigquery_real;
 mod clickhouse;
 mod egress;
+mod faults;
 mod file_modes;
 mod kafka;
 mod pipeline;

@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod common;
+pub mod durable;
 pub mod emulators;
 pub mod fault;
 pub mod guests;
