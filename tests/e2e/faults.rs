@@ -7,3 +7,4 @@
 //! ones (a 90 s outage) through the same tests.
 
 mod broker;
+mod disk;
