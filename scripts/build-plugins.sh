@@ -4,6 +4,8 @@
 # build never waits on the native host build's cargo lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The guests' target: a fresh machine has only the host's.
+rustup target add wasm32-wasip2 >/dev/null
 
 # The SDK carries its own copy of the WIT so it builds from a git or registry
 # dependency too; the copy must never drift from the canonical contract.
@@ -23,20 +25,29 @@ for example in my-dest webhook; do
     fi
 done
 
-packages=(-p bizon-sdk)
+# First-party guests (the SDK, plugins/) and the test guests (tests/plugins,
+# hostile on purpose): the first are linted when CI makes clippy the
+# workspace's compiler (.ci/run), the second never.
+first_party=(-p bizon-sdk)
+test_guests=()
 components=()
 for manifest in plugins/*/Cargo.toml tests/plugins/*/Cargo.toml; do
     [[ -f $manifest ]] || continue
     name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)
-    packages+=(-p "$name")
+    case $manifest in
+        plugins/*) first_party+=(-p "$name") ;;
+        *) test_guests+=(-p "$name") ;;
+    esac
     components+=("target/wasm/wasm32-wasip2/release/${name//-/_}.wasm")
 done
 
 # The workspace release profile keeps line tables for the native host; in a
 # component they are 90% of the file, and wasmtime does not use them. Function
 # names stay, so a trap still says where it happened.
-CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-    cargo build --release --target wasm32-wasip2 --target-dir target/wasm "${packages[@]}"
+export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo
+cargo build --release --target wasm32-wasip2 --target-dir target/wasm "${first_party[@]}"
+env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+    cargo build --release --target wasm32-wasip2 --target-dir target/wasm "${test_guests[@]}"
 
 for wasm in "${components[@]}"; do
     printf '%8d KiB  %s\n' "$(( $(stat -c %s "$wasm") / 1024 ))" "$wasm"

@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-componentize.sh
-if [[ ! -x .venv/bin/bizon-plugin || ! -x .venv/bin/pytest ]]; then
+# The test extra brings requests, urllib3 and httpx: plugins that use them
+# bundle them from .venv (python-webhook, tests/plugins/python-http).
+if [[ ! -x .venv/bin/bizon-plugin || ! -x .venv/bin/pytest ]] || ! .venv/bin/python -c 'import requests, urllib3, httpx' 2>/dev/null; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e 'sdk/python[test]'
 fi
 
@@ -75,7 +77,7 @@ if [[ ! -f .tools/js/node_modules/apache-arrow/package.json ]]; then
     (cd .tools/js && npm install --silent --no-audit --no-fund apache-arrow@21.2.0 >/dev/null)
 fi
 [[ -e sdk/js/node_modules ]] || ln -s ../../.tools/js/node_modules sdk/js/node_modules
-for example in plugins/js-summary/app.js plugins/js-jsonl/app.js plugins/js-flatten/app.js; do
+for example in plugins/js-summary/app.js plugins/js-jsonl/app.js plugins/js-flatten/app.js plugins/js-webhook/app.js; do
     if [[ "$(cat docs/sdk-js.md)" != *"$(cat "$example")"* ]]; then
         echo "docs/sdk-js.md no longer shows $example" >&2
         exit 1

@@ -68,7 +68,12 @@ fn run_ok(yaml: &Path) -> Value {
 /// Starts `bizon-host run` on `yaml` with `args`, its log into `log`.
 pub(crate) fn start(yaml: &Path, log: &Path, args: &[&str]) -> Child {
     bizon_host()
-        .args(["run", "--no-progress", "--log-level", "info"])
+        .args([
+            "run",
+            "--no-progress",
+            "--log-level",
+            &std::env::var("BIZON_TEST_LOG").unwrap_or("info".into()),
+        ])
         .args(args)
         .arg(yaml)
         .stdout(Stdio::null())
@@ -162,11 +167,18 @@ pub(crate) fn assert_all_present(found: &[(String, i64, i64)], topic: &str, high
 }
 
 /// Waits until the group has committed every partition's high watermark.
-fn wait_for_commits(b: &Broker, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+fn wait_for_commits(b: &Broker, group: &str, topic: &str, partitions: i32, out: &Path) -> Vec<i64> {
     let highs = b.high_watermarks(topic, partitions);
-    wait_until("the offsets committed", || {
-        b.committed(group, topic, partitions) == highs
-    });
+    poll(
+        || {
+            format!(
+                "the offsets committed: {:?} of {highs:?}: {}",
+                b.committed(group, topic, partitions),
+                log_of(out)
+            )
+        },
+        || (b.committed(group, topic, partitions) == highs).then_some(()),
+    );
     highs
 }
 

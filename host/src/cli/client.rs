@@ -1,7 +1,12 @@
-//! `bizon-host tenant|plugin|pipeline ...`: a client of `serve`'s API, so
-//! operators and tenants need no curl. The URL and token come from flags or
-//! BIZON_HOST_URL / BIZON_HOST_TOKEN; the answer is printed as JSON, and an
-//! API error exits 1 with its message.
+//! `bizon-host tenant|plugin|pipeline|secret ...`: a client of `serve`'s API, so
+//! operators and tenants need no curl. The URL and token come from flags
+//! (anywhere after the command) or BIZON_HOST_URL / BIZON_HOST_TOKEN; the
+//! answer is printed as JSON.
+//!
+//! Exit status: 0 the API answered with success; 1 the API answered with an
+//! error (its message is printed); 2 the command could not ask (bad
+//! arguments or JSON, no token, a file it cannot read, a server it cannot
+//! reach).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,16 +14,21 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-/// Where the server is and who calls.
+use super::out::say;
+
+/// Where the server is and who calls. Global: `--token` works after the
+/// nested subcommand (`tenant create acme --token T`) as well as before it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Remote {
     /// The server's URL.
-    #[arg(long, env = "BIZON_HOST_URL", default_value = "http://127.0.0.1:8700")]
+    #[arg(long, global = true, env = "BIZON_HOST_URL", default_value = "http://127.0.0.1:8700")]
     pub url: String,
     /// The admin token (tenant commands) or a tenant's token (plugin and
     /// pipeline commands).
-    #[arg(long, env = "BIZON_HOST_TOKEN", hide_env_values = true)]
-    pub token: String,
+    // Optional to clap (a global argument cannot be required); `call` says
+    // what is missing.
+    #[arg(long, global = true, env = "BIZON_HOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -30,10 +40,10 @@ pub enum TenantCommand {
         #[arg(long, value_name = "JSON")]
         limits: Option<String>,
     },
+    /// Every tenant: its limits, memory and read-ahead in use, pipelines' status.
     List,
-    Show {
-        name: String,
-    },
+    /// One tenant: its limits, memory and read-ahead in use, pipelines' status.
+    Show { name: String },
     /// Change a tenant's limits: the keys given, `null` for the default.
     Limits {
         name: String,
@@ -42,35 +52,52 @@ pub enum TenantCommand {
         limits: String,
     },
     /// Stop and remove everything of a tenant.
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PipelineCommand {
     /// Store a pipeline file (Bizon YAML) under NAME; on a running pipeline a
     /// new plugin version is swapped in between batches.
+    Put { name: String, file: PathBuf },
+    /// Start a stored pipeline.
+    Start { name: String },
+    /// Stop a pipeline: what was read is written and finalized (up to 10 s).
+    Stop { name: String },
+    /// A pipeline's state, records, records/s, lag and last error.
+    Status { name: String },
+    /// Every pipeline of the tenant, with its status.
+    List,
+    /// The last 1,000 log lines of a pipeline's run and its plugin.
+    Logs { name: String },
+    /// Stop a pipeline and remove it.
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SecretCommand {
+    /// Store NAME's value (a new one replaces the old; running pipelines
+    /// take it at their next start). The value is read from a file or an
+    /// environment variable, never from the command line, which others can
+    /// see in the process list.
     Put {
         name: String,
-        file: PathBuf,
+        /// The value is this file's content (one trailing newline dropped).
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "from_env",
+            required_unless_present = "from_env"
+        )]
+        from_file: Option<PathBuf>,
+        /// The value is this environment variable's.
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
     },
-    Start {
-        name: String,
-    },
-    Stop {
-        name: String,
-    },
-    Status {
-        name: String,
-    },
+    /// The tenant's secrets: names and times, never values.
     List,
-    Logs {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// Remove a secret; pipelines that use it fail at their next start.
+    Delete { name: String },
 }
 
 /// The client side of `plugin` (push, list, versions).
@@ -98,7 +125,10 @@ pub enum RemotePluginCommand {
 
 async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<ExitCode> {
     let url = format!("{}{path}", remote.url.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url).bearer_auth(&remote.token);
+    let Some(token) = &remote.token else {
+        anyhow::bail!("no token: give --token TOKEN or set BIZON_HOST_TOKEN");
+    };
+    let mut request = reqwest::Client::new().request(method, &url).bearer_auth(token);
     if let Some(body) = body {
         request = request.body(body);
     }
@@ -110,7 +140,10 @@ async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option
         .with_context(|| format!("reading the answer of {url}"))?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if ok {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        // 204 (a secret's value replaced) has no body to print.
+        if value != Value::String(String::new()) {
+            say!("{}", serde_json::to_string_pretty(&value)?);
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         let message = value["error"]["message"]
@@ -158,6 +191,34 @@ pub async fn pipeline(cmd: PipelineCommand, remote: &Remote) -> anyhow::Result<E
         PipelineCommand::List => call(remote, Method::GET, "/v1/pipelines", None).await,
         PipelineCommand::Logs { name } => call(remote, Method::GET, &path(&name, "/logs"), None).await,
         PipelineCommand::Delete { name } => call(remote, Method::DELETE, &path(&name, ""), None).await,
+    }
+}
+
+pub async fn secret(cmd: SecretCommand, remote: &Remote) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match cmd {
+        SecretCommand::Put {
+            name,
+            from_file,
+            from_env,
+        } => {
+            let value = match (from_file, from_env) {
+                (Some(file), _) => {
+                    let text =
+                        std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    zeroize::Zeroizing::new(text.strip_suffix('\r').unwrap_or(text).to_string())
+                }
+                (None, Some(var)) => zeroize::Zeroizing::new(
+                    std::env::var(&var).with_context(|| format!("the environment variable {var} is not set"))?,
+                ),
+                (None, None) => anyhow::bail!("give --from-file FILE or --from-env VAR"),
+            };
+            let body = zeroize::Zeroizing::new(json!({ "value": value.as_str() }).to_string().into_bytes());
+            call(remote, Method::PUT, &format!("/v1/secrets/{name}"), Some(body.to_vec())).await
+        }
+        SecretCommand::List => call(remote, Method::GET, "/v1/secrets", None).await,
+        SecretCommand::Delete { name } => call(remote, Method::DELETE, &format!("/v1/secrets/{name}"), None).await,
     }
 }
 

@@ -1,12 +1,16 @@
 //! The `bizon-host` command line.
 //!
-//! Exit status: 0 the run wrote everything; 1 a write failed for good (the
-//! message names the destination_id and the cause); 2 the pipeline file, a
-//! plugin or a connection check is wrong, before any record moved; 130 a
-//! signal stopped the run after what was read was flushed and finalized.
+//! Exit status of `run` and `check`: 0 the run wrote everything; 1 a write
+//! failed for good (the message names the destination_id and the cause); 2
+//! the pipeline file, a plugin or a connection check is wrong, before any
+//! record moved; 130 a signal stopped the run after what was read was
+//! flushed and finalized. `plugin test`: 1 when a step fails. The client
+//! commands (`tenant`, `pipeline`, `plugin push|list|versions`): 1 the API
+//! answered an error, 2 it could not be asked. README.md lists them all.
 
 #[cfg(feature = "serve")]
 pub mod client;
+mod out;
 #[cfg(feature = "wasm")]
 pub mod plugin;
 mod progress;
@@ -17,6 +21,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
+
+use out::say;
 
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Bounds, Environment, Pipeline, Progress, RunReport, RunStatus};
@@ -59,7 +65,8 @@ pub enum Command {
         /// The Bizon pipeline YAML file.
         pipeline: PathBuf,
     },
-    /// Inspect, precompile or test a WebAssembly destination plugin.
+    /// Inspect, compile or test a WebAssembly plugin; push, list or show the versions of a
+    /// tenant's plugins on a `serve`.
     #[cfg(feature = "wasm")]
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -70,7 +77,7 @@ pub enum Command {
     #[cfg(feature = "serve")]
     #[command(name = "serve-compile", hide = true)]
     ServeCompile(crate::serve::compile::ChildArgs),
-    /// Create, list, show or delete tenants of a `serve` (admin token).
+    /// Create, list, show, change the limits of or delete the tenants of a `serve` (admin token).
     #[cfg(feature = "serve")]
     Tenant {
         #[command(subcommand)]
@@ -78,11 +85,20 @@ pub enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
-    /// Store, start, stop, watch or delete a tenant's pipelines on a `serve`.
+    /// Put, start, stop, show the status or logs of, list or delete a tenant's pipelines on a
+    /// `serve`.
     #[cfg(feature = "serve")]
     Pipeline {
         #[command(subcommand)]
         command: client::PipelineCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Put, list or delete a tenant's secrets on a `serve` (values are never shown).
+    #[cfg(feature = "serve")]
+    Secret {
+        #[command(subcommand)]
+        command: client::SecretCommand,
         #[command(flatten)]
         remote: client::Remote,
     },
@@ -125,6 +141,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Tenant { command, remote } => client_exit(client::tenant(command, &remote).await),
         #[cfg(feature = "serve")]
         Command::Pipeline { command, remote } => client_exit(client::pipeline(command, &remote).await),
+        #[cfg(feature = "serve")]
+        Command::Secret { command, remote } => client_exit(client::secret(command, &remote).await),
         #[cfg(feature = "serve")]
         Command::ServeCompile(args) => crate::serve::compile::child_main(args),
         #[cfg(feature = "serve")]
@@ -290,7 +308,7 @@ async fn check(path: &Path) -> ExitCode {
     };
     match outcome {
         Ok(()) => {
-            println!(
+            say!(
                 "{}: configuration valid; destination `{name}` reachable",
                 path.display()
             );
@@ -328,3 +346,6 @@ async fn signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests;

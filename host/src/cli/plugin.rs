@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
+use super::out::say;
 use crate::config::DestinationOptions;
 use crate::destination::wasm::WasmConfig;
 use crate::destination::DestinationConfig;
@@ -48,7 +49,8 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "SCHEME://HOST:PORT", value_parser = parse_allow_host)]
     pub allow_host: Vec<HostRule>,
     /// Memory cap of each plugin instance (all its memories and tables), in
-    /// MiB (default 256).
+    /// MiB (default 256; 512 for a component of 8 MiB or more, which embeds
+    /// an interpreter).
     #[arg(long, value_name = "N")]
     pub memory_mb: Option<u64>,
     /// Byte quota of each writable --allow-dir, in MiB (default 1024).
@@ -61,9 +63,9 @@ pub struct SandboxArgs {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PluginCommand {
-    /// Show a plugin's contract version, description, imports and exports.
+    /// Show a plugin's contract version, description, imports, exports and cache status.
     Inspect { file: PathBuf },
-    /// Compile a plugin into the cache ahead of a run.
+    /// Compile a plugin into the cache ahead of a run; prints the artifact's path.
     Compile { file: PathBuf },
     /// Conformance run: open, check-connection, several batches, finalize.
     Test {
@@ -71,7 +73,7 @@ pub enum PluginCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
-    /// Upload to, or list the plugins of, a tenant on a `serve`.
+    // push, list, versions: a tenant's plugins on a `serve`.
     #[cfg(feature = "serve")]
     #[command(flatten)]
     Remote(super::client::RemotePluginCommand),
@@ -256,16 +258,16 @@ async fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
         .find(|e| e.starts_with(capabilities::DESTINATION_EXPORT))
         .and_then(|e| e.split_once('@'))
         .map_or("?", |(_, v)| v);
-    println!("file:      {} ({} bytes)", file.display(), report.file_size);
-    println!(
+    say!("file:      {} ({} bytes)", file.display(), report.file_size);
+    say!(
         "contract:  bizon:destination@{contract} (host: {})",
         capabilities::host_version()
     );
-    println!("plugin:    {} {}", info.name, info.version);
-    println!("input:     {:?}", info.input_format);
-    println!("imports:   {}", report.imports.join(", "));
-    println!("exports:   {}", report.exports.join(", "));
-    println!(
+    say!("plugin:    {} {}", info.name, info.version);
+    say!("input:     {:?}", info.input_format);
+    say!("imports:   {}", report.imports.join(", "));
+    say!("exports:   {}", report.exports.join(", "));
+    say!(
         "cache:     {}{}",
         report.cache,
         artifact_text(report.artifact.as_deref())
@@ -281,10 +283,10 @@ async fn compile(file: &Path) -> anyhow::Result<ExitCode> {
     let plugin = load(file, Request::default()).await?;
     let report = plugin.report();
     match &report.artifact {
-        Some(path) => println!("{}", path.display()),
+        Some(path) => say!("{}", path.display()),
         None => bail!("no cache directory: set BIZON_HOST_CACHE_DIR"),
     }
-    println!(
+    say!(
         "cache {}: compiled in {:.1} ms, loaded in {:.1} ms",
         report.cache,
         report.compile_time.as_secs_f64() * 1e3,
@@ -323,7 +325,7 @@ async fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     let mut step = |name: &str, result: Result<String, String>| {
         match &result {
-            Ok(detail) => println!(
+            Ok(detail) => say!(
                 "PASS  {name}{}",
                 if detail.is_empty() {
                     String::new()
@@ -333,7 +335,7 @@ async fn test(file: &Path, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
             ),
             Err(reason) => {
                 failed += 1;
-                println!("FAIL  {name}: {reason}");
+                say!("FAIL  {name}: {reason}");
             }
         }
         result.is_ok()

@@ -10,6 +10,7 @@ mod common;
 pub mod env;
 mod retry;
 mod schema;
+pub mod secret;
 mod sync_mode;
 
 use std::fmt;

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
+pub mod confined;
 pub mod file;
 pub mod logger;
 pub mod retry;
@@ -265,6 +266,9 @@ pub struct Host {
     /// A wasm destination's compile cache, memory budget, CPU share and label.
     #[cfg(feature = "wasm")]
     pub plugins: crate::plugin::HostPolicy,
+    /// For a `serve` tenant: what confines a native destination to what is
+    /// the tenant's (egress, secrets, files, CPU and memory shares).
+    pub confined: Option<confined::Confined>,
 }
 
 impl Default for Host {
@@ -272,6 +276,7 @@ impl Default for Host {
         Self {
             #[cfg(feature = "wasm")]
             plugins: crate::plugin::HostPolicy::for_run(),
+            confined: None,
         }
     }
 }
@@ -279,17 +284,53 @@ impl Default for Host {
 /// Builds the destination a pipeline's config names, under `host`. Building
 /// does no I/O that can fail for passing reasons; `check_connection` does that.
 pub async fn build(config: &DestinationConfig, host: &Host) -> Result<SharedDestination, DestinationError> {
-    let _ = host;
+    if let Some(confined) = &host.confined {
+        return build_confined(config, host, confined).await;
+    }
     Ok(match config {
         DestinationConfig::File(c) => Arc::new(file::FileDestination::new(c)?),
         DestinationConfig::Logger(c) => Arc::new(logger::LoggerDestination::new(c)),
         #[cfg(feature = "wasm")]
         DestinationConfig::Wasm(c) => wasm::build(c, &host.plugins).await?,
         #[cfg(feature = "bigquery")]
-        DestinationConfig::BigQuery(c) => bigquery::build_batch(c).await?,
+        DestinationConfig::BigQuery(c) => {
+            bigquery::confined::unconfined(c.authentication.as_ref())?;
+            bigquery::build_batch(c).await?
+        }
         #[cfg(feature = "bigquery")]
-        DestinationConfig::BigQueryStreaming(c) => bigquery::build_streaming(c).await?,
+        DestinationConfig::BigQueryStreaming(c) => {
+            bigquery::confined::unconfined(c.authentication.as_ref())?;
+            bigquery::build_streaming(c).await?
+        }
         #[cfg(feature = "bigquery")]
-        DestinationConfig::BigQueryStreamingV2(c) => bigquery::build_streaming_v2(c).await?,
+        DestinationConfig::BigQueryStreamingV2(c) => {
+            bigquery::confined::unconfined(c.authentication.as_ref())?;
+            bigquery::build_streaming_v2(c).await?
+        }
+    })
+}
+
+/// A tenant's destination: a plugin under its policy, a native one
+/// confined ([`confined`]).
+async fn build_confined(
+    config: &DestinationConfig,
+    host: &Host,
+    t: &confined::Confined,
+) -> Result<SharedDestination, DestinationError> {
+    let _ = host;
+    Ok(match config {
+        DestinationConfig::File(c) => confined::Charged::wrap(confined::file(c, t)?, t, Vec::new()),
+        DestinationConfig::Logger(c) => {
+            confined::Charged::wrap(Arc::new(logger::LoggerDestination::new(c)), t, Vec::new())
+        }
+        // Its calls are charged inside the plugin runtime already.
+        #[cfg(feature = "wasm")]
+        DestinationConfig::Wasm(c) => wasm::build(c, &host.plugins).await?,
+        #[cfg(feature = "bigquery")]
+        DestinationConfig::BigQuery(c) => bigquery::confined::build_batch(c, t).await?,
+        #[cfg(feature = "bigquery")]
+        DestinationConfig::BigQueryStreaming(c) => bigquery::confined::build_streaming(c, t).await?,
+        #[cfg(feature = "bigquery")]
+        DestinationConfig::BigQueryStreamingV2(c) => bigquery::confined::build_streaming_v2(c, t).await?,
     })
 }

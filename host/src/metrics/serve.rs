@@ -23,6 +23,8 @@ struct Series {
     running: IntGaugeVec,
     write_seconds: HistogramVec,
     traps: IntCounterVec,
+    destination_rows: IntCounterVec,
+    destination_errors: IntCounterVec,
     memory: IntGaugeVec,
     read_ahead: IntGaugeVec,
     compile_seconds: HistogramVec,
@@ -65,7 +67,21 @@ fn series() -> &'static Series {
             )
             .expect("valid metric"),
         );
+        let tpd = &["tenant", "pipeline", "destination"];
+        let counter = |name: &str, help: &str| {
+            registry.register(IntCounterVec::new(Opts::new(name, help), tpd).expect("valid metric"))
+        };
+        let destination_rows = counter(
+            "destination_rows_written_total",
+            "Rows the pipeline's destination wrote, by destination (wasm, logger, file, bigquery*)",
+        );
+        let destination_errors = counter(
+            "destination_write_errors_total",
+            "Writes of the pipeline's destination that failed (each attempt), by destination",
+        );
         Series {
+            destination_rows,
+            destination_errors,
             records_read: gauge("records_read_total", "Records read from the source", tp),
             records_written: gauge("records_written_total", "Records written by the destination", tp),
             dead_letters: gauge("dead_letters_total", "Messages and rows sent to the dead letter", tp),
@@ -117,19 +133,29 @@ pub struct PipelineSeries {
     tenant: String,
     pipeline: String,
     write_seconds: prometheus::Histogram,
+    rows: prometheus::IntCounter,
+    errors: prometheus::IntCounter,
 }
 
 impl PipelineSeries {
-    pub fn new(tenant: &str, pipeline: &str) -> Self {
+    /// `destination`: its name (`wasm`, `bigquery_streaming_v2`, ...).
+    pub fn new(tenant: &str, pipeline: &str, destination: &str) -> Self {
+        let labels = &[tenant, pipeline, destination];
         Self {
             tenant: tenant.to_string(),
             pipeline: pipeline.to_string(),
             write_seconds: series().write_seconds.with_label_values(&[tenant, pipeline]),
+            rows: series().destination_rows.with_label_values(labels),
+            errors: series().destination_errors.with_label_values(labels),
         }
     }
 
     pub fn observe_write(&self, took: Duration, result: &Result<u64, DestinationError>) {
         self.write_seconds.observe(took.as_secs_f64());
+        match result {
+            Ok(rows) => self.rows.inc_by(*rows),
+            Err(_) => self.errors.inc(),
+        }
         if let Err(e) = result {
             if let Some(cause) = trap_cause(&e.to_string()) {
                 series()
@@ -221,10 +247,34 @@ pub fn reset_gauges() {
     s.cpu.reset();
 }
 
+/// Failed writes of a pipeline's destination in this server's life.
+pub fn write_errors(tenant: &str, pipeline: &str, destination: &str) -> u64 {
+    series()
+        .destination_errors
+        .get_metric_with_label_values(&[tenant, pipeline, destination])
+        .map_or(0, |c| c.get())
+}
+
+/// Every destination name a pipeline's series may carry.
+const DESTINATIONS: [&str; 6] = [
+    "wasm",
+    "logger",
+    "file",
+    "bigquery",
+    "bigquery_streaming",
+    "bigquery_streaming_v2",
+];
+
 /// Drops the histograms and counters of a deleted pipeline.
 pub fn forget_pipeline(tenant: &str, pipeline: &str) {
     let s = series();
     let _ = s.write_seconds.remove_label_values(&[tenant, pipeline]);
+    for destination in DESTINATIONS {
+        let _ = s.destination_rows.remove_label_values(&[tenant, pipeline, destination]);
+        let _ = s
+            .destination_errors
+            .remove_label_values(&[tenant, pipeline, destination]);
+    }
     for cause in ["memory", "timeout", "stack_overflow", "panic", "exit", "other"] {
         let _ = s.traps.remove_label_values(&[tenant, pipeline, cause]);
     }

@@ -31,6 +31,7 @@ use super::log::{PluginLog, MAX_LINE_BYTES};
 use super::state::State;
 use super::stdio::Captured;
 use super::text::sanitize;
+use crate::config::secret::Secrets;
 use crate::quota::budget::{MemoryBudget, Reservation};
 use crate::quota::cpu::{CpuShare, Metered, Work};
 
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(super) quotas: Arc<Quotas>,
     pub(super) budget: Arc<MemoryBudget>,
     pub(super) cpu: Option<Arc<CpuShare>>,
+    /// The tenant secrets its `allow.secrets` may name.
+    pub(super) secrets: Secrets,
 }
 
 impl Shared {
@@ -94,6 +97,7 @@ impl Sandbox {
         let state = State::new(
             &shared.label,
             &shared.grants,
+            &shared.secrets,
             &shared.limits,
             &captured,
             shared.log.clone(),

@@ -160,6 +160,7 @@ pub(crate) fn load_component(
         quotas: Arc::new(Quotas::new(&request.grants.dirs)),
         budget: policy.budget.clone(),
         cpu: policy.cpu.clone(),
+        secrets: policy.secrets.clone(),
         label,
         engine,
         linked,

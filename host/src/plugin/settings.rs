@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::cache;
 use super::grants::Grants;
 use super::limits::Limits;
+use crate::config::secret::Secrets;
 use crate::quota::budget::{self, MemoryBudget};
 use crate::quota::cpu::CpuShare;
 
@@ -58,6 +59,9 @@ pub struct HostPolicy {
     /// Wall time a compile may take ([`COMPILE_TIMEOUT`]; `serve` bounds
     /// its compiles' CPU time instead).
     pub compile_timeout: Duration,
+    /// A `serve` tenant's secrets its grants name (`from: secret:NAME`);
+    /// empty for `bizon-host run`, whose grants read `env:` and `file:`.
+    pub secrets: Secrets,
 }
 
 impl HostPolicy {
@@ -72,6 +76,7 @@ impl HostPolicy {
             cpu: None,
             label: None,
             compile_timeout: COMPILE_TIMEOUT,
+            secrets: Secrets::default(),
         }
     }
 }

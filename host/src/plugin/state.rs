@@ -19,6 +19,7 @@ use super::grants::Grants;
 use super::limits::{Limits, MemoryLimiter};
 use super::log::PluginLog;
 use super::stdio::Captured;
+use crate::config::secret::Secrets;
 
 /// The data of one instance's Store.
 pub struct State {
@@ -39,12 +40,13 @@ impl State {
     pub(super) fn new(
         plugin: &str,
         grants: &Grants,
+        secrets: &Secrets,
         limits: &Limits,
         captured: &Captured,
         log: Arc<PluginLog>,
         quotas: Arc<Quotas>,
     ) -> Result<Self, String> {
-        let egress = Egress::new(plugin, grants)?;
+        let egress = Egress::new(plugin, grants, secrets)?;
         let wasi = wasi_ctx(grants, captured, &egress)?;
         Ok(Self {
             wasi,
@@ -157,7 +159,7 @@ mod tests {
             }],
             ..Grants::default()
         };
-        let egress = Egress::new("t.wasm", &grants).unwrap();
+        let egress = Egress::new("t.wasm", &grants, &Secrets::default()).unwrap();
         let Err(err) = wasi_ctx(&grants, &Captured::default(), &egress) else {
             panic!("granted a missing directory")
         };

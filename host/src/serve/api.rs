@@ -6,22 +6,24 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State as Extract};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Admin, TenantAuth, TenantName};
 use super::cluster;
 use super::error::ApiError;
+use super::files;
 use super::limits::LimitOverrides;
 use super::logs;
+use super::request::{check_name, json_body, read_body};
 use super::retention;
+use super::secrets_api;
 use super::state::State;
 use super::token;
 use crate::metrics::serve as metrics;
@@ -53,6 +55,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/pipelines/{name}/start", post(start_pipeline))
         .route("/v1/pipelines/{name}/stop", post(stop_pipeline))
         .route("/v1/pipelines/{name}/logs", get(pipeline_logs))
+        .route("/v1/secrets", get(secrets_api::list))
+        .route("/v1/secrets/{name}", put(secrets_api::put).delete(secrets_api::delete))
+        .route("/v1/files", get(files::list))
+        .route("/v1/files/{*path}", get(files::get))
         .route("/metrics", get(prometheus))
         .route("/ui", get(ui))
         .fallback(no_route)
@@ -78,25 +84,12 @@ async fn no_method() -> ApiError {
     )
 }
 
-/// The body, or 413 past `limit` bytes (read no further than that).
-async fn read_body(body: Body, limit: u64, what: impl Fn(u64) -> ApiError) -> Result<Bytes, ApiError> {
-    Ok(http_body_util::Limited::new(body, limit as usize + 1)
-        .collect()
-        .await
-        .map_err(|_| what(limit + 1))?
-        .to_bytes())
-}
-
 fn too_long(_: u64) -> ApiError {
     ApiError::too_large(format!("the request body is over {} KiB", MAX_BODY_BYTES >> 10))
 }
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -396,24 +389,4 @@ async fn ui(Extract(state): Extract<AppState>, _: Admin) -> ApiResult<Html<Strin
         tenants.push(tenant_json(&state, &row.name)?);
     }
     Ok(Html(super::ui::page(&tenants)))
-}
-
-/// Tenant, plugin and pipeline names: what can go in a path, a label and a
-/// log line without escaping.
-pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
-    let ok = (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "{kind} name {name:?}: use 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or digit"
-        )))
-    }
 }

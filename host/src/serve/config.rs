@@ -49,11 +49,15 @@ pub struct ServeConfig {
     /// Plugin uploads compiled at once; the rest wait their turn.
     #[serde(default = "one")]
     pub compile_concurrency: usize,
-    /// Native destinations tenants may use besides `wasm` (only `logger`
-    /// is offered: the others write where the host's own credentials and
-    /// paths reach).
+    /// Native destinations tenants may use besides `wasm`: any of
+    /// [`NATIVE_DESTINATIONS`], each confined to the tenant (its egress
+    /// ceiling, its secrets, its files directory, its shares).
     #[serde(default)]
     pub native_destinations: Vec<String>,
+    /// The key tenants' secrets are sealed with (default
+    /// `<data_dir>/secrets.key`, made at the first start).
+    #[serde(default)]
+    pub secrets_key_file: Option<PathBuf>,
     /// What every tenant gets unless created with its own.
     #[serde(default)]
     pub limits: TenantLimits,
@@ -71,6 +75,15 @@ pub struct ServeConfig {
     #[serde(default = "default_reconcile_interval_ms")]
     pub reconcile_interval_ms: u64,
 }
+
+/// What `native_destinations` may offer.
+pub const NATIVE_DESTINATIONS: &[&str] = &[
+    "logger",
+    "file",
+    "bigquery",
+    "bigquery_streaming",
+    "bigquery_streaming_v2",
+];
 
 /// Shortest admin token accepted.
 const MIN_ADMIN_TOKEN: usize = 16;
@@ -111,9 +124,14 @@ impl ServeConfig {
         if config.reconcile_interval_ms < 100 {
             return Err(unplaced("reconcile_interval_ms: at least 100".into()).into());
         }
-        if let Some(bad) = config.native_destinations.iter().find(|d| *d != "logger") {
+        if let Some(bad) = config
+            .native_destinations
+            .iter()
+            .find(|d| !NATIVE_DESTINATIONS.contains(&d.as_str()))
+        {
             return Err(unplaced(format!(
-                "native_destinations: `{bad}` cannot be offered to tenants (only `logger`)"
+                "native_destinations: `{bad}` cannot be offered to tenants (one of: {})",
+                NATIVE_DESTINATIONS.join(", ")
             ))
             .into());
         }

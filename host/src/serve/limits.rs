@@ -35,6 +35,10 @@ pub struct TenantLimits {
     /// Records read and not yet written, all its pipelines together, in
     /// MiB; over it, they read no more until their writes give it back.
     pub read_ahead_mb: u64,
+    /// Secrets stored.
+    pub secrets: usize,
+    /// Largest secret value, in KiB (a service account key is about 2.3).
+    pub secret_kb: u64,
 }
 
 impl Default for TenantLimits {
@@ -50,6 +54,8 @@ impl Default for TenantLimits {
             log_lines_per_s: 50,
             cpu_cores: 1.0,
             read_ahead_mb: 64,
+            secrets: 32,
+            secret_kb: 64,
         }
     }
 }
@@ -78,6 +84,10 @@ pub struct LimitOverrides {
     pub cpu_cores: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_ahead_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_kb: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -93,6 +103,8 @@ impl LimitOverrides {
             log_lines_per_s: self.log_lines_per_s.unwrap_or(defaults.log_lines_per_s),
             cpu_cores: self.cpu_cores.unwrap_or(defaults.cpu_cores),
             read_ahead_mb: self.read_ahead_mb.unwrap_or(defaults.read_ahead_mb),
+            secrets: self.secrets.unwrap_or(defaults.secrets),
+            secret_kb: self.secret_kb.unwrap_or(defaults.secret_kb),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`registry`]: tenants, plugin versions and pipelines, in SQLite or in a
 //!   PostgreSQL database several hosts share.
 //! - [`config`]: `serve.yaml`, the admin token, tenants' default limits.
+//! - [`secrets`]: tenants' secrets sealed at rest under a key kept outside
+//!   the registry.
 //! - [`error`]: API errors, `{error: {code, message}}` with their status.
 //! - [`token`]: tokens and the digests the registry keeps of them.
 //! - [`tenants`]: a tenant's limits, memory, CPU and read-ahead shares,
@@ -23,6 +25,9 @@
 //! - [`retention`]: plugin versions no pipeline needs are removed.
 //! - [`cluster`]: with a shared registry, what each host runs follows it.
 //! - [`auth`]: who calls, as extractors the routes take.
+//! - [`request`]: bodies read up to a limit, names checked.
+//! - [`secrets_api`] and [`files`]: a tenant's secrets (stored, listed,
+//!   deleted; never shown) and the files its pipelines wrote.
 //! - [`api`] and the page at `/ui`: the routes.
 //!
 //! Its Prometheus series are [`crate::metrics::serve`].
@@ -33,14 +38,18 @@ pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod lease;
 pub mod limits;
 pub mod logs;
 pub mod pipelines;
 pub mod plugins;
 pub mod registry;
+pub mod request;
 pub mod retention;
 pub mod runtime;
+pub mod secrets;
+pub mod secrets_api;
 pub mod state;
 pub mod tenants;
 pub mod token;
@@ -65,6 +74,8 @@ pub enum ServeError {
     Config(#[from] config::ConfigError),
     #[error("{0}")]
     Registry(#[from] registry::RegistryError),
+    #[error("{0}")]
+    Secrets(#[from] secrets::SecretsError),
     #[error("data directory {dir}: {source}")]
     DataDir { dir: String, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
@@ -92,6 +103,10 @@ pub struct ServeArgs {
     /// hostname and listen address).
     #[arg(long, value_name = "NAME")]
     pub host_id: Option<String>,
+    /// The key tenants' secrets are sealed with (default:
+    /// <data-dir>/secrets.key, made at the first start; keep a copy).
+    #[arg(long, value_name = "FILE")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Opens the data directory, resumes the pipelines that were running and
@@ -117,6 +132,9 @@ pub async fn run(
     if let Some(id) = args.host_id {
         config.host_id = Some(id);
     }
+    if let Some(key) = args.secrets_key_file {
+        config.secrets_key_file = Some(key);
+    }
     let admin_hash = token::hash(&config.admin_token()?);
     crate::plugin::engine::set_pool_instances(config.live_instances);
     crate::plugin::engine::set_serial_compilation();
@@ -128,6 +146,8 @@ pub async fn run(
     };
     std::fs::create_dir_all(&data_dir).map_err(io)?;
     let registry = Arc::new(Registry::open(&config.registry, &data_dir)?);
+    let key = secrets::key_path(config.secrets_key_file.as_deref(), &data_dir);
+    let vault = Arc::new(secrets::Vault::open(&key, &registry)?);
     let store = Arc::new(PluginStore::open(&data_dir, config.compile_concurrency).map_err(io)?);
     let host_budget = match config.plugin_memory_budget_mb {
         Some(mib) => crate::quota::budget::MemoryBudget::new(mib),
@@ -154,10 +174,12 @@ pub async fn run(
         store.clone(),
         config.native_destinations.clone(),
         leases,
+        vault.clone(),
     );
     let state = Arc::new(State {
         config,
         registry,
+        vault,
         tenants,
         store,
         supervisor: Arc::new(supervisor),

@@ -9,11 +9,14 @@ use super::error::ApiError;
 use super::pipelines::Supervisor;
 use super::plugins::PluginStore;
 use super::registry::Registry;
+use super::secrets::Vault;
 use super::tenants::{Tenant, Tenants};
 
 pub struct State {
     pub config: ServeConfig,
     pub registry: Arc<Registry>,
+    /// The key tenants' secrets are sealed with.
+    pub vault: Arc<Vault>,
     pub tenants: Tenants,
     pub store: Arc<PluginStore>,
     pub supervisor: Arc<Supervisor>,

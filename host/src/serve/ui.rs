@@ -1,5 +1,7 @@
 //! `GET /ui`: one server-rendered page for the operator, tenants and their
-//! pipelines with state, records/s and errors. Every value is escaped.
+//! pipelines with state, destination, records/s and errors. Every value is
+//! escaped; a destination is shown by its name (and plugin), never its
+//! config, so no secret can reach the page.
 
 use serde_json::Value;
 
@@ -28,17 +30,22 @@ pub fn page(tenants: &[Value]) -> String {
         let pipelines = t["pipelines"].as_array().unwrap_or(&empty);
         if pipelines.is_empty() {
             rows.push_str(&format!(
-                "<tr><td>{name}</td><td>{memory} MiB</td><td colspan=5><i>no pipelines</i></td></tr>"
+                "<tr><td>{name}</td><td>{memory} MiB</td><td colspan=7><i>no pipelines</i></td></tr>"
             ));
         }
         for p in pipelines {
             let state = text(&p["state"]);
+            let destination = match (&p["destination"], &p["plugin"]) {
+                (Value::String(d), Value::String(plugin)) => escape(&format!("{d} {plugin}@{}", p["plugin_version"])),
+                (d, _) => text(d),
+            };
             rows.push_str(&format!(
                 "<tr><td>{name}</td><td>{memory} MiB</td><td>{}</td><td class=\"{state}\">{state}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td></tr>",
+                 <td>{destination}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 text(&p["name"]),
                 text(&p["records_written"]),
                 text(&p["records_per_s"]),
+                text(&p["write_errors"]),
                 text(&p["last_error"]),
             ));
         }
@@ -49,8 +56,9 @@ pub fn page(tenants: &[Value]) -> String {
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#eee}}\
          .running{{color:#070}}.failed{{color:#b00}}</style></head><body>\
          <h1>bizon-host serve</h1><p>{} tenant(s)</p>\
-         <table><tr><th>tenant</th><th>plugin memory</th><th>pipeline</th><th>state</th>\
-         <th>records written</th><th>records/s</th><th>last error</th></tr>{rows}</table></body></html>",
+         <table><tr><th>tenant</th><th>plugin memory</th><th>pipeline</th><th>state</th><th>destination</th>\
+         <th>records written</th><th>records/s</th><th>write errors</th><th>last error</th></tr>{rows}</table>\
+         </body></html>",
         tenants.len()
     )
 }

@@ -72,7 +72,10 @@ pub enum Ack {
 
 /// The positions a source recorded with its last commit, by destination_id
 /// (several when several writers, each with its own file or stream, shared
-/// the source): handed to the destination before it writes anything.
+/// the source): handed to the destination before it writes anything. A
+/// destination_id whose records were committed without a position (a
+/// broker that drops commit metadata, an older version) has an empty list;
+/// one never committed has none.
 pub type Positions = std::collections::HashMap<Arc<str>, Vec<String>>;
 
 pub trait Source: Send {

@@ -2,8 +2,8 @@
 // npx bizon-plugin build app.js [-o app.wasm] [--no-check] [--plugin-config JSON]
 //     [--allow-dir D]... [--allow-env N]... [--allow-host H]... [--bizon-host PATH]
 // Bundles app.js and @bizon/plugin with rolldown into one module, makes a
-// component of it with componentize-js (StarlingMonkey) without its HTTP
-// server features, then checks it with `bizon-host plugin test`. app.js
+// component of it with componentize-js (StarlingMonkey) with its `fetch` but
+// without its HTTP server feature, then checks it with `bizon-host plugin test`. app.js
 // exports `destination` (defineDestination) or `transform` (defineTransform,
 // world js-transformer; not checked: plugin test speaks destinations only).
 import { spawnSync } from 'node:child_process';
@@ -66,9 +66,10 @@ async function build(opts) {
       sourcePath: source,
       witPath: join(sdk, 'wit'),
       worldName: opts.kind === 'transform' ? 'js-transformer' : 'js-plugin',
-      // The HTTP server features pull in wasi:http exports a destination
-      // must not have (REFERENCE section 7).
-      disableFeatures: ['http', 'fetch-event'],
+      // `fetch` stays (over wasi:http/outgoing-handler, through the host's
+      // allow.hosts); the HTTP server feature would export
+      // wasi:http/incoming-handler, which a plugin must not have.
+      disableFeatures: ['fetch-event'],
     });
     writeFileSync(opts.output, component);
   } catch (error) {

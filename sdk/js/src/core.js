@@ -1,13 +1,56 @@
 // What runs the same in Node (the SDK's tests) and in the component: the
 // batch view, the errors an author throws, and the rules that turn what
 // their functions return or throw into what the host understands.
+import { PASSING_CODES } from './fetch.js';
 
 export class Retryable extends Error {
   // A passing failure: the host retries the whole batch with backoff.
-  constructor(message) {
+  // `after`: what the server asked to wait (seconds, or a Retry-After
+  // header's value); the SDK waits that long (at most MAX_WAIT_S) before
+  // handing the batch back.
+  constructor(message, { after } = {}) {
     super(message);
     this.name = 'Retryable';
+    this.after = after;
   }
+}
+
+// The longest Retry-After honoured inside the call: a third of the default
+// 30 s call time limit (limits.call_timeout_ms). A longer ask waits this
+// long, then the host's own backoff (`retry:`) adds its wait.
+export const MAX_WAIT_S = 10;
+
+// Seconds from a number or a Retry-After value (delta-seconds or an HTTP
+// date); null when absent or unreadable.
+export function retryAfterSeconds(value) {
+  if (value === null || value === undefined || value === '') return null;
+  if (typeof value === 'number') return Math.max(0, value);
+  const text = String(value).trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return Number(text);
+  const when = Date.parse(text);
+  return Number.isNaN(when) ? null : Math.max(0, (when - Date.now()) / 1000);
+}
+
+// A response with a status the plugin cannot pass: fatal.
+export class HttpStatusError extends Error {
+  constructor(response, message) {
+    super(message);
+    this.name = 'HttpStatusError';
+    this.status = response.status;
+    this.response = response;
+  }
+}
+
+// `fetch`'s response as requests' raise_for_status() sees it: returned when
+// it is not an error; 408, 429 and 5xx throw Retryable (after the response's
+// Retry-After), other 4xx and 5xx HttpStatusError (the run stops).
+export function checkResponse(response) {
+  if (response.status < 400) return response;
+  const message = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} from ${response.url}`;
+  if (response.status === 408 || response.status === 429 || response.status >= 500) {
+    throw new Retryable(message, { after: response.headers.get('retry-after') });
+  }
+  throw new HttpStatusError(response, message);
 }
 
 export class Rejected extends Error {
@@ -98,6 +141,15 @@ export class Batch {
 // The default input: NDJSON rows, decoded by the SDK.
 export const ndjson = Object.freeze({ format: 'ndjson', decode: (bytes, info) => Batch.fromNdjson(bytes, info) });
 
+// A failure with no response behind it that may pass on a retry: the SDK
+// fetch's TypeError for a connection refused, cut or timed out (its `code`),
+// an AbortSignal's TimeoutError. A host the pipeline does not grant is not
+// passing; a 429 or 5xx is a Response: checkResponse decides.
+export function passing(error) {
+  if (!(error instanceof Error) || error.denied) return false;
+  return error.name === 'TimeoutError' || (error instanceof TypeError && PASSING_CODES.has(error.code));
+}
+
 export function describe(error) {
   if (error instanceof Error) return error.stack && error.stack.includes(error.message) ? error.stack : `${error.name}: ${error.message}\n${error.stack || ''}`.trim();
   try {
@@ -129,45 +181,80 @@ export function makeDestination(spec, { name = spec.name || 'js-plugin', version
     throw new TypeError(`defineDestination: input ${JSON.stringify(input)} is not an input: leave it out for NDJSON, or import { arrow } from '@bizon/plugin/arrow' and pass input: arrow`);
   }
   let opened = false;
-  const step = (label, fn) => {
-    try {
-      const result = fn();
-      if (result === false) throw `${label} returned false`;
-    } catch (error) {
+  // Runs open, checkConnection or finalize; an async one is returned as a
+  // promise, which componentize-js settles before the call returns.
+  const step = (label, fn, then = () => {}) => {
+    const fail = (error) => {
       if (typeof error === 'string') throw error;
       throw `${label}: ${describe(error)}`;
+    };
+    const check = (result) => {
+      if (result === false) throw `${label} returned false`;
+      then();
+    };
+    let result;
+    try {
+      result = fn();
+    } catch (error) {
+      fail(error);
     }
+    if (result && typeof result.then === 'function') return result.then(check, fail);
+    return check(result);
   };
   return {
     describe() {
       return { name, version, inputFormat: input.format };
     },
     open(config) {
-      step('open', () => spec.open && spec.open(JSON.parse(config)));
-      opened = true;
+      return step('open', () => spec.open && spec.open(JSON.parse(config)), () => (opened = true));
     },
     checkConnection() {
       if (!opened) throw 'checkConnection called before open succeeded';
-      step('checkConnection', () => spec.checkConnection && spec.checkConnection());
+      return step('checkConnection', () => spec.checkConnection && spec.checkConnection());
     },
     writeRecords(info, bytes) {
       if (!opened) throw { tag: 'fatal', val: 'writeRecords called before open succeeded' };
+      const failed = (error) => {
+        if (error instanceof Retryable) return { tag: 'retryable', val: error.message || 'Retryable' };
+        if (error instanceof Rejected) {
+          return { tag: 'rejected', val: error.rows.map(([row, reason]) => ({ row: BigInt(row), reason })) };
+        }
+        // fetch rejects with a TypeError when the request never got a
+        // response (a timeout, a refused connection): worth a retry, unless
+        // the host refused the destination (allow.hosts).
+        if (passing(error)) return { tag: 'retryable', val: `writeRecords: ${error.name}: ${error.message}` };
+        return { tag: 'fatal', val: `writeRecords: ${describe(error)}${memoryHint(error, bytes)}` };
+      };
+      const written = (result) => {
+        if (result === undefined || result === true) return BigInt(info.numRows);
+        if (typeof result === 'number' || typeof result === 'bigint') return BigInt(result);
+        throw { tag: 'fatal', val: `writeRecords returned ${String(result)}; return nothing or the row count` };
+      };
+      // Throws the contract's error, or, for a Retryable that asks to wait,
+      // returns a promise that does so once the wait is over.
+      const settle = (error) => {
+        const variant = failed(error);
+        const asked = error instanceof Retryable ? retryAfterSeconds(error.after) : null;
+        if (!asked) throw variant;
+        const wait = Math.min(asked, MAX_WAIT_S);
+        variant.val += wait < asked
+          ? ` (Retry-After asked ${asked} s; waited ${wait} s, the host's backoff adds its own)`
+          : ` (waited ${wait} s, as Retry-After asked)`;
+        return new Promise((_, reject) => setTimeout(() => reject(variant), wait * 1000));
+      };
       let result;
       try {
         result = spec.writeRecords(input.decode(bytes, info));
       } catch (error) {
-        if (error instanceof Retryable) throw { tag: 'retryable', val: error.message || 'Retryable' };
-        if (error instanceof Rejected) {
-          throw { tag: 'rejected', val: error.rows.map(([row, reason]) => ({ row: BigInt(row), reason })) };
-        }
-        throw { tag: 'fatal', val: `writeRecords: ${describe(error)}${memoryHint(error, bytes)}` };
+        return settle(error);
       }
-      if (result === undefined || result === true) return BigInt(info.numRows);
-      if (typeof result === 'number' || typeof result === 'bigint') return BigInt(result);
-      throw { tag: 'fatal', val: `writeRecords returned ${String(result)}; return nothing or the row count` };
+      // An async writeRecords: componentize-js runs the event loop (fetch
+      // included) until the promise settles, then returns its value.
+      if (result && typeof result.then === 'function') return result.then(written, settle);
+      return written(result);
     },
     finalize() {
-      step('finalize', () => spec.finalize && spec.finalize());
+      return step('finalize', () => spec.finalize && spec.finalize());
     },
   };
 }

@@ -102,18 +102,49 @@ export function makeTransform(spec) {
       }
       const out = [];
       const errors = [];
-      for (let index = 0; index < rows.length; index++) {
-        const row = rows[index];
-        const record = new Record(row.source_data, row.source_record_id, row.source_timestamp, row.destination_id, index);
+      const fail = (index, error) => {
+        const reason = error instanceof ResultError ? error.message : describe(error);
+        errors.push({ row: BigInt(index), reason });
+      };
+      const take = (index, record, result) => {
         try {
-          const lines = results(spec.transform(record), record).map((r) => line(r, rows));
-          for (const l of lines) out.push(l);
+          for (const l of results(result, record).map((r) => line(r, rows))) out.push(l);
         } catch (error) {
-          const reason = error instanceof ResultError ? error.message : describe(error);
-          errors.push({ row: BigInt(index), reason });
+          fail(index, error);
         }
+      };
+      const finish = () => ({ batch: encoder.encode(out.join('\n')), errors });
+      const record = (index) => {
+        const row = rows[index];
+        return new Record(row.source_data, row.source_record_id, row.source_timestamp, row.destination_id, index);
+      };
+      // An async transform (one that awaits fetch): records are awaited one
+      // at a time, in order, so one batch never holds more requests open
+      // than the host allows an instance (allow.network.max_connections).
+      const rest = async (index, first, pending) => {
+        for (let i = index; i < rows.length; i++) {
+          const current = i === index ? first : record(i);
+          try {
+            take(i, current, await (i === index ? pending : spec.transform(current)));
+          } catch (error) {
+            fail(i, error);
+          }
+        }
+        return finish();
+      };
+      for (let index = 0; index < rows.length; index++) {
+        const current = record(index);
+        let result;
+        try {
+          result = spec.transform(current);
+        } catch (error) {
+          fail(index, error);
+          continue;
+        }
+        if (result && typeof result.then === 'function') return rest(index, current, result);
+        take(index, current, result);
       }
-      return { batch: encoder.encode(out.join('\n')), errors };
+      return finish();
     },
   };
 }

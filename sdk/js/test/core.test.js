@@ -1,7 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Batch, LOG_LEVELS, Rejected, Retryable, makeDestination, makeLog } from '../src/core.js';
+import {
+  Batch,
+  checkResponse,
+  HttpStatusError,
+  LOG_LEVELS,
+  MAX_WAIT_S,
+  Rejected,
+  Retryable,
+  makeDestination,
+  makeLog,
+  retryAfterSeconds,
+} from '../src/core.js';
 
 const ndjson = (records) =>
   new TextEncoder().encode(
@@ -151,4 +162,72 @@ test('running out of engine memory says which option to lower', () => {
   );
   assert.equal(e.tag, 'fatal');
   assert.match(e.val, /out of memory.*set buffer_size to 10 or less for a JavaScript plugin/);
+});
+
+test('an async writeRecords is awaited: its value, its Retryable and other rejections', async () => {
+  const write = (fn) => opened({ writeRecords: fn }).writeRecords(info(2), ndjson([{}, {}]));
+  assert.equal(await write(async () => undefined), 2n);
+  assert.equal(await write(async () => 1), 1n);
+  await assert.rejects(write(async () => { throw new Retryable('busy'); }), { tag: 'retryable', val: 'busy' });
+  const fatal = await write(async () => { throw new RangeError('bad'); }).catch((e) => e);
+  assert.equal(fatal.tag, 'fatal');
+  assert.match(fatal.val, /^writeRecords: RangeError: bad/);
+});
+
+test('fetch failures with no response are retried, a refusal by the host is not', async () => {
+  const write = (error) => opened({ writeRecords: async () => { throw error; } }).writeRecords(info(1), ndjson([{}])).catch((e) => e);
+  const timeout = new Error('The operation timed out.');
+  timeout.name = 'TimeoutError';
+  assert.equal((await write(timeout)).tag, 'retryable');
+  const refused = Object.assign(new TypeError('fetch http://api.test/: connection-refused'), { code: 'connection-refused' });
+  assert.equal((await write(refused)).tag, 'retryable');
+  const denied = Object.assign(new TypeError('egress denied: http://127.0.0.1:9: allow.hosts is empty, so the plugin has no network'), {
+    code: 'internal-error',
+    denied: true,
+  });
+  const stopped = await write(denied);
+  assert.equal(stopped.tag, 'fatal');
+  assert.match(stopped.val, /egress denied/);
+  assert.equal((await write(new TypeError('x is not a function'))).tag, 'fatal');
+});
+
+test('checkResponse: 408, 429 and 5xx are Retryable with their Retry-After, other 4xx fatal', () => {
+  const response = (status, headers = {}) => ({ status, statusText: '', url: 'http://api.test/in', headers: new Headers(headers) });
+  const ok = response(204);
+  assert.equal(checkResponse(ok), ok);
+  const busy = thrown(() => checkResponse(response(429, { 'retry-after': '2' })));
+  assert.ok(busy instanceof Retryable);
+  assert.equal(busy.after, '2');
+  assert.match(busy.message, /HTTP 429 from http:\/\/api.test\/in/);
+  assert.ok(thrown(() => checkResponse(response(503))) instanceof Retryable);
+  const missing = thrown(() => checkResponse(response(404)));
+  assert.ok(missing instanceof HttpStatusError && missing.status === 404);
+});
+
+test('a Retryable asking to wait is handed back after the wait, at most MAX_WAIT_S', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const write = (after) => opened({ writeRecords() { throw new Retryable('busy', { after }); } }).writeRecords(info(1), ndjson([{}]));
+  const settled = write(2).catch((e) => e);
+  t.mock.timers.tick(1999);
+  let done = false;
+  settled.then(() => (done = true));
+  await Promise.resolve();
+  assert.equal(done, false);
+  t.mock.timers.tick(1);
+  assert.deepEqual(await settled, { tag: 'retryable', val: 'busy (waited 2 s, as Retry-After asked)' });
+  const capped = write(60).catch((e) => e);
+  t.mock.timers.tick(MAX_WAIT_S * 1000);
+  assert.match((await capped).val, /Retry-After asked 60 s; waited 10 s/);
+  assert.equal(retryAfterSeconds('soon'), null);
+  assert.ok(Math.abs(retryAfterSeconds(new Date(Date.now() + 5000).toUTCString()) - 5) <= 1);
+});
+
+test('async open, checkConnection and finalize are awaited; a false or a rejection fails them', async () => {
+  const d = makeDestination({ writeRecords() {}, open: async () => {}, checkConnection: async () => false, finalize: async () => { throw new Error('gone'); } });
+  await d.open('{}');
+  await assert.rejects(d.checkConnection(), (e) => e === 'checkConnection returned false');
+  await assert.rejects(d.finalize(), (e) => typeof e === 'string' && /^finalize: Error: gone/.test(e));
+  const late = makeDestination({ writeRecords() {}, open: async () => { throw new Error('no'); } });
+  await assert.rejects(late.open('{}'), (e) => /^open: Error: no/.test(e));
+  assert.equal(thrown(() => late.writeRecords(info(0), ndjson([]))).tag, 'fatal', 'not opened');
 });

@@ -101,3 +101,25 @@ test('an empty batch is an empty batch', () => {
   const { rows, errors } = run(split, new Uint8Array());
   assert.deepEqual([rows, errors], [[], []]);
 });
+
+test('an async transform is awaited record by record, in order, a rejection failing its record only', async () => {
+  const order = [];
+  const t = makeTransform({
+    async transform(record) {
+      order.push(record.source_record_id);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      if (record.data.n === 'bad') throw new Error('n is bad');
+      return { ...record.data, looked_up: true };
+    },
+  });
+  t.open('{}');
+  const { batch: out, errors } = await t.transformRecords(batch(['a', { n: 1 }], ['b', { n: 'bad' }], ['c', { n: 3 }]));
+  const rows = new TextDecoder().decode(out).split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(order, ['a', 'b', 'c']);
+  assert.deepEqual(rows, [
+    { row: 0, source_data: { n: 1, looked_up: true } },
+    { row: 2, source_data: { n: 3, looked_up: true } },
+  ]);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].row, 1n);
+});

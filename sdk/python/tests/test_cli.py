@@ -60,3 +60,32 @@ def test_a_syntax_error_names_the_line(tmp_path, capsys):
     app = write_app(tmp_path, "class A(:\n")
     assert main(["test", str(app)]) == 1
     assert "app.py:1:" in capsys.readouterr().err
+
+
+def test_a_package_with_a_native_extension_is_refused_by_name(tmp_path, capsys):
+    # componentize-py itself is a compiled extension with no Python source.
+    app = write_app(tmp_path, GOOD.replace("import json, os", "import json, os\n    import componentize_py"))
+    assert main(["build", str(app), "--no-check"]) == 1
+    err = capsys.readouterr().err
+    assert "native extensions" in err and "componentize-py: componentize_py/componentize_py" in err, err
+
+
+def test_a_compiled_package_with_its_source_beside_it_is_not_refused(tmp_path, capsys):
+    # charset_normalizer (under requests) ships md.py beside its compiled md.*.so.
+    from bizon_plugin.cli import _refuse_native, _stage
+
+    app = write_app(tmp_path, GOOD.replace("import json, os", "import json, os\n    import requests"))
+    lib = _stage(app, tmp_path / "work", "Destination", [])
+    _refuse_native(lib, app, [])
+
+
+def test_requirements_must_be_installed_and_are_imported_at_build(tmp_path, capsys):
+    from bizon_plugin.cli import _requirements
+
+    app = write_app(tmp_path, GOOD)
+    (tmp_path / "requirements.txt").write_text("# what the plugin needs\nrequests>=2.31  # HTTP\n-r other.txt\n")
+    assert _requirements(app) == ["requests"]
+    (tmp_path / "requirements.txt").write_text("requests\nno-such-package-here==1.0\n")
+    assert main(["build", str(app), "--no-check"]) == 1
+    err = capsys.readouterr().err
+    assert "requirements.txt:2: no-such-package-here is not installed" in err, err

@@ -127,7 +127,7 @@ fn a_full_disk_stops_the_run_naming_the_file_and_the_bytes_and_publishes_nothing
     assert!(!run.path("kept/users.json").exists(), "{said}");
     let staged = ids(&run.path("kept/users_temp.json"));
     assert!(
-        !staged.is_empty() && staged.len() % 50 == 0,
+        !staged.is_empty() && staged.len().is_multiple_of(50),
         "{} lines staged",
         staged.len()
     );

@@ -14,7 +14,7 @@ use super::{
     wait_for_commits,
 };
 use crate::support::kafka::{unique, Broker};
-use crate::support::wait_until;
+use crate::support::{poll, wait_until};
 
 const PARTITIONS: i32 = 3;
 
@@ -47,8 +47,11 @@ fn commit_errors_are_retried_at_the_next_commit_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (group, out) = (unique("g"), dir.path().join("out"));
     let mut child = start_streaming(&b, &group, &topic, &out, QUICK_COMMITS, &[]);
-    wait_until("150 rows", || rows(&out).len() >= 150);
-    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS);
+    poll(
+        || format!("150 rows: {}", log_of(&out)),
+        || (rows(&out).len() >= 150).then_some(()),
+    );
+    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS, &out);
     interrupt(&mut child, &out);
     let log = log_of(&out);
     assert!(log.contains("commit failed, retried at the next one"), "{log}");
@@ -77,7 +80,7 @@ fn commits_refused_until_the_end_leave_the_offsets_to_be_read_again_and_nothing_
     let second = dir.path().join("second");
     let mut child = start_streaming(&b, &group, &topic, &second, QUICK_COMMITS, &[]);
     wait_until("150 rows again", || rows(&second).len() >= 150);
-    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS);
+    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS, &second);
     interrupt(&mut child, &second);
     assert_eq!(
         assert_all_present(&positions_in(&[&first, &second]), &topic, &highs),
@@ -93,7 +96,7 @@ fn broker_down_and_up_mid_run_loses_nothing() {
     let (group, out) = (unique("g"), dir.path().join("out"));
     let mut child = start_streaming(&b, &group, &topic, &out, QUICK_COMMITS, &[]);
     wait_until("90 rows", || rows(&out).len() >= 90);
-    let committed = wait_for_commits(&b, &group, &topic, PARTITIONS);
+    let committed = wait_for_commits(&b, &group, &topic, PARTITIONS, &out);
     // Down for 4 s (fetches, heartbeats and commits fail), then back; what
     // was produced meanwhile waits in the producer.
     mock.broker_down(1).unwrap();
@@ -113,7 +116,7 @@ fn broker_down_and_up_mid_run_loses_nothing() {
     }
     producer.flush();
     wait_until("180 rows", || rows(&out).len() >= 180);
-    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS);
+    let highs = wait_for_commits(&b, &group, &topic, PARTITIONS, &out);
     interrupt(&mut child, &out);
     let found = positions(&rows(&out));
     let duplicates = assert_all_present(&found, &topic, &highs);

@@ -33,13 +33,15 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The `bizon-host` binary with the environment of the tests: no RUST_LOG
-/// of the caller's, the tests' compile cache, the Python transform runtime
-/// where the build put it, nothing on standard input.
+/// of the caller's, the tests' compile cache and state directory (the Kafka
+/// source's copy of its commits) under target/, the Python transform
+/// runtime where the build put it, nothing on standard input.
 pub fn bizon_host() -> Command {
     let mut cmd = Command::new(BIZON_HOST);
     cmd.env_remove("RUST_LOG")
         .env_remove("BIZON_HOST_PYTHON_TRANSFORM")
         .env("BIZON_HOST_CACHE_DIR", cache_dir())
+        .env("BIZON_HOST_STATE_DIR", root().join("target/state-tests"))
         .stdin(Stdio::null());
     cmd
 }

@@ -22,16 +22,14 @@ pub struct Serve {
 impl Serve {
     /// Starts serve on a free port with `data` as its data dir and `config` as serve.yaml.
     pub fn start(data: &Path, config: &str) -> Serve {
+        Self::start_with(data, config, &[])
+    }
+
+    /// [`Self::start`] with more arguments to `serve`.
+    pub fn start_with(data: &Path, config: &str, args: &[&str]) -> Serve {
         let port = free_port();
-        let config_path = data.with_extension("serve.yaml");
-        std::fs::write(&config_path, config).unwrap();
         let log = data.with_extension(format!("{port}.log"));
-        let child = bizon_host()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data)
-            .arg("--config")
-            .arg(&config_path)
-            .env("BIZON_HOST_ADMIN_TOKEN", ADMIN)
+        let child = serve_command(data, config, port, args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -172,6 +170,49 @@ impl Serve {
         // Not before: a serve that did not stop is killed when dropped.
         self.child = None;
     }
+}
+
+/// `bizon-host serve` on `port` with `data` as its data dir, `config` as serve.yaml.
+fn serve_command(data: &Path, config: &str, port: u16, args: &[&str]) -> std::process::Command {
+    let config_path = data.with_extension("serve.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut command = bizon_host();
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .arg("--config")
+        .arg(&config_path)
+        .args(args)
+        .env("BIZON_HOST_ADMIN_TOKEN", ADMIN);
+    command
+}
+
+/// A serve that must refuse to start: its exit status (not success) and
+/// what it printed.
+pub fn refused_start(data: &Path, config: &str, args: &[&str]) -> String {
+    /// Killed when the wait gives up: a serve that started after all would run on.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let log = data.with_extension("refused.log");
+    let mut child = Killed(
+        serve_command(data, config, free_port(), args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let printed = || std::fs::read_to_string(&log).unwrap_or_default();
+    let status = poll(
+        || format!("serve to refuse to start:\n{}", printed()),
+        || child.0.try_wait().unwrap(),
+    );
+    assert!(!status.success(), "serve started: {}", printed());
+    printed()
 }
 
 impl Drop for Serve {

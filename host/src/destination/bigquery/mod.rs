@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod config;
+pub mod confined;
 mod errors;
 mod evolve;
 mod identity;
@@ -21,6 +22,8 @@ mod target;
 use std::sync::Arc;
 
 pub use config::{BigQueryConfig, BigQueryStreamingConfig, BigQueryStreamingV2Config};
+/// The REST API's default endpoint (datasets, tables, jobs, insertAll).
+pub use tables::DEFAULT_ENDPOINT as REST_ENDPOINT;
 
 use super::{DestinationError, SharedDestination};
 

@@ -121,7 +121,7 @@ pub struct FileDestination {
     files: Mutex<HashMap<Arc<str>, Arc<Mutex<OutputFile>>>>,
     /// Set when the source resumes from commits (Kafka stream and
     /// incremental): each destination_id's committed length of this file.
-    committed: Mutex<Option<HashMap<Arc<str>, u64>>>,
+    committed: Mutex<Option<HashMap<Arc<str>, resume::Committed>>>,
     /// Lines cut at the start because they were written after the last
     /// commit (they are read again and written once).
     replayed: std::sync::atomic::AtomicU64,
@@ -201,7 +201,7 @@ impl FileDestination {
             .lock()
             .expect("committed lengths")
             .as_ref()
-            .map(|c| c.get(id).copied());
+            .map(|c| c.get(id).copied().unwrap_or(resume::Committed::Never));
         let identity = (self.mode != SyncMode::FullRefresh).then(|| resume::identity(&target));
         let (path, file) = match self.mode {
             SyncMode::FullRefresh => {
@@ -618,9 +618,7 @@ impl Destination for FileDestination {
         let mut committed = HashMap::new();
         for (id, recorded) in positions {
             let target = self.dir.join(format!("{id}.{}", self.format.extension()));
-            if let Some(length) = resume::committed_length(&target, recorded) {
-                committed.insert(id.clone(), length);
-            }
+            committed.insert(id.clone(), resume::committed_length(&target, recorded));
         }
         *self.committed.lock().expect("committed lengths") = Some(committed);
         Ok(())

@@ -47,10 +47,25 @@ pub fn identity(target: &Path) -> String {
     format!("{}:{}", host.trim(), absolute.display())
 }
 
+/// What the last commit says of a file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Committed {
+    /// Its length then: the file is cut back to it.
+    Length(u64),
+    /// Offsets were committed, but no length of this file came with them (a
+    /// broker that drops commit metadata, an older version, another
+    /// machine's file): nothing may be cut, since what it holds may be
+    /// committed; what was written after the commit comes again.
+    Unknown,
+    /// Nothing was ever committed: the file is cut back to where the first
+    /// run began (the sidecar), since all of it will be read again.
+    Never,
+}
+
 /// The length committed last for `target`, among the positions recorded
 /// for its destination_id: the largest of this file's (a file only grows
 /// between commits; earlier commits recorded less).
-pub fn committed_length(target: &Path, recorded: &[String]) -> Option<u64> {
+pub fn committed_length(target: &Path, recorded: &[String]) -> Committed {
     let me = identity(target);
     recorded
         .iter()
@@ -58,23 +73,34 @@ pub fn committed_length(target: &Path, recorded: &[String]) -> Option<u64> {
         .filter(|p| p.file == me)
         .map(|p| p.length)
         .max()
+        .map_or(Committed::Unknown, Committed::Length)
 }
 
 /// Cuts `file` (at `path`) back to where its last commit left it, or where
 /// the run that never committed began: the lines cut.
-pub fn resume(file: &File, path: &Path, committed: Option<u64>) -> Result<u64, DestinationError> {
+pub fn resume(file: &File, path: &Path, committed: Committed) -> Result<u64, DestinationError> {
     let sidecar = sidecar(path);
+    let drop_sidecar = || match std::fs::remove_file(&sidecar) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&sidecar, "cannot remove", e)),
+        _ => Ok(()),
+    };
     match committed {
-        Some(length) => {
+        Committed::Length(length) => {
             let cut = cut_back(file, path, length)?;
-            if let Err(e) = std::fs::remove_file(&sidecar) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(io_error(&sidecar, "cannot remove", e));
-                }
-            }
+            drop_sidecar()?;
             Ok(cut)
         }
-        None => match std::fs::read_to_string(&sidecar) {
+        Committed::Unknown => {
+            tracing::warn!(
+                "{}: offsets were committed without this file's length; what was written after the last \
+                 commit may be written once more",
+                path.display()
+            );
+            super::trim_torn_line(file).map_err(|e| io_error(path, "cannot read", e))?;
+            drop_sidecar()?;
+            Ok(0)
+        }
+        Committed::Never => match std::fs::read_to_string(&sidecar) {
             Ok(text) => {
                 let started = text
                     .trim()
@@ -207,7 +233,7 @@ mod tests {
         std::fs::write(&path, b"before\n").unwrap();
         let open = || std::fs::OpenOptions::new().append(true).read(true).open(&path).unwrap();
         let file = open();
-        assert_eq!(resume(&file, &path, None).unwrap(), 0);
+        assert_eq!(resume(&file, &path, Committed::Never).unwrap(), 0);
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -215,7 +241,7 @@ mod tests {
             .write_all(b"x\ny\n")
             .unwrap();
         // Killed before any commit: the next run starts where this one did.
-        assert_eq!(resume(&open(), &path, None).unwrap(), 2);
+        assert_eq!(resume(&open(), &path, Committed::Never).unwrap(), 2);
         assert_eq!(std::fs::read(&path).unwrap(), b"before\n");
         // Once a commit recorded a length, it wins and the sidecar goes.
         std::fs::OpenOptions::new()
@@ -224,7 +250,21 @@ mod tests {
             .unwrap()
             .write_all(b"z\n")
             .unwrap();
-        assert_eq!(resume(&open(), &path, Some(9)).unwrap(), 0);
+        assert_eq!(resume(&open(), &path, Committed::Length(9)).unwrap(), 0);
+        assert!(!sidecar(&path).exists());
+    }
+
+    #[test]
+    fn a_commit_without_this_files_length_cuts_nothing_and_ends_the_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let open = || std::fs::OpenOptions::new().append(true).read(true).open(&path).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(resume(&open(), &path, Committed::Never).unwrap(), 0);
+        std::fs::write(&path, b"a\nb\nto").unwrap();
+        // A broker that dropped the length: what is there may be committed.
+        assert_eq!(resume(&open(), &path, Committed::Unknown).unwrap(), 0);
+        assert_eq!(std::fs::read(&path).unwrap(), b"a\nb\n");
         assert!(!sidecar(&path).exists());
     }
 
@@ -236,9 +276,9 @@ mod tests {
         let other = Position::new("elsewhere:/x/t.json".into(), 999).to_string();
         assert_eq!(
             committed_length(&path, &[mine(10), other, mine(30), mine(20)]),
-            Some(30)
+            Committed::Length(30)
         );
-        assert_eq!(committed_length(&path, &["garbage".into()]), None);
+        assert_eq!(committed_length(&path, &["garbage".into()]), Committed::Unknown);
     }
 
     #[test]

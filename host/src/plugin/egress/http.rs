@@ -117,7 +117,7 @@ async fn send(
     let limits = &policy.limits;
     let connect_timeout = Duration::from_millis(limits.connect_timeout_ms);
     let first_byte = Duration::from_millis(limits.first_byte_timeout_ms);
-    let stream = tokio::time::timeout(connect_timeout, connect(&addrs, scheme, &host))
+    let stream = tokio::time::timeout(connect_timeout, connect(&addrs, scheme, &host, Alpn::None))
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
     let (mut sender, conn) = tokio::time::timeout(connect_timeout, hyper::client::conn::http1::handshake(stream))
@@ -161,13 +161,21 @@ async fn send(
     Ok((response, io))
 }
 
-type Stream = TokioIo<Box<dyn IoStream>>;
+pub(super) type Stream = TokioIo<Box<dyn IoStream>>;
 
-trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+pub(super) trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> IoStream for T {}
 
+/// What TLS offers the server (ALPN): nothing (HTTP/1.1, a plugin's
+/// requests) or `h2` (the gateway's gRPC).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Alpn {
+    None,
+    H2,
+}
+
 /// TCP to the first checked address that answers, then TLS for https.
-async fn connect(addrs: &[SocketAddr], scheme: Scheme, host: &Host) -> Result<Stream, Error> {
+pub(super) async fn connect(addrs: &[SocketAddr], scheme: Scheme, host: &Host, alpn: Alpn) -> Result<Stream, Error> {
     let mut last = None;
     let mut tcp = None;
     for addr in addrs {
@@ -193,12 +201,23 @@ async fn connect(addrs: &[SocketAddr], scheme: Scheme, host: &Host) -> Result<St
             rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| Error::HttpRequestUriInvalid)?
         }
     };
-    let tls = tokio_rustls::TlsConnector::from(TLS.clone())
+    let config = match alpn {
+        Alpn::None => TLS.clone(),
+        Alpn::H2 => TLS_H2.clone(),
+    };
+    let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(Error::Tls)?;
     Ok(TokioIo::new(Box::new(tls)))
 }
+
+/// [`TLS`] offering HTTP/2, which gRPC needs.
+static TLS_H2: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+    let mut config = (*TLS.clone()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+});
 
 /// The system's trusted roots, read once.
 static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {

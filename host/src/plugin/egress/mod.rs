@@ -8,6 +8,8 @@
 //! - [`http`]: `wasi:http` requests, sent by the host to checked addresses.
 //! - [`sockets`]: `wasi:sockets` connects and lookups.
 //! - [`secrets`]: credentials the host adds to requests.
+//! - [`gateway`]: the same check for the clients of a `serve` tenant's
+//!   native destinations, which connect through a local route.
 //!
 //! What a pipeline granted (`allow.hosts`, `allow.secrets`,
 //! `allow.network`) is data in [`crate::plugin::grants`]. The Store's data
@@ -16,6 +18,7 @@
 //! Store's other parts.
 
 pub mod address;
+pub mod gateway;
 mod http;
 pub mod policy;
 pub mod secrets;
@@ -31,6 +34,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub use policy::{Denied, Policy};
 use secrets::Secret;
 
+use crate::config::secret::Secrets;
 use crate::plugin::grants::Grants;
 
 /// Interfaces linked here, without versions, for the import check.
@@ -55,12 +59,13 @@ pub struct Egress {
 }
 
 impl Egress {
-    /// Reads the secrets; an error names the one that cannot be read.
-    pub fn new(plugin: &str, grants: &Grants) -> Result<Self, String> {
+    /// Reads the secrets (a tenant's from `tenant`); an error names the one
+    /// that cannot be read.
+    pub fn new(plugin: &str, grants: &Grants, tenant: &Secrets) -> Result<Self, String> {
         let secrets = grants
             .secrets
             .iter()
-            .map(|(name, grant)| Secret::load(name, grant))
+            .map(|(name, grant)| Secret::load(name, grant, tenant))
             .collect::<Result<Vec<_>, _>>()?;
         let policy = Arc::new(Policy {
             plugin: plugin.to_string(),

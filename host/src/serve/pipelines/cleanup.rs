@@ -73,6 +73,7 @@ impl Supervisor {
                 progress: Progress::default(),
                 error: Some(error.message.clone()),
                 plugin: None,
+                destination: None,
                 rate: 0.0,
             },
         );
@@ -90,7 +91,11 @@ impl Supervisor {
             Some(e) => tracing::error!(records_written = report.records_written, "pipeline {final_state}: {e}"),
             None => tracing::info!(records_written = report.records_written, "pipeline {final_state}"),
         }
-        let plugin = self.runs.running().get(k).and_then(|r| r.plugin.clone());
+        let (plugin, destination) = self
+            .runs
+            .running()
+            .get(k)
+            .map_or((None, None), |r| (r.plugin.clone(), Some(r.destination)));
         // A run that ended by itself is over; a stopped one was either
         // stopped through the API (which cleared `running` first), by a
         // shutdown (it resumes at the next start) or because another host
@@ -118,6 +123,7 @@ impl Supervisor {
                 progress,
                 error: report.error.clone(),
                 plugin,
+                destination,
                 rate: report.records_written as f64 / ran.as_secs_f64().max(1e-3),
             },
         );

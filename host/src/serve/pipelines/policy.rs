@@ -3,7 +3,11 @@
 //! held to the tenant's limits and ceilings:
 //!
 //! - destination `wasm` with `plugin: NAME[@VERSION]`, one of the tenant's
-//!   own plugins; a native destination only if the operator offers it;
+//!   own plugins; a native destination only if the operator offers it,
+//!   confined to the tenant (`destination::confined`): BigQuery's endpoints
+//!   (named, or Google's) inside its egress ceiling and its key a secret of
+//!   its own (`secret://NAME`), `file`'s path relative under its files
+//!   directory (holding its `disk_mb` while it runs);
 //! - transforms: `wasm: NAME[@VERSION]`, one of the tenant's own transform
 //!   components, and `python` when the host has the Python runtime; each
 //!   held to the same limits and grants as the destination (below), and its
@@ -11,7 +15,8 @@
 //! - `allow.dirs` (the destination's and the transforms') relative paths inside the tenant's files directory (no
 //!   absolute path, no `..`), writable ones within its disk quota;
 //! - `allow.hosts` each inside the tenant's egress ceiling; no `allow.env`
-//!   and no `allow.secrets` (both read the host's environment or files);
+//!   (the host's environment); `allow.secrets` only `from: secret:NAME`, one
+//!   of the tenant's own secrets, toward a host inside the ceiling;
 //! - memory and call time within its limits; `max_concurrent_threads`
 //!   lowered to the tenant's `instances` (its share of the memory budget
 //!   admits no more live instances than that, whichever pipelines hold them);
@@ -43,6 +48,8 @@ pub struct Prepared {
     pub transforms: Vec<(String, u32)>,
     /// Bytes its writable grants may hold, in MiB.
     pub disk_mb: u64,
+    /// The tenant's secrets it names: what its run is given.
+    pub secrets: Vec<String>,
 }
 
 /// Where plugins' bytes are, by digest.
@@ -73,6 +80,7 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
     check_source(cx, &file, &mut pipeline.source)?;
     let mut transforms = Vec::new();
     let mut disk_mb = 0;
+    let mut secrets = Vec::new();
     for (i, spec) in pipeline.transforms.iter_mut().enumerate() {
         let field = format!("transforms[{i}] (`{}`)", spec.label);
         let size = match &mut spec.kind {
@@ -98,7 +106,7 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
                 std::fs::metadata(path).map_err(ApiError::internal)?.len()
             }
         };
-        disk_mb += check_sandbox(cx, &file, &field, size, &mut spec.limits, &mut spec.allow)?;
+        disk_mb += check_sandbox(cx, &file, &field, size, &mut spec.limits, &mut spec.allow, &mut secrets)?;
     }
     if let Some(dead_letter) = &mut pipeline.dead_letter {
         if dead_letter.path.is_some() {
@@ -120,10 +128,13 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
                 super::super::plugins::fetch(cluster, &wasm.plugin, &digest)?;
             }
             let size = std::fs::metadata(&wasm.plugin).map_err(ApiError::internal)?.len();
-            disk_mb += check_sandbox(cx, &file, field, size, &mut wasm.limits, &mut wasm.allow)?;
+            disk_mb += check_sandbox(cx, &file, field, size, &mut wasm.limits, &mut wasm.allow, &mut secrets)?;
             Some((plugin, version))
         }
-        other if cx.native_destinations.iter().any(|d| d == other.name()) => None,
+        other if cx.native_destinations.iter().any(|d| d == other.name()) => {
+            disk_mb += check_native(cx, &file, other, &mut secrets)?;
+            None
+        }
         other => {
             return refuse(format!(
                 "destination.name: `{}` is not offered by this host; use `wasm` with one of your plugins{}",
@@ -142,12 +153,143 @@ pub fn prepare(cx: &Context<'_>, name: &str, yaml: &str) -> Result<Prepared, Api
             limits.disk_mb
         ));
     }
+    secrets.sort();
+    secrets.dedup();
     Ok(Prepared {
         pipeline,
         plugin,
         transforms,
         disk_mb,
+        secrets,
     })
+}
+
+/// A native destination the operator offers, held to the tenant: what it
+/// connects to inside the egress ceiling, its credentials the tenant's
+/// secrets, its files under the tenant's directory. Returns the disk it
+/// may hold, in MiB.
+fn check_native(
+    cx: &Context<'_>,
+    file: &str,
+    destination: &DestinationConfig,
+    secrets: &mut Vec<String>,
+) -> Result<u64, ApiError> {
+    #[cfg(feature = "bigquery")]
+    check_bigquery(cx, file, destination, secrets)?;
+    #[cfg(not(feature = "bigquery"))]
+    let _ = secrets;
+    match destination {
+        DestinationConfig::File(c) => {
+            if let Some(why) = crate::destination::confined::file_path_refused(c.path.as_deref()) {
+                return Err(ApiError::invalid(format!("{file}: destination.config.path: {why}")));
+            }
+            // Like a writable grant without max_mb: the tenant's whole disk.
+            Ok(cx.tenant.limits.disk_mb)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// A BigQuery destination's endpoints (those named, else Google's) inside
+/// the egress ceiling, its key one of the tenant's secrets.
+#[cfg(feature = "bigquery")]
+fn check_bigquery(
+    cx: &Context<'_>,
+    file: &str,
+    destination: &DestinationConfig,
+    secrets: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    use crate::destination::bigquery::{load, streaming_v2, REST_ENDPOINT as REST};
+    let or = |named: &Option<String>, default: &str| named.clone().unwrap_or_else(|| default.to_string());
+    let (endpoints, auth, named) = match destination {
+        DestinationConfig::BigQuery(c) => {
+            let gcs = c.gcs_endpoint.as_ref().map(|e| match e.contains("://") {
+                true => e.clone(),
+                false => format!("http://{e}"),
+            });
+            let named = c.endpoint.is_some() || gcs.is_some();
+            let endpoints = vec![
+                ("endpoint", or(&c.endpoint, REST)),
+                ("gcs_endpoint", or(&gcs, load::GCS_DEFAULT_ENDPOINT)),
+            ];
+            (endpoints, c.authentication.as_ref(), named)
+        }
+        DestinationConfig::BigQueryStreaming(c) => (
+            vec![("endpoint", or(&c.endpoint, REST))],
+            c.authentication.as_ref(),
+            c.endpoint.is_some(),
+        ),
+        DestinationConfig::BigQueryStreamingV2(c) => {
+            let named = c.endpoint.is_some() || c.storage_write_endpoint.is_some();
+            let endpoints = vec![
+                ("endpoint", or(&c.endpoint, REST)),
+                (
+                    "storage_write_endpoint",
+                    or(&c.storage_write_endpoint, streaming_v2::DEFAULT_ENDPOINT),
+                ),
+            ];
+            (endpoints, c.authentication.as_ref(), named)
+        }
+        _ => return Ok(()),
+    };
+    let refuse = |what: String| Err(ApiError::invalid(format!("{file}: destination.config.{what}")));
+    let egress = &cx.tenant.limits.egress;
+    for (field, url) in endpoints {
+        let rule = match endpoint_rule(&url) {
+            Ok(rule) => rule,
+            Err(why) => return refuse(format!("{field}: `{url}`: {why}")),
+        };
+        if !egress.iter().any(|c| rule.within(c)) {
+            return refuse(format!(
+                "{field}: `{url}` is outside this tenant's egress ceiling ({})",
+                ceiling(egress)
+            ));
+        }
+    }
+    let key = auth.map(|a| a.service_account_key.trim()).unwrap_or_default();
+    match crate::config::secret::reference(key) {
+        None if key.is_empty() && named => Ok(()),
+        None if key.is_empty() => refuse(
+            "authentication.service_account_key: give secret://NAME, a secret of yours holding a service account \
+             key (the host's own credentials are never used for tenants)"
+                .into(),
+        ),
+        None => refuse(
+            "authentication.service_account_key: give secret://NAME (PUT /v1/secrets/NAME with the key), not the \
+             key itself: a pipeline file is shown by GET"
+                .into(),
+        ),
+        Some(name) => {
+            require_secret(cx, file, "destination.config.authentication.service_account_key", name)?;
+            secrets.push(name.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// The tenant has a secret `name`: the same answer for another tenant's as
+/// for one nobody has.
+fn require_secret(cx: &Context<'_>, file: &str, field: &str, name: &str) -> Result<(), ApiError> {
+    if cx.registry.secret(&cx.tenant.name, name)?.is_none() {
+        return Err(ApiError::invalid(format!(
+            "{file}: {field}: no secret `{name}` (store it with PUT /v1/secrets/{name})"
+        )));
+    }
+    Ok(())
+}
+
+/// The rule an endpoint URL must be inside the ceiling as:
+/// `scheme://host:port`.
+#[cfg(feature = "bigquery")]
+fn endpoint_rule(url: &str) -> Result<HostRule, String> {
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => return Err("an endpoint is http:// or https://".into()),
+    };
+    let authority = uri.authority().ok_or("the URL has no host")?;
+    let port = authority.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+    HostRule::parse(&format!("{scheme}://{}:{port}", authority.host()))
 }
 
 /// A sandboxed component's limits and grants (the destination's, or a
@@ -162,6 +304,7 @@ fn check_sandbox(
     size: u64,
     sandbox: &mut Limits,
     allow: &mut Grants,
+    secrets: &mut Vec<String>,
 ) -> Result<u64, ApiError> {
     let limits = &cx.tenant.limits;
     let refuse = |what: String| Err(ApiError::invalid(format!("{file}: {field}.{what}")));
@@ -190,10 +333,23 @@ fn check_sandbox(
             "allow.env: `{var}`: the host's environment is not offered to tenants"
         ));
     }
-    if let Some(secret) = allow.secrets.keys().next() {
-        return refuse(format!(
-            "allow.secrets: `{secret}`: secrets read the host's environment or files, which are not offered to tenants"
-        ));
+    for (name, grant) in &allow.secrets {
+        let Some(secret) = crate::config::secret::grant_source(&grant.from) else {
+            return refuse(format!(
+                "allow.secrets.{name}.from: `{}`: env: and file: read the host's environment or files, which are \
+                 not offered to tenants; give secret:NAME, one of your secrets (PUT /v1/secrets/NAME)",
+                grant.from
+            ));
+        };
+        require_secret(cx, file, &format!("{field}.allow.secrets.{name}.from"), secret)?;
+        if !limits.egress.iter().any(|c| grant.host.within(c)) {
+            return refuse(format!(
+                "allow.secrets.{name}.host: `{}` is outside this tenant's egress ceiling ({})",
+                grant.host,
+                ceiling(&limits.egress)
+            ));
+        }
+        secrets.push(secret.to_string());
     }
     for rule in &allow.hosts {
         if !limits.egress.iter().any(|c| rule.within(c)) {

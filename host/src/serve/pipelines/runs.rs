@@ -29,6 +29,8 @@ pub struct Running {
     pub started: Instant,
     pub swap: Option<Arc<Swappable>>,
     pub plugin: Option<(String, u32)>,
+    /// The destination's name (`wasm`, `bigquery_streaming_v2`, ...).
+    pub destination: &'static str,
     /// The `wasm:` transforms' versions, fixed for the run.
     pub transforms: Vec<(String, u32)>,
     pub disk_mb: u64,
@@ -42,6 +44,8 @@ pub struct Finished {
     pub progress: Progress,
     pub error: Option<String>,
     pub plugin: Option<(String, u32)>,
+    /// The destination's name, when the run was built.
+    pub destination: Option<&'static str>,
     /// Records written a second over the run.
     pub rate: f64,
 }

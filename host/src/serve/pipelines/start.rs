@@ -87,11 +87,12 @@ impl Supervisor {
         // The ring first: the span finds it when it is made.
         logs::ring(&tenant.name, name, limits.log_lines_per_s);
         let span = tracing::info_span!(logs::SPAN, tenant = %tenant.name, pipeline = %name);
-        let assembled = assemble(&self.store.cache_dir, tenant, name, &prepared, &span).await?;
+        let secrets = self.open_secrets(tenant, name, &prepared)?;
+        let assembled = assemble(&self.store.cache_dir, tenant, name, &prepared, secrets, &span).await?;
         let swap = Arc::new(Swappable::new(
             assembled.destination.clone(),
             prepared.plugin.as_ref().map_or(0, |p| p.1),
-            metrics::PipelineSeries::new(&tenant.name, name),
+            metrics::PipelineSeries::new(&tenant.name, name, prepared.pipeline.destination.name()),
         ));
         let (stop, mut stop_rx) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(Progress::default());
@@ -107,6 +108,7 @@ impl Supervisor {
                 started: Instant::now(),
                 swap: Some(swap.clone()),
                 plugin: plugin.clone(),
+                destination: prepared.pipeline.destination.name(),
                 transforms: prepared.transforms.clone(),
                 disk_mb: prepared.disk_mb,
                 yaml: yaml.to_string(),

@@ -67,6 +67,11 @@ pub struct Status {
     pub last_error: Option<String>,
     pub plugin: Option<String>,
     pub plugin_version: Option<u32>,
+    /// The destination's name (`wasm`, `bigquery_streaming_v2`, ...), once
+    /// a run was built.
+    pub destination: Option<String>,
+    /// Writes that failed (each attempt) in this server's life.
+    pub write_errors: u64,
     pub log_lines_dropped: u64,
     /// Failures in a row (a start refused or a run failed); zero once a run
     /// completes or is stopped.
@@ -84,6 +89,9 @@ pub struct Seen<'a> {
     pub rate: f64,
     pub error: Option<String>,
     pub plugin: Option<(String, u32)>,
+    pub destination: Option<&'static str>,
+    /// Failed writes of that destination.
+    pub write_errors: u64,
     /// Log lines the tenant's rate dropped.
     pub dropped: u64,
 }
@@ -103,6 +111,8 @@ impl Status {
             last_error: seen.error,
             plugin_version: seen.plugin.as_ref().map(|p| p.1),
             plugin: seen.plugin.map(|p| p.0),
+            destination: seen.destination.map(str::to_string),
+            write_errors: seen.write_errors,
             log_lines_dropped: seen.dropped,
             failures_in_a_row: 0,
             start_allowed_in_ms: 0,

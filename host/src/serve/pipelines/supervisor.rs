@@ -13,12 +13,14 @@ use super::super::lease::Leases;
 use super::super::logs;
 use super::super::plugins::PluginStore;
 use super::super::registry::Registry;
+use super::super::secrets::{ReadError, Vault};
 use super::super::tenants::Tenant;
 use super::backoff::Backoff;
 use super::environment::build_destination;
 use super::policy::{self, Prepared};
 use super::runs::{key, Key, Runs};
 use super::status::{RunState, Seen, Status};
+use crate::config::secret::Secrets;
 use crate::metrics::serve as metrics;
 use crate::pipeline::Progress;
 
@@ -29,6 +31,8 @@ pub struct Supervisor {
     native_destinations: Vec<String>,
     /// With a shared registry: this host among the others.
     pub(super) leases: Option<Leases>,
+    /// Opens the secrets a run names.
+    pub(super) vault: Arc<Vault>,
     pub(super) runs: Runs,
     pub(super) backoff: Backoff,
 }
@@ -39,12 +43,14 @@ impl Supervisor {
         store: Arc<PluginStore>,
         native_destinations: Vec<String>,
         leases: Option<Leases>,
+        vault: Arc<Vault>,
     ) -> Self {
         Self {
             registry,
             store,
             native_destinations,
             leases,
+            vault,
             runs: Runs::default(),
             backoff: Backoff::default(),
         }
@@ -64,6 +70,19 @@ impl Supervisor {
             native_destinations: &self.native_destinations,
         };
         policy::prepare(&cx, name, yaml)
+    }
+
+    /// The values of the secrets `prepared` names, for its run; a secret
+    /// deleted since the pipeline was stored is named.
+    pub fn open_secrets(&self, tenant: &Tenant, name: &str, prepared: &Prepared) -> Result<Secrets, ApiError> {
+        self.vault
+            .secrets(&self.registry, &tenant.name, &prepared.secrets)
+            .map_err(|e| match e {
+                ReadError::Missing(secret) => ApiError::invalid(format!(
+                    "pipeline `{name}`: no secret `{secret}` (store it with PUT /v1/secrets/{secret})"
+                )),
+                ReadError::Failed(e) => ApiError::internal(e),
+            })
     }
 
     pub fn is_running(&self, tenant: &str, name: &str) -> bool {
@@ -127,6 +146,8 @@ impl Supervisor {
                 rate: progress.records_written as f64 / elapsed,
                 error: None,
                 plugin: run.plugin.clone(),
+                destination: Some(run.destination),
+                write_errors: metrics::write_errors(&k.0, name, run.destination),
                 dropped,
             };
             return Status::new(name, seen);
@@ -140,6 +161,8 @@ impl Supervisor {
                 rate: f.rate,
                 error: f.error.clone(),
                 plugin: f.plugin.clone(),
+                destination: f.destination,
+                write_errors: f.destination.map_or(0, |d| metrics::write_errors(&k.0, name, d)),
                 dropped,
             },
             None => Seen {
@@ -148,6 +171,8 @@ impl Supervisor {
                 rate: 0.0,
                 error: None,
                 plugin: None,
+                destination: None,
+                write_errors: 0,
                 dropped,
             },
         };
@@ -179,8 +204,9 @@ impl Supervisor {
         };
         let Some(swap) = swap else { return Ok(false) };
         let span = tracing::info_span!(logs::SPAN, tenant = %tenant.name, pipeline = %name);
+        let secrets = self.open_secrets(tenant, name, prepared)?;
         let destination = async {
-            let d = build_destination(&self.store.cache_dir, tenant, prepared).await?;
+            let d = build_destination(&self.store.cache_dir, tenant, name, prepared, secrets).await?;
             d.check_connection().await?;
             Ok::<_, crate::destination::DestinationError>(d)
         }

@@ -11,7 +11,7 @@ mod store;
 use std::path::Path;
 
 use postgres::redact;
-pub use store::{Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
+pub use store::{Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, SecretRow, Store, TenantRow};
 
 /// Where the registry is: `sqlite` (the data dir's file) or a PostgreSQL URL.
 #[derive(Debug, Clone, Default, PartialEq)]

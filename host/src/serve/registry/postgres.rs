@@ -18,7 +18,9 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 
 use super::super::limits::LimitOverrides;
-use super::store::{now, Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, Store, StoredPlugin, TenantRow};
+use super::store::{
+    now, Cluster, HostStatus, PipelineRow, PluginRow, RegistryError, SecretRow, Store, StoredPlugin, TenantRow,
+};
 
 /// Two hosts starting at once create the schema in turn (an advisory lock):
 /// concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog.
@@ -60,6 +62,18 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (tenant, name),
     FOREIGN KEY (tenant, name) REFERENCES pipelines (tenant, name) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS secrets_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sealed BYTEA NOT NULL
 );
 CREATE TABLE IF NOT EXISTS host_status (
     host TEXT NOT NULL,
@@ -404,6 +418,74 @@ impl Store for Postgres {
             tx.commit()?;
             Ok(n == 1)
         })
+    }
+
+    fn put_secret(&self, tenant: &str, name: &str, sealed: &[u8]) -> Result<bool, RegistryError> {
+        let (tenant, name, sealed) = (tenant.to_string(), name.to_string(), sealed.to_vec());
+        self.call(move |c| {
+            // `xmax = 0`: the row was inserted, not updated.
+            c.query_one(
+                "INSERT INTO secrets (tenant, name, sealed, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+                 ON CONFLICT (tenant, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at
+                 RETURNING (xmax = 0)",
+                &[&tenant, &name, &sealed, &now()],
+            )
+            .map(|r| r.get(0))
+        })
+    }
+
+    fn secret(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.call(move |c| {
+            c.query_opt(
+                "SELECT sealed FROM secrets WHERE tenant = $1 AND name = $2",
+                &[&tenant, &name],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+        })
+    }
+
+    fn secrets(&self, tenant: &str) -> Result<Vec<SecretRow>, RegistryError> {
+        let tenant = tenant.to_string();
+        self.call(move |c| {
+            c.query(
+                "SELECT name, created_at, updated_at FROM secrets WHERE tenant = $1 ORDER BY name",
+                &[&tenant],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| SecretRow {
+                        name: r.get(0),
+                        created_at: r.get(1),
+                        updated_at: r.get(2),
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.call(move |c| c.execute("DELETE FROM secrets WHERE tenant = $1 AND name = $2", &[&tenant, &name]))
+            .map(|n| n == 1)
+    }
+
+    fn key_check(&self) -> Result<Option<Vec<u8>>, RegistryError> {
+        self.call(|c| {
+            c.query_opt("SELECT sealed FROM secrets_key WHERE id = 1", &[])
+                .map(|r| r.map(|r| r.get(0)))
+        })
+    }
+
+    fn set_key_check(&self, sealed: &[u8]) -> Result<(), RegistryError> {
+        let sealed = sealed.to_vec();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO secrets_key (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                &[&sealed],
+            )
+        })
+        .map(drop)
     }
 
     fn cluster(&self) -> Option<&dyn Cluster> {

@@ -7,7 +7,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::path::Path;
 
 use super::super::limits::LimitOverrides;
-use super::store::{now, PipelineRow, PluginRow, RegistryError, Store, TenantRow};
+use super::store::{now, PipelineRow, PluginRow, RegistryError, SecretRow, Store, TenantRow};
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
@@ -37,6 +37,18 @@ CREATE TABLE IF NOT EXISTS pipelines (
     yaml TEXT NOT NULL,
     running INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS secrets_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sealed BLOB NOT NULL
 );
 ";
 
@@ -244,5 +256,75 @@ impl Store for Sqlite {
             "DELETE FROM pipelines WHERE tenant = ?1 AND name = ?2",
             params![tenant, name],
         )? == 1)
+    }
+
+    fn put_secret(&self, tenant: &str, name: &str, sealed: &[u8]) -> Result<bool, RegistryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let existed = tx
+            .query_row(
+                "SELECT 1 FROM secrets WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        let at = now();
+        tx.execute(
+            "INSERT INTO secrets (tenant, name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (tenant, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            params![tenant, name, sealed, at],
+        )?;
+        tx.commit()?;
+        Ok(!existed)
+    }
+
+    fn secret(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT sealed FROM secrets WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn secrets(&self, tenant: &str) -> Result<Vec<SecretRow>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, created_at, updated_at FROM secrets WHERE tenant = ?1 ORDER BY name")?;
+        let rows = stmt
+            .query_map([tenant], |r| {
+                Ok(SecretRow {
+                    name: r.get(0)?,
+                    created_at: r.get(1)?,
+                    updated_at: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
+        Ok(self.conn().execute(
+            "DELETE FROM secrets WHERE tenant = ?1 AND name = ?2",
+            params![tenant, name],
+        )? == 1)
+    }
+
+    fn key_check(&self) -> Result<Option<Vec<u8>>, RegistryError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT sealed FROM secrets_key WHERE id = 1", [], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_key_check(&self, sealed: &[u8]) -> Result<(), RegistryError> {
+        self.conn().execute(
+            "INSERT INTO secrets_key (id, sealed) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+            [sealed],
+        )?;
+        Ok(())
     }
 }

@@ -33,6 +33,15 @@ pub struct PluginRow {
     pub compile_ms: u64,
 }
 
+/// A tenant's secret as the API lists it: never its value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretRow {
+    pub name: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct PipelineRow {
     pub tenant: String,
@@ -83,6 +92,17 @@ pub trait Store: Send + Sync {
     /// Whether the pipeline should run: kept across restarts.
     fn set_running(&self, tenant: &str, name: &str, running: bool) -> Result<(), RegistryError>;
     fn delete_pipeline(&self, tenant: &str, name: &str) -> Result<bool, RegistryError>;
+    /// Stores a tenant's secret, sealed (`serve::secrets`); true when it is new.
+    fn put_secret(&self, tenant: &str, name: &str, sealed: &[u8]) -> Result<bool, RegistryError>;
+    /// A tenant's secret, sealed.
+    fn secret(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, RegistryError>;
+    /// A tenant's secrets, by name.
+    fn secrets(&self, tenant: &str) -> Result<Vec<SecretRow>, RegistryError>;
+    fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, RegistryError>;
+    /// A value sealed with the secrets key: which key the secrets need.
+    fn key_check(&self) -> Result<Option<Vec<u8>>, RegistryError>;
+    /// Stores the key's check value, unless there is one.
+    fn set_key_check(&self, sealed: &[u8]) -> Result<(), RegistryError>;
     /// The operations only a registry several hosts share has.
     fn cluster(&self) -> Option<&dyn Cluster> {
         None

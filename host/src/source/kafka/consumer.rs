@@ -17,6 +17,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+use super::checkpoint::Checkpoint;
 use super::config::BrokerGate;
 use super::offsets::{Offsets, Tp};
 use crate::source::{Ack, PartitionLag, SourceEvent, SourceStats};
@@ -38,6 +39,8 @@ pub struct Shared {
     pub outside: Option<String>,
     /// Since when every broker is unreachable (see [`Context::brokers_down`]).
     down_since: Option<Instant>,
+    /// The local copy of the commits, for brokers that drop their metadata.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 pub struct Context {
@@ -56,6 +59,7 @@ impl Context {
         stats: Arc<SourceStats>,
         drain_timeout: Duration,
         gate: Option<BrokerGate>,
+        checkpoint: Option<Checkpoint>,
     ) -> Self {
         Self {
             shared: Mutex::new(Shared {
@@ -68,6 +72,7 @@ impl Context {
                 high: HashMap::new(),
                 outside: None,
                 down_since: None,
+                checkpoint,
             }),
             stats,
             drain_timeout,
@@ -114,6 +119,7 @@ impl Context {
             return;
         }
         let mut tpl = TopicPartitionList::new();
+        let mut recorded = Vec::with_capacity(due.len());
         for (tp, (offset, position)) in &due {
             let (topic, partition) = tp;
             if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
@@ -123,10 +129,21 @@ impl Context {
             if let (Some(destination_id), Some(mut elem)) =
                 (s.offsets.destination_of(tp), tpl.find_partition(topic, *partition))
             {
-                elem.set_metadata(super::position::metadata(destination_id, position.as_deref()));
+                let metadata = super::position::metadata(destination_id, position.as_deref());
+                elem.set_metadata(&metadata);
+                recorded.push((&**topic, *partition, *offset, metadata));
             }
         }
-        match consumer.commit(&tpl, mode) {
+        // The copy first: a commit that lands has its copy, whatever
+        // happens after.
+        if let Some(checkpoint) = &mut s.checkpoint {
+            checkpoint.record(recorded);
+        }
+        let sent = match mode {
+            CommitMode::Async => commit_async(consumer, &tpl),
+            CommitMode::Sync => consumer.commit(&tpl, mode),
+        };
+        match sent {
             Ok(()) => {
                 s.offsets.mark_committed(&due);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -245,6 +262,37 @@ impl Context {
             }
         }
         tracing::info!(partitions = tpl.count(), "kafka: partitions assigned");
+    }
+}
+
+/// An asynchronous commit whose result comes back to
+/// [`commit_callback`](ConsumerContext::commit_callback). rdkafka's
+/// `commit(.., Async)` gives librdkafka no reply queue, and a consumer on
+/// the event API configures no `offset_commit_cb`: librdkafka 2.12 then only
+/// logs a failed commit (COMMITFAIL, `rd_kafka_cgrp_propagate_commit_result`)
+/// and the offsets stayed marked committed, never sent again. With the
+/// consumer queue as reply queue the result is an OFFSET_COMMIT event that
+/// `poll` hands to the callback.
+fn commit_async(consumer: &KafkaConsumer, tpl: &TopicPartitionList) -> KafkaResult<()> {
+    use rdkafka::bindings as rd;
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` lives as long as `consumer`; the queue handle is a
+    // new reference (the commit's reply keeps its own) released here, and
+    // librdkafka copies `tpl`.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(client);
+        if queue.is_null() {
+            // No group: a null queue would make librdkafka wait for the result.
+            return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownGroup));
+        }
+        let err = rd::rd_kafka_commit_queue(client, tpl.ptr(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(KafkaError::ConsumerCommit(err.into()))
     }
 }
 

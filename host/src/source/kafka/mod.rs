@@ -11,6 +11,7 @@
 pub mod advertised;
 pub mod avro;
 mod batch;
+mod checkpoint;
 pub mod config;
 mod consumer;
 mod json;
@@ -190,9 +191,18 @@ impl KafkaSource {
             None => None,
             Some(tpl) => {
                 let elements = tpl.elements();
+                let shared = consumer.context().shared();
+                let copy = shared.checkpoint.as_ref();
                 let committed = elements.iter().map(|e| {
                     let offset = e.offset().to_raw().unwrap_or(-1);
-                    (e.topic(), e.partition(), offset, e.metadata())
+                    // The broker's metadata, else the local copy's of the same offset.
+                    let metadata = match e.metadata() {
+                        "" => copy
+                            .and_then(|c| c.metadata(e.topic(), e.partition(), offset))
+                            .unwrap_or(""),
+                        kept => kept,
+                    };
+                    (e.topic(), e.partition(), offset, metadata)
                 });
                 let topics = &self.decoder.topics;
                 let gathered = position::gather(committed, |topic| topics.get(topic).cloned());
@@ -375,6 +385,9 @@ impl SourceTask for KafkaSource {
             stats.clone(),
             DRAIN_TIMEOUT,
             gate,
+            (self.config.sync_mode != SyncMode::FullRefresh)
+                .then(|| checkpoint::Checkpoint::open(&self.config.bootstrap_servers, &self.config.group_id))
+                .flatten(),
         );
         let (consumer, assigned, positions) = match self.connect(context) {
             Ok(c) => c,

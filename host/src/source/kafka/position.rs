@@ -68,8 +68,12 @@ pub fn read(metadata: &str) -> Result<Recorded, String> {
 
 /// Gathers the positions of every partition's commit, by destination_id,
 /// and warns once per destination_id whose partitions carry an offset
-/// without ours (committed by an older version or another tool: what was
-/// written since that commit may be written once more).
+/// without ours (committed by an older version or another tool, or by a
+/// broker that drops commit metadata with no local copy of it: what was
+/// written since that commit may be written once more). A destination_id
+/// with a committed offset is in the answer even with no position: it
+/// tells a destination that something was committed (nothing it wrote may
+/// be cut back) from nothing ever committed.
 pub fn gather<'a>(
     committed: impl IntoIterator<Item = (&'a str, i32, i64, &'a str)>,
     destination_of: impl Fn(&str) -> Option<Arc<str>>,
@@ -84,16 +88,16 @@ pub fn gather<'a>(
         match recorded {
             Recorded::Ours {
                 destination_id,
-                position: Some(position),
-            } => positions.entry(destination_id.into()).or_default().push(position),
-            Recorded::Ours { position: None, .. } => {}
+                position,
+            } => positions.entry(destination_id.into()).or_default().extend(position),
             Recorded::Foreign => {
                 if let Some(destination_id) = destination_of(topic) {
+                    positions.entry(destination_id.clone()).or_default();
                     if warned.insert(destination_id.clone()) {
                         tracing::warn!(
                             "kafka: {topic}/{partition} was committed without bizon-host's record of where \
-                             `{destination_id}` stood (an older version or another tool): records written \
-                             since that commit may be written once more"
+                             `{destination_id}` stood (an older version or another tool, or a broker that \
+                             drops commit metadata): records written since that commit may be written once more"
                         );
                     }
                 }
@@ -133,5 +137,10 @@ mod tests {
             positions[&Arc::<str>::from("a")],
             vec!["1".to_string(), "2".to_string()]
         );
+        // Committed without a position: present, empty; never committed: absent.
+        let committed = [("t", 0, 10, ""), ("u", 0, -1001, "")];
+        let positions = gather(committed, |t| Some(t.into())).unwrap();
+        assert_eq!(positions.get("t"), Some(&vec![]));
+        assert_eq!(positions.get("u"), None);
     }
 }

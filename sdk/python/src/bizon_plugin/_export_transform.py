@@ -9,7 +9,7 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports.transform import RecordError, TransformInfo, Transformed
 from wit_world.imports import host
-from wit_world.imports import types
+from wit_world.imports import bizon_destination_types as types
 
 from . import _host_log
 from .transform import TransformRunner, find_transform

@@ -4,6 +4,7 @@ WebAssembly runtime, so the same rules run under `bizon-plugin test`."""
 
 import traceback
 
+from . import _errors
 from .batch import Batch
 
 __all__ = ["Destination", "Retryable", "Rejected", "Outcome", "Runner", "find_destination"]
@@ -11,7 +12,13 @@ __all__ = ["Destination", "Retryable", "Rejected", "Outcome", "Runner", "find_de
 
 class Retryable(Exception):
     """A passing failure (timeout, busy server): the host retries the whole
-    batch with backoff, keeping its `sequence`."""
+    batch with backoff, keeping its `sequence`. `after`: what the server
+    asked to wait (seconds, or a Retry-After header's value); the SDK waits
+    that long (at most 10 s) before handing the batch back."""
+
+    def __init__(self, message="Retryable", after=None):
+        super().__init__(message)
+        self.after = after
 
 
 class Rejected(Exception):
@@ -129,10 +136,16 @@ class Runner:
             batch = data if isinstance(data, Batch) else Batch.from_arrow(data, destination_id, sequence)
             result = self.destination.write_records(batch)
         except Retryable as e:
-            return Outcome("retryable", str(e) or "Retryable")
+            return Outcome("retryable", (str(e) or "Retryable") + _errors.wait(e.after))
         except Rejected as e:
             return Outcome("rejected", e.rows)
         except BaseException as e:  # noqa: BLE001
+            # What requests, urllib3, urllib or httpx raise for a timeout, a
+            # failed connection, 408, 429 or 5xx is retried as Retryable is.
+            passing = _errors.retryable(e)
+            if passing is not None:
+                message, after = passing
+                return Outcome("retryable", message + _errors.wait(after))
             return Outcome("fatal", f"write_records: {_traceback(e)}")
         return _written(result, num_rows)
 

@@ -1,0 +1,41 @@
+//! What every route does with a request: its body read up to a limit, JSON
+//! read from it, names checked.
+
+use axum::body::{Body, Bytes};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use super::error::ApiError;
+
+/// The body, or 413 past `limit` bytes (read no further than that).
+pub async fn read_body(body: Body, limit: u64, what: impl Fn(u64) -> ApiError) -> Result<Bytes, ApiError> {
+    Ok(http_body_util::Limited::new(body, limit as usize + 1)
+        .collect()
+        .await
+        .map_err(|_| what(limit + 1))?
+        .to_bytes())
+}
+
+pub fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+}
+
+/// Tenant, plugin and pipeline names: what can go in a path, a label and a
+/// log line without escaping.
+pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "{kind} name {name:?}: use 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or digit"
+        )))
+    }
+}
