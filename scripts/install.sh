@@ -12,6 +12,8 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1
 bash scripts/install-emulators.sh
 # The tansu Kafka broker (.venv): the Kafka, serve and transform tests.
 bash scripts/install-kafka.sh
+# moto's S3 server (.venv): durable storage for the broker the fault tests kill.
+bash scripts/install-moto.sh
 # clickhouse-server (Debian's): the ClickHouse plugin's test.
 bash scripts/install-clickhouse.sh
 # PostgreSQL (Debian's): the test of several `serve` hosts on one registry.

@@ -20,7 +20,7 @@ use crate::support::{bizon_host, free_port, metrics, poll, signal, stderr, wait_
 
 /// librdkafka settings that make a group form and notice a departure in
 /// seconds rather than the production minute.
-const FAST_GROUP: &str = "    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\n    statistics.interval.ms: 500\n    topic.metadata.refresh.interval.ms: 1000\n";
+pub(crate) const FAST_GROUP: &str = "    session.timeout.ms: 6000\n    heartbeat.interval.ms: 500\n    statistics.interval.ms: 500\n    topic.metadata.refresh.interval.ms: 1000\n";
 
 /// A Bizon-style kafka pipeline to `file` in `out`, with extra source keys.
 fn pipeline(b: &Broker, group: &str, topics: &[(&str, &str)], sync_mode: &str, out: &Path, extra: &str) -> String {
@@ -66,7 +66,7 @@ fn run_ok(yaml: &Path) -> Value {
 }
 
 /// Starts `bizon-host run` on `yaml` with `args`, its log into `log`.
-fn start(yaml: &Path, log: &Path, args: &[&str]) -> Child {
+pub(crate) fn start(yaml: &Path, log: &Path, args: &[&str]) -> Child {
     bizon_host()
         .args([
             "run",
@@ -92,19 +92,19 @@ fn start_streaming(b: &Broker, group: &str, topic: &str, out: &Path, extra: &str
 }
 
 /// The log of the run started by [`start_streaming`] into `out`.
-fn log_of(out: &Path) -> String {
+pub(crate) fn log_of(out: &Path) -> String {
     std::fs::read_to_string(out.with_extension("log")).unwrap_or_default()
 }
 
 /// SIGTERM to the run into `out`: it exits 130, an interrupted run.
-fn interrupt(child: &mut Child, out: &Path) {
+pub(crate) fn interrupt(child: &mut Child, out: &Path) {
     signal(child.id(), libc::SIGTERM);
     assert_eq!(child.wait().unwrap().code(), Some(130), "{}", log_of(out));
 }
 
 /// Rows of every `*.json` file under `dir` (final and temp files alike),
 /// as (file name, row).
-fn rows(dir: &Path) -> Vec<(String, Value)> {
+pub(crate) fn rows(dir: &Path) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -125,7 +125,7 @@ fn rows(dir: &Path) -> Vec<(String, Value)> {
 }
 
 /// (topic, partition, offset) of each row, from its source_data.
-fn positions(rows: &[(String, Value)]) -> Vec<(String, i64, i64)> {
+pub(crate) fn positions(rows: &[(String, Value)]) -> Vec<(String, i64, i64)> {
     rows.iter()
         .map(|(_, r)| {
             let data: Value = serde_json::from_str(r["source_data"].as_str().unwrap()).unwrap();
@@ -149,7 +149,7 @@ fn distinct(outs: &[&Path]) -> usize {
 }
 
 /// Every offset below the high watermarks is present; returns the duplicates.
-fn assert_all_present(found: &[(String, i64, i64)], topic: &str, highs: &[i64]) -> usize {
+pub(crate) fn assert_all_present(found: &[(String, i64, i64)], topic: &str, highs: &[i64]) -> usize {
     let mut seen = BTreeSet::new();
     let mut duplicates = 0;
     for (t, p, o) in found.iter().filter(|(t, _, _)| t == topic) {

@@ -22,6 +22,7 @@ mod bridge;
 mod clickhouse;
 mod console;
 mod egress;
+mod faults;
 mod file_modes;
 mod kafka;
 mod pipeline;

@@ -190,6 +190,11 @@ pub enum DestinationError {
     /// Trying again will not help: bad credentials, a missing table, a bug.
     #[error("{0}")]
     Fatal(String),
+    /// Nothing can be written until something outside the run changes (a
+    /// full disk gets room): tried again every `every` for as long as it
+    /// takes, without using up the retry policy's attempts; a stop ends it.
+    #[error("{message}")]
+    Blocked { message: String, every: Duration },
     /// These rows were refused; the others were written.
     #[error("{} row(s) rejected; first: row {}: {}", .0.len(), .0.first().map_or(0, |r| r.row), .0.first().map_or("", |r| r.reason.as_str()))]
     Rejected(Vec<RejectedRow>),
@@ -199,7 +204,7 @@ impl DestinationError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            DestinationError::Retryable(_) | DestinationError::RetryAfter { .. }
+            DestinationError::Retryable(_) | DestinationError::RetryAfter { .. } | DestinationError::Blocked { .. }
         )
     }
 

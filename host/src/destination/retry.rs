@@ -30,9 +30,24 @@ where
     Fut: Future<Output = Result<T, DestinationError>>,
 {
     let mut attempt = 1;
+    // Said once per stretch of blocked writes: one a second would flood the log.
+    let mut blocked = false;
     loop {
         match op().await {
             Ok(v) => return Ok(v),
+            Err(DestinationError::Blocked { message, every }) if !*stop.borrow() => {
+                let error = DestinationError::Blocked { message, every };
+                if !blocked {
+                    on_retry(attempt, &error, every);
+                    blocked = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped(&mut stop) => {
+                        return Err(RetryError { attempts: attempt, error });
+                    }
+                }
+            }
             Err(e) if e.is_retryable() && attempt < policy.max_attempts && !*stop.borrow() => {
                 let wait = match e.retry_after() {
                     // A server that says when to come back is believed (up to a bound).
@@ -103,6 +118,48 @@ mod tests {
         .unwrap();
         assert_eq!(out, 7);
         assert_eq!(retried, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_write_waits_past_the_attempts_is_said_once_and_a_stop_ends_it() {
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff_ms: 10,
+            max_backoff_ms: 100,
+        };
+        let blocked = || DestinationError::Blocked {
+            message: "disk full".into(),
+            every: Duration::from_secs(1),
+        };
+        // Blocked 10 times (5 times the attempts), then room again.
+        let calls = AtomicU32::new(0);
+        let mut said = 0;
+        let out = run(
+            &policy,
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0..10 => Err(blocked()),
+                    _ => Ok(3),
+                }
+            },
+            |_, _, _| said += 1,
+            watch::channel(false).1,
+        )
+        .await
+        .unwrap();
+        assert_eq!((out, said, calls.load(Ordering::SeqCst)), (3, 1, 11));
+
+        // Blocked for good: a stop ends the wait with the blocked error.
+        let (stop, stopping) = watch::channel(false);
+        let waiting =
+            tokio::spawn(
+                async move { run(&policy, || async { Err::<(), _>(blocked()) }, |_, _, _| {}, stopping).await },
+            );
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiting.is_finished());
+        stop.send(true).unwrap();
+        let err = waiting.await.unwrap().unwrap_err();
+        assert!(matches!(err.error, DestinationError::Blocked { .. }), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

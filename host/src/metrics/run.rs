@@ -25,6 +25,7 @@ pub struct Metrics {
     dead_letters: IntGauge,
     commits: IntGauge,
     rebalances: IntGauge,
+    broker_down: IntGauge,
     lag: IntGaugeVec,
     high_watermark: IntGaugeVec,
     committed: IntGaugeVec,
@@ -51,6 +52,10 @@ impl Metrics {
             dead_letters: gauge("dead_letters_total", "Messages and rows sent to the dead letter"),
             commits: gauge("source_commits_total", "Offset commits of the source (Kafka)"),
             rebalances: gauge("source_rebalances_total", "Consumer group rebalances seen (Kafka)"),
+            broker_down: gauge(
+                "kafka_broker_down",
+                "1 while every broker is unreachable and the run waits for one",
+            ),
             lag: vec(
                 "kafka_lag",
                 "Records between the committed offset and the high watermark",
@@ -85,6 +90,7 @@ impl Metrics {
             self.dead_letters.set(s.dead_letters as i64);
             self.commits.set(s.commits as i64);
             self.rebalances.set(s.rebalances as i64);
+            self.broker_down.set(s.broker_down as i64);
             for (at, lag) in &s.lag {
                 let (topic, partition) = at.rsplit_once('/').unwrap_or((at, ""));
                 let labels = [topic, partition];
@@ -135,6 +141,7 @@ mod tests {
         p.by_destination_id.insert("users".into(), 7);
         let mut source = SourceReport {
             commits: 3,
+            broker_down: true,
             ..Default::default()
         };
         source.lag.insert(
@@ -158,5 +165,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("bizon_source_commits_total{pipeline=\"p\"} 3"), "{text}");
+        assert!(text.contains("bizon_kafka_broker_down{pipeline=\"p\"} 1"), "{text}");
     }
 }

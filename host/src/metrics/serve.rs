@@ -19,6 +19,7 @@ struct Series {
     records_written: IntGaugeVec,
     dead_letters: IntGaugeVec,
     lag: IntGaugeVec,
+    broker_down: IntGaugeVec,
     running: IntGaugeVec,
     write_seconds: HistogramVec,
     traps: IntCounterVec,
@@ -87,6 +88,11 @@ fn series() -> &'static Series {
             lag: gauge(
                 "kafka_lag",
                 "Records between the committed offsets and the high watermarks",
+                tp,
+            ),
+            broker_down: gauge(
+                "kafka_broker_down",
+                "1 while every broker of the pipeline's source is unreachable and it waits for one",
                 tp,
             ),
             running: gauge("pipeline_running", "1 while the pipeline runs", tp),
@@ -204,6 +210,7 @@ pub fn set_progress(tenant: &str, pipeline: &str, progress: &Progress, running: 
     s.lag
         .with_label_values(labels)
         .set(source.lag.values().map(|l| l.lag.max(0)).sum());
+    s.broker_down.with_label_values(labels).set(source.broker_down as i64);
     s.running.with_label_values(labels).set(running as i64);
 }
 
@@ -230,6 +237,7 @@ pub fn reset_gauges() {
         &s.records_written,
         &s.dead_letters,
         &s.lag,
+        &s.broker_down,
         &s.running,
         &s.memory,
         &s.read_ahead,

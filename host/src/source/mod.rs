@@ -283,9 +283,13 @@ pub fn spawn(source: Box<dyn SourceTask>, depth: usize) -> SourceHandle {
     };
     let (done, closed) = tokio::sync::oneshot::channel();
     let closed = source.closes().then_some(closed);
+    // The source logs in its caller's span: under `serve`, a pipeline's
+    // log (what a tenant reads) holds its source's warnings too.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("bizon-source".into())
         .spawn(move || {
+            let _in = span.enter();
             source.run(link);
             let _ = done.send(());
         })

@@ -2,7 +2,7 @@
 //! rebalances), read by the progress display, the result JSON and metrics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -13,6 +13,10 @@ pub struct SourceStats {
     /// Assignments received from the group (the first join counts).
     pub rebalances: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Every broker is unreachable (Kafka): the run waits for one.
+    pub broker_down: AtomicBool,
+    /// Times every broker became unreachable.
+    pub broker_outages: AtomicU64,
     /// By `topic/partition`.
     lag: Mutex<BTreeMap<String, PartitionLag>>,
 }
@@ -33,6 +37,8 @@ pub struct SourceReport {
     pub commits: u64,
     pub rebalances: u64,
     pub dead_letters: u64,
+    pub broker_down: bool,
+    pub broker_outages: u64,
     pub lag: BTreeMap<String, PartitionLag>,
 }
 
@@ -52,6 +58,8 @@ impl SourceStats {
             commits: self.commits.load(Ordering::Relaxed),
             rebalances: self.rebalances.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            broker_down: self.broker_down.load(Ordering::Relaxed),
+            broker_outages: self.broker_outages.load(Ordering::Relaxed),
             lag: self.lag.lock().expect("source stats").clone(),
         }
     }

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod clickhouse;
 pub mod common;
+pub mod durable;
 pub mod emulators;
 pub mod fault;
 pub mod guests;

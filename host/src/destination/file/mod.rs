@@ -34,6 +34,13 @@
 //! dropped (its records were never committed). A file shorter than its
 //! committed length was cut or replaced outside bizon-host: that stops the
 //! run with an error rather than losing records silently.
+//!
+//! A full disk (ENOSPC, or EDQUOT over a quota) takes the batch's write back
+//! whole and says which file and how many bytes did not fit; then, as
+//! `on_disk_full:` says, the run stops (`stop`, the default) or the write
+//! waits for room and is tried again every second (`wait`): a stream run
+//! resumes by itself once space returns. Either way nothing of the batch
+//! is acknowledged before it is written.
 
 mod nofollow;
 mod resume;
@@ -73,6 +80,22 @@ impl FileFormat {
     }
 }
 
+/// What a write does when the file's disk is full (`on_disk_full:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFull {
+    /// The run stops with an error naming the file and the bytes.
+    #[default]
+    Stop,
+    /// The write is tried again every [`DISK_FULL_EVERY`] until it fits.
+    Wait,
+}
+
+/// How often a write waiting for disk space is tried again: space freed
+/// by an operator is used within a second, and a failed try costs one
+/// batch's encoding and a truncate.
+const DISK_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 crate::destination_config! {
     /// `destination: {name: file, config: ...}`
     pub struct FileConfig {
@@ -81,6 +104,9 @@ crate::destination_config! {
         pub path: Option<PathBuf>,
         #[serde(default)]
         pub format: FileFormat,
+        /// A full disk stops the run (`stop`) or waits for room (`wait`).
+        #[serde(default)]
+        pub on_disk_full: DiskFull,
         /// Accepted as Bizon does; files need none.
         #[serde(default)]
         pub authentication: Option<IgnoredAny2>,
@@ -91,6 +117,7 @@ pub struct FileDestination {
     dir: PathBuf,
     format: FileFormat,
     mode: SyncMode,
+    on_disk_full: DiskFull,
     files: Mutex<HashMap<Arc<str>, Arc<Mutex<OutputFile>>>>,
     /// Set when the source resumes from commits (Kafka stream and
     /// incremental): each destination_id's committed length of this file.
@@ -106,6 +133,9 @@ struct OutputFile {
     path: PathBuf,
     target: PathBuf,
     mode: SyncMode,
+    on_disk_full: DiskFull,
+    /// A write found the disk full and waits for room (logged once).
+    waiting_for_room: bool,
     /// Bytes in `path`: what every completed write appended (a failed one
     /// is cut off again).
     length: u64,
@@ -145,6 +175,7 @@ impl FileDestination {
             dir,
             format: config.format,
             mode,
+            on_disk_full: config.on_disk_full,
             files: Mutex::new(HashMap::new()),
             committed: Mutex::new(None),
             replayed: std::sync::atomic::AtomicU64::new(0),
@@ -229,6 +260,8 @@ impl FileDestination {
             path,
             target,
             mode: self.mode,
+            on_disk_full: self.on_disk_full,
+            waiting_for_room: false,
             length,
             identity,
             published: None,
@@ -338,13 +371,39 @@ impl OutputFile {
                 match written {
                     Ok(bytes) => {
                         self.length += bytes;
+                        if std::mem::take(&mut self.waiting_for_room) {
+                            tracing::info!("{}: the disk has room again; writing on", path.display());
+                        }
                         Ok(())
                     }
                     Err(e) => {
-                        if let Err(undo) = file.set_len(self.length) {
+                        // Back to where the batch began: a full refresh's temp
+                        // file is not opened to append, and a retry written at
+                        // the old offset would leave a hole of NULs before it.
+                        if let Err(undo) = file
+                            .set_len(self.length)
+                            .and_then(|()| file.seek(SeekFrom::Start(self.length)))
+                        {
                             tracing::error!("{}: cannot take back a failed write: {undo}", path.display());
                         }
-                        Err(e)
+                        Err(match e {
+                            Failed::Other(e) => e,
+                            Failed::DiskFull { written, pending } => {
+                                let message = disk_full(&path, written, pending);
+                                match self.on_disk_full {
+                                    DiskFull::Stop => DestinationError::Fatal(format!(
+                                        "{message}; the run stops (`on_disk_full: wait` waits for room instead)"
+                                    )),
+                                    DiskFull::Wait => {
+                                        self.waiting_for_room = true;
+                                        DestinationError::Blocked {
+                                            message: format!("{message}; waiting for room (on_disk_full: wait)"),
+                                            every: DISK_FULL_EVERY,
+                                        }
+                                    }
+                                }
+                            }
+                        })
                     }
                 }
             }
@@ -408,6 +467,58 @@ impl OutputFile {
     }
 }
 
+/// Why a batch's lines were not all written.
+enum Failed {
+    /// The disk is full: `written` bytes of the batch went in before
+    /// `pending` more did not (all of them taken back).
+    DiskFull {
+        written: u64,
+        pending: u64,
+    },
+    Other(DestinationError),
+}
+
+/// A full disk, or a quota that is: nothing but room helps.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// What a full disk says: the file, the bytes, and the room its
+/// filesystem has left.
+fn disk_full(path: &Path, written: u64, pending: u64) -> String {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let room = match free_bytes(dir) {
+        Some((free, size)) => format!("{free} bytes free of {size} on its filesystem"),
+        None => "its filesystem's free space unknown".into(),
+    };
+    format!(
+        "disk full writing {}: {} bytes did not fit after the batch's first {written} ({room}); \
+         the batch's write was taken back whole",
+        path.display(),
+        pending
+    )
+}
+
+/// The bytes free to an unprivileged writer and the size of the filesystem
+/// holding `dir` (statvfs).
+fn free_bytes(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs(3) fills the struct it is given when it returns 0.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    let block = stat.f_frsize as u64;
+    Some((stat.f_bavail as u64 * block, stat.f_blocks as u64 * block))
+}
+
 /// Appends `records` as Bizon's lines (and syncs them, when `sync`); the
 /// bytes written.
 fn append_lines(
@@ -416,7 +527,7 @@ fn append_lines(
     records: &RecordBatch,
     scratch: &mut Vec<u8>,
     sync: bool,
-) -> Result<u64, DestinationError> {
+) -> Result<u64, Failed> {
     let mut bytes = 0;
     // Encode a slice at a time: the text of a whole 50 MB batch would
     // double the memory a flush needs.
@@ -424,13 +535,26 @@ fn append_lines(
         let rows = records.slice(start, ROWS_PER_WRITE.min(records.num_rows() - start));
         scratch.clear();
         crate::record::ndjson::write_lines(&rows, scratch)
-            .map_err(|e| DestinationError::Fatal(format!("cannot encode rows as JSON: {e}")))?;
-        file.write_all(scratch).map_err(|e| io_error(path, "cannot write", e))?;
+            .map_err(|e| Failed::Other(DestinationError::Fatal(format!("cannot encode rows as JSON: {e}"))))?;
+        file.write_all(scratch).map_err(|e| match is_disk_full(&e) {
+            true => Failed::DiskFull {
+                written: bytes,
+                pending: scratch.len() as u64,
+            },
+            false => Failed::Other(io_error(path, "cannot write", e)),
+        })?;
         start_writeback(file);
         bytes += scratch.len() as u64;
     }
     if sync {
-        file.sync_data().map_err(|e| io_error(path, "cannot sync", e))?;
+        // A filesystem that allocates late (NFS, a thin volume) says ENOSPC here.
+        file.sync_data().map_err(|e| match is_disk_full(&e) {
+            true => Failed::DiskFull {
+                written: 0,
+                pending: bytes,
+            },
+            false => Failed::Other(io_error(path, "cannot sync", e)),
+        })?;
     }
     Ok(bytes)
 }
@@ -513,5 +637,33 @@ impl Destination for FileDestination {
         })
         .await
         .map_err(|e| DestinationError::Fatal(format!("file finalize panicked: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+
+    /// /dev/full answers every write with ENOSPC, as a full disk does, to
+    /// anyone: the mapping needs no mount.
+    #[test]
+    fn a_full_disk_is_told_apart_and_names_the_file_and_the_bytes() {
+        let mut full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let records = RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)]).unwrap();
+        let path = Path::new("/dev/full");
+        match append_lines(&mut full, path, &records, &mut Vec::new(), false) {
+            Err(Failed::DiskFull { written: 0, pending }) => assert_eq!(pending, "{\"id\":1}\n".len() as u64 * 3),
+            Err(Failed::Other(e)) => panic!("not told apart: {e}"),
+            other => panic!("{:?}", other.ok()),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users.json");
+        let said = disk_full(&file, 10, 20);
+        let start = format!(
+            "disk full writing {}: 20 bytes did not fit after the batch's first 10 (",
+            file.display()
+        );
+        assert!(said.starts_with(&start) && said.contains(" bytes free of "), "{said}");
     }
 }

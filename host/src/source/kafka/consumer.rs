@@ -37,6 +37,8 @@ pub struct Shared {
     high: HashMap<Tp, i64>,
     /// A broker learned outside the gate: the run ends with this.
     pub outside: Option<String>,
+    /// Since when every broker is unreachable (see [`Context::brokers_down`]).
+    down_since: Option<Instant>,
     /// The local copy of the commits, for brokers that drop their metadata.
     pub checkpoint: Option<Checkpoint>,
 }
@@ -69,6 +71,7 @@ impl Context {
                 acks_closed: false,
                 high: HashMap::new(),
                 outside: None,
+                down_since: None,
                 checkpoint,
             }),
             stats,
@@ -217,6 +220,36 @@ impl Context {
         }
     }
 
+    /// librdkafka lost its connection to every broker. Nothing is lost
+    /// meanwhile: the run holds what it read, commits fail and are tried
+    /// again, and librdkafka reconnects by itself (backoff up to
+    /// `reconnect.backoff.max.ms`, 10 s by default); so the run waits, says
+    /// so once, and shows it in `kafka_broker_down` until a broker is back.
+    fn brokers_down(&self, reason: &str) {
+        let mut s = self.shared();
+        if s.down_since.is_some() {
+            return;
+        }
+        s.down_since = Some(Instant::now());
+        self.stats.broker_down.store(true, Ordering::Relaxed);
+        self.stats.broker_outages.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "kafka: every broker is unreachable ({reason}); the run waits for one to come back \
+             (what was read and not committed is kept, then committed or read again)"
+        );
+    }
+
+    /// A broker is up again (from the statistics): the outage is over.
+    fn broker_up(&self, s: &mut Shared) {
+        if let Some(since) = s.down_since.take() {
+            self.stats.broker_down.store(false, Ordering::Relaxed);
+            tracing::info!(
+                "kafka: a broker answers again after {:.1} s; reading on",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
     fn assign(&self, consumer: &KafkaConsumer, tpl: &TopicPartitionList) {
         self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
         let mut s = self.shared();
@@ -283,8 +316,11 @@ impl ClientContext for Context {
     /// (librdkafka retries them; a fatal one surfaces from `poll`), so none
     /// is logged at ERROR as rdkafka's default does.
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::PartitionEOF) {
             tracing::trace!("kafka: {reason}");
+        } else if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.brokers_down(reason);
         } else {
             tracing::warn!("librdkafka: {error}: {reason}");
         }
@@ -292,6 +328,9 @@ impl ClientContext for Context {
 
     fn stats(&self, statistics: Statistics) {
         let mut s = self.shared();
+        if s.down_since.is_some() && statistics.brokers.values().any(|b| b.state == "UP") {
+            self.broker_up(&mut s);
+        }
         if let Some(gate) = &self.gate {
             if let Some(outside) = super::advertised::learned_outside(gate, &statistics) {
                 s.outside.get_or_insert(outside);
