@@ -1,0 +1,222 @@
+//! The docs' YAML examples, checked by the code that reads them (issue 29:
+//! a user copies them literally, so an example the loader refuses is a bug).
+//!
+//! Every ```yaml block of README.md and docs/*.md, and every pipeline file a
+//! shell block writes with `cat > NAME.yaml <<'TAG'`, goes through:
+//! - a whole pipeline (top-level `source:` and `destination:`): the pipeline
+//!   loader, `bizon_host::pipeline::parse`, as `bizon-host run` and `check` read it;
+//! - a pipeline without a `source:` (a `destination:` or `transforms:`
+//!   example): the same, completed with a `dummy` source (and a `logger`
+//!   destination when it has none);
+//! - keys indented by 4 (the `allow:` examples): the same, as the `config`
+//!   of a `wasm` destination;
+//! - other top-level keys (none of `name`, `source`, `destination`,
+//!   `transforms`): a serve config, through `ServeConfig::load`, which
+//!   refuses unknown keys.
+//!
+//! A warning (an unknown source key, say) fails as an error does. Anything
+//! else fails unless the line before the block is
+//! `<!-- not checked: REASON -->`. Variables (`${VAR}`, `env://VAR`) read as
+//! "placeholder". A failure names the page and the line of the block.
+
+use bizon_host::serve::config::ServeConfig;
+
+use crate::support::root;
+
+/// One YAML example: where it is and its text.
+struct Example {
+    page: String,
+    /// 1-based line of the block's first line of YAML.
+    line: usize,
+    text: String,
+    /// The reason a `<!-- not checked: ... -->` marker gives, if any.
+    skip: Option<String>,
+}
+
+/// The pages a user reads: the README and docs/*.md, in a stable order.
+fn pages() -> Vec<String> {
+    let mut pages = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .expect("docs/ exists")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    pages
+}
+
+/// The YAML examples of one page's text.
+fn examples(page: &str, text: &str) -> Vec<Example> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(lang) = lines[i].trim_start().strip_prefix("```") else {
+            i += 1;
+            continue;
+        };
+        let lang = lang.trim();
+        let end = (i + 1..lines.len())
+            .find(|&j| lines[j].trim() == "```")
+            .unwrap_or_else(|| panic!("{page}:{}: a code block that never ends", i + 1));
+        let body = &lines[i + 1..end];
+        let skip = i
+            .checked_sub(1)
+            .and_then(|before| lines[before].trim().strip_prefix("<!-- not checked:"))
+            .map(|reason| reason.trim_end_matches("-->").trim().to_string());
+        if let Some(reason) = &skip {
+            assert!(!reason.is_empty(), "{page}:{i}: `not checked` needs a reason");
+        }
+        match lang {
+            "yaml" | "yml" => found.push(Example {
+                page: page.to_string(),
+                line: i + 2,
+                text: body.join("\n"),
+                skip,
+            }),
+            "sh" | "bash" | "" => found.extend(heredocs(page, i + 2, body, &skip)),
+            _ => {}
+        }
+        i = end + 1;
+    }
+    found
+}
+
+/// Pipeline files a shell block writes: `cat > NAME.yaml <<'TAG'` ... `TAG`.
+fn heredocs(page: &str, first_line: usize, body: &[&str], skip: &Option<String>) -> Vec<Example> {
+    let mut found = Vec::new();
+    let mut k = 0;
+    while k < body.len() {
+        let line = body[k].trim();
+        let opens_yaml = line.starts_with("cat >") && (line.contains(".yaml <<") || line.contains(".yml <<"));
+        if !opens_yaml {
+            k += 1;
+            continue;
+        }
+        let tag = line
+            .rsplit("<<")
+            .next()
+            .unwrap()
+            .trim()
+            .trim_start_matches('-')
+            .trim_matches(['\'', '"']);
+        let end = (k + 1..body.len())
+            .find(|&j| body[j].trim() == tag)
+            .unwrap_or_else(|| panic!("{page}:{}: here-document `{tag}` never ends", first_line + k));
+        found.push(Example {
+            page: page.to_string(),
+            line: first_line + k + 1,
+            text: body[k + 1..end].join("\n"),
+            skip: skip.clone(),
+        });
+        k = end + 1;
+    }
+    found
+}
+
+/// The keys at the block's top level (column 0, comments aside).
+fn top_level_keys(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.starts_with([' ', '#', '-']) && !l.trim().is_empty())
+        .filter_map(|l| l.split_once(':').map(|(key, _)| key.trim()))
+        .collect()
+}
+
+/// Checks one example; `Err` says why it is refused. What the loader reports
+/// names the page and the page's line: the text is preceded by as many empty
+/// lines as the page has before it (after what completes a fragment).
+fn check(example: &Example) -> Result<(), String> {
+    let text = &example.text;
+    let keys = top_level_keys(text);
+    let has = |key: &str| keys.contains(&key);
+    let placed = |prefix: &str| {
+        let blank = (example.line - 1).saturating_sub(prefix.lines().count());
+        format!("{prefix}{}{text}\n", "\n".repeat(blank))
+    };
+    let page = example.page.as_str();
+    let pipeline_keys = ["name", "source", "destination", "transforms"];
+    let pipeline = if !keys.is_empty() && !pipeline_keys.iter().any(|k| has(k)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(&path, placed("")).unwrap();
+        return ServeConfig::load(&path)
+            .map(drop)
+            .map_err(|e| e.to_string().replace(&path.display().to_string(), page));
+    } else if has("source") && has("destination") {
+        placed("")
+    } else if has("destination") || has("transforms") {
+        let mut prefix = String::new();
+        if !has("name") {
+            prefix.push_str("name: docs\n");
+        }
+        prefix.push_str("source: {name: dummy}\n");
+        if !has("destination") {
+            prefix.push_str("destination: {name: logger}\n");
+        }
+        placed(&prefix)
+    } else if keys.is_empty() && text.lines().any(|l| l.starts_with("    ") && !l.starts_with("     ")) {
+        placed("name: docs\nsource: {name: dummy}\ndestination:\n  name: wasm\n  config:\n    plugin: docs.wasm\n")
+    } else {
+        return Err(
+            "neither a pipeline nor a serve config: complete it, or mark it `<!-- not checked: REASON -->`".to_string(),
+        );
+    };
+    let parsed =
+        bizon_host::pipeline::parse(&pipeline, page, |_| Some("placeholder".to_string())).map_err(|e| e.to_string())?;
+    // An unknown source key is only a warning to a user (as in Bizon), but
+    // in an example it is a typo or a key that no longer exists.
+    match parsed.warnings.as_slice() {
+        [] => Ok(()),
+        warnings => Err(format!("warnings: {}", warnings.join("; "))),
+    }
+}
+
+#[test]
+fn every_yaml_example_passes_the_loader() {
+    let mut checked = 0;
+    let mut skipped = 0;
+    let mut failures = Vec::new();
+    for page in pages() {
+        let text = std::fs::read_to_string(root().join(&page)).unwrap();
+        for example in examples(&page, &text) {
+            if example.skip.is_some() {
+                skipped += 1;
+                continue;
+            }
+            checked += 1;
+            if let Err(e) = check(&example) {
+                failures.push(format!("the block at {}:{}: {e}", example.page, example.line));
+            }
+        }
+    }
+    eprintln!("docs: {checked} YAML examples checked, {skipped} marked not checked");
+    assert!(
+        checked >= 10,
+        "only {checked} YAML examples found: is the extraction broken?"
+    );
+    assert!(
+        failures.is_empty(),
+        "YAML examples the loader refuses:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The extraction itself: a marker skips the block after it, a here-document's
+/// line numbers are the page's, and a broken example is refused with its place.
+#[test]
+fn a_broken_example_is_named_by_page_and_line() {
+    let page = "intro\n\n```yaml\nname: a\nsource: {name: dummy}\ndestination: {name: file, config: {bufer_size: 5}}\n```\n\n<!-- not checked: needs a real project -->\n```yaml\nname: b\n```\n\n```sh\ncat > p.yaml <<'YAML'\nname: c\nsource: {name: dummy}\ndestination: {name: logger}\nYAML\n```\n";
+    let found = examples("page.md", page);
+    assert_eq!(found.len(), 3);
+    assert_eq!((found[0].line, found[0].skip.as_deref()), (4, None));
+    assert_eq!(found[1].skip.as_deref(), Some("needs a real project"));
+    assert_eq!(found[2].line, 16);
+    let refused = check(&found[0]).unwrap_err();
+    assert!(
+        refused.starts_with("page.md:6:") && refused.contains("bufer_size"),
+        "{refused}"
+    );
+    check(&found[2]).unwrap();
+}
