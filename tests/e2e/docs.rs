@@ -18,6 +18,9 @@
 //! else fails unless the line before the block is
 //! `<!-- not checked: REASON -->`. Variables (`${VAR}`, `env://VAR`) read as
 //! "placeholder". A failure names the page and the line of the block.
+//!
+//! And every flag of `bizon-host`, `run`, `check` and `serve`, as clap
+//! declares it, is mentioned in one of those pages.
 
 use bizon_host::serve::config::ServeConfig;
 
@@ -219,4 +222,54 @@ fn a_broken_example_is_named_by_page_and_line() {
         "{refused}"
     );
     check(&found[2]).unwrap();
+}
+
+/// Every flag of `bizon-host`, `run`, `check` and `serve` (as clap declares
+/// them, so a new flag is caught) is mentioned, as `--flag`, in the README or
+/// docs/*.md.
+#[test]
+fn every_flag_of_run_check_and_serve_is_documented() {
+    use clap::CommandFactory;
+
+    let docs: String = pages()
+        .iter()
+        .map(|page| std::fs::read_to_string(root().join(page)).unwrap())
+        .collect();
+    let mentioned = |flag: &str| {
+        docs.match_indices(flag).any(|(at, _)| {
+            let next = docs[at + flag.len()..].chars().next();
+            !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+    };
+    let cli = bizon_host::cli::Cli::command();
+    let commands = [("bizon-host", &cli)]
+        .into_iter()
+        .chain(["run", "check", "serve"].map(|name| {
+            let command = cli
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no `{name}` subcommand"));
+            (name, command)
+        }));
+    let mut missing = Vec::new();
+    let mut checked = Vec::new();
+    for (name, command) in commands {
+        for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+            let Some(long) = arg.get_long() else { continue };
+            let flag = format!("--{long}");
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            checked.push(format!("{name} {flag}"));
+            if !mentioned(&flag) {
+                missing.push(format!("{name} {flag}"));
+            }
+        }
+    }
+    eprintln!("docs: {} flags checked: {}", checked.len(), checked.join(", "));
+    assert!(checked.len() >= 10, "only {} flags found: {checked:?}", checked.len());
+    assert!(
+        missing.is_empty(),
+        "flags no page of README.md or docs/*.md mentions:\n{}",
+        missing.join("\n")
+    );
 }
