@@ -19,8 +19,8 @@
 //! `<!-- not checked: REASON -->`. Variables (`${VAR}`, `env://VAR`) read as
 //! "placeholder". A failure names the page and the line of the block.
 //!
-//! And every flag of `bizon-host`, `run`, `check` and `serve`, as clap
-//! declares it, is mentioned in one of those pages.
+//! And every subcommand clap declares, and every flag of `bizon-host`,
+//! `run`, `check` and `serve`, is mentioned in one of those pages.
 
 use bizon_host::serve::config::ServeConfig;
 
@@ -224,6 +224,52 @@ fn a_broken_example_is_named_by_page_and_line() {
     check(&found[2]).unwrap();
 }
 
+/// The README and docs/*.md, as one text.
+fn all_pages() -> String {
+    pages()
+        .iter()
+        .map(|page| std::fs::read_to_string(root().join(page)).unwrap())
+        .collect()
+}
+
+/// Whether `docs` has `words` not followed by more of a word or a flag.
+fn mentions(docs: &str, words: &str) -> bool {
+    docs.match_indices(words).any(|(at, _)| {
+        let next = docs[at + words.len()..].chars().next();
+        !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+/// Every subcommand clap declares (but the hidden ones and `help`) is
+/// mentioned with its parent, as `bizon-host run`, `tenant list`, ...
+#[test]
+fn every_subcommand_is_documented() {
+    use clap::CommandFactory;
+
+    fn walk(parent: &clap::Command, out: &mut Vec<String>) {
+        for sub in parent
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+        {
+            out.push(format!("{} {}", parent.get_name(), sub.get_name()));
+            walk(sub, out);
+        }
+    }
+    let docs = all_pages();
+    let mut commands = Vec::new();
+    walk(&bizon_host::cli::Cli::command().name("bizon-host"), &mut commands);
+    assert!(
+        commands.len() >= 20,
+        "only {} subcommands found: {commands:?}",
+        commands.len()
+    );
+    let missing: Vec<&String> = commands.iter().filter(|c| !mentions(&docs, c)).collect();
+    assert!(
+        missing.is_empty(),
+        "subcommands no page of README.md or docs/*.md mentions: {missing:?}"
+    );
+}
+
 /// Every flag of `bizon-host`, `run`, `check` and `serve` (as clap declares
 /// them, so a new flag is caught) is mentioned, as `--flag`, in the README or
 /// docs/*.md.
@@ -231,16 +277,7 @@ fn a_broken_example_is_named_by_page_and_line() {
 fn every_flag_of_run_check_and_serve_is_documented() {
     use clap::CommandFactory;
 
-    let docs: String = pages()
-        .iter()
-        .map(|page| std::fs::read_to_string(root().join(page)).unwrap())
-        .collect();
-    let mentioned = |flag: &str| {
-        docs.match_indices(flag).any(|(at, _)| {
-            let next = docs[at + flag.len()..].chars().next();
-            !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        })
-    };
+    let docs = all_pages();
     let cli = bizon_host::cli::Cli::command();
     let commands = [("bizon-host", &cli)]
         .into_iter()
@@ -260,7 +297,7 @@ fn every_flag_of_run_check_and_serve_is_documented() {
                 continue;
             }
             checked.push(format!("{name} {flag}"));
-            if !mentioned(&flag) {
+            if !mentions(&docs, &flag) {
                 missing.push(format!("{name} {flag}"));
             }
         }
