@@ -5,13 +5,13 @@
 //! shell block writes with `cat > NAME.yaml <<'TAG'`, goes through:
 //! - a whole pipeline (top-level `source:` and `destination:`): the pipeline
 //!   loader, `bizon_host::pipeline::parse`, as `bizon-host run` and `check` read it;
-//! - a pipeline without a `source:` (a `destination:` or `transforms:`
-//!   example): the same, completed with a `dummy` source (and a `logger`
-//!   destination when it has none);
+//! - a pipeline without a `source:` (a `destination:`, `transforms:` or
+//!   `dead_letter:` example): the same, completed with a `dummy` source (and
+//!   a `logger` destination when it has none);
 //! - keys indented by 4 (the `allow:` examples): the same, as the `config`
 //!   of a `wasm` destination;
 //! - other top-level keys (none of `name`, `source`, `destination`,
-//!   `transforms`): a serve config, through `ServeConfig::load`, which
+//!   `transforms`, `dead_letter`, `streams`): a serve config, through `ServeConfig::load`, which
 //!   refuses unknown keys.
 //!
 //! A warning (an unknown source key, say) fails as an error does. Anything
@@ -139,7 +139,7 @@ fn check(example: &Example) -> Result<(), String> {
         format!("{prefix}{}{text}\n", "\n".repeat(blank))
     };
     let page = example.page.as_str();
-    let pipeline_keys = ["name", "source", "destination", "transforms"];
+    let pipeline_keys = ["name", "source", "destination", "transforms", "dead_letter", "streams"];
     let pipeline = if !keys.is_empty() && !pipeline_keys.iter().any(|k| has(k)) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("serve.yaml");
@@ -149,7 +149,7 @@ fn check(example: &Example) -> Result<(), String> {
             .map_err(|e| e.to_string().replace(&path.display().to_string(), page));
     } else if has("source") && has("destination") {
         placed("")
-    } else if has("destination") || has("transforms") {
+    } else if !keys.is_empty() && !has("source") {
         let mut prefix = String::new();
         if !has("name") {
             prefix.push_str("name: docs\n");
@@ -309,4 +309,62 @@ fn every_flag_of_run_check_and_serve_is_documented() {
         "flags no page of README.md or docs/*.md mentions:\n{}",
         missing.join("\n")
     );
+}
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped but `-` and
+/// `_`, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Every relative link of the README and docs/*.md names a file of the
+/// repository, and its `#anchor` a heading of that page: a doc leans only
+/// on what a reader of the repository can open.
+#[test]
+fn every_relative_link_resolves() {
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for page in pages() {
+        let text = std::fs::read_to_string(root().join(&page)).unwrap();
+        let dir = root().join(&page).parent().unwrap().to_path_buf();
+        for (n, line) in text.lines().enumerate() {
+            for (at, _) in line.match_indices("](") {
+                let rest = &line[at + 2..];
+                let Some(target) = rest.split(')').next() else { continue };
+                if target.contains("://") || target.starts_with("mailto:") || target.is_empty() {
+                    continue;
+                }
+                checked += 1;
+                let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+                let path = if file.is_empty() {
+                    root().join(&page)
+                } else {
+                    dir.join(file)
+                };
+                if !path.exists() {
+                    broken.push(format!("{page}:{}: {target}: no such file", n + 1));
+                    continue;
+                }
+                if fragment.is_empty() || path.extension().is_none_or(|e| e != "md") {
+                    continue;
+                }
+                let target_text = std::fs::read_to_string(&path).unwrap();
+                let found = target_text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix('#').map(|h| h.trim_start_matches('#')))
+                    .any(|h| anchor(h) == fragment);
+                if !found {
+                    broken.push(format!("{page}:{}: {target}: no such heading", n + 1));
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} relative links found");
+    assert!(broken.is_empty(), "links that lead nowhere:\n{}", broken.join("\n"));
 }
