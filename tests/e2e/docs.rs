@@ -19,8 +19,10 @@
 //! `<!-- not checked: REASON -->`. Variables (`${VAR}`, `env://VAR`) read as
 //! "placeholder". A failure names the page and the line of the block.
 //!
-//! And every subcommand clap declares, and every flag of `bizon-host`,
-//! `run`, `check` and `serve`, is mentioned in one of those pages.
+//! And every subcommand clap declares, every flag of `bizon-host`, `run`,
+//! `check` and `serve`, and every key the destination, dead-letter and serve
+//! configs accept is mentioned in one of those pages; every relative link
+//! of them leads to a file and heading of the repository.
 
 use bizon_host::serve::config::ServeConfig;
 
@@ -367,4 +369,102 @@ fn every_relative_link_resolves() {
     }
     assert!(checked >= 20, "only {checked} relative links found");
     assert!(broken.is_empty(), "links that lead nowhere:\n{}", broken.join("\n"));
+}
+
+/// The keys a config section accepts, as the code says: the loader's answer
+/// to an unknown key `zzz` there ("expected one of a, b, ...").
+fn accepted_keys(section: &str, refused: Result<(), String>) -> Vec<String> {
+    let error = refused.expect_err(section);
+    let (_, list) = error
+        .split_once("expected one of ")
+        .unwrap_or_else(|| panic!("{section}: no list of keys in {error:?}"));
+    list.split(", ")
+        .map(|key| key.trim().trim_matches('`').to_string())
+        .collect()
+}
+
+/// Every key of the destinations' configs (the common options, each
+/// destination's own, wasm `limits`/`allow`, `retry`, `record_schemas`),
+/// of `dead_letter` and of the serve config and its
+/// tenant limits is mentioned in README.md or docs/*.md. The keys come from
+/// the code, so a new one fails here until it is documented.
+#[test]
+fn every_config_key_is_documented() {
+    let pipeline = |destination: &str, extra: &str| {
+        let text = format!("name: x\nsource: {{name: dummy}}\ndestination: {destination}\n{extra}");
+        bizon_host::pipeline::parse(&text, "keys.yaml", |_| None)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let serve = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(&path, text).unwrap();
+        ServeConfig::load(&path).map(drop).map_err(|e| e.to_string())
+    };
+    let mut sections: Vec<(String, Result<(), String>)> = [
+        "file",
+        "logger",
+        "wasm",
+        "bigquery",
+        "bigquery_streaming",
+        "bigquery_streaming_v2",
+    ]
+    .iter()
+    .map(|name| {
+        (
+            format!("{name} config"),
+            pipeline(&format!("{{name: {name}, config: {{zzz: 1}}}}"), ""),
+        )
+    })
+    .collect();
+    let wasm = |inner: &str| pipeline(&format!("{{name: wasm, config: {{plugin: a.wasm, {inner}}}}}"), "");
+    sections.extend([
+        ("wasm limits".to_string(), wasm("limits: {zzz: 1}")),
+        ("wasm allow".to_string(), wasm("allow: {zzz: 1}")),
+        ("wasm allow.network".to_string(), wasm("allow: {network: {zzz: 1}}")),
+        (
+            "wasm allow.dirs[]".to_string(),
+            wasm("allow: {dirs: [{host: ., zzz: 1}]}"),
+        ),
+        (
+            "retry".to_string(),
+            pipeline("{name: file, config: {retry: {zzz: 1}}}", ""),
+        ),
+        (
+            "record_schemas[]".to_string(),
+            pipeline("{name: file, config: {record_schemas: [{zzz: 1}]}}", ""),
+        ),
+        (
+            "dead_letter".to_string(),
+            pipeline("{name: file}", "dead_letter: {zzz: 1}\n"),
+        ),
+        ("serve config".to_string(), serve("zzz: 1\n")),
+        ("tenant limits".to_string(), serve("limits: {zzz: 1}\n")),
+    ]);
+    let docs = all_pages();
+    let documented = |key: &str| {
+        docs.match_indices(key).any(|(at, _)| {
+            let before = docs[..at].chars().next_back();
+            let after = docs[at + key.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            !word(before) && !word(after)
+        })
+    };
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (section, refused) in sections {
+        for key in accepted_keys(&section, refused) {
+            checked += 1;
+            if !documented(&key) {
+                missing.push(format!("{section}: {key}"));
+            }
+        }
+    }
+    eprintln!("docs: {checked} config keys checked");
+    assert!(
+        missing.is_empty(),
+        "config keys no page of README.md or docs/*.md mentions:\n{}",
+        missing.join("\n")
+    );
 }
