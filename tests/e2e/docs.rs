@@ -336,6 +336,13 @@ fn every_relative_link_resolves() {
         let text = std::fs::read_to_string(root().join(&page)).unwrap();
         let dir = root().join(&page).parent().unwrap().to_path_buf();
         for (n, line) in text.lines().enumerate() {
+            // The notes this project was built from are not in the repository.
+            if line.contains("REFERENCE") {
+                broken.push(format!(
+                    "{page}:{}: cites REFERENCE, which is not in the repository",
+                    n + 1
+                ));
+            }
             for (at, _) in line.match_indices("](") {
                 let rest = &line[at + 2..];
                 let Some(target) = rest.split(')').next() else { continue };
