@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the WebAssembly component builders for Python and JavaScript plugins
-# and transforms (REFERENCE.md section 7): componentize-py 0.25.1 into .venv
+# and transforms, the versions the tests run with: componentize-py 0.25.1 into .venv
 # (PyPI) and componentize-js 0.23.0 with the preview2-shim it needs pinned
 # (npm) into .tools/js. Idempotent and quiet when already installed; prints
 # nothing on success. Paths: .venv/bin/componentize-py,

@@ -2,7 +2,8 @@
 # Installs the BigQuery and GCS emulators into .venv at the repo root (gitignored).
 # Idempotent: a second run with the pinned versions present does nothing and
 # prints nothing; another version is replaced by the pinned one.
-# Pins and the one-time spatial import follow REFERENCE.md section 3 (measured here).
+# Pinned: the versions that install and run here; bqemulator needs DuckDB's
+# spatial extension, imported once from PyPI's duckdb-extension-spatial.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"

@@ -21,6 +21,7 @@ mod bigquery_real;
 mod bridge;
 mod clickhouse;
 mod console;
+mod docs;
 mod egress;
 mod faults;
 mod file_modes;
