@@ -168,18 +168,8 @@ impl<'a, 'o> Compactor<'a, 'o> {
             if !self.value() {
                 return false;
             }
-            self.space();
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    self.space();
-                }
-                Some(b'}') => {
-                    self.at += 1;
-                    self.depth -= 1;
-                    return true;
-                }
-                _ => return false,
+            if let Some(done) = self.after_item(b'}') {
+                return done;
             }
         }
     }
@@ -200,19 +190,29 @@ impl<'a, 'o> Compactor<'a, 'o> {
             if !self.value() {
                 return false;
             }
-            self.space();
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    self.space();
-                }
-                Some(b']') => {
-                    self.at += 1;
-                    self.depth -= 1;
-                    return true;
-                }
-                _ => return false,
+            if let Some(done) = self.after_item(b']') {
+                return done;
             }
+        }
+    }
+
+    /// After an object's member or an array's element: a comma goes on
+    /// (`None`), `close` ends the container (`Some(true)`), anything else
+    /// is not JSON (`Some(false)`).
+    fn after_item(&mut self, close: u8) -> Option<bool> {
+        self.space();
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                self.space();
+                None
+            }
+            Some(c) if c == close => {
+                self.at += 1;
+                self.depth -= 1;
+                Some(true)
+            }
+            _ => Some(false),
         }
     }
 
