@@ -113,11 +113,21 @@ impl Browser {
             .to_string()
     }
 
+    /// The rendered text of the first element `css` selects now (None when
+    /// none does). One script finds and reads it: the console redraws its
+    /// live part every 2 s, and finding an element in one WebDriver command
+    /// and reading it in the next fails ("stale element reference") when a
+    /// redraw falls between them.
+    fn read(&self, css: &str) -> Option<String> {
+        let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
+        let text = self.command("POST", "/execute/sync", Some(json!({"script": script, "args": [css]})));
+        text.as_str().map(|t| t.trim().to_string())
+    }
+
     /// The rendered text of the first element `css` selects.
     pub fn text(&self, css: &str) -> String {
-        let id = self.element(css);
-        let text = self.command("GET", &format!("/element/{id}/text"), None);
-        text.as_str().unwrap().to_string()
+        self.read(css)
+            .unwrap_or_else(|| panic!("WebDriver: no element `{css}` on {}", self.url()))
     }
 
     /// Elements `css` selects now.
@@ -156,10 +166,7 @@ impl Browser {
         poll(
             || format!("{what}: `{css}` last read {:?} on {}", last.borrow(), self.url()),
             || {
-                let text = match self.count(css) {
-                    0 => String::new(),
-                    _ => self.text(css),
-                };
+                let text = self.read(css).unwrap_or_default();
                 let answer = done(&text).then(|| text.clone());
                 *last.borrow_mut() = text;
                 answer
