@@ -26,6 +26,7 @@ mod egress;
 mod faults;
 mod file_modes;
 mod kafka;
+mod openapi;
 mod pipeline;
 mod plugin_cli;
 mod plugins;
