@@ -19,6 +19,7 @@
 mod bigquery;
 mod bigquery_real;
 mod bridge;
+mod client;
 mod clickhouse;
 mod console;
 mod docs;
