@@ -19,8 +19,8 @@
 mod bigquery;
 mod bigquery_real;
 mod bridge;
-mod client;
 mod clickhouse;
+mod client;
 mod console;
 mod docs;
 mod egress;

@@ -41,7 +41,12 @@ impl Calls<'_> {
         status: u16,
     ) -> Value {
         let (got, answer) = self.serve.call(method, path, token, body);
-        assert_eq!(got, status, "{method} {path}: {answer}\nserve log:\n{}", self.serve.log());
+        assert_eq!(
+            got,
+            status,
+            "{method} {path}: {answer}\nserve log:\n{}",
+            self.serve.log()
+        );
         self.seen.push(Seen {
             method,
             route,
@@ -117,7 +122,10 @@ fn differences(doc: &Value, seen: &[Seen]) -> Vec<String> {
             .insert(s.status.to_string());
         let response = &operation["responses"][s.status.to_string()];
         if response.is_null() {
-            out.push(format!("{name}: answered {} ({}), not among its responses", s.status, s.body));
+            out.push(format!(
+                "{name}: answered {} ({}), not among its responses",
+                s.status, s.body
+            ));
             continue;
         }
         if !s.body.is_object() {
@@ -126,7 +134,12 @@ fn differences(doc: &Value, seen: &[Seen]) -> Vec<String> {
         let schema = &response["content"]["application/json"]["schema"];
         compare(doc, schema, &s.body, &format!("{name}: {}", s.status), &mut out);
     }
-    for (path, operations) in doc["paths"].as_object().unwrap().iter().filter(|(p, _)| !p.starts_with("/ui")) {
+    for (path, operations) in doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| !p.starts_with("/ui"))
+    {
         for (method, operation) in operations.as_object().unwrap() {
             if method == "parameters" {
                 continue;
@@ -155,13 +168,55 @@ fn every_route_answers_as_openapi_json_says() {
     let body = |v: Value| Some(v.to_string().into_bytes());
 
     // Tenants (admin).
-    let created = c.call("POST", "/v1/tenants", "/v1/tenants", ADMIN, body(json!({"name": "acme"})), 201);
+    let created = c.call(
+        "POST",
+        "/v1/tenants",
+        "/v1/tenants",
+        ADMIN,
+        body(json!({"name": "acme"})),
+        201,
+    );
     let a = created["token"].as_str().unwrap().to_string();
-    c.call("POST", "/v1/tenants", "/v1/tenants", ADMIN, body(json!({"name": "acme"})), 409);
-    c.call("POST", "/v1/tenants", "/v1/tenants", ADMIN, body(json!({"name": "-x"})), 422);
-    c.call("POST", "/v1/tenants", "/v1/tenants", "nobody", body(json!({"name": "b"})), 401);
-    c.call("POST", "/v1/tenants", "/v1/tenants", &a, body(json!({"name": "b"})), 403);
-    c.call("POST", "/v1/tenants", "/v1/tenants", ADMIN, Some(vec![b' '; 300 << 10]), 413);
+    c.call(
+        "POST",
+        "/v1/tenants",
+        "/v1/tenants",
+        ADMIN,
+        body(json!({"name": "acme"})),
+        409,
+    );
+    c.call(
+        "POST",
+        "/v1/tenants",
+        "/v1/tenants",
+        ADMIN,
+        body(json!({"name": "-x"})),
+        422,
+    );
+    c.call(
+        "POST",
+        "/v1/tenants",
+        "/v1/tenants",
+        "nobody",
+        body(json!({"name": "b"})),
+        401,
+    );
+    c.call(
+        "POST",
+        "/v1/tenants",
+        "/v1/tenants",
+        &a,
+        body(json!({"name": "b"})),
+        403,
+    );
+    c.call(
+        "POST",
+        "/v1/tenants",
+        "/v1/tenants",
+        ADMIN,
+        Some(vec![b' '; 300 << 10]),
+        413,
+    );
     c.call("GET", "/v1/tenants", "/v1/tenants", ADMIN, None, 200);
     c.call("GET", "/v1/tenants", "/v1/tenants", "nobody", None, 401);
     c.call("GET", "/v1/tenants", "/v1/tenants", &a, None, 403);
@@ -171,7 +226,14 @@ fn every_route_answers_as_openapi_json_says() {
     c.call("GET", t, "/v1/tenants/acme", "nobody", None, 401);
     c.call("GET", t, "/v1/tenants/acme", &a, None, 403);
     let limits = |v: Value| body(json!({ "limits": v }));
-    c.call("PATCH", t, "/v1/tenants/acme", ADMIN, limits(json!({"cpu_cores": 0.5})), 200);
+    c.call(
+        "PATCH",
+        t,
+        "/v1/tenants/acme",
+        ADMIN,
+        limits(json!({"cpu_cores": 0.5})),
+        200,
+    );
     c.call("PATCH", t, "/v1/tenants/acme", ADMIN, limits(json!({"nope": 1})), 422);
     c.call("PATCH", t, "/v1/tenants/nobody", ADMIN, limits(json!({})), 404);
     c.call("PATCH", t, "/v1/tenants/acme", "nobody", limits(json!({})), 401);

@@ -195,6 +195,9 @@ mod tests {
         let text = format!("{BASE}dead_letter:\n  path: dl.jsonl\n  topic: dead\n");
         let e = super::parse(&text, "p.yaml", |_| None).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("p.yaml", 6), "{e}");
-        assert!(e.message.contains("dead_letter.topic") && e.message.contains("not both"), "{e}");
+        assert!(
+            e.message.contains("dead_letter.topic") && e.message.contains("not both"),
+            "{e}"
+        );
     }
 }
