@@ -345,6 +345,25 @@ fn every_route_answers_as_openapi_json_says() {
     c.call("DELETE", t, "/v1/tenants/acme", ADMIN, None, 200);
     c.call("DELETE", t, "/v1/tenants/acme", ADMIN, None, 404);
 
+    // What info.description says of every path.
+    let (status, answer) = serve.call("GET", "/v1/nothing", ADMIN, None);
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("no_route")),
+        "{answer}"
+    );
+    let (status, answer) = serve.call("DELETE", "/v1/plugins", ADMIN, None);
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (405, &json!("method_not_allowed")),
+        "{answer}"
+    );
+    let info = doc["info"]["description"].as_str().unwrap();
+    assert!(
+        info.contains("404 `no_route`") && info.contains("405 `method_not_allowed`"),
+        "{info}"
+    );
+
     let seen = std::mem::take(&mut c.seen);
     let differences = differences(&doc, &seen);
     assert!(
