@@ -28,7 +28,7 @@ node --test sdk/js/test/
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 cargo test --release --workspace "$@"
 # Every shell block of README.md and docs/*.md, run as a reader types it
-# (scripts/doc-runner; 19 blocks from 6 pages in ~2.5 min here), with the
+# (scripts/doc-runner; 20 blocks from 7 pages in 2-2.5 min here), with the
 # release binary the tests above built. First its self-check: a documented
 # flag broken in a copy of README.md must fail naming the page and line.
 # Only on a whole run: arguments choose one suite.
