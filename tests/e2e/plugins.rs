@@ -108,6 +108,7 @@ fn batch(destination_id: &str, sequence: u64, rows: usize) -> Batch {
         destination_id: destination_id.into(),
         sequence,
         records: builder.finish(0).unwrap(),
+        source: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@ use arrow_schema::ArrowError;
 use tokio::time::Instant;
 
 use crate::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
+use crate::source::Span;
 
 /// Why a buffer is flushed; logged with each write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +49,16 @@ pub struct Flushed {
     pub first_page: u64,
     /// Bytes the rows held in the buffer, released once written.
     pub bytes: usize,
+    /// Per source partition, the messages the batch's pages took (Kafka),
+    /// sorted by topic and partition; empty for sources without positions.
+    pub spans: Vec<Span>,
 }
 
 struct Buffer {
     builder: RecordBuilder,
     opened_at: Option<Instant>,
     first_page: Option<u64>,
+    spans: Vec<Span>,
 }
 
 pub struct Buffers {
@@ -110,6 +115,7 @@ impl Buffers {
                     builder: RecordBuilder::new(id.clone()),
                     opened_at: None,
                     first_page: None,
+                    spans: Vec::new(),
                 }),
             };
             if buffer.opened_at.is_none() {
@@ -138,6 +144,29 @@ impl Buffers {
                 }
             })
             .collect()
+    }
+
+    /// Adds a page's source spans (just appended) to the buffers of their
+    /// destination_ids that hold rows: a batch spans from the first offset
+    /// of its first page to the last of its last, per partition.
+    pub fn note_spans(&mut self, spans: &[Span]) {
+        for span in spans {
+            let Some(buffer) = self.buffers.get_mut(&span.destination_id) else {
+                continue;
+            };
+            if buffer.builder.rows() == 0 {
+                continue;
+            }
+            let key = |s: &Span| (s.topic.clone(), s.partition);
+            match buffer.spans.binary_search_by_key(&key(span), key) {
+                Ok(at) => {
+                    let held = &mut buffer.spans[at];
+                    held.first = held.first.min(span.first);
+                    held.last = held.last.max(span.last);
+                }
+                Err(at) => buffer.spans.insert(at, span.clone()),
+            }
+        }
     }
 
     /// When the oldest non-empty buffer reaches its age limit.
@@ -214,6 +243,7 @@ impl Buffers {
             reason,
             first_page,
             bytes,
+            spans: std::mem::take(&mut buffer.spans),
         }))
     }
 }
