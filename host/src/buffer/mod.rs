@@ -288,6 +288,31 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_spans_its_pages_offsets_per_partition_for_its_destination_id_only() {
+        let span = |id: &str, partition, first, last| Span {
+            destination_id: id.into(),
+            topic: format!("topic-{id}").into(),
+            partition,
+            first,
+            last,
+        };
+        let mut b = buffers(1 << 30, None);
+        let now = Instant::now();
+        b.append(0, 0, &records(2, Some("x")), now);
+        b.note_spans(&[span("x", 1, 10, 11), span("y", 0, 5, 5)]);
+        b.append(1, 0, &records(3, Some("x")), now);
+        b.note_spans(&[span("x", 1, 12, 14), span("x", 0, 3, 3)]);
+        let flushed = b.take(&Arc::from("x"), FlushReason::End, 1).unwrap().unwrap();
+        assert_eq!(flushed.spans, vec![span("x", 0, 3, 3), span("x", 1, 10, 14)]);
+        // The next batch starts afresh; "y" had no rows, so no batch to span.
+        b.append(2, 0, &records(1, Some("x")), now);
+        b.note_spans(&[span("x", 1, 15, 15)]);
+        let next = b.take(&Arc::from("x"), FlushReason::End, 1).unwrap().unwrap();
+        assert_eq!(next.spans, vec![span("x", 1, 15, 15)]);
+        assert!(b.take(&Arc::from("y"), FlushReason::End, 1).unwrap().is_none());
+    }
+
+    #[test]
     fn zero_buffer_size_flushes_every_page() {
         let mut b = buffers(0, None);
         let due = b.append(0, 0, &records(1, Some("x")), Instant::now());

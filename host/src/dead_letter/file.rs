@@ -1,7 +1,17 @@
 //! Dead letters as JSON lines appended to a file, synced before `send` returns.
+//!
+//! Exactly once across crashes (a Kafka source in stream or incremental
+//! mode): a letter is written before its page can be acknowledged, so a
+//! process killed between the two wrote it and will read its message
+//! again. With [`FileSink::recognise_replays`] the file's letters are read
+//! at the start, by their source position (a message's topic, partition and
+//! offset; a refused row's destination_id and source_record_id), and a
+//! letter the file already holds is not written again. A line torn by the
+//! crash is cut: its page was not acknowledged, so its letter comes again.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{DeadLetterError, Letter, Sink};
@@ -9,6 +19,8 @@ use super::{DeadLetterError, Letter, Sink};
 pub struct FileSink {
     file: File,
     path: String,
+    /// With replays recognised: the source position of every letter in the file.
+    held: Option<HashSet<String>>,
 }
 
 impl FileSink {
@@ -17,27 +29,93 @@ impl FileSink {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .map_err(|source| DeadLetterError::Io {
                 path: shown.clone(),
                 source,
             })?;
-        Ok(Self { file, path: shown })
+        Ok(Self {
+            file,
+            path: shown,
+            held: None,
+        })
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> DeadLetterError + '_ {
+        |source| DeadLetterError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Where a letter's message or row was read: the same for the letter of a
+/// message read again.
+fn position(letter: &serde_json::Value) -> Option<String> {
+    match letter["kind"].as_str()? {
+        "undecodable" => Some(format!(
+            "{}\0{}\0{}",
+            letter["topic"].as_str()?,
+            letter["partition"].as_i64()?,
+            letter["offset"].as_i64()?
+        )),
+        "rejected" => Some(format!(
+            "{}\0{}",
+            letter["destination_id"].as_str()?,
+            letter["source_record_id"].as_str()?
+        )),
+        _ => None,
     }
 }
 
 impl Sink for FileSink {
     fn write(&mut self, letters: &[Letter]) -> Result<(), DeadLetterError> {
         let mut text = Vec::new();
+        let mut again = 0;
         for letter in letters {
-            serde_json::to_writer(&mut text, &letter.to_json()).expect("JSON values serialize");
+            let json = letter.to_json();
+            if let (Some(held), Some(at)) = (&mut self.held, position(&json)) {
+                if !held.insert(at) {
+                    again += 1;
+                    continue;
+                }
+            }
+            serde_json::to_writer(&mut text, &json).expect("JSON values serialize");
             text.push(b'\n');
         }
-        let io = |source| DeadLetterError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&text).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        if again > 0 {
+            tracing::info!(
+                "dead_letter: {again} letter(s) already in {} from before a restart, not written again",
+                self.path
+            );
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&text).map_err(self.io())?;
+        self.file.sync_data().map_err(self.io())
+    }
+
+    fn recognise_replays(&mut self) -> Result<(), DeadLetterError> {
+        let mut text = Vec::new();
+        (&self.file).read_to_end(&mut text).map_err(self.io())?;
+        let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+        if whole < text.len() {
+            tracing::warn!(
+                "dead_letter: {}: cut a line torn by a crash ({} bytes); its letter is written again",
+                self.path,
+                text.len() - whole
+            );
+            self.file.set_len(whole as u64).map_err(self.io())?;
+            self.file.sync_data().map_err(self.io())?;
+        }
+        let held = text[..whole]
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+            .filter_map(|letter| position(&letter))
+            .collect();
+        self.held = Some(held);
+        Ok(())
     }
 }

@@ -65,6 +65,13 @@ pub enum DeadLetterError {
 trait Sink: Send {
     /// Writes the letters durably before returning.
     fn write(&mut self, letters: &[Letter]) -> Result<(), DeadLetterError>;
+
+    /// From now on, leaves out the letters the target holds already (of
+    /// messages read again after a crash). A topic cannot be asked cheaply
+    /// what it holds: there a replay can dead-letter a message twice.
+    fn recognise_replays(&mut self) -> Result<(), DeadLetterError> {
+        Ok(())
+    }
 }
 
 pub struct DeadLetters {
@@ -98,6 +105,14 @@ impl DeadLetters {
             max_count: config.max_dead_letters,
             max_ratio: config.max_dead_letter_ratio,
         })
+    }
+
+    /// For a source that reads messages again after a crash (Kafka in
+    /// stream or incremental mode): a letter the file holds already is not
+    /// written again (see `file`).
+    pub fn recognise_replays(self) -> Result<Self, DeadLetterError> {
+        self.sink.lock().expect("dead letter sink").recognise_replays()?;
+        Ok(self)
     }
 
     /// `n` more records were read by the source (the ratio's denominator).
@@ -143,6 +158,8 @@ impl DeadLetters {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn rejected(i: u64) -> Letter {
@@ -174,6 +191,57 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 3, "the letter past the bound is written too");
         assert_eq!(lines[2]["source_record_id"], "3");
+    }
+
+    fn undecodable(offset: i64) -> Letter {
+        Letter::Undecodable {
+            topic: "t".into(),
+            partition: 1,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            value: Some(b"{".to_vec()),
+            headers: Vec::new(),
+            error: "not JSON".into(),
+        }
+    }
+
+    #[test]
+    fn a_restart_that_recognises_replays_writes_each_letter_once_and_cuts_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let config = DeadLetterConfig {
+            path: Some(path.clone()),
+            ..DeadLetterConfig::default()
+        };
+        let first = DeadLetters::open(&config, None).unwrap().recognise_replays().unwrap();
+        first.send(&[undecodable(7), rejected(1)]).unwrap();
+        drop(first);
+        // A crash in the middle of the next write.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"kind\":\"undecod")
+            .unwrap();
+        let lines = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        // The replay reads the same messages and refuses the same row.
+        let again = DeadLetters::open(&config, None).unwrap().recognise_replays().unwrap();
+        again.send(&[undecodable(7), undecodable(8), rejected(1), rejected(2)]).unwrap();
+        let offsets: Vec<_> = lines().iter().map(|l| l["offset"].clone()).collect();
+        assert_eq!(offsets, [7.into(), serde_json::Value::Null, 8.into(), serde_json::Value::Null]);
+        assert_eq!(lines()[3]["source_record_id"], "2");
+        // Without it (a full refresh reads every message again on purpose),
+        // each run writes its own.
+        let plain = DeadLetters::open(&config, None).unwrap();
+        plain.send(&[undecodable(7)]).unwrap();
+        assert_eq!(lines().len(), 5);
     }
 
     #[test]
