@@ -440,6 +440,55 @@ fn kill_9_after_the_write_before_the_commit_loses_nothing() {
 }
 
 #[test]
+fn a_message_dead_lettered_before_a_kill_9_is_dead_lettered_once_after_the_replay() {
+    let b = broker();
+    let topic = unique("t");
+    b.create_topic(&topic, 2);
+    produce_json(b, &topic, 2, 40, 0);
+    let p = b.producer();
+    p.send(&topic, 0, None, Some(b"{not json"), &[]);
+    p.send(&topic, 1, None, Some(&[0xff, 0xfe]), &[]);
+    p.flush();
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let dl = dir.path().join("dead.jsonl");
+    let letters = || -> Vec<(i64, i64)> {
+        std::fs::read_to_string(&dl)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|l| (l["partition"].as_i64().unwrap(), l["offset"].as_i64().unwrap()))
+            .collect()
+    };
+    let start_run = |name: &str, extra: &str| {
+        let out = dir.path().join(name);
+        let text = pipeline(b, &group, &[(&topic, "t")], "stream", &out, extra)
+            + &format!("dead_letter:\n  path: {}\n", dl.display());
+        (start(&write(dir.path(), &format!("{name}.yaml"), &text), &out.with_extension("log"), &[]), out)
+    };
+    // Commits only every 10 minutes: the kill lands after the letters were
+    // written, before the commit that covers their messages.
+    let (mut child, first) = start_run("first", "    auto.commit.interval.ms: 600000\n");
+    wait_until("40 rows and 2 letters", || rows(&first).len() >= 40 && letters().len() >= 2);
+    signal(child.id(), libc::SIGKILL);
+    child.wait().unwrap();
+    assert_eq!(b.committed(&group, &topic, 2), vec![-1, -1], "nothing was committed");
+
+    let (mut child, second) = start_run("second", "");
+    wait_for_commits(b, &group, &topic, 2, &second);
+    interrupt(&mut child, &second);
+    assert_eq!(rows(&second).len(), 40, "the messages were read again");
+    let mut at = letters();
+    at.sort();
+    assert_eq!(at, vec![(0, 20), (1, 20)], "each undecodable message is dead-lettered once");
+    assert!(
+        log_of(&second).contains("2 letter(s) already in"),
+        "{}",
+        log_of(&second)
+    );
+}
+
+#[test]
 fn a_second_process_joining_mid_run_shares_the_partitions_and_nothing_is_lost() {
     let b = broker();
     let topic = unique("t");
