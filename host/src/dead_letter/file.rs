@@ -3,9 +3,8 @@
 //! Exactly once across crashes (a Kafka source in stream or incremental
 //! mode): a letter is written before its page can be acknowledged, so a
 //! process killed between the two wrote it and will read its message
-//! again. With [`FileSink::recognise_replays`] the file's letters are read
-//! at the start, by their source position (a message's topic, partition and
-//! offset; a refused row's destination_id and source_record_id), and a
+//! again. [`Sink::recognise_replays`] reads the file's letters at the
+//! start, by their source position (see `super::position`), so that a
 //! letter the file already holds is not written again. A line torn by the
 //! crash is cut: its page was not acknowledged, so its letter comes again.
 
@@ -19,8 +18,6 @@ use super::{DeadLetterError, Letter, Sink};
 pub struct FileSink {
     file: File,
     path: String,
-    /// With replays recognised: the source position of every letter in the file.
-    held: Option<HashSet<String>>,
 }
 
 impl FileSink {
@@ -35,11 +32,7 @@ impl FileSink {
                 path: shown.clone(),
                 source,
             })?;
-        Ok(Self {
-            file,
-            path: shown,
-            held: None,
-        })
+        Ok(Self { file, path: shown })
     }
 
     fn io(&self) -> impl Fn(std::io::Error) -> DeadLetterError + '_ {
@@ -50,20 +43,17 @@ impl FileSink {
     }
 }
 
-/// Where a letter's message or row was read: the same for the letter of a
-/// message read again.
+/// [`super::position`] of a letter as the file holds it.
 fn position(letter: &serde_json::Value) -> Option<String> {
     match letter["kind"].as_str()? {
-        "undecodable" => Some(format!(
-            "{}\0{}\0{}",
+        "undecodable" => Some(super::undecodable_at(
             letter["topic"].as_str()?,
             letter["partition"].as_i64()?,
-            letter["offset"].as_i64()?
+            letter["offset"].as_i64()?,
         )),
-        "rejected" => Some(format!(
-            "{}\0{}",
+        "rejected" => Some(super::rejected_at(
             letter["destination_id"].as_str()?,
-            letter["source_record_id"].as_str()?
+            letter["source_record_id"].as_str()?,
         )),
         _ => None,
     }
@@ -72,32 +62,15 @@ fn position(letter: &serde_json::Value) -> Option<String> {
 impl Sink for FileSink {
     fn write(&mut self, letters: &[Letter]) -> Result<(), DeadLetterError> {
         let mut text = Vec::new();
-        let mut again = 0;
         for letter in letters {
-            let json = letter.to_json();
-            if let (Some(held), Some(at)) = (&mut self.held, position(&json)) {
-                if !held.insert(at) {
-                    again += 1;
-                    continue;
-                }
-            }
-            serde_json::to_writer(&mut text, &json).expect("JSON values serialize");
+            serde_json::to_writer(&mut text, &letter.to_json()).expect("JSON values serialize");
             text.push(b'\n');
-        }
-        if again > 0 {
-            tracing::info!(
-                "dead_letter: {again} letter(s) already in {} from before a restart, not written again",
-                self.path
-            );
-        }
-        if text.is_empty() {
-            return Ok(());
         }
         self.file.write_all(&text).map_err(self.io())?;
         self.file.sync_data().map_err(self.io())
     }
 
-    fn recognise_replays(&mut self) -> Result<(), DeadLetterError> {
+    fn held(&mut self) -> Result<Option<HashSet<String>>, DeadLetterError> {
         let mut text = Vec::new();
         (&self.file).read_to_end(&mut text).map_err(self.io())?;
         let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
@@ -115,7 +88,6 @@ impl Sink for FileSink {
             .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
             .filter_map(|letter| position(&letter))
             .collect();
-        self.held = Some(held);
-        Ok(())
+        Ok(Some(held))
     }
 }

@@ -16,7 +16,7 @@ mod file;
 #[cfg(feature = "kafka")]
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -66,16 +66,47 @@ trait Sink: Send {
     /// Writes the letters durably before returning.
     fn write(&mut self, letters: &[Letter]) -> Result<(), DeadLetterError>;
 
-    /// From now on, leaves out the letters the target holds already (of
-    /// messages read again after a crash). A topic cannot be asked cheaply
-    /// what it holds: there a replay can dead-letter a message twice.
-    fn recognise_replays(&mut self) -> Result<(), DeadLetterError> {
-        Ok(())
+    /// The [`position`] of every letter the target holds, to leave out the
+    /// letters of messages read again after a crash; `None` when it cannot
+    /// tell: a topic cannot be asked cheaply what it holds, so there a
+    /// replay can dead-letter a message twice.
+    fn held(&mut self) -> Result<Option<HashSet<String>>, DeadLetterError> {
+        Ok(None)
     }
+}
+
+/// Where a letter's message or row was read, the same for the letter of a
+/// message read again: a message's topic, partition and offset; a refused
+/// row's destination_id and source_record_id (`partition_{p}_offset_{o}`
+/// for Kafka).
+fn position(letter: &Letter) -> String {
+    match letter {
+        Letter::Undecodable {
+            topic,
+            partition,
+            offset,
+            ..
+        } => undecodable_at(topic, i64::from(*partition), *offset),
+        Letter::Rejected {
+            destination_id,
+            source_record_id,
+            ..
+        } => rejected_at(destination_id, source_record_id),
+    }
+}
+
+fn undecodable_at(topic: &str, partition: i64, offset: i64) -> String {
+    format!("u\0{topic}\0{partition}\0{offset}")
+}
+
+fn rejected_at(destination_id: &str, source_record_id: &str) -> String {
+    format!("r\0{destination_id}\0{source_record_id}")
 }
 
 pub struct DeadLetters {
     sink: Mutex<Box<dyn Sink>>,
+    /// With replays recognised: the [`position`] of every letter written.
+    held: Mutex<Option<HashSet<String>>>,
     written: AtomicU64,
     read: AtomicU64,
     max_count: Option<u64>,
@@ -100,6 +131,7 @@ impl DeadLetters {
         let _ = kafka;
         Ok(Self {
             sink: Mutex::new(sink),
+            held: Mutex::new(None),
             written: AtomicU64::new(0),
             read: AtomicU64::new(0),
             max_count: config.max_dead_letters,
@@ -111,7 +143,14 @@ impl DeadLetters {
     /// stream or incremental mode): a letter the file holds already is not
     /// written again (see `file`).
     pub fn recognise_replays(self) -> Result<Self, DeadLetterError> {
-        self.sink.lock().expect("dead letter sink").recognise_replays()?;
+        let held = self.sink.lock().expect("dead letter sink").held()?;
+        if held.is_none() {
+            tracing::warn!(
+                "dead_letter: a topic cannot be asked which letters it holds: a message read again \
+                 after a crash may be dead-lettered twice (a `path` dead letter is written once)"
+            );
+        }
+        *self.held.lock().expect("held letters") = held;
         Ok(self)
     }
 
@@ -127,6 +166,18 @@ impl DeadLetters {
     /// Writes `letters`; `Err` when the write failed or a bound is passed
     /// (the letters are written then too: nothing is lost either way).
     pub fn send(&self, letters: &[Letter]) -> Result<(), DeadLetterError> {
+        let mut fresh = std::borrow::Cow::Borrowed(letters);
+        if let Some(held) = self.held.lock().expect("held letters").as_mut() {
+            let new: Vec<Letter> = letters.iter().filter(|l| held.insert(position(l))).cloned().collect();
+            if new.len() < letters.len() {
+                tracing::info!(
+                    "dead_letter: {} letter(s) written before a restart, not written again",
+                    letters.len() - new.len()
+                );
+                fresh = std::borrow::Cow::Owned(new);
+            }
+        }
+        let letters = &*fresh;
         if letters.is_empty() {
             return Ok(());
         }
