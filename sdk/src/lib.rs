@@ -127,8 +127,8 @@ pub use config::Config;
 pub use error::{Error, WriteError};
 pub use ipc::decode_ipc;
 pub use ndjson::ndjson_rows;
-pub use source::{batch_source, BatchSource, OffsetRange};
 pub use serde_json;
+pub use source::{batch_source, BatchSource, OffsetRange};
 pub use transform::{Record, Transform};
 
 /// Where a batch comes from.

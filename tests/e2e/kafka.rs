@@ -464,12 +464,21 @@ fn a_message_dead_lettered_before_a_kill_9_is_dead_lettered_once_after_the_repla
         let out = dir.path().join(name);
         let text = pipeline(b, &group, &[(&topic, "t")], "stream", &out, extra)
             + &format!("dead_letter:\n  path: {}\n", dl.display());
-        (start(&write(dir.path(), &format!("{name}.yaml"), &text), &out.with_extension("log"), &[]), out)
+        (
+            start(
+                &write(dir.path(), &format!("{name}.yaml"), &text),
+                &out.with_extension("log"),
+                &[],
+            ),
+            out,
+        )
     };
     // Commits only every 10 minutes: the kill lands after the letters were
     // written, before the commit that covers their messages.
     let (mut child, first) = start_run("first", "    auto.commit.interval.ms: 600000\n");
-    wait_until("40 rows and 2 letters", || rows(&first).len() >= 40 && letters().len() >= 2);
+    wait_until("40 rows and 2 letters", || {
+        rows(&first).len() >= 40 && letters().len() >= 2
+    });
     signal(child.id(), libc::SIGKILL);
     child.wait().unwrap();
     assert_eq!(b.committed(&group, &topic, 2), vec![-1, -1], "nothing was committed");
@@ -480,7 +489,11 @@ fn a_message_dead_lettered_before_a_kill_9_is_dead_lettered_once_after_the_repla
     assert_eq!(rows(&second).len(), 40, "the messages were read again");
     let mut at = letters();
     at.sort();
-    assert_eq!(at, vec![(0, 20), (1, 20)], "each undecodable message is dead-lettered once");
+    assert_eq!(
+        at,
+        vec![(0, 20), (1, 20)],
+        "each undecodable message is dead-lettered once"
+    );
     assert!(
         log_of(&second).contains("letter(s) written before a restart, not written again"),
         "{}",

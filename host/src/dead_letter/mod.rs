@@ -284,9 +284,14 @@ mod tests {
         };
         // The replay reads the same messages and refuses the same row.
         let again = DeadLetters::open(&config, None).unwrap().recognise_replays().unwrap();
-        again.send(&[undecodable(7), undecodable(8), rejected(1), rejected(2)]).unwrap();
+        again
+            .send(&[undecodable(7), undecodable(8), rejected(1), rejected(2)])
+            .unwrap();
         let offsets: Vec<_> = lines().iter().map(|l| l["offset"].clone()).collect();
-        assert_eq!(offsets, [7.into(), serde_json::Value::Null, 8.into(), serde_json::Value::Null]);
+        assert_eq!(
+            offsets,
+            [7.into(), serde_json::Value::Null, 8.into(), serde_json::Value::Null]
+        );
         assert_eq!(lines()[3]["source_record_id"], "2");
         // Without it (a full refresh reads every message again on purpose),
         // each run writes its own.

@@ -244,7 +244,10 @@ fn batch_source(destination_id: &str, spans: &[Span]) -> Option<BatchOrigin> {
     for span in spans {
         // NUL cannot occur in a destination_id or a topic name: no two
         // different range lists hash the same text.
-        hash.update(format!("\0{}\0{}\0{}\0{}", span.topic, span.partition, span.first, span.last));
+        hash.update(format!(
+            "\0{}\0{}\0{}\0{}",
+            span.topic, span.partition, span.first, span.last
+        ));
     }
     let digest = hash.finalize();
     let batch_id = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
@@ -308,7 +311,10 @@ mod tests {
         let a = batch_source("events", &[span("t", 0, 0, 49), span("t", 1, 10, 19)]).unwrap();
         assert_eq!(a.batch_id.len(), 32);
         assert_eq!(a.ranges.len(), 2);
-        assert_eq!((a.ranges[1].partition, a.ranges[1].first, a.ranges[1].last), (1, 10, 19));
+        assert_eq!(
+            (a.ranges[1].partition, a.ranges[1].first, a.ranges[1].last),
+            (1, 10, 19)
+        );
         let again = batch_source("events", &[span("t", 0, 0, 49), span("t", 1, 10, 19)]).unwrap();
         assert_eq!(a.batch_id, again.batch_id);
         // Another cut, partition or destination_id: another id.

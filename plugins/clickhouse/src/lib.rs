@@ -190,7 +190,9 @@ impl Destination for ClickHouse {
 /// interface takes as the query text.)
 fn insert(table: &str, token: Option<&str>) -> String {
     match token {
-        Some(token) => format!("INSERT INTO {table} SETTINGS insert_deduplication_token = '{token}' FORMAT JSONEachRow"),
+        Some(token) => {
+            format!("INSERT INTO {table} SETTINGS insert_deduplication_token = '{token}' FORMAT JSONEachRow")
+        }
         None => format!("INSERT INTO {table} FORMAT JSONEachRow"),
     }
 }
@@ -509,6 +511,9 @@ mod tests {
             insert("`default`.`t`", Some("0123abcd")),
             "INSERT INTO `default`.`t` SETTINGS insert_deduplication_token = '0123abcd' FORMAT JSONEachRow"
         );
-        assert_eq!(insert("`default`.`t`", None), "INSERT INTO `default`.`t` FORMAT JSONEachRow");
+        assert_eq!(
+            insert("`default`.`t`", None),
+            "INSERT INTO `default`.`t` FORMAT JSONEachRow"
+        );
     }
 }
