@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::support::emulators::{self, hold_blocking};
 use crate::support::fault;
-use crate::support::kafka::{broker, unique, Broker};
 use crate::support::http_server::{HttpServer, Reply};
+use crate::support::kafka::{broker, unique, Broker};
 use crate::support::{bizon_host, free_port, metrics, poll, signal, stderr, wait_until, wasm};
 
 /// librdkafka settings that make a group form and notice a departure in
@@ -515,7 +515,14 @@ fn the_http_plugin_keys_each_batch_by_its_kafka_offset_ranges() {
     produce_json(b, &topic, 2, 300, 0);
     let server = HttpServer::start(|_, _| Reply::ok(""));
     let dir = tempfile::tempdir().unwrap();
-    let text = pipeline(b, &unique("g"), &[(&topic, "t")], "full_refresh", &dir.path().join("out"), "");
+    let text = pipeline(
+        b,
+        &unique("g"),
+        &[(&topic, "t")],
+        "full_refresh",
+        &dir.path().join("out"),
+        "",
+    );
     let destination = format!(
         "destination:\n  name: wasm\n  config:\n    plugin: {}\n    plugin_config: {{url: \"{}\"}}\n    allow:\n      hosts: [\"{}\"]\n    buffer_size: 0\n",
         wasm("bizon_http").display(),
