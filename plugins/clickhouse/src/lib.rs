@@ -516,4 +516,58 @@ mod tests {
             "INSERT INTO `default`.`t` FORMAT JSONEachRow"
         );
     }
+
+    fn plugin(config: &str) -> ClickHouse {
+        ClickHouse::open(Config::from_json(config).unwrap()).unwrap_or_else(|_| panic!("{config}"))
+    }
+
+    #[test]
+    fn exactly_once_tables_are_keyed_on_the_source_position_unless_an_engine_is_given() {
+        let url = r#""url": "http://127.0.0.1:8123""#;
+        assert_eq!(plugin(&format!("{{{url}}}")).engine(true), ENGINE);
+        let once = plugin(&format!(r#"{{{url}, "exactly_once": true}}"#));
+        assert_eq!(once.engine(false), ENGINE_EXACTLY_ONCE);
+        assert_eq!(
+            once.engine(true),
+            format!("{ENGINE_EXACTLY_ONCE} SETTINGS non_replicated_deduplication_window = 1000")
+        );
+        let own = plugin(&format!(r#"{{{url}, "exactly_once": true, "engine": "Log"}}"#));
+        assert_eq!(own.engine(true), "Log");
+    }
+
+    #[test]
+    fn exactly_once_refuses_rows_without_a_position_and_two_topics_in_one_table() {
+        use bizon_sdk::arrow_array::{ArrayRef, Int64Array, StringArray};
+        use bizon_sdk::{BatchSource, OffsetRange};
+        use std::sync::Arc;
+
+        let mut once = plugin(r#"{"url": "http://127.0.0.1:8123", "exactly_once": true}"#);
+        let info = BatchInfo {
+            destination_id: "events".into(),
+            sequence: 0,
+            num_rows: 1,
+        };
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["partition_0_offset_1"]));
+        let times: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let bizon = RecordBatch::try_from_iter([(SOURCE_RECORD_ID, ids), (SOURCE_TIMESTAMP, times)]).unwrap();
+        let unnested = RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
+        let from = |topic: &str| BatchSource {
+            batch_id: "x".into(),
+            ranges: vec![OffsetRange {
+                topic: topic.into(),
+                partition: 0,
+                first: 1,
+                last: 1,
+            }],
+        };
+        let err = once.check_exactly_once(&unnested, &info, None).unwrap_err().to_string();
+        assert!(err.contains("no `source_record_id` column"), "{err}");
+        once.check_exactly_once(&bizon, &info, Some(&from("orders"))).unwrap();
+        once.check_exactly_once(&bizon, &info, Some(&from("orders"))).unwrap();
+        let err = once
+            .check_exactly_once(&bizon, &info, Some(&from("refunds")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topics `orders` and `refunds`"), "{err}");
+    }
 }
