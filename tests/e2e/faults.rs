@@ -8,3 +8,4 @@
 
 mod broker;
 mod disk;
+mod warehouse;
