@@ -1,8 +1,9 @@
-//! BigQuery and GCS that go away under a running pipeline. bqemulator is
+//! Warehouses that go away under a running pipeline. bqemulator is
 //! SIGKILLed mid-run and started again (file-backed, its data kept) during
 //! a `bigquery_streaming_v2` run and during a `bigquery` (load jobs) run;
 //! GCS answers 500, then 429, for a while (a fault proxy in front of the
-//! emulator: a real one cannot be made to). Each run holds its records
+//! emulator: a real one cannot be made to); clickhouse-server is SIGKILLed
+//! and started again under `plugins/clickhouse`. Each run holds its records
 //! through the retries, counts nothing it has not written (the
 //! `records_written` gauge never runs ahead of the table), loses nothing,
 //! and finishes when the service is back within the retry budget; past it,
@@ -11,6 +12,30 @@
 //! `BIZON_WAREHOUSE_OUTAGE_S` sets how long bqemulator stays down and GCS
 //! refuses (4 s by default, what CI runs; `bench/faults.sh` runs 60).
 
+/// A service a test kills and starts again with its data.
+trait Service {
+    fn kill(&mut self);
+    fn restart(&mut self);
+}
+
+impl Service for OwnBigQuery {
+    fn kill(&mut self) {
+        OwnBigQuery::kill(self)
+    }
+    fn restart(&mut self) {
+        OwnBigQuery::restart(self)
+    }
+}
+
+impl Service for ClickHouse {
+    fn kill(&mut self) {
+        ClickHouse::kill(self)
+    }
+    fn restart(&mut self) {
+        ClickHouse::restart(self)
+    }
+}
+
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -18,9 +43,10 @@ use serde_json::Value;
 
 use crate::bigquery::first_row;
 use crate::kafka::start;
+use crate::support::clickhouse::ClickHouse;
 use crate::support::emulators::{hold_blocking, OwnBigQuery, BUCKET, PROJECT};
 use crate::support::fault::{self, Reply};
-use crate::support::{free_port, metrics, poll};
+use crate::support::{free_port, metrics, poll, wasm};
 
 /// How long the service stays away.
 fn outage() -> Duration {
@@ -129,10 +155,10 @@ fn count(rest: &str, table: &str, total: u64) -> (u64, u64, Vec<u64>) {
     (rows, distinct, missing)
 }
 
-/// Kills `bq` once `run` has written `before` rows, keeps it down for the
-/// outage, checks the run held on (still running, counting no more than
-/// before, saying it retries), and starts it again.
-fn outage_under(run: &mut Run, bq: &mut OwnBigQuery, before: u64) -> u64 {
+/// Kills `service` once `run` has written `before` rows; the rows counted
+/// once the count has settled (a write under way when the service died may
+/// still finish: its answer was on the way).
+fn kill_under(run: &mut Run, service: &mut impl Service, before: u64) -> (u64, Instant) {
     let log = run.dir.path().join("log");
     poll(
         || {
@@ -143,11 +169,16 @@ fn outage_under(run: &mut Run, bq: &mut OwnBigQuery, before: u64) -> u64 {
     );
     assert!(run.running(), "the run ended before the kill: {}", run.log());
     let killed = Instant::now();
-    bq.kill();
-    // A write under way when the emulator died may finish (its answer was
-    // on the way): the count settles within a second.
+    service.kill();
     std::thread::sleep(Duration::from_secs(1));
-    let held = run.written();
+    (run.written(), killed)
+}
+
+/// Kills `service` once `run` has written `before` rows, keeps it down for
+/// the outage, checks the run held on (still running, counting no more than
+/// before, saying it retries), and starts it again.
+fn outage_under(run: &mut Run, service: &mut impl Service, before: u64) -> u64 {
+    let (held, killed) = kill_under(run, service, before);
     std::thread::sleep(outage().saturating_sub(killed.elapsed()));
     assert!(run.running(), "the run ended during the outage: {}", run.log());
     assert_eq!(run.written(), held, "rows counted while the warehouse was down");
@@ -156,9 +187,9 @@ fn outage_under(run: &mut Run, bq: &mut OwnBigQuery, before: u64) -> u64 {
         "no retry said: {}",
         run.log()
     );
-    bq.restart();
+    service.restart();
     eprintln!(
-        "bqemulator down {:.1} s; {held} rows counted before it came back",
+        "down {:.1} s; {held} rows counted before it came back",
         killed.elapsed().as_secs_f64()
     );
     held
@@ -320,4 +351,73 @@ fn gcs_refusing_past_the_retry_budget_stops_the_run_naming_the_destination_and_t
         assert!(error.contains(part), "{part:?} not in the error {error:?}\n{log}");
     }
     eprintln!("GCS gone: {error}");
+}
+
+/// A raw `dummy` run into `plugins/clickhouse`, table `events`.
+fn clickhouse_run(server: &ClickHouse, total: u64, retry: &str) -> Run {
+    let config = format!(
+        "plugin: {}\nplugin_config: {{url: \"{}\"}}\nallow:\n  hosts: [\"{}\"]\nbuffer_size: 0\n{retry}",
+        wasm("bizon_clickhouse").display(),
+        server.url(),
+        server.url()
+    );
+    Run::start(total, 1000, "full_refresh", "wasm", &config)
+}
+
+/// Rows in `events`, distinct source_record_ids, and those outside 0..total.
+fn clickhouse_count(server: &ClickHouse, total: u64) -> (u64, u64, u64) {
+    let got = server.query(&format!(
+        "SELECT count(), uniqExact(source_record_id), countIf(toUInt64(source_record_id) >= {total}) \
+         FROM events FORMAT TSV"
+    ));
+    let n: Vec<u64> = got.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    (n[0], n[1], n[2])
+}
+
+#[test]
+fn a_clickhouse_run_holds_its_rows_while_the_server_is_down_and_writes_each_after_it_is_back() {
+    let mut server = ClickHouse::start();
+    let total = 300_000;
+    let mut run = clickhouse_run(&server, total, &retry_through(outage()));
+    let held = outage_under(&mut run, &mut server, 20_000);
+    let (result, log) = run.finish();
+    assert_eq!(result["status"], "success", "{result}\n{log}");
+    assert_eq!(result["records_written"], total, "{result}");
+    let (rows, distinct, strays) = clickhouse_count(&server, total);
+    // Every id of 0..total: as many distinct ids in range as records.
+    assert_eq!((distinct, strays), (total, 0), "{log}");
+    // A plain MergeTree keeps a batch retried after its insert landed: at
+    // most the page under way at the kill.
+    assert!(rows - distinct <= 1000, "{} rows written twice", rows - distinct);
+    eprintln!(
+        "clickhouse down {:?}: {total} rows, {held} before it came back, 0 lost, {} written twice",
+        outage(),
+        rows - distinct
+    );
+}
+
+#[test]
+fn a_clickhouse_gone_past_the_retry_budget_stops_the_run_counting_only_what_it_wrote() {
+    let mut server = ClickHouse::start();
+    let total = 300_000;
+    let retry = "retry: {max_attempts: 3, initial_backoff_ms: 100, max_backoff_ms: 200}\n";
+    let mut run = clickhouse_run(&server, total, retry);
+    kill_under(&mut run, &mut server, 20_000);
+    let (result, log) = run.finish();
+    assert_eq!(result["status"], "failed", "{result}\n{log}");
+    let error = result["error"].as_str().unwrap_or_default();
+    for part in ["events", "after 3 attempt"] {
+        assert!(error.contains(part), "{part:?} not in the error {error:?}\n{log}");
+    }
+    // What the run counts is in the table (it may hold more: an insert that
+    // landed as the server died, unanswered).
+    server.restart();
+    let (_, distinct, strays) = clickhouse_count(&server, total);
+    let counted = result["records_written"].as_u64().unwrap();
+    assert!(
+        counted >= 20_000 && counted <= distinct,
+        "{counted} counted, {distinct} in the table"
+    );
+    assert_eq!(strays, 0);
+    eprintln!("clickhouse gone: {counted} counted, {distinct} in the table; {error}");
 }
