@@ -8,4 +8,5 @@
 
 mod broker;
 mod disk;
+mod serve;
 mod warehouse;
