@@ -25,6 +25,7 @@ mod docs;
 mod egress;
 mod faults;
 mod file_modes;
+mod fuzz;
 mod kafka;
 mod pipeline;
 mod plugin_cli;
