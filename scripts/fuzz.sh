@@ -6,19 +6,22 @@
 # hundred cases of each. A failure stops the script; proptest writes its
 # seed under tests/proptest-regressions/ (replayed first from then on): make
 # it a named regression test beside its property, and fix the host.
-#   bash scripts/fuzz.sh [MINUTES [CASES]]
+# FUZZ_PROFILE=dev runs the dev build instead of the release one.
+#   bash scripts/fuzz.sh [MINUTES [CASES]]     (MINUTES may be a fraction)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-minutes="${1:-10}"
+seconds=$(awk "BEGIN { print int(${1:-10} * 60) }")
 export PROPTEST_CASES="${2:-10000}"
-nice -n 10 cargo test --release -p bizon-host --test e2e --no-run
-properties=$(cargo test --release -p bizon-host --test e2e -- --list 2>/dev/null |
+profile=(--release)
+[[ ${FUZZ_PROFILE:-release} == dev ]] && profile=()
+nice -n 10 cargo test "${profile[@]}" -p bizon-host --test e2e --no-run
+properties=$(cargo test "${profile[@]}" -p bizon-host --test e2e -- --list 2>/dev/null |
     sed -n 's/^\(fuzz::[a-z_:]*\): test$/\1/p')
 for property in $properties; do
-    end=$((SECONDS + minutes * 60))
+    end=$((SECONDS + seconds))
     rounds=0
     while ((SECONDS < end)); do
-        nice -n 10 cargo test --release -q -p bizon-host --test e2e -- "$property" --exact >/dev/null 2>/tmp/bizon-fuzz.$$ || {
+        nice -n 10 cargo test "${profile[@]}" -q -p bizon-host --test e2e -- "$property" --exact >/dev/null 2>/tmp/bizon-fuzz.$$ || {
             cat /tmp/bizon-fuzz.$$ >&2
             echo "$property failed after $rounds rounds of $PROPTEST_CASES cases" >&2
             exit 1

@@ -9,4 +9,5 @@
 mod broker;
 mod disk;
 mod serve;
+mod soak;
 mod warehouse;

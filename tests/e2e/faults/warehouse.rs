@@ -4,13 +4,27 @@
 //! GCS answers 500, then 429, for a while (a fault proxy in front of the
 //! emulator: a real one cannot be made to); clickhouse-server is SIGKILLed
 //! and started again under `plugins/clickhouse`. Each run holds its records
-//! through the retries, counts nothing it has not written (the
-//! `records_written` gauge never runs ahead of the table), loses nothing,
-//! and finishes when the service is back within the retry budget; past it,
-//! the run stops with an error naming the destination_id and the cause.
+//! through the retries (saying so), counts nothing while the service is
+//! away (the `records_written` gauge stands still), loses nothing, and
+//! finishes when the service is back within the retry budget, its result
+//! counting each record once; past the budget, the run stops with an error
+//! naming the destination_id and the cause, counting no more than the
+//! table holds.
 //!
 //! `BIZON_WAREHOUSE_OUTAGE_S` sets how long bqemulator stays down and GCS
 //! refuses (4 s by default, what CI runs; `bench/faults.sh` runs 60).
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::bigquery::first_row;
+use crate::kafka::start;
+use crate::support::clickhouse::ClickHouse;
+use crate::support::emulators::{hold_blocking, OwnBigQuery, BUCKET, PROJECT};
+use crate::support::fault::{self, Reply};
+use crate::support::{free_port, metrics, poll, wasm};
 
 /// A service a test kills and starts again with its data.
 trait Service {
@@ -35,18 +49,6 @@ impl Service for ClickHouse {
         ClickHouse::restart(self)
     }
 }
-
-use std::process::Child;
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
-
-use crate::bigquery::first_row;
-use crate::kafka::start;
-use crate::support::clickhouse::ClickHouse;
-use crate::support::emulators::{hold_blocking, OwnBigQuery, BUCKET, PROJECT};
-use crate::support::fault::{self, Reply};
-use crate::support::{free_port, metrics, poll, wasm};
 
 /// How long the service stays away.
 fn outage() -> Duration {

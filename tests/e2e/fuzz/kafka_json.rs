@@ -153,3 +153,16 @@ proptest! {
         prop_assert_eq!(&data["keys"], &reread(&key));
     }
 }
+
+/// Found by the properties above: a number past f64's range (`1E400`) was
+/// accepted, and made source_data that serde_json (and BigQuery's JSON)
+/// cannot read back. It is refused, as orjson refuses it in Bizon.
+#[test]
+fn a_number_out_of_range_is_not_json() {
+    for (key, value) in [(None, &b"1E400"[..]), (Some(&b"[-1e999]"[..]), &b"{}"[..])] {
+        match decode(key, value) {
+            Decoded::Bad(error) => assert!(error.contains("number out of range"), "{error}"),
+            _ => panic!("{key:?} {value:?} accepted"),
+        }
+    }
+}
