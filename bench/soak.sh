@@ -82,27 +82,21 @@ call() { # METHOD PATH TOKEN [curl args...]
     curl -sf -X "$method" -H "authorization: Bearer $token" "$api$path" "$@"
 }
 
-tokens=()
-for ((t = 0; t < tenants; t++)); do
-    topic="soak-$t"
-    token=$(call POST /v1/tenants "$admin" -H 'content-type: application/json' \
-        -d "{\"name\": \"t$t\", \"limits\": {\"egress\": [\"tcp://$broker\"]}}" | jq -r .token)
-    tokens+=("$token")
-    call PUT /v1/plugins/csv "$token" --data-binary "@$plugin" >/dev/null
-    call PUT /v1/pipelines/k "$token" --data-binary @- >/dev/null <<YAML
+pipeline() { # TOPIC PLUGIN: a tenant's Kafka pipeline into the csv plugin
+    cat <<YAML
 name: k
 source:
   name: kafka
   sync_mode: stream
   bootstrap_servers: $broker
   group_id: g
-  topic: $topic
+  topic: $1
   message_encoding: utf-8
   batch_size: 100
 destination:
   name: wasm
   config:
-    plugin: csv
+    plugin: $2
     buffer_size: 0
     buffer_flush_timeout: 1
     plugin_config: {dir: /out}
@@ -110,6 +104,16 @@ destination:
       dirs:
         - {host: out, guest: /out, writable: true, max_mb: 900}
 YAML
+}
+
+tokens=()
+for ((t = 0; t < tenants; t++)); do
+    topic="soak-$t"
+    token=$(call POST /v1/tenants "$admin" -H 'content-type: application/json' \
+        -d "{\"name\": \"t$t\", \"limits\": {\"egress\": [\"tcp://$broker\"]}}" | jq -r .token)
+    tokens+=("$token")
+    call PUT /v1/plugins/csv "$token" --data-binary "@$plugin" >/dev/null
+    pipeline "$topic" csv | call PUT /v1/pipelines/k "$token" --data-binary @- >/dev/null
     call POST /v1/pipelines/k/start "$token" >/dev/null
 done
 
@@ -130,15 +134,18 @@ while ((SECONDS < end)); do
     kill -0 "$serve_pid" 2>/dev/null || { echo "serve died:" >&2; tail -20 "$work/serve.log" >&2; exit 1; }
     for token in "${tokens[@]}"; do call GET /v1/pipelines "$token" >/dev/null; done
     if ((SECONDS >= next_swap)); then
-        token=${tokens[$((swapped % tenants))]}
-        call PUT /v1/plugins/csv "$token" --data-binary "@$plugin" >/dev/null
+        # A new version of the plugin, and the running pipeline moved to
+        # it between two batches.
+        t=$((swapped % tenants))
+        version=$(call PUT /v1/plugins/csv "${tokens[$t]}" --data-binary "@$plugin" | jq -r .version)
+        pipeline "soak-$t" "csv@$version" | call PUT /v1/pipelines/k "${tokens[$t]}" --data-binary @- >/dev/null
         swapped=$((swapped + 1))
         next_swap=$((SECONDS + swap_s))
     fi
     rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$serve_pid/status")
     threads=$(awk '/^Threads/ { print $2 }' "/proc/$serve_pid/status")
     files=$(ls "/proc/$serve_pid/fd" | wc -l)
-    cache=$(du -sk "$work/data" --exclude tenants 2>/dev/null | cut -f1)
+    cache=$(du -sk "$work/data/cache" 2>/dev/null | cut -f1)
     echo "$((SECONDS - start)),$rss,$files,$threads,$cache,$(written),$(sent)" | tee -a "$csv"
 done
 
