@@ -44,7 +44,7 @@ proptest! {
             prop_assert_eq!(&out, &text);
         }
         if text.len() > max {
-            prop_assert!(out.ends_with(&format!("bytes shown]")), "{:?}", out);
+            prop_assert!(out.ends_with("bytes shown]"), "{:?}", out);
         }
     }
 
