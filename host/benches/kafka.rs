@@ -32,7 +32,9 @@
 //! touching every key and value and nothing else.
 //!
 //! BENCH_RECORDS (1,000,000), BENCH_PARTITIONS (4), BENCH_ROUNDS (2),
-//! BENCH_BATCH (the source's batch_size, 1000), BENCH_ONLY (a comma list of
+//! BENCH_BATCH (the source's batch_size, 1000), BENCH_SYNC_MODE
+//! (`full_refresh`; `incremental` commits every flush with the
+//! destination's position: the cost of exactly-once), BENCH_ONLY (a comma list of
 //! `host,file,flatten,wasm,bigquery_streaming_v2`; all that can run by
 //! default), BIZON_HOST (another binary to measure, e.g. an older build),
 //! BENCH_LOG=debug (the runs' logs), BENCH_TOPIC (read this topic if the
@@ -397,6 +399,9 @@ fn produce(b: &kafka::Broker, topic: &str, records: u64, partitions: i32) {
 fn rounds(b: &kafka::Broker, topic: &str, records: u64, partitions: i32, targets: &[Target]) {
     let rounds: usize = env_or("BENCH_ROUNDS", 2);
     let batch: usize = env_or("BENCH_BATCH", 1000);
+    // `incremental` commits after every flush with the destination's
+    // position (the exactly-once bookkeeping); `full_refresh` once at the end.
+    let sync_mode = std::env::var("BENCH_SYNC_MODE").unwrap_or_else(|_| "full_refresh".into());
     let binary = std::env::var_os("BIZON_HOST")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bizon-host")));
@@ -416,7 +421,7 @@ fn rounds(b: &kafka::Broker, topic: &str, records: u64, partitions: i32, targets
             let dir = tempfile::tempdir().unwrap();
             let dataset = format!("bench_{}_{round}_{t}", std::process::id());
             let yaml = format!(
-                "name: bench\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: full_refresh\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  batch_size: {batch}\n  topics:\n    - name: {topic}\n      destination_id: bench\n{}",
+                "name: bench\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: {sync_mode}\n  bootstrap_servers: {}\n  group_id: {}\n  message_encoding: utf-8\n  batch_size: {batch}\n  topics:\n    - name: {topic}\n      destination_id: bench\n{}",
                 b.servers,
                 kafka::unique("g"),
                 target.yaml(dir.path(), &dataset)

@@ -480,6 +480,72 @@ fn a_second_process_joining_mid_run_shares_the_partitions_and_nothing_is_lost() 
     assert_eq!(b.committed(&group, &topic, 6), highs);
 }
 
+/// Bizon's static membership (`group.instance.id = {group_id}-{HOSTNAME}`):
+/// two processes of one machine share HOSTNAME and must not fence each
+/// other, and a SIGKILLed one, restarted, rejoins as the same member before
+/// the broker would have expired it (45 s, the default session timeout,
+/// kept here: tansu 0.6 gave its partitions back after 26 s to a static
+/// member, after 82 s to a dynamic one).
+#[test]
+fn a_restarted_static_member_takes_its_partitions_back_before_its_session_expires() {
+    let b = broker();
+    let topic = unique("t");
+    b.create_topic(&topic, 4);
+    produce_json(b, &topic, 4, 200, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let start_as_pod = |out: &Path| {
+        let yaml = out.with_extension("yaml");
+        let text = pipeline(b, &group, &[(&topic, "t")], "stream", out, "")
+            .replace("session.timeout.ms: 6000", "session.timeout.ms: 45000");
+        std::fs::write(&yaml, text).unwrap();
+        bizon_host()
+            .env("HOSTNAME", "pod-7")
+            .args(["run", "--no-progress", "--log-level", "info"])
+            .arg(&yaml)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(out.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let (out_a, out_b) = (dir.path().join("a"), dir.path().join("b"));
+    let both = [out_a.as_path(), out_b.as_path()];
+    let mut a = start_as_pod(&out_a);
+    wait_until("a's first rows", || !rows(&out_a).is_empty());
+    let mut second = start_as_pod(&out_b);
+    wait_until("b to get partitions", || log_of(&out_b).contains("partitions assigned"));
+    let ids = [&out_a, &out_b].map(|o| {
+        let log = log_of(o);
+        let at = log.find("group.instance.id=").map(|i| i + "group.instance.id=".len());
+        at.map(|i| log[i..].split_whitespace().next().unwrap_or_default().to_string())
+    });
+    assert_eq!(
+        ids,
+        [Some(format!("{group}-pod-7")), Some(format!("{group}-pod-7-1"))],
+        "{}",
+        log_of(&out_b)
+    );
+    signal(second.id(), libc::SIGKILL);
+    second.wait().unwrap();
+    produce_json(b, &topic, 4, 100, 1000);
+    let restarted = Instant::now();
+    let mut second = start_as_pod(&out_b);
+    wait_until("the restarted b to get partitions", || {
+        log_of(&out_b).contains("partitions assigned")
+    });
+    let waited = restarted.elapsed();
+    eprintln!(
+        "static member restarted: partitions after {:.1} s",
+        waited.as_secs_f64()
+    );
+    assert!(waited < Duration::from_secs(40), "{waited:?}: {}", log_of(&out_b));
+    wait_until("300 rows", || distinct(&both) >= 300);
+    interrupt(&mut a, &out_a);
+    interrupt(&mut second, &out_b);
+    assert!(!log_of(&out_a).contains("FENCED"), "{}", log_of(&out_a));
+    assert_all_present(&positions_in(&both), &topic, &b.high_watermarks(&topic, 4));
+}
+
 #[test]
 fn poison_messages_go_to_the_dead_letter_file_or_topic_or_stop_the_run_naming_them() {
     let b = broker();

@@ -38,7 +38,10 @@ pub fn cache_dir() -> PathBuf {
 /// runtime where the build put it, nothing on standard input.
 pub fn bizon_host() -> Command {
     let mut cmd = Command::new(BIZON_HOST);
+    // HOSTNAME makes a stream-mode Kafka consumer a static member (as
+    // Bizon): tests that want it set it.
     cmd.env_remove("RUST_LOG")
+        .env_remove("HOSTNAME")
         .env_remove("BIZON_HOST_PYTHON_TRANSFORM")
         .env("BIZON_HOST_CACHE_DIR", cache_dir())
         .env("BIZON_HOST_STATE_DIR", root().join("target/state-tests"))

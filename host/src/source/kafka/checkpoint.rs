@@ -18,12 +18,17 @@
 //! The copy lives in `$BIZON_HOST_STATE_DIR`, else
 //! `$XDG_STATE_HOME/bizon-host`, else `~/.local/state/bizon-host`, under
 //! `kafka/`. It serves restarts on the same machine; a consumer that moves
-//! to another one finds none there and falls back as above.
+//! to another one finds none there and falls back as above. Each consumer
+//! of the group on this machine writes its own file, named by its slot
+//! (`membership`), and reads every slot's: after a rebalance a restarted
+//! process may hold partitions another one committed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use super::membership::{Slot, SLOTS};
 
 /// Commits kept per partition: more than can be in flight at once (one
 /// asynchronous commit every 250 ms, each answered in milliseconds).
@@ -37,42 +42,61 @@ struct Stored {
 
 pub struct Checkpoint {
     path: PathBuf,
+    /// What this process committed, and what its slot held before.
     stored: Stored,
+    /// What the other slots' files held at the start.
+    others: Stored,
+    /// This process's slot, held as long as the copy is written.
+    slot: Option<Slot>,
     /// A write failed already: said once, not every 250 ms.
     warned: bool,
 }
 
 impl Checkpoint {
-    /// The copy for `group` on `servers`, read if it exists; `None` when
-    /// no state directory can be named.
+    /// The copy for `group` on `servers`, in this process's slot, with the
+    /// other slots' copies read; `None` when no state directory can be named.
     pub fn open(servers: &str, group: &str) -> Option<Self> {
-        let dir = state_dir()?.join("kafka");
-        let path = dir.join(file_name(servers, group));
-        let stored = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(
-                    "kafka: {} is not a commit record ({e}); a restart may write again what was written after \
-                     the last commit",
-                    path.display()
-                );
-                Stored::default()
-            }),
-            Err(_) => Stored::default(),
+        Some(Self::open_in(&state_dir()?.join("kafka"), servers, group))
+    }
+
+    fn open_in(dir: &Path, servers: &str, group: &str) -> Self {
+        let stem = stem(servers, group);
+        let slot = Slot::claim(dir, &stem);
+        let name = |index: usize| match index {
+            0 => format!("{stem}.json"),
+            n => format!("{stem}-{n}.json"),
         };
-        Some(Self {
+        // Without a slot (no directory, 64 taken) the copy is slot 0's, as
+        // before slots: shared, it only matches fewer offsets.
+        let own = slot.as_ref().map_or(0, |s| s.index);
+        let mut others = Stored::default();
+        for index in (0..SLOTS).filter(|i| *i != own) {
+            for (partition, kept) in read(&dir.join(name(index))).partitions {
+                others.partitions.entry(partition).or_default().extend(kept);
+            }
+        }
+        let path = dir.join(name(own));
+        Self {
+            stored: read(&path),
             path,
-            stored,
+            others,
+            slot,
             warned: false,
-        })
+        }
+    }
+
+    /// This process's slot among the group's consumers on this machine.
+    pub fn slot(&self) -> Option<&Slot> {
+        self.slot.as_ref()
     }
 
     /// The metadata recorded with `offset` of `topic`/`partition`.
     pub fn metadata(&self, topic: &str, partition: i32, offset: i64) -> Option<&str> {
-        self.stored
-            .partitions
-            .get(&key(topic, partition))?
-            .iter()
-            .rev()
+        let key = key(topic, partition);
+        [&self.stored, &self.others]
+            .into_iter()
+            .filter_map(|s| s.partitions.get(&key))
+            .flat_map(|kept| kept.iter().rev())
             .find(|(o, _)| *o == offset)
             .map(|(_, m)| m.as_str())
     }
@@ -113,6 +137,21 @@ impl Checkpoint {
     }
 }
 
+/// A copy as stored; none (with a warning when unreadable) otherwise.
+fn read(path: &Path) -> Stored {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(
+                "kafka: {} is not a commit record ({e}); a restart may write again what was written after \
+                 the last commit",
+                path.display()
+            );
+            Stored::default()
+        }),
+        Err(_) => Stored::default(),
+    }
+}
+
 fn key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
@@ -127,7 +166,7 @@ fn state_dir() -> Option<PathBuf> {
 /// The group's name kept readable (characters a file name takes), and a
 /// hash of brokers and group so that two clusters, or two groups that read
 /// alike, never share a copy.
-fn file_name(servers: &str, group: &str) -> String {
+fn stem(servers: &str, group: &str) -> String {
     let readable: String = group
         .chars()
         .take(64)
@@ -147,7 +186,7 @@ fn file_name(servers: &str, group: &str) -> String {
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
         });
-    format!("{readable}-{hash:016x}.json")
+    format!("{readable}-{hash:016x}")
 }
 
 #[cfg(test)]
@@ -158,6 +197,8 @@ mod tests {
         Checkpoint {
             path: dir.join("kafka/g.json"),
             stored: Stored::default(),
+            others: Stored::default(),
+            slot: None,
             warned: false,
         }
     }
@@ -182,9 +223,27 @@ mod tests {
     }
 
     #[test]
+    fn two_consumers_on_one_machine_keep_their_own_copies_and_a_restart_reads_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Checkpoint::open_in(dir.path(), "k:9092", "g");
+        let mut b = Checkpoint::open_in(dir.path(), "k:9092", "g");
+        assert_eq!((a.slot().unwrap().index, b.slot().unwrap().index), (0, 1));
+        a.record([("t", 0, 10, "a10".to_string())]);
+        b.record([("t", 1, 20, "b20".to_string())]);
+        a.record([("t", 0, 11, "a11".to_string())]);
+        // b crashes; its partitions go to a restarted process, in b's slot.
+        drop(b);
+        let c = Checkpoint::open_in(dir.path(), "k:9092", "g");
+        assert_eq!(c.slot().unwrap().index, 1);
+        assert_eq!(c.metadata("t", 1, 20), Some("b20"));
+        assert_eq!(c.metadata("t", 0, 11), Some("a11"));
+        assert_eq!(a.metadata("t", 1, 20), None, "read at its start only");
+    }
+
+    #[test]
     fn names_differ_by_brokers_and_stay_file_names() {
-        let a = file_name("k1:9092", "orders/../x");
+        let a = stem("k1:9092", "orders/../x");
         assert!(a.starts_with("orders_.._x-") && !a.contains('/'), "{a}");
-        assert_ne!(a, file_name("k2:9092", "orders/../x"));
+        assert_ne!(a, stem("k2:9092", "orders/../x"));
     }
 }

@@ -15,6 +15,7 @@ mod checkpoint;
 pub mod config;
 mod consumer;
 mod json;
+mod membership;
 pub mod message;
 mod metadata_request;
 mod offsets;
@@ -141,6 +142,15 @@ impl KafkaSource {
         let mut client = ClientConfig::new();
         for (k, v) in &self.settings {
             client.set(k, v);
+        }
+        if self.config.sync_mode == SyncMode::Stream {
+            let hostname = std::env::var("HOSTNAME").ok();
+            let shared = context.shared();
+            let slot = shared.checkpoint.as_ref().and_then(|c| c.slot());
+            if let Some(id) = membership::static_id(&self.settings, &self.config.group_id, hostname.as_deref(), slot) {
+                tracing::info!("kafka: static membership, group.instance.id={id}");
+                client.set("group.instance.id", id);
+            }
         }
         let consumer: KafkaConsumer = client
             .create_with_context(context)
