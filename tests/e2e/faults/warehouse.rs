@@ -212,27 +212,25 @@ fn assert_each_written(bq: &OwnBigQuery, table: &str, total: u64, result: &Value
     rows - distinct
 }
 
+/// A `bigquery_streaming_v2` config for `dataset` of `bq`, which it creates
+/// (the destination writes into a dataset that exists, as Bizon's does).
+fn storage_write(bq: &OwnBigQuery, dataset: &str, retry: &str) -> String {
+    let url = format!("{}/bigquery/v2/projects/{PROJECT}/datasets", bq.rest);
+    let body = serde_json::json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}});
+    let created = reqwest::blocking::Client::new().post(&url).json(&body).send().unwrap();
+    assert!(created.status().is_success(), "{url}: {}", created.text().unwrap());
+    format!(
+        "project_id: {PROJECT}\ndataset_id: {dataset}\nendpoint: {}\nstorage_write_endpoint: {}\nbuffer_size: 0\n{retry}",
+        bq.rest, bq.grpc
+    )
+}
+
 #[test]
 fn a_storage_write_run_holds_its_rows_while_bqemulator_is_down_and_writes_each_after_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut bq = OwnBigQuery::start(dir.path());
     let total = 40_000;
-    // bigquery_streaming_v2 writes into a dataset that exists (as Bizon's).
-    let url = format!("{}/bigquery/v2/projects/{PROJECT}/datasets", bq.rest);
-    let dataset = serde_json::json!({"datasetReference": {"projectId": PROJECT, "datasetId": "v2_outage"}});
-    let created = reqwest::blocking::Client::new()
-        .post(&url)
-        .json(&dataset)
-        .send()
-        .unwrap();
-    assert!(created.status().is_success(), "{url}: {}", created.text().unwrap());
-    let config = format!(
-        "project_id: {PROJECT}\ndataset_id: v2_outage\nendpoint: {}\n\
-         storage_write_endpoint: {}\nbuffer_size: 0\n{}",
-        bq.rest,
-        bq.grpc,
-        retry_through(outage())
-    );
+    let config = storage_write(&bq, "v2_outage", &retry_through(outage()));
     let mut run = Run::start(total, 500, "stream", "bigquery_streaming_v2", &config);
     let held = outage_under(&mut run, &mut bq, 2000);
     let (result, log) = run.finish();
@@ -265,6 +263,33 @@ fn a_load_job_run_holds_its_files_while_bqemulator_is_down_and_loads_each_after_
         "load jobs, bqemulator down {:?}: {total} rows, {held} before it came back, 0 lost, {twice} written twice",
         outage()
     );
+}
+
+#[test]
+fn bqemulator_gone_past_the_retry_budget_stops_a_storage_write_run_counting_only_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bq = OwnBigQuery::start(dir.path());
+    let total = 40_000;
+    let retry = "retry: {max_attempts: 3, initial_backoff_ms: 100, max_backoff_ms: 200}\n";
+    let config = storage_write(&bq, "v2_gone", retry);
+    let mut run = Run::start(total, 500, "stream", "bigquery_streaming_v2", &config);
+    kill_under(&mut run, &mut bq, 2000);
+    let (result, log) = run.finish();
+    assert_eq!(result["status"], "failed", "{result}\n{log}");
+    let error = result["error"].as_str().unwrap_or_default();
+    for part in ["events", "after 3 attempt"] {
+        assert!(error.contains(part), "{part:?} not in the error {error:?}\n{log}");
+    }
+    // What the run counts is in the table (which may hold more: an append
+    // that landed as the emulator died, unanswered).
+    bq.restart();
+    let counted = result["records_written"].as_u64().unwrap();
+    let (_, distinct, _) = count(&bq.rest, "v2_gone.events", total);
+    assert!(
+        counted >= 2000 && counted <= distinct,
+        "{counted} counted, {distinct} in the table"
+    );
+    eprintln!("bqemulator gone: {counted} counted, {distinct} in the table; {error}");
 }
 
 /// A `bigquery` run through a proxy whose GCS uploads are answered `code`
