@@ -9,8 +9,9 @@
 #     bash bench/chaos.sh            # 20 kills (file), 20 (Storage Write on bqemulator)
 #     KILLS=6 bash bench/chaos.sh
 #
-# Needs what the tests need (bash scripts/install.sh): tansu, bqemulator.
+# Needs what the tests need (bash scripts/install.sh): tansu, bqemulator,
+# clickhouse-server (plugins/clickhouse with exactly_once: true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BIZON_CHAOS_KILLS="${KILLS:-20}"
-cargo test --release --test e2e -- --nocapture --test-threads 1 kafka::chaos:: 2>&1 | grep -E '^chaos: Kafka|test result|FAILED|panicked'
+cargo test --release --test e2e -- --nocapture --test-threads 1 kafka::chaos:: 2>&1 | grep -E '^chaos: (Kafka|ClickHouse)|test result|FAILED|panicked'

@@ -54,6 +54,7 @@ fn bizon_batch(rows: u64) -> Batch {
         destination_id: dest,
         sequence: 0,
         records: builder.finish(1_700_000_000_123_456).expect("a batch"),
+        source: Vec::new(),
     }
 }
 

@@ -55,6 +55,7 @@ fn batches(records: usize, batch_size: usize) -> Vec<Batch> {
                 destination_id: "bench".into(),
                 sequence,
                 records: builder.finish(0).unwrap(),
+                source: Vec::new(),
             });
         }
     }

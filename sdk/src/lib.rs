@@ -63,6 +63,9 @@
 //! Transforms (records reshaped between the source and the buffers) implement
 //! [`Transform`] and call [`export_transform!`]; see [`transform`].
 //!
+//! Where a batch's rows come from (a Kafka source's offset ranges, and a
+//! batch id to write idempotently with): [`batch_source`].
+//!
 //! Plugins that would rather parse JSON lines than Arrow implement
 //! [`NdjsonDestination`] and call [`export_ndjson_destination!`]; split the
 //! batch with [`ndjson_rows`].
@@ -82,6 +85,7 @@ mod ipc;
 pub mod json;
 pub mod log;
 mod ndjson;
+mod source;
 pub mod transform;
 
 #[doc(hidden)]
@@ -124,6 +128,7 @@ pub use error::{Error, WriteError};
 pub use ipc::decode_ipc;
 pub use ndjson::ndjson_rows;
 pub use serde_json;
+pub use source::{batch_source, BatchSource, OffsetRange};
 pub use transform::{Record, Transform};
 
 /// Where a batch comes from.

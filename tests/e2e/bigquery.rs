@@ -46,6 +46,7 @@ fn raw_batches(destination_id: &str, from: u64, n: u64, per_batch: u64) -> Vec<B
             destination_id: dest.clone(),
             sequence: out.len() as u64,
             records: builder.finish(1_700_000_000_123_456).unwrap(),
+            source: Vec::new(),
         });
         i = end;
     }
@@ -247,6 +248,7 @@ fn typed_batch(destination_id: &str, from: i64, n: i64) -> Batch {
         destination_id: destination_id.into(),
         sequence: 0,
         records: RecordBatch::try_new(schema, columns).unwrap(),
+        source: Vec::new(),
     }
 }
 

@@ -15,8 +15,9 @@ use serde_json::Value;
 
 use crate::support::emulators::{self, hold_blocking};
 use crate::support::fault;
+use crate::support::http_server::{HttpServer, Reply};
 use crate::support::kafka::{broker, unique, Broker};
-use crate::support::{bizon_host, free_port, metrics, poll, signal, stderr, wait_until};
+use crate::support::{bizon_host, free_port, metrics, poll, signal, stderr, wait_until, wasm};
 
 /// librdkafka settings that make a group form and notice a departure in
 /// seconds rather than the production minute.
@@ -437,6 +438,126 @@ fn kill_9_after_the_write_before_the_commit_loses_nothing() {
         "everything written before the kill is read again, once"
     );
     assert_eq!(b.committed(&group, &topic, 3), highs);
+}
+
+#[test]
+fn a_message_dead_lettered_before_a_kill_9_is_dead_lettered_once_after_the_replay() {
+    let b = broker();
+    let topic = unique("t");
+    b.create_topic(&topic, 2);
+    produce_json(b, &topic, 2, 40, 0);
+    let p = b.producer();
+    p.send(&topic, 0, None, Some(b"{not json"), &[]);
+    p.send(&topic, 1, None, Some(&[0xff, 0xfe]), &[]);
+    p.flush();
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let dl = dir.path().join("dead.jsonl");
+    let letters = || -> Vec<(i64, i64)> {
+        std::fs::read_to_string(&dl)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|l| (l["partition"].as_i64().unwrap(), l["offset"].as_i64().unwrap()))
+            .collect()
+    };
+    let start_run = |name: &str, extra: &str| {
+        let out = dir.path().join(name);
+        let text = pipeline(b, &group, &[(&topic, "t")], "stream", &out, extra)
+            + &format!("dead_letter:\n  path: {}\n", dl.display());
+        (
+            start(
+                &write(dir.path(), &format!("{name}.yaml"), &text),
+                &out.with_extension("log"),
+                &[],
+            ),
+            out,
+        )
+    };
+    // Commits only every 10 minutes: the kill lands after the letters were
+    // written, before the commit that covers their messages.
+    let (mut child, first) = start_run("first", "    auto.commit.interval.ms: 600000\n");
+    wait_until("40 rows and 2 letters", || {
+        rows(&first).len() >= 40 && letters().len() >= 2
+    });
+    signal(child.id(), libc::SIGKILL);
+    child.wait().unwrap();
+    assert_eq!(b.committed(&group, &topic, 2), vec![-1, -1], "nothing was committed");
+
+    let (mut child, second) = start_run("second", "");
+    wait_for_commits(b, &group, &topic, 2, &second);
+    interrupt(&mut child, &second);
+    assert_eq!(rows(&second).len(), 40, "the messages were read again");
+    let mut at = letters();
+    at.sort();
+    assert_eq!(
+        at,
+        vec![(0, 20), (1, 20)],
+        "each undecodable message is dead-lettered once"
+    );
+    assert!(
+        log_of(&second).contains("letter(s) written before a restart, not written again"),
+        "{}",
+        log_of(&second)
+    );
+}
+
+/// A plugin learns where each batch comes from (`host.batch-source`):
+/// plugins/http sends its batch id as the Idempotency-Key, and the id is
+/// the one derived from the offsets the batch holds.
+#[test]
+fn the_http_plugin_keys_each_batch_by_its_kafka_offset_ranges() {
+    use sha2::{Digest, Sha256};
+
+    let b = broker();
+    let topic = unique("t");
+    b.create_topic(&topic, 2);
+    produce_json(b, &topic, 2, 300, 0);
+    let server = HttpServer::start(|_, _| Reply::ok(""));
+    let dir = tempfile::tempdir().unwrap();
+    let text = pipeline(
+        b,
+        &unique("g"),
+        &[(&topic, "t")],
+        "full_refresh",
+        &dir.path().join("out"),
+        "",
+    );
+    let destination = format!(
+        "destination:\n  name: wasm\n  config:\n    plugin: {}\n    plugin_config: {{url: \"{}\"}}\n    allow:\n      hosts: [\"{}\"]\n    buffer_size: 0\n",
+        wasm("bizon_http").display(),
+        server.url(),
+        server.url()
+    );
+    let text = text[..text.find("destination:").unwrap()].to_string() + &destination;
+    let result = run_ok(&write(dir.path(), "http.yaml", &text));
+    assert_eq!(result["records_written"], 300, "{result}");
+    let seen = server.seen();
+    let mut keys = BTreeSet::new();
+    let mut offsets = BTreeSet::new();
+    for request in &seen {
+        // The ranges of this batch, from its rows (every message is a row).
+        let mut ranges = std::collections::BTreeMap::<i64, (i64, i64)>::new();
+        for line in String::from_utf8_lossy(&request.body).lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let data: Value = serde_json::from_str(row["source_data"].as_str().unwrap()).unwrap();
+            let (p, o) = (data["partition"].as_i64().unwrap(), data["offset"].as_i64().unwrap());
+            let range = ranges.entry(p).or_insert((o, o));
+            *range = (range.0.min(o), range.1.max(o));
+            offsets.insert((p, o));
+        }
+        let mut hash = Sha256::new();
+        hash.update(b"t");
+        for (p, (first, last)) in &ranges {
+            hash.update(format!("\0{topic}\0{p}\0{first}\0{last}"));
+        }
+        let id: String = hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let key = request.header("idempotency-key").unwrap();
+        assert_eq!(key, format!("{id}-0"), "ranges {ranges:?}");
+        assert!(keys.insert(key.to_string()), "{key} twice");
+    }
+    assert_eq!(offsets.len(), 300);
+    assert!(seen.len() > 1, "one batch only: {}", seen.len());
 }
 
 #[test]

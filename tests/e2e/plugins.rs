@@ -13,7 +13,7 @@ use bizon_host::pipeline;
 use bizon_host::plugin::{HostPolicy, Plugin, Request};
 use bizon_host::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
 
-use crate::support::guests::{unknown_import, wrong_version};
+use crate::support::guests::{first_contract, unknown_import, wrong_version};
 use crate::support::{cache_dir, in_a_process_of_its_own, wasm};
 
 /// Captures the host's log (its own events only: those of the HTTP and gRPC
@@ -108,6 +108,7 @@ fn batch(destination_id: &str, sequence: u64, rows: usize) -> Batch {
         destination_id: destination_id.into(),
         sequence,
         records: builder.finish(0).unwrap(),
+        source: Vec::new(),
     }
 }
 
@@ -225,6 +226,29 @@ async fn an_import_the_host_does_not_implement_is_refused_at_load() {
         err.contains("unknown_import.wasm") && err.contains("bizon:destination/escape"),
         "{err}"
     );
+}
+
+/// `host.batch-source` was added to `bizon:destination@0.1.0` without a
+/// version bump: a component built before, which imports `host` with `log`
+/// only, must link against the extended interface and write as before,
+/// batches with a source (Kafka offsets) included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_of_the_first_contract_loads_and_writes_batches_with_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = destination_of(&first_contract(dir.path()), "")
+        .await
+        .unwrap_or_else(|e| panic!("an old component was refused: {e}"));
+    let mut with_source = batch("t", 0, 5);
+    with_source.source = vec![bizon_host::source::Span {
+        destination_id: "t".into(),
+        topic: "orders".into(),
+        partition: 0,
+        first: 10,
+        last: 14,
+    }];
+    assert_eq!(dest.write(&with_source).await.unwrap(), 5);
+    assert_eq!(dest.write(&batch("t", 1, 3)).await.unwrap(), 3);
+    dest.finalize().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

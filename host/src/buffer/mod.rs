@@ -12,6 +12,7 @@ use arrow_schema::ArrowError;
 use tokio::time::Instant;
 
 use crate::record::{BizonIdGenerator, RecordBuilder, SourceRecord};
+use crate::source::Span;
 
 /// Why a buffer is flushed; logged with each write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +49,16 @@ pub struct Flushed {
     pub first_page: u64,
     /// Bytes the rows held in the buffer, released once written.
     pub bytes: usize,
+    /// Per source partition, the messages the batch's pages took (Kafka),
+    /// sorted by topic and partition; empty for sources without positions.
+    pub spans: Vec<Span>,
 }
 
 struct Buffer {
     builder: RecordBuilder,
     opened_at: Option<Instant>,
     first_page: Option<u64>,
+    spans: Vec<Span>,
 }
 
 pub struct Buffers {
@@ -110,6 +115,7 @@ impl Buffers {
                     builder: RecordBuilder::new(id.clone()),
                     opened_at: None,
                     first_page: None,
+                    spans: Vec::new(),
                 }),
             };
             if buffer.opened_at.is_none() {
@@ -138,6 +144,29 @@ impl Buffers {
                 }
             })
             .collect()
+    }
+
+    /// Adds a page's source spans (just appended) to the buffers of their
+    /// destination_ids that hold rows: a batch spans from the first offset
+    /// of its first page to the last of its last, per partition.
+    pub fn note_spans(&mut self, spans: &[Span]) {
+        for span in spans {
+            let Some(buffer) = self.buffers.get_mut(&span.destination_id) else {
+                continue;
+            };
+            if buffer.builder.rows() == 0 {
+                continue;
+            }
+            let key = |s: &Span| (s.topic.clone(), s.partition);
+            match buffer.spans.binary_search_by_key(&key(span), key) {
+                Ok(at) => {
+                    let held = &mut buffer.spans[at];
+                    held.first = held.first.min(span.first);
+                    held.last = held.last.max(span.last);
+                }
+                Err(at) => buffer.spans.insert(at, span.clone()),
+            }
+        }
     }
 
     /// When the oldest non-empty buffer reaches its age limit.
@@ -214,6 +243,7 @@ impl Buffers {
             reason,
             first_page,
             bytes,
+            spans: std::mem::take(&mut buffer.spans),
         }))
     }
 }
@@ -255,6 +285,31 @@ mod tests {
         assert_eq!(flushed.first_page, 0);
         assert_eq!(b.bytes(), 0);
         assert!(b.take(&due[0].0, FlushReason::Size, 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_batch_spans_its_pages_offsets_per_partition_for_its_destination_id_only() {
+        let span = |id: &str, partition, first, last| Span {
+            destination_id: id.into(),
+            topic: format!("topic-{id}").into(),
+            partition,
+            first,
+            last,
+        };
+        let mut b = buffers(1 << 30, None);
+        let now = Instant::now();
+        b.append(0, 0, &records(2, Some("x")), now);
+        b.note_spans(&[span("x", 1, 10, 11), span("y", 0, 5, 5)]);
+        b.append(1, 0, &records(3, Some("x")), now);
+        b.note_spans(&[span("x", 1, 12, 14), span("x", 0, 3, 3)]);
+        let flushed = b.take(&Arc::from("x"), FlushReason::End, 1).unwrap().unwrap();
+        assert_eq!(flushed.spans, vec![span("x", 0, 3, 3), span("x", 1, 10, 14)]);
+        // The next batch starts afresh; "y" had no rows, so no batch to span.
+        b.append(2, 0, &records(1, Some("x")), now);
+        b.note_spans(&[span("x", 1, 15, 15)]);
+        let next = b.take(&Arc::from("x"), FlushReason::End, 1).unwrap().unwrap();
+        assert_eq!(next.spans, vec![span("x", 1, 15, 15)]);
+        assert!(b.take(&Arc::from("y"), FlushReason::End, 1).unwrap().is_none());
     }
 
     #[test]

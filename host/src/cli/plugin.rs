@@ -429,7 +429,7 @@ async fn write_rows(
         sequence,
         num_rows: rows.len() as u64,
     };
-    match instance.write(&info, buffer).await {
+    match instance.write(&info, None, buffer).await {
         Ok(Ok(n)) if n == info.num_rows => Ok(format!("{n} row(s)")),
         Ok(Ok(n)) => Err(format!("returned {n} rows written for a batch of {}", info.num_rows)),
         Ok(Err(WriteError::Retryable(m))) => Err(format!("retryable error: {m}")),

@@ -16,7 +16,7 @@ mod file;
 #[cfg(feature = "kafka")]
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -65,10 +65,48 @@ pub enum DeadLetterError {
 trait Sink: Send {
     /// Writes the letters durably before returning.
     fn write(&mut self, letters: &[Letter]) -> Result<(), DeadLetterError>;
+
+    /// The [`position`] of every letter the target holds, to leave out the
+    /// letters of messages read again after a crash; `None` when it cannot
+    /// tell: a topic cannot be asked cheaply what it holds, so there a
+    /// replay can dead-letter a message twice.
+    fn held(&mut self) -> Result<Option<HashSet<String>>, DeadLetterError> {
+        Ok(None)
+    }
+}
+
+/// Where a letter's message or row was read, the same for the letter of a
+/// message read again: a message's topic, partition and offset; a refused
+/// row's destination_id and source_record_id (`partition_{p}_offset_{o}`
+/// for Kafka).
+fn position(letter: &Letter) -> String {
+    match letter {
+        Letter::Undecodable {
+            topic,
+            partition,
+            offset,
+            ..
+        } => undecodable_at(topic, i64::from(*partition), *offset),
+        Letter::Rejected {
+            destination_id,
+            source_record_id,
+            ..
+        } => rejected_at(destination_id, source_record_id),
+    }
+}
+
+fn undecodable_at(topic: &str, partition: i64, offset: i64) -> String {
+    format!("u\0{topic}\0{partition}\0{offset}")
+}
+
+fn rejected_at(destination_id: &str, source_record_id: &str) -> String {
+    format!("r\0{destination_id}\0{source_record_id}")
 }
 
 pub struct DeadLetters {
     sink: Mutex<Box<dyn Sink>>,
+    /// With replays recognised: the [`position`] of every letter written.
+    held: Mutex<Option<HashSet<String>>>,
     written: AtomicU64,
     read: AtomicU64,
     max_count: Option<u64>,
@@ -93,11 +131,27 @@ impl DeadLetters {
         let _ = kafka;
         Ok(Self {
             sink: Mutex::new(sink),
+            held: Mutex::new(None),
             written: AtomicU64::new(0),
             read: AtomicU64::new(0),
             max_count: config.max_dead_letters,
             max_ratio: config.max_dead_letter_ratio,
         })
+    }
+
+    /// For a source that reads messages again after a crash (Kafka in
+    /// stream or incremental mode): a letter the file holds already is not
+    /// written again (see `file`).
+    pub fn recognise_replays(self) -> Result<Self, DeadLetterError> {
+        let held = self.sink.lock().expect("dead letter sink").held()?;
+        if held.is_none() {
+            tracing::warn!(
+                "dead_letter: a topic cannot be asked which letters it holds: a message read again \
+                 after a crash may be dead-lettered twice (a `path` dead letter is written once)"
+            );
+        }
+        *self.held.lock().expect("held letters") = held;
+        Ok(self)
     }
 
     /// `n` more records were read by the source (the ratio's denominator).
@@ -112,6 +166,18 @@ impl DeadLetters {
     /// Writes `letters`; `Err` when the write failed or a bound is passed
     /// (the letters are written then too: nothing is lost either way).
     pub fn send(&self, letters: &[Letter]) -> Result<(), DeadLetterError> {
+        let mut fresh = std::borrow::Cow::Borrowed(letters);
+        if let Some(held) = self.held.lock().expect("held letters").as_mut() {
+            let new: Vec<Letter> = letters.iter().filter(|l| held.insert(position(l))).cloned().collect();
+            if new.len() < letters.len() {
+                tracing::info!(
+                    "dead_letter: {} letter(s) written before a restart, not written again",
+                    letters.len() - new.len()
+                );
+                fresh = std::borrow::Cow::Owned(new);
+            }
+        }
+        let letters = &*fresh;
         if letters.is_empty() {
             return Ok(());
         }
@@ -143,6 +209,8 @@ impl DeadLetters {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn rejected(i: u64) -> Letter {
@@ -174,6 +242,62 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 3, "the letter past the bound is written too");
         assert_eq!(lines[2]["source_record_id"], "3");
+    }
+
+    fn undecodable(offset: i64) -> Letter {
+        Letter::Undecodable {
+            topic: "t".into(),
+            partition: 1,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            value: Some(b"{".to_vec()),
+            headers: Vec::new(),
+            error: "not JSON".into(),
+        }
+    }
+
+    #[test]
+    fn a_restart_that_recognises_replays_writes_each_letter_once_and_cuts_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let config = DeadLetterConfig {
+            path: Some(path.clone()),
+            ..DeadLetterConfig::default()
+        };
+        let first = DeadLetters::open(&config, None).unwrap().recognise_replays().unwrap();
+        first.send(&[undecodable(7), rejected(1)]).unwrap();
+        drop(first);
+        // A crash in the middle of the next write.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"kind\":\"undecod")
+            .unwrap();
+        let lines = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        // The replay reads the same messages and refuses the same row.
+        let again = DeadLetters::open(&config, None).unwrap().recognise_replays().unwrap();
+        again
+            .send(&[undecodable(7), undecodable(8), rejected(1), rejected(2)])
+            .unwrap();
+        let offsets: Vec<_> = lines().iter().map(|l| l["offset"].clone()).collect();
+        assert_eq!(
+            offsets,
+            [7.into(), serde_json::Value::Null, 8.into(), serde_json::Value::Null]
+        );
+        assert_eq!(lines()[3]["source_record_id"], "2");
+        // Without it (a full refresh reads every message again on purpose),
+        // each run writes its own.
+        let plain = DeadLetters::open(&config, None).unwrap();
+        plain.send(&[undecodable(7)]).unwrap();
+        assert_eq!(lines().len(), 5);
     }
 
     #[test]

@@ -349,6 +349,7 @@ mod tests {
             destination_id: "t".into(),
             sequence: 0,
             records: builder.finish(0).unwrap(),
+            source: Vec::new(),
         };
         let err = d.write(&batch).await.unwrap_err().to_string();
         assert!(err.contains("disk_mb of 1 MiB"), "{err}");

@@ -169,6 +169,10 @@ pub struct Batch {
     /// sends the same sequence again, so a destination can de-duplicate.
     pub sequence: u64,
     pub records: RecordBatch,
+    /// Where the rows were read (Kafka: per partition, the first and last
+    /// offset the batch's pages took); empty for sources without positions.
+    /// A plugin gets it with a batch id derived from it (`wasm`).
+    pub source: Vec<crate::source::Span>,
 }
 
 /// A row a destination refused, by its index in the batch.

@@ -23,8 +23,10 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{Batch, Destination, DestinationError, RejectedRow, SharedDestination};
 use crate::plugin::{
-    ipc, BatchInfo, Grants, HostPolicy, Instance, Limits, Plugin, PluginError, Request, TrapCause, WriteError,
+    ipc, BatchInfo, BatchOrigin, Grants, HostPolicy, Instance, Limits, OffsetRange, Plugin, PluginError, Request,
+    TrapCause, WriteError,
 };
+use crate::source::Span;
 
 crate::destination_config! {
     /// `destination: {name: wasm, config: {plugin: PATH, ...}}`
@@ -178,6 +180,7 @@ impl Destination for WasmDestination {
             sequence: batch.sequence,
             num_rows,
         };
+        let source = batch_source(&batch.destination_id, &batch.source);
         let slot = self.slot_for(&batch.destination_id);
         let mut slot = slot.lock().await;
         let Slot { instance: held, buffer } = &mut *slot;
@@ -185,7 +188,7 @@ impl Destination for WasmDestination {
             let instance = self.ready(held).await?;
             ipc::encode(instance.info().input_format, &batch.records, buffer)
                 .map_err(|e| DestinationError::Fatal(format!("plugin {label}: cannot encode the batch: {e}")))?;
-            Ok::<_, DestinationError>(instance.write(&info, buffer).await?)
+            Ok::<_, DestinationError>(instance.write(&info, source, buffer).await?)
         }
         .await;
         drop_if_poisoned(held);
@@ -228,6 +231,40 @@ impl Destination for WasmDestination {
     }
 }
 
+/// What `host.batch-source` tells the plugin of a batch: its ranges, and
+/// an id that depends on them and the destination_id only, so a retry, or
+/// a replay cut at the same offsets, has the same id (an idempotency key).
+fn batch_source(destination_id: &str, spans: &[Span]) -> Option<BatchOrigin> {
+    use sha2::{Digest, Sha256};
+    if spans.is_empty() {
+        return None;
+    }
+    let mut hash = Sha256::new();
+    hash.update(destination_id.as_bytes());
+    for span in spans {
+        // NUL cannot occur in a destination_id or a topic name: no two
+        // different range lists hash the same text.
+        hash.update(format!(
+            "\0{}\0{}\0{}\0{}",
+            span.topic, span.partition, span.first, span.last
+        ));
+    }
+    let digest = hash.finalize();
+    let batch_id = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Some(BatchOrigin {
+        batch_id,
+        ranges: spans
+            .iter()
+            .map(|s| OffsetRange {
+                topic: s.topic.to_string(),
+                partition: s.partition,
+                first: s.first,
+                last: s.last,
+            })
+            .collect(),
+    })
+}
+
 /// A plugin's rejected rows, checked: at least one, each inside the batch.
 /// (The pipeline counts a row named twice once.)
 fn rejected(label: &str, info: &BatchInfo, rows: Vec<crate::plugin::RejectedRow>) -> DestinationError {
@@ -252,4 +289,41 @@ fn rejected(label: &str, info: &BatchInfo, rows: Vec<crate::plugin::RejectedRow>
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(topic: &str, partition: i32, first: i64, last: i64) -> Span {
+        Span {
+            destination_id: "events".into(),
+            topic: topic.into(),
+            partition,
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn the_batch_id_depends_on_the_ranges_and_the_destination_id_only() {
+        assert!(batch_source("events", &[]).is_none());
+        let a = batch_source("events", &[span("t", 0, 0, 49), span("t", 1, 10, 19)]).unwrap();
+        assert_eq!(a.batch_id.len(), 32);
+        assert_eq!(a.ranges.len(), 2);
+        assert_eq!(
+            (a.ranges[1].partition, a.ranges[1].first, a.ranges[1].last),
+            (1, 10, 19)
+        );
+        let again = batch_source("events", &[span("t", 0, 0, 49), span("t", 1, 10, 19)]).unwrap();
+        assert_eq!(a.batch_id, again.batch_id);
+        // Another cut, partition or destination_id: another id.
+        for other in [
+            batch_source("events", &[span("t", 0, 0, 48), span("t", 1, 10, 19)]),
+            batch_source("events", &[span("t", 0, 0, 49), span("t", 2, 10, 19)]),
+            batch_source("other", &[span("t", 0, 0, 49), span("t", 1, 10, 19)]),
+        ] {
+            assert_ne!(other.unwrap().batch_id, a.batch_id);
+        }
+    }
 }

@@ -109,5 +109,19 @@ fn open_dead_letters(pipeline: &Pipeline) -> Result<Option<Arc<DeadLetters>>, De
         source::SourceConfig::Kafka(c) => c.client_settings().ok(),
         _ => None,
     };
-    DeadLetters::open(config, kafka.as_ref()).map(|d| Some(Arc::new(d)))
+    let dead_letters = DeadLetters::open(config, kafka.as_ref())?;
+    // A kafka source in stream or incremental mode reads again what it read
+    // after its last commit: the letters of those messages may be in the
+    // file already. A full refresh reads everything again on purpose.
+    let replays = match &pipeline.source {
+        #[cfg(feature = "kafka")]
+        source::SourceConfig::Kafka(c) => c.sync_mode != crate::config::SyncMode::FullRefresh,
+        _ => false,
+    };
+    let dead_letters = if replays {
+        dead_letters.recognise_replays()?
+    } else {
+        dead_letters
+    };
+    Ok(Some(Arc::new(dead_letters)))
 }

@@ -131,6 +131,7 @@ impl Run {
                             return Outcome::Failed(e);
                         }
                         let due = self.buffers.append(page.sequence, page.extracted_at_us, &page.records, Instant::now());
+                        self.buffers.note_spans(&page.spans);
                         drop(page);
                         self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(self.memory());
                         for (id, reason) in due {

@@ -57,6 +57,7 @@ impl Run {
                 destination_id: id.clone(),
                 sequence: *sequence,
                 records: flushed.records,
+                source: flushed.spans,
             };
             *sequence += 1;
             self.queued_bytes -= flushed.bytes;

@@ -19,7 +19,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
 use super::bindings::bizon::destination::types::{
-    BatchInfo, InputFormat, LogLevel, PluginInfo, RejectedRow, WriteError,
+    BatchInfo, BatchOrigin, InputFormat, LogLevel, PluginInfo, RejectedRow, WriteError,
 };
 use super::bindings::Plugin as Bindings;
 use super::error::{PluginError, TrapCause};
@@ -290,14 +290,23 @@ impl Instance {
         Ok(self.sandbox.end("check-connection", result)?.map_err(cap_error))
     }
 
-    pub async fn write(&mut self, info: &BatchInfo, batch: &[u8]) -> Result<Result<u64, WriteError>, PluginError> {
+    /// Writes one batch; `source` is what `host.batch-source` answers
+    /// during the call.
+    pub async fn write(
+        &mut self,
+        info: &BatchInfo,
+        source: Option<BatchOrigin>,
+        batch: &[u8],
+    ) -> Result<Result<u64, WriteError>, PluginError> {
         self.sandbox.begin("write-records")?;
+        self.sandbox.store.data_mut().set_batch_source(source);
         let bounds = self.sandbox.bounds();
         let call =
             self.bindings
                 .bizon_destination_destination()
                 .call_write_records(&mut self.sandbox.store, info, batch);
         let result = bounded(&bounds, call).await;
+        self.sandbox.store.data_mut().set_batch_source(None);
         Ok(self.sandbox.end("write-records", result)?.map_err(|e| match e {
             WriteError::Retryable(m) => WriteError::Retryable(cap_error(m)),
             WriteError::Fatal(m) => WriteError::Fatal(cap_error(m)),

@@ -62,7 +62,9 @@ pub mod load;
 
 pub mod ipc;
 
-pub use bindings::bizon::destination::types::{BatchInfo, InputFormat, PluginInfo, RejectedRow, WriteError};
+pub use bindings::bizon::destination::types::{
+    BatchInfo, BatchOrigin, InputFormat, OffsetRange, PluginInfo, RejectedRow, WriteError,
+};
 pub use cache::CacheStatus;
 pub use error::{PluginError, TrapCause};
 pub use grants::{DirGrant, Grants, HostRule};

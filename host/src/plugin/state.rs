@@ -12,7 +12,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::bizon;
-use super::bindings::bizon::destination::types::LogLevel;
+use super::bindings::bizon::destination::types::{BatchOrigin, LogLevel};
 use super::egress::{Egress, EgressView};
 use super::files::{FilesView, Quotas};
 use super::grants::Grants;
@@ -31,6 +31,9 @@ pub struct State {
     /// When the call under way must end; read at each epoch tick.
     deadline: Instant,
     egress: Egress,
+    /// What `host.batch-source` answers: the batch of the `write-records`
+    /// call under way, if its source has positions.
+    batch_source: Option<BatchOrigin>,
 }
 
 impl State {
@@ -56,12 +59,19 @@ impl State {
             quotas,
             deadline: Instant::now() + limits.call_timeout(),
             egress,
+            batch_source: None,
         })
     }
 
     /// Starts the clock of a call: it must end within `limits`' call timeout.
     pub(super) fn arm(&mut self, limits: &Limits) {
         self.deadline = Instant::now() + limits.call_timeout();
+    }
+
+    /// The source of the batch a `write-records` call is handed (`None`
+    /// again once the call is over).
+    pub(super) fn set_batch_source(&mut self, source: Option<BatchOrigin>) {
+        self.batch_source = source;
     }
 
     pub(super) fn past_deadline(&self) -> bool {
@@ -138,6 +148,10 @@ impl EgressView for State {
 impl bizon::destination::host::Host for State {
     fn log(&mut self, level: LogLevel, message: String) {
         self.log.log(level, &message);
+    }
+
+    fn batch_source(&mut self) -> Option<BatchOrigin> {
+        self.batch_source.clone()
     }
 }
 

@@ -38,6 +38,22 @@ pub struct Page {
     /// `dead_letter`: the pipeline writes them there before the page can
     /// be acknowledged.
     pub letters: Vec<Letter>,
+    /// For a source with positions (Kafka): the messages the page took, per
+    /// partition, so that each batch can tell a plugin where its rows come
+    /// from ([`crate::destination::Batch::source`]). Empty otherwise.
+    pub spans: Vec<Span>,
+}
+
+/// The messages of one source partition that a page or a batch took: a
+/// Kafka topic's partition, its first and last offset (records, skips and
+/// dead letters alike), and the destination_id the topic goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub destination_id: Arc<str>,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub first: i64,
+    pub last: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +146,7 @@ impl SourceTask for Box<dyn Source> {
                     extracted_at_us,
                     records,
                     letters: Vec::new(),
+                    spans: Vec::new(),
                 }),
                 Ok(None) => SourceEvent::Done {
                     skipped: source.skipped(),

@@ -215,6 +215,7 @@ async fn transform(context: Arc<Context>, mut worker: Worker, page: Page) -> (Wo
         extracted_at_us,
         records,
         mut letters,
+        spans,
     } = page;
     let result = match context.chain.run(&mut worker, records).await {
         Ok((records, failed)) => settle(&context, failed, &mut letters).map(|()| Page {
@@ -222,6 +223,7 @@ async fn transform(context: Arc<Context>, mut worker: Worker, page: Page) -> (Wo
             extracted_at_us,
             records,
             letters,
+            spans,
         }),
         Err(e) => Err(e),
     };

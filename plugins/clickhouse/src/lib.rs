@@ -18,6 +18,7 @@
 //! | `user` | none | sent as `X-ClickHouse-User` |
 //! | `create_tables` | `true` | `CREATE TABLE IF NOT EXISTS` on a destination_id's first batch |
 //! | `engine` | `MergeTree ORDER BY tuple()` | the table engine clause |
+//! | `exactly_once` | `false` | key rows on their source position (below) |
 //!
 //! Types: Int64 -> Int64, Float64 -> Float64, Boolean -> UInt8, Utf8/Binary ->
 //! String, Decimal -> Decimal(P, S), Timestamp -> DateTime('UTC') (seconds),
@@ -29,8 +30,33 @@
 //! data, unknown table or column, syntax, authentication), which are fatal.
 //! A plain MergeTree table does not de-duplicate a batch retried after a
 //! timeout that had in fact been written.
+//!
+//! Idempotent writes. From a Kafka source each INSERT carries
+//! `insert_deduplication_token` = the host's batch id (`host.batch-source`:
+//! derived from the destination_id and the batch's offset ranges), when the
+//! server knows that setting (ClickHouse 22.2 and later; asked once, in
+//! `system.settings`). ClickHouse then drops an insert whose token it saw
+//! among the last inserts of a Replicated table, or of a MergeTree with
+//! `non_replicated_deduplication_window`: a retry, and a replay after a
+//! crash that the host cut at the same offsets. A replay is cut again from
+//! the last commit, though, and its batches can span other offsets (the
+//! pages of a restarted consumer are not the killed one's), so the token
+//! alone does not make a crash loop exactly-once.
+//!
+//! `exactly_once: true` does: each row is keyed on its source position.
+//! Tables are created `ReplacingMergeTree ORDER BY (source_record_id,
+//! source_timestamp)` (plus the deduplication window where the server has
+//! it), so a row written twice, whatever the batch it came in, is one row
+//! once merged; read with `FINAL` (`SELECT count() FROM t FINAL`) or after
+//! `OPTIMIZE TABLE t FINAL` to see each once before the background merge.
+//! For Kafka, `source_record_id` is `partition_{p}_offset_{o}`, the same on
+//! every replay; it does not name the topic, so this mode refuses a
+//! destination_id fed by two topics (their positions could meet). It needs
+//! Bizon's columns: with `unnest: true` there is no source position in the
+//! rows, and it stops at the first batch saying so. An `engine` given in
+//! the config wins over this one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use bizon_sdk::arrow_array::cast::AsArray;
@@ -41,7 +67,9 @@ use bizon_sdk::arrow_array::types::{
 use bizon_sdk::arrow_array::{Array, RecordBatch};
 use bizon_sdk::arrow_schema::{DataType, Field, TimeUnit};
 use bizon_sdk::http::{HttpError, Request};
-use bizon_sdk::{export_destination, log, BatchInfo, Config, Destination, Error, WriteError};
+use bizon_sdk::{
+    export_destination, log, BatchInfo, Config, Destination, Error, WriteError, SOURCE_RECORD_ID, SOURCE_TIMESTAMP,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -56,8 +84,10 @@ struct Settings {
     user: Option<String>,
     #[serde(default = "default_true")]
     create_tables: bool,
-    #[serde(default = "default_engine")]
-    engine: String,
+    #[serde(default)]
+    engine: Option<String>,
+    #[serde(default)]
+    exactly_once: bool,
 }
 
 fn default_database() -> String {
@@ -66,14 +96,23 @@ fn default_database() -> String {
 fn default_true() -> bool {
     true
 }
-fn default_engine() -> String {
-    "MergeTree ORDER BY tuple()".into()
-}
+/// A table's engine unless the config names one.
+const ENGINE: &str = "MergeTree ORDER BY tuple()";
+/// With `exactly_once`: a row per source position once merged.
+const ENGINE_EXACTLY_ONCE: &str = "ReplacingMergeTree ORDER BY (source_record_id, source_timestamp)";
+/// Inserts remembered by token, where the server has the setting (its
+/// default for Replicated tables).
+const DEDUPLICATION_WINDOW: u32 = 1000;
 
 struct ClickHouse {
     settings: Settings,
     /// Tables this instance created (or found) already.
     ready: HashSet<String>,
+    /// Whether the server knows `insert_deduplication_token`; asked at the
+    /// first write.
+    tokens: Option<bool>,
+    /// With `exactly_once`: the topic each destination_id's rows come from.
+    topics: HashMap<String, String>,
 }
 
 impl Destination for ClickHouse {
@@ -85,6 +124,8 @@ impl Destination for ClickHouse {
         Ok(ClickHouse {
             settings,
             ready: HashSet::new(),
+            tokens: None,
+            topics: HashMap::new(),
         })
     }
 
@@ -98,6 +139,27 @@ impl Destination for ClickHouse {
 
     fn write(&mut self, batch: &RecordBatch, info: &BatchInfo) -> Result<u64, WriteError> {
         let table = self.table(&info.destination_id);
+        let source = bizon_sdk::batch_source();
+        if self.settings.exactly_once {
+            self.check_exactly_once(batch, info, source.as_ref())?;
+        }
+        let tokens = match self.tokens {
+            Some(known) => known,
+            None => {
+                let known = self.query(
+                    "SELECT count() FROM system.settings WHERE name = 'insert_deduplication_token'",
+                    Vec::new(),
+                )?;
+                let known = known.trim() == "1";
+                if !known && source.is_some() {
+                    log::info!(
+                        "this ClickHouse has no insert_deduplication_token: a retried batch is \
+                         de-duplicated only by `exactly_once: true`"
+                    );
+                }
+                *self.tokens.insert(known)
+            }
+        };
         if self.settings.create_tables && !self.ready.contains(&table) {
             let columns = batch
                 .schema()
@@ -109,7 +171,7 @@ impl Destination for ClickHouse {
             let create = format!(
                 "CREATE TABLE IF NOT EXISTS {table} ({}) ENGINE = {}",
                 columns.join(", "),
-                self.settings.engine
+                self.engine(tokens)
             );
             self.query(&create, Vec::new())?;
             log::info!("table {table} ready for destination_id {}", info.destination_id);
@@ -117,12 +179,73 @@ impl Destination for ClickHouse {
         }
         let mut body = Vec::with_capacity(batch.get_array_memory_size());
         json_each_row(batch, &mut body).map_err(WriteError::fatal)?;
-        self.query(&format!("INSERT INTO {table} FORMAT JSONEachRow"), body)?;
+        let token = source.filter(|_| tokens).map(|s| s.batch_id);
+        self.query(&insert(&table, token.as_deref()), body)?;
         Ok(info.num_rows)
     }
 }
 
+/// The INSERT of a batch, with its deduplication token when it has one.
+/// (A setting named in the query's SETTINGS clause, which the HTTP
+/// interface takes as the query text.)
+fn insert(table: &str, token: Option<&str>) -> String {
+    match token {
+        Some(token) => {
+            format!("INSERT INTO {table} SETTINGS insert_deduplication_token = '{token}' FORMAT JSONEachRow")
+        }
+        None => format!("INSERT INTO {table} FORMAT JSONEachRow"),
+    }
+}
+
 impl ClickHouse {
+    /// The engine clause new tables get.
+    fn engine(&self, tokens: bool) -> String {
+        match (&self.settings.engine, self.settings.exactly_once) {
+            (Some(engine), _) => engine.clone(),
+            (None, false) => ENGINE.into(),
+            (None, true) if tokens => {
+                format!("{ENGINE_EXACTLY_ONCE} SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}")
+            }
+            (None, true) => ENGINE_EXACTLY_ONCE.into(),
+        }
+    }
+
+    /// `exactly_once` keys rows on `source_record_id` and
+    /// `source_timestamp`: both must be there, and one topic per
+    /// destination_id (a Kafka record id does not name its topic).
+    fn check_exactly_once(
+        &mut self,
+        batch: &RecordBatch,
+        info: &BatchInfo,
+        source: Option<&bizon_sdk::BatchSource>,
+    ) -> Result<(), WriteError> {
+        let schema = batch.schema();
+        for column in [SOURCE_RECORD_ID, SOURCE_TIMESTAMP] {
+            if schema.field_with_name(column).is_err() {
+                return Err(WriteError::fatal(format!(
+                    "exactly_once: destination_id {} has no `{column}` column to key rows on \
+                     (`unnest: true` drops Bizon's columns; turn one of the two off)",
+                    info.destination_id
+                )));
+            }
+        }
+        for range in source.map(|s| s.ranges.as_slice()).unwrap_or_default() {
+            let topic = self
+                .topics
+                .entry(info.destination_id.clone())
+                .or_insert_with(|| range.topic.clone());
+            if *topic != range.topic {
+                return Err(WriteError::fatal(format!(
+                    "exactly_once: destination_id {} gets topics `{topic}` and `{}`, whose rows \
+                     could share a source_record_id (partition_P_offset_O); give each topic its own \
+                     destination_id",
+                    info.destination_id, range.topic
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn table(&self, destination_id: &str) -> String {
         let name: String = format!("{}{destination_id}", self.settings.table_prefix)
             .chars()
@@ -377,3 +500,74 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 export_destination!(ClickHouse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_insert_carries_the_batch_id_as_its_deduplication_token() {
+        assert_eq!(
+            insert("`default`.`t`", Some("0123abcd")),
+            "INSERT INTO `default`.`t` SETTINGS insert_deduplication_token = '0123abcd' FORMAT JSONEachRow"
+        );
+        assert_eq!(
+            insert("`default`.`t`", None),
+            "INSERT INTO `default`.`t` FORMAT JSONEachRow"
+        );
+    }
+
+    fn plugin(config: &str) -> ClickHouse {
+        ClickHouse::open(Config::from_json(config).unwrap()).unwrap_or_else(|_| panic!("{config}"))
+    }
+
+    #[test]
+    fn exactly_once_tables_are_keyed_on_the_source_position_unless_an_engine_is_given() {
+        let url = r#""url": "http://127.0.0.1:8123""#;
+        assert_eq!(plugin(&format!("{{{url}}}")).engine(true), ENGINE);
+        let once = plugin(&format!(r#"{{{url}, "exactly_once": true}}"#));
+        assert_eq!(once.engine(false), ENGINE_EXACTLY_ONCE);
+        assert_eq!(
+            once.engine(true),
+            format!("{ENGINE_EXACTLY_ONCE} SETTINGS non_replicated_deduplication_window = 1000")
+        );
+        let own = plugin(&format!(r#"{{{url}, "exactly_once": true, "engine": "Log"}}"#));
+        assert_eq!(own.engine(true), "Log");
+    }
+
+    #[test]
+    fn exactly_once_refuses_rows_without_a_position_and_two_topics_in_one_table() {
+        use bizon_sdk::arrow_array::{ArrayRef, Int64Array, StringArray};
+        use bizon_sdk::{BatchSource, OffsetRange};
+        use std::sync::Arc;
+
+        let mut once = plugin(r#"{"url": "http://127.0.0.1:8123", "exactly_once": true}"#);
+        let info = BatchInfo {
+            destination_id: "events".into(),
+            sequence: 0,
+            num_rows: 1,
+        };
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["partition_0_offset_1"]));
+        let times: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let bizon = RecordBatch::try_from_iter([(SOURCE_RECORD_ID, ids), (SOURCE_TIMESTAMP, times)]).unwrap();
+        let unnested = RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
+        let from = |topic: &str| BatchSource {
+            batch_id: "x".into(),
+            ranges: vec![OffsetRange {
+                topic: topic.into(),
+                partition: 0,
+                first: 1,
+                last: 1,
+            }],
+        };
+        let err = once.check_exactly_once(&unnested, &info, None).unwrap_err().to_string();
+        assert!(err.contains("no `source_record_id` column"), "{err}");
+        once.check_exactly_once(&bizon, &info, Some(&from("orders"))).unwrap();
+        once.check_exactly_once(&bizon, &info, Some(&from("orders"))).unwrap();
+        let err = once
+            .check_exactly_once(&bizon, &info, Some(&from("refunds")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topics `orders` and `refunds`"), "{err}");
+    }
+}

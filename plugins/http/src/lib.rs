@@ -4,8 +4,18 @@
 //! and connection failures are retried here with exponential backoff,
 //! honouring `Retry-After`; once `max_retries` are spent the batch comes back
 //! retryable, and the host retries it later. Every request carries an
-//! idempotency key, `{destination_id}-{sequence}-{part}`, the same on every
-//! retry, so the receiver can drop duplicates.
+//! idempotency key, the same on every retry, so the receiver can drop
+//! duplicates:
+//!
+//! - from a Kafka source, `{batch_id}-{part}`: the host's batch id
+//!   (`host.batch-source`) depends only on the destination_id and the offset
+//!   ranges, so a replay after a crash cut at the same offsets sends the
+//!   same keys too (one cut elsewhere does not: see docs/plugins.md);
+//! - from other sources, `{destination_id}-{hash}-{length}` of the request
+//!   body: the same for a retry (even after the plugin was rebuilt), and
+//!   another for the next run's batches, whose `_bizon_id`s differ (a
+//!   sequence number would restart at 0 with each run, and a receiver would
+//!   then drop a later run's first batches as duplicates).
 //!
 //! It needs the endpoint granted: `allow: {hosts: ["https://api.example.com"]}`
 //! (and a credential with `allow.secrets`, which the host adds).
@@ -100,8 +110,12 @@ impl NdjsonDestination for Http {
             self.settings.encoding,
             self.settings.max_request_bytes,
         );
+        let source = bizon_sdk::batch_source();
         for (part, body) in bodies.into_iter().enumerate() {
-            let key = format!("{}-{}-{part}", info.destination_id, info.sequence);
+            let key = match &source {
+                Some(source) => format!("{}-{part}", source.batch_id),
+                None => content_key(&info.destination_id, &body),
+            };
             self.send(body, &key)?;
         }
         log::debug!("{} rows of {} sent", info.num_rows, info.destination_id);
@@ -144,6 +158,15 @@ impl Http {
     }
 }
 
+/// The idempotency key of a request from a source without positions: its
+/// body's 64-bit FNV-1a hash and length (a stable hash: std's is seeded).
+fn content_key(destination_id: &str, body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{destination_id}-{hash:016x}-{}", body.len())
+}
+
 /// The request bodies: rows in order, each body under `max_bytes` unless a
 /// single row is larger (it then goes alone).
 fn split<'a>(rows: impl Iterator<Item = &'a str>, encoding: Encoding, max_bytes: usize) -> Vec<Vec<u8>> {
@@ -179,3 +202,17 @@ fn split<'a>(rows: impl Iterator<Item = &'a str>, encoding: Encoding, max_bytes:
 }
 
 export_ndjson_destination!(Http);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_key_is_stable_and_tells_bodies_apart() {
+        let a = content_key("users", b"{\"_bizon_id\":\"a\"}\n");
+        assert_eq!(a, content_key("users", b"{\"_bizon_id\":\"a\"}\n"));
+        assert_ne!(a, content_key("users", b"{\"_bizon_id\":\"b\"}\n"));
+        assert_ne!(a, content_key("orders", b"{\"_bizon_id\":\"a\"}\n"));
+        assert!(a.starts_with("users-") && a.ends_with("-18"), "{a}");
+    }
+}

@@ -40,6 +40,7 @@ export class ArrowBatch {
     this.destinationId = info.destinationId;
     this.sequence = toNumber(info.sequence);
     this.numRows = toNumber(info.numRows);
+    this.source = undefined;
     this._columns = new Map();
     this._rows = null;
   }

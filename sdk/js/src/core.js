@@ -117,6 +117,8 @@ export class Batch {
     this.destinationId = info.destinationId;
     this.sequence = toNumber(info.sequence);
     this.numRows = toNumber(info.numRows);
+    // Set by the destination: where the rows were read (Kafka), or undefined.
+    this.source = undefined;
   }
 
   static fromNdjson(bytes, info) {
@@ -168,11 +170,33 @@ function memoryHint(error, bytes) {
   return ` (a batch of ${mb} MB: set buffer_size to 10 or less for a JavaScript plugin)`;
 }
 
+// Where a batch's rows were read, from the host's `batch-source` answer
+// (undefined for a source without positions): { batchId, ranges: [{ topic,
+// partition, first, last }] }, offsets as Numbers. batchId depends on the
+// destination_id and the ranges only: the same for a retry and for a replay
+// cut at the same offsets (an idempotency key; docs/plugins.md).
+export function batchSourceOf(origin) {
+  if (origin === undefined || origin === null) return undefined;
+  return {
+    batchId: origin.batchId,
+    ranges: origin.ranges.map((r) => ({
+      topic: r.topic,
+      partition: r.partition,
+      first: toNumber(r.first),
+      last: toNumber(r.last),
+    })),
+  };
+}
+
 // The exports componentize-js wants, around an author's spec. Errors are
 // thrown as the contract's values: a string for open/check/finalize, a
 // write-error variant ({tag, val}) for writeRecords. Anything else thrown
 // out of an export (an Error object) traps as "invalid variant tag".
-export function makeDestination(spec, { name = spec.name || 'js-plugin', version = spec.version || '0.1.0' } = {}) {
+// `batchSource`: the host's `batch-source` import (none outside a component).
+export function makeDestination(
+  spec,
+  { name = spec.name || 'js-plugin', version = spec.version || '0.1.0', batchSource = () => undefined } = {},
+) {
   if (typeof spec.writeRecords !== 'function') {
     throw new TypeError('defineDestination: writeRecords(batch) is required');
   }
@@ -244,7 +268,9 @@ export function makeDestination(spec, { name = spec.name || 'js-plugin', version
       };
       let result;
       try {
-        result = spec.writeRecords(input.decode(bytes, info));
+        const batch = input.decode(bytes, info);
+        batch.source = batchSourceOf(batchSource());
+        result = spec.writeRecords(batch);
       } catch (error) {
         return settle(error);
       }

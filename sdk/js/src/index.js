@@ -7,7 +7,7 @@
 //   export const transform = defineTransform({ open, transform });
 //
 // Built into a component by `npx bizon-plugin build app.js -o my_dest.wasm`.
-import { log as hostLog } from 'bizon:destination/host@0.1.0';
+import { batchSource as hostBatchSource, log as hostLog } from 'bizon:destination/host@0.1.0';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 import { handle } from 'wasi:http/outgoing-handler@0.2.12';
 import { Fields, OutgoingBody, OutgoingRequest } from 'wasi:http/types@0.2.12';
@@ -35,8 +35,10 @@ globalThis.fetch = makeFetch({ handle, Fields, OutgoingRequest, OutgoingBody });
 // files.write/append/read/readBytes/list/remove over allow.dirs.
 export const files = makeFiles(getDirectories);
 
+// batch.source: where the batch's rows were read (Kafka offset ranges and a
+// batch id), or undefined.
 export function defineDestination(spec) {
-  return makeDestination(spec);
+  return makeDestination(spec, { batchSource: hostBatchSource });
 }
 
 // transform(record) returns the record, an object (its new data), an array

@@ -231,3 +231,17 @@ test('async open, checkConnection and finalize are awaited; a false or a rejecti
   await assert.rejects(late.open('{}'), (e) => /^open: Error: no/.test(e));
   assert.equal(thrown(() => late.writeRecords(info(0), ndjson([]))).tag, 'fatal', 'not opened');
 });
+
+test('a batch carries where its rows were read when the host says, offsets as Numbers', () => {
+  const seen = [];
+  const answers = [
+    { batchId: 'ab'.repeat(16), ranges: [{ topic: 'orders', partition: 2, first: 40n, last: 49n }] },
+    undefined,
+  ];
+  const d = makeDestination({ writeRecords: (batch) => void seen.push(batch.source) }, { batchSource: () => answers.shift() });
+  d.open('{}');
+  d.writeRecords(info(1), ndjson([{ a: 1 }]));
+  d.writeRecords(info(1, 1n), ndjson([{ a: 2 }]));
+  assert.deepEqual(seen[0], { batchId: 'ab'.repeat(16), ranges: [{ topic: 'orders', partition: 2, first: 40, last: 49 }] });
+  assert.equal(seen[1], undefined);
+});

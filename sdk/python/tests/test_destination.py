@@ -2,7 +2,7 @@ import types
 
 import pytest
 
-from bizon_plugin import Batch, Destination, Rejected, Retryable
+from bizon_plugin import Batch, BatchSource, Destination, OffsetRange, Rejected, Retryable
 from bizon_plugin.destination import Runner, find_destination
 
 
@@ -135,3 +135,19 @@ def test_find_destination_wants_exactly_one_subclass():
         find_destination(module_with(A, B))
     with pytest.raises(TypeError, match="found none"):
         find_destination(module_with())
+
+
+def test_a_batch_carries_its_source_when_the_host_gives_one():
+    seen = []
+
+    class D(Destination):
+        def write_records(self, batch):
+            seen.append(batch.source)
+
+    runner = Runner(D)
+    runner.open({})
+    source = BatchSource("ab" * 16, [OffsetRange("orders", 2, 40, 49)])
+    assert runner.write_records(Batch.from_columns({"source_data": ["{}"]}), "t", 0, 1, source).kind == "ok"
+    assert runner.write_records(Batch.from_columns({"source_data": ["{}"]}), "t", 1, 1).kind == "ok"
+    assert seen[0].batch_id == "ab" * 16 and seen[0].ranges == [OffsetRange("orders", 2, 40, 49)]
+    assert seen[1] is None

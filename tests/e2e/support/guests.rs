@@ -105,3 +105,18 @@ pub fn unknown_import(dir: &Path) -> PathBuf {
     let escape = r#"(import "bizon:destination/escape@0.1.0" (instance (export "run" (func (param "command" string) (result string)))))"#;
     wat_plugin(dir, "unknown_import", escape, "")
 }
+
+/// `dir/first_contract.wasm`: a plugin shaped as a component built against
+/// `bizon:destination@0.1.0` as first published imports it: `types` with
+/// `log-level` only, `host` with `log` only (no `batch-source`).
+pub fn first_contract(dir: &Path) -> PathBuf {
+    let imports = r#"(import "bizon:destination/types@0.1.0" (instance $types
+        (type $level (enum "trace" "debug" "info" "warn" "error"))
+        (export "log-level" (type (eq $level)))))
+      (alias export $types "log-level" (type $log-level))
+      (import "bizon:destination/host@0.1.0" (instance $host
+        (alias outer 1 $log-level (type $level))
+        (export "log-level" (type $lv (eq $level)))
+        (export "log" (func (param "level" $lv) (param "message" string)))))"#;
+    wat_plugin(dir, "first_contract", imports, "")
+}

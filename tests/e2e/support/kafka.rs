@@ -3,7 +3,7 @@
 //! once per test process; or a real cluster named by BIZON_TEST_KAFKA_BROKERS.
 //! With an rdkafka admin client, producer and committed-offset reader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -173,6 +173,41 @@ impl Broker {
         (0..partitions)
             .map(|p| consumer.fetch_watermarks(topic, p, TIMEOUT).unwrap().1)
             .collect()
+    }
+
+    /// The offsets `topic`'s partitions serve below `ends`, read from the
+    /// beginning. A broker that lost part of its log in a crash can serve
+    /// holes (tansu on s3://), which no consumer can read.
+    pub fn served(&self, topic: &str, ends: &[i64]) -> BTreeSet<(i64, i64)> {
+        use rdkafka::message::Message;
+        let consumer: BaseConsumer = self
+            .client()
+            .set("group.id", unique("reader"))
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..ends.len() as i32 {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut served = BTreeSet::new();
+        let mut done = vec![false; ends.len()];
+        let deadline = Instant::now() + TIMEOUT;
+        while done.contains(&false) && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let (p, o) = (m.partition() as usize, m.offset());
+                    if o < ends[p] {
+                        served.insert((p as i64, o));
+                    }
+                    done[p] |= o + 1 >= ends[p];
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => done[p as usize] = true,
+                _ => {}
+            }
+        }
+        served
     }
 
     /// The first `count` messages of `topic` (fewer if they do not come

@@ -340,6 +340,7 @@ impl SourceTask for BridgeSource {
                             extracted_at_us,
                             records,
                             letters: Vec::new(),
+                            spans: Vec::new(),
                         };
                         sequence += 1;
                         if link.events.blocking_send(SourceEvent::Page(page)).is_err() {

@@ -477,6 +477,8 @@ struct PageParts {
     records: Vec<crate::record::SourceRecord>,
     /// Next offset of each partition the page reached.
     next: Vec<(Tp, i64)>,
+    /// The first offset the page took of each partition, in `next`'s order.
+    first: Vec<i64>,
     letters: Vec<crate::record::Letter>,
     /// Messages of this run taken (records, skips and letters).
     seen: u64,
@@ -558,6 +560,7 @@ impl Reader<'_> {
             read_at: now_us(),
             records: Vec::with_capacity(batch.min(10_000) as usize),
             next: Vec::new(),
+            first: Vec::new(),
             letters: Vec::new(),
             seen: 0,
         };
@@ -592,12 +595,25 @@ impl Reader<'_> {
         }
         let sequence = self.sequence;
         self.sequence += 1;
+        let topics = &self.source.decoder.topics;
+        let spans = (page.next.iter().zip(&page.first))
+            .filter_map(|(((topic, partition), next), first)| {
+                Some(super::Span {
+                    destination_id: topics.get(&**topic)?.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    first: *first,
+                    last: next - 1,
+                })
+            })
+            .collect();
         self.context().shared().offsets.page(sequence, page.next);
         Ok(Some(Page {
             sequence,
             extracted_at_us: page.read_at,
             records: page.records,
             letters: page.letters,
+            spans,
         }))
     }
 
@@ -647,6 +663,7 @@ impl Reader<'_> {
                     }
                 };
                 page.next.push(((topic, partition), offset + 1));
+                page.first.push(offset);
             }
         }
         match self.source.decoder.decode(message, page.read_at) {

@@ -3,10 +3,22 @@
 `bizon-plugin build app.py -o my_plugin.wasm`."""
 
 from .arrow import ArrowError
-from .batch import Batch, Row
+from .batch import Batch, BatchSource, OffsetRange, Row
 from . import http
 from .destination import Destination, Rejected, Retryable
 from .transform import Record, Transform
 
-__all__ = ["ArrowError", "Batch", "Destination", "Record", "Rejected", "Retryable", "Row", "Transform", "http"]
+__all__ = [
+    "ArrowError",
+    "Batch",
+    "BatchSource",
+    "Destination",
+    "OffsetRange",
+    "Record",
+    "Rejected",
+    "Retryable",
+    "Row",
+    "Transform",
+    "http",
+]
 __version__ = "0.1.0"

@@ -10,12 +10,22 @@ from wit_world.imports import bizon_destination_types as types
 from wit_world.imports import host
 
 from . import _host_log
+from .batch import BatchSource, OffsetRange
 from .destination import Runner, find_destination
 
 
 def _check(outcome):
     if outcome.kind != "ok":
         raise Err(outcome.value)
+
+
+def _source():
+    """What `host.batch-source` says of the batch being written, as SDK types."""
+    origin = host.batch_source()
+    if origin is None:
+        return None
+    ranges = [OffsetRange(r.topic, r.partition, r.first, r.last) for r in origin.ranges]
+    return BatchSource(origin.batch_id, ranges)
 
 
 def export(module):
@@ -35,7 +45,7 @@ def export(module):
             _check(runner.check_connection())
 
         def write_records(self, info, batch):
-            out = runner.write_records(batch, info.destination_id, info.sequence, info.num_rows)
+            out = runner.write_records(batch, info.destination_id, info.sequence, info.num_rows, _source())
             if out.kind == "ok":
                 return out.value
             if out.kind == "retryable":

@@ -10,7 +10,49 @@ import json
 
 from .arrow import read_stream
 
-__all__ = ["Batch", "Row"]
+__all__ = ["Batch", "BatchSource", "OffsetRange", "Row"]
+
+
+class OffsetRange:
+    """The messages of one topic partition a batch holds: the first and last
+    offset its pages took (records, skips and dead letters alike)."""
+
+    __slots__ = ("topic", "partition", "first", "last")
+
+    def __init__(self, topic, partition, first, last):
+        self.topic = topic
+        self.partition = partition
+        self.first = first
+        self.last = last
+
+    def __eq__(self, other):
+        return isinstance(other, OffsetRange) and (self.topic, self.partition, self.first, self.last) == (
+            other.topic,
+            other.partition,
+            other.first,
+            other.last,
+        )
+
+    def __repr__(self):
+        return f"OffsetRange({self.topic!r}, {self.partition}, {self.first}, {self.last})"
+
+
+class BatchSource:
+    """Where a batch's rows were read (a Kafka source): `ranges`, one
+    OffsetRange per topic partition, and `batch_id`, 32 hex digits derived
+    from the destination_id and the ranges only. The id is the same for a
+    retry and for a replay after a crash cut at the same offsets: an
+    idempotency key. A replay cut elsewhere gets another id, so to be
+    exactly-once across crashes key rows on `source_record_id` as well."""
+
+    __slots__ = ("batch_id", "ranges")
+
+    def __init__(self, batch_id, ranges):
+        self.batch_id = batch_id
+        self.ranges = list(ranges)
+
+    def __repr__(self):
+        return f"BatchSource({self.batch_id!r}, {self.ranges!r})"
 
 
 class Batch:
@@ -21,6 +63,8 @@ class Batch:
         self.num_rows = length
         self.destination_id = destination_id
         self.sequence = sequence
+        # A BatchSource for a source with positions (Kafka), else None.
+        self.source = None
         self._decoders = decoders
         self._columns = {}
         self._index = {f.name: i for i, f in enumerate(fields)}

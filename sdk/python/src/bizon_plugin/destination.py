@@ -128,12 +128,14 @@ class Runner:
             return Outcome("fatal", "check_connection returned False")
         return Outcome("ok", None)
 
-    def write_records(self, data, destination_id, sequence, num_rows):
+    def write_records(self, data, destination_id, sequence, num_rows, source=None):
         not_ready = self._ready("write_records")
         if not_ready:
             return not_ready
         try:
             batch = data if isinstance(data, Batch) else Batch.from_arrow(data, destination_id, sequence)
+            if source is not None:
+                batch.source = source
             result = self.destination.write_records(batch)
         except Retryable as e:
             return Outcome("retryable", (str(e) or "Retryable") + _errors.wait(e.after))

@@ -318,6 +318,7 @@ mod tests {
             destination_id: dest,
             sequence: 3,
             records: builder.finish(1_700_000_000_123_456).unwrap(),
+            source: Vec::new(),
         }
     }
 
@@ -428,6 +429,7 @@ mod tests {
             destination_id: "typed".into(),
             sequence: 9,
             records,
+            source: Vec::new(),
         };
         let first = encode(&batch, true, InsertIds::BizonId, 100, REQUEST_BUDGET).unwrap();
         let again = encode(&batch, true, InsertIds::BizonId, 100, REQUEST_BUDGET).unwrap();
