@@ -27,3 +27,13 @@ node --test sdk/js/test/
 # the same machine under other load (caches warm, load average 6-10).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 cargo test --release --workspace "$@"
+# Every shell block of README.md and docs/*.md, run as a reader types it
+# (scripts/doc-runner; 20 blocks from 7 pages in 2-2.5 min here), with the
+# release binary the tests above built. First its self-check: a documented
+# flag broken in a copy of README.md must fail naming the page and line.
+# Only on a whole run: arguments choose one suite.
+if [ $# -eq 0 ]; then
+    export BIZON_HOST_BIN="${CARGO_TARGET_DIR:-target}/release/bizon-host"
+    python3 scripts/doc-runner --self-check
+    python3 scripts/doc-runner
+fi

@@ -5,7 +5,8 @@ produce SERVERS TOPIC N PARTITIONS
     same shape as host/benches/kafka.rs (a ~330-byte Debezium-style JSON value,
     a JSON key, one header), message i to partition i % PARTITIONS; the last
     message of each partition in a batch of its own (tansu answers ListOffsets
-    with the last batch's base + 1, REFERENCE.md section 5).
+    with the last batch's base offset + 1, not the last offset + 1, so a
+    partition's last batch must hold one message for its end to be exact).
 count FILE
     Prints `lines=L distinct=D` for Bizon's NDJSON output: rows, and distinct
     (topic, partition, offset) among them.

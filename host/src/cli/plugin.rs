@@ -134,7 +134,12 @@ fn stdin_pipeline() -> Pipeline {
             sync_mode: None,
         }),
         destination: DestinationConfig::Wasm(WasmConfig {
-            options: DestinationOptions::default(),
+            // What parsing a file with this source would set: its records go
+            // to `jsonl` (docs/sdk-js.md's example writes `/out/jsonl.jsonl`).
+            options: DestinationOptions {
+                generated_destination_id: Some("jsonl".into()),
+                ..Default::default()
+            },
             plugin: PathBuf::new(),
             plugin_config: None,
             limits: Limits::default(),
@@ -466,6 +471,11 @@ mod tests {
             ("/data", "/data".into(), false)
         );
         assert!(parse_allow_dir(":/x").is_err());
+    }
+
+    #[test]
+    fn stdin_records_go_to_the_destination_id_jsonl() {
+        assert_eq!(stdin_pipeline().destination.options().default_destination_id(), "jsonl");
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub const DEFAULT_BUFFER_SIZE_MB: f64 = 50.0;
 pub const DEFAULT_BUFFER_FLUSH_TIMEOUT_S: u64 = 600;
 pub const DEFAULT_MAX_CONCURRENT_THREADS: usize = 10;
 
-/// The options of REFERENCE section 1 that every destination has.
+/// The options every destination has, as Bizon 0.6.4 reads them from a
+/// destination's `config` (buffer, retries, destination id, record schemas).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationOptions {
     /// Flush a destination_id's buffer once it holds this many megabytes;

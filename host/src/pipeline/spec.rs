@@ -5,7 +5,7 @@
 //! `streams` (injected into the source and destination as Bizon does:
 //! [`streams`](super::streams)), `transforms` (checked here, run by
 //! `transform`), `dead_letter` (bizon-host's own), and the sections
-//! bizon-host reads but does not implement (`engine`, `alerting`,
+//! bizon-host reads but does not implement (`engine`, `id`, `alerting`,
 //! `monitoring`, `secrets`), reported with a warning. Every error names the
 //! file, the line and the field.
 //!
@@ -62,8 +62,7 @@ struct PipelineFile {
     #[serde(default)]
     dead_letter: Option<DeadLetterConfig>,
     #[serde(default)]
-    #[serde(rename = "id")]
-    _id: Option<IgnoredAny>,
+    id: Option<IgnoredAny>,
     #[serde(default)]
     alerting: Option<IgnoredAny>,
     #[serde(default)]
@@ -82,6 +81,22 @@ struct SourceName {
 #[derive(Deserialize)]
 struct DestinationName {
     name: Spanned<String>,
+}
+
+/// The dead letters' two targets, with the line of `topic` for the error
+/// when both are given (the typed config has no lines).
+#[derive(Deserialize)]
+struct DeadLetterTargets {
+    #[serde(default)]
+    dead_letter: Option<Targets>,
+}
+
+#[derive(Deserialize)]
+struct Targets {
+    #[serde(default)]
+    path: Option<IgnoredAny>,
+    #[serde(default)]
+    topic: Option<Spanned<String>>,
 }
 
 /// The source section's keys that shape what a destination does.
@@ -114,6 +129,20 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
         )?;
     }
     source_config::check(&source, file, &names.source.name)?;
+    if names.dead_letter.is_some() {
+        let targets: DeadLetterTargets = from_yaml(&text, file)?;
+        if let Some(Targets {
+            path: Some(_),
+            topic: Some(topic),
+        }) = targets.dead_letter
+        {
+            return Err(ConfigError::spanned(
+                file,
+                &topic,
+                "dead_letter.topic: give `path` (a file) or `topic` (a Kafka topic), not both",
+            ));
+        }
+    }
     destination.options().validate(file)?;
     let run: Run = from_yaml(&text, file)?;
     let options = destination.options_mut();
@@ -129,6 +158,7 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
     let transforms = crate::transform::check_entries(names.transforms.unwrap_or_default(), &text, file)?;
     let ignored_sections = [
         ("engine", names.engine.is_some()),
+        ("id", names.id.is_some()),
         #[cfg(not(feature = "wasm"))]
         ("transforms", names.transforms.is_some()),
         ("alerting", names.alerting.is_some()),
@@ -148,4 +178,26 @@ pub fn parse(text: &str, file: &str, lookup: impl Fn(&str) -> Option<String>) ->
         ignored_sections,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    const BASE: &str = "name: p\nsource: {name: dummy, total_records: 1}\ndestination: {name: logger, config: {}}\n";
+
+    #[test]
+    fn a_top_level_id_is_tolerated_with_a_warning() {
+        let p = super::parse(&format!("id: 7\n{BASE}"), "p.yaml", |_| None).unwrap();
+        assert_eq!(p.ignored_sections, vec!["id"]);
+    }
+
+    #[test]
+    fn dead_letters_to_a_file_and_a_topic_at_once_are_refused_at_the_topic() {
+        let text = format!("{BASE}dead_letter:\n  path: dl.jsonl\n  topic: dead\n");
+        let e = super::parse(&text, "p.yaml", |_| None).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("p.yaml", 6), "{e}");
+        assert!(
+            e.message.contains("dead_letter.topic") && e.message.contains("not both"),
+            "{e}"
+        );
+    }
 }

@@ -60,7 +60,9 @@ impl Default for TenantLimits {
     }
 }
 
-/// A tenant's own limits: only what differs from the defaults.
+/// A tenant's own limits: the keys it was given, stored as given (a key set
+/// to today's default stays pinned when the default changes); a key not
+/// given follows the server's default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {

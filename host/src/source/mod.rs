@@ -40,7 +40,7 @@ pub struct Page {
     pub letters: Vec<Letter>,
     /// For a source with positions (Kafka): the messages the page took, per
     /// partition, so that each batch can tell a plugin where its rows come
-    /// from ([`crate::destination::Batch::source`]). Empty otherwise.
+    /// from (the destination batch's `source`). Empty otherwise.
     pub spans: Vec<Span>,
 }
 

@@ -72,8 +72,8 @@ fn start() -> Emulators {
     std::fs::create_dir_all(&dir).unwrap();
     let gcs_root = dir.join("gcs");
     std::fs::create_dir_all(&gcs_root).unwrap();
-    // The Rust storage client drops the port from the Host header on resumable
-    // uploads (REFERENCE section 3): GCS must be on port 80.
+    // The Rust storage client (google-cloud-storage) drops the port from the
+    // Host header on resumable uploads: GCS must be on port 80.
     // A test process that ended just before stops its emulators within a
     // second or two (its watchdog polls each second): wait for port 80 that long.
     let deadline = Instant::now() + Duration::from_secs(15);

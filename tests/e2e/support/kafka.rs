@@ -134,7 +134,7 @@ impl Broker {
     }
 
     /// A producer that sends each record in a batch of its own (tansu
-    /// fetches from inside a batch skip to the next one: REFERENCE section 5).
+    /// 0.6.0 answers a fetch from inside a record batch with the next batch).
     pub fn producer(&self) -> TestProducer {
         self.producer_with(&[("linger.ms", "0"), ("batch.num.messages", "1")])
     }

@@ -15,7 +15,7 @@
 //! GCS goes through one authenticated media upload (`uploadType=media`), not
 //! google-cloud-storage: a flush is one object written once, which is one
 //! request, and that crate's resumable uploads drop the port from the Host
-//! header (REFERENCE section 3), which ties the emulator to port 80.
+//! header (so a storage emulator on any port but 80 is unreachable).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
