@@ -8,3 +8,6 @@
 
 mod broker;
 mod disk;
+mod serve;
+mod soak;
+mod warehouse;

@@ -26,6 +26,7 @@ mod docs;
 mod egress;
 mod faults;
 mod file_modes;
+mod fuzz;
 mod kafka;
 mod openapi;
 mod pipeline;

@@ -178,22 +178,28 @@ impl Source for JsonlSource {
     fn next_page(&mut self) -> Result<Option<Vec<SourceRecord>>, SourceError> {
         let now = now_us();
         let mut records = Vec::with_capacity(self.page_size);
-        let mut line = String::new();
+        let mut line = Vec::new();
         while records.len() < self.page_size {
             line.clear();
-            let read = self.lines.read_line(&mut line).map_err(|source| SourceError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+            // Bytes, then UTF-8 line by line: a line that is not UTF-8 is a
+            // bad line, named and skippable, not a read error of the file.
+            let read = self
+                .lines
+                .read_until(b'\n', &mut line)
+                .map_err(|source| SourceError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
             if read == 0 {
                 break;
             }
             self.line_no += 1;
-            let text = line.trim();
-            if text.is_empty() {
-                continue;
-            }
-            match self.record(text, now) {
+            let record = match std::str::from_utf8(&line) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => self.record(text.trim(), now),
+                Err(e) => Err(self.bad_line(format!("not UTF-8: {e}"))),
+            };
+            match record {
                 Ok(r) => records.push(r),
                 Err(e) if self.skip_invalid => {
                     self.skipped += 1;

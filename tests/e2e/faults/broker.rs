@@ -26,7 +26,7 @@ use crate::support::kafka::{unique, Broker};
 use crate::support::serve::{body as yaml, csv_rows, Serve, ADMIN};
 use crate::support::{free_port, metrics, poll, wait_until, wasm};
 
-const PARTITIONS: i32 = 3;
+pub(super) const PARTITIONS: i32 = 3;
 
 /// How long the broker stays down.
 fn outage() -> Duration {
@@ -42,14 +42,14 @@ fn outage() -> Duration {
 /// within a batch), until stopped. It keeps what it cannot send while the
 /// broker is down and sends it when the broker is back (10 minutes before
 /// librdkafka gives a message up).
-struct Producing {
+pub(super) struct Producing {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Producing {
-    fn start(b: &Broker, topic: &str) -> Self {
+    pub(super) fn start(b: &Broker, topic: &str) -> Self {
         let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
         let producer = b.producer_with(&[
             ("linger.ms", "0"),
@@ -77,12 +77,12 @@ impl Producing {
         Producing { stop, sent, thread }
     }
 
-    fn sent(&self) -> usize {
+    pub(super) fn sent(&self) -> usize {
         self.sent.load(Ordering::Relaxed)
     }
 
     /// Stops, once every message is delivered; how many were sent.
-    fn finish(self) -> usize {
+    pub(super) fn finish(self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("the producer delivered everything");
         self.sent.load(Ordering::Relaxed)
@@ -108,7 +108,7 @@ fn ids_of(rows: &[(String, Value)]) -> Vec<u64> {
 }
 
 /// Every id below `sent` is in `ids`.
-fn assert_every_id(ids: &[u64], sent: usize) {
+pub(super) fn assert_every_id(ids: &[u64], sent: usize) {
     let ids: BTreeSet<u64> = ids.iter().copied().collect();
     let missing: Vec<u64> = (0..sent as u64).filter(|i| !ids.contains(i)).collect();
     assert!(
@@ -235,7 +235,7 @@ fn serve_pipeline(b: &Broker, topic: &str) -> String {
 
 /// The ids in the csv rows under `out` (the `{"id": N}` value is the last
 /// column but one, `source_data`, quoted).
-fn csv_ids(out: &Path) -> Vec<u64> {
+pub(super) fn csv_ids(out: &Path) -> Vec<u64> {
     csv_rows(out)
         .iter()
         .filter_map(|r| {

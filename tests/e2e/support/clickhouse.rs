@@ -1,22 +1,39 @@
 //! A real clickhouse-server (Debian's 18.16, installed by
 //! scripts/install-clickhouse.sh) started for one test on free ports in a
-//! temporary directory, and a minimal HTTP client for its queries.
+//! temporary directory, and a minimal HTTP client for its queries. A test
+//! may SIGKILL it and start it again on the same ports and data
+//! ([`ClickHouse::kill`], [`ClickHouse::restart`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use super::common::{free_port, poll, require_tool};
+use super::common::{free_port, poll, require_tool, wait_until};
 
 pub struct ClickHouse {
     pub http_port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    /// The native and interserver ports, kept across a restart.
+    other_ports: (u16, u16),
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl ClickHouse {
     pub fn start() -> ClickHouse {
+        let mut server = ClickHouse {
+            http_port: free_port(),
+            other_ports: (free_port(), free_port()),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server (again) on its ports and data, and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "clickhouse-server runs already");
         let binary = require_tool(
             "clickhouse-server",
             &[
@@ -25,9 +42,7 @@ impl ClickHouse {
             ],
             "bash scripts/install-clickhouse.sh",
         );
-        let dir = tempfile::tempdir().unwrap();
-        let http_port = free_port();
-        let path = dir.path().display();
+        let (http_port, path) = (self.http_port, self.dir.path().display());
         let child = Command::new(binary)
             .arg("--config-file=/etc/clickhouse-server/config.xml")
             .arg("--")
@@ -38,22 +53,27 @@ impl ClickHouse {
             .arg(format!("--logger.log={path}/server.log"))
             .arg(format!("--logger.errorlog={path}/error.log"))
             .arg(format!("--http_port={http_port}"))
-            .arg(format!("--tcp_port={}", free_port()))
-            .arg(format!("--interserver_http_port={}", free_port()))
+            .arg(format!("--tcp_port={}", self.other_ports.0))
+            .arg(format!("--interserver_http_port={}", self.other_ports.1))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start clickhouse-server");
-        let server = ClickHouse {
-            http_port,
-            child,
-            _dir: dir,
-        };
+        self.child = Some(child);
         poll(
             || format!("clickhouse-server to answer on port {http_port}"),
-            || (server.try_query("SELECT 1").map(|r| r.trim() == "1") == Ok(true)).then_some(()),
+            || (self.try_query("SELECT 1").map(|r| r.trim() == "1") == Ok(true)).then_some(()),
         );
-        server
+    }
+
+    /// SIGKILL: the server dies at once; returns once its HTTP port is closed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let addr = format!("127.0.0.1:{}", self.http_port);
+        wait_until("clickhouse-server to stop", || TcpStream::connect(&addr).is_err());
     }
 
     pub fn url(&self) -> String {
@@ -83,7 +103,9 @@ impl ClickHouse {
 
 impl Drop for ClickHouse {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

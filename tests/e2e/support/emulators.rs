@@ -1,10 +1,12 @@
 //! bqemulator and gcp-storage-emulator from the repo's .venv
 //! (scripts/install-emulators.sh), started once per test binary.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::common::{free_port, poll, require_tool, spawn_watched, venv_tool};
+use super::common::{free_port, poll, require_tool, spawn_watched, venv_tool, wait_until};
 
 pub const PROJECT: &str = "test-project";
 pub const BUCKET: &str = "bizon-buffer";
@@ -12,6 +14,8 @@ pub const BUCKET: &str = "bizon-buffer";
 pub struct Emulators {
     pub rest: String,
     pub grpc: String,
+    /// Where the GCS emulator keeps its objects, which bqemulator's load jobs read.
+    pub gcs_objects: PathBuf,
 }
 
 /// Waits until `url` answers 2xx; the test fails with `log` when it does not.
@@ -135,5 +139,94 @@ fn start() -> Emulators {
     Emulators {
         rest,
         grpc: format!("http://127.0.0.1:{grpc_port}"),
+        gcs_objects: gcs_root.join(".cloudstorage"),
+    }
+}
+
+/// A bqemulator of one test's own, file-backed (`--persistent`), that the
+/// test SIGKILLs and starts again on the same ports and data: a warehouse
+/// that goes away under a run and comes back with what it had. Load jobs
+/// read `gcs_objects` (the shared GCS emulator's, [`Emulators::gcs_objects`]).
+/// Killed when dropped.
+pub struct OwnBigQuery {
+    pub rest: String,
+    pub grpc: String,
+    ports: (u16, u16),
+    gcs_objects: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnBigQuery {
+    pub fn start(gcs_objects: &Path) -> Self {
+        let ports = (free_port(), free_port());
+        let mut bq = OwnBigQuery {
+            rest: format!("http://127.0.0.1:{}", ports.0),
+            grpc: format!("http://127.0.0.1:{}", ports.1),
+            ports,
+            gcs_objects: gcs_objects.to_path_buf(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        bq.restart();
+        bq
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bq.log")).unwrap_or_default()
+    }
+
+    /// Starts it (again), and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "bqemulator runs already");
+        let bq = require_tool(
+            "bqemulator",
+            &[venv_tool("bqemulator")],
+            "bash scripts/install-emulators.sh",
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("bq.log"))
+            .unwrap();
+        let data = self.dir.path().join("data");
+        let child = Command::new(bq)
+            .args(["start", "--rest-host", "127.0.0.1", "--grpc-host", "127.0.0.1"])
+            .args(["--rest-port", &self.ports.0.to_string()])
+            .args(["--grpc-port", &self.ports.1.to_string()])
+            .args(["--persistent", "--project", PROJECT, "--log-level", "warning"])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("BQEMU_GCS_LOCAL_ROOT", &self.gcs_objects)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_http(
+            &format!("{}/bigquery/v2/projects/{PROJECT}/datasets", self.rest),
+            "bqemulator (persistent)",
+            &self.dir.path().join("bq.log"),
+        );
+    }
+
+    /// SIGKILL, without a word to its clients; returns once its ports are closed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let rest = format!("127.0.0.1:{}", self.ports.0);
+        wait_until("bqemulator to stop", || std::net::TcpStream::connect(&rest).is_err());
+    }
+}
+
+impl Drop for OwnBigQuery {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! A proxy in front of bqemulator that answers `insertAll` as a test script
 //! says: the faults the emulator cannot produce (503, 429, per-row
 //! `insertErrors` with HTTP 200). A job id submitted a second time is
-//! answered 409, as BigQuery does. Everything else goes to the emulator.
+//! answered 409, as BigQuery does. Any other request may be answered by a
+//! second script ([`start_with`]: GCS answering 500 or 429 for a while);
+//! everything else goes to the emulator.
 //! Minimal HTTP/1.1 over a tokio TcpListener, one request per connection.
 
 use std::sync::{Arc, Mutex};
@@ -33,11 +35,16 @@ pub struct Seen {
 
 pub type Script = dyn Fn(usize, &Value) -> Reply + Send + Sync;
 
+/// What to answer any other request (method, path); None forwards it.
+pub type Other = dyn Fn(&str, &str) -> Option<Reply> + Send + Sync;
+
 pub struct FaultServer {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Job ids submitted (`POST .../jobs`), and whether the answer was 409.
     pub jobs: Arc<Mutex<Vec<(String, bool)>>>,
+    /// The other requests: method, path and the status answered (0: forwarded).
+    pub others: Arc<Mutex<Vec<(String, String, u16)>>>,
 }
 
 impl FaultServer {
@@ -48,9 +55,17 @@ impl FaultServer {
 
 /// The proxy, on a free port of 127.0.0.1 until the test process ends.
 pub fn start(upstream: &str, script: Box<Script>) -> FaultServer {
+    start_with(upstream, script, Box::new(|_, _| None))
+}
+
+/// [`start`], with `other` answering the requests that are neither
+/// insertAll nor a job's submission.
+pub fn start_with(upstream: &str, script: Box<Script>, other: Box<Other>) -> FaultServer {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let jobs: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let others: Arc<Mutex<Vec<(String, String, u16)>>> = Arc::default();
     let (upstream, log, script, job_log) = (upstream.to_string(), seen.clone(), Arc::new(script), jobs.clone());
+    let (other, other_log) = (Arc::new(other), others.clone());
     let addr = serve_in_background(|listener| async move {
         let client = reqwest::Client::new();
         loop {
@@ -62,8 +77,14 @@ pub fn start(upstream: &str, script: Box<Script>) -> FaultServer {
                 client.clone(),
                 job_log.clone(),
             );
+            let (other, others) = (other.clone(), other_log.clone());
             tokio::spawn(async move {
-                let _ = serve(socket, &upstream, &log, &jobs, &**script, &client).await;
+                let logs = Logs {
+                    seen: &log,
+                    jobs: &jobs,
+                    others: &others,
+                };
+                let _ = serve(socket, &upstream, logs, &**script, &**other, &client).await;
             });
         }
     });
@@ -71,17 +92,30 @@ pub fn start(upstream: &str, script: Box<Script>) -> FaultServer {
         url: format!("http://{addr}"),
         seen,
         jobs,
+        others,
     }
+}
+
+/// Where [`serve`] writes down what it saw.
+struct Logs<'a> {
+    seen: &'a Mutex<Vec<Seen>>,
+    jobs: &'a Mutex<Vec<(String, bool)>>,
+    others: &'a Mutex<Vec<(String, String, u16)>>,
 }
 
 async fn serve(
     mut socket: TcpStream,
     upstream: &str,
-    log: &Mutex<Vec<Seen>>,
-    jobs: &Mutex<Vec<(String, bool)>>,
+    logs: Logs<'_>,
     script: &Script,
+    other: &Other,
     client: &reqwest::Client,
 ) -> std::io::Result<()> {
+    let Logs {
+        seen: log,
+        jobs,
+        others,
+    } = logs;
     let mut buf = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 8192];
@@ -156,7 +190,14 @@ async fn serve(
             false => Reply::Forward,
         }
     } else {
-        Reply::Forward
+        let reply = other(&method, &path);
+        let status = match &reply {
+            None | Some(Reply::Forward) => 0,
+            Some(Reply::Json(_)) => 200,
+            Some(Reply::Status(s, _) | Reply::Headers(s, _, _)) => *s,
+        };
+        others.lock().unwrap().push((method.clone(), path.clone(), status));
+        reply.unwrap_or(Reply::Forward)
     };
     let mut extra = String::new();
     let (status, answer) = match reply {
