@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs moto's S3 server into .venv at the repo root (gitignored): the
 # durable storage of the tansu broker that the tests SIGKILL and restart
-# (tansu on `s3://`, REFERENCE.md section 5; tests/e2e/support/kafka.rs).
+# (tansu 0.6 from PyPI stores in `memory://` or `s3://`; tests/e2e/support/durable.rs).
 # Only S3 and the server's own dependencies: `moto[server]` would bring every
 # AWS service's (cfn-lint, sympy, docker, ...), three times the download.
 # Idempotent: nothing is done when the pinned versions are there.

@@ -3,7 +3,8 @@
 //! repo's .venv. One S3 server per test process, a bucket per broker; the
 //! broker is a child the test kills and starts again on the same port and
 //! bucket, which then holds the topics, messages and committed offsets it
-//! held (REFERENCE.md section 5).
+//! held. (The PyPI tansu 0.6 has `memory://` and `s3://` storage, not
+//! PostgreSQL or SQLite: S3 is its durable one here.)
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
