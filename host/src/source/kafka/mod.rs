@@ -49,6 +49,13 @@ const POLL: Duration = Duration::from_millis(100);
 const PATIENCE: Duration = Duration::from_millis(500);
 /// librdkafka's prefetch bound unless consumer_config sets one.
 const PREFETCH_KB: &str = "16384";
+/// How long librdkafka waits before fetching a partition again once the
+/// prefetch bound above was reached, unless consumer_config sets it. Its
+/// default, 1000 ms, stalled every run that reads faster than the broker
+/// fills 16 MB: a full refresh of 1M messages took 6.9-7.2 s at 2.0-2.4
+/// CPU-s, idle two thirds of the time, and 1.4-1.5 s with 10 ms (tansu,
+/// 2026-12-07, the kafka bench's topic; docs/kafka.md, Figures).
+const REFETCH_AFTER_FULL_MS: &str = "10";
 /// Default of the revoke drain bound, below librdkafka's rebalance timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often written offsets are committed in stream mode, at most, unless
@@ -79,6 +86,9 @@ impl KafkaSource {
         settings
             .entry("queued.max.messages.kbytes".into())
             .or_insert_with(|| PREFETCH_KB.into());
+        settings
+            .entry("fetch.queue.backoff.ms".into())
+            .or_insert_with(|| REFETCH_AFTER_FULL_MS.into());
         if config.advertised_within.is_some() {
             // The brokers it learns are read from these.
             settings.insert("statistics.interval.ms".into(), advertised::STATISTICS_EVERY_MS.into());
@@ -821,6 +831,23 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prefetch bound and how soon a full prefetch is topped up again
+    /// (the 1 s default stalled reads five-fold), each unless the user set it.
+    #[test]
+    fn prefetch_defaults_give_way_to_consumer_config() {
+        let settings = |extra: &str| {
+            let yaml = format!("name: kafka\nbootstrap_servers: b:9092\ntopic: t\nmessage_encoding: utf-8\n{extra}");
+            let config: KafkaSourceConfig = serde_saphyr::from_str(&yaml).unwrap();
+            KafkaSource::new(&config, false).unwrap().settings
+        };
+        let ours = settings("");
+        assert_eq!(ours["queued.max.messages.kbytes"], PREFETCH_KB);
+        assert_eq!(ours["fetch.queue.backoff.ms"], "10");
+        let theirs = settings("consumer_config:\n  fetch.queue.backoff.ms: 500\n  queued.max.messages.kbytes: 1024\n");
+        assert_eq!(theirs["fetch.queue.backoff.ms"], "500");
+        assert_eq!(theirs["queued.max.messages.kbytes"], "1024");
+    }
 
     #[test]
     fn a_partition_ends_at_the_watermark_seen_at_start_and_a_short_answer_is_noticed() {
