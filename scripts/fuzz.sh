@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The property tests of tests/e2e/fuzz.rs (the pipeline YAML loader, the
-# Kafka JSON decoder, the jsonl source's lines, what plugins hand back),
+# Kafka JSON and Avro decoders with registry answers, the jsonl source's
+# lines, what plugins hand back, serve's API request bodies),
 # each run for MINUTES minutes (10 by default) in rounds of CASES cases
 # (10000 by default), every round on a new random seed. CI runs a few
 # hundred cases of each. A failure stops the script; proptest writes its

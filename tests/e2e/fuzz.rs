@@ -1,8 +1,10 @@
 //! Property tests ("fuzzing without nightly", proptest) of what the host
-//! reads from outside: pipeline YAML, Kafka message bytes, `jsonl` lines,
-//! and what a plugin hands back (describe fields, error and rejected-row
-//! reasons, log lines). Each property holds for any input: nothing panics,
-//! an error says where, and what is accepted round-trips.
+//! reads from outside: pipeline YAML, Kafka message bytes (JSON, and Avro
+//! with the schema registry's answers), `jsonl` lines, what a plugin hands
+//! back (describe fields, error and rejected-row reasons, log lines), and
+//! the bodies of `serve`'s API requests. Each property holds for any
+//! input: nothing panics, an error says where, and what is accepted
+//! round-trips.
 //!
 //! CI runs a few hundred cases of each (a few seconds in all);
 //! `scripts/fuzz.sh MINUTES` runs each for that long with many more cases.
@@ -11,8 +13,10 @@
 //! found becomes a named regression test beside its property.
 
 mod jsonl;
+mod kafka_avro;
 mod kafka_json;
 mod plugin_text;
+mod serve_api;
 mod yaml;
 
 use proptest::test_runner::Config;

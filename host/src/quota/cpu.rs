@@ -38,6 +38,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// from idle does not take the cores for long.
 const BURST: f64 = 0.25;
 
+/// More cores than any machine the host runs on has: a share this large
+/// never waits.
+const MAX_CORES: f64 = 4096.0;
+
 /// The longest a group is made to wait at once, in seconds. Work charged
 /// after the fact (a compile bomb's minutes, run on idle cores once the
 /// share was spent) would otherwise freeze the tenant's pipelines for many
@@ -88,8 +92,12 @@ impl CpuShare {
         Duration::from_nanos(self.used[work as usize].load(Ordering::Relaxed))
     }
 
+    /// At least 0.01 of a core, at most [`MAX_CORES`]: a tenant's
+    /// `cpu_cores: 1e300` (any f64 the API takes) made a semaphore of
+    /// 1e300 threads, and tokio panics past 2^61 permits (found by
+    /// tests/e2e/fuzz/serve_api.rs). `max` also turns NaN into the floor.
     fn floor(cores: f64) -> f64 {
-        cores.max(0.01)
+        cores.max(0.01).min(MAX_CORES)
     }
 
     fn threads_for(cores: f64) -> usize {

@@ -65,7 +65,29 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(no_method)
         // Bodies are read by the handlers, after the caller is known, up to a limit.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::map_response(plain_rejection_as_json))
         .with_state(state)
+}
+
+/// An extractor's own rejection is plain text (axum's `Path` refusing a
+/// segment that is not UTF-8 once percent-decoded: `PUT /v1/plugins/%FF`,
+/// found by tests/e2e/fuzz/serve_api.rs): it is answered in the error
+/// shape of every other 4xx, its text the message.
+async fn plain_rejection_as_json(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes() == b"application/json");
+    if !status.is_client_error() || json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("bad request").to_string(),
+        text => text.to_string(),
+    };
+    ApiError::new(status, "bad_request", message).into_response()
 }
 
 async fn no_route() -> ApiError {

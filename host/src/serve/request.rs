@@ -7,12 +7,16 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 
-/// The body, or 413 past `limit` bytes (read no further than that).
+/// The body, or 413 past `limit` bytes (read no further than that). A
+/// tenant's limit may be any u64 (`plugin_mb: 18446744073709551615`
+/// overflowed the `+ 1` here, found by tests/e2e/fuzz/serve_api.rs): the
+/// sums saturate.
 pub async fn read_body(body: Body, limit: u64, what: impl Fn(u64) -> ApiError) -> Result<Bytes, ApiError> {
-    Ok(http_body_util::Limited::new(body, limit as usize + 1)
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(http_body_util::Limited::new(body, limit.saturating_add(1))
         .collect()
         .await
-        .map_err(|_| what(limit + 1))?
+        .map_err(|_| what((limit as u64).saturating_add(1)))?
         .to_bytes())
 }
 

@@ -41,7 +41,7 @@ pub async fn put(
     check_name("secret", &name)?;
     let max = tenant.limits.secret_kb.saturating_mul(1024);
     let body = Zeroizing::new(
-        read_body(body, max.saturating_mul(BODY_PER_VALUE_BYTE) + 64, |_| {
+        read_body(body, max.saturating_mul(BODY_PER_VALUE_BYTE).saturating_add(64), |_| {
             ApiError::too_large(format!("a secret's value is at most {} KiB", tenant.limits.secret_kb))
         })
         .await?

@@ -12,7 +12,7 @@ const FILE: &str = "fuzz.yaml";
 
 /// Pipelines that load, of every section the loader knows: the mutations
 /// below start from these.
-const SEEDS: &[&str] = &[
+pub(super) const SEEDS: &[&str] = &[
     include_str!("../../../examples/quickstart.yaml"),
     include_str!("../../../examples/bizon-dummy-logger.yaml"),
     "name: k\nsource:\n  name: kafka\n  stream: topic\n  sync_mode: stream\n  bootstrap_servers: ${BROKERS}\n  \
@@ -94,14 +94,14 @@ const PIECES: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
-enum Edit {
+pub(super) enum Edit {
     Delete(usize, usize),
     Insert(usize, &'static str),
     DuplicateLine(usize),
     SwapLines(usize, usize),
 }
 
-fn edit() -> impl Strategy<Value = Edit> {
+pub(super) fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), 1usize..30).prop_map(|(at, n)| Edit::Delete(at, n)),
         (any::<usize>(), prop::sample::select(PIECES)).prop_map(|(at, p)| Edit::Insert(at, p)),
@@ -112,7 +112,7 @@ fn edit() -> impl Strategy<Value = Edit> {
 
 /// `seed` with `edits` applied (positions taken modulo the text, on char
 /// boundaries).
-fn mutate(seed: &str, edits: &[Edit]) -> String {
+pub(super) fn mutate(seed: &str, edits: &[Edit]) -> String {
     let mut text = seed.to_string();
     let boundary = |t: &str, at: usize| {
         let mut at = at % (t.len() + 1);

@@ -7,12 +7,21 @@
 //! Python values come out of orjson: records as objects in field order,
 //! unions as their branch, enums as their symbol, timestamps as ISO 8601
 //! text. Bytes and fixed values (which orjson cannot write: Bizon stops)
-//! become base64 text; decimals and durations are refused (Bizon stops too).
+//! become base64 text; decimals and durations are refused (Bizon stops too),
+//! and so are dates and times Python's `datetime` cannot hold (years 1 to
+//! 9999, times of day within 24 hours: fastavro raises on them).
+//!
+//! What a message or the registry can make the decoder do is bounded
+//! (found by tests/e2e/fuzz/kafka_avro.rs): a length or item count is at
+//! most [`MAX_ALLOCATION`], and schemas whose decoding is bounded by
+//! nothing are refused (a type holding itself, an array of items that take
+//! no bytes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use apache_avro::schema::{Name, Namespace};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde_json::value::RawValue;
@@ -25,6 +34,16 @@ pub enum AvroError {
     Message(String),
     Registry(String),
 }
+
+/// Longest string or bytes, and most items in an array or map block, a
+/// message may claim, for the whole process (apache-avro's limit is one
+/// global; 512 MiB by default). apache-avro reserves room for a block's
+/// items before reading them, 56 bytes each: with its default an 11-byte
+/// message claiming 500M items asked for 28 GB and aborted the process.
+/// 16 Mi items reserve at most 0.9 GB of address space, never touched
+/// unless the items are there; 16 MiB is 16 times Kafka's default largest
+/// message.
+pub const MAX_ALLOCATION: usize = 16 << 20;
 
 pub struct AvroDecoder {
     url: String,
@@ -41,6 +60,7 @@ impl AvroDecoder {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("schema registry client: {e}"))?;
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
             auth: (!username.is_empty()).then(|| (username.to_string(), password.to_string())),
@@ -65,7 +85,7 @@ impl AvroDecoder {
         let value = apache_avro::from_avro_datum(&schema.0, &mut body, None)
             .map_err(|e| AvroError::Message(format!("not Avro of schema {id}: {e}")))?;
         let mut out = Vec::with_capacity(bytes.len() * 2);
-        render(&value, &mut out).map_err(AvroError::Message)?;
+        render(&value, &mut out).map_err(|e| AvroError::Message(format!("schema {id}: {e}")))?;
         Ok((String::from_utf8(out).expect("rendered JSON is UTF-8"), schema))
     }
 
@@ -128,7 +148,109 @@ fn parse_schema(text: &str) -> Result<(Schema, String), String> {
     }
     out.push('}');
     let schema = Schema::parse_str(&out).map_err(|e| format!("not an Avro schema: {e}"))?;
+    bounded(&schema)?;
     Ok((schema, out))
+}
+
+/// `Err` for a schema whose decoding nothing bounds. apache-avro recurses
+/// once per level of a value with no limit, so a type holding itself (a
+/// record field of its own type: no bytes per level; a union branch: one
+/// byte) let a few kilobytes of message overflow the stack and abort the
+/// process; fastavro, in Bizon, stops at Python's recursion limit. And an
+/// array of items that take no bytes (`null`, `fixed` of size 0, records
+/// of only those) lets each byte of a message claim millions of items.
+fn bounded(schema: &Schema) -> Result<(), String> {
+    struct Walk<'a> {
+        defined: HashMap<Name, &'a Schema>,
+        open: Vec<Name>,
+        /// Named types already walked whole: their subtrees are bounded.
+        done: HashSet<Name>,
+    }
+    fn define<'a>(s: &'a Schema, ns: &Namespace, defined: &mut HashMap<Name, &'a Schema>) {
+        match s {
+            Schema::Record(r) => {
+                let name = r.name.fully_qualified_name(ns);
+                r.fields.iter().for_each(|f| define(&f.schema, &name.namespace, defined));
+                defined.insert(name, s);
+            }
+            Schema::Array(a) => define(&a.items, ns, defined),
+            Schema::Map(m) => define(&m.types, ns, defined),
+            Schema::Union(u) => u.variants().iter().for_each(|v| define(v, ns, defined)),
+            _ => {}
+        }
+    }
+    impl<'a> Walk<'a> {
+        fn walk(&mut self, s: &'a Schema, ns: &Namespace) -> Result<(), String> {
+            match s {
+                Schema::Record(r) => {
+                    let name = r.name.fully_qualified_name(ns);
+                    if self.done.contains(&name) {
+                        return Ok(());
+                    }
+                    self.open.push(name.clone());
+                    for f in &r.fields {
+                        self.walk(&f.schema, &name.namespace)?;
+                    }
+                    self.open.pop();
+                    self.done.insert(name);
+                    Ok(())
+                }
+                Schema::Ref { name } => {
+                    let name = name.fully_qualified_name(ns);
+                    if self.open.contains(&name) {
+                        return Err(format!(
+                            "type `{}` holds itself; a recursive schema is not decoded (its depth would be bounded \
+                             only by the message's size)",
+                            name.fullname(None)
+                        ));
+                    }
+                    match self.defined.get(&name) {
+                        Some(defined) => self.walk(defined, &name.namespace),
+                        None => Ok(()),
+                    }
+                }
+                Schema::Array(a) if self.takes_no_bytes(&a.items, ns, 0) => Err(
+                    "an array of items that take no bytes (null, fixed of size 0, records of only those): each \
+                     byte of a message could claim millions of them"
+                        .into(),
+                ),
+                Schema::Array(a) => self.walk(&a.items, ns),
+                Schema::Map(m) => self.walk(&m.types, ns),
+                Schema::Union(u) => u.variants().iter().try_for_each(|v| self.walk(v, ns)),
+                _ => Ok(()),
+            }
+        }
+
+        /// `depth` stops at a type holding itself, which `walk` refuses.
+        fn takes_no_bytes(&self, s: &Schema, ns: &Namespace, depth: usize) -> bool {
+            match s {
+                Schema::Null => true,
+                Schema::Fixed(f) => f.size == 0,
+                Schema::Decimal(d) => self.takes_no_bytes(&d.inner, ns, depth),
+                Schema::Record(r) => {
+                    let name = r.name.fully_qualified_name(ns);
+                    r.fields
+                        .iter()
+                        .all(|f| self.takes_no_bytes(&f.schema, &name.namespace, depth))
+                }
+                Schema::Ref { name } if depth < 64 => {
+                    let name = name.fully_qualified_name(ns);
+                    self.defined
+                        .get(&name)
+                        .is_some_and(|d| self.takes_no_bytes(d, &name.namespace, depth + 1))
+                }
+                _ => false,
+            }
+        }
+    }
+    let mut defined = HashMap::new();
+    define(schema, &None, &mut defined);
+    Walk {
+        defined,
+        open: Vec::new(),
+        done: HashSet::new(),
+    }
+    .walk(schema, &None)
 }
 
 /// A JSON object's members in their order.
@@ -239,19 +361,19 @@ fn render(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         Value::Record(fields) => object(fields.iter().map(|(k, v)| (k, v)), out)?,
         Value::Date(days) => {
             let mut t = Vec::new();
-            write_iso8601_us(i64::from(*days) * 86_400_000_000, &mut t);
+            write_iso8601_us(python_datetime(i64::from(*days).checked_mul(DAY_US), value)?, &mut t);
             out.push(b'"');
             out.extend_from_slice(&t[..10]);
             out.push(b'"');
         }
-        Value::TimestampMillis(ms) => iso(out, ms.saturating_mul(1000), true),
-        Value::TimestampMicros(us) => iso(out, *us, true),
-        Value::TimestampNanos(ns) => iso(out, ns.div_euclid(1000), true),
-        Value::LocalTimestampMillis(ms) => iso(out, ms.saturating_mul(1000), false),
-        Value::LocalTimestampMicros(us) => iso(out, *us, false),
-        Value::LocalTimestampNanos(ns) => iso(out, ns.div_euclid(1000), false),
-        Value::TimeMillis(ms) => time_of_day(i64::from(*ms) * 1000, out),
-        Value::TimeMicros(us) => time_of_day(*us, out),
+        Value::TimestampMillis(ms) => iso(out, python_datetime(ms.checked_mul(1000), value)?, true),
+        Value::TimestampMicros(us) => iso(out, python_datetime(Some(*us), value)?, true),
+        Value::TimestampNanos(ns) => iso(out, python_datetime(Some(ns.div_euclid(1000)), value)?, true),
+        Value::LocalTimestampMillis(ms) => iso(out, python_datetime(ms.checked_mul(1000), value)?, false),
+        Value::LocalTimestampMicros(us) => iso(out, python_datetime(Some(*us), value)?, false),
+        Value::LocalTimestampNanos(ns) => iso(out, python_datetime(Some(ns.div_euclid(1000)), value)?, false),
+        Value::TimeMillis(ms) => time_of_day(i64::from(*ms) * 1000, value, out)?,
+        Value::TimeMicros(us) => time_of_day(*us, value, out)?,
         other => {
             return Err(format!(
                 "Avro value {other:?} has no JSON form (Bizon cannot write it either)"
@@ -261,13 +383,31 @@ fn render(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+const DAY_US: i64 = 86_400_000_000;
+
+/// Microseconds since the epoch if Python's `datetime` holds them (years 1
+/// to 9999; the text written has a four-digit year then).
+fn python_datetime(us: Option<i64>, value: &Value) -> Result<i64, String> {
+    const FIRST_US: i64 = -62_135_596_800_000_000; // 0001-01-01T00:00
+    const END_US: i64 = 253_402_300_800_000_000; // 10000-01-01T00:00
+    us.filter(|us| (FIRST_US..END_US).contains(us)).ok_or_else(|| {
+        format!("Avro value {value:?} is outside years 1-9999 (Python's datetime, hence Bizon, cannot hold it)")
+    })
+}
+
 /// `HH:MM:SS[.ffffff]`, as Python's `time.isoformat()`.
-fn time_of_day(us: i64, out: &mut Vec<u8>) {
+fn time_of_day(us: i64, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+    if !(0..DAY_US).contains(&us) {
+        return Err(format!(
+            "Avro value {value:?} is outside 00:00-24:00 (Python's time, hence Bizon, cannot hold it)"
+        ));
+    }
     let mut t = Vec::with_capacity(32);
     write_iso8601_us(us, &mut t);
     out.push(b'"');
     out.extend_from_slice(&t[11..t.len() - "+00:00".len()]);
     out.push(b'"');
+    Ok(())
 }
 
 #[cfg(test)]
