@@ -95,9 +95,13 @@ impl CpuShare {
     /// At least 0.01 of a core, at most [`MAX_CORES`]: a tenant's
     /// `cpu_cores: 1e300` (any f64 the API takes) made a semaphore of
     /// 1e300 threads, and tokio panics past 2^61 permits (found by
-    /// tests/e2e/fuzz/serve_api.rs). `max` also turns NaN into the floor.
+    /// tests/e2e/fuzz/serve_api.rs); NaN (a YAML `.nan`) is the floor.
     fn floor(cores: f64) -> f64 {
-        cores.max(0.01).min(MAX_CORES)
+        if cores.is_nan() {
+            0.01
+        } else {
+            cores.clamp(0.01, MAX_CORES)
+        }
     }
 
     fn threads_for(cores: f64) -> usize {

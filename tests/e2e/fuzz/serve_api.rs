@@ -206,9 +206,9 @@ fn check(serve: &Serve, tenant: &str, request: &Request) -> Result<(), TestCaseE
         Request::PutPlugin(n, b) => ("PUT", format!("/v1/plugins/{n}"), tenant, b),
         Request::PutSecret(n, b) => ("PUT", format!("/v1/secrets/{n}"), tenant, b),
     };
-    let (status, answer) = serve.send(method, &path, token, Some(body.clone())).map_err(|e| {
-        TestCaseError::fail(format!("{method} {path}: no answer ({e})\nserve log:\n{}", serve.log()))
-    })?;
+    let (status, answer) = serve
+        .send(method, &path, token, Some(body.clone()))
+        .map_err(|e| TestCaseError::fail(format!("{method} {path}: no answer ({e})\nserve log:\n{}", serve.log())))?;
     prop_assert!(status < 500, "{method} {path}: {status} {answer}");
     if status >= 400 {
         let message = answer["error"]["message"].as_str().unwrap_or_default();
@@ -287,6 +287,13 @@ fn a_path_that_is_not_utf8_is_refused_in_the_error_shape() {
     let serve = Serve::start(&dir.path().join("data"), "");
     let tenant = serve.tenant("acme", json!({}));
     let (status, answer) = serve.call("PUT", "/v1/plugins/%FF", &tenant, Some(b"x".to_vec()));
-    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("bad_request")), "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("UTF-8"), "{answer}");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("UTF-8"),
+        "{answer}"
+    );
 }
