@@ -26,11 +26,14 @@ use proptest::prelude::*;
 use rdkafka::message::{OwnedMessage, Timestamp};
 use serde_json::{json, Value};
 
+/// Schema id to the status and body the registry answers for it.
+type Answers = Arc<Mutex<HashMap<u32, (u16, Vec<u8>)>>>;
+
 /// The registry stand-in, one for the test binary: each case registers
 /// its answer under an id of its own, so properties run side by side.
 struct Registry {
     url: String,
-    answers: Arc<Mutex<HashMap<u32, (u16, Vec<u8>)>>>,
+    answers: Answers,
     next: AtomicU32,
 }
 
@@ -39,7 +42,7 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let answers: Arc<Mutex<HashMap<u32, (u16, Vec<u8>)>>> = Arc::default();
+        let answers = Answers::default();
         let served = answers.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -626,7 +629,7 @@ fn registry_body() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(any::<u8>(), 0..64),
         any::<String>().prop_map(String::into_bytes),
         top().prop_map(|t| json!({"schema": schema_text(&t)}).to_string().into_bytes()),
-        top().prop_map(|t| schema_text(&t)[1..].as_bytes().to_vec()),
+        top().prop_map(|t| schema_text(&t).as_bytes()[1..].to_vec()),
         Just(b"[]".to_vec()),
         Just(b"\"string\"".to_vec()),
         Just(b"{\"type\": \"string\"}".to_vec()),
