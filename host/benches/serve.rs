@@ -7,8 +7,14 @@
 //!   mean of the runs alone around it, and the median round is the result.
 //! - `density`: many tenants with an idle Kafka pipeline each and some
 //!   active ones: memory per idle tenant and API latency.
+//! - `api-load`: 500 requests a second of mixed tenant traffic (status,
+//!   logs, lists, /metrics, pipeline and plugin PUTs) for BENCH_API_S
+//!   seconds (300) while tenant A's pipeline runs again and again: the
+//!   latency of each kind of request (from when it was due, so a stalled
+//!   server cannot hide its queue), 5xx answers, and A's records/s against
+//!   its runs alone before and after.
 //!
-//! `cargo bench --bench serve -- isolation` (or `density`; BIZON_BENCH_TENANTS
+//! `cargo bench --bench serve -- isolation` (or `density`, `api-load`; BIZON_BENCH_TENANTS
 //! sets the number of idle tenants, default 1000; BENCH_B_CPU_CORES sets
 //! hostile tenant B's CPU share, default 0.25, A getting the rest of the 2
 //! cores; BENCH_A_RECORDS tenant A's records, default 6 M; BENCH_ROUNDS the rounds,
@@ -53,7 +59,8 @@ fn main() {
     match which.as_deref() {
         Some("isolation") | None => isolation(&attacks),
         Some("density") => density(),
-        Some(other) => panic!("unknown bench {other}: isolation or density"),
+        Some("api-load") => api_load(),
+        Some(other) => panic!("unknown bench {other}: isolation, density or api-load"),
     }
     if which.is_none() {
         density();
@@ -564,6 +571,152 @@ fn density() {
         at(0.99),
         at(1.0),
         rss_kib(serve.pid(), "VmRSS:") >> 10,
+        load_average()
+    );
+}
+
+/// The mix of `api-load`, per 100 requests: what tenants' tools and
+/// consoles ask most (a pipeline's status, its logs, the lists) and, less
+/// often, what changes things (a pipeline saved again, a plugin uploaded
+/// again: a new version of the same bytes, so no compile).
+const MIX: [(&str, u32); 7] = [
+    ("GET status", 40),
+    ("GET logs", 20),
+    ("GET list", 15),
+    ("GET plugin", 9),
+    ("PUT pipeline", 10),
+    ("GET /metrics", 5),
+    ("PUT plugin", 1),
+];
+
+fn api_load() {
+    const RATE: u64 = 500;
+    const TENANTS: usize = 10;
+    // Enough workers that one slow answer (a plugin PUT describes the
+    // plugin) does not hold up the schedule: 500/s over 16 is 32 ms each.
+    const WORKERS: u64 = 16;
+    let seconds: u64 = std::env::var("BENCH_API_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "plugin_memory_budget_mb: 2048\n");
+    let a = serve.tenant("acme", json!({"pipelines": 1000}));
+    let sum = plugin("bench_sum");
+    serve.ok("PUT", "/v1/plugins/sum", &a, Some(sum.clone()));
+    let idle =
+        "name: p\nsource:\n  name: dummy\n  total_records: 1000\n  page_size: 100\ndestination:\n  name: wasm\n  \
+                config:\n    plugin: sum\n    buffer_size: 0\n";
+    let tokens: Vec<String> = (0..TENANTS)
+        .map(|t| {
+            let token = serve.tenant(&format!("t{t}"), json!({}));
+            serve.ok("PUT", "/v1/plugins/sum", &token, Some(sum.clone()));
+            serve.ok("PUT", "/v1/pipelines/p", &token, Some(idle.as_bytes().to_vec()));
+            serve.ok("POST", "/v1/pipelines/p/start", &token, None);
+            serve.wait_for(&token, "p", "completed", |s| s["state"] == "completed");
+            token
+        })
+        .collect();
+
+    let mut alone: Vec<f64> = (0..rounds())
+        .map(|r| run_a(&serve, &a, &format!("alone-{r}")).0)
+        .collect();
+    let started = Instant::now() + Duration::from_millis(100);
+    let total = RATE * seconds;
+    let (answers, mut loaded) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (serve, tokens, sum) = (&serve, &tokens, &sum);
+                s.spawn(move || {
+                    let mut answers = Vec::new();
+                    for i in (w..total).step_by(WORKERS as usize) {
+                        let due = started + Duration::from_micros(i * 1_000_000 / RATE);
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        let token = tokens[(i as usize * 7919) % TENANTS].as_str();
+                        // 37 is prime to 100: each 100 requests hold the mix exactly.
+                        let mut pick = (i * 37 % 100) as u32;
+                        let kind = MIX
+                            .iter()
+                            .position(|&(_, share)| {
+                                let here = pick < share;
+                                pick = pick.saturating_sub(share);
+                                here
+                            })
+                            .unwrap();
+                        let (method, path, token, body) = match MIX[kind].0 {
+                            "GET status" => ("GET", "/v1/pipelines/p", token, None),
+                            "GET logs" => ("GET", "/v1/pipelines/p/logs", token, None),
+                            "GET list" => ("GET", "/v1/pipelines", token, None),
+                            "GET plugin" => ("GET", "/v1/plugins/sum", token, None),
+                            "PUT pipeline" => ("PUT", "/v1/pipelines/q", token, Some(idle.as_bytes().to_vec())),
+                            "GET /metrics" => ("GET", "/metrics", ADMIN, None),
+                            _ => ("PUT", "/v1/plugins/sum", token, Some(sum.clone())),
+                        };
+                        let status = serve.send(method, path, token, body).map_or(0, |(status, _)| status);
+                        answers.push((kind, status, due.elapsed()));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        // A's pipeline, again and again while the load lasts.
+        let mut loaded = Vec::new();
+        while started.elapsed() < Duration::from_secs(seconds.saturating_sub(5)) {
+            loaded.push(run_a(&serve, &a, &format!("loaded-{}", loaded.len())).0);
+        }
+        let answers: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        (answers, loaded)
+    });
+    let took = started.elapsed().as_secs_f64();
+    alone.extend((0..rounds()).map(|r| run_a(&serve, &a, &format!("after-{r}")).0));
+
+    println!(
+        "{} requests in {took:.0} s ({:.0}/s) from {WORKERS} workers for {TENANTS} tenants; latency from when each was due:",
+        answers.len(),
+        answers.len() as f64 / took
+    );
+    let report = |what: &str, mut latencies: Vec<Duration>, failed: usize| {
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+        println!(
+            "  {what:<13} {:>7} requests: p50 {:6.1} ms, p99 {:6.1} ms, max {:7.1} ms; 5xx or no answer: {failed}",
+            latencies.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    };
+    let failed = |status: u16| status == 0 || status >= 500;
+    for (kind, (what, _)) in MIX.iter().enumerate() {
+        let of_kind: Vec<_> = answers.iter().filter(|a| a.0 == kind).collect();
+        report(
+            what,
+            of_kind.iter().map(|a| a.2).collect(),
+            of_kind.iter().filter(|a| failed(a.1)).count(),
+        );
+    }
+    let refused: Vec<_> = answers.iter().filter(|a| !failed(a.1) && a.1 >= 400).collect();
+    if let Some(first) = refused.first() {
+        println!(
+            "  {} refused with 4xx (the first: {} {})",
+            refused.len(),
+            MIX[first.0].0,
+            first.1
+        );
+    }
+    report(
+        "all",
+        answers.iter().map(|a| a.2).collect(),
+        answers.iter().filter(|a| failed(a.1)).count(),
+    );
+    let alone_rate = median(&mut alone);
+    let loaded_rate = median(&mut loaded);
+    println!(
+        "A's records/s: alone (before and after, median of {}) {alone_rate:.0}, under the load (median of {}) {loaded_rate:.0}: {:.0}%; load average {}",
+        alone.len(),
+        loaded.len(),
+        100.0 * loaded_rate / alone_rate,
         load_average()
     );
 }
