@@ -589,12 +589,79 @@ const MIX: [(&str, u32); 7] = [
     ("PUT plugin", 1),
 ];
 
+const RATE: u64 = 500;
+
+/// `total` requests of the mix, RATE a second from `started`, each sent
+/// when it is due whatever the answers before it (an open loop: a server
+/// that stalls meets the queue it made, as with real clients), on one
+/// thread: (kind, status or 0 when there was no answer, latency from when it
+/// was due).
+fn load(
+    url: &str,
+    tokens: &[String],
+    sum: &[u8],
+    idle: &str,
+    started: Instant,
+    total: u64,
+) -> Vec<(usize, u16, Duration)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut answers = Vec::new();
+        let mut inflight = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let due = started + Duration::from_micros(i * 1_000_000 / RATE);
+            tokio::time::sleep_until(due.into()).await;
+            let token = tokens[(i as usize * 7919) % tokens.len()].as_str();
+            // 37 is prime to 100: each 100 requests hold the mix exactly.
+            let mut pick = (i * 37 % 100) as u32;
+            let kind = MIX
+                .iter()
+                .position(|&(_, share)| {
+                    let here = pick < share;
+                    pick = pick.saturating_sub(share);
+                    here
+                })
+                .unwrap();
+            let (method, path, token, body) = match MIX[kind].0 {
+                "GET status" => ("GET", "/v1/pipelines/p", token, None),
+                "GET logs" => ("GET", "/v1/pipelines/p/logs", token, None),
+                "GET list" => ("GET", "/v1/pipelines", token, None),
+                "GET plugin" => ("GET", "/v1/plugins/sum", token, None),
+                "PUT pipeline" => ("PUT", "/v1/pipelines/q", token, Some(idle.as_bytes().to_vec())),
+                "GET /metrics" => ("GET", "/metrics", ADMIN, None),
+                _ => ("PUT", "/v1/plugins/sum", token, Some(sum.to_vec())),
+            };
+            let mut request = client
+                .request(method.parse().unwrap(), format!("{url}{path}"))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                request = request.body(body);
+            }
+            inflight.spawn(async move {
+                let status = match request.send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        response.bytes().await.map_or(0, |_| status)
+                    }
+                    Err(_) => 0,
+                };
+                (kind, status, due.elapsed())
+            });
+            while let Some(answer) = inflight.try_join_next() {
+                answers.push(answer.unwrap());
+            }
+        }
+        answers.extend(inflight.join_all().await);
+        answers
+    })
+}
+
 fn api_load() {
-    const RATE: u64 = 500;
     const TENANTS: usize = 10;
-    // Enough workers that one slow answer (a plugin PUT describes the
-    // plugin) does not hold up the schedule: 500/s over 16 is 32 ms each.
-    const WORKERS: u64 = 16;
     let seconds: u64 = std::env::var("BENCH_API_S")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -624,54 +691,19 @@ fn api_load() {
     let started = Instant::now() + Duration::from_millis(100);
     let total = RATE * seconds;
     let (answers, mut loaded) = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                let (serve, tokens, sum) = (&serve, &tokens, &sum);
-                s.spawn(move || {
-                    let mut answers = Vec::new();
-                    for i in (w..total).step_by(WORKERS as usize) {
-                        let due = started + Duration::from_micros(i * 1_000_000 / RATE);
-                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                        let token = tokens[(i as usize * 7919) % TENANTS].as_str();
-                        // 37 is prime to 100: each 100 requests hold the mix exactly.
-                        let mut pick = (i * 37 % 100) as u32;
-                        let kind = MIX
-                            .iter()
-                            .position(|&(_, share)| {
-                                let here = pick < share;
-                                pick = pick.saturating_sub(share);
-                                here
-                            })
-                            .unwrap();
-                        let (method, path, token, body) = match MIX[kind].0 {
-                            "GET status" => ("GET", "/v1/pipelines/p", token, None),
-                            "GET logs" => ("GET", "/v1/pipelines/p/logs", token, None),
-                            "GET list" => ("GET", "/v1/pipelines", token, None),
-                            "GET plugin" => ("GET", "/v1/plugins/sum", token, None),
-                            "PUT pipeline" => ("PUT", "/v1/pipelines/q", token, Some(idle.as_bytes().to_vec())),
-                            "GET /metrics" => ("GET", "/metrics", ADMIN, None),
-                            _ => ("PUT", "/v1/plugins/sum", token, Some(sum.clone())),
-                        };
-                        let status = serve.send(method, path, token, body).map_or(0, |(status, _)| status);
-                        answers.push((kind, status, due.elapsed()));
-                    }
-                    answers
-                })
-            })
-            .collect();
+        let load = s.spawn(|| load(&serve.url, &tokens, &sum, idle, started, total));
         // A's pipeline, again and again while the load lasts.
         let mut loaded = Vec::new();
         while started.elapsed() < Duration::from_secs(seconds.saturating_sub(5)) {
             loaded.push(run_a(&serve, &a, &format!("loaded-{}", loaded.len())).0);
         }
-        let answers: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-        (answers, loaded)
+        (load.join().unwrap(), loaded)
     });
     let took = started.elapsed().as_secs_f64();
     alone.extend((0..rounds()).map(|r| run_a(&serve, &a, &format!("after-{r}")).0));
 
     println!(
-        "{} requests in {took:.0} s ({:.0}/s) from {WORKERS} workers for {TENANTS} tenants; latency from when each was due:",
+        "{} requests in {took:.0} s ({:.0}/s) for {TENANTS} tenants; latency from when each was due:",
         answers.len(),
         answers.len() as f64 / took
     );
