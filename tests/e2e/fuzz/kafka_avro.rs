@@ -803,3 +803,26 @@ fn an_item_count_past_the_message_is_refused_not_an_abort() {
         }
     }
 }
+
+/// Found by `any_registry_answer_is_a_schema_or_an_error_naming_it`:
+/// apache-avro's schema parser unwraps on a named type whose name is not
+/// an Avro name (`"name": ""`) and on such an alias: a panic in the
+/// consumer from the registry's text. Such a schema is the message's
+/// error, naming the schema id.
+#[test]
+fn a_schema_apache_avro_panics_on_is_an_error() {
+    for inner in [
+        r#"{"type": "record", "name": "", "fields": []}"#,
+        r#"{"type": "enum", "name": "e", "aliases": ["not a name"], "symbols": ["A"]}"#,
+    ] {
+        let text = format!(r#"{{"type": "record", "name": "r", "fields": [{{"name": "a", "type": {inner}}}]}}"#);
+        let id = answer(200, text.into_bytes());
+        match decode(&framed(id, &[0])) {
+            Decoded::Bad(error) => assert!(
+                names_the_schema(&error, id) && error.contains("not an Avro schema"),
+                "{error}"
+            ),
+            _ => panic!("{inner} decoded"),
+        }
+    }
+}
