@@ -281,8 +281,14 @@ fn a_serve_pipeline_waits_for_a_killed_broker_and_writes_every_message_after_it_
     assert!(logs.contains("every broker is unreachable"), "{logs}");
     let status = serve.ok("GET", "/v1/pipelines/k", &a, None);
     assert_eq!(status["state"], "running", "{status}");
+    let sent_at_restart = producing.sent();
     broker.start();
     serve.wait_for(&a, "k", "the broker back in the metrics", |_| down() == Some(0.0));
+    // The producer's backlog first (1,800 messages after 90 s, one per
+    // request to a broker writing to S3): its flush has 30 s.
+    wait_until("what was sent during the outage written", || {
+        csv_ids(&out).len() >= sent_at_restart + 20
+    });
     let sent = producing.finish();
     poll(
         || format!("{sent} ids written:\n{}", serve.log()),
