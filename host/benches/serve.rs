@@ -7,8 +7,14 @@
 //!   mean of the runs alone around it, and the median round is the result.
 //! - `density`: many tenants with an idle Kafka pipeline each and some
 //!   active ones: memory per idle tenant and API latency.
+//! - `api-load`: 500 requests a second of mixed tenant traffic (status,
+//!   logs, lists, /metrics, pipeline and plugin PUTs) for BENCH_API_S
+//!   seconds (300) while tenant A's pipeline runs again and again: the
+//!   latency of each kind of request (from when it was due, so a stalled
+//!   server cannot hide its queue), 5xx answers, and A's records/s against
+//!   its runs alone before and after.
 //!
-//! `cargo bench --bench serve -- isolation` (or `density`; BIZON_BENCH_TENANTS
+//! `cargo bench --bench serve -- isolation` (or `density`, `api-load`; BIZON_BENCH_TENANTS
 //! sets the number of idle tenants, default 1000; BENCH_B_CPU_CORES sets
 //! hostile tenant B's CPU share, default 0.25, A getting the rest of the 2
 //! cores; BENCH_A_RECORDS tenant A's records, default 6 M; BENCH_ROUNDS the rounds,
@@ -53,7 +59,8 @@ fn main() {
     match which.as_deref() {
         Some("isolation") | None => isolation(&attacks),
         Some("density") => density(),
-        Some(other) => panic!("unknown bench {other}: isolation or density"),
+        Some("api-load") => api_load(),
+        Some(other) => panic!("unknown bench {other}: isolation, density or api-load"),
     }
     if which.is_none() {
         density();
@@ -564,6 +571,184 @@ fn density() {
         at(0.99),
         at(1.0),
         rss_kib(serve.pid(), "VmRSS:") >> 10,
+        load_average()
+    );
+}
+
+/// The mix of `api-load`, per 100 requests: what tenants' tools and
+/// consoles ask most (a pipeline's status, its logs, the lists) and, less
+/// often, what changes things (a pipeline saved again, a plugin uploaded
+/// again: a new version of the same bytes, so no compile).
+const MIX: [(&str, u32); 7] = [
+    ("GET status", 40),
+    ("GET logs", 20),
+    ("GET list", 15),
+    ("GET plugin", 9),
+    ("PUT pipeline", 10),
+    ("GET /metrics", 5),
+    ("PUT plugin", 1),
+];
+
+const RATE: u64 = 500;
+
+/// `total` requests of the mix, RATE a second from `started`, each sent
+/// when it is due whatever the answers before it (an open loop: a server
+/// that stalls meets the queue it made, as with real clients), on one
+/// thread: (kind, status or 0 when there was no answer, latency from when it
+/// was due).
+fn load(
+    url: &str,
+    tokens: &[String],
+    sum: &[u8],
+    idle: &str,
+    started: Instant,
+    total: u64,
+) -> Vec<(usize, u16, Duration)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut answers = Vec::new();
+        let mut inflight = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let due = started + Duration::from_micros(i * 1_000_000 / RATE);
+            tokio::time::sleep_until(due.into()).await;
+            let token = tokens[(i as usize * 7919) % tokens.len()].as_str();
+            // 37 is prime to 100: each 100 requests hold the mix exactly.
+            let mut pick = (i * 37 % 100) as u32;
+            let kind = MIX
+                .iter()
+                .position(|&(_, share)| {
+                    let here = pick < share;
+                    pick = pick.saturating_sub(share);
+                    here
+                })
+                .unwrap();
+            let (method, path, token, body) = match MIX[kind].0 {
+                "GET status" => ("GET", "/v1/pipelines/p", token, None),
+                "GET logs" => ("GET", "/v1/pipelines/p/logs", token, None),
+                "GET list" => ("GET", "/v1/pipelines", token, None),
+                "GET plugin" => ("GET", "/v1/plugins/sum", token, None),
+                "PUT pipeline" => ("PUT", "/v1/pipelines/q", token, Some(idle.as_bytes().to_vec())),
+                "GET /metrics" => ("GET", "/metrics", ADMIN, None),
+                _ => ("PUT", "/v1/plugins/sum", token, Some(sum.to_vec())),
+            };
+            let mut request = client
+                .request(method.parse().unwrap(), format!("{url}{path}"))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                request = request.body(body);
+            }
+            inflight.spawn(async move {
+                let status = match request.send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        response.bytes().await.map_or(0, |_| status)
+                    }
+                    Err(_) => 0,
+                };
+                (kind, status, due.elapsed())
+            });
+            while let Some(answer) = inflight.try_join_next() {
+                answers.push(answer.unwrap());
+            }
+        }
+        answers.extend(inflight.join_all().await);
+        answers
+    })
+}
+
+fn api_load() {
+    const TENANTS: usize = 10;
+    let seconds: u64 = std::env::var("BENCH_API_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), "plugin_memory_budget_mb: 2048\n");
+    let a = serve.tenant("acme", json!({"pipelines": 1000}));
+    let sum = plugin("bench_sum");
+    serve.ok("PUT", "/v1/plugins/sum", &a, Some(sum.clone()));
+    let idle =
+        "name: p\nsource:\n  name: dummy\n  total_records: 1000\n  page_size: 100\ndestination:\n  name: wasm\n  \
+                config:\n    plugin: sum\n    buffer_size: 0\n";
+    let tokens: Vec<String> = (0..TENANTS)
+        .map(|t| {
+            let token = serve.tenant(&format!("t{t}"), json!({}));
+            serve.ok("PUT", "/v1/plugins/sum", &token, Some(sum.clone()));
+            serve.ok("PUT", "/v1/pipelines/p", &token, Some(idle.as_bytes().to_vec()));
+            serve.ok("POST", "/v1/pipelines/p/start", &token, None);
+            serve.wait_for(&token, "p", "completed", |s| s["state"] == "completed");
+            token
+        })
+        .collect();
+
+    let mut alone: Vec<f64> = (0..rounds())
+        .map(|r| run_a(&serve, &a, &format!("alone-{r}")).0)
+        .collect();
+    let started = Instant::now() + Duration::from_millis(100);
+    let total = RATE * seconds;
+    let (answers, mut loaded) = std::thread::scope(|s| {
+        let load = s.spawn(|| load(&serve.url, &tokens, &sum, idle, started, total));
+        // A's pipeline, again and again while the load lasts.
+        let mut loaded = Vec::new();
+        while started.elapsed() < Duration::from_secs(seconds.saturating_sub(5)) {
+            loaded.push(run_a(&serve, &a, &format!("loaded-{}", loaded.len())).0);
+        }
+        (load.join().unwrap(), loaded)
+    });
+    let took = started.elapsed().as_secs_f64();
+    alone.extend((0..rounds()).map(|r| run_a(&serve, &a, &format!("after-{r}")).0));
+
+    println!(
+        "{} requests in {took:.0} s ({:.0}/s) for {TENANTS} tenants; latency from when each was due:",
+        answers.len(),
+        answers.len() as f64 / took
+    );
+    let report = |what: &str, mut latencies: Vec<Duration>, failed: usize| {
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+        println!(
+            "  {what:<13} {:>7} requests: p50 {:6.1} ms, p99 {:6.1} ms, max {:7.1} ms; 5xx or no answer: {failed}",
+            latencies.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    };
+    let failed = |status: u16| status == 0 || status >= 500;
+    for (kind, (what, _)) in MIX.iter().enumerate() {
+        let of_kind: Vec<_> = answers.iter().filter(|a| a.0 == kind).collect();
+        report(
+            what,
+            of_kind.iter().map(|a| a.2).collect(),
+            of_kind.iter().filter(|a| failed(a.1)).count(),
+        );
+    }
+    let refused: Vec<_> = answers.iter().filter(|a| !failed(a.1) && a.1 >= 400).collect();
+    if let Some(first) = refused.first() {
+        println!(
+            "  {} refused with 4xx (the first: {} {})",
+            refused.len(),
+            MIX[first.0].0,
+            first.1
+        );
+    }
+    report(
+        "all",
+        answers.iter().map(|a| a.2).collect(),
+        answers.iter().filter(|a| failed(a.1)).count(),
+    );
+    let alone_rate = median(&mut alone);
+    let loaded_rate = median(&mut loaded);
+    println!(
+        "A's records/s: alone (before and after, median of {}) {alone_rate:.0}, under the load (median of {}) {loaded_rate:.0}: {:.0}%; load average {}",
+        alone.len(),
+        loaded.len(),
+        100.0 * loaded_rate / alone_rate,
         load_average()
     );
 }
