@@ -207,8 +207,8 @@ fn a_host_killed_mid_flow_hands_its_partitions_to_the_other_and_takes_them_back_
         });
     }
     // Both hosts see the registry as it was (tenants, tokens, plugin
-    // versions, pipelines; a pipeline's `plugin_version` is the one the
-    // host asked runs, hence after the rejoin).
+    // versions, pipelines; a pipeline's `plugin_version` is what the host
+    // asked runs, hence only after the rejoin).
     for serve in [&h1, &h2] {
         assert_eq!(tenants_of(serve), tenants_before);
         for (t, before) in tenants.iter().zip(&registry_before) {
