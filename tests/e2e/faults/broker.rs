@@ -41,7 +41,8 @@ fn outage() -> Duration {
 /// messages a second (each in a batch of its own: tansu's fetches skip
 /// within a batch), until stopped. It keeps what it cannot send while the
 /// broker is down and sends it when the broker is back (10 minutes before
-/// librdkafka gives a message up).
+/// librdkafka gives a message up). [`Producing::start_with`] sets the
+/// partitions and the pace.
 pub(super) struct Producing {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
@@ -50,6 +51,12 @@ pub(super) struct Producing {
 
 impl Producing {
     pub(super) fn start(b: &Broker, topic: &str) -> Self {
+        Self::start_with(b, topic, PARTITIONS, Duration::from_millis(50))
+    }
+
+    /// Round-robin over `partitions`, a message every `every` (and the
+    /// time a send takes).
+    pub(super) fn start_with(b: &Broker, topic: &str, partitions: i32, every: Duration) -> Self {
         let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
         let producer = b.producer_with(&[
             ("linger.ms", "0"),
@@ -63,14 +70,14 @@ impl Producing {
                 let value = format!("{{\"id\":{id}}}");
                 producer.send(
                     &topic,
-                    (id % PARTITIONS as usize) as i32,
+                    (id % partitions as usize) as i32,
                     None,
                     Some(value.as_bytes()),
                     &[],
                 );
                 id += 1;
                 sent2.store(id, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(every);
             }
             producer.flush();
         });
