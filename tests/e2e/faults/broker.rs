@@ -79,7 +79,9 @@ impl Producing {
                 sent2.store(id, Ordering::Relaxed);
                 std::thread::sleep(every);
             }
-            producer.flush();
+            // After a 90 s outage (bench/faults.sh) the producer's retries
+            // of what was in flight at the kill outlast the usual 30 s.
+            producer.flush_within(Duration::from_secs(300));
         });
         Producing { stop, sent, thread }
     }
