@@ -6,6 +6,13 @@
         rows, the file destination's lines: the JSON is quoted differently in
         each, so only the words are matched). Prints lost and duplicated
         messages per topic; exits 1 if any is lost.
+    python bench/soak.py growth SAMPLES.csv
+        RSS, open files, threads and compile cache: the median of the five
+        minutes after the warm-up against the median of the last five.
+        Medians, because single samples swing with what is in flight at
+        that instant (a hostile tenant's 256 MiB memory bomb is in RSS for a
+        second of every restart): a leak moves the median, a spike does
+        not. Exits 1 past 5% growth.
     python bench/soak.py plot SAMPLES.csv OUT.png TITLE
         RSS, open files, threads, compile cache, CPU and records against
         time, one panel each, with the warm-up the growth is measured from
@@ -42,16 +49,53 @@ def check(directory, per_topic, topics):
     return 1 if lost_total else 0
 
 
+def samples_of(path):
+    with open(path) as f:
+        return [{k: float(v or 0) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def warm_up_s(rows):
+    """5 minutes, or a twelfth of a run shorter than an hour."""
+    return 300 if rows[-1]["elapsed_s"] >= 3600 else rows[-1]["elapsed_s"] / 12
+
+
+def growth(samples):
+    rows = samples_of(samples)
+    warm, last = warm_up_s(rows), rows[-1]["elapsed_s"]
+    window = min(300, (last - warm) / 3)
+    early = [r for r in rows if warm <= r["elapsed_s"] < warm + window]
+    late = [r for r in rows if r["elapsed_s"] > last - window]
+    if not early or not late:
+        print("too short to compare")
+        return 1
+    worst = 0
+    parts = []
+    for column, label in [("rss_kib", "RSS KiB"), ("open_files", "open files"),
+                          ("threads", "threads"), ("cache_kib", "compile cache KiB")]:
+        a, b = median([r[column] for r in early]), median([r[column] for r in late])
+        change = (b - a) * 100 / a if a else 0
+        worst = max(worst, change)
+        parts.append(f"{label} {a:.0f} -> {b:.0f} ({change:+.1f}%)")
+    cpu = rows[-1]["cpu_s"] - rows[0]["cpu_s"]
+    print(f"medians of {warm:.0f}-{warm + window:.0f} s against {last - window:.0f}-{last:.0f} s: "
+          + ", ".join(parts) + f"; CPU {cpu:.0f} s in {last:.0f} s")
+    return 1 if worst > 5 else 0
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
 def plot(samples, out, title):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(samples) as f:
-        rows = [{k: float(v or 0) for k, v in row.items()} for row in csv.DictReader(f)]
+    rows = samples_of(samples)
     minutes = [r["elapsed_s"] / 60 for r in rows]
-    warm = 5 if minutes[-1] >= 60 else minutes[-1] / 12
+    warm = warm_up_s(rows) / 60
     panels = [
         ("RSS (MiB)", [r["rss_kib"] / 1024 for r in rows]),
         ("open files", [r["open_files"] for r in rows]),
@@ -91,4 +135,6 @@ if __name__ == "__main__":
     what, *args = sys.argv[1:]
     if what == "check":
         sys.exit(check(args[0], int(args[1]), args[2:]))
+    if what == "growth":
+        sys.exit(growth(args[0]))
     plot(*args)

@@ -15,7 +15,7 @@ use crate::support::postgres;
 use crate::support::serve::{body as yaml, csv_rows, kafka_positions, Serve, ADMIN};
 use crate::support::{bizon_host, python_runtime, wait_until, wasm};
 
-fn hosts_running(status: &Value) -> Vec<String> {
+pub(crate) fn hosts_running(status: &Value) -> Vec<String> {
     status["hosts"]
         .as_array()
         .unwrap()

@@ -41,7 +41,8 @@ fn outage() -> Duration {
 /// messages a second (each in a batch of its own: tansu's fetches skip
 /// within a batch), until stopped. It keeps what it cannot send while the
 /// broker is down and sends it when the broker is back (10 minutes before
-/// librdkafka gives a message up).
+/// librdkafka gives a message up). [`Producing::start_with`] sets the
+/// partitions and the pace.
 pub(super) struct Producing {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
@@ -50,6 +51,12 @@ pub(super) struct Producing {
 
 impl Producing {
     pub(super) fn start(b: &Broker, topic: &str) -> Self {
+        Self::start_with(b, topic, PARTITIONS, Duration::from_millis(50))
+    }
+
+    /// Round-robin over `partitions`, a message every `every` (and the
+    /// time a send takes).
+    pub(super) fn start_with(b: &Broker, topic: &str, partitions: i32, every: Duration) -> Self {
         let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
         let producer = b.producer_with(&[
             ("linger.ms", "0"),
@@ -63,16 +70,18 @@ impl Producing {
                 let value = format!("{{\"id\":{id}}}");
                 producer.send(
                     &topic,
-                    (id % PARTITIONS as usize) as i32,
+                    (id % partitions as usize) as i32,
                     None,
                     Some(value.as_bytes()),
                     &[],
                 );
                 id += 1;
                 sent2.store(id, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(every);
             }
-            producer.flush();
+            // After a 90 s outage (bench/faults.sh) the producer's retries
+            // of what was in flight at the kill outlast the usual 30 s.
+            producer.flush_within(Duration::from_secs(300));
         });
         Producing { stop, sent, thread }
     }
@@ -281,8 +290,14 @@ fn a_serve_pipeline_waits_for_a_killed_broker_and_writes_every_message_after_it_
     assert!(logs.contains("every broker is unreachable"), "{logs}");
     let status = serve.ok("GET", "/v1/pipelines/k", &a, None);
     assert_eq!(status["state"], "running", "{status}");
+    let sent_at_restart = producing.sent();
     broker.start();
     serve.wait_for(&a, "k", "the broker back in the metrics", |_| down() == Some(0.0));
+    // The producer's backlog first (1,800 messages after 90 s, one per
+    // request to a broker writing to S3): its flush has 30 s.
+    wait_until("what was sent during the outage written", || {
+        csv_ids(&out).len() >= sent_at_restart + 20
+    });
     let sent = producing.finish();
     poll(
         || format!("{sent} ids written:\n{}", serve.log()),

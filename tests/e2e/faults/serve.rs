@@ -22,7 +22,9 @@ use crate::support::{poll, wasm};
 /// when the host is killed.
 const DUMMY: u64 = 300_000;
 
-fn kafka_pipeline(servers: &str, topic: &str) -> String {
+/// Pipeline `k`: `topic` in stream mode into the csv plugin under `out`; a
+/// killed consumer leaves the group after 6 s (`session.timeout.ms`).
+pub(super) fn kafka_pipeline(servers: &str, topic: &str) -> String {
     format!(
         "name: k\nsource:\n  name: kafka\n  sync_mode: stream\n  bootstrap_servers: {servers}\n  group_id: g\n  topic: {topic}\n  \
          message_encoding: utf-8\n  batch_size: 20\n  consumer_config:\n    session.timeout.ms: 6000\n    \
@@ -42,7 +44,7 @@ fn dummy_pipeline() -> String {
 
 /// What the registry holds for a tenant: its pipelines (name, yaml,
 /// running) and plugin versions.
-fn registry_of(serve: &Serve, token: &str) -> Value {
+pub(super) fn registry_of(serve: &Serve, token: &str) -> Value {
     let mut pipelines: Vec<Value> = serve.ok("GET", "/v1/pipelines", token, None)["pipelines"]
         .as_array()
         .unwrap()
@@ -58,7 +60,7 @@ fn registry_of(serve: &Serve, token: &str) -> Value {
 }
 
 /// Each tenant's name, limits and pipelines' names.
-fn tenants_of(serve: &Serve) -> Vec<Value> {
+pub(super) fn tenants_of(serve: &Serve) -> Vec<Value> {
     serve.ok("GET", "/v1/tenants", ADMIN, None)["tenants"]
         .as_array()
         .unwrap()
@@ -76,7 +78,10 @@ fn a_killed_serve_resumes_every_running_pipeline_of_two_tenants_from_its_offsets
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut serve = Serve::start(&data, "");
-    let tenants = ["acme", "beta"];
+    // Names no other test on the shared broker gives a tenant: a group
+    // (`bizon-serve.<tenant>.g`) is the broker's, and a member SIGKILLed
+    // here would hold up another test's rebalances for its session (6 s).
+    let tenants = ["kilo", "lima"];
     let mut runs = Vec::new();
     for name in tenants {
         let topic = unique(&format!("killed-{name}"));

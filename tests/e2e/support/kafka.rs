@@ -298,6 +298,16 @@ impl TestProducer {
     }
 
     pub fn flush(&self) {
-        self.producer.flush(TIMEOUT).unwrap();
+        self.flush_within(TIMEOUT);
+    }
+
+    /// Waits up to `limit` for every message sent to be delivered.
+    pub fn flush_within(&self, limit: Duration) {
+        if let Err(e) = self.producer.flush(limit) {
+            panic!(
+                "{} messages undelivered after {limit:?}: {e}",
+                self.producer.in_flight_count()
+            );
+        }
     }
 }
