@@ -17,7 +17,7 @@ profile=(--release)
 [[ ${FUZZ_PROFILE:-release} == dev ]] && profile=()
 nice -n 10 cargo test "${profile[@]}" -p bizon-host --test e2e --no-run
 properties=$(cargo test "${profile[@]}" -p bizon-host --test e2e -- --list 2>/dev/null |
-    sed -n 's/^\(fuzz::[a-z_:]*\): test$/\1/p')
+    sed -n 's/^\(fuzz::[a-z0-9_:]*\): test$/\1/p')
 for property in $properties; do
     end=$((SECONDS + seconds))
     rounds=0
