@@ -191,6 +191,7 @@ pub async fn run(
         admin_hash,
     });
     resume(&state).await?;
+    runtime::spawn_memory_trim();
     let addr = listener.local_addr().map_err(io)?;
     match state.supervisor.leases() {
         Some(leases) => {
