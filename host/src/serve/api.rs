@@ -82,7 +82,9 @@ async fn plain_rejection_as_json(response: Response) -> Response {
     if !status.is_client_error() || json {
         return response;
     }
-    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
     let message = match String::from_utf8_lossy(&text).trim() {
         "" => status.canonical_reason().unwrap_or("bad request").to_string(),
         text => text.to_string(),
