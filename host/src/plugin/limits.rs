@@ -82,8 +82,11 @@ impl Limits {
         usize::try_from(self.memory_mb().saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
     }
 
+    /// At most a week: a longer timeout is none, and deadlines (now + this)
+    /// must not overflow (a tenant's `call_timeout_ms: 18446744073709551615`
+    /// panicked at its first call; found beside the serve API's fuzzing).
     pub fn call_timeout(&self) -> Duration {
-        Duration::from_millis(self.call_timeout_ms)
+        Duration::from_millis(self.call_timeout_ms.min(7 * 24 * 3600 * 1000))
     }
 }
 
@@ -163,6 +166,16 @@ mod tests {
             memory_mb: Some(memory_mb),
             call_timeout_ms: 10,
         })
+    }
+
+    #[test]
+    fn the_longest_call_timeout_still_makes_a_deadline() {
+        let limits = Limits {
+            memory_mb: None,
+            call_timeout_ms: u64::MAX,
+        };
+        assert_eq!(limits.call_timeout(), Duration::from_secs(7 * 24 * 3600));
+        let _deadline = std::time::Instant::now() + limits.call_timeout();
     }
 
     #[test]
