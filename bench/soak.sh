@@ -60,13 +60,19 @@ done
 
 work=$(mktemp -d /tmp/bizon-soak.XXXXXX)
 # The host and the producer (the e2e test binary), built as the tests build
-# them, and copied.
-nice -n 10 cargo test "${profile[@]}" -p bizon-host --test e2e --no-run
-e2e=$(cargo test "${profile[@]}" -p bizon-host --test e2e --no-run --message-format json 2>/dev/null |
-    jq -r 'select(.reason == "compiler-artifact" and .target.name == "e2e") | .executable')
-target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-cp "$target/$([[ ${#profile[@]} == 0 ]] && echo debug || echo release)/bizon-host" "$work/bizon-host"
-cp "$e2e" "$work/e2e"
+# them, and copied; or SOAK_BINARIES, a directory holding both (`bizon-host`
+# and `e2e`) from an earlier build, so that a soak can start while the tree
+# has moved on.
+if [[ -n ${SOAK_BINARIES:-} ]]; then
+    cp "$SOAK_BINARIES/bizon-host" "$SOAK_BINARIES/e2e" "$work/"
+else
+    nice -n 10 cargo test "${profile[@]}" -p bizon-host --test e2e --no-run
+    e2e=$(cargo test "${profile[@]}" -p bizon-host --test e2e --no-run --message-format json 2>/dev/null |
+        jq -r 'select(.reason == "compiler-artifact" and .target.name == "e2e") | .executable')
+    target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+    cp "$target/$([[ ${#profile[@]} == 0 ]] && echo debug || echo release)/bizon-host" "$work/bizon-host"
+    cp "$e2e" "$work/e2e"
+fi
 bin="$work/bizon-host"
 echo "work directory: $work"
 
