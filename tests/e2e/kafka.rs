@@ -836,37 +836,17 @@ fn scale_out_three_processes_six_partitions_one_killed_mid_run_loses_nothing() {
 /// An Apicurio schema registry stand-in: `GET /apis/registry/v2/ids/globalIds/{id}`
 /// answers the schema of that id, or 404. Returns its base URL.
 fn schema_registry(schemas: Vec<(i64, String)>) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            let _ = reader.read_line(&mut request);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let id: Option<i64> = request
-                .split_whitespace()
-                .nth(1)
-                .and_then(|path| path.strip_prefix("/apis/registry/v2/ids/globalIds/"))
-                .and_then(|id| id.parse().ok());
-            let response = match schemas.iter().find(|(i, _)| Some(*i) == id) {
-                Some((_, schema)) => format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{schema}",
-                    schema.len()
-                ),
-                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-            };
-            let _ = stream.write_all(response.as_bytes());
+    HttpServer::start(move |_, seen| {
+        let id: Option<i64> = seen
+            .path
+            .strip_prefix("/apis/registry/v2/ids/globalIds/")
+            .and_then(|id| id.parse().ok());
+        match schemas.iter().find(|(i, _)| Some(*i) == id) {
+            Some((_, schema)) => Reply::ok(schema).header("content-type", "application/json"),
+            None => Reply::status(404, ""),
         }
-    });
-    url
+    })
+    .url()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::support::kafka::{broker, unique};
 use crate::support::postgres;
-use crate::support::serve::{body as yaml, csv_rows, kafka_positions, Serve, ADMIN};
+use crate::support::serve::{body as yaml, csv_rows, kafka_positions, Serve, SharedRegistry, ADMIN};
 use crate::support::{bizon_host, python_runtime, wait_until, wasm};
 
 pub(crate) fn hosts_running(status: &Value) -> Vec<String> {
@@ -31,18 +31,10 @@ fn two_hosts_share_a_registry_split_kafka_partitions_and_move_a_dummy_pipeline_w
     let broker = broker();
     python_runtime();
     let dir = tempfile::tempdir().unwrap();
-    // One secrets key for every host of the registry (the first makes it).
-    let key = dir.path().join("secrets.key");
-    let config = |id: &str| {
-        format!(
-            "registry: {}\nhost_id: {id}\nreconcile_interval_ms: 300\nsecrets_key_file: {}\n",
-            pg.url,
-            key.display()
-        )
-    };
-    let (data1, data2) = (dir.path().join("h1"), dir.path().join("h2"));
-    let mut h1 = Serve::start(&data1, &config("h1"));
-    let h2 = Serve::start(&data2, &config("h2"));
+    let registry = SharedRegistry::new(&pg.url, dir.path());
+    let (data1, data2) = (registry.data("h1"), registry.data("h2"));
+    let mut h1 = registry.start("h1");
+    let h2 = registry.start("h2");
 
     // A tenant made through host 1 uploads through host 2; host 1 fetches
     // the bytes from the registry when it first needs them.

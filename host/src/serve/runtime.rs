@@ -82,9 +82,10 @@ pub fn spawn_memory_trim() {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
-    // SAFETY: sysconf reads a constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    // RSS before and after, read only for a debug line.
     let rss_mib = || {
+        // SAFETY: sysconf reads a constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
         let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
         let pages: u64 = statm
             .split_whitespace()
@@ -93,16 +94,19 @@ fn trim() {
             .unwrap_or(0);
         (pages * page) >> 20
     };
-    let (before, started) = (rss_mib(), std::time::Instant::now());
+    let before = tracing::enabled!(tracing::Level::DEBUG).then(rss_mib);
+    let started = std::time::Instant::now();
     // SAFETY: malloc_trim only releases glibc's own free memory; no pointer
     // is passed.
     unsafe { libc::malloc_trim(0) };
-    tracing::debug!(
-        before_mib = before,
-        after_mib = rss_mib(),
-        ms = started.elapsed().as_millis() as u64,
-        "free memory returned to the system"
-    );
+    if let Some(before) = before {
+        tracing::debug!(
+            before_mib = before,
+            after_mib = rss_mib(),
+            ms = started.elapsed().as_millis() as u64,
+            "free memory returned to the system"
+        );
+    }
 }
 
 /// Lowers the calling thread's priority to `nice`, never raising it: a

@@ -27,7 +27,7 @@ use super::serve::{kafka_pipeline, registry_of, tenants_of};
 use crate::serve_hosts::hosts_running;
 use crate::support::kafka::{broker, unique};
 use crate::support::postgres;
-use crate::support::serve::{body as yaml, csv_rows, Serve};
+use crate::support::serve::{body as yaml, csv_rows, Serve, SharedRegistry};
 use crate::support::{poll, wait_until, wasm};
 
 const PARTITIONS: i32 = 4;
@@ -77,17 +77,10 @@ fn a_host_killed_mid_flow_hands_its_partitions_to_the_other_and_takes_them_back_
     let pg = postgres::start();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("secrets.key");
-    let config = |id: &str| {
-        format!(
-            "registry: {}\nhost_id: {id}\nreconcile_interval_ms: 300\nsecrets_key_file: {}\n",
-            pg.url,
-            key.display()
-        )
-    };
-    let (data1, data2) = (dir.path().join("h1"), dir.path().join("h2"));
-    let mut h1 = Serve::start(&data1, &config("h1"));
-    let h2 = Serve::start(&data2, &config("h2"));
+    let registry = SharedRegistry::new(&pg.url, dir.path());
+    let (data1, data2) = (registry.data("h1"), registry.data("h2"));
+    let mut h1 = registry.start("h1");
+    let h2 = registry.start("h2");
 
     // Tenants made through host 1, their plugin and pipeline stored and
     // started through host 2. Names of this test's own: the group
@@ -191,7 +184,7 @@ fn a_host_killed_mid_flow_hands_its_partitions_to_the_other_and_takes_them_back_
     // the partitions 2 and 2 again) and writes.
     let restarted = Instant::now();
     let rows_at_restart = rows1();
-    let h1 = Serve::start(&data1, &config("h1"));
+    let h1 = registry.start("h1");
     for t in &tenants {
         wait_until(&format!("{}: host 1 to hold 2 partitions again", t.name), || {
             assigned(&h1, t.name) == Some(2) && assigned(&h2, t.name) == Some(2)

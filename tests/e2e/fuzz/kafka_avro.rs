@@ -15,7 +15,6 @@
 //!   the registry (the run stops), never a panic nor a stack overflow.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -25,6 +24,8 @@ use bizon_host::source::kafka::message::{Decoded, Decoder};
 use proptest::prelude::*;
 use rdkafka::message::{OwnedMessage, Timestamp};
 use serde_json::{json, Value};
+
+use crate::support::http_server::{HttpServer, Reply};
 
 /// Schema id to the status and body the registry answers for it.
 type Answers = Arc<Mutex<HashMap<u32, (u16, Vec<u8>)>>>;
@@ -40,39 +41,22 @@ struct Registry {
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let answers = Answers::default();
         let served = answers.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                let _ = reader.read_line(&mut request);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                let answer = request
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|path| path.strip_prefix("/apis/registry/v2/ids/globalIds/"))
-                    .and_then(|id| id.parse().ok())
-                    .and_then(|id: u32| served.lock().unwrap().get(&id).cloned());
-                let (status, body) = answer.unwrap_or((404, Vec::new()));
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(&body);
+        let server = HttpServer::start(move |_, seen| {
+            let answer = seen
+                .path
+                .strip_prefix("/apis/registry/v2/ids/globalIds/")
+                .and_then(|id| id.parse().ok())
+                .and_then(|id: u32| served.lock().unwrap().get(&id).cloned());
+            let (status, body) = answer.unwrap_or((404, Vec::new()));
+            Reply {
+                body,
+                ..Reply::status(status, "").header("content-type", "application/json")
             }
         });
         Registry {
-            url,
+            url: server.url(),
             answers,
             next: AtomicU32::new(1),
         }
@@ -91,9 +75,7 @@ fn answer(status: u16, body: Vec<u8>) -> u32 {
 /// a decoder of its own (schemas are cached per decoder).
 fn decode(value: &[u8]) -> Decoded {
     let decoder = Decoder {
-        avro: Some(std::cell::RefCell::new(
-            AvroDecoder::new(&registry().url, "", "").unwrap(),
-        )),
+        avro: Some(std::cell::RefCell::new(AvroDecoder::new(&registry().url, "", ""))),
         topics: [("t".to_string(), Arc::from("events"))].into(),
         skip_empty_value: false,
         skip_invalid_keys: false,

@@ -345,6 +345,38 @@ fn serve_command(data: &Path, config: &str, port: u16, args: &[&str]) -> std::pr
     command
 }
 
+/// The hosts of one shared registry (a PostgreSQL URL): each has its own
+/// data dir under `dir` and all share one secrets key there (the first host
+/// makes it), with a fast reconcile.
+pub struct SharedRegistry {
+    url: String,
+    dir: PathBuf,
+}
+
+impl SharedRegistry {
+    pub fn new(url: &str, dir: &Path) -> Self {
+        Self {
+            url: url.to_string(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Host `id`'s data dir.
+    pub fn data(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Starts host `id`; again after a kill, it finds its data dir as it was.
+    pub fn start(&self, id: &str) -> Serve {
+        let config = format!(
+            "registry: {}\nhost_id: {id}\nreconcile_interval_ms: 300\nsecrets_key_file: {}\n",
+            self.url,
+            self.dir.join("secrets.key").display()
+        );
+        Serve::start(&self.data(id), &config)
+    }
+}
+
 /// A serve that must refuse to start: its exit status (not success) and
 /// what it printed.
 pub fn refused_start(data: &Path, config: &str, args: &[&str]) -> String {
@@ -391,7 +423,14 @@ pub fn body(text: &str) -> Option<Vec<u8>> {
 pub fn csv_files(dir: &Path) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap();
+        // Read while a plugin writes: a file listed may be gone when it is
+        // read (CI once failed here without naming why), and its last line
+        // may be cut.
+        let text = match std::fs::read(entry.path()) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", entry.path().display()),
+        };
         let rows = text
             .lines()
             .filter(|l| !l.starts_with("bizon_id"))

@@ -48,25 +48,24 @@ pub const MAX_ALLOCATION: usize = 16 << 20;
 pub struct AvroDecoder {
     url: String,
     auth: Option<(String, String)>,
-    client: reqwest::blocking::Client,
+    /// Made at the first fetch, on the consumer's thread: a blocking client
+    /// made on the async runtime that assembles the run panics in debug
+    /// builds and blocks a worker in release ones.
+    client: std::sync::OnceLock<reqwest::blocking::Client>,
     /// Schema id to the parsed schema and Bizon's `schema` text for it;
     /// `Err` for ids the registry does not have.
     schemas: HashMap<i64, Result<Arc<(Schema, String)>, String>>,
 }
 
 impl AvroDecoder {
-    pub fn new(url: &str, username: &str, password: &str) -> Result<Self, String> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("schema registry client: {e}"))?;
+    pub fn new(url: &str, username: &str, password: &str) -> Self {
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
-        Ok(Self {
+        Self {
             url: url.trim_end_matches('/').to_string(),
             auth: (!username.is_empty()).then(|| (username.to_string(), password.to_string())),
-            client,
+            client: std::sync::OnceLock::new(),
             schemas: HashMap::new(),
-        })
+        }
     }
 
     /// The decoded value as JSON text, and Bizon's `schema` for it.
@@ -93,7 +92,17 @@ impl AvroDecoder {
     /// schema that does not parse is `Ok(Err)`, the message's fault.
     fn fetch(&self, id: i64) -> Result<Result<Arc<(Schema, String)>, String>, AvroError> {
         let url = format!("{}/apis/registry/v2/ids/globalIds/{id}", self.url);
-        let mut request = self.client.get(&url);
+        let client = match self.client.get() {
+            Some(client) => client,
+            None => {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .map_err(|e| AvroError::Registry(format!("schema registry client: {e}")))?;
+                self.client.get_or_init(|| client)
+            }
+        };
+        let mut request = client.get(&url);
         if let Some((user, password)) = &self.auth {
             request = request.basic_auth(user, Some(password));
         }
@@ -455,7 +464,7 @@ mod tests {
         let datum = apache_avro::to_avro_datum(&schema, record).unwrap();
         let mut framed = vec![0, 0, 0, 0, 5];
         framed.extend_from_slice(&datum);
-        let mut decoder = AvroDecoder::new("http://127.0.0.1:1", "", "").unwrap();
+        let mut decoder = AvroDecoder::new("http://127.0.0.1:1", "", "");
         decoder.schemas.insert(5, Ok(Arc::new((schema, bizon))));
         let (json, _) = decoder.decode(&framed).ok().unwrap();
         assert_eq!(

@@ -111,14 +111,11 @@ impl KafkaSource {
                             .into(),
                     ));
                 };
-                Some(std::cell::RefCell::new(
-                    avro::AvroDecoder::new(
-                        &auth.schema_registry_url,
-                        &auth.schema_registry_username,
-                        &auth.schema_registry_password,
-                    )
-                    .map_err(SourceError::Kafka)?,
-                ))
+                Some(std::cell::RefCell::new(avro::AvroDecoder::new(
+                    &auth.schema_registry_url,
+                    &auth.schema_registry_username,
+                    &auth.schema_registry_password,
+                )))
             }
         };
         let topics = config
