@@ -531,6 +531,7 @@ impl Destination for BatchLoad {
         };
         let records = kept.as_ref().map_or(&batch.records, |k| &k.batch.records).clone();
         if records.num_rows() == 0 {
+            self.replays.written(batch, &s.main);
             return Ok(rows as u64);
         }
         let (unnest, idempotent, loading) = (self.target.options.unnest, self.idempotent_loads, records.num_rows());
@@ -555,7 +556,7 @@ impl Destination for BatchLoad {
         } else {
             self.load_now(&mut s, &batch.destination_id, batch.sequence, object, rows_id)
                 .await?;
-            self.replays.written(&batch.destination_id, &s.main, &batch.records);
+            self.replays.written(batch, &s.main);
         }
         Ok(rows as u64)
     }
