@@ -20,6 +20,10 @@ fn main() -> ExitCode {
     #[cfg(feature = "serve")]
     let registry = registry.with(bizon_host::serve::logs::Layer.with_filter(LevelFilter::INFO));
     registry.init();
+    #[cfg(feature = "serve")]
+    if matches!(cli.command, cli::Command::Serve(_)) {
+        bizon_host::serve::runtime::cap_malloc_arenas();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
