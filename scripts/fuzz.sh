@@ -7,7 +7,9 @@
 # hundred cases of each. A failure stops the script; proptest writes its
 # seed under tests/proptest-regressions/ (replayed first from then on): make
 # it a named regression test beside its property, and fix the host.
-# FUZZ_PROFILE=dev runs the dev build instead of the release one.
+# FUZZ_PROFILE=dev runs the dev build instead of the release one;
+# FUZZ_ONLY (an extended regex, e.g. 'fuzz::(yaml|jsonl)::') keeps the
+# properties it matches.
 #   bash scripts/fuzz.sh [MINUTES [CASES]]     (MINUTES may be a fraction)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ profile=(--release)
 [[ ${FUZZ_PROFILE:-release} == dev ]] && profile=()
 nice -n 10 cargo test "${profile[@]}" -p bizon-host --test e2e --no-run
 properties=$(cargo test "${profile[@]}" -p bizon-host --test e2e -- --list 2>/dev/null |
-    sed -n 's/^\(fuzz::[a-z0-9_:]*\): test$/\1/p')
+    sed -n 's/^\(fuzz::[a-z0-9_:]*\): test$/\1/p' | grep -E "${FUZZ_ONLY:-.}")
 for property in $properties; do
     end=$((SECONDS + seconds))
     rounds=0
