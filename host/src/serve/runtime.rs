@@ -75,10 +75,11 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// blocking pool): in an hour's soak with 20 tenants (`bench/soak.sh
 /// serve`), its arenas held 178 MB from the system with 23 MB in use at
 /// 27 minutes, and RSS grew 17.6% after the warm-up even with a trim every
-/// minute. With 2 arenas a 30-minute soak held RSS at 86 MiB, flat (the
-/// default's was 164-192 MiB). The cost, lock contention in malloc: one
-/// pipeline writing 4.5 M records/s runs ~7% slower, far above what a
-/// tenant's Kafka pipeline reads. `run` keeps glibc's default: one
+/// minute. With 2 arenas the same hour held RSS at 87 then 82 MiB (-5.2%;
+/// the default's was 164 then 192 MiB). The cost, lock contention in
+/// malloc: one pipeline writing 4.5 M records/s runs ~7% slower (api-load's
+/// tenant A alone, 4.52 against 4.19-4.22 M), far above what a tenant's
+/// Kafka pipeline reads. `run` keeps glibc's default: one
 /// pipeline, its speed first.
 pub fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -23,10 +23,10 @@
 //! own) until it has read past every row the table was found to hold on
 //! each partition it writes: killed again before that, the next run must
 //! still find the first crashed run's rows, which were written before this
-//! run's own. Partitions it never reads
-//! do not hold it: it commits none of them. (Found by the chaos test: 33
-//! rows twice among 14,233, from a run killed 0.4 s after its first write
-//! while the one before had been killed further on.)
+//! run's own. Partitions it never reads do not hold it: it commits none of
+//! them. (Found by reading the code after a chaos run wrote 33 rows twice
+//! among 14,233; the unit test below pins the rule, the chaos tests only
+//! meet it by chance.)
 //!
 //! Tables with `unnest: true` have no `_source_record_id` column (Bizon's
 //! layout): there, what a crashed run wrote after its last commit can be
